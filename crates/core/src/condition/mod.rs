@@ -1,0 +1,389 @@
+//! Conditions: CEL expressions parsed by the `cel` crate once at load and
+//! compiled into a small tree that evaluates directly over borrowed event JSON.
+//!
+//! Why not `cel`'s interpreter: it needs every event's properties converted
+//! into its own values and functions that own their data, while `count()` and
+//! `days_since()` must read the contact being scored; see `docs/decisions.md`.
+
+mod compile;
+mod value;
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+pub use compile::{CompileError, Names, Place};
+use value::{arithmetic, compare, equal, to_double, to_int, to_string, Arith, Eval, Fail, Val};
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    source: String,
+    root: Node,
+    uses_activity: bool,
+}
+
+/// Variables bound by the scorer for one evaluation. `None` fields are not
+/// available where the condition runs (compile-time checks make sure it never
+/// asks for them).
+#[derive(Default, Clone, Copy)]
+pub struct Scope<'a> {
+    /// `event`: the track event name or the page/screen name.
+    pub event: Option<&'a str>,
+    /// `properties`.
+    pub properties: Option<&'a Map<String, Value>>,
+    /// `context`.
+    pub context: Option<&'a Value>,
+    /// `traits` as of the evaluation time.
+    pub traits: Option<&'a Map<String, Value>>,
+    /// `company` as of the evaluation time.
+    pub company: Option<&'a Map<String, Value>>,
+    /// `count()` and `days_since()`.
+    pub activity: Option<&'a dyn Activity>,
+    /// `score`, `tier`, … (triggers only).
+    pub outcome: Option<&'a Outcome<'a>>,
+}
+
+/// The contact's activity, for `count("Name")` and `days_since("Name")`;
+/// `slot` is the index the model gave the name at compile time.
+pub trait Activity {
+    /// Number of matching events with timestamp <= t.
+    fn count(&self, slot: usize) -> u64;
+    /// Days (fractional) since the latest matching event, if any.
+    fn days_since(&self, slot: usize) -> Option<f64>;
+}
+
+/// Score variables visible to trigger conditions.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    /// Clamped score.
+    pub score: f64,
+    /// Unclamped score.
+    pub raw: f64,
+    /// Fit total.
+    pub fit: f64,
+    /// Engagement total.
+    pub engagement: f64,
+    /// Tier name or "".
+    pub tier: &'a str,
+    /// Grade name or "".
+    pub grade: &'a str,
+    /// Stage name or "".
+    pub stage: &'a str,
+    /// `active` or `excluded`.
+    pub status: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    Event,
+    Properties,
+    Context,
+    Traits,
+    Company,
+    Score,
+    Raw,
+    Fit,
+    Engagement,
+    Tier,
+    Grade,
+    Stage,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    StartsWith,
+    EndsWith,
+    Contains,
+    LowerAscii,
+    UpperAscii,
+    Trim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Convert {
+    Size,
+    Int,
+    Double,
+    String,
+}
+
+#[derive(Debug, Clone)]
+enum Literal {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Str(String),
+}
+
+impl Literal {
+    fn val(&self) -> Val<'_> {
+        match self {
+            Literal::Null => Val::Null,
+            Literal::Bool(b) => Val::Bool(*b),
+            Literal::Int(i) => Val::Int(*i),
+            Literal::UInt(u) => Val::UInt(*u),
+            Literal::Double(d) => Val::Double(*d),
+            Literal::Str(s) => Val::Str(Cow::Borrowed(s)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Literal(Literal),
+    Var(Var),
+    /// A comprehension variable, by depth in the local stack.
+    Local(usize),
+    Select(Box<Node>, String),
+    Has(Box<Node>, String),
+    Index(Box<Node>, Box<Node>),
+    List(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+    Not(Box<Node>),
+    Neg(Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Ternary(Box<Node>, Box<Node>, Box<Node>),
+    Compare(Cmp, Box<Node>, Box<Node>),
+    Arith(Arith, Box<Node>, Box<Node>),
+    In(Box<Node>, Box<Node>),
+    /// `x in [literal, ...]`, the common case, without building a list.
+    InLiterals(Box<Node>, Vec<Literal>),
+    Method(Method, Box<Node>, Vec<Node>),
+    Matches(Box<Node>, regex::Regex),
+    Convert(Convert, Box<Node>),
+    Count(usize),
+    DaysSince(usize),
+    NotStrictlyFalse(Box<Node>),
+    Comprehension(Box<Comprehension>),
+}
+
+#[derive(Debug, Clone)]
+struct Comprehension {
+    range: Node,
+    /// Locals are pushed as [iter, accu].
+    init: Node,
+    cond: Node,
+    step: Node,
+    result: Node,
+}
+
+impl Condition {
+    /// Compiles `source` for use at `place`; functions' event names are
+    /// registered in `names`. Errors carry a byte offset into `source`.
+    pub fn compile(source: &str, place: Place, names: &mut dyn Names) -> Result<Condition, CompileError> {
+        let (root, uses_activity) = compile::compile(source, place, names)?;
+        Ok(Condition {
+            source: source.to_string(),
+            root,
+            uses_activity,
+        })
+    }
+
+    /// The CEL text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the condition calls `count()` or `days_since()` (its value can
+    /// change with time and activity, not only with traits).
+    pub fn uses_activity(&self) -> bool {
+        self.uses_activity
+    }
+
+    /// Evaluates to true only if the expression yields `true`; any failure
+    /// or non-boolean result is false (SPEC §3.1).
+    pub fn holds(&self, scope: &Scope<'_>) -> bool {
+        let mut locals = Vec::new();
+        matches!(eval(&self.root, scope, &mut locals), Ok(Val::Bool(true)))
+    }
+}
+
+fn var<'a>(v: Var, scope: &Scope<'a>) -> Eval<'a> {
+    let outcome = || scope.outcome.ok_or(Fail);
+    Ok(match v {
+        Var::Event => Val::Str(Cow::Borrowed(scope.event.ok_or(Fail)?)),
+        Var::Properties => Val::JsonMap(scope.properties.ok_or(Fail)?),
+        Var::Context => Val::from_json(scope.context.ok_or(Fail)?),
+        Var::Traits => Val::JsonMap(scope.traits.ok_or(Fail)?),
+        Var::Company => Val::JsonMap(scope.company.ok_or(Fail)?),
+        Var::Score => Val::Double(outcome()?.score),
+        Var::Raw => Val::Double(outcome()?.raw),
+        Var::Fit => Val::Double(outcome()?.fit),
+        Var::Engagement => Val::Double(outcome()?.engagement),
+        Var::Tier => Val::Str(Cow::Borrowed(outcome()?.tier)),
+        Var::Grade => Val::Str(Cow::Borrowed(outcome()?.grade)),
+        Var::Stage => Val::Str(Cow::Borrowed(outcome()?.stage)),
+        Var::Status => Val::Str(Cow::Borrowed(outcome()?.status)),
+    })
+}
+
+fn truth(v: Eval<'_>) -> Result<bool, Fail> {
+    match v? {
+        Val::Bool(b) => Ok(b),
+        _ => Err(Fail),
+    }
+}
+
+fn string_arg<'a>(v: Eval<'a>) -> Result<Cow<'a, str>, Fail> {
+    match v? {
+        Val::Str(s) => Ok(s),
+        _ => Err(Fail),
+    }
+}
+
+fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eval<'a> {
+    match node {
+        Node::Literal(l) => Ok(l.val()),
+        Node::Var(v) => var(*v, scope),
+        Node::Local(i) => locals.get(*i).cloned().ok_or(Fail),
+        Node::Select(operand, field) => eval(operand, scope, locals)?.field(field),
+        Node::Has(operand, field) => Ok(Val::Bool(eval(operand, scope, locals)?.has_field(field)?)),
+        Node::Index(operand, key) => {
+            let container = eval(operand, scope, locals)?;
+            container.index(&eval(key, scope, locals)?)
+        }
+        Node::List(items) => Ok(Val::List(
+            items.iter().map(|i| eval(i, scope, locals)).collect::<Result<_, _>>()?,
+        )),
+        Node::Map(entries) => {
+            let mut out = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                out.push((eval(k, scope, locals)?, eval(v, scope, locals)?));
+            }
+            Ok(Val::Map(out))
+        }
+        Node::Not(x) => Ok(Val::Bool(!truth(eval(x, scope, locals))?)),
+        Node::Neg(x) => match eval(x, scope, locals)? {
+            Val::Int(i) => i.checked_neg().map(Val::Int).ok_or(Fail),
+            Val::Double(d) => Ok(Val::Double(-d)),
+            _ => Err(Fail),
+        },
+        // CEL's commutative logic: an error on one side is absorbed when the
+        // other side decides the result.
+        Node::And(a, b) => match truth(eval(a, scope, locals)) {
+            Ok(false) => Ok(Val::Bool(false)),
+            left => match (left, truth(eval(b, scope, locals))) {
+                (_, Ok(false)) => Ok(Val::Bool(false)),
+                (Ok(true), Ok(true)) => Ok(Val::Bool(true)),
+                _ => Err(Fail),
+            },
+        },
+        Node::Or(a, b) => match truth(eval(a, scope, locals)) {
+            Ok(true) => Ok(Val::Bool(true)),
+            left => match (left, truth(eval(b, scope, locals))) {
+                (_, Ok(true)) => Ok(Val::Bool(true)),
+                (Ok(false), Ok(false)) => Ok(Val::Bool(false)),
+                _ => Err(Fail),
+            },
+        },
+        Node::Ternary(c, a, b) => {
+            if truth(eval(c, scope, locals))? {
+                eval(a, scope, locals)
+            } else {
+                eval(b, scope, locals)
+            }
+        }
+        Node::Compare(op, a, b) => {
+            let (a, b) = (eval(a, scope, locals)?, eval(b, scope, locals)?);
+            Ok(Val::Bool(match op {
+                Cmp::Eq => equal(&a, &b),
+                Cmp::Ne => !equal(&a, &b),
+                Cmp::Lt => compare(&a, &b)?.is_lt(),
+                Cmp::Le => compare(&a, &b)?.is_le(),
+                Cmp::Gt => compare(&a, &b)?.is_gt(),
+                Cmp::Ge => compare(&a, &b)?.is_ge(),
+            }))
+        }
+        Node::Arith(op, a, b) => {
+            let a = eval(a, scope, locals)?;
+            arithmetic(*op, a, eval(b, scope, locals)?)
+        }
+        Node::In(needle, haystack) => {
+            let needle = eval(needle, scope, locals)?;
+            Ok(Val::Bool(eval(haystack, scope, locals)?.contains_value(&needle)?))
+        }
+        Node::InLiterals(needle, literals) => {
+            let needle = eval(needle, scope, locals)?;
+            Ok(Val::Bool(literals.iter().any(|l| equal(&l.val(), &needle))))
+        }
+        Node::Method(method, target, args) => {
+            let target = string_arg(eval(target, scope, locals))?;
+            let arg = |i: usize, locals: &mut Vec<Val<'a>>| -> Result<Cow<'a, str>, Fail> {
+                string_arg(eval(&args[i], scope, locals))
+            };
+            Ok(match method {
+                Method::StartsWith => Val::Bool(target.starts_with(arg(0, locals)?.as_ref())),
+                Method::EndsWith => Val::Bool(target.ends_with(arg(0, locals)?.as_ref())),
+                Method::Contains => Val::Bool(target.contains(arg(0, locals)?.as_ref())),
+                Method::LowerAscii => Val::Str(Cow::Owned(target.to_ascii_lowercase())),
+                Method::UpperAscii => Val::Str(Cow::Owned(target.to_ascii_uppercase())),
+                Method::Trim => Val::Str(Cow::Owned(target.trim().to_string())),
+            })
+        }
+        Node::Matches(target, regex) => {
+            Ok(Val::Bool(regex.is_match(&string_arg(eval(target, scope, locals))?)))
+        }
+        Node::Convert(convert, x) => {
+            let x = eval(x, scope, locals)?;
+            match convert {
+                Convert::Size => x.size().map(Val::Int),
+                Convert::Int => to_int(x),
+                Convert::Double => to_double(x),
+                Convert::String => to_string(x),
+            }
+        }
+        Node::Count(slot) => {
+            let n = scope.activity.ok_or(Fail)?.count(*slot);
+            Ok(Val::Int(i64::try_from(n).map_err(|_| Fail)?))
+        }
+        Node::DaysSince(slot) => scope.activity.ok_or(Fail)?.days_since(*slot).map(Val::Double).ok_or(Fail),
+        Node::NotStrictlyFalse(x) => Ok(Val::Bool(!matches!(eval(x, scope, locals), Ok(Val::Bool(false))))),
+        Node::Comprehension(c) => {
+            let items = eval(&c.range, scope, locals)?.elements()?;
+            let base = locals.len();
+            let init = eval(&c.init, scope, locals)?;
+            locals.push(Val::Null);
+            locals.push(init);
+            let mut outcome = Ok(());
+            for item in items {
+                locals[base] = item;
+                match truth(eval(&c.cond, scope, locals)) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                match eval(&c.step, scope, locals) {
+                    Ok(next) => locals[base + 1] = next,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            let result = outcome.and_then(|()| eval(&c.result, scope, locals));
+            locals.truncate(base);
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+#[derive(Default)]
+struct Slots(HashMap<String, usize>);
+
+impl Names for Slots {
+    fn slot(&mut self, name: &str) -> usize {
+        let next = self.0.len();
+        *self.0.entry(name.to_string()).or_insert(next)
+    }
+}
+
+struct Fixed;
+
+impl Activity for Fixed {
+    fn count(&self, slot: usize) -> u64 {
+        [3, 0][slot]
+    }
+    fn days_since(&self, slot: usize) -> Option<f64> {
+        [Some(182.5), None][slot]
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn check(source: &str, place: Place) -> Result<Condition, CompileError> {
+    Condition::compile(source, place, &mut Slots::default())
+}
+
+fn holds_on_event(source: &str) -> bool {
+    let properties = object(json!({"path": "/pricing/team", "price": 49.5, "qty": 2, "tags": ["a", "b"],
+        "nested": {"k": "v"}}));
+    let traits = object(json!({"country": "DE", "employees": 50.0, "consent": true}));
+    let company = object(json!({"industry": "Software"}));
+    let context = json!({"ip": "1.2.3.4"});
+    let scope = Scope {
+        event: Some("Product Viewed"),
+        properties: Some(&properties),
+        context: Some(&context),
+        traits: Some(&traits),
+        company: Some(&company),
+        ..Scope::default()
+    };
+    check(source, Place::Event).unwrap().holds(&scope)
+}
+
+#[test]
+fn evaluates_the_common_shapes() {
+    for (source, expected) in [
+        ("properties.path.startsWith('/pricing')", true),
+        ("properties.path.endsWith('/team') && event == 'Product Viewed'", true),
+        ("traits.country in ['DE', 'AT', 'CH']", true),
+        ("traits.country in ['FR']", false),
+        ("traits.employees >= 50", true),
+        ("traits.employees == 50", true),
+        ("properties.qty * 2 == 4.0", true),
+        ("properties.price > 49 && properties.price < 50", true),
+        ("has(traits.consent) && traits.consent == true", true),
+        ("!has(traits.budget)", true),
+        ("'a' in properties.tags && size(properties.tags) == 2", true),
+        ("properties.tags.exists(t, t == 'b')", true),
+        ("properties.tags.all(t, t == 'b')", false),
+        ("properties.nested.k == 'v' && properties['nested']['k'] == 'v'", true),
+        ("properties.path.matches('^/pricing/.*$')", true),
+        ("company.industry.lowerAscii() == 'software'", true),
+        ("int('12') + 1 == 13 && double('1.5') == 1.5 && string(3) == '3'", true),
+        ("traits.country == 'DE' ? properties.qty == 2 : false", true),
+        ("context.ip == '1.2.3.4'", true),
+    ] {
+        assert_eq!(holds_on_event(source), expected, "{source}");
+    }
+}
+
+#[test]
+fn failures_are_false_and_absorbed_by_logic() {
+    for (source, expected) in [
+        ("traits.budget >= 10000", false),
+        ("!(traits.budget >= 10000)", false),
+        ("traits.budget >= 10000 || traits.country == 'DE'", true),
+        ("traits.budget >= 10000 && traits.country == 'FR'", false),
+        ("traits.country > 3", false),
+        ("properties.qty / 0 == 1", false),
+        ("traits.country", false),
+    ] {
+        assert_eq!(holds_on_event(source), expected, "{source}");
+    }
+}
+
+#[test]
+fn functions_read_the_contact_activity() {
+    let mut slots = Slots::default();
+    let c = Condition::compile(
+        "count('Order Completed') == 3 && days_since('Order Completed') >= 182",
+        Place::Contact,
+        &mut slots,
+    )
+    .unwrap();
+    let d = Condition::compile("days_since('Never') >= 0", Place::Contact, &mut slots).unwrap();
+    assert!(c.uses_activity());
+    let traits = Map::new();
+    let scope = Scope {
+        traits: Some(&traits),
+        company: Some(&traits),
+        activity: Some(&Fixed),
+        ..Scope::default()
+    };
+    assert!(c.holds(&scope));
+    assert!(!d.holds(&scope), "days_since of a never-seen event fails, so false");
+}
+
+#[test]
+fn trigger_variables() {
+    let c = check("score >= 70 && grade in ['A', 'B'] && status == 'active'", Place::Trigger).unwrap();
+    let traits = Map::new();
+    let outcome = Outcome {
+        score: 70.0,
+        raw: 75.0,
+        fit: 40.0,
+        engagement: 35.0,
+        tier: "hot",
+        grade: "A",
+        stage: "MQL",
+        status: "active",
+    };
+    let scope = Scope {
+        traits: Some(&traits),
+        company: Some(&traits),
+        outcome: Some(&outcome),
+        ..Scope::default()
+    };
+    assert!(c.holds(&scope));
+}
+
+#[test]
+fn rejects_unknown_variables_functions_and_syntax_with_offsets() {
+    let e = check("traits.x == 1 && propertes.y == 2", Place::Event).unwrap_err();
+    assert_eq!(e.offset, 17, "{e:?}");
+    assert!(e.message.contains("unknown variable `propertes`"), "{}", e.message);
+    let e = check("properties.x == 1", Place::Contact).unwrap_err();
+    assert!(e.message.contains("unknown variable `properties`"), "{}", e.message);
+    let e = check("count('X') > 1", Place::Event).unwrap_err();
+    assert!(e.message.contains("not available"), "{}", e.message);
+    let e = check("frobnicate(traits.x)", Place::Contact).unwrap_err();
+    assert!(e.message.contains("unknown function `frobnicate`"), "{}", e.message);
+    let e = check("traits.x >= ", Place::Contact).unwrap_err();
+    assert_eq!(e.offset, 12);
+    assert!(e.message.starts_with("invalid CEL"), "{}", e.message);
+    let e = check("count(traits.name) > 1", Place::Contact).unwrap_err();
+    assert!(e.message.contains("string literal"), "{}", e.message);
+    assert!(check("   ", Place::Contact).is_err());
+}

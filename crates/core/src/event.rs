@@ -1,0 +1,475 @@
+//! Segment messages, normalised: what a contact did (track/page/screen) or who
+//! it is (identify/group), plus identity links (alias).
+
+use std::fmt::{self, Write as _};
+
+use serde_json::{Map, Value};
+
+use crate::time::Timestamp;
+
+/// The Segment message types leadscore understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageKind {
+    /// A named action (`event`) with `properties`.
+    Track,
+    /// A web page view; matched by the pseudo event name `$page`.
+    Page,
+    /// A mobile screen view; matched by the pseudo event name `$screen`.
+    Screen,
+    /// Contact traits.
+    Identify,
+    /// Company (group) traits.
+    Group,
+    /// Links `previousId` to `userId`.
+    Alias,
+}
+
+impl MessageKind {
+    /// The Segment `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Track => "track",
+            MessageKind::Page => "page",
+            MessageKind::Screen => "screen",
+            MessageKind::Identify => "identify",
+            MessageKind::Group => "group",
+            MessageKind::Alias => "alias",
+        }
+    }
+
+    fn parse(text: &str) -> Option<MessageKind> {
+        Some(match text {
+            "track" => MessageKind::Track,
+            "page" => MessageKind::Page,
+            "screen" => MessageKind::Screen,
+            "identify" => MessageKind::Identify,
+            "group" => MessageKind::Group,
+            "alias" => MessageKind::Alias,
+            _ => return None,
+        })
+    }
+
+    /// Whether the message is an activity (counts for engagement, inactivity
+    /// and `count()`).
+    pub fn is_activity(self) -> bool {
+        matches!(self, MessageKind::Track | MessageKind::Page | MessageKind::Screen)
+    }
+}
+
+/// The name rules match a message by: the track event name, or `$page` /
+/// `$screen` for page and screen views.
+pub const PAGE_EVENT: &str = "$page";
+/// See [`PAGE_EVENT`].
+pub const SCREEN_EVENT: &str = "$screen";
+
+/// One normalised Segment message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The message type.
+    pub kind: MessageKind,
+    /// `event` of a track call, or `name` of a page/screen call.
+    pub name: Option<String>,
+    /// `userId`.
+    pub user_id: Option<String>,
+    /// `anonymousId`.
+    pub anonymous_id: Option<String>,
+    /// `previousId` of an alias call.
+    pub previous_id: Option<String>,
+    /// `groupId` of a group call.
+    pub group_id: Option<String>,
+    /// When it happened.
+    pub timestamp: Timestamp,
+    /// `messageId`, or an id derived from the message's canonical JSON.
+    pub message_id: String,
+    /// `properties` (track/page/screen).
+    pub properties: Map<String, Value>,
+    /// `traits` (identify/group).
+    pub traits: Map<String, Value>,
+    /// `context`, `Value::Null` when absent.
+    pub context: Value,
+}
+
+/// Why a JSON object is not a valid message; names the offending field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageError {
+    /// The field at fault (`timestamp`, `event`, …), if one is.
+    pub field: Option<String>,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "field `{field}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+fn field_error(field: &str, message: impl Into<String>) -> MessageError {
+    MessageError {
+        field: Some(field.to_string()),
+        message: message.into(),
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads an id field: a non-empty string, or a number (Segment SDKs send both).
+fn id_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(field_error(
+            field,
+            format!("expected a string id, found {}", describe(other)),
+        )),
+    }
+}
+
+fn object_field(object: &mut Map<String, Value>, field: &str) -> Result<Map<String, Value>, MessageError> {
+    match object.remove(field) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map),
+        Some(other) => Err(field_error(
+            field,
+            format!("expected an object, found {}", describe(&other)),
+        )),
+    }
+}
+
+fn string_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(field_error(
+            field,
+            format!("expected a string, found {}", describe(other)),
+        )),
+    }
+}
+
+impl Message {
+    /// Normalises one Segment message.
+    ///
+    /// `type` is required unless `default_kind` is given (the server knows it
+    /// from the route). When neither `timestamp` nor `originalTimestamp` is
+    /// present, `received_at` is used; the offline CLI passes `None` and such
+    /// messages are rejected.
+    pub fn from_json(
+        value: Value,
+        default_kind: Option<MessageKind>,
+        received_at: Option<Timestamp>,
+    ) -> Result<Message, MessageError> {
+        let mut object = match value {
+            Value::Object(map) => map,
+            other => {
+                return Err(MessageError {
+                    field: None,
+                    message: format!("expected a JSON object, found {}", describe(&other)),
+                })
+            }
+        };
+        let kind = match object.get("type") {
+            Some(Value::String(t)) => MessageKind::parse(t).ok_or_else(|| {
+                field_error(
+                    "type",
+                    format!(
+                        "expected one of track, page, screen, identify, group, alias, found {t:?}"
+                    ),
+                )
+            })?,
+            None | Some(Value::Null) => default_kind
+                .ok_or_else(|| field_error("type", "missing (track, page, screen, identify, group or alias)"))?,
+            Some(other) => {
+                return Err(field_error(
+                    "type",
+                    format!("expected a string, found {}", describe(other)),
+                ))
+            }
+        };
+        let user_id = id_field(&object, "userId")?;
+        let anonymous_id = id_field(&object, "anonymousId")?;
+        if user_id.is_none() && anonymous_id.is_none() {
+            return Err(field_error("userId", "missing: a message needs userId or anonymousId"));
+        }
+        let timestamp = Self::timestamp(&object, received_at)?;
+        let name = match kind {
+            MessageKind::Track => match string_field(&object, "event")? {
+                Some(name) if !name.is_empty() => Some(name),
+                _ => return Err(field_error("event", "missing: a track call needs an event name")),
+            },
+            MessageKind::Page | MessageKind::Screen => string_field(&object, "name")?,
+            _ => None,
+        };
+        let previous_id = id_field(&object, "previousId")?;
+        if kind == MessageKind::Alias {
+            if previous_id.is_none() {
+                return Err(field_error("previousId", "missing: an alias call needs previousId"));
+            }
+            if user_id.is_none() {
+                return Err(field_error("userId", "missing: an alias call needs userId"));
+            }
+        }
+        let group_id = id_field(&object, "groupId")?;
+        if kind == MessageKind::Group && group_id.is_none() {
+            return Err(field_error("groupId", "missing: a group call needs groupId"));
+        }
+        let properties = if kind.is_activity() {
+            object_field(&mut object, "properties")?
+        } else {
+            Map::new()
+        };
+        let traits = if matches!(kind, MessageKind::Identify | MessageKind::Group) {
+            object_field(&mut object, "traits")?
+        } else {
+            Map::new()
+        };
+        let context = match object.remove("context") {
+            None => Value::Null,
+            Some(v @ (Value::Object(_) | Value::Null)) => v,
+            Some(other) => {
+                return Err(field_error(
+                    "context",
+                    format!("expected an object, found {}", describe(&other)),
+                ))
+            }
+        };
+        let message_id = string_field(&object, "messageId")?.filter(|id| !id.is_empty());
+        let mut message = Message {
+            kind,
+            name,
+            user_id,
+            anonymous_id,
+            previous_id: previous_id.filter(|_| kind == MessageKind::Alias),
+            group_id,
+            timestamp,
+            message_id: String::new(),
+            properties,
+            traits,
+            context,
+        };
+        message.message_id = match message_id {
+            Some(id) => id,
+            None => message.derived_message_id(),
+        };
+        Ok(message)
+    }
+
+    fn timestamp(
+        object: &Map<String, Value>,
+        received_at: Option<Timestamp>,
+    ) -> Result<Timestamp, MessageError> {
+        for field in ["timestamp", "originalTimestamp"] {
+            match object.get(field) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(text)) => {
+                    return Timestamp::parse(text).map_err(|e| field_error(field, e))
+                }
+                Some(other) => {
+                    return Err(field_error(
+                        field,
+                        format!("expected an RFC 3339 string, found {}", describe(other)),
+                    ))
+                }
+            }
+        }
+        received_at.ok_or_else(|| field_error("timestamp", "missing (and no originalTimestamp)"))
+    }
+
+    /// The id the message speaks for: `userId`, else `anonymousId`.
+    pub fn own_id(&self) -> &str {
+        self.user_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The identity link this message makes, `(from, to)`, if any: alias links
+    /// `previousId → userId`; any other message with both ids links
+    /// `anonymousId → userId`.
+    pub fn link(&self) -> Option<(&str, &str)> {
+        let to = self.user_id.as_deref()?;
+        let from = if self.kind == MessageKind::Alias {
+            self.previous_id.as_deref()?
+        } else {
+            self.anonymous_id.as_deref()?
+        };
+        (from != to).then_some((from, to))
+    }
+
+    /// The name engagement rules match: the track event, `$page` or `$screen`.
+    pub fn rule_name(&self) -> Option<&str> {
+        match self.kind {
+            MessageKind::Track => self.name.as_deref(),
+            MessageKind::Page => Some(PAGE_EVENT),
+            MessageKind::Screen => Some(SCREEN_EVENT),
+            _ => None,
+        }
+    }
+
+    /// The sort key of the log: `(timestamp, messageId)` bytewise.
+    pub fn order_key(&self) -> (Timestamp, &[u8]) {
+        (self.timestamp, self.message_id.as_bytes())
+    }
+
+    /// The message as canonical JSON: the normalised fields, keys sorted,
+    /// without `messageId`. Used to derive missing message ids and to choose
+    /// between two messages sharing an id.
+    pub fn canonical_json(&self) -> String {
+        let mut object = Map::new();
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                object.insert(key.to_string(), value);
+            }
+        };
+        put("type", Some(Value::from(self.kind.as_str())));
+        let name_key = if self.kind == MessageKind::Track { "event" } else { "name" };
+        put(name_key, self.name.clone().map(Value::from));
+        put("userId", self.user_id.clone().map(Value::from));
+        put("anonymousId", self.anonymous_id.clone().map(Value::from));
+        put("previousId", self.previous_id.clone().map(Value::from));
+        put("groupId", self.group_id.clone().map(Value::from));
+        put("timestamp", Some(Value::from(self.timestamp.to_string())));
+        if self.kind.is_activity() {
+            put("properties", Some(Value::Object(self.properties.clone())));
+        }
+        if !self.traits.is_empty() {
+            put("traits", Some(Value::Object(self.traits.clone())));
+        }
+        if !self.context.is_null() {
+            put("context", Some(self.context.clone()));
+        }
+        let mut out = String::new();
+        write_canonical(&Value::Object(object), &mut out);
+        out
+    }
+
+    /// `derived-` followed by the 128-bit xxh3 hash of [`Self::canonical_json`].
+    pub fn derived_message_id(&self) -> String {
+        let hash = xxhash_rust::xxh3::xxh3_128(self.canonical_json().as_bytes());
+        format!("derived-{hash:032x}")
+    }
+}
+
+/// Serialises JSON with object keys sorted bytewise, whatever map order the
+/// `serde_json` build uses.
+pub fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{}", Value::String(key.clone()));
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => {
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<Message, MessageError> {
+        Message::from_json(value, None, None)
+    }
+
+    #[test]
+    fn track_message() {
+        let m = parse(json!({"type": "track", "event": "Product Viewed", "userId": "u1",
+            "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1", "properties": {"sku": "A"}}))
+        .unwrap();
+        assert_eq!(m.rule_name(), Some("Product Viewed"));
+        assert_eq!(m.own_id(), "u1");
+        assert_eq!(m.properties["sku"], "A");
+        assert_eq!(m.link(), None);
+    }
+
+    #[test]
+    fn page_and_alias_links() {
+        let m = parse(json!({"type": "page", "name": "Pricing", "userId": "u1", "anonymousId": "a1",
+            "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1"}))
+        .unwrap();
+        assert_eq!(m.rule_name(), Some("$page"));
+        assert_eq!(m.link(), Some(("a1", "u1")));
+        let a = parse(json!({"type": "alias", "previousId": "old", "userId": "new",
+            "timestamp": "2024-01-01T00:00:00Z"}))
+        .unwrap();
+        assert_eq!(a.link(), Some(("old", "new")));
+        assert!(a.message_id.starts_with("derived-"));
+    }
+
+    #[test]
+    fn derived_ids_ignore_key_order_and_transport_fields() {
+        let a = parse(json!({"type": "track", "event": "X", "userId": "u", "sentAt": "1",
+            "timestamp": "2024-01-01T01:00:00+01:00", "properties": {"a": 1, "b": 2}}))
+        .unwrap();
+        let b = parse(json!({"properties": {"b": 2, "a": 1}, "timestamp": "2024-01-01T00:00:00Z",
+            "userId": "u", "event": "X", "type": "track"}))
+        .unwrap();
+        assert_eq!(a.message_id, b.message_id);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({"type": "track", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}), "event"),
+            (json!({"type": "track", "event": "X", "userId": "u"}), "timestamp"),
+            (json!({"type": "track", "event": "X", "userId": "u", "timestamp": "soon"}), "timestamp"),
+            (json!({"type": "track", "event": "X", "timestamp": "2024-01-01T00:00:00Z"}), "userId"),
+            (json!({"type": "shout", "userId": "u"}), "type"),
+            (json!({"type": "group", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}), "groupId"),
+            (json!({"type": "identify", "userId": "u", "timestamp": "2024-01-01T00:00:00Z", "traits": 3}), "traits"),
+        ];
+        for (value, field) in cases {
+            let err = parse(value.clone()).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{value}: {err}");
+        }
+        assert!(parse(json!([1])).unwrap_err().field.is_none());
+    }
+
+    #[test]
+    fn original_timestamp_and_received_at_fallbacks() {
+        let m = parse(json!({"type": "identify", "userId": "u", "originalTimestamp": "2024-01-01T00:00:00Z"}))
+            .unwrap();
+        assert_eq!(m.timestamp, Timestamp::parse("2024-01-01T00:00:00Z").unwrap());
+        let now = Timestamp::from_seconds(42);
+        let m = Message::from_json(json!({"userId": "u"}), Some(MessageKind::Identify), Some(now)).unwrap();
+        assert_eq!(m.timestamp, now);
+    }
+}
