@@ -1,0 +1,105 @@
+//! From a message log to contacts as of t: filter by time, drop duplicate
+//! message ids, stitch identities, group, sort (SPEC §2).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::event::Message;
+use crate::fold::{sort_log, ContactState, Trace};
+use crate::identity::Identities;
+use crate::model::Model;
+use crate::score::{Explanation, Score};
+use crate::time::Timestamp;
+
+/// One contact's messages (in log order) and contacts-file traits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactLog {
+    /// Canonical contact id.
+    pub id: String,
+    /// Traits from the contacts file, older than any message.
+    pub base_traits: Option<Map<String, Value>>,
+    /// Messages in log order, deduplicated.
+    pub messages: Vec<Message>,
+}
+
+/// Among messages sharing a `messageId`, keeps the one with the smallest
+/// `(timestamp, canonical JSON)`. Keeps the input order otherwise.
+pub fn dedupe(messages: Vec<Message>) -> Vec<Message> {
+    let mut kept: Vec<Option<Message>> = Vec::with_capacity(messages.len());
+    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(messages.len());
+    for message in messages {
+        match by_id.get(&message.message_id) {
+            None => {
+                by_id.insert(message.message_id.clone(), kept.len());
+                kept.push(Some(message));
+            }
+            Some(&i) => {
+                let current = kept[i].as_ref().expect("slot filled");
+                if preferred(&message, current) {
+                    kept[i] = Some(message);
+                }
+            }
+        }
+    }
+    kept.into_iter().flatten().collect()
+}
+
+/// Whether `candidate` wins over `current` for the same message id.
+pub fn preferred(candidate: &Message, current: &Message) -> bool {
+    (candidate.timestamp, candidate.canonical_json()) < (current.timestamp, current.canonical_json())
+}
+
+/// Groups a log into contacts as of `t`: every canonical id with a message at
+/// or before `t`, plus every id of the contacts file. Sorted by id bytewise.
+pub fn contacts_as_of(
+    messages: Vec<Message>,
+    contacts_file: Vec<(String, Map<String, Value>)>,
+    t: Timestamp,
+) -> Vec<ContactLog> {
+    let messages = dedupe(messages.into_iter().filter(|m| m.timestamp <= t).collect());
+    let identities = Identities::from_messages(&messages);
+    let mut contacts: HashMap<String, ContactLog> = HashMap::new();
+    fn entry<'c>(contacts: &'c mut HashMap<String, ContactLog>, id: &str) -> &'c mut ContactLog {
+        contacts.entry(id.to_string()).or_insert_with(|| ContactLog {
+            id: id.to_string(),
+            ..ContactLog::default()
+        })
+    }
+    for (id, traits) in contacts_file {
+        let contact = entry(&mut contacts, identities.canonical(&id));
+        match &mut contact.base_traits {
+            Some(base) => base.extend(traits),
+            None => contact.base_traits = Some(traits),
+        }
+    }
+    for message in messages {
+        entry(&mut contacts, identities.contact_of(&message)).messages.push(message);
+    }
+    let mut contacts: Vec<ContactLog> = contacts.into_values().collect();
+    contacts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    for contact in &mut contacts {
+        sort_log(&mut contact.messages);
+    }
+    contacts
+}
+
+impl ContactLog {
+    /// The contact's score at `t` (messages after `t` are ignored).
+    pub fn score_as_of(&self, model: &Model, t: Timestamp) -> Score {
+        let until = self.messages.partition_point(|m| m.timestamp <= t);
+        ContactState::fold(model, self.base_traits.as_ref(), &self.messages[..until])
+            .score_at(model, t)
+            .expect("t is not before the messages folded")
+    }
+
+    /// The score at `t` and its explanation, with the message ids behind
+    /// every award.
+    pub fn explain_as_of(&self, model: &Model, t: Timestamp) -> (Score, Explanation) {
+        let until = self.messages.partition_point(|m| m.timestamp <= t);
+        let mut trace = Trace::default();
+        let state = ContactState::fold_recorded(model, self.base_traits.as_ref(), &self.messages[..until], &mut trace);
+        let score = state.score_at(model, t).expect("t is not before the messages folded");
+        (score, state.explain(model, t, Some(&trace)))
+    }
+}

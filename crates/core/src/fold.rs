@@ -1,0 +1,530 @@
+//! The fold (SPEC §3.2): a contact's [`ContactState`] absorbs its messages in
+//! log order and answers its score at any t not before the last message.
+//!
+//! Log order is `(timestamp, class, messageId)` where identify/group/alias
+//! messages (class 0) come before activity (class 1) at the same timestamp:
+//! an event's conditions see traits "as of the event's timestamp", which
+//! includes an identify stamped with the very same instant. Among activities
+//! the order is SPEC's `(timestamp, messageId)`.
+//!
+//! Absorbing is O(rules concerned by the event): nothing re-reads history. An
+//! older message than the last absorbed one is refused ([`OutOfOrder`]); the
+//! caller re-folds from its log ([`crate::incremental`] shows how).
+
+use serde_json::{Map, Value};
+
+use crate::condition::{Activity, Scope};
+use crate::event::{Message, MessageKind};
+use crate::model::Model;
+use crate::rules::engagement::EngagementState;
+use crate::rules::streak::StreakState;
+use crate::score::{Contribution, ExcludedBy, Explanation, RuleKind, Score, Status};
+use crate::time::{Timestamp, SECONDS_PER_DAY};
+
+/// Where a message sits in a contact's log.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogKey<'a> {
+    /// Its timestamp.
+    pub timestamp: Timestamp,
+    /// 0 for identify/group/alias, 1 for track/page/screen.
+    pub class: u8,
+    /// Its message id.
+    pub message_id: &'a str,
+}
+
+impl<'a> LogKey<'a> {
+    /// The key of a message.
+    pub fn of(message: &'a Message) -> LogKey<'a> {
+        LogKey {
+            timestamp: message.timestamp,
+            class: u8::from(message.kind.is_activity()),
+            message_id: &message.message_id,
+        }
+    }
+}
+
+/// Sorts messages into log order.
+pub fn sort_log(messages: &mut [Message]) {
+    messages.sort_unstable_by(|a, b| LogKey::of(a).cmp(&LogKey::of(b)));
+}
+
+/// A message older than (or equal in order to a different message than) the
+/// last one absorbed: the contact must be re-folded from its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfOrder;
+
+/// Receives every award as it is made (to explain which messages earned it).
+pub trait Recorder {
+    /// Rule `rule` of `kind` awarded points for `message`.
+    fn award(&mut self, kind: RuleKind, rule: usize, message: &Message);
+}
+
+impl Recorder for () {
+    #[inline]
+    fn award(&mut self, _: RuleKind, _: usize, _: &Message) {}
+}
+
+/// Message ids behind each engagement and streak rule's awards.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    engagement: Vec<Vec<String>>,
+    streak: Vec<Vec<String>>,
+}
+
+impl Recorder for Trace {
+    fn award(&mut self, kind: RuleKind, rule: usize, message: &Message) {
+        let lists = match kind {
+            RuleKind::Engagement => &mut self.engagement,
+            RuleKind::Streak => &mut self.streak,
+            _ => return,
+        };
+        if lists.len() <= rule {
+            lists.resize(rule + 1, Vec::new());
+        }
+        lists[rule].push(message.message_id.clone());
+    }
+}
+
+impl Trace {
+    fn ids(&self, kind: RuleKind, rule: usize) -> Vec<String> {
+        let lists = match kind {
+            RuleKind::Engagement => &self.engagement,
+            RuleKind::Streak => &self.streak,
+            _ => return Vec::new(),
+        };
+        lists.get(rule).cloned().unwrap_or_default()
+    }
+}
+
+/// Everything the fold keeps about one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactState {
+    traits: Map<String, Value>,
+    company: Map<String, Value>,
+    last_timestamp: Option<Timestamp>,
+    last_class: u8,
+    last_message_id: String,
+    engagements: Vec<EngagementState>,
+    streaks: Vec<StreakState>,
+    activity_counts: Vec<u64>,
+    activity_last: Vec<Option<Timestamp>>,
+    last_activity: Option<Timestamp>,
+    inactivity_last: Vec<Option<Timestamp>>,
+    /// Highest stage rank reached at a committed evaluation point.
+    stage: Option<usize>,
+    /// The latest evaluation point, not committed while messages with the
+    /// same timestamp may still arrive.
+    pending_point: Option<Timestamp>,
+}
+
+/// Score components at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    fit: f64,
+    engagement: f64,
+    raw: f64,
+    score: f64,
+    excluded: bool,
+}
+
+/// `count()` and `days_since()` of a state at t.
+struct ActivityAt<'s> {
+    state: &'s ContactState,
+    t: Timestamp,
+}
+
+impl Activity for ActivityAt<'_> {
+    fn count(&self, slot: usize) -> u64 {
+        self.state.activity_counts[slot]
+    }
+
+    fn days_since(&self, slot: usize) -> Option<f64> {
+        self.state.activity_last[slot].map(|last| self.t.seconds_since(last) / SECONDS_PER_DAY)
+    }
+}
+
+impl ContactState {
+    /// A contact with no messages yet; `base_traits` come from a contacts
+    /// file and act as identify calls older than any message.
+    pub fn new(model: &Model, base_traits: Option<&Map<String, Value>>) -> ContactState {
+        let mut traits = Map::new();
+        if let Some(base) = base_traits {
+            merge(&mut traits, base);
+        }
+        ContactState {
+            traits,
+            company: Map::new(),
+            last_timestamp: None,
+            last_class: 0,
+            last_message_id: String::new(),
+            engagements: vec![EngagementState::default(); model.engagements.len()],
+            streaks: vec![StreakState::default(); model.streaks.len()],
+            activity_counts: vec![0; model.activity_slots()],
+            activity_last: vec![None; model.activity_slots()],
+            last_activity: None,
+            inactivity_last: vec![None; model.inactivities.len()],
+            stage: None,
+            pending_point: None,
+        }
+    }
+
+    /// Folds a whole log: sorts a copy of the order, absorbs every message.
+    /// `messages` must be deduplicated.
+    pub fn fold(model: &Model, base_traits: Option<&Map<String, Value>>, messages: &[Message]) -> ContactState {
+        Self::fold_recorded(model, base_traits, messages, &mut ())
+    }
+
+    /// [`Self::fold`] that reports every award to `recorder`.
+    pub fn fold_recorded(
+        model: &Model,
+        base_traits: Option<&Map<String, Value>>,
+        messages: &[Message],
+        recorder: &mut impl Recorder,
+    ) -> ContactState {
+        let mut order: Vec<&Message> = messages.iter().collect();
+        if !order.is_sorted_by(|a, b| LogKey::of(a) <= LogKey::of(b)) {
+            order.sort_unstable_by(|a, b| LogKey::of(a).cmp(&LogKey::of(b)));
+        }
+        let mut state = ContactState::new(model, base_traits);
+        for message in order {
+            // Equal keys are duplicates; anything else is in order by construction.
+            let _ = state.absorb_recorded(model, message, recorder);
+        }
+        state
+    }
+
+    /// The timestamp of the last absorbed message.
+    pub fn last_timestamp(&self) -> Option<Timestamp> {
+        self.last_timestamp
+    }
+
+    /// Traits as of the last absorbed message.
+    pub fn traits(&self) -> &Map<String, Value> {
+        &self.traits
+    }
+
+    /// Company traits as of the last absorbed message.
+    pub fn company(&self) -> &Map<String, Value> {
+        &self.company
+    }
+
+    /// Absorbs the next message of the log.
+    pub fn absorb(&mut self, model: &Model, message: &Message) -> Result<(), OutOfOrder> {
+        self.absorb_recorded(model, message, &mut ())
+    }
+
+    /// [`Self::absorb`] that reports awards to `recorder`.
+    pub fn absorb_recorded(
+        &mut self,
+        model: &Model,
+        message: &Message,
+        recorder: &mut impl Recorder,
+    ) -> Result<(), OutOfOrder> {
+        let key = LogKey::of(message);
+        if let Some(timestamp) = self.last_timestamp {
+            let last = LogKey {
+                timestamp,
+                class: self.last_class,
+                message_id: &self.last_message_id,
+            };
+            if key <= last {
+                return if key == last { Ok(()) } else { Err(OutOfOrder) };
+            }
+        }
+        if let Some(point) = self.pending_point {
+            if message.timestamp > point {
+                self.commit_stage(model, point);
+            }
+        }
+        self.pending_point = Some(message.timestamp);
+        self.last_timestamp = Some(key.timestamp);
+        self.last_class = key.class;
+        self.last_message_id.clear();
+        self.last_message_id.push_str(&message.message_id);
+        match message.kind {
+            MessageKind::Identify => merge(&mut self.traits, &message.traits),
+            MessageKind::Group => merge(&mut self.company, &message.traits),
+            MessageKind::Alias => {}
+            MessageKind::Track | MessageKind::Page | MessageKind::Screen => {
+                self.absorb_activity(model, message, recorder)
+            }
+        }
+        Ok(())
+    }
+
+    fn absorb_activity(&mut self, model: &Model, message: &Message, recorder: &mut impl Recorder) {
+        let at = message.timestamp;
+        self.last_activity = Some(at);
+        let Some(id) = message.rule_name().and_then(|name| model.event_id(name)) else {
+            return;
+        };
+        let dispatch = model.dispatch(id);
+        for &slot in &dispatch.activity_slots {
+            self.activity_counts[slot as usize] += 1;
+            self.activity_last[slot as usize] = Some(at);
+        }
+        for &rule in &dispatch.inactivities {
+            self.inactivity_last[rule as usize] = Some(at);
+        }
+        let scope = Scope {
+            event: message.name.as_deref(),
+            properties: Some(&message.properties),
+            context: Some(&message.context),
+            traits: Some(&self.traits),
+            company: Some(&self.company),
+            activity: None,
+            outcome: None,
+        };
+        for &i in &dispatch.streak_resets {
+            let rule = &model.streaks[i as usize];
+            rule.reset(&mut self.streaks[i as usize]);
+        }
+        for &i in &dispatch.streak_counts {
+            let rule = &model.streaks[i as usize];
+            if rule.when.as_ref().is_none_or(|c| c.holds(&scope)) && rule.count(&mut self.streaks[i as usize], at) {
+                recorder.award(RuleKind::Streak, i as usize, message);
+            }
+        }
+        for &i in &dispatch.engagements {
+            let rule = &model.engagements[i as usize];
+            if rule.when.as_ref().is_none_or(|c| c.holds(&scope))
+                && rule.occur(&mut self.engagements[i as usize], at)
+            {
+                recorder.award(RuleKind::Engagement, i as usize, message);
+            }
+        }
+    }
+
+    fn commit_stage(&mut self, model: &Model, point: Timestamp) {
+        if model.stages.is_empty() || self.stage == Some(model.stages.len() - 1) {
+            return;
+        }
+        self.stage = self.stage.max(self.stage_at(model, point));
+    }
+
+    fn stage_at(&self, model: &Model, t: Timestamp) -> Option<usize> {
+        let totals = self.totals(model, t);
+        if totals.excluded {
+            None
+        } else {
+            model.stages.rank_of(totals.score)
+        }
+    }
+
+    fn scope_at(&self, t: Timestamp) -> (ActivityAt<'_>, &Map<String, Value>, &Map<String, Value>) {
+        (ActivityAt { state: self, t }, &self.traits, &self.company)
+    }
+
+    fn totals(&self, model: &Model, t: Timestamp) -> Totals {
+        let (activity, traits, company) = self.scope_at(t);
+        let scope = Scope {
+            traits: Some(traits),
+            company: Some(company),
+            activity: Some(&activity),
+            ..Scope::default()
+        };
+        let fit: f64 = model.fits.iter().filter_map(|r| r.evaluate(&scope)).map(|m| m.points).sum();
+        let excluded = model.exclusions.iter().any(|r| r.applies(&scope));
+        let engagement = self.engagement_at(model, t);
+        let raw = fit + engagement;
+        Totals {
+            fit,
+            engagement,
+            raw,
+            score: raw.clamp(model.min, model.max),
+            excluded,
+        }
+    }
+
+    fn engagement_at(&self, model: &Model, t: Timestamp) -> f64 {
+        let engagement: f64 = model
+            .engagements
+            .iter()
+            .zip(&self.engagements)
+            .filter(|(_, s)| s.awards.count > 0)
+            .map(|(r, s)| r.value_at(s, t))
+            .sum();
+        let streak: f64 = model
+            .streaks
+            .iter()
+            .zip(&self.streaks)
+            .filter(|(_, s)| s.awards.count > 0)
+            .map(|(r, s)| r.value_at(s, t))
+            .sum();
+        let inactivity: f64 = model
+            .inactivities
+            .iter()
+            .zip(&self.inactivity_last)
+            .map(|(r, last)| r.value_at(if r.events.is_some() { *last } else { self.last_activity }, t))
+            .sum();
+        engagement + streak + inactivity
+    }
+
+    /// The score at `t`, which must not be before the last absorbed message.
+    pub fn score_at(&self, model: &Model, t: Timestamp) -> Result<Score, OutOfOrder> {
+        if self.last_timestamp.is_some_and(|last| t < last) {
+            return Err(OutOfOrder);
+        }
+        let totals = self.totals(model, t);
+        let (activity, traits, company) = self.scope_at(t);
+        let scope = Scope {
+            traits: Some(traits),
+            company: Some(company),
+            activity: Some(&activity),
+            ..Scope::default()
+        };
+        let reasons: Vec<String> = if totals.excluded {
+            model
+                .exclusions
+                .iter()
+                .filter(|r| r.applies(&scope))
+                .map(|r| r.reason.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (tier, grade, stage, status) = if totals.excluded {
+            (String::new(), String::new(), String::new(), Status::Excluded)
+        } else {
+            let pending = self.pending_point.and_then(|p| self.stage_at(model, p));
+            let stage = self.stage.max(pending).max(model.stages.rank_of(totals.score));
+            (
+                model.tiers.name_for(totals.score).to_string(),
+                model.grades.name_for(totals.fit).to_string(),
+                stage.map_or(String::new(), |r| model.stages.name(r).to_string()),
+                Status::Active,
+            )
+        };
+        Ok(Score {
+            score: totals.score,
+            raw: totals.raw,
+            fit: totals.fit,
+            engagement: totals.engagement,
+            tier,
+            grade,
+            stage,
+            status,
+            reasons,
+        })
+    }
+
+    /// Every contributing rule at `t` (>= the last message), with the message
+    /// ids from `trace` when one was recorded during the fold.
+    pub fn explain(&self, model: &Model, t: Timestamp, trace: Option<&Trace>) -> Explanation {
+        let (activity, traits, company) = self.scope_at(t);
+        let scope = Scope {
+            traits: Some(traits),
+            company: Some(company),
+            activity: Some(&activity),
+            ..Scope::default()
+        };
+        let ids = |kind, i| trace.map(|tr| tr.ids(kind, i)).unwrap_or_default();
+        let mut rules = Vec::new();
+        for rule in &model.fits {
+            if let Some(m) = rule.evaluate(&scope) {
+                let detail = match m.case {
+                    Some(i) => format!("when {}", rule.cases[i].0.source()),
+                    None => "else (no case matched)".to_string(),
+                };
+                rules.push(Contribution {
+                    id: rule.id.clone(),
+                    kind: RuleKind::Fit,
+                    points: m.points,
+                    undecayed: m.points,
+                    awards: 1,
+                    first_award: None,
+                    last_award: None,
+                    message_ids: Vec::new(),
+                    detail,
+                });
+            }
+        }
+        let decayed = |undecayed: f64, points: f64, cap: Option<f64>| {
+            let mut detail = Vec::new();
+            if cap.is_some_and(|c| points.abs() == c) {
+                detail.push(format!("capped at {}", cap.unwrap_or_default()));
+            }
+            if (undecayed - points).abs() > 1e-9 {
+                detail.push(format!("{undecayed} before decay"));
+            }
+            detail.join(", ")
+        };
+        for (i, (rule, state)) in model.engagements.iter().zip(&self.engagements).enumerate() {
+            if state.awards.count == 0 {
+                continue;
+            }
+            let points = rule.value_at(state, t);
+            rules.push(Contribution {
+                id: rule.id.clone(),
+                kind: RuleKind::Engagement,
+                points,
+                undecayed: state.awards.undecayed,
+                awards: state.awards.count,
+                first_award: Some(state.awards.first),
+                last_award: Some(state.awards.last),
+                message_ids: ids(RuleKind::Engagement, i),
+                detail: decayed(state.awards.undecayed, points, rule.cap),
+            });
+        }
+        for (i, (rule, state)) in model.streaks.iter().zip(&self.streaks).enumerate() {
+            if state.awards.count == 0 {
+                continue;
+            }
+            let points = rule.value_at(state, t);
+            rules.push(Contribution {
+                id: rule.id.clone(),
+                kind: RuleKind::Streak,
+                points,
+                undecayed: state.awards.undecayed,
+                awards: state.awards.count,
+                first_award: Some(state.awards.first),
+                last_award: Some(state.awards.last),
+                message_ids: ids(RuleKind::Streak, i),
+                detail: decayed(state.awards.undecayed, points, rule.cap),
+            });
+        }
+        for (rule, last) in model.inactivities.iter().zip(&self.inactivity_last) {
+            let latest = if rule.events.is_some() { *last } else { self.last_activity };
+            let points = rule.value_at(latest, t);
+            if points != 0.0 {
+                let latest = latest.expect("inactivity applies only after some activity");
+                rules.push(Contribution {
+                    id: rule.id.clone(),
+                    kind: RuleKind::Inactivity,
+                    points,
+                    undecayed: points,
+                    awards: 1,
+                    first_award: Some(latest.plus(rule.after)),
+                    last_award: Some(latest.plus(rule.after)),
+                    message_ids: Vec::new(),
+                    detail: format!("no activity since {latest} ({} or more)", rule.after),
+                });
+            }
+        }
+        let excluded_by = model
+            .exclusions
+            .iter()
+            .filter(|r| r.applies(&scope))
+            .map(|r| ExcludedBy {
+                id: r.id.clone(),
+                reason: r.reason.clone(),
+            })
+            .collect();
+        Explanation { rules, excluded_by }
+    }
+}
+
+/// Merges traits key by key; `null` removes a key.
+fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) {
+    for (key, value) in traits {
+        if value.is_null() {
+            into.remove(key);
+        } else {
+            into.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "fold_tests.rs"]
+mod tests;

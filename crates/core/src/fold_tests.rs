@@ -1,0 +1,351 @@
+//! Hand-worked numbers for every rule kind through the whole fold.
+
+use serde_json::{json, Value};
+
+use crate::batch::contacts_as_of;
+use crate::event::Message;
+use crate::model::Model;
+use crate::score::{RuleKind, Score, Status};
+use crate::time::Timestamp;
+
+const HEADER: &str = "[model]\nname = \"t\"\n";
+
+fn model(rules: &str) -> Model {
+    Model::from_toml("t.toml", &format!("{HEADER}{rules}")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn day(d: f64) -> String {
+    Timestamp((d * 86_400e9) as i64 + 1_700_000_000_000_000_000).to_string()
+}
+
+fn track(event: &str, d: f64, id: &str) -> Value {
+    json!({"type": "track", "event": event, "userId": "u", "timestamp": day(d), "messageId": id})
+}
+
+fn identify(traits: Value, d: f64, id: &str) -> Value {
+    json!({"type": "identify", "userId": "u", "traits": traits, "timestamp": day(d), "messageId": id})
+}
+
+fn score_at(model: &Model, messages: &[Value], d: f64) -> Score {
+    let messages: Vec<Message> = messages
+        .iter()
+        .map(|v| Message::from_json(v.clone(), None, None).unwrap())
+        .collect();
+    let t = Timestamp::parse(&day(d)).unwrap();
+    let contacts = contacts_as_of(messages, Vec::new(), t);
+    assert_eq!(contacts.len(), 1);
+    contacts[0].score_as_of(model, t)
+}
+
+fn close(a: f64, b: f64) {
+    assert!((a - b).abs() < 1e-9, "{a} != {b}");
+}
+
+#[test]
+fn decay_halves_per_half_life_and_rule_overrides_model() {
+    let m = model(
+        r#"[score]
+half_life = "10d"
+max = 1000
+[[engagement]]
+id = "view"
+event = "V"
+points = 40
+[[engagement]]
+id = "buy"
+event = "B"
+points = 100
+half_life = "none"
+"#,
+    );
+    let s = score_at(&m, &[track("V", 0.0, "1"), track("B", 0.0, "2")], 20.0);
+    close(s.engagement, 40.0 * 0.25 + 100.0);
+    let s = score_at(&m, &[track("V", 0.0, "1"), track("V", 10.0, "2")], 15.0);
+    close(s.engagement, 40.0 * 0.5f64.powf(1.5) + 40.0 * 0.5f64.powf(0.5));
+}
+
+#[test]
+fn nth_keeps_occurrence_ranges_in_time_order() {
+    let m = model(
+        r#"[score]
+max = 1000
+[[engagement]]
+id = "first"
+event = "B"
+nth = "1"
+points = 25
+[[engagement]]
+id = "repeat"
+event = "B"
+nth = "2.."
+points = 50
+[[engagement]]
+id = "second-third"
+event = "B"
+nth = "2..3"
+points = 1
+"#,
+    );
+    // Given out of order: the occurrence at day 1 is the first.
+    let events = [track("B", 3.0, "a"), track("B", 1.0, "b"), track("B", 2.0, "c"), track("B", 4.0, "d")];
+    let s = score_at(&m, &events, 5.0);
+    close(s.engagement, 25.0 + 3.0 * 50.0 + 2.0);
+}
+
+#[test]
+fn ties_on_timestamp_are_ordered_by_message_id() {
+    let m = model("[[engagement]]\nid = \"first\"\nevent = \"B\"\nnth = \"1\"\npoints = 25\n[[engagement]]\nid = \"color\"\nevent = \"B\"\nnth = \"1\"\nwhen = 'properties.c == \"red\"'\npoints = 1\n");
+    let mut a = track("B", 1.0, "m2");
+    a["properties"] = json!({"c": "blue"});
+    let mut b = track("B", 1.0, "m1");
+    b["properties"] = json!({"c": "red"});
+    let s = score_at(&m, &[a, b], 2.0);
+    close(s.engagement, 26.0);
+}
+
+#[test]
+fn limit_window_boundary_is_exclusive_at_the_start() {
+    let m = model(
+        "[score]\nmax = 1000\n[[engagement]]\nid = \"v\"\nevent = \"V\"\npoints = 5\nlimit = { count = 3, per = \"1d\" }\n",
+    );
+    // Awards at 0, 0.25, 0.5; 0.75 refused; 1.0: window (0, 1] holds 2 awards -> awarded.
+    let events: Vec<Value> = [0.0, 0.25, 0.5, 0.75, 1.0]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| track("V", *d, &format!("m{i}")))
+        .collect();
+    let s = score_at(&m, &events, 1.0);
+    close(s.engagement, 20.0);
+}
+
+#[test]
+fn cap_clamps_negative_totals() {
+    let m = model(
+        "[score]\nmin = -100\n[[engagement]]\nid = \"bounce\"\nevent = \"X\"\npoints = -10\ncap = 25\n",
+    );
+    let events: Vec<Value> = (0..4).map(|i| track("X", i as f64, &format!("m{i}"))).collect();
+    let s = score_at(&m, &events, 5.0);
+    close(s.engagement, -25.0);
+    close(s.score, -25.0);
+}
+
+#[test]
+fn streak_counts_resets_and_restarts() {
+    let m = model(
+        r#"[score]
+min = -100
+[[streak]]
+id = "ignored"
+event = "Email Delivered"
+reset = ["Email Opened"]
+length = 2
+points = -30
+"#,
+    );
+    let d = |i: f64, id: &str| track("Email Delivered", i, id);
+    let events = [d(1.0, "1"), track("Email Opened", 2.0, "2"), d(3.0, "3"), d(4.0, "4"), d(5.0, "5")];
+    let s = score_at(&m, &events, 6.0);
+    close(s.engagement, -30.0);
+    let events = [d(1.0, "1"), d(2.0, "2"), d(3.0, "3"), d(4.0, "4")];
+    close(score_at(&m, &events, 6.0).engagement, -60.0);
+}
+
+#[test]
+fn inactivity_applies_from_exactly_after() {
+    let m = model(
+        "[score]\nmin = -100\n[[inactivity]]\nid = \"dormant\"\nafter = \"60d\"\npoints = -15\n[[inactivity]]\nid = \"no-buy\"\nafter = \"10d\"\nevents = [\"B\"]\npoints = -5\n",
+    );
+    let events = [track("B", 0.0, "1"), track("V", 5.0, "2")];
+    close(score_at(&m, &events, 9.0).engagement, 0.0);
+    close(score_at(&m, &events, 10.0).engagement, -5.0);
+    close(score_at(&m, &events, 64.999).engagement, -5.0);
+    close(score_at(&m, &events, 65.0).engagement, -20.0);
+    let only_traits = [identify(json!({"x": 1}), 0.0, "1")];
+    close(score_at(&m, &only_traits, 100.0).engagement, 0.0);
+}
+
+#[test]
+fn fit_cases_first_match_else_and_traits_as_of_t() {
+    let m = model(
+        r#"[[fit]]
+id = "country"
+cases = [
+  { when = 'traits.country in ["DE", "AT"]', points = 15 },
+  { when = 'traits.country in ["DE", "FR"]', points = 8 },
+]
+else = 1
+[[fit]]
+id = "size"
+when = 'traits.employees >= 50'
+points = 20
+"#,
+    );
+    let events = [
+        identify(json!({"country": "DE", "employees": 50.0}), 1.0, "1"),
+        identify(json!({"country": "FR", "employees": null}), 3.0, "2"),
+    ];
+    close(score_at(&m, &events, 2.0).fit, 35.0);
+    close(score_at(&m, &events, 3.0).fit, 8.0);
+    close(score_at(&m, &[identify(json!({"country": "US"}), 1.0, "1")], 2.0).fit, 1.0);
+}
+
+#[test]
+fn identify_at_the_same_instant_is_visible_to_the_event() {
+    let m = model("[[engagement]]\nid = \"de\"\nevent = \"V\"\nwhen = 'traits.country == \"DE\"'\npoints = 5\n");
+    let events = [track("V", 1.0, "a"), identify(json!({"country": "DE"}), 1.0, "z")];
+    close(score_at(&m, &events, 1.0).engagement, 5.0);
+}
+
+#[test]
+fn tiers_and_grades_at_exact_thresholds_and_clamping() {
+    let m = model(
+        r#"[[fit]]
+id = "f"
+when = 'traits.p >= 0'
+points = 40
+[[engagement]]
+id = "v"
+event = "V"
+points = 30
+[[tier]]
+name = "hot"
+min = 70
+[[tier]]
+name = "warm"
+min = 40
+[[grade]]
+name = "A"
+min = 40
+[[grade]]
+name = "B"
+min = 20
+"#,
+    );
+    let base = identify(json!({"p": 1}), 0.0, "0");
+    let s = score_at(&m, &[base.clone(), track("V", 1.0, "1")], 1.0);
+    assert_eq!((s.tier.as_str(), s.grade.as_str()), ("hot", "A"));
+    close(s.score, 70.0);
+    let s = score_at(&m, &[base.clone()], 1.0);
+    assert_eq!(s.tier, "warm");
+    let events: Vec<Value> = std::iter::once(base)
+        .chain((1..5).map(|i| track("V", 1.0, &format!("v{i}"))))
+        .collect();
+    let s = score_at(&m, &events, 1.0);
+    close(s.raw, 160.0);
+    close(s.score, 100.0);
+    let s = score_at(&m, &[track("V", 1.0, "1")], 1.0);
+    assert_eq!((s.tier.as_str(), s.grade.as_str()), ("", ""), "30 points: below every tier");
+}
+
+#[test]
+fn stages_only_move_forward_and_need_an_active_contact() {
+    let m = model(
+        r#"[score]
+half_life = "1d"
+[[exclude]]
+id = "optout"
+when = 'has(traits.optout) && traits.optout == true'
+reason = "opted out"
+[[engagement]]
+id = "v"
+event = "V"
+points = 60
+[[stage]]
+name = "MQL"
+min = 50
+[[stage]]
+name = "SQL"
+min = 80
+"#,
+    );
+    let events = [track("V", 0.0, "1")];
+    let s = score_at(&m, &events, 10.0);
+    close(s.score, 60.0 / 1024.0);
+    assert_eq!(s.stage, "MQL", "reached at day 0, kept after decay");
+    let excluded_then_back = [
+        identify(json!({"optout": true}), 0.0, "0"),
+        track("V", 0.0, "1"),
+        identify(json!({"optout": false}), 5.0, "2"),
+    ];
+    let s = score_at(&m, &excluded_then_back, 5.0);
+    assert_eq!(s.stage, "", "60 points were earned while excluded; at day 5 the score is under 50");
+    let s = score_at(&m, &excluded_then_back, 0.0);
+    assert_eq!((s.status, s.stage.as_str(), s.tier.as_str()), (Status::Excluded, "", ""));
+}
+
+#[test]
+fn exclusion_reasons_in_file_order_and_scores_still_computed() {
+    let m = model(
+        r#"[[exclude]]
+id = "no-email"
+when = '!has(traits.email)'
+reason = "no email"
+[[exclude]]
+id = "no-consent"
+when = '!has(traits.consent) || traits.consent != true'
+reason = "no marketing consent"
+[[engagement]]
+id = "v"
+event = "V"
+points = 5
+[[tier]]
+name = "any"
+min = 0
+"#,
+    );
+    let s = score_at(&m, &[track("V", 1.0, "1")], 1.0);
+    assert_eq!(s.status, Status::Excluded);
+    assert_eq!(s.reasons, ["no email", "no marketing consent"]);
+    close(s.score, 5.0);
+    assert_eq!(s.tier, "");
+    let s = score_at(&m, &[track("V", 1.0, "1"), identify(json!({"email": "a@b", "consent": true}), 2.0, "2")], 2.0);
+    assert_eq!((s.status, s.tier.as_str()), (Status::Active, "any"));
+}
+
+#[test]
+fn count_and_days_since_as_of_t() {
+    let m = model(
+        r#"[[fit]]
+id = "buyer"
+when = 'count("Order Completed") >= 2'
+points = 10
+[[fit]]
+id = "lapsed"
+when = 'days_since("Product Viewed") >= 182'
+points = 1
+"#,
+    );
+    let events = [track("Order Completed", 1.0, "1"), track("Order Completed", 2.0, "2"), track("Product Viewed", 3.0, "3")];
+    close(score_at(&m, &events, 1.5).fit, 0.0);
+    close(score_at(&m, &events, 184.9).fit, 10.0);
+    close(score_at(&m, &events, 185.0).fit, 11.0);
+}
+
+#[test]
+fn duplicates_keep_the_earliest_copy() {
+    let m = model("[score]\nmax = 1000\n[[engagement]]\nid = \"v\"\nevent = \"V\"\npoints = 5\nnth = \"1\"\n[[engagement]]\nid = \"all\"\nevent = \"V\"\npoints = 1\n");
+    let events = [track("V", 2.0, "same"), track("V", 1.0, "same"), track("V", 1.5, "other")];
+    let s = score_at(&m, &events, 1.2);
+    close(s.engagement, 6.0);
+    let s = score_at(&m, &events, 3.0);
+    close(s.engagement, 7.0);
+}
+
+#[test]
+fn explanation_traces_awards_to_message_ids() {
+    let m = model("[score]\nhalf_life = \"1d\"\n[[engagement]]\nid = \"v\"\nevent = \"V\"\npoints = 8\ncap = 10\n[[fit]]\nid = \"f\"\nwhen = 'traits.x == 1'\npoints = 3\n");
+    let messages: Vec<Message> = [identify(json!({"x": 1}), 0.0, "i"), track("V", 1.0, "b"), track("V", 0.0, "a")]
+        .into_iter()
+        .map(|v| Message::from_json(v, None, None).unwrap())
+        .collect();
+    let t = Timestamp::parse(&day(2.0)).unwrap();
+    let contacts = contacts_as_of(messages, Vec::new(), t);
+    let (score, explanation) = contacts[0].explain_as_of(&m, t);
+    let v = explanation.rules.iter().find(|r| r.id == "v").unwrap();
+    assert_eq!(v.kind, RuleKind::Engagement);
+    assert_eq!(v.message_ids, ["a", "b"]);
+    assert_eq!(v.awards, 2);
+    close(v.points, 8.0 * 0.25 + 8.0 * 0.5);
+    let total: f64 = explanation.rules.iter().map(|r| r.points).sum();
+    close(total, score.raw);
+}

@@ -1,0 +1,376 @@
+//! Models: the TOML file (`file`), its checking and compilation (`Build`) into
+//! the runtime [`Model`] that the fold uses: conditions compiled, durations in
+//! seconds, rules dispatched by interned event name.
+
+mod error;
+mod file;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use toml::Spanned;
+
+pub use error::{line_column, ModelError, ModelErrors};
+pub(crate) use error::Errors;
+pub use file::{ModelFile, ModelSection, ScoreSection};
+
+use crate::condition::{Condition, Names, Place};
+use crate::rules::engagement::Engagement;
+use crate::rules::exclude::Exclusion;
+use crate::rules::fit::Fit;
+use crate::rules::inactivity::Inactivity;
+use crate::rules::labels::Labels;
+use crate::rules::streak::Streak;
+use crate::rules::trigger::Trigger;
+use crate::time::Duration;
+
+/// Index of an interned event name.
+pub type EventId = u32;
+
+/// The rules an event name concerns, found once per event by its interned id.
+#[derive(Debug, Clone, Default)]
+pub struct Dispatch {
+    /// Engagement rules matching the name.
+    pub engagements: Vec<u32>,
+    /// Streak rules counting the name.
+    pub streak_counts: Vec<u32>,
+    /// Streak rules reset by the name.
+    pub streak_resets: Vec<u32>,
+    /// `count()`/`days_since()` slots of the name.
+    pub activity_slots: Vec<u32>,
+    /// Inactivity rules (with an `events` list) that the name keeps active.
+    pub inactivities: Vec<u32>,
+}
+
+/// A validated, compiled scoring model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// `[model] name`.
+    pub name: String,
+    /// `[model] description`.
+    pub description: String,
+    /// Lowest score.
+    pub min: f64,
+    /// Highest score.
+    pub max: f64,
+    /// Exclusion rules in file order.
+    pub exclusions: Vec<Exclusion>,
+    /// Fit rules.
+    pub fits: Vec<Fit>,
+    /// Engagement rules.
+    pub engagements: Vec<Engagement>,
+    /// Streak rules.
+    pub streaks: Vec<Streak>,
+    /// Inactivity rules.
+    pub inactivities: Vec<Inactivity>,
+    /// Tiers (over the score).
+    pub tiers: Labels,
+    /// Grades (over the fit total).
+    pub grades: Labels,
+    /// Stages (over the score, forward only).
+    pub stages: Labels,
+    /// Triggers (validated; fired by the trigger engine).
+    pub triggers: Vec<Trigger>,
+    /// Trigger re-evaluation tick.
+    pub tick: Duration,
+    names: HashMap<String, EventId>,
+    dispatch: Vec<Dispatch>,
+    activity_names: Vec<String>,
+    contact_rules_use_activity: bool,
+}
+
+/// Event names used by `count()`/`days_since()`, by slot.
+#[derive(Default)]
+struct Slots(Vec<String>);
+
+impl Names for Slots {
+    fn slot(&mut self, name: &str) -> usize {
+        match self.0.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.0.push(name.to_string());
+                self.0.len() - 1
+            }
+        }
+    }
+}
+
+/// Shared state while a model is checked and compiled.
+pub(crate) struct Build<'s> {
+    pub(crate) errors: Errors<'s>,
+    slots: Slots,
+    default_half_life: Option<f64>,
+}
+
+impl Build<'_> {
+    /// Compiles a condition, recording an error at its place in the file.
+    pub(crate) fn condition(&mut self, text: &Spanned<String>, place: Place, rule: &str) -> Option<Condition> {
+        match Condition::compile(text.get_ref(), place, &mut self.slots) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let start = self.errors.string_content_start(&text.span());
+                self.errors.at(start + e.offset, Some(rule), e.message);
+                None
+            }
+        }
+    }
+
+    /// Compiles an optional condition: `Some(None)` when absent, `None` on error.
+    pub(crate) fn optional_condition(
+        &mut self,
+        text: Option<&Spanned<String>>,
+        place: Place,
+        rule: &str,
+    ) -> Option<Option<Condition>> {
+        match text {
+            None => Some(None),
+            Some(text) => self.condition(text, place, rule).map(Some),
+        }
+    }
+
+    /// Parses a duration field.
+    pub(crate) fn duration(&mut self, text: &Spanned<String>, rule: &str, field: &str) -> Option<Duration> {
+        Duration::parse(text.get_ref())
+            .map_err(|e| self.errors.span(text.span(), Some(rule), format!("`{field}`: {e}")))
+            .ok()
+    }
+
+    /// A rule's effective half-life in seconds: its own, `"none"`, or the model's.
+    pub(crate) fn half_life(&mut self, text: Option<&Spanned<String>>, rule: &str) -> Option<Option<f64>> {
+        match text {
+            None => Some(self.default_half_life),
+            Some(t) if t.get_ref() == "none" => Some(None),
+            Some(t) => self.duration(t, rule, "half_life").map(|d| Some(d.seconds() as f64)),
+        }
+    }
+
+    /// Checks a `cap` (must be positive).
+    pub(crate) fn cap(&mut self, cap: Option<f64>, id: &Spanned<String>, rule: &str) -> Option<Option<f64>> {
+        match cap {
+            Some(c) if !(c.is_finite() && c > 0.0) => {
+                self.errors.span(id.span(), Some(rule), format!("`cap` must be a positive number, found {c}"));
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Checks that a number is finite.
+    pub(crate) fn finite(&mut self, value: f64, span: Range<usize>, rule: &str, field: &str) {
+        if !value.is_finite() {
+            self.errors.span(span, Some(rule), format!("`{field}` must be a finite number, found {value}"));
+        }
+    }
+}
+
+impl Model {
+    /// Parses, checks and compiles a model. `file` is used in error places.
+    pub fn from_toml(file: &str, source: &str) -> Result<Model, ModelErrors> {
+        let mut errors = Errors::new(file, source);
+        let parsed: ModelFile = match toml::from_str(source) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                let rule = enclosing_rule_id(source, offset);
+                errors.at(offset, rule.as_deref(), e.message().trim_end().to_string());
+                return Err(ModelErrors(errors.list));
+            }
+        };
+        Model::compile(&parsed, errors)
+    }
+
+    fn compile(file: &ModelFile, errors: Errors<'_>) -> Result<Model, ModelErrors> {
+        let mut b = Build {
+            errors,
+            slots: Slots::default(),
+            default_half_life: None,
+        };
+        if file.model.name.get_ref().trim().is_empty() {
+            b.errors.span(file.model.name.span(), None, "`[model] name` must not be empty");
+        }
+        let score = &file.score;
+        if !(score.min.is_finite() && score.max.is_finite() && score.min < score.max) {
+            let at = b.errors.source().find("[score]").unwrap_or(0);
+            b.errors.at(at, None, format!("`[score]` needs min < max, found min = {} and max = {}", score.min, score.max));
+        }
+        b.default_half_life = match &score.half_life {
+            None => None,
+            Some(t) if t.get_ref() == "none" => None,
+            Some(t) => b.duration(t, "[score]", "half_life").map(|d| d.seconds() as f64),
+        };
+        check_unique_ids(file, &mut b.errors);
+
+        let exclusions: Vec<_> = file.exclude.iter().map(|c| c.build(&mut b)).collect();
+        let fits: Vec<_> = file.fit.iter().map(|c| c.build(&mut b)).collect();
+        let engagements: Vec<_> = file.engagement.iter().map(|c| c.build(&mut b)).collect();
+        let streaks: Vec<_> = file.streak.iter().map(|c| c.build(&mut b)).collect();
+        let inactivities: Vec<_> = file.inactivity.iter().map(|c| c.build(&mut b)).collect();
+        let tiers = Labels::build("tier", &file.tier, &mut b);
+        let grades = Labels::build("grade", &file.grade, &mut b);
+        let stages = Labels::build("stage", &file.stage, &mut b);
+        let triggers: Vec<_> = file.trigger.iter().map(|c| c.build(&mut b)).collect();
+        let tick = file.triggers.tick(&mut b);
+        if !b.errors.list.is_empty() {
+            return Err(ModelErrors(b.errors.list));
+        }
+        let mut model = Model {
+            name: file.model.name.get_ref().clone(),
+            description: file.model.description.clone(),
+            min: score.min,
+            max: score.max,
+            exclusions: all(exclusions),
+            fits: all(fits),
+            engagements: all(engagements),
+            streaks: all(streaks),
+            inactivities: all(inactivities),
+            tiers,
+            grades,
+            stages,
+            triggers: all(triggers),
+            tick,
+            names: HashMap::new(),
+            dispatch: Vec::new(),
+            activity_names: b.slots.0,
+            contact_rules_use_activity: false,
+        };
+        model.contact_rules_use_activity = model.fits.iter().any(Fit::uses_activity)
+            || model.exclusions.iter().any(|e| e.when.uses_activity());
+        model.build_dispatch();
+        Ok(model)
+    }
+
+    fn build_dispatch(&mut self) {
+        let mut names = HashMap::new();
+        let mut dispatch: Vec<Dispatch> = Vec::new();
+        let mut entry = |name: &str| -> usize {
+            let next = names.len() as EventId;
+            let id = *names.entry(name.to_string()).or_insert(next);
+            if id as usize == dispatch.len() {
+                dispatch.push(Dispatch::default());
+            }
+            id as usize
+        };
+        let mut routes: Vec<(usize, fn(&mut Dispatch) -> &mut Vec<u32>, u32)> = Vec::new();
+        for (i, r) in self.engagements.iter().enumerate() {
+            routes.push((entry(&r.event), |d| &mut d.engagements, i as u32));
+        }
+        for (i, r) in self.streaks.iter().enumerate() {
+            routes.push((entry(&r.event), |d| &mut d.streak_counts, i as u32));
+            for reset in &r.reset {
+                routes.push((entry(reset), |d| &mut d.streak_resets, i as u32));
+            }
+        }
+        for (i, name) in self.activity_names.iter().enumerate() {
+            routes.push((entry(name), |d| &mut d.activity_slots, i as u32));
+        }
+        for (i, r) in self.inactivities.iter().enumerate() {
+            for name in r.events.iter().flatten() {
+                routes.push((entry(name), |d| &mut d.inactivities, i as u32));
+            }
+        }
+        for (id, list, rule) in routes {
+            let list = list(&mut dispatch[id]);
+            if !list.contains(&rule) {
+                list.push(rule);
+            }
+        }
+        self.names = names;
+        self.dispatch = dispatch;
+    }
+
+    /// The interned id of an event name, if any rule concerns it.
+    pub fn event_id(&self, name: &str) -> Option<EventId> {
+        self.names.get(name).copied()
+    }
+
+    /// The rules concerned by an interned event name.
+    pub fn dispatch(&self, id: EventId) -> &Dispatch {
+        &self.dispatch[id as usize]
+    }
+
+    /// Number of `count()`/`days_since()` slots.
+    pub fn activity_slots(&self) -> usize {
+        self.activity_names.len()
+    }
+
+    /// Whether fit or exclusion conditions read `count()`/`days_since()`
+    /// (then they change with activity and time, not only with traits).
+    pub fn contact_rules_use_activity(&self) -> bool {
+        self.contact_rules_use_activity
+    }
+
+    /// A one-line summary of the rules by kind.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} exclude, {} fit, {} engagement, {} streak, {} inactivity, {} tier, {} grade, {} stage, {} trigger",
+            self.exclusions.len(),
+            self.fits.len(),
+            self.engagements.len(),
+            self.streaks.len(),
+            self.inactivities.len(),
+            self.tiers.len(),
+            self.grades.len(),
+            self.stages.len(),
+            self.triggers.len()
+        )
+    }
+}
+
+/// Every rule compiled: a `None` means an error was recorded, and the caller
+/// has already returned when any was.
+fn all<T>(built: Vec<Option<T>>) -> Vec<T> {
+    built.into_iter().flatten().collect()
+}
+
+/// Rule ids are unique across every kind of rule.
+fn check_unique_ids(file: &ModelFile, errors: &mut Errors<'_>) {
+    let ids = file
+        .exclude
+        .iter()
+        .map(|r| &r.id)
+        .chain(file.fit.iter().map(|r| &r.id))
+        .chain(file.engagement.iter().map(|r| &r.id))
+        .chain(file.streak.iter().map(|r| &r.id))
+        .chain(file.inactivity.iter().map(|r| &r.id))
+        .chain(file.trigger.iter().map(|r| &r.id));
+    let mut seen: HashMap<&str, Range<usize>> = HashMap::new();
+    for id in ids {
+        let name = id.get_ref().as_str();
+        if name.trim().is_empty() {
+            errors.span(id.span(), None, "rule `id` must not be empty");
+            continue;
+        }
+        match seen.get(name) {
+            Some(first) => {
+                let (line, _) = line_column(errors.source(), first.start);
+                let message = format!("duplicate rule id {name:?} (first used at {}:{line})", errors.file());
+                errors.span(id.span(), Some(name), message);
+            }
+            None => {
+                seen.insert(name, id.span());
+            }
+        }
+    }
+}
+
+/// Best effort: the `id` of the `[[kind]]` table that contains `offset`, so a
+/// TOML-level error (unknown key, wrong type) can name its rule.
+fn enclosing_rule_id(source: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(source.len());
+    let header_start = source[..offset]
+        .match_indices("\n[[")
+        .last()
+        .map(|(i, _)| i + 1)
+        .or_else(|| source.starts_with("[[").then_some(0))?;
+    let table = &source[header_start..];
+    let table_end = table[2..].find("\n[").map_or(table.len(), |i| i + 2);
+    table[..table_end].lines().skip(1).find_map(|line| {
+        let rest = line.trim_start().strip_prefix("id")?.trim_start().strip_prefix('=')?.trim();
+        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+        let inner = &rest[1..];
+        Some(inner[..inner.find(quote)?].to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+//! `[[tier]]`, `[[grade]]` and `[[stage]]`: names for score (or fit) ranges.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::Build;
+
+/// A tier, grade or stage as written in the model.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelConfig {
+    /// The label's name (unique within its kind).
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The lowest score (fit total for grades) that gets this label.
+    pub min: f64,
+}
+
+/// Compiled labels of one kind, sorted by `min` ascending.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    names: Vec<String>,
+    mins: Vec<f64>,
+}
+
+impl Labels {
+    pub(crate) fn build(kind: &str, configs: &[LabelConfig], b: &mut Build<'_>) -> Labels {
+        let mut pairs: Vec<(f64, String)> = Vec::new();
+        for config in configs {
+            let name = config.name.get_ref();
+            let here = Some(name.as_str());
+            if name.is_empty() {
+                b.errors.span(config.name.span(), here, format!("{kind} name must not be empty"));
+            }
+            b.finite(config.min, config.name.span(), name, "min");
+            if pairs.iter().any(|(_, n)| n == name) {
+                b.errors.span(config.name.span(), here, format!("duplicate {kind} name {name:?}"));
+            }
+            if pairs.iter().any(|(m, _)| *m == config.min) {
+                b.errors.span(
+                    config.name.span(),
+                    here,
+                    format!("another {kind} already starts at min = {}", config.min),
+                );
+            }
+            pairs.push((config.min, name.clone()));
+        }
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Labels {
+            mins: pairs.iter().map(|p| p.0).collect(),
+            names: pairs.into_iter().map(|p| p.1).collect(),
+        }
+    }
+
+    /// The rank (index by ascending `min`) of the highest label with
+    /// `min <= value`, if any.
+    pub fn rank_of(&self, value: f64) -> Option<usize> {
+        self.mins.iter().rposition(|min| *min <= value)
+    }
+
+    /// The name of a rank.
+    pub fn name(&self, rank: usize) -> &str {
+        &self.names[rank]
+    }
+
+    /// The name for `value`, or `""`.
+    pub fn name_for(&self, value: f64) -> &str {
+        self.rank_of(value).map_or("", |r| self.name(r))
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Names and minimums, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.names.iter().map(String::as_str).zip(self.mins.iter().copied())
+    }
+}
