@@ -47,7 +47,8 @@ pub fn dedupe(messages: Vec<Message>) -> Vec<Message> {
 
 /// Whether `candidate` wins over `current` for the same message id.
 pub fn preferred(candidate: &Message, current: &Message) -> bool {
-    (candidate.timestamp, candidate.canonical_json()) < (current.timestamp, current.canonical_json())
+    (candidate.timestamp, candidate.canonical_json())
+        < (current.timestamp, current.canonical_json())
 }
 
 /// Groups a log into contacts as of `t`: every canonical id with a message at
@@ -61,10 +62,12 @@ pub fn contacts_as_of(
     let identities = Identities::from_messages(&messages);
     let mut contacts: HashMap<String, ContactLog> = HashMap::new();
     fn entry<'c>(contacts: &'c mut HashMap<String, ContactLog>, id: &str) -> &'c mut ContactLog {
-        contacts.entry(id.to_string()).or_insert_with(|| ContactLog {
-            id: id.to_string(),
-            ..ContactLog::default()
-        })
+        contacts
+            .entry(id.to_string())
+            .or_insert_with(|| ContactLog {
+                id: id.to_string(),
+                ..ContactLog::default()
+            })
     }
     for (id, traits) in contacts_file {
         let contact = entry(&mut contacts, identities.canonical(&id));
@@ -74,7 +77,9 @@ pub fn contacts_as_of(
         }
     }
     for message in messages {
-        entry(&mut contacts, identities.contact_of(&message)).messages.push(message);
+        entry(&mut contacts, identities.contact_of(&message))
+            .messages
+            .push(message);
     }
     let mut contacts: Vec<ContactLog> = contacts.into_values().collect();
     contacts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -98,8 +103,15 @@ impl ContactLog {
     pub fn explain_as_of(&self, model: &Model, t: Timestamp) -> (Score, Explanation) {
         let until = self.messages.partition_point(|m| m.timestamp <= t);
         let mut trace = Trace::default();
-        let state = ContactState::fold_recorded(model, self.base_traits.as_ref(), &self.messages[..until], &mut trace);
-        let score = state.score_at(model, t).expect("t is not before the messages folded");
+        let state = ContactState::fold_recorded(
+            model,
+            self.base_traits.as_ref(),
+            &self.messages[..until],
+            &mut trace,
+        );
+        let score = state
+            .score_at(model, t)
+            .expect("t is not before the messages folded");
         (score, state.explain(model, t, Some(&trace)))
     }
 }

@@ -52,7 +52,10 @@ impl MessageKind {
     /// Whether the message is an activity (counts for engagement, inactivity
     /// and `count()`).
     pub fn is_activity(self) -> bool {
-        matches!(self, MessageKind::Track | MessageKind::Page | MessageKind::Screen)
+        matches!(
+            self,
+            MessageKind::Track | MessageKind::Page | MessageKind::Screen
+        )
     }
 }
 
@@ -141,7 +144,10 @@ fn id_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, 
     }
 }
 
-fn object_field(object: &mut Map<String, Value>, field: &str) -> Result<Map<String, Value>, MessageError> {
+fn object_field(
+    object: &mut Map<String, Value>,
+    field: &str,
+) -> Result<Map<String, Value>, MessageError> {
     match object.remove(field) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),
@@ -193,8 +199,12 @@ impl Message {
                     ),
                 )
             })?,
-            None | Some(Value::Null) => default_kind
-                .ok_or_else(|| field_error("type", "missing (track, page, screen, identify, group or alias)"))?,
+            None | Some(Value::Null) => default_kind.ok_or_else(|| {
+                field_error(
+                    "type",
+                    "missing (track, page, screen, identify, group or alias)",
+                )
+            })?,
             Some(other) => {
                 return Err(field_error(
                     "type",
@@ -205,13 +215,21 @@ impl Message {
         let user_id = id_field(&object, "userId")?;
         let anonymous_id = id_field(&object, "anonymousId")?;
         if user_id.is_none() && anonymous_id.is_none() {
-            return Err(field_error("userId", "missing: a message needs userId or anonymousId"));
+            return Err(field_error(
+                "userId",
+                "missing: a message needs userId or anonymousId",
+            ));
         }
         let timestamp = Self::timestamp(&object, received_at)?;
         let name = match kind {
             MessageKind::Track => match string_field(&object, "event")? {
                 Some(name) if !name.is_empty() => Some(name),
-                _ => return Err(field_error("event", "missing: a track call needs an event name")),
+                _ => {
+                    return Err(field_error(
+                        "event",
+                        "missing: a track call needs an event name",
+                    ))
+                }
             },
             MessageKind::Page | MessageKind::Screen => string_field(&object, "name")?,
             _ => None,
@@ -219,7 +237,10 @@ impl Message {
         let previous_id = id_field(&object, "previousId")?;
         if kind == MessageKind::Alias {
             if previous_id.is_none() {
-                return Err(field_error("previousId", "missing: an alias call needs previousId"));
+                return Err(field_error(
+                    "previousId",
+                    "missing: an alias call needs previousId",
+                ));
             }
             if user_id.is_none() {
                 return Err(field_error("userId", "missing: an alias call needs userId"));
@@ -227,7 +248,10 @@ impl Message {
         }
         let group_id = id_field(&object, "groupId")?;
         if kind == MessageKind::Group && group_id.is_none() {
-            return Err(field_error("groupId", "missing: a group call needs groupId"));
+            return Err(field_error(
+                "groupId",
+                "missing: a group call needs groupId",
+            ));
         }
         let properties = if kind.is_activity() {
             object_field(&mut object, "properties")?
@@ -338,7 +362,11 @@ impl Message {
             }
         };
         put("type", Some(Value::from(self.kind.as_str())));
-        let name_key = if self.kind == MessageKind::Track { "event" } else { "name" };
+        let name_key = if self.kind == MessageKind::Track {
+            "event"
+        } else {
+            "name"
+        };
         put(name_key, self.name.clone().map(Value::from));
         put("userId", self.user_id.clone().map(Value::from));
         put("anonymousId", self.anonymous_id.clone().map(Value::from));
@@ -411,8 +439,10 @@ mod tests {
 
     #[test]
     fn track_message() {
-        let m = parse(json!({"type": "track", "event": "Product Viewed", "userId": "u1",
-            "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1", "properties": {"sku": "A"}}))
+        let m = parse(
+            json!({"type": "track", "event": "Product Viewed", "userId": "u1",
+            "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1", "properties": {"sku": "A"}}),
+        )
         .unwrap();
         assert_eq!(m.rule_name(), Some("Product Viewed"));
         assert_eq!(m.own_id(), "u1");
@@ -422,13 +452,17 @@ mod tests {
 
     #[test]
     fn page_and_alias_links() {
-        let m = parse(json!({"type": "page", "name": "Pricing", "userId": "u1", "anonymousId": "a1",
-            "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1"}))
+        let m = parse(
+            json!({"type": "page", "name": "Pricing", "userId": "u1", "anonymousId": "a1",
+            "timestamp": "2024-01-01T00:00:00Z", "messageId": "m1"}),
+        )
         .unwrap();
         assert_eq!(m.rule_name(), Some("$page"));
         assert_eq!(m.link(), Some(("a1", "u1")));
-        let a = parse(json!({"type": "alias", "previousId": "old", "userId": "new",
-            "timestamp": "2024-01-01T00:00:00Z"}))
+        let a = parse(
+            json!({"type": "alias", "previousId": "old", "userId": "new",
+            "timestamp": "2024-01-01T00:00:00Z"}),
+        )
         .unwrap();
         assert_eq!(a.link(), Some(("old", "new")));
         assert!(a.message_id.starts_with("derived-"));
@@ -436,11 +470,15 @@ mod tests {
 
     #[test]
     fn derived_ids_ignore_key_order_and_transport_fields() {
-        let a = parse(json!({"type": "track", "event": "X", "userId": "u", "sentAt": "1",
-            "timestamp": "2024-01-01T01:00:00+01:00", "properties": {"a": 1, "b": 2}}))
+        let a = parse(
+            json!({"type": "track", "event": "X", "userId": "u", "sentAt": "1",
+            "timestamp": "2024-01-01T01:00:00+01:00", "properties": {"a": 1, "b": 2}}),
+        )
         .unwrap();
-        let b = parse(json!({"properties": {"b": 2, "a": 1}, "timestamp": "2024-01-01T00:00:00Z",
-            "userId": "u", "event": "X", "type": "track"}))
+        let b = parse(
+            json!({"properties": {"b": 2, "a": 1}, "timestamp": "2024-01-01T00:00:00Z",
+            "userId": "u", "event": "X", "type": "track"}),
+        )
         .unwrap();
         assert_eq!(a.message_id, b.message_id);
     }
@@ -448,13 +486,31 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (json!({"type": "track", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}), "event"),
-            (json!({"type": "track", "event": "X", "userId": "u"}), "timestamp"),
-            (json!({"type": "track", "event": "X", "userId": "u", "timestamp": "soon"}), "timestamp"),
-            (json!({"type": "track", "event": "X", "timestamp": "2024-01-01T00:00:00Z"}), "userId"),
+            (
+                json!({"type": "track", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}),
+                "event",
+            ),
+            (
+                json!({"type": "track", "event": "X", "userId": "u"}),
+                "timestamp",
+            ),
+            (
+                json!({"type": "track", "event": "X", "userId": "u", "timestamp": "soon"}),
+                "timestamp",
+            ),
+            (
+                json!({"type": "track", "event": "X", "timestamp": "2024-01-01T00:00:00Z"}),
+                "userId",
+            ),
             (json!({"type": "shout", "userId": "u"}), "type"),
-            (json!({"type": "group", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}), "groupId"),
-            (json!({"type": "identify", "userId": "u", "timestamp": "2024-01-01T00:00:00Z", "traits": 3}), "traits"),
+            (
+                json!({"type": "group", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}),
+                "groupId",
+            ),
+            (
+                json!({"type": "identify", "userId": "u", "timestamp": "2024-01-01T00:00:00Z", "traits": 3}),
+                "traits",
+            ),
         ];
         for (value, field) in cases {
             let err = parse(value.clone()).unwrap_err();
@@ -465,11 +521,21 @@ mod tests {
 
     #[test]
     fn original_timestamp_and_received_at_fallbacks() {
-        let m = parse(json!({"type": "identify", "userId": "u", "originalTimestamp": "2024-01-01T00:00:00Z"}))
-            .unwrap();
-        assert_eq!(m.timestamp, Timestamp::parse("2024-01-01T00:00:00Z").unwrap());
+        let m = parse(
+            json!({"type": "identify", "userId": "u", "originalTimestamp": "2024-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+        assert_eq!(
+            m.timestamp,
+            Timestamp::parse("2024-01-01T00:00:00Z").unwrap()
+        );
         let now = Timestamp::from_seconds(42);
-        let m = Message::from_json(json!({"userId": "u"}), Some(MessageKind::Identify), Some(now)).unwrap();
+        let m = Message::from_json(
+            json!({"userId": "u"}),
+            Some(MessageKind::Identify),
+            Some(now),
+        )
+        .unwrap();
         assert_eq!(m.timestamp, now);
     }
 }

@@ -170,7 +170,11 @@ impl ContactState {
 
     /// Folds a whole log: sorts a copy of the order, absorbs every message.
     /// `messages` must be deduplicated.
-    pub fn fold(model: &Model, base_traits: Option<&Map<String, Value>>, messages: &[Message]) -> ContactState {
+    pub fn fold(
+        model: &Model,
+        base_traits: Option<&Map<String, Value>>,
+        messages: &[Message],
+    ) -> ContactState {
         Self::fold_recorded(model, base_traits, messages, &mut ())
     }
 
@@ -281,7 +285,9 @@ impl ContactState {
         }
         for &i in &dispatch.streak_counts {
             let rule = &model.streaks[i as usize];
-            if rule.when.as_ref().is_none_or(|c| c.holds(&scope)) && rule.count(&mut self.streaks[i as usize], at) {
+            if rule.when.as_ref().is_none_or(|c| c.holds(&scope))
+                && rule.count(&mut self.streaks[i as usize], at)
+            {
                 recorder.award(RuleKind::Streak, i as usize, message);
             }
         }
@@ -323,7 +329,12 @@ impl ContactState {
             activity: Some(&activity),
             ..Scope::default()
         };
-        let fit: f64 = model.fits.iter().filter_map(|r| r.evaluate(&scope)).map(|m| m.points).sum();
+        let fit: f64 = model
+            .fits
+            .iter()
+            .filter_map(|r| r.evaluate(&scope))
+            .map(|m| m.points)
+            .sum();
         let excluded = model.exclusions.iter().any(|r| r.applies(&scope));
         let engagement = self.engagement_at(model, t);
         let raw = fit + engagement;
@@ -355,7 +366,16 @@ impl ContactState {
             .inactivities
             .iter()
             .zip(&self.inactivity_last)
-            .map(|(r, last)| r.value_at(if r.events.is_some() { *last } else { self.last_activity }, t))
+            .map(|(r, last)| {
+                r.value_at(
+                    if r.events.is_some() {
+                        *last
+                    } else {
+                        self.last_activity
+                    },
+                    t,
+                )
+            })
             .sum();
         engagement + streak + inactivity
     }
@@ -384,10 +404,18 @@ impl ContactState {
             Vec::new()
         };
         let (tier, grade, stage, status) = if totals.excluded {
-            (String::new(), String::new(), String::new(), Status::Excluded)
+            (
+                String::new(),
+                String::new(),
+                String::new(),
+                Status::Excluded,
+            )
         } else {
             let pending = self.pending_point.and_then(|p| self.stage_at(model, p));
-            let stage = self.stage.max(pending).max(model.stages.rank_of(totals.score));
+            let stage = self
+                .stage
+                .max(pending)
+                .max(model.stages.rank_of(totals.score));
             (
                 model.tiers.name_for(totals.score).to_string(),
                 model.grades.name_for(totals.fit).to_string(),
@@ -484,7 +512,11 @@ impl ContactState {
             });
         }
         for (rule, last) in model.inactivities.iter().zip(&self.inactivity_last) {
-            let latest = if rule.events.is_some() { *last } else { self.last_activity };
+            let latest = if rule.events.is_some() {
+                *last
+            } else {
+                self.last_activity
+            };
             let points = rule.value_at(latest, t);
             if points != 0.0 {
                 let latest = latest.expect("inactivity applies only after some activity");

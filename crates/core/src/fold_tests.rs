@@ -61,7 +61,10 @@ half_life = "none"
     let s = score_at(&m, &[track("V", 0.0, "1"), track("B", 0.0, "2")], 20.0);
     close(s.engagement, 40.0 * 0.25 + 100.0);
     let s = score_at(&m, &[track("V", 0.0, "1"), track("V", 10.0, "2")], 15.0);
-    close(s.engagement, 40.0 * 0.5f64.powf(1.5) + 40.0 * 0.5f64.powf(0.5));
+    close(
+        s.engagement,
+        40.0 * 0.5f64.powf(1.5) + 40.0 * 0.5f64.powf(0.5),
+    );
 }
 
 #[test]
@@ -87,7 +90,12 @@ points = 1
 "#,
     );
     // Given out of order: the occurrence at day 1 is the first.
-    let events = [track("B", 3.0, "a"), track("B", 1.0, "b"), track("B", 2.0, "c"), track("B", 4.0, "d")];
+    let events = [
+        track("B", 3.0, "a"),
+        track("B", 1.0, "b"),
+        track("B", 2.0, "c"),
+        track("B", 4.0, "d"),
+    ];
     let s = score_at(&m, &events, 5.0);
     close(s.engagement, 25.0 + 3.0 * 50.0 + 2.0);
 }
@@ -123,7 +131,9 @@ fn cap_clamps_negative_totals() {
     let m = model(
         "[score]\nmin = -100\n[[engagement]]\nid = \"bounce\"\nevent = \"X\"\npoints = -10\ncap = 25\n",
     );
-    let events: Vec<Value> = (0..4).map(|i| track("X", i as f64, &format!("m{i}"))).collect();
+    let events: Vec<Value> = (0..4)
+        .map(|i| track("X", i as f64, &format!("m{i}")))
+        .collect();
     let s = score_at(&m, &events, 5.0);
     close(s.engagement, -25.0);
     close(s.score, -25.0);
@@ -143,7 +153,13 @@ points = -30
 "#,
     );
     let d = |i: f64, id: &str| track("Email Delivered", i, id);
-    let events = [d(1.0, "1"), track("Email Opened", 2.0, "2"), d(3.0, "3"), d(4.0, "4"), d(5.0, "5")];
+    let events = [
+        d(1.0, "1"),
+        track("Email Opened", 2.0, "2"),
+        d(3.0, "3"),
+        d(4.0, "4"),
+        d(5.0, "5"),
+    ];
     let s = score_at(&m, &events, 6.0);
     close(s.engagement, -30.0);
     let events = [d(1.0, "1"), d(2.0, "2"), d(3.0, "3"), d(4.0, "4")];
@@ -186,13 +202,19 @@ points = 20
     ];
     close(score_at(&m, &events, 2.0).fit, 35.0);
     close(score_at(&m, &events, 3.0).fit, 8.0);
-    close(score_at(&m, &[identify(json!({"country": "US"}), 1.0, "1")], 2.0).fit, 1.0);
+    close(
+        score_at(&m, &[identify(json!({"country": "US"}), 1.0, "1")], 2.0).fit,
+        1.0,
+    );
 }
 
 #[test]
 fn identify_at_the_same_instant_is_visible_to_the_event() {
     let m = model("[[engagement]]\nid = \"de\"\nevent = \"V\"\nwhen = 'traits.country == \"DE\"'\npoints = 5\n");
-    let events = [track("V", 1.0, "a"), identify(json!({"country": "DE"}), 1.0, "z")];
+    let events = [
+        track("V", 1.0, "a"),
+        identify(json!({"country": "DE"}), 1.0, "z"),
+    ];
     close(score_at(&m, &events, 1.0).engagement, 5.0);
 }
 
@@ -234,7 +256,11 @@ min = 20
     close(s.raw, 160.0);
     close(s.score, 100.0);
     let s = score_at(&m, &[track("V", 1.0, "1")], 1.0);
-    assert_eq!((s.tier.as_str(), s.grade.as_str()), ("", ""), "30 points: below every tier");
+    assert_eq!(
+        (s.tier.as_str(), s.grade.as_str()),
+        ("", ""),
+        "30 points: below every tier"
+    );
 }
 
 #[test]
@@ -268,9 +294,15 @@ min = 80
         identify(json!({"optout": false}), 5.0, "2"),
     ];
     let s = score_at(&m, &excluded_then_back, 5.0);
-    assert_eq!(s.stage, "", "60 points were earned while excluded; at day 5 the score is under 50");
+    assert_eq!(
+        s.stage, "",
+        "60 points were earned while excluded; at day 5 the score is under 50"
+    );
     let s = score_at(&m, &excluded_then_back, 0.0);
-    assert_eq!((s.status, s.stage.as_str(), s.tier.as_str()), (Status::Excluded, "", ""));
+    assert_eq!(
+        (s.status, s.stage.as_str(), s.tier.as_str()),
+        (Status::Excluded, "", "")
+    );
 }
 
 #[test]
@@ -298,7 +330,14 @@ min = 0
     assert_eq!(s.reasons, ["no email", "no marketing consent"]);
     close(s.score, 5.0);
     assert_eq!(s.tier, "");
-    let s = score_at(&m, &[track("V", 1.0, "1"), identify(json!({"email": "a@b", "consent": true}), 2.0, "2")], 2.0);
+    let s = score_at(
+        &m,
+        &[
+            track("V", 1.0, "1"),
+            identify(json!({"email": "a@b", "consent": true}), 2.0, "2"),
+        ],
+        2.0,
+    );
     assert_eq!((s.status, s.tier.as_str()), (Status::Active, "any"));
 }
 
@@ -315,7 +354,11 @@ when = 'days_since("Product Viewed") >= 182'
 points = 1
 "#,
     );
-    let events = [track("Order Completed", 1.0, "1"), track("Order Completed", 2.0, "2"), track("Product Viewed", 3.0, "3")];
+    let events = [
+        track("Order Completed", 1.0, "1"),
+        track("Order Completed", 2.0, "2"),
+        track("Product Viewed", 3.0, "3"),
+    ];
     close(score_at(&m, &events, 1.5).fit, 0.0);
     close(score_at(&m, &events, 184.9).fit, 10.0);
     close(score_at(&m, &events, 185.0).fit, 11.0);
@@ -324,7 +367,11 @@ points = 1
 #[test]
 fn duplicates_keep_the_earliest_copy() {
     let m = model("[score]\nmax = 1000\n[[engagement]]\nid = \"v\"\nevent = \"V\"\npoints = 5\nnth = \"1\"\n[[engagement]]\nid = \"all\"\nevent = \"V\"\npoints = 1\n");
-    let events = [track("V", 2.0, "same"), track("V", 1.0, "same"), track("V", 1.5, "other")];
+    let events = [
+        track("V", 2.0, "same"),
+        track("V", 1.0, "same"),
+        track("V", 1.5, "other"),
+    ];
     let s = score_at(&m, &events, 1.2);
     close(s.engagement, 6.0);
     let s = score_at(&m, &events, 3.0);
@@ -334,10 +381,14 @@ fn duplicates_keep_the_earliest_copy() {
 #[test]
 fn explanation_traces_awards_to_message_ids() {
     let m = model("[score]\nhalf_life = \"1d\"\n[[engagement]]\nid = \"v\"\nevent = \"V\"\npoints = 8\ncap = 10\n[[fit]]\nid = \"f\"\nwhen = 'traits.x == 1'\npoints = 3\n");
-    let messages: Vec<Message> = [identify(json!({"x": 1}), 0.0, "i"), track("V", 1.0, "b"), track("V", 0.0, "a")]
-        .into_iter()
-        .map(|v| Message::from_json(v, None, None).unwrap())
-        .collect();
+    let messages: Vec<Message> = [
+        identify(json!({"x": 1}), 0.0, "i"),
+        track("V", 1.0, "b"),
+        track("V", 0.0, "a"),
+    ]
+    .into_iter()
+    .map(|v| Message::from_json(v, None, None).unwrap())
+    .collect();
     let t = Timestamp::parse(&day(2.0)).unwrap();
     let contacts = contacts_as_of(messages, Vec::new(), t);
     let (score, explanation) = contacts[0].explain_as_of(&m, t);

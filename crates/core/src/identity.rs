@@ -16,12 +16,17 @@ pub struct Identities {
 impl Identities {
     /// Builds the graph from every linking message of `messages` (any order).
     pub fn from_messages<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Identities {
-        let mut linking: Vec<&Message> = messages.into_iter().filter(|m| m.link().is_some()).collect();
+        let mut linking: Vec<&Message> = messages
+            .into_iter()
+            .filter(|m| m.link().is_some())
+            .collect();
         linking.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         let mut links = HashMap::new();
         for message in linking {
             if let Some((from, to)) = message.link() {
-                links.entry(from.to_string()).or_insert_with(|| to.to_string());
+                links
+                    .entry(from.to_string())
+                    .or_insert_with(|| to.to_string());
             }
         }
         let mut identities = Identities {
@@ -82,7 +87,14 @@ mod tests {
     use crate::event::Message;
     use serde_json::json;
 
-    fn msg(kind: &str, user: Option<&str>, anon: Option<&str>, prev: Option<&str>, ts: &str, id: &str) -> Message {
+    fn msg(
+        kind: &str,
+        user: Option<&str>,
+        anon: Option<&str>,
+        prev: Option<&str>,
+        ts: &str,
+        id: &str,
+    ) -> Message {
         let mut v = json!({"type": kind, "timestamp": ts, "messageId": id, "event": "E"});
         if let Some(u) = user {
             v["userId"] = json!(u);
@@ -99,8 +111,22 @@ mod tests {
     #[test]
     fn anonymous_then_identified_is_one_contact() {
         let m = [
-            msg("track", None, Some("anon"), None, "2024-01-01T00:00:00Z", "1"),
-            msg("identify", Some("u1"), Some("anon"), None, "2024-01-02T00:00:00Z", "2"),
+            msg(
+                "track",
+                None,
+                Some("anon"),
+                None,
+                "2024-01-01T00:00:00Z",
+                "1",
+            ),
+            msg(
+                "identify",
+                Some("u1"),
+                Some("anon"),
+                None,
+                "2024-01-02T00:00:00Z",
+                "2",
+            ),
         ];
         let ids = Identities::from_messages(&m);
         assert_eq!(ids.contact_of(&m[0]), "u1");
@@ -110,9 +136,30 @@ mod tests {
     #[test]
     fn earliest_link_wins_and_links_are_transitive() {
         let m = [
-            msg("identify", Some("u2"), Some("anon"), None, "2024-01-03T00:00:00Z", "3"),
-            msg("identify", Some("u1"), Some("anon"), None, "2024-01-02T00:00:00Z", "2"),
-            msg("alias", Some("v"), None, Some("u1"), "2024-01-04T00:00:00Z", "4"),
+            msg(
+                "identify",
+                Some("u2"),
+                Some("anon"),
+                None,
+                "2024-01-03T00:00:00Z",
+                "3",
+            ),
+            msg(
+                "identify",
+                Some("u1"),
+                Some("anon"),
+                None,
+                "2024-01-02T00:00:00Z",
+                "2",
+            ),
+            msg(
+                "alias",
+                Some("v"),
+                None,
+                Some("u1"),
+                "2024-01-04T00:00:00Z",
+                "4",
+            ),
         ];
         let ids = Identities::from_messages(&m);
         assert_eq!(ids.canonical("anon"), "v");
@@ -123,10 +170,38 @@ mod tests {
     #[test]
     fn a_cycle_resolves_to_its_smallest_id() {
         let m = [
-            msg("alias", Some("b"), None, Some("a"), "2024-01-01T00:00:00Z", "1"),
-            msg("alias", Some("c"), None, Some("b"), "2024-01-02T00:00:00Z", "2"),
-            msg("alias", Some("a"), None, Some("c"), "2024-01-03T00:00:00Z", "3"),
-            msg("alias", Some("b"), None, Some("z"), "2024-01-03T00:00:00Z", "4"),
+            msg(
+                "alias",
+                Some("b"),
+                None,
+                Some("a"),
+                "2024-01-01T00:00:00Z",
+                "1",
+            ),
+            msg(
+                "alias",
+                Some("c"),
+                None,
+                Some("b"),
+                "2024-01-02T00:00:00Z",
+                "2",
+            ),
+            msg(
+                "alias",
+                Some("a"),
+                None,
+                Some("c"),
+                "2024-01-03T00:00:00Z",
+                "3",
+            ),
+            msg(
+                "alias",
+                Some("b"),
+                None,
+                Some("z"),
+                "2024-01-03T00:00:00Z",
+                "4",
+            ),
         ];
         let ids = Identities::from_messages(&m);
         for id in ["a", "b", "c", "z"] {

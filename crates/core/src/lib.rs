@@ -1,13 +1,13 @@
 //! leadscore's pure scoring core.
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod condition;
 pub mod event;
+pub mod fold;
 pub mod identity;
-pub mod time;
+pub mod incremental;
 pub mod model;
 pub mod rules;
-pub mod batch;
-pub mod fold;
-pub mod incremental;
 pub mod score;
+pub mod time;

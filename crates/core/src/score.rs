@@ -87,10 +87,16 @@ pub struct Contribution {
     /// Number of awards (1 for a matching fit rule or an applying inactivity rule).
     pub awards: u32,
     /// Time of the first award.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::score::rfc3339")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::score::rfc3339"
+    )]
     pub first_award: Option<Timestamp>,
     /// Time of the last award.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::score::rfc3339")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::score::rfc3339"
+    )]
     pub last_award: Option<Timestamp>,
     /// Message ids that earned the awards, in order (empty unless traced).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -118,7 +124,10 @@ pub struct Explanation {
 }
 
 #[allow(clippy::ref_option)]
-pub(crate) fn rfc3339<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339<S: serde::Serializer>(
+    t: &Option<Timestamp>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.collect_str(t),
         None => s.serialize_none(),

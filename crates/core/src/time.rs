@@ -17,9 +17,9 @@ pub const SECONDS_PER_DAY: f64 = 86_400.0;
 impl Timestamp {
     /// Parses an RFC 3339 timestamp with any offset (`Z`, `+02:00`, …).
     pub fn parse(text: &str) -> Result<Timestamp, String> {
-        let ts: jiff::Timestamp = text
-            .parse()
-            .map_err(|e| format!("expected an RFC 3339 timestamp with offset, found {text:?} ({e})"))?;
+        let ts: jiff::Timestamp = text.parse().map_err(|e| {
+            format!("expected an RFC 3339 timestamp with offset, found {text:?} ({e})")
+        })?;
         i64::try_from(ts.as_nanosecond())
             .map(Timestamp)
             .map_err(|_| format!("timestamp {text:?} is outside the years 1678..2262"))

@@ -76,7 +76,11 @@ struct Compiler<'n> {
     uses_activity: bool,
 }
 
-pub(super) fn compile(source: &str, place: Place, names: &mut dyn Names) -> Result<(Node, bool), CompileError> {
+pub(super) fn compile(
+    source: &str,
+    place: Place,
+    names: &mut dyn Names,
+) -> Result<(Node, bool), CompileError> {
     if source.trim().is_empty() {
         return Err(CompileError {
             offset: 0,
@@ -113,7 +117,11 @@ fn offset_of(source: &str, (line, column): (isize, isize)) -> usize {
     for (i, text) in source.split_inclusive('\n').enumerate() {
         if i + 1 == line.max(1) as usize {
             let chars = (column.max(1) - 1) as usize;
-            return offset + text.char_indices().nth(chars).map_or(text.len(), |(b, _)| b);
+            return offset
+                + text
+                    .char_indices()
+                    .nth(chars)
+                    .map_or(text.len(), |(b, _)| b);
         }
         offset += text.len();
     }
@@ -123,7 +131,10 @@ fn offset_of(source: &str, (line, column): (isize, isize)) -> usize {
 impl Compiler<'_> {
     fn error(&self, expr: &IdedExpr, message: impl Into<String>) -> CompileError {
         CompileError {
-            offset: self.info.offset_for(expr.id).map_or(0, |(start, _)| start as usize),
+            offset: self
+                .info
+                .offset_for(expr.id)
+                .map_or(0, |(start, _)| start as usize),
             message: message.into(),
         }
     }
@@ -148,7 +159,12 @@ impl Compiler<'_> {
                 if !list.optional_indices.is_empty() {
                     return Err(self.error(expr, "not supported yet: optional list elements"));
                 }
-                Node::List(list.elements.iter().map(|e| self.node(e)).collect::<Result<_, _>>()?)
+                Node::List(
+                    list.elements
+                        .iter()
+                        .map(|e| self.node(e))
+                        .collect::<Result<_, _>>()?,
+                )
             }
             Expr::Map(map) => {
                 let mut entries = Vec::new();
@@ -157,7 +173,9 @@ impl Compiler<'_> {
                         cel::common::ast::EntryExpr::MapEntry(e) if !e.optional => {
                             entries.push((self.node(&e.key)?, self.node(&e.value)?))
                         }
-                        _ => return Err(self.error(expr, "not supported yet: optional map entries")),
+                        _ => {
+                            return Err(self.error(expr, "not supported yet: optional map entries"))
+                        }
                     }
                 }
                 Node::Map(entries)
@@ -172,7 +190,11 @@ impl Compiler<'_> {
                 self.locals.push(c.iter_var.clone());
                 self.locals.push(c.accu_var.clone());
                 let body = (|| {
-                    Ok::<_, CompileError>((self.node(&c.loop_cond)?, self.node(&c.loop_step)?, self.node(&c.result)?))
+                    Ok::<_, CompileError>((
+                        self.node(&c.loop_cond)?,
+                        self.node(&c.loop_step)?,
+                        self.node(&c.result)?,
+                    ))
                 })();
                 self.locals.truncate(self.locals.len() - 2);
                 let (cond, step, result) = body?;
@@ -197,7 +219,9 @@ impl Compiler<'_> {
             LiteralValue::Double(d) => Literal::Double(*d.inner()),
             LiteralValue::String(s) => Literal::Str(s.inner().to_string()),
             LiteralValue::Null => Literal::Null,
-            LiteralValue::Bytes(_) => return Err(self.error(expr, "not supported yet: bytes literals")),
+            LiteralValue::Bytes(_) => {
+                return Err(self.error(expr, "not supported yet: bytes literals"))
+            }
         })
     }
 
@@ -212,20 +236,30 @@ impl Compiler<'_> {
                 let known: Vec<&str> = variables.iter().map(|(n, _)| *n).collect();
                 Err(self.error(
                     expr,
-                    format!("unknown variable `{name}` (available here: {})", known.join(", ")),
+                    format!(
+                        "unknown variable `{name}` (available here: {})",
+                        known.join(", ")
+                    ),
                 ))
             }
         }
     }
 
-    fn call(&mut self, expr: &IdedExpr, call: &cel::common::ast::CallExpr) -> Result<Node, CompileError> {
+    fn call(
+        &mut self,
+        expr: &IdedExpr,
+        call: &cel::common::ast::CallExpr,
+    ) -> Result<Node, CompileError> {
         let name = call.func_name.as_str();
         let args = &call.args;
         let arity = |n: usize| -> Result<(), CompileError> {
             if args.len() == n {
                 Ok(())
             } else {
-                Err(self.error(expr, format!("`{name}` takes {n} argument(s), found {}", args.len())))
+                Err(self.error(
+                    expr,
+                    format!("`{name}` takes {n} argument(s), found {}", args.len()),
+                ))
             }
         };
         if let Some(target) = &call.target {
@@ -246,9 +280,21 @@ impl Compiler<'_> {
                 }
                 other => return Err(self.error(expr, format!("unknown method `{other}`"))),
             };
-            arity(if matches!(method, Method::LowerAscii | Method::UpperAscii | Method::Trim) { 0 } else { 1 })?;
+            arity(
+                if matches!(
+                    method,
+                    Method::LowerAscii | Method::UpperAscii | Method::Trim
+                ) {
+                    0
+                } else {
+                    1
+                },
+            )?;
             let target = self.boxed(target)?;
-            let args = args.iter().map(|a| self.node(a)).collect::<Result<_, _>>()?;
+            let args = args
+                .iter()
+                .map(|a| self.node(a))
+                .collect::<Result<_, _>>()?;
             return Ok(Node::Method(method, target, args));
         }
         let binary = |c: &mut Self| -> Result<(Box<Node>, Box<Node>), CompileError> {
@@ -265,13 +311,22 @@ impl Compiler<'_> {
             }
             op::LOGICAL_NOT => Node::Not(self.boxed(&args[0])?),
             op::NEGATE => Node::Neg(self.boxed(&args[0])?),
-            op::CONDITIONAL => Node::Ternary(self.boxed(&args[0])?, self.boxed(&args[1])?, self.boxed(&args[2])?),
+            op::CONDITIONAL => Node::Ternary(
+                self.boxed(&args[0])?,
+                self.boxed(&args[1])?,
+                self.boxed(&args[2])?,
+            ),
             op::NOT_STRICTLY_FALSE => Node::NotStrictlyFalse(self.boxed(&args[0])?),
             op::INDEX => {
                 let (a, b) = binary(self)?;
                 Node::Index(a, b)
             }
-            op::EQUALS | op::NOT_EQUALS | op::LESS | op::LESS_EQUALS | op::GREATER | op::GREATER_EQUALS => {
+            op::EQUALS
+            | op::NOT_EQUALS
+            | op::LESS
+            | op::LESS_EQUALS
+            | op::GREATER
+            | op::GREATER_EQUALS => {
                 let cmp = match name {
                     op::EQUALS => Cmp::Eq,
                     op::NOT_EQUALS => Cmp::Ne,
@@ -355,7 +410,10 @@ impl Compiler<'_> {
 
     fn matches(&mut self, target: &IdedExpr, pattern: &IdedExpr) -> Result<Node, CompileError> {
         let Expr::Literal(LiteralValue::String(p)) = &pattern.expr else {
-            return Err(self.error(pattern, "not supported yet: `matches()` with a pattern that is not a string literal"));
+            return Err(self.error(
+                pattern,
+                "not supported yet: `matches()` with a pattern that is not a string literal",
+            ));
         };
         let regex = regex::Regex::new(p.inner())
             .map_err(|e| self.error(pattern, format!("invalid regular expression: {e}")))?;

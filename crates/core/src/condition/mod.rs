@@ -185,7 +185,11 @@ struct Comprehension {
 impl Condition {
     /// Compiles `source` for use at `place`; functions' event names are
     /// registered in `names`. Errors carry a byte offset into `source`.
-    pub fn compile(source: &str, place: Place, names: &mut dyn Names) -> Result<Condition, CompileError> {
+    pub fn compile(
+        source: &str,
+        place: Place,
+        names: &mut dyn Names,
+    ) -> Result<Condition, CompileError> {
         let (root, uses_activity) = compile::compile(source, place, names)?;
         Ok(Condition {
             source: source.to_string(),
@@ -258,7 +262,10 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
             container.index(&eval(key, scope, locals)?)
         }
         Node::List(items) => Ok(Val::List(
-            items.iter().map(|i| eval(i, scope, locals)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|i| eval(i, scope, locals))
+                .collect::<Result<_, _>>()?,
         )),
         Node::Map(entries) => {
             let mut out = Vec::with_capacity(entries.len());
@@ -315,7 +322,9 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
         }
         Node::In(needle, haystack) => {
             let needle = eval(needle, scope, locals)?;
-            Ok(Val::Bool(eval(haystack, scope, locals)?.contains_value(&needle)?))
+            Ok(Val::Bool(
+                eval(haystack, scope, locals)?.contains_value(&needle)?,
+            ))
         }
         Node::InLiterals(needle, literals) => {
             let needle = eval(needle, scope, locals)?;
@@ -335,9 +344,9 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
                 Method::Trim => Val::Str(Cow::Owned(target.trim().to_string())),
             })
         }
-        Node::Matches(target, regex) => {
-            Ok(Val::Bool(regex.is_match(&string_arg(eval(target, scope, locals))?)))
-        }
+        Node::Matches(target, regex) => Ok(Val::Bool(
+            regex.is_match(&string_arg(eval(target, scope, locals))?),
+        )),
         Node::Convert(convert, x) => {
             let x = eval(x, scope, locals)?;
             match convert {
@@ -351,8 +360,16 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
             let n = scope.activity.ok_or(Fail)?.count(*slot);
             Ok(Val::Int(i64::try_from(n).map_err(|_| Fail)?))
         }
-        Node::DaysSince(slot) => scope.activity.ok_or(Fail)?.days_since(*slot).map(Val::Double).ok_or(Fail),
-        Node::NotStrictlyFalse(x) => Ok(Val::Bool(!matches!(eval(x, scope, locals), Ok(Val::Bool(false))))),
+        Node::DaysSince(slot) => scope
+            .activity
+            .ok_or(Fail)?
+            .days_since(*slot)
+            .map(Val::Double)
+            .ok_or(Fail),
+        Node::NotStrictlyFalse(x) => Ok(Val::Bool(!matches!(
+            eval(x, scope, locals),
+            Ok(Val::Bool(false))
+        ))),
         Node::Comprehension(c) => {
             let items = eval(&c.range, scope, locals)?.elements()?;
             let base = locals.len();

@@ -37,8 +37,10 @@ fn check(source: &str, place: Place) -> Result<Condition, CompileError> {
 }
 
 fn holds_on_event(source: &str) -> bool {
-    let properties = object(json!({"path": "/pricing/team", "price": 49.5, "qty": 2, "tags": ["a", "b"],
-        "nested": {"k": "v"}}));
+    let properties = object(
+        json!({"path": "/pricing/team", "price": 49.5, "qty": 2, "tags": ["a", "b"],
+        "nested": {"k": "v"}}),
+    );
     let traits = object(json!({"country": "DE", "employees": 50.0, "consent": true}));
     let company = object(json!({"industry": "Software"}));
     let context = json!({"ip": "1.2.3.4"});
@@ -57,7 +59,10 @@ fn holds_on_event(source: &str) -> bool {
 fn evaluates_the_common_shapes() {
     for (source, expected) in [
         ("properties.path.startsWith('/pricing')", true),
-        ("properties.path.endsWith('/team') && event == 'Product Viewed'", true),
+        (
+            "properties.path.endsWith('/team') && event == 'Product Viewed'",
+            true,
+        ),
         ("traits.country in ['DE', 'AT', 'CH']", true),
         ("traits.country in ['FR']", false),
         ("traits.employees >= 50", true),
@@ -69,10 +74,16 @@ fn evaluates_the_common_shapes() {
         ("'a' in properties.tags && size(properties.tags) == 2", true),
         ("properties.tags.exists(t, t == 'b')", true),
         ("properties.tags.all(t, t == 'b')", false),
-        ("properties.nested.k == 'v' && properties['nested']['k'] == 'v'", true),
+        (
+            "properties.nested.k == 'v' && properties['nested']['k'] == 'v'",
+            true,
+        ),
         ("properties.path.matches('^/pricing/.*$')", true),
         ("company.industry.lowerAscii() == 'software'", true),
-        ("int('12') + 1 == 13 && double('1.5') == 1.5 && string(3) == '3'", true),
+        (
+            "int('12') + 1 == 13 && double('1.5') == 1.5 && string(3) == '3'",
+            true,
+        ),
         ("traits.country == 'DE' ? properties.qty == 2 : false", true),
         ("context.ip == '1.2.3.4'", true),
     ] {
@@ -114,12 +125,19 @@ fn functions_read_the_contact_activity() {
         ..Scope::default()
     };
     assert!(c.holds(&scope));
-    assert!(!d.holds(&scope), "days_since of a never-seen event fails, so false");
+    assert!(
+        !d.holds(&scope),
+        "days_since of a never-seen event fails, so false"
+    );
 }
 
 #[test]
 fn trigger_variables() {
-    let c = check("score >= 70 && grade in ['A', 'B'] && status == 'active'", Place::Trigger).unwrap();
+    let c = check(
+        "score >= 70 && grade in ['A', 'B'] && status == 'active'",
+        Place::Trigger,
+    )
+    .unwrap();
     let traits = Map::new();
     let outcome = Outcome {
         score: 70.0,
@@ -144,13 +162,25 @@ fn trigger_variables() {
 fn rejects_unknown_variables_functions_and_syntax_with_offsets() {
     let e = check("traits.x == 1 && propertes.y == 2", Place::Event).unwrap_err();
     assert_eq!(e.offset, 17, "{e:?}");
-    assert!(e.message.contains("unknown variable `propertes`"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown variable `propertes`"),
+        "{}",
+        e.message
+    );
     let e = check("properties.x == 1", Place::Contact).unwrap_err();
-    assert!(e.message.contains("unknown variable `properties`"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown variable `properties`"),
+        "{}",
+        e.message
+    );
     let e = check("count('X') > 1", Place::Event).unwrap_err();
     assert!(e.message.contains("not available"), "{}", e.message);
     let e = check("frobnicate(traits.x)", Place::Contact).unwrap_err();
-    assert!(e.message.contains("unknown function `frobnicate`"), "{}", e.message);
+    assert!(
+        e.message.contains("unknown function `frobnicate`"),
+        "{}",
+        e.message
+    );
     let e = check("traits.x >= ", Place::Contact).unwrap_err();
     assert_eq!(e.offset, 12);
     assert!(e.message.starts_with("invalid CEL"), "{}", e.message);

@@ -92,7 +92,10 @@ impl<'a> Val<'a> {
         Ok(match self {
             Val::JsonList(items) => items.iter().map(Val::from_json).collect(),
             Val::List(items) => items.clone(),
-            Val::JsonMap(map) => map.keys().map(|k| Val::Str(Cow::Borrowed(k.as_str()))).collect(),
+            Val::JsonMap(map) => map
+                .keys()
+                .map(|k| Val::Str(Cow::Borrowed(k.as_str())))
+                .collect(),
             Val::Map(entries) => entries.iter().map(|(k, _)| k.clone()).collect(),
             _ => return Err(Fail),
         })
@@ -167,7 +170,11 @@ fn compare_numbers(a: &Val<'_>, b: &Val<'_>) -> Option<Ordering> {
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
         (Val::UInt(x), Val::UInt(y)) => Some(x.cmp(y)),
-        (Val::Int(x), Val::UInt(y)) => Some(if *x < 0 { Ordering::Less } else { (*x as u64).cmp(y) }),
+        (Val::Int(x), Val::UInt(y)) => Some(if *x < 0 {
+            Ordering::Less
+        } else {
+            (*x as u64).cmp(y)
+        }),
         (Val::UInt(_), Val::Int(_)) => compare_numbers(b, a).map(Ordering::reverse),
         _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
     }
@@ -234,7 +241,9 @@ pub enum Arith {
 /// zero fail); a mix of int and double computes in double.
 pub fn arithmetic<'a>(op: Arith, a: Val<'a>, b: Val<'a>) -> Eval<'a> {
     match (op, &a, &b) {
-        (Arith::Add, Val::Str(x), Val::Str(y)) => return Ok(Val::Str(Cow::Owned(format!("{x}{y}")))),
+        (Arith::Add, Val::Str(x), Val::Str(y)) => {
+            return Ok(Val::Str(Cow::Owned(format!("{x}{y}"))))
+        }
         (Arith::Add, Val::JsonList(_) | Val::List(_), Val::JsonList(_) | Val::List(_)) => {
             let mut items = a.elements()?;
             items.extend(b.elements()?);
@@ -321,7 +330,10 @@ mod tests {
         assert!(equal(&Val::UInt(3), &Val::Int(3)));
         assert!(!equal(&Val::Int(-1), &Val::UInt(u64::MAX)));
         assert_eq!(compare(&Val::Int(-1), &Val::UInt(0)), Ok(Ordering::Less));
-        assert_eq!(compare(&Val::Double(49.5), &Val::Int(50)), Ok(Ordering::Less));
+        assert_eq!(
+            compare(&Val::Double(49.5), &Val::Int(50)),
+            Ok(Ordering::Less)
+        );
     }
 
     #[test]
@@ -334,7 +346,12 @@ mod tests {
     fn int_arithmetic_is_checked() {
         assert!(arithmetic(Arith::Add, Val::Int(i64::MAX), Val::Int(1)).is_err());
         assert!(arithmetic(Arith::Div, Val::Int(1), Val::Int(0)).is_err());
-        assert!(matches!(arithmetic(Arith::Div, Val::Int(7), Val::Int(2)), Ok(Val::Int(3))));
-        assert!(matches!(arithmetic(Arith::Mul, Val::Int(2), Val::Double(1.5)), Ok(Val::Double(d)) if d == 3.0));
+        assert!(matches!(
+            arithmetic(Arith::Div, Val::Int(7), Val::Int(2)),
+            Ok(Val::Int(3))
+        ));
+        assert!(
+            matches!(arithmetic(Arith::Mul, Val::Int(2), Val::Double(1.5)), Ok(Val::Double(d)) if d == 3.0)
+        );
     }
 }

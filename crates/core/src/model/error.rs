@@ -91,7 +91,12 @@ impl<'s> Errors<'s> {
     }
 
     /// Records a problem about a spanned value.
-    pub(crate) fn span(&mut self, span: Range<usize>, rule: Option<&str>, message: impl Into<String>) {
+    pub(crate) fn span(
+        &mut self,
+        span: Range<usize>,
+        rule: Option<&str>,
+        message: impl Into<String>,
+    ) {
         self.at(span.start, rule, message)
     }
 

@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-pub use error::{line_column, ModelError, ModelErrors};
 pub(crate) use error::Errors;
+pub use error::{line_column, ModelError, ModelErrors};
 pub use file::{ModelFile, ModelSection, ScoreSection};
 
 use crate::condition::{Condition, Names, Place};
@@ -104,7 +104,12 @@ pub(crate) struct Build<'s> {
 
 impl Build<'_> {
     /// Compiles a condition, recording an error at its place in the file.
-    pub(crate) fn condition(&mut self, text: &Spanned<String>, place: Place, rule: &str) -> Option<Condition> {
+    pub(crate) fn condition(
+        &mut self,
+        text: &Spanned<String>,
+        place: Place,
+        rule: &str,
+    ) -> Option<Condition> {
         match Condition::compile(text.get_ref(), place, &mut self.slots) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -129,26 +134,49 @@ impl Build<'_> {
     }
 
     /// Parses a duration field.
-    pub(crate) fn duration(&mut self, text: &Spanned<String>, rule: &str, field: &str) -> Option<Duration> {
+    pub(crate) fn duration(
+        &mut self,
+        text: &Spanned<String>,
+        rule: &str,
+        field: &str,
+    ) -> Option<Duration> {
         Duration::parse(text.get_ref())
-            .map_err(|e| self.errors.span(text.span(), Some(rule), format!("`{field}`: {e}")))
+            .map_err(|e| {
+                self.errors
+                    .span(text.span(), Some(rule), format!("`{field}`: {e}"))
+            })
             .ok()
     }
 
     /// A rule's effective half-life in seconds: its own, `"none"`, or the model's.
-    pub(crate) fn half_life(&mut self, text: Option<&Spanned<String>>, rule: &str) -> Option<Option<f64>> {
+    pub(crate) fn half_life(
+        &mut self,
+        text: Option<&Spanned<String>>,
+        rule: &str,
+    ) -> Option<Option<f64>> {
         match text {
             None => Some(self.default_half_life),
             Some(t) if t.get_ref() == "none" => Some(None),
-            Some(t) => self.duration(t, rule, "half_life").map(|d| Some(d.seconds() as f64)),
+            Some(t) => self
+                .duration(t, rule, "half_life")
+                .map(|d| Some(d.seconds() as f64)),
         }
     }
 
     /// Checks a `cap` (must be positive).
-    pub(crate) fn cap(&mut self, cap: Option<f64>, id: &Spanned<String>, rule: &str) -> Option<Option<f64>> {
+    pub(crate) fn cap(
+        &mut self,
+        cap: Option<f64>,
+        id: &Spanned<String>,
+        rule: &str,
+    ) -> Option<Option<f64>> {
         match cap {
             Some(c) if !(c.is_finite() && c > 0.0) => {
-                self.errors.span(id.span(), Some(rule), format!("`cap` must be a positive number, found {c}"));
+                self.errors.span(
+                    id.span(),
+                    Some(rule),
+                    format!("`cap` must be a positive number, found {c}"),
+                );
                 None
             }
             other => Some(other),
@@ -158,7 +186,11 @@ impl Build<'_> {
     /// Checks that a number is finite.
     pub(crate) fn finite(&mut self, value: f64, span: Range<usize>, rule: &str, field: &str) {
         if !value.is_finite() {
-            self.errors.span(span, Some(rule), format!("`{field}` must be a finite number, found {value}"));
+            self.errors.span(
+                span,
+                Some(rule),
+                format!("`{field}` must be a finite number, found {value}"),
+            );
         }
     }
 }
@@ -186,17 +218,30 @@ impl Model {
             default_half_life: None,
         };
         if file.model.name.get_ref().trim().is_empty() {
-            b.errors.span(file.model.name.span(), None, "`[model] name` must not be empty");
+            b.errors.span(
+                file.model.name.span(),
+                None,
+                "`[model] name` must not be empty",
+            );
         }
         let score = &file.score;
         if !(score.min.is_finite() && score.max.is_finite() && score.min < score.max) {
             let at = b.errors.source().find("[score]").unwrap_or(0);
-            b.errors.at(at, None, format!("`[score]` needs min < max, found min = {} and max = {}", score.min, score.max));
+            b.errors.at(
+                at,
+                None,
+                format!(
+                    "`[score]` needs min < max, found min = {} and max = {}",
+                    score.min, score.max
+                ),
+            );
         }
         b.default_half_life = match &score.half_life {
             None => None,
             Some(t) if t.get_ref() == "none" => None,
-            Some(t) => b.duration(t, "[score]", "half_life").map(|d| d.seconds() as f64),
+            Some(t) => b
+                .duration(t, "[score]", "half_life")
+                .map(|d| d.seconds() as f64),
         };
         check_unique_ids(file, &mut b.errors);
 
@@ -343,7 +388,10 @@ fn check_unique_ids(file: &ModelFile, errors: &mut Errors<'_>) {
         match seen.get(name) {
             Some(first) => {
                 let (line, _) = line_column(errors.source(), first.start);
-                let message = format!("duplicate rule id {name:?} (first used at {}:{line})", errors.file());
+                let message = format!(
+                    "duplicate rule id {name:?} (first used at {}:{line})",
+                    errors.file()
+                );
                 errors.span(id.span(), Some(name), message);
             }
             None => {
@@ -365,7 +413,12 @@ fn enclosing_rule_id(source: &str, offset: usize) -> Option<String> {
     let table = &source[header_start..];
     let table_end = table[2..].find("\n[").map_or(table.len(), |i| i + 2);
     table[..table_end].lines().skip(1).find_map(|line| {
-        let rest = line.trim_start().strip_prefix("id")?.trim_start().strip_prefix('=')?.trim();
+        let rest = line
+            .trim_start()
+            .strip_prefix("id")?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim();
         let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
         let inner = &rest[1..];
         Some(inner[..inner.find(quote)?].to_string())

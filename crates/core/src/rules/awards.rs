@@ -33,7 +33,8 @@ impl Awards {
             self.first = at;
             self.sum_at_last = points;
         } else {
-            self.sum_at_last = decay(self.sum_at_last, at.seconds_since(self.last), half_life) + points;
+            self.sum_at_last =
+                decay(self.sum_at_last, at.seconds_since(self.last), half_life) + points;
         }
         self.last = at;
         self.count += 1;
@@ -79,11 +80,17 @@ mod tests {
         for i in 0..5 {
             a.add(-10.0, Timestamp::from_seconds(i), None);
         }
-        assert_eq!(a.value_at(Timestamp::from_seconds(9), None, Some(25.0)), -25.0);
+        assert_eq!(
+            a.value_at(Timestamp::from_seconds(9), None, Some(25.0)),
+            -25.0
+        );
         let mut b = Awards::default();
         let h = Some(DAY as f64);
         b.add(40.0, Timestamp::from_seconds(0), h);
         assert_eq!(b.value_at(Timestamp::from_seconds(0), h, Some(25.0)), 25.0);
-        assert_eq!(b.value_at(Timestamp::from_seconds(DAY), h, Some(25.0)), 20.0);
+        assert_eq!(
+            b.value_at(Timestamp::from_seconds(DAY), h, Some(25.0)),
+            20.0
+        );
     }
 }

@@ -63,12 +63,16 @@ impl Nth {
 
     /// Parses `"N"`, `"N.."` or `"N..M"`.
     pub fn parse(text: &str) -> Result<Nth, String> {
-        let expected = || format!("expected \"N\", \"N..\" or \"N..M\" with 1 <= N <= M, found {text:?}");
+        let expected =
+            || format!("expected \"N\", \"N..\" or \"N..M\" with 1 <= N <= M, found {text:?}");
         let number = |s: &str| s.parse::<u32>().ok().filter(|n| *n >= 1);
         let nth = match text.split_once("..") {
             None => {
                 let n = number(text).ok_or_else(expected)?;
-                Nth { from: n, to: Some(n) }
+                Nth {
+                    from: n,
+                    to: Some(n),
+                }
             }
             Some((from, "")) => Nth {
                 from: number(from).ok_or_else(expected)?,
@@ -138,7 +142,8 @@ impl EngagementConfig {
         let here = Some(id.as_str());
         b.finite(self.points, self.id.span(), id, "points");
         if self.event.get_ref().is_empty() {
-            b.errors.span(self.event.span(), here, "`event` must not be empty");
+            b.errors
+                .span(self.event.span(), here, "`event` must not be empty");
         }
         let when = b.optional_condition(self.when.as_ref(), Place::Event, id);
         let nth = match &self.nth {
@@ -151,7 +156,8 @@ impl EngagementConfig {
             None => Some(None),
             Some(limit) => {
                 if limit.count == 0 {
-                    b.errors.span(limit.per.span(), here, "`limit.count` must be at least 1");
+                    b.errors
+                        .span(limit.per.span(), here, "`limit.count` must be at least 1");
                 }
                 b.duration(&limit.per, id, "limit.per").map(|per| {
                     Some(Limit {
@@ -226,15 +232,29 @@ mod tests {
 
     #[test]
     fn nth_ranges() {
-        assert_eq!(Nth::parse("1").unwrap(), Nth { from: 1, to: Some(1) });
+        assert_eq!(
+            Nth::parse("1").unwrap(),
+            Nth {
+                from: 1,
+                to: Some(1)
+            }
+        );
         assert_eq!(Nth::parse("2..").unwrap(), Nth { from: 2, to: None });
-        assert_eq!(Nth::parse("2..4").unwrap(), Nth { from: 2, to: Some(4) });
+        assert_eq!(
+            Nth::parse("2..4").unwrap(),
+            Nth {
+                from: 2,
+                to: Some(4)
+            }
+        );
         for bad in ["0", "..2", "3..2", "a", "", "1..x", "-1"] {
             assert!(Nth::parse(bad).is_err(), "{bad}");
         }
         let r = rule(Nth::parse("2..3").unwrap(), None);
         let mut s = EngagementState::default();
-        let awarded: Vec<bool> = (0..5).map(|i| r.occur(&mut s, Timestamp::from_seconds(i))).collect();
+        let awarded: Vec<bool> = (0..5)
+            .map(|i| r.occur(&mut s, Timestamp::from_seconds(i)))
+            .collect();
         assert_eq!(awarded, [false, true, true, false, false]);
         assert_eq!(r.value_at(&s, Timestamp::from_seconds(9)), 10.0);
     }
@@ -243,10 +263,19 @@ mod tests {
     fn limit_window_is_half_open() {
         // 2 per 10s. The window of an occurrence at 10 is (0, 10]: the award
         // at 0 no longer counts, so 10 is awarded; likewise 20 sees only 15.
-        let r = rule(Nth::ALL, Some(Limit { count: 2, per: Duration::from_seconds(10) }));
+        let r = rule(
+            Nth::ALL,
+            Some(Limit {
+                count: 2,
+                per: Duration::from_seconds(10),
+            }),
+        );
         let mut s = EngagementState::default();
         let times = [0, 5, 9, 10, 11, 15, 20];
-        let awarded: Vec<bool> = times.iter().map(|t| r.occur(&mut s, Timestamp::from_seconds(*t))).collect();
+        let awarded: Vec<bool> = times
+            .iter()
+            .map(|t| r.occur(&mut s, Timestamp::from_seconds(*t)))
+            .collect();
         assert_eq!(awarded, [true, true, false, true, false, true, true]);
         assert_eq!(s.awards.count, 5);
         assert_eq!(s.recent.len(), 2);

@@ -39,7 +39,8 @@ impl ExcludeConfig {
         let id = self.id.get_ref();
         let when = b.condition(&self.when, Place::Contact, id);
         if self.reason.trim().is_empty() {
-            b.errors.span(self.id.span(), Some(id), "`reason` must not be empty");
+            b.errors
+                .span(self.id.span(), Some(id), "`reason` must not be empty");
         }
         Some(Exclusion {
             id: id.clone(),

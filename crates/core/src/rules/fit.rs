@@ -69,7 +69,8 @@ impl FitConfig {
             }
             (None, None, Some(list)) => {
                 if list.is_empty() {
-                    b.errors.span(self.id.span(), here, "`cases` must not be empty");
+                    b.errors
+                        .span(self.id.span(), here, "`cases` must not be empty");
                 }
                 for case in list {
                     b.finite(case.points, case.when.span(), id, "points");

@@ -44,7 +44,11 @@ impl InactivityConfig {
         b.finite(self.points, self.id.span(), id, "points");
         if let Some(events) = &self.events {
             if events.is_empty() {
-                b.errors.span(self.id.span(), Some(id), "`events` must not be empty (omit it to count all activity)");
+                b.errors.span(
+                    self.id.span(),
+                    Some(id),
+                    "`events` must not be empty (omit it to count all activity)",
+                );
             }
         }
         let after = b.duration(&self.after, id, "after");

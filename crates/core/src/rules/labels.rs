@@ -31,11 +31,19 @@ impl Labels {
             let name = config.name.get_ref();
             let here = Some(name.as_str());
             if name.is_empty() {
-                b.errors.span(config.name.span(), here, format!("{kind} name must not be empty"));
+                b.errors.span(
+                    config.name.span(),
+                    here,
+                    format!("{kind} name must not be empty"),
+                );
             }
             b.finite(config.min, config.name.span(), name, "min");
             if pairs.iter().any(|(_, n)| n == name) {
-                b.errors.span(config.name.span(), here, format!("duplicate {kind} name {name:?}"));
+                b.errors.span(
+                    config.name.span(),
+                    here,
+                    format!("duplicate {kind} name {name:?}"),
+                );
             }
             if pairs.iter().any(|(m, _)| *m == config.min) {
                 b.errors.span(
@@ -81,6 +89,9 @@ impl Labels {
 
     /// Names and minimums, ascending.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.names.iter().map(String::as_str).zip(self.mins.iter().copied())
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.mins.iter().copied())
     }
 }

@@ -74,7 +74,8 @@ impl StreakConfig {
         let here = Some(id.as_str());
         b.finite(self.points, self.id.span(), id, "points");
         if self.length == 0 {
-            b.errors.span(self.id.span(), here, "`length` must be at least 1");
+            b.errors
+                .span(self.id.span(), here, "`length` must be at least 1");
         }
         for reset in &self.reset {
             if reset.get_ref() == self.event.get_ref() {

@@ -108,17 +108,23 @@ impl TriggerConfig {
         let id = self.id.get_ref();
         let here = Some(id.as_str());
         if self.actions.is_empty() {
-            b.errors.span(self.id.span(), here, "a trigger needs at least one action");
+            b.errors
+                .span(self.id.span(), here, "a trigger needs at least one action");
         }
         for action in &self.actions {
             match action {
                 ActionConfig::Webhook { url, .. }
                     if !(url.starts_with("http://") || url.starts_with("https://")) =>
                 {
-                    b.errors.span(self.id.span(), here, format!("webhook url must start with http:// or https://, found {url:?}"))
+                    b.errors.span(
+                        self.id.span(),
+                        here,
+                        format!("webhook url must start with http:// or https://, found {url:?}"),
+                    )
                 }
                 ActionConfig::Campaign { campaign } if campaign.trim().is_empty() => {
-                    b.errors.span(self.id.span(), here, "campaign name must not be empty")
+                    b.errors
+                        .span(self.id.span(), here, "campaign name must not be empty")
                 }
                 _ => {}
             }
@@ -138,7 +144,9 @@ impl TriggerSettings {
     pub(crate) fn tick(&self, b: &mut Build<'_>) -> Duration {
         match &self.tick {
             None => Duration::from_seconds(3_600),
-            Some(text) => b.duration(text, "[triggers]", "tick").unwrap_or(Duration::from_seconds(3_600)),
+            Some(text) => b
+                .duration(text, "[triggers]", "tick")
+                .unwrap_or(Duration::from_seconds(3_600)),
         }
     }
 }

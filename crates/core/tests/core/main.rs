@@ -1,0 +1,5 @@
+//! Integration tests of the core crate (one binary, STYLE.md).
+
+mod examples;
+mod harness;
+mod properties;
