@@ -1,0 +1,124 @@
+//! Contacts CSV: one row per contact, `id` column (configurable), every other
+//! column a trait. Numbers become numbers, `true`/`false` booleans, empty
+//! cells are absent (SPEC §2).
+
+use std::io::Read;
+
+use serde_json::{Map, Number, Value};
+
+/// A contacts file that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ContactsError {
+    /// File name.
+    pub file: String,
+    /// 1-based line (1 is the header).
+    pub line: u64,
+    /// What was wrong.
+    pub message: String,
+}
+
+fn cell_value(cell: &str) -> Option<Value> {
+    if cell.is_empty() {
+        return None;
+    }
+    Some(match cell {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => {
+            if let Ok(i) = cell.parse::<i64>() {
+                Value::Number(i.into())
+            } else if let Some(n) = cell
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(Number::from_f64)
+            {
+                Value::Number(n)
+            } else {
+                Value::String(cell.to_string())
+            }
+        }
+    })
+}
+
+/// Reads `(id, traits)` rows.
+pub fn read_contacts(
+    reader: impl Read,
+    file: &str,
+    id_column: &str,
+) -> Result<Vec<(String, Map<String, Value>)>, ContactsError> {
+    let error = |line: u64, message: String| ContactsError {
+        file: file.to_string(),
+        line,
+        message,
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(reader);
+    let headers = csv
+        .headers()
+        .map_err(|e| error(1, format!("cannot read the header: {e}")))?
+        .clone();
+    let id_at = headers.iter().position(|h| h == id_column).ok_or_else(|| {
+        error(
+            1,
+            format!(
+                "no `{id_column}` column (columns: {})",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let mut rows = Vec::new();
+    for record in csv.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            error(line, format!("malformed CSV: {e}"))
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let id = record.get(id_at).unwrap_or_default().trim();
+        if id.is_empty() {
+            return Err(error(line, format!("empty `{id_column}`")));
+        }
+        let traits: Map<String, Value> = headers
+            .iter()
+            .zip(record.iter())
+            .enumerate()
+            .filter(|(i, _)| *i != id_at)
+            .filter_map(|(_, (name, cell))| cell_value(cell).map(|v| (name.to_string(), v)))
+            .collect();
+        rows.push((id.to_string(), traits));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn typed_cells_and_absent_empties() {
+        let rows = read_contacts(
+            "id,country,employees,budget,consent,note\nu1,DE,50,1.5,true,\n".as_bytes(),
+            "c.csv",
+            "id",
+        )
+        .unwrap();
+        assert_eq!(rows[0].0, "u1");
+        assert_eq!(
+            Value::Object(rows[0].1.clone()),
+            json!({"country": "DE", "employees": 50, "budget": 1.5, "consent": true})
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = read_contacts("email,x\na,1\n".as_bytes(), "c.csv", "id").unwrap_err();
+        assert_eq!(e.to_string(), "c.csv:1: no `id` column (columns: email, x)");
+        let e = read_contacts("id,x\na,1\n,2\n".as_bytes(), "c.csv", "id").unwrap_err();
+        assert_eq!(e.to_string(), "c.csv:3: empty `id`");
+        let e = read_contacts("id,x\na,1\nb,2,3\n".as_bytes(), "c.csv", "id").unwrap_err();
+        assert!(e.to_string().starts_with("c.csv:3: malformed CSV"), "{e}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Segment JSON lines → normalised messages.
+
+use std::fmt;
+use std::io::BufRead;
+
+use leadscore_core::event::{Message, MessageError};
+use rayon::prelude::*;
+use serde_json::Value;
+
+/// A line that could not be read as messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// File name as given (or `<stdin>`).
+    pub file: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// Index in a `{"batch": [...]}` line.
+    pub batch_index: Option<usize>,
+    /// Field at fault, if one is.
+    pub field: Option<String>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if let Some(i) = self.batch_index {
+            write!(f, "batch[{i}]: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Lines skipped with `--skip-invalid`.
+#[derive(Debug, Clone, Default)]
+pub struct Skipped {
+    /// How many messages were skipped.
+    pub count: u64,
+    /// The first errors (at most [`ReadOptions::keep_errors`]).
+    pub first: Vec<InputError>,
+}
+
+/// How to read.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Skip invalid messages instead of failing on the first one.
+    pub skip_invalid: bool,
+    /// Errors to keep for the report when skipping.
+    pub keep_errors: usize,
+    /// Bytes of text parsed per parallel chunk.
+    pub chunk_bytes: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            skip_invalid: false,
+            keep_errors: 20,
+            chunk_bytes: 4 << 20,
+        }
+    }
+}
+
+fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Vec<Result<Message, InputError>>) {
+    let error = |batch_index, e: MessageError| InputError {
+        file: file.to_string(),
+        line,
+        batch_index,
+        field: e.field,
+        message: e.message,
+    };
+    let value: Value = match serde_json::from_slice(text) {
+        Ok(v) => v,
+        Err(e) => {
+            out.push(Err(InputError {
+                file: file.to_string(),
+                line,
+                batch_index: None,
+                field: None,
+                message: format!("malformed JSON: {e}"),
+            }));
+            return;
+        }
+    };
+    match value {
+        Value::Object(mut object) if object.contains_key("batch") => match object.remove("batch") {
+            Some(Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    out.push(Message::from_json(item, None, None).map_err(|e| error(Some(i), e)));
+                }
+            }
+            _ => out.push(Err(error(
+                None,
+                MessageError {
+                    field: Some("batch".into()),
+                    message: "expected an array of messages".into(),
+                },
+            ))),
+        },
+        value => out.push(Message::from_json(value, None, None).map_err(|e| error(None, e))),
+    }
+}
+
+/// Reads every message of `reader`. Blank lines are ignored. On the first
+/// invalid message this fails unless `options.skip_invalid`; then invalid
+/// messages are counted in [`Skipped`]. `progress` gets the bytes read so far.
+pub fn read_messages(
+    mut reader: impl BufRead,
+    file: &str,
+    options: &ReadOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<(Vec<Message>, Skipped), InputError> {
+    let io_error = |line: u64, e: std::io::Error| InputError {
+        file: file.to_string(),
+        line,
+        batch_index: None,
+        field: None,
+        message: format!("cannot read: {e}"),
+    };
+    let mut messages = Vec::new();
+    let mut skipped = Skipped::default();
+    let mut chunk: Vec<u8> = Vec::with_capacity(options.chunk_bytes + 4096);
+    let mut first_line: u64 = 1;
+    let mut bytes_read: u64 = 0;
+    loop {
+        chunk.clear();
+        // Fill a chunk with whole lines.
+        while chunk.len() < options.chunk_bytes {
+            let n = reader
+                .read_until(b'\n', &mut chunk)
+                .map_err(|e| io_error(first_line, e))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        bytes_read += chunk.len() as u64;
+        let lines: Vec<&[u8]> = chunk.split(|b| *b == b'\n').collect();
+        let line_count = lines.len() as u64 - u64::from(chunk.ends_with(b"\n"));
+        let parsed: Vec<Vec<Result<Message, InputError>>> = lines
+            .par_iter()
+            .enumerate()
+            .with_min_len(256)
+            .map(|(i, text)| {
+                let mut out = Vec::new();
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                if !text.iter().all(u8::is_ascii_whitespace) {
+                    parse_line(file, first_line + i as u64, text, &mut out);
+                }
+                out
+            })
+            .collect();
+        for result in parsed.into_iter().flatten() {
+            match result {
+                Ok(message) => messages.push(message),
+                Err(e) if options.skip_invalid => {
+                    skipped.count += 1;
+                    if skipped.first.len() < options.keep_errors {
+                        skipped.first.push(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        first_line += line_count;
+        progress(bytes_read);
+    }
+    Ok((messages, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, skip: bool) -> Result<(Vec<Message>, Skipped), InputError> {
+        let options = ReadOptions {
+            skip_invalid: skip,
+            chunk_bytes: 64,
+            ..ReadOptions::default()
+        };
+        read_messages(text.as_bytes(), "e.jsonl", &options, |_| {})
+    }
+
+    const OK: &str =
+        r#"{"type":"track","event":"A","userId":"u","timestamp":"2024-01-01T00:00:00Z"}"#;
+
+    #[test]
+    fn reads_lines_and_batches_across_small_chunks() {
+        let batch = r#"{"batch":[{"type":"identify","userId":"u","timestamp":"2024-01-01T00:00:00Z"},{"type":"page","anonymousId":"a","timestamp":"2024-01-01T00:00:00+01:00"}]}"#;
+        let text = format!("{OK}\n\n{batch}\r\n{OK}");
+        let (messages, skipped) = read(&text, false).unwrap();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(skipped.count, 0);
+    }
+
+    #[test]
+    fn errors_name_line_batch_index_and_field() {
+        let text = format!("{OK}\n{OK}\n{OK}\n{OK}\n{OK}\n{OK}\n{{\"type\": \"track\",\n");
+        let e = read(&text, false).unwrap_err();
+        assert_eq!(e.line, 7);
+        assert!(
+            e.to_string().starts_with("e.jsonl:7: malformed JSON"),
+            "{e}"
+        );
+        let batch = r#"{"batch":[{"type":"identify","userId":"u","timestamp":"2024-01-01T00:00:00Z"},{"type":"track","userId":"u","timestamp":"2024-01-01T00:00:00Z"}]}"#;
+        let e = read(&format!("{OK}\n{batch}\n"), false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "e.jsonl:2: batch[1]: field `event`: missing: a track call needs an event name"
+        );
+    }
+
+    #[test]
+    fn skip_invalid_counts_and_keeps_the_rest() {
+        let text = format!("{OK}\nnot json\n{OK}\n{{\"type\":\"track\",\"event\":\"A\",\"userId\":\"u\",\"timestamp\":\"yesterday\"}}\n");
+        let (messages, skipped) = read(&text, true).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(skipped.count, 2);
+        assert_eq!(skipped.first[0].line, 2);
+        assert_eq!(skipped.first[1].line, 4);
+        assert_eq!(skipped.first[1].field.as_deref(), Some("timestamp"));
+    }
+}

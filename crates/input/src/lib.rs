@@ -1,0 +1,12 @@
+//! Reading leadscore's inputs: Segment messages as JSON lines (one message or
+//! one `{"batch": [...]}` object per line) and contacts as CSV.
+//!
+//! Parsing is parallel over chunks of lines and streaming: memory holds one
+//! chunk of text plus the parsed messages. Every error names the file, the
+//! line, the batch index when there is one, and the field.
+
+mod contacts;
+mod jsonl;
+
+pub use contacts::{read_contacts, ContactsError};
+pub use jsonl::{read_messages, InputError, ReadOptions, Skipped};
