@@ -250,10 +250,13 @@ impl ContactWriter<'_> {
         let c = *self.config;
         let r = &mut self.rng;
         let engagement = match r.below(100) {
-            0..50 => 0.04,
-            50..85 => 0.15,
-            _ => 0.4,
+            0..50 => 0.01,
+            50..85 => 0.04,
+            _ => 0.12,
         };
+        // Interest fades: after an exponentially distributed active period
+        // (mean 60 days) sessions become ten times rarer.
+        let active_days = (-60.0 * (1.0 - r.unit()).ln()) as i64;
         let open_rate = [0.1, 0.35, 0.6][r.below(3) as usize];
         let span = i64::from(c.days.max(1)) * 86_400;
         let mut now = c.start + (r.unit() * 0.8 * span as f64) as i64;
@@ -277,6 +280,7 @@ impl ContactWriter<'_> {
 
         // Sign-up: identify links the anonymous id.
         now += 120;
+        let signup = now;
         let i = self.index;
         let r = &mut self.rng;
         let email = if r.chance(0.01) {
@@ -348,7 +352,12 @@ impl ContactWriter<'_> {
                     unsubscribed = true;
                 }
             }
-            if self.rng.chance(engagement) {
+            let interest = if day_start < signup + active_days * 86_400 {
+                engagement
+            } else {
+                engagement / 10.0
+            };
+            if self.rng.chance(interest) {
                 let at = day_start + 10 * 3_600 + self.rng.below(36_000) as i64;
                 self.session(at);
             }

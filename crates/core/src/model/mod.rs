@@ -344,6 +344,14 @@ impl Model {
         self.contact_rules_use_activity
     }
 
+    /// The JSON Schema of model files, generated from [`ModelFile`].
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(ModelFile);
+        let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
+        text.push('\n');
+        text
+    }
+
     /// A one-line summary of the rules by kind.
     pub fn summary(&self) -> String {
         format!(

@@ -1,0 +1,82 @@
+//! `leadscore demo`: the README's first command. Generates a small data set
+//! in memory, scores it with `examples/ecommerce.toml` and shows the top
+//! contacts and one explanation.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use leadscore_core::batch::contacts_as_of;
+use leadscore_core::model::Model;
+use leadscore_core::score::Status;
+use leadscore_core::time::Timestamp;
+use leadscore_input::{read_messages, ReadOptions};
+use leadscore_synth::{write_events, Config};
+use rayon::prelude::*;
+
+use super::explain::table;
+
+const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
+
+pub fn run(contacts: u64) -> Result<ExitCode> {
+    let model =
+        Model::from_toml("examples/ecommerce.toml", MODEL).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::new(contacts, 240, 42);
+    let mut jsonl = Vec::new();
+    let generated = write_events(&config, &mut jsonl, |_| {})?;
+    let (messages, _) = read_messages(&jsonl[..], "<demo>", &ReadOptions::default(), |_| {})
+        .context("reading generated events")?;
+    let t = Timestamp::from_seconds(config.end());
+    let contacts = contacts_as_of(messages, Vec::new(), t);
+    let mut scored: Vec<_> = contacts
+        .par_iter()
+        .map(|c| (c, c.score_as_of(&model, t)))
+        .collect();
+    let mut out = String::new();
+    writeln!(
+        out,
+        "leadscore demo: {generated} synthetic messages, {} contacts, model {:?}, as of {t}\n",
+        contacts.len(),
+        model.name
+    )?;
+    let active: Vec<_> = scored
+        .iter()
+        .filter(|(_, s)| s.status == Status::Active)
+        .collect();
+    writeln!(
+        out,
+        "{} active, {} excluded",
+        active.len(),
+        scored.len() - active.len()
+    )?;
+    for (name, min) in model.tiers.iter().collect::<Vec<_>>().into_iter().rev() {
+        let n = active.iter().filter(|(_, s)| s.tier == name).count();
+        writeln!(out, "  tier {name:<6} (score >= {min:>3}): {n:>6} contacts")?;
+    }
+    scored.sort_by(|a, b| {
+        (b.1.status == Status::Active)
+            .cmp(&(a.1.status == Status::Active))
+            .then(b.1.score.total_cmp(&a.1.score))
+            .then(a.0.id.cmp(&b.0.id))
+    });
+    writeln!(
+        out,
+        "\ntop contacts:\n{:<12} {:>7} {:>7} {:>11} {:<6} {:<8}",
+        "contact", "score", "fit", "engagement", "tier", "stage"
+    )?;
+    for (contact, s) in scored.iter().take(10) {
+        writeln!(
+            out,
+            "{:<12} {:>7.2} {:>7.2} {:>11.2} {:<6} {:<8}",
+            contact.id, s.score, s.fit, s.engagement, s.tier, s.stage
+        )?;
+    }
+    if let Some((top, _)) = scored.first() {
+        let (score, explanation) = top.explain_as_of(&model, t);
+        writeln!(out, "\nwhy {} is on top:\n", top.id)?;
+        out.push_str(&table(&model, top, t, &score, &explanation));
+    }
+    writeln!(out, "\nnext: leadscore generate --contacts 10000 --out data && leadscore score --model examples/b2b.toml --events data/events.jsonl")?;
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,131 @@
+//! Loading inputs for commands: models, event files, contacts, as-of time.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use leadscore_core::batch::{contacts_as_of, ContactLog};
+use leadscore_core::event::Message;
+use leadscore_core::model::Model;
+use leadscore_core::time::Timestamp;
+use leadscore_input::{read_contacts, read_messages, ReadOptions, Skipped};
+
+use crate::args::Input;
+use crate::progress;
+
+/// Reads and compiles a model; errors list every problem with its place.
+pub fn model(path: &Path) -> Result<Model> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read model {}", path.display()))?;
+    Model::from_toml(&path.display().to_string(), &source)
+        .map_err(|e| anyhow::anyhow!("invalid model\n{e}"))
+}
+
+/// Parses `--as-of`: RFC 3339, or a plain date meaning midnight UTC.
+pub fn as_of(text: Option<&str>) -> Result<Timestamp> {
+    match text {
+        None => Ok(Timestamp(
+            i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX),
+        )),
+        Some(text) => {
+            if let Ok(date) = text.parse::<jiff::civil::Date>() {
+                if !text.contains('T') {
+                    let ts = date
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .context("date out of range")?
+                        .timestamp();
+                    return Ok(Timestamp(ts.as_nanosecond() as i64));
+                }
+            }
+            Timestamp::parse(text).map_err(|e| anyhow::anyhow!("--as-of: {e}"))
+        }
+    }
+}
+
+/// Reads every event file (or stdin for `-`).
+pub fn messages(paths: &[impl AsRef<Path>], skip_invalid: bool) -> Result<(Vec<Message>, Skipped)> {
+    let options = ReadOptions {
+        skip_invalid,
+        ..ReadOptions::default()
+    };
+    let mut all = Vec::new();
+    let mut skipped = Skipped::default();
+    for path in paths {
+        let path = path.as_ref();
+        let (reader, name, size): (Box<dyn Read>, String, u64) = if path == Path::new("-") {
+            (Box::new(std::io::stdin().lock()), "<stdin>".to_string(), 0)
+        } else {
+            let file = File::open(path)
+                .with_context(|| format!("cannot open events {}", path.display()))?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(file), path.display().to_string(), size)
+        };
+        let bar = progress::bytes(size, "reading");
+        let (messages, more) = read_messages(
+            BufReader::with_capacity(1 << 20, reader),
+            &name,
+            &options,
+            |n| bar.set_position(n),
+        )?;
+        bar.finish_and_clear();
+        all.extend(messages);
+        skipped.count += more.count;
+        skipped.first.extend(more.first);
+    }
+    Ok((all, skipped))
+}
+
+/// Prints the skipped-message report on stderr.
+pub fn report_skipped(skipped: &Skipped) {
+    if skipped.count == 0 {
+        return;
+    }
+    eprintln!("skipped {} invalid message(s):", skipped.count);
+    for e in &skipped.first {
+        eprintln!("  {e}");
+    }
+    if skipped.count as usize > skipped.first.len() {
+        eprintln!(
+            "  … and {} more",
+            skipped.count as usize - skipped.first.len()
+        );
+    }
+}
+
+/// Model, contacts grouped as of t, and the as-of time.
+pub struct Loaded {
+    pub model: Model,
+    pub contacts: Vec<ContactLog>,
+    pub as_of: Timestamp,
+    pub skipped: Skipped,
+}
+
+/// Everything `score` and `explain` need.
+pub fn input(input: &Input) -> Result<Loaded> {
+    let model = model(&input.model)?;
+    let as_of = as_of(input.as_of.as_deref())?;
+    let (messages, skipped) = messages(&input.events, input.skip_invalid)?;
+    let contacts_file = match &input.contacts {
+        None => Vec::new(),
+        Some(path) => {
+            let file = File::open(path)
+                .with_context(|| format!("cannot open contacts {}", path.display()))?;
+            read_contacts(
+                BufReader::new(file),
+                &path.display().to_string(),
+                &input.id_column,
+            )?
+        }
+    };
+    if messages.is_empty() && contacts_file.is_empty() && skipped.count > 0 {
+        bail!("no valid message in the input");
+    }
+    let contacts = contacts_as_of(messages, contacts_file, as_of);
+    Ok(Loaded {
+        model,
+        contacts,
+        as_of,
+        skipped,
+    })
+}
