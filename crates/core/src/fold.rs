@@ -377,7 +377,7 @@ impl ContactState {
                 )
             })
             .sum();
-        engagement + streak + inactivity
+        engagement + streak + inactivity + 0.0
     }
 
     /// The score at `t`, which must not be before the last absorbed message.

@@ -247,7 +247,7 @@ min = 20
     let s = score_at(&m, &[base.clone(), track("V", 1.0, "1")], 1.0);
     assert_eq!((s.tier.as_str(), s.grade.as_str()), ("hot", "A"));
     close(s.score, 70.0);
-    let s = score_at(&m, &[base.clone()], 1.0);
+    let s = score_at(&m, std::slice::from_ref(&base), 1.0);
     assert_eq!(s.tier, "warm");
     let events: Vec<Value> = std::iter::once(base)
         .chain((1..5).map(|i| track("V", 1.0, &format!("v{i}"))))

@@ -6,6 +6,9 @@ use std::io::Read;
 
 use serde_json::{Map, Number, Value};
 
+/// One contacts-file row: the id and its traits.
+pub type ContactRow = (String, Map<String, Value>);
+
 /// A contacts file that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
@@ -47,7 +50,7 @@ pub fn read_contacts(
     reader: impl Read,
     file: &str,
     id_column: &str,
-) -> Result<Vec<(String, Map<String, Value>)>, ContactsError> {
+) -> Result<Vec<ContactRow>, ContactsError> {
     let error = |line: u64, message: String| ContactsError {
         file: file.to_string(),
         line,

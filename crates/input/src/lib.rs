@@ -8,5 +8,5 @@
 mod contacts;
 mod jsonl;
 
-pub use contacts::{read_contacts, ContactsError};
+pub use contacts::{read_contacts, ContactRow, ContactsError};
 pub use jsonl::{read_messages, InputError, ReadOptions, Skipped};

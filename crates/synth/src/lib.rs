@@ -508,7 +508,7 @@ pub fn write_contacts(config: &Config, out: &mut impl Write) -> io::Result<u64> 
     writeln!(out, "id,crm_owner,lifecycle,annual_value")?;
     let mut rows = 0;
     for index in 0..config.contacts {
-        let mut r = Rng::new(config.seed ^ 0xC0FF_EE, index);
+        let mut r = Rng::new(config.seed ^ 0x00C0_FFEE, index);
         if r.chance(0.33) {
             let owner = r.pick(&["ana", "ben", "chen", "dara"]);
             let lifecycle = r.pick(&["lead", "lead", "customer", ""]);

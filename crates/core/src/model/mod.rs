@@ -79,6 +79,9 @@ pub struct Model {
     contact_rules_use_activity: bool,
 }
 
+/// Picks one of a [`Dispatch`]'s lists.
+type RouteList = fn(&mut Dispatch) -> &mut Vec<u32>;
+
 /// Event names used by `count()`/`days_since()`, by slot.
 #[derive(Default)]
 struct Slots(Vec<String>);
@@ -295,7 +298,7 @@ impl Model {
             }
             id as usize
         };
-        let mut routes: Vec<(usize, fn(&mut Dispatch) -> &mut Vec<u32>, u32)> = Vec::new();
+        let mut routes: Vec<(usize, RouteList, u32)> = Vec::new();
         for (i, r) in self.engagements.iter().enumerate() {
             routes.push((entry(&r.event), |d| &mut d.engagements, i as u32));
         }

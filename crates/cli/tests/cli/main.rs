@@ -1,0 +1,5 @@
+//! Integration tests of the `leadscore` binary: output and error snapshots.
+
+mod harness;
+mod golden;
+mod snapshots;
