@@ -329,12 +329,14 @@ impl ContactState {
             activity: Some(&activity),
             ..Scope::default()
         };
-        let fit: f64 = model
+        // `+ 0.0` turns the empty sum's -0.0 into 0.0.
+        let fit = model
             .fits
             .iter()
             .filter_map(|r| r.evaluate(&scope))
             .map(|m| m.points)
-            .sum();
+            .sum::<f64>()
+            + 0.0;
         let excluded = model.exclusions.iter().any(|r| r.applies(&scope));
         let engagement = self.engagement_at(model, t);
         let raw = fit + engagement;
