@@ -25,15 +25,42 @@ fn rounded(csv: &str) -> String {
 fn examples_on_generated_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
-    let run = leadscore(&["generate", "--contacts", "150", "--days", "120", "--seed", "3", "--out", &out]);
+    let run = leadscore(&[
+        "generate",
+        "--contacts",
+        "150",
+        "--days",
+        "120",
+        "--seed",
+        "3",
+        "--out",
+        &out,
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     for model in ["ecommerce", "b2b", "email"] {
-        let path = examples().join(format!("{model}.toml")).display().to_string();
+        let path = examples()
+            .join(format!("{model}.toml"))
+            .display()
+            .to_string();
         let events = dir.path().join("events.jsonl").display().to_string();
         let contacts = dir.path().join("contacts.csv").display().to_string();
-        let run = leadscore(&["score", "--model", &path, "--events", &events, "--contacts", &contacts, "--as-of", "2025-05-01T00:00:00Z"]);
+        let run = leadscore(&[
+            "score",
+            "--model",
+            &path,
+            "--events",
+            &events,
+            "--contacts",
+            &contacts,
+            "--as-of",
+            "2025-05-01T00:00:00Z",
+        ]);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        assert_eq!(run.stdout.lines().count(), 151, "header + one row per contact");
+        assert_eq!(
+            run.stdout.lines().count(),
+            151,
+            "header + one row per contact"
+        );
         assert_snapshot!(format!("golden-{model}"), rounded(&run.stdout));
     }
 }

@@ -1,5 +1,5 @@
 //! Integration tests of the `leadscore` binary: output and error snapshots.
 
-mod harness;
 mod golden;
+mod harness;
 mod snapshots;
