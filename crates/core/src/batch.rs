@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::event::Message;
+use crate::event::{Message, Names};
 use crate::fold::{sort_log, ContactState, Trace};
 use crate::identity::Identities;
 use crate::model::Model;
@@ -76,10 +76,14 @@ pub fn contacts_as_of(
             None => contact.base_traits = Some(traits),
         }
     }
-    for message in messages {
-        entry(&mut contacts, identities.contact_of(&message))
-            .messages
-            .push(message);
+    let mut names = Names::default();
+    for mut message in messages {
+        names.intern(&mut message);
+        let id = identities.contact_of(&message);
+        match contacts.get_mut(id) {
+            Some(contact) => contact.messages.push(message),
+            None => entry(&mut contacts, id).messages.push(message),
+        }
     }
     let mut contacts: Vec<ContactLog> = contacts.into_values().collect();
     contacts.sort_unstable_by(|a, b| a.id.cmp(&b.id));

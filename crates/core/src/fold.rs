@@ -115,6 +115,16 @@ pub struct ContactState {
     /// The latest evaluation point, not committed while messages with the
     /// same timestamp may still arrive.
     pending_point: Option<Timestamp>,
+    /// Fit total and exclusion as of the last message, while nothing they
+    /// depend on has changed (derived data: never persisted).
+    contact_cache: Option<ContactEval>,
+}
+
+/// The contact-level part of a score: fit total and exclusion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ContactEval {
+    fit: f64,
+    excluded: bool,
 }
 
 /// Score components at one instant.
@@ -165,6 +175,7 @@ impl ContactState {
             inactivity_last: vec![None; model.inactivities.len()],
             stage: None,
             pending_point: None,
+            contact_cache: None,
         }
     }
 
@@ -190,9 +201,18 @@ impl ContactState {
             order.sort_unstable_by(|a, b| LogKey::of(a).cmp(&LogKey::of(b)));
         }
         let mut state = ContactState::new(model, base_traits);
+        let mut previous: Option<&Message> = None;
         for message in order {
-            // Equal keys are duplicates; anything else is in order by construction.
-            let _ = state.absorb_recorded(model, message, recorder);
+            // In order by construction: no per-message bookkeeping of the
+            // last key, only skipping exact repeats of it.
+            if previous.is_some_and(|p| LogKey::of(p) == LogKey::of(message)) {
+                continue;
+            }
+            state.apply(model, message, recorder);
+            previous = Some(message);
+        }
+        if let Some(last) = previous {
+            state.remember_last(last);
         }
         state
     }
@@ -235,25 +255,40 @@ impl ContactState {
                 return if key == last { Ok(()) } else { Err(OutOfOrder) };
             }
         }
+        self.apply(model, message, recorder);
+        self.remember_last(message);
+        Ok(())
+    }
+
+    fn remember_last(&mut self, message: &Message) {
+        self.last_timestamp = Some(message.timestamp);
+        self.last_class = u8::from(message.kind.is_activity());
+        self.last_message_id.clear();
+        self.last_message_id.push_str(&message.message_id);
+    }
+
+    /// Folds in the next message of the log (the caller checked the order).
+    fn apply(&mut self, model: &Model, message: &Message, recorder: &mut impl Recorder) {
         if let Some(point) = self.pending_point {
             if message.timestamp > point {
                 self.commit_stage(model, point);
             }
         }
         self.pending_point = Some(message.timestamp);
-        self.last_timestamp = Some(key.timestamp);
-        self.last_class = key.class;
-        self.last_message_id.clear();
-        self.last_message_id.push_str(&message.message_id);
         match message.kind {
-            MessageKind::Identify => merge(&mut self.traits, &message.traits),
-            MessageKind::Group => merge(&mut self.company, &message.traits),
+            MessageKind::Identify => {
+                merge(&mut self.traits, &message.traits);
+                self.contact_cache = None;
+            }
+            MessageKind::Group => {
+                merge(&mut self.company, &message.traits);
+                self.contact_cache = None;
+            }
             MessageKind::Alias => {}
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => {
                 self.absorb_activity(model, message, recorder)
             }
         }
-        Ok(())
     }
 
     fn absorb_activity(&mut self, model: &Model, message: &Message, recorder: &mut impl Recorder) {
@@ -263,6 +298,9 @@ impl ContactState {
             return;
         };
         let dispatch = model.dispatch(id);
+        if !dispatch.activity_slots.is_empty() {
+            self.contact_cache = None;
+        }
         for &slot in &dispatch.activity_slots {
             self.activity_counts[slot as usize] += 1;
             self.activity_last[slot as usize] = Some(at);
@@ -305,16 +343,53 @@ impl ContactState {
         if model.stages.is_empty() || self.stage == Some(model.stages.len() - 1) {
             return;
         }
-        self.stage = self.stage.max(self.stage_at(model, point));
+        let contact = match self.contact_cache {
+            Some(cached) => cached,
+            None => {
+                let fresh = self.contact_eval(model, point);
+                if !model.contact_rules_use_time() {
+                    self.contact_cache = Some(fresh);
+                }
+                fresh
+            }
+        };
+        // Decay only moves awards toward zero, so this bounds the score at
+        // any time from now on; below the next stage there is nothing to do.
+        let next_min = model.stages.min_of(self.stage.map_or(0, |s| s + 1));
+        if contact.excluded || next_min.is_some_and(|min| self.score_bound(model, contact) < min) {
+            return;
+        }
+        self.stage = self.stage.max(self.stage_with(model, point, contact));
+    }
+
+    /// An upper bound of the score at any time after the last message.
+    fn score_bound(&self, model: &Model, contact: ContactEval) -> f64 {
+        let engagements: f64 = model
+            .engagements
+            .iter()
+            .zip(&self.engagements)
+            .map(|(r, s)| s.awards.upper_bound(r.cap))
+            .sum();
+        let streaks: f64 = model
+            .streaks
+            .iter()
+            .zip(&self.streaks)
+            .map(|(r, s)| s.awards.upper_bound(r.cap))
+            .sum();
+        let inactivity: f64 = model.inactivities.iter().map(|r| r.points.max(0.0)).sum();
+        (contact.fit + engagements + streaks + inactivity).clamp(model.min, model.max)
     }
 
     fn stage_at(&self, model: &Model, t: Timestamp) -> Option<usize> {
-        let totals = self.totals(model, t);
-        if totals.excluded {
-            None
-        } else {
-            model.stages.rank_of(totals.score)
+        self.stage_with(model, t, self.contact_eval(model, t))
+    }
+
+    fn stage_with(&self, model: &Model, t: Timestamp, contact: ContactEval) -> Option<usize> {
+        if contact.excluded {
+            return None;
         }
+        let totals = self.totals_with(model, t, contact);
+        model.stages.rank_of(totals.score)
     }
 
     fn scope_at(&self, t: Timestamp) -> (ActivityAt<'_>, &Map<String, Value>, &Map<String, Value>) {
@@ -322,6 +397,22 @@ impl ContactState {
     }
 
     fn totals(&self, model: &Model, t: Timestamp) -> Totals {
+        self.totals_with(model, t, self.contact_eval(model, t))
+    }
+
+    fn totals_with(&self, model: &Model, t: Timestamp, contact: ContactEval) -> Totals {
+        let engagement = self.engagement_at(model, t);
+        let raw = contact.fit + engagement;
+        Totals {
+            fit: contact.fit,
+            engagement,
+            raw,
+            score: raw.clamp(model.min, model.max),
+            excluded: contact.excluded,
+        }
+    }
+
+    fn contact_eval(&self, model: &Model, t: Timestamp) -> ContactEval {
         let (activity, traits, company) = self.scope_at(t);
         let scope = Scope {
             traits: Some(traits),
@@ -338,15 +429,7 @@ impl ContactState {
             .sum::<f64>()
             + 0.0;
         let excluded = model.exclusions.iter().any(|r| r.applies(&scope));
-        let engagement = self.engagement_at(model, t);
-        let raw = fit + engagement;
-        Totals {
-            fit,
-            engagement,
-            raw,
-            score: raw.clamp(model.min, model.max),
-            excluded,
-        }
+        ContactEval { fit, excluded }
     }
 
     fn engagement_at(&self, model: &Model, t: Timestamp) -> f64 {

@@ -32,7 +32,10 @@ impl Timestamp {
 
     /// Seconds elapsed from `earlier` to `self` (negative if `earlier` is later).
     pub fn seconds_since(self, earlier: Timestamp) -> f64 {
-        (self.0 as i128 - earlier.0 as i128) as f64 / NANOS_PER_SECOND as f64
+        match self.0.checked_sub(earlier.0) {
+            Some(nanos) => nanos as f64 / NANOS_PER_SECOND as f64,
+            None => (self.0 as i128 - earlier.0 as i128) as f64 / NANOS_PER_SECOND as f64,
+        }
     }
 
     /// `self - duration`, saturating at the representable range.

@@ -74,13 +74,21 @@ struct Compiler<'n> {
     info: SourceInfo,
     locals: Vec<String>,
     uses_activity: bool,
+    uses_time: bool,
+}
+
+/// A compiled condition tree and what it depends on.
+pub(super) struct Compiled {
+    pub(super) root: Node,
+    pub(super) uses_activity: bool,
+    pub(super) uses_time: bool,
 }
 
 pub(super) fn compile(
     source: &str,
     place: Place,
     names: &mut dyn Names,
-) -> Result<(Node, bool), CompileError> {
+) -> Result<Compiled, CompileError> {
     if source.trim().is_empty() {
         return Err(CompileError {
             offset: 0,
@@ -106,9 +114,14 @@ pub(super) fn compile(
         info,
         locals: Vec::new(),
         uses_activity: false,
+        uses_time: false,
     };
-    let node = compiler.node(&ast)?;
-    Ok((node, compiler.uses_activity))
+    let root = compiler.node(&ast)?;
+    Ok(Compiled {
+        root,
+        uses_activity: compiler.uses_activity,
+        uses_time: compiler.uses_time,
+    })
 }
 
 /// Converts the parser's 1-based (line, column in characters) to a byte offset.
@@ -401,6 +414,7 @@ impl Compiler<'_> {
                 if name == "count" {
                     Node::Count(slot)
                 } else {
+                    self.uses_time = true;
                     Node::DaysSince(slot)
                 }
             }

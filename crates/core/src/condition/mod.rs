@@ -21,6 +21,7 @@ pub struct Condition {
     source: String,
     root: Node,
     uses_activity: bool,
+    uses_time: bool,
 }
 
 /// Variables bound by the scorer for one evaluation. `None` fields are not
@@ -190,11 +191,12 @@ impl Condition {
         place: Place,
         names: &mut dyn Names,
     ) -> Result<Condition, CompileError> {
-        let (root, uses_activity) = compile::compile(source, place, names)?;
+        let compiled = compile::compile(source, place, names)?;
         Ok(Condition {
             source: source.to_string(),
-            root,
-            uses_activity,
+            root: compiled.root,
+            uses_activity: compiled.uses_activity,
+            uses_time: compiled.uses_time,
         })
     }
 
@@ -207,6 +209,12 @@ impl Condition {
     /// change with time and activity, not only with traits).
     pub fn uses_activity(&self) -> bool {
         self.uses_activity
+    }
+
+    /// Whether the condition calls `days_since()` (its value changes with t
+    /// alone, without any new message).
+    pub fn uses_time(&self) -> bool {
+        self.uses_time
     }
 
     /// Evaluates to true only if the expression yields `true`; any failure

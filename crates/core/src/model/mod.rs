@@ -6,6 +6,8 @@ mod error;
 mod file;
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -73,10 +75,11 @@ pub struct Model {
     pub triggers: Vec<Trigger>,
     /// Trigger re-evaluation tick.
     pub tick: Duration,
-    names: HashMap<String, EventId>,
+    names: FxHashMap<String, EventId>,
     dispatch: Vec<Dispatch>,
     activity_names: Vec<String>,
     contact_rules_use_activity: bool,
+    contact_rules_use_time: bool,
 }
 
 /// Picks one of a [`Dispatch`]'s lists.
@@ -276,19 +279,27 @@ impl Model {
             stages,
             triggers: all(triggers),
             tick,
-            names: HashMap::new(),
+            names: FxHashMap::default(),
             dispatch: Vec::new(),
             activity_names: b.slots.0,
             contact_rules_use_activity: false,
+            contact_rules_use_time: false,
         };
-        model.contact_rules_use_activity = model.fits.iter().any(Fit::uses_activity)
-            || model.exclusions.iter().any(|e| e.when.uses_activity());
+        let contact_conditions = || {
+            model
+                .fits
+                .iter()
+                .flat_map(|f| f.cases.iter().map(|(c, _)| c))
+                .chain(model.exclusions.iter().map(|e| &e.when))
+        };
+        model.contact_rules_use_activity = contact_conditions().any(Condition::uses_activity);
+        model.contact_rules_use_time = contact_conditions().any(Condition::uses_time);
         model.build_dispatch();
         Ok(model)
     }
 
     fn build_dispatch(&mut self) {
-        let mut names = HashMap::new();
+        let mut names = FxHashMap::default();
         let mut dispatch: Vec<Dispatch> = Vec::new();
         let mut entry = |name: &str| -> usize {
             let next = names.len() as EventId;
@@ -353,6 +364,12 @@ impl Model {
         let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
         text.push('\n');
         text
+    }
+
+    /// Whether fit or exclusion conditions read `days_since()` (then they
+    /// change with t alone).
+    pub fn contact_rules_use_time(&self) -> bool {
+        self.contact_rules_use_time
     }
 
     /// A one-line summary of the rules by kind.

@@ -41,6 +41,13 @@ impl Awards {
         self.undecayed += points;
     }
 
+    /// The most the rule can contribute at any time after its last award:
+    /// decay only moves the sum toward zero.
+    pub fn upper_bound(&self, cap: Option<f64>) -> f64 {
+        let most = self.sum_at_last.max(0.0);
+        cap.map_or(most, |cap| most.min(cap))
+    }
+
     /// The rule's contribution at `t` (>= last award): decayed, then clamped
     /// to `[-cap, cap]`.
     pub fn value_at(&self, t: Timestamp, half_life: Option<f64>, cap: Option<f64>) -> f64 {

@@ -110,9 +110,4 @@ impl Fit {
             })
             .or(self.otherwise.map(|points| FitMatch { points, case: None }))
     }
-
-    /// Whether any case reads `count()`/`days_since()`.
-    pub fn uses_activity(&self) -> bool {
-        self.cases.iter().any(|(c, _)| c.uses_activity())
-    }
 }

@@ -67,6 +67,11 @@ impl Labels {
         self.mins.iter().rposition(|min| *min <= value)
     }
 
+    /// The `min` of a rank, if it exists.
+    pub fn min_of(&self, rank: usize) -> Option<f64> {
+        self.mins.get(rank).copied()
+    }
+
     /// The name of a rank.
     pub fn name(&self, rank: usize) -> &str {
         &self.names[rank]
