@@ -10,6 +10,9 @@ use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
 use leadscore_synth::{write_events, Config};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn data(contacts: u64) -> (Vec<u8>, Vec<ContactLog>, Timestamp) {
     let config = Config::new(contacts, 365, 1);
     let mut jsonl = Vec::new();

@@ -10,6 +10,11 @@ mod load;
 mod output;
 mod progress;
 
+/// mimalloc: parsing allocates many small maps from several threads, where
+/// glibc's allocator spent about half of the parse time (see docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = args::Args::parse();
     match cmd::run(args) {

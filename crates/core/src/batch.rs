@@ -1,7 +1,9 @@
 //! From a message log to contacts as of t: filter by time, drop duplicate
 //! message ids, stitch identities, group, sort (SPEC §2).
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use rustc_hash::FxHashMap;
 
 use serde_json::{Map, Value};
 
@@ -26,23 +28,35 @@ pub struct ContactLog {
 /// Among messages sharing a `messageId`, keeps the one with the smallest
 /// `(timestamp, canonical JSON)`. Keeps the input order otherwise.
 pub fn dedupe(messages: Vec<Message>) -> Vec<Message> {
-    let mut kept: Vec<Option<Message>> = Vec::with_capacity(messages.len());
-    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(messages.len());
-    for message in messages {
-        match by_id.get(&message.message_id) {
-            None => {
-                by_id.insert(message.message_id.clone(), kept.len());
-                kept.push(Some(message));
-            }
-            Some(&i) => {
-                let current = kept[i].as_ref().expect("slot filled");
-                if preferred(&message, current) {
-                    kept[i] = Some(message);
+    let mut keep = vec![true; messages.len()];
+    {
+        let mut winner: FxHashMap<&str, usize> = FxHashMap::default();
+        winner.reserve(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            match winner.entry(message.message_id.as_str()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
+                Entry::Occupied(mut slot) => {
+                    let current = *slot.get();
+                    if preferred(message, &messages[current]) {
+                        keep[current] = false;
+                        slot.insert(i);
+                    } else {
+                        keep[i] = false;
+                    }
                 }
             }
         }
+        if winner.len() == messages.len() {
+            return messages;
+        }
     }
-    kept.into_iter().flatten().collect()
+    messages
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(m, k)| k.then_some(m))
+        .collect()
 }
 
 /// Whether `candidate` wins over `current` for the same message id.
@@ -60,8 +74,8 @@ pub fn contacts_as_of(
 ) -> Vec<ContactLog> {
     let messages = dedupe(messages.into_iter().filter(|m| m.timestamp <= t).collect());
     let identities = Identities::from_messages(&messages);
-    let mut contacts: HashMap<String, ContactLog> = HashMap::new();
-    fn entry<'c>(contacts: &'c mut HashMap<String, ContactLog>, id: &str) -> &'c mut ContactLog {
+    let mut contacts: FxHashMap<String, ContactLog> = FxHashMap::default();
+    fn entry<'c>(contacts: &'c mut FxHashMap<String, ContactLog>, id: &str) -> &'c mut ContactLog {
         contacts
             .entry(id.to_string())
             .or_insert_with(|| ContactLog {

@@ -1,9 +1,11 @@
 //! Segment messages, normalised: what a contact did (track/page/screen) or who
 //! it is (identify/group), plus identity links (alias).
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::time::Timestamp;
@@ -87,11 +89,59 @@ pub struct Message {
     /// `messageId`, or an id derived from the message's canonical JSON.
     pub message_id: String,
     /// `properties` (track/page/screen).
-    pub properties: Map<String, Value>,
+    pub properties: LazyObject,
     /// `traits` (identify/group).
     pub traits: Map<String, Value>,
-    /// `context`, `Value::Null` when absent.
-    pub context: Value,
+    /// `context` (empty when absent).
+    pub context: LazyObject,
+}
+
+/// A JSON object kept as its text until first read: most rules never look at
+/// `properties` or `context`, and parsing them into maps was most of the cost
+/// of reading a message.
+#[derive(Debug, Clone, Default)]
+pub struct LazyObject {
+    raw: Option<Box<RawValue>>,
+    parsed: OnceLock<Map<String, Value>>,
+}
+
+impl LazyObject {
+    /// An already parsed object.
+    pub fn from_map(map: Map<String, Value>) -> LazyObject {
+        let parsed = OnceLock::new();
+        let _ = parsed.set(map);
+        LazyObject { raw: None, parsed }
+    }
+
+    /// Raw JSON text known to be an object (checked by the caller).
+    fn from_raw(raw: Box<RawValue>) -> LazyObject {
+        LazyObject {
+            raw: Some(raw),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The object, parsed on first use.
+    pub fn get(&self) -> &Map<String, Value> {
+        self.parsed.get_or_init(|| {
+            self.raw
+                .as_ref()
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl PartialEq for LazyObject {
+    fn eq(&self, other: &LazyObject) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl From<Map<String, Value>> for LazyObject {
+    fn from(map: Map<String, Value>) -> LazyObject {
+        LazyObject::from_map(map)
+    }
 }
 
 /// Why a JSON object is not a valid message; names the offending field.
@@ -171,7 +221,165 @@ fn string_field(object: &Map<String, Value>, field: &str) -> Result<Option<Strin
     }
 }
 
+/// The envelope fields of a message, borrowed from the JSON text when they
+/// have no escapes; unknown fields are skipped.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(rename = "userId", borrow, default)]
+    user_id: Option<IdText<'a>>,
+    #[serde(rename = "anonymousId", borrow, default)]
+    anonymous_id: Option<IdText<'a>>,
+    #[serde(rename = "previousId", borrow, default)]
+    previous_id: Option<IdText<'a>>,
+    #[serde(rename = "groupId", borrow, default)]
+    group_id: Option<IdText<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "originalTimestamp", borrow, default)]
+    original_timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "messageId", borrow, default)]
+    message_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    properties: Option<Box<RawValue>>,
+    #[serde(default)]
+    traits: Option<Map<String, Value>>,
+    #[serde(default)]
+    context: Option<Box<RawValue>>,
+}
+
+/// A raw JSON value that is an object, absent when `null`; `Err` for
+/// anything else (the general path reports it).
+fn raw_object(raw: Option<Box<RawValue>>) -> Result<LazyObject, ()> {
+    match raw {
+        None => Ok(LazyObject::default()),
+        Some(raw) => match raw.get().trim_start().as_bytes().first() {
+            Some(b'{') => Ok(LazyObject::from_raw(raw)),
+            Some(b'n') => Ok(LazyObject::default()),
+            _ => Err(()),
+        },
+    }
+}
+
+/// An id written as a string or a number.
+struct IdText<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for IdText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = IdText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or number id")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(IdText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(IdText(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(IdText(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(IdText(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(IdText(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 impl Message {
+    /// Parses one JSON message from text. The common case (a well-formed
+    /// message) takes a typed path that borrows the envelope; anything
+    /// unusual or invalid takes [`Message::from_json`], so errors name their
+    /// field the same way whichever path ran.
+    pub fn from_json_text(
+        text: &[u8],
+        received_at: Option<Timestamp>,
+    ) -> Result<Message, MessageError> {
+        if let Some(message) = Self::from_json_text_fast(text, received_at) {
+            return Ok(message);
+        }
+        let value: Value = serde_json::from_slice(text).map_err(|e| MessageError {
+            field: None,
+            message: format!("malformed JSON: {e}"),
+        })?;
+        Message::from_json(value, None, received_at)
+    }
+
+    /// The typed fast path alone: `None` whenever the general path must
+    /// decide (batch objects, missing or odd fields, malformed JSON).
+    pub fn from_json_text_fast(text: &[u8], received_at: Option<Timestamp>) -> Option<Message> {
+        let envelope = serde_json::from_slice::<Envelope<'_>>(text).ok()?;
+        Self::from_envelope(envelope, received_at)
+    }
+
+    /// The fast path: `None` whenever the general path must decide (batch
+    /// objects, missing or odd fields), never a different result.
+    fn from_envelope(e: Envelope<'_>, received_at: Option<Timestamp>) -> Option<Message> {
+        let kind = MessageKind::parse(e.kind.as_deref()?)?;
+        let nonempty =
+            |id: Option<IdText<'_>>| id.map(|i| i.0.into_owned()).filter(|i| !i.is_empty());
+        let user_id = nonempty(e.user_id);
+        let anonymous_id = nonempty(e.anonymous_id);
+        if user_id.is_none() && anonymous_id.is_none() {
+            return None;
+        }
+        let timestamp = match (e.timestamp, e.original_timestamp) {
+            (Some(t), _) | (None, Some(t)) => Timestamp::parse(&t).ok()?,
+            (None, None) => received_at?,
+        };
+        let name = match kind {
+            MessageKind::Track => Some(Arc::from(e.event.filter(|n| !n.is_empty())?.as_ref())),
+            MessageKind::Page | MessageKind::Screen => e.name.map(|n| Arc::from(n.as_ref())),
+            _ => None,
+        };
+        let previous_id = nonempty(e.previous_id);
+        let group_id = nonempty(e.group_id);
+        match kind {
+            MessageKind::Alias if previous_id.is_none() || user_id.is_none() => return None,
+            MessageKind::Group if group_id.is_none() => return None,
+            _ => {}
+        }
+        let context = raw_object(e.context).ok()?;
+        let properties = if kind.is_activity() {
+            raw_object(e.properties).ok()?
+        } else {
+            LazyObject::default()
+        };
+        let mut message = Message {
+            kind,
+            name,
+            user_id,
+            anonymous_id,
+            previous_id: previous_id.filter(|_| kind == MessageKind::Alias),
+            group_id,
+            timestamp,
+            message_id: String::new(),
+            properties,
+            traits: if matches!(kind, MessageKind::Identify | MessageKind::Group) {
+                e.traits.unwrap_or_default()
+            } else {
+                Map::new()
+            },
+            context,
+        };
+        message.message_id = match e.message_id.filter(|id| !id.is_empty()) {
+            Some(id) => id.into_owned(),
+            None => message.derived_message_id(),
+        };
+        Some(message)
+    }
+
     /// Normalises one Segment message.
     ///
     /// `type` is required unless `default_kind` is given (the server knows it
@@ -258,9 +466,9 @@ impl Message {
             ));
         }
         let properties = if kind.is_activity() {
-            object_field(&mut object, "properties")?
+            LazyObject::from_map(object_field(&mut object, "properties")?)
         } else {
-            Map::new()
+            LazyObject::default()
         };
         let traits = if matches!(kind, MessageKind::Identify | MessageKind::Group) {
             object_field(&mut object, "traits")?
@@ -268,8 +476,8 @@ impl Message {
             Map::new()
         };
         let context = match object.remove("context") {
-            None => Value::Null,
-            Some(v @ (Value::Object(_) | Value::Null)) => v,
+            None | Some(Value::Null) => LazyObject::default(),
+            Some(Value::Object(map)) => LazyObject::from_map(map),
             Some(other) => {
                 return Err(field_error(
                     "context",
@@ -378,13 +586,16 @@ impl Message {
         put("groupId", self.group_id.clone().map(Value::from));
         put("timestamp", Some(Value::from(self.timestamp.to_string())));
         if self.kind.is_activity() {
-            put("properties", Some(Value::Object(self.properties.clone())));
+            put(
+                "properties",
+                Some(Value::Object(self.properties.get().clone())),
+            );
         }
         if !self.traits.is_empty() {
             put("traits", Some(Value::Object(self.traits.clone())));
         }
-        if !self.context.is_null() {
-            put("context", Some(self.context.clone()));
+        if !self.context.get().is_empty() {
+            put("context", Some(Value::Object(self.context.get().clone())));
         }
         let mut out = String::new();
         write_canonical(&Value::Object(object), &mut out);
@@ -469,7 +680,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.rule_name(), Some("Product Viewed"));
         assert_eq!(m.own_id(), "u1");
-        assert_eq!(m.properties["sku"], "A");
+        assert_eq!(m.properties.get()["sku"], "A");
         assert_eq!(m.link(), None);
     }
 
@@ -504,6 +715,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.message_id, b.message_id);
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree() {
+        let cases = [
+            json!({"type": "track", "event": "A\"q", "userId": 42, "timestamp": "2024-01-01T01:00:00+01:00", "properties": {"x": [1, {"y": null}]}, "context": {"ip": "1"}}),
+            json!({"type": "page", "anonymousId": "a", "originalTimestamp": "2024-01-01T00:00:00Z", "messageId": "m"}),
+            json!({"type": "identify", "userId": "u", "anonymousId": "", "timestamp": "2024-01-01T00:00:00Z", "traits": {"a": 1}, "properties": {"ignored": true}}),
+            json!({"type": "group", "userId": "u", "groupId": 7, "timestamp": "2024-01-01T00:00:00Z", "traits": {"n": "x"}}),
+            json!({"type": "alias", "userId": "u", "previousId": "p", "timestamp": "2024-01-01T00:00:00Z"}),
+            json!({"type": "track", "event": "", "userId": "u", "timestamp": "2024-01-01T00:00:00Z"}),
+            json!({"type": "track", "event": "A", "userId": "u", "timestamp": "2024-01-01T00:00:00Z", "context": 3}),
+            json!({"type": "screen", "userId": "u", "timestamp": "2024-01-01T00:00:00Z", "properties": []}),
+        ];
+        for value in cases {
+            let text = value.to_string();
+            assert_eq!(
+                Message::from_json_text(text.as_bytes(), None),
+                parse(value.clone()),
+                "{text}"
+            );
+        }
+        assert!(Message::from_json_text(b"{\"type\":", None)
+            .unwrap_err()
+            .message
+            .starts_with("malformed JSON"));
     }
 
     #[test]

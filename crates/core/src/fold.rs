@@ -310,8 +310,8 @@ impl ContactState {
         }
         let scope = Scope {
             event: message.name.as_deref(),
-            properties: Some(&message.properties),
-            context: Some(&message.context),
+            properties: Some(message.properties.get()),
+            context: Some(message.context.get()),
             traits: Some(&self.traits),
             company: Some(&self.company),
             activity: None,

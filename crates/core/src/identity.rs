@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::event::Message;
 
 /// The identity graph of a message log: each id follows at most one link, the
 /// one made by the earliest linking message (by timestamp, messageId).
 #[derive(Debug, Default, Clone)]
 pub struct Identities {
-    links: HashMap<String, String>,
-    canonical: HashMap<String, String>,
+    links: FxHashMap<String, String>,
+    canonical: FxHashMap<String, String>,
 }
 
 impl Identities {
@@ -21,7 +23,7 @@ impl Identities {
             .filter(|m| m.link().is_some())
             .collect();
         linking.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        let mut links = HashMap::new();
+        let mut links = FxHashMap::default();
         for message in linking {
             if let Some((from, to)) = message.link() {
                 links
@@ -31,7 +33,7 @@ impl Identities {
         }
         let mut identities = Identities {
             links,
-            canonical: HashMap::new(),
+            canonical: FxHashMap::default(),
         };
         identities.resolve_all();
         identities

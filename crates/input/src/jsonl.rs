@@ -75,6 +75,12 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Vec<Result<Message, 
         field: e.field,
         message: e.message,
     };
+    // A well-formed plain message takes the typed fast path; batches and
+    // anything invalid go through the general path, which names the field.
+    if let Some(message) = Message::from_json_text_fast(text, None) {
+        out.push(Ok(message));
+        return;
+    }
     let value: Value = match serde_json::from_slice(text) {
         Ok(v) => v,
         Err(e) => {

@@ -34,7 +34,7 @@ pub struct Scope<'a> {
     /// `properties`.
     pub properties: Option<&'a Map<String, Value>>,
     /// `context`.
-    pub context: Option<&'a Value>,
+    pub context: Option<&'a Map<String, Value>>,
     /// `traits` as of the evaluation time.
     pub traits: Option<&'a Map<String, Value>>,
     /// `company` as of the evaluation time.
@@ -230,7 +230,7 @@ fn var<'a>(v: Var, scope: &Scope<'a>) -> Eval<'a> {
     Ok(match v {
         Var::Event => Val::Str(Cow::Borrowed(scope.event.ok_or(Fail)?)),
         Var::Properties => Val::JsonMap(scope.properties.ok_or(Fail)?),
-        Var::Context => Val::from_json(scope.context.ok_or(Fail)?),
+        Var::Context => Val::JsonMap(scope.context.ok_or(Fail)?),
         Var::Traits => Val::JsonMap(scope.traits.ok_or(Fail)?),
         Var::Company => Val::JsonMap(scope.company.ok_or(Fail)?),
         Var::Score => Val::Double(outcome()?.score),

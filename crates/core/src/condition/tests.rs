@@ -43,7 +43,7 @@ fn holds_on_event(source: &str) -> bool {
     );
     let traits = object(json!({"country": "DE", "employees": 50.0, "consent": true}));
     let company = object(json!({"industry": "Software"}));
-    let context = json!({"ip": "1.2.3.4"});
+    let context = object(json!({"ip": "1.2.3.4"}));
     let scope = Scope {
         event: Some("Product Viewed"),
         properties: Some(&properties),
