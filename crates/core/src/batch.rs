@@ -52,11 +52,10 @@ pub fn dedupe(messages: Vec<Message>) -> Vec<Message> {
             return messages;
         }
     }
+    let mut messages = messages;
+    let mut keep = keep.into_iter();
+    messages.retain(|_| keep.next().unwrap_or(true));
     messages
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(m, k)| k.then_some(m))
-        .collect()
 }
 
 /// Whether `candidate` wins over `current` for the same message id.

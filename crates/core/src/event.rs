@@ -612,7 +612,7 @@ impl Message {
 /// Interns event names so that every message of a log with the same name
 /// shares one allocation (cache-friendly folds, less memory).
 #[derive(Debug, Default)]
-pub struct Names(std::collections::HashSet<Arc<str>>);
+pub struct Names(rustc_hash::FxHashSet<Arc<str>>);
 
 impl Names {
     /// Replaces the message's name with the shared copy.
