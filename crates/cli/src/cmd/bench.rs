@@ -74,6 +74,24 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     }
     let fold_s = started.elapsed().as_secs_f64();
 
+    // Size of the stored rule state (traits are stored separately).
+    let mut sizes: Vec<usize> = loaded
+        .contacts
+        .iter()
+        .map(|c| {
+            ContactState::fold(&model, None, &c.messages)
+                .encode(&model)
+                .len()
+        })
+        .collect();
+    sizes.sort_unstable();
+    let percentile = |p: f64| {
+        sizes
+            .get(((sizes.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+
     // SQLite: the plain event-count part (points per matching event name, no
     // conditions, nth, limits, decay or caps), same events, in memory.
     let sqlite = sqlite_baseline(&model, &loaded).context("SQLite baseline")?;
@@ -95,6 +113,9 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
         "sqlite_count_query_messages_per_s": rate(scored_events, sqlite.query_s),
         "sqlite_load_messages_per_s": rate(scored_events, sqlite.load_s),
         "fold_one_core_vs_sqlite_count_query": sqlite.query_s / fold_s,
+        "state_snapshot_bytes_median": percentile(0.5),
+        "state_snapshot_bytes_p90": percentile(0.9),
+        "state_snapshot_bytes_max": percentile(1.0),
         "checksum_raw_total": checksum,
     });
     let mut text = format!("leadscore bench ({cores} cores, {contacts} contacts x {days} days, {events} messages, {:.1} MB)\n", bytes as f64 / 1e6);
@@ -121,6 +142,12 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     text += &format!(
         "  fold (full model) vs SQLite count-only query: {:.2}x\n",
         sqlite.query_s / fold_s
+    );
+    text += &format!(
+        "  contact state snapshot: median {} bytes, p90 {}, max {}\n",
+        percentile(0.5),
+        percentile(0.9),
+        percentile(1.0)
     );
     super::emit(&text)?;
     if let Some(out) = out {

@@ -4,3 +4,4 @@ mod examples;
 mod harness;
 mod properties;
 mod schema;
+mod snapshot;

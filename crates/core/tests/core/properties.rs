@@ -29,11 +29,11 @@ const EVENTS: &[&str] = &[
     "Unsubscribed",
 ];
 
-const START: i64 = 1_700_000_000;
+pub const START: i64 = 1_700_000_000;
 
 /// One random message for contact `u` (or its anonymous id `a`), within
 /// ~400 days, with coarse timestamps so that ties happen.
-fn arb_message() -> impl Strategy<Value = Message> {
+pub fn arb_message() -> impl Strategy<Value = Message> {
     let when = (0i64..400, 0i64..4).prop_map(|(d, q)| START + d * 86_400 + q * 21_600);
     let id = 0u32..1_000_000;
     let activity = (0..EVENTS.len() + 1, when.clone(), id.clone(), any::<bool>(), 0..3usize).prop_map(
@@ -99,7 +99,7 @@ fn assert_same(a: &[(String, Score)], b: &[(String, Score)]) {
     }
 }
 
-fn models() -> Vec<Model> {
+pub fn models() -> Vec<Model> {
     vec![example("b2b"), example("ecommerce"), example("email")]
 }
 

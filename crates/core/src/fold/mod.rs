@@ -116,8 +116,18 @@ pub struct ContactState {
     /// same timestamp may still arrive.
     pending_point: Option<Timestamp>,
     /// Fit total and exclusion as of the last message, while nothing they
-    /// depend on has changed (derived data: never persisted).
-    contact_cache: Option<ContactEval>,
+    /// depend on has changed (derived data: never persisted or compared).
+    contact_cache: Derived<ContactEval>,
+}
+
+/// A cache inside a value: ignored by equality.
+#[derive(Debug, Clone, Copy, Default)]
+struct Derived<T>(Option<T>);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Derived<T>) -> bool {
+        true
+    }
 }
 
 /// The contact-level part of a score: fit total and exclusion.
@@ -175,7 +185,7 @@ impl ContactState {
             inactivity_last: vec![None; model.inactivities.len()],
             stage: None,
             pending_point: None,
-            contact_cache: None,
+            contact_cache: Derived(None),
         }
     }
 
@@ -278,11 +288,11 @@ impl ContactState {
         match message.kind {
             MessageKind::Identify => {
                 merge(&mut self.traits, &message.traits);
-                self.contact_cache = None;
+                self.contact_cache = Derived(None);
             }
             MessageKind::Group => {
                 merge(&mut self.company, &message.traits);
-                self.contact_cache = None;
+                self.contact_cache = Derived(None);
             }
             MessageKind::Alias => {}
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => {
@@ -299,7 +309,7 @@ impl ContactState {
         };
         let dispatch = model.dispatch(id);
         if !dispatch.activity_slots.is_empty() {
-            self.contact_cache = None;
+            self.contact_cache = Derived(None);
         }
         for &slot in &dispatch.activity_slots {
             self.activity_counts[slot as usize] += 1;
@@ -343,12 +353,12 @@ impl ContactState {
         if model.stages.is_empty() || self.stage == Some(model.stages.len() - 1) {
             return;
         }
-        let contact = match self.contact_cache {
+        let contact = match self.contact_cache.0 {
             Some(cached) => cached,
             None => {
                 let fresh = self.contact_eval(model, point);
                 if !model.contact_rules_use_time() {
-                    self.contact_cache = Some(fresh);
+                    self.contact_cache = Derived(Some(fresh));
                 }
                 fresh
             }
@@ -642,6 +652,9 @@ fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) {
     }
 }
 
+mod snapshot;
+
+pub use snapshot::SnapshotError;
+
 #[cfg(test)]
-#[path = "fold_tests.rs"]
 mod tests;
