@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::condition::{Activity, Scope};
 use crate::event::{Message, MessageKind};
 use crate::model::Model;
+use crate::rules::awards::Awards;
 use crate::rules::engagement::EngagementState;
 use crate::rules::streak::StreakState;
 use crate::score::{Contribution, ExcludedBy, Explanation, RuleKind, Score, Status};
@@ -402,8 +403,24 @@ impl ContactState {
         model.stages.rank_of(totals.score)
     }
 
-    fn scope_at(&self, t: Timestamp) -> (ActivityAt<'_>, &Map<String, Value>, &Map<String, Value>) {
-        (ActivityAt { state: self, t }, &self.traits, &self.company)
+    /// Runs `f` with the variables of exclude/fit conditions as of `t`.
+    fn with_contact_scope<R>(&self, t: Timestamp, f: impl FnOnce(&Scope<'_>) -> R) -> R {
+        let activity = ActivityAt { state: self, t };
+        f(&Scope {
+            traits: Some(&self.traits),
+            company: Some(&self.company),
+            activity: Some(&activity),
+            ..Scope::default()
+        })
+    }
+
+    /// The latest activity that inactivity rule `i` watches.
+    fn inactivity_latest(&self, model: &Model, i: usize) -> Option<Timestamp> {
+        if model.inactivities[i].events.is_some() {
+            self.inactivity_last[i]
+        } else {
+            self.last_activity
+        }
     }
 
     fn totals(&self, model: &Model, t: Timestamp) -> Totals {
@@ -423,23 +440,18 @@ impl ContactState {
     }
 
     fn contact_eval(&self, model: &Model, t: Timestamp) -> ContactEval {
-        let (activity, traits, company) = self.scope_at(t);
-        let scope = Scope {
-            traits: Some(traits),
-            company: Some(company),
-            activity: Some(&activity),
-            ..Scope::default()
-        };
-        // `+ 0.0` turns the empty sum's -0.0 into 0.0.
-        let fit = model
-            .fits
-            .iter()
-            .filter_map(|r| r.evaluate(&scope))
-            .map(|m| m.points)
-            .sum::<f64>()
-            + 0.0;
-        let excluded = model.exclusions.iter().any(|r| r.applies(&scope));
-        ContactEval { fit, excluded }
+        self.with_contact_scope(t, |scope| {
+            // `+ 0.0` turns the empty sum's -0.0 into 0.0.
+            let fit = model
+                .fits
+                .iter()
+                .filter_map(|r| r.evaluate(scope))
+                .map(|m| m.points)
+                .sum::<f64>()
+                + 0.0;
+            let excluded = model.exclusions.iter().any(|r| r.applies(scope));
+            ContactEval { fit, excluded }
+        })
     }
 
     fn engagement_at(&self, model: &Model, t: Timestamp) -> f64 {
@@ -460,17 +472,8 @@ impl ContactState {
         let inactivity: f64 = model
             .inactivities
             .iter()
-            .zip(&self.inactivity_last)
-            .map(|(r, last)| {
-                r.value_at(
-                    if r.events.is_some() {
-                        *last
-                    } else {
-                        self.last_activity
-                    },
-                    t,
-                )
-            })
+            .enumerate()
+            .map(|(i, r)| r.value_at(self.inactivity_latest(model, i), t))
             .sum();
         engagement + streak + inactivity + 0.0
     }
@@ -481,19 +484,10 @@ impl ContactState {
             return Err(OutOfOrder);
         }
         let totals = self.totals(model, t);
-        let (activity, traits, company) = self.scope_at(t);
-        let scope = Scope {
-            traits: Some(traits),
-            company: Some(company),
-            activity: Some(&activity),
-            ..Scope::default()
-        };
         let reasons: Vec<String> = if totals.excluded {
-            model
-                .exclusions
-                .iter()
-                .filter(|r| r.applies(&scope))
-                .map(|r| r.reason.clone())
+            self.excluded_by(model, t)
+                .into_iter()
+                .map(|e| e.reason)
                 .collect()
         } else {
             Vec::new()
@@ -534,17 +528,13 @@ impl ContactState {
     /// Every contributing rule at `t` (>= the last message), with the message
     /// ids from `trace` when one was recorded during the fold.
     pub fn explain(&self, model: &Model, t: Timestamp, trace: Option<&Trace>) -> Explanation {
-        let (activity, traits, company) = self.scope_at(t);
-        let scope = Scope {
-            traits: Some(traits),
-            company: Some(company),
-            activity: Some(&activity),
-            ..Scope::default()
-        };
         let ids = |kind, i| trace.map(|tr| tr.ids(kind, i)).unwrap_or_default();
+        let fits: Vec<_> = self.with_contact_scope(t, |scope| {
+            model.fits.iter().map(|r| r.evaluate(scope)).collect()
+        });
         let mut rules = Vec::new();
-        for rule in &model.fits {
-            if let Some(m) = rule.evaluate(&scope) {
+        for (rule, matched) in model.fits.iter().zip(fits) {
+            if let Some(m) = matched {
                 let detail = match m.case {
                     Some(i) => format!("when {}", rule.cases[i].0.source()),
                     None => "else (no case matched)".to_string(),
@@ -562,59 +552,38 @@ impl ContactState {
                 });
             }
         }
-        let decayed = |undecayed: f64, points: f64, cap: Option<f64>| {
-            let mut detail = Vec::new();
-            if cap.is_some_and(|c| points.abs() == c) {
-                detail.push(format!("capped at {}", cap.unwrap_or_default()));
-            }
-            if (undecayed - points).abs() > 1e-9 {
-                detail.push(format!("{undecayed} before decay"));
-            }
-            detail.join(", ")
-        };
         for (i, (rule, state)) in model.engagements.iter().zip(&self.engagements).enumerate() {
-            if state.awards.count == 0 {
-                continue;
+            if state.awards.count > 0 {
+                let points = rule.value_at(state, t);
+                let message_ids = ids(RuleKind::Engagement, i);
+                rules.push(awarded(
+                    &rule.id,
+                    RuleKind::Engagement,
+                    points,
+                    &state.awards,
+                    rule.cap,
+                    message_ids,
+                ));
             }
-            let points = rule.value_at(state, t);
-            rules.push(Contribution {
-                id: rule.id.clone(),
-                kind: RuleKind::Engagement,
-                points,
-                undecayed: state.awards.undecayed,
-                awards: state.awards.count,
-                first_award: Some(state.awards.first),
-                last_award: Some(state.awards.last),
-                message_ids: ids(RuleKind::Engagement, i),
-                detail: decayed(state.awards.undecayed, points, rule.cap),
-            });
         }
         for (i, (rule, state)) in model.streaks.iter().zip(&self.streaks).enumerate() {
-            if state.awards.count == 0 {
-                continue;
+            if state.awards.count > 0 {
+                let points = rule.value_at(state, t);
+                let message_ids = ids(RuleKind::Streak, i);
+                rules.push(awarded(
+                    &rule.id,
+                    RuleKind::Streak,
+                    points,
+                    &state.awards,
+                    rule.cap,
+                    message_ids,
+                ));
             }
-            let points = rule.value_at(state, t);
-            rules.push(Contribution {
-                id: rule.id.clone(),
-                kind: RuleKind::Streak,
-                points,
-                undecayed: state.awards.undecayed,
-                awards: state.awards.count,
-                first_award: Some(state.awards.first),
-                last_award: Some(state.awards.last),
-                message_ids: ids(RuleKind::Streak, i),
-                detail: decayed(state.awards.undecayed, points, rule.cap),
-            });
         }
-        for (rule, last) in model.inactivities.iter().zip(&self.inactivity_last) {
-            let latest = if rule.events.is_some() {
-                *last
-            } else {
-                self.last_activity
-            };
+        for (i, rule) in model.inactivities.iter().enumerate() {
+            let latest = self.inactivity_latest(model, i);
             let points = rule.value_at(latest, t);
-            if points != 0.0 {
-                let latest = latest.expect("inactivity applies only after some activity");
+            if let (Some(latest), true) = (latest, points != 0.0) {
                 rules.push(Contribution {
                     id: rule.id.clone(),
                     kind: RuleKind::Inactivity,
@@ -628,16 +597,25 @@ impl ContactState {
                 });
             }
         }
-        let excluded_by = model
-            .exclusions
-            .iter()
-            .filter(|r| r.applies(&scope))
-            .map(|r| ExcludedBy {
-                id: r.id.clone(),
-                reason: r.reason.clone(),
-            })
-            .collect();
-        Explanation { rules, excluded_by }
+        Explanation {
+            rules,
+            excluded_by: self.excluded_by(model, t),
+        }
+    }
+
+    /// The exclusions that apply at `t`, in file order.
+    fn excluded_by(&self, model: &Model, t: Timestamp) -> Vec<ExcludedBy> {
+        self.with_contact_scope(t, |scope| {
+            model
+                .exclusions
+                .iter()
+                .filter(|r| r.applies(scope))
+                .map(|r| ExcludedBy {
+                    id: r.id.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect()
+        })
     }
 }
 
@@ -658,3 +636,33 @@ pub use snapshot::SnapshotError;
 
 #[cfg(test)]
 mod tests;
+
+/// An engagement or streak rule's contribution, with the decay and cap in
+/// words.
+fn awarded(
+    id: &str,
+    kind: RuleKind,
+    points: f64,
+    awards: &Awards,
+    cap: Option<f64>,
+    message_ids: Vec<String>,
+) -> Contribution {
+    let mut detail = Vec::new();
+    if let Some(cap) = cap.filter(|c| points.abs() == *c) {
+        detail.push(format!("capped at {cap}"));
+    }
+    if (awards.undecayed - points).abs() > 1e-9 {
+        detail.push(format!("{} before decay", awards.undecayed));
+    }
+    Contribution {
+        id: id.to_string(),
+        kind,
+        points,
+        undecayed: awards.undecayed,
+        awards: awards.count,
+        first_award: Some(awards.first),
+        last_award: Some(awards.last),
+        message_ids,
+        detail: detail.join(", "),
+    }
+}
