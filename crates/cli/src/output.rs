@@ -118,8 +118,11 @@ impl<W: Write> ScoreWriter<W> {
             }
             Format::Jsonl => {
                 let out = self.json.as_mut().expect("json writer");
-                serde_json::to_writer(&mut *out, &row)?;
-                out.write_all(b"\n")?;
+                // Serialise first so that a closed stdout surfaces as an
+                // `io::Error` (which `main` treats as a normal end).
+                let mut line = serde_json::to_vec(&row)?;
+                line.push(b'\n');
+                out.write_all(&line)?;
             }
         }
         Ok(())

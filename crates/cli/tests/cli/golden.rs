@@ -64,3 +64,55 @@ fn examples_on_generated_data() {
         assert_snapshot!(format!("golden-{model}"), rounded(&run.stdout));
     }
 }
+
+/// Regression: `leadscore score … | head` printed "error: Broken pipe" and
+/// exited 1 for JSON lines output.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let run = leadscore(&[
+        "generate",
+        "--contacts",
+        "3000",
+        "--days",
+        "30",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let events = dir.path().join("events.jsonl").display().to_string();
+    let model = examples().join("b2b.toml").display().to_string();
+    for format in ["csv", "jsonl"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+            .args([
+                "score",
+                "--model",
+                &model,
+                "--events",
+                &events,
+                "--as-of",
+                "2025-02-01",
+                "--format",
+                format,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{format}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{format}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
