@@ -94,6 +94,7 @@ fn closed_stdout_ends_quietly() {
                 &events,
                 "--as-of",
                 "2025-02-01",
+                "--explain",
                 "--format",
                 format,
             ])
