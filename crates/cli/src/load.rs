@@ -62,6 +62,10 @@ pub fn messages(paths: &[impl AsRef<Path>], skip_invalid: bool) -> Result<(Vec<M
             (Box::new(file), path.display().to_string(), size)
         };
         let bar = progress::bytes(size, "reading");
+        let options = ReadOptions {
+            size_hint: (size > 0).then_some(size),
+            ..options.clone()
+        };
         let (messages, more) = read_messages(
             BufReader::with_capacity(1 << 20, reader),
             &name,
@@ -69,7 +73,11 @@ pub fn messages(paths: &[impl AsRef<Path>], skip_invalid: bool) -> Result<(Vec<M
             |n| bar.set_position(n),
         )?;
         bar.finish_and_clear();
-        all.extend(messages);
+        if all.is_empty() {
+            all = messages;
+        } else {
+            all.extend(messages);
+        }
         skipped.count += more.count;
         skipped.first.extend(more.first);
     }

@@ -71,34 +71,49 @@ pub fn contacts_as_of(
     contacts_file: Vec<(String, Map<String, Value>)>,
     t: Timestamp,
 ) -> Vec<ContactLog> {
-    let messages = dedupe(messages.into_iter().filter(|m| m.timestamp <= t).collect());
+    let mut messages = messages;
+    messages.retain(|m| m.timestamp <= t);
+    let messages = dedupe(messages);
     let identities = Identities::from_messages(&messages);
-    let mut contacts: FxHashMap<String, ContactLog> = FxHashMap::default();
-    fn entry<'c>(contacts: &'c mut FxHashMap<String, ContactLog>, id: &str) -> &'c mut ContactLog {
-        contacts
-            .entry(id.to_string())
-            .or_insert_with(|| ContactLog {
-                id: id.to_string(),
-                ..ContactLog::default()
-            })
-    }
+    let mut contacts: Vec<ContactLog> = Vec::new();
+    let mut index: FxHashMap<String, u32> = FxHashMap::default();
+    let mut slot = |id: &str, contacts: &mut Vec<ContactLog>| -> usize {
+        if let Some(&i) = index.get(id) {
+            return i as usize;
+        }
+        index.insert(id.to_string(), contacts.len() as u32);
+        contacts.push(ContactLog {
+            id: id.to_string(),
+            ..ContactLog::default()
+        });
+        contacts.len() - 1
+    };
     for (id, traits) in contacts_file {
-        let contact = entry(&mut contacts, identities.canonical(&id));
+        let at = slot(identities.canonical(&id), &mut contacts);
+        let contact = &mut contacts[at];
         match &mut contact.base_traits {
             Some(base) => base.extend(traits),
             None => contact.base_traits = Some(traits),
         }
     }
-    let mut names = Names::default();
-    for mut message in messages {
-        names.intern(&mut message);
-        let id = identities.contact_of(&message);
-        match contacts.get_mut(id) {
-            Some(contact) => contact.messages.push(message),
-            None => entry(&mut contacts, id).messages.push(message),
-        }
+    // Two passes, so that each contact's messages are allocated once at
+    // their final size instead of growing (and being copied) repeatedly.
+    let slots: Vec<u32> = messages
+        .iter()
+        .map(|m| slot(identities.contact_of(m), &mut contacts) as u32)
+        .collect();
+    let mut counts = vec![0usize; contacts.len()];
+    for &s in &slots {
+        counts[s as usize] += 1;
     }
-    let mut contacts: Vec<ContactLog> = contacts.into_values().collect();
+    for (contact, count) in contacts.iter_mut().zip(counts) {
+        contact.messages.reserve_exact(count);
+    }
+    let mut names = Names::default();
+    for (mut message, s) in messages.into_iter().zip(slots) {
+        names.intern(&mut message);
+        contacts[s as usize].messages.push(message);
+    }
     contacts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     for contact in &mut contacts {
         sort_log(&mut contact.messages);

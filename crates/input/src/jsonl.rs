@@ -55,6 +55,9 @@ pub struct ReadOptions {
     pub keep_errors: usize,
     /// Bytes of text parsed per parallel chunk.
     pub chunk_bytes: usize,
+    /// Size of the input in bytes, when known: used to reserve memory for
+    /// the messages once instead of growing (and copying) repeatedly.
+    pub size_hint: Option<u64>,
 }
 
 impl Default for ReadOptions {
@@ -63,6 +66,7 @@ impl Default for ReadOptions {
             skip_invalid: false,
             keep_errors: 20,
             chunk_bytes: 4 << 20,
+            size_hint: None,
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn read_messages(
         message: format!("cannot read: {e}"),
     };
     let mut messages = Vec::new();
+    let mut reserved = false;
     let mut skipped = Skipped::default();
     let mut chunk: Vec<u8> = Vec::with_capacity(options.chunk_bytes + 4096);
     let mut first_line: u64 = 1;
@@ -164,6 +169,14 @@ pub fn read_messages(
                 out
             })
             .collect();
+        if !reserved {
+            // Estimate the count from the first chunk's bytes per line.
+            if let Some(size) = options.size_hint.filter(|_| line_count > 0) {
+                let per_line = (chunk.len() as u64 / line_count).max(1);
+                messages.reserve((size / per_line + size / per_line / 16) as usize);
+            }
+            reserved = true;
+        }
         for result in parsed.into_iter().flatten() {
             match result {
                 Ok(message) => messages.push(message),

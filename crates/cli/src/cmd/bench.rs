@@ -45,7 +45,11 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     let t = Timestamp::from_seconds(config.end());
     let started = Instant::now();
     let reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
-    let (messages, _) = read_messages(reader, "events.jsonl", &ReadOptions::default(), |_| {})?;
+    let options = ReadOptions {
+        size_hint: Some(bytes),
+        ..ReadOptions::default()
+    };
+    let (messages, _) = read_messages(reader, "events.jsonl", &options, |_| {})?;
     let parse_s = started.elapsed().as_secs_f64();
     let grouped = contacts_as_of(messages, Vec::new(), t);
     let group_s = started.elapsed().as_secs_f64() - parse_s;
