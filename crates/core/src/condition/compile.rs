@@ -162,10 +162,15 @@ impl Compiler<'_> {
             Expr::Ident(name) => self.ident(expr, name)?,
             Expr::Select(select) => {
                 let operand = self.boxed(&select.operand)?;
-                if select.test {
-                    Node::Has(operand, select.field.clone())
-                } else {
-                    Node::Select(operand, select.field.clone())
+                let field = select.field.clone();
+                match (select.test, *operand) {
+                    (true, operand) => Node::Has(Box::new(operand), field),
+                    (false, Node::Var(root)) => Node::Path(root, vec![field]),
+                    (false, Node::Path(root, mut fields)) => {
+                        fields.push(field);
+                        Node::Path(root, fields)
+                    }
+                    (false, operand) => Node::Select(Box::new(operand), field),
                 }
             }
             Expr::List(list) => {
@@ -304,11 +309,17 @@ impl Compiler<'_> {
                 },
             )?;
             let target = self.boxed(target)?;
-            let args = args
+            let args: Vec<Node> = args
                 .iter()
                 .map(|a| self.node(a))
                 .collect::<Result<_, _>>()?;
-            return Ok(Node::Method(method, target, args));
+            return Ok(match (method, args.as_slice()) {
+                (
+                    Method::StartsWith | Method::EndsWith | Method::Contains,
+                    [Node::Literal(Literal::Str(lit))],
+                ) => Node::StrTest(method, target, lit.clone()),
+                _ => Node::Method(method, target, args),
+            });
         }
         let binary = |c: &mut Self| -> Result<(Box<Node>, Box<Node>), CompileError> {
             Ok((c.boxed(&args[0])?, c.boxed(&args[1])?))
@@ -349,7 +360,13 @@ impl Compiler<'_> {
                     _ => Cmp::Ge,
                 };
                 let (a, b) = binary(self)?;
-                Node::Compare(cmp, a, b)
+                match (cmp, *a, *b) {
+                    (Cmp::Eq | Cmp::Ne, x, Node::Literal(l))
+                    | (Cmp::Eq | Cmp::Ne, Node::Literal(l), x) => {
+                        Node::EqLiteral(cmp == Cmp::Ne, Box::new(x), l)
+                    }
+                    (cmp, a, b) => Node::Compare(cmp, Box::new(a), Box::new(b)),
+                }
             }
             op::ADD | op::SUBSTRACT | op::MULTIPLY | op::DIVIDE | op::MODULO => {
                 let arith = match name {

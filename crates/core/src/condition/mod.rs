@@ -165,6 +165,12 @@ enum Node {
     /// `x in [literal, ...]`, the common case, without building a list.
     InLiterals(Box<Node>, Vec<Literal>),
     Method(Method, Box<Node>, Vec<Node>),
+    /// `var.a.b`: fields of a variable, looked up without intermediate values.
+    Path(Var, Vec<String>),
+    /// `x.startsWith("lit")` (or `endsWith`, `contains`) with a literal.
+    StrTest(Method, Box<Node>, String),
+    /// `x == lit` (`true`: `x != lit`).
+    EqLiteral(bool, Box<Node>, Literal),
     Matches(Box<Node>, regex::Regex),
     Convert(Convert, Box<Node>),
     Count(usize),
@@ -244,6 +250,21 @@ fn var<'a>(v: Var, scope: &Scope<'a>) -> Eval<'a> {
     })
 }
 
+/// Follows `fields` from `root`, walking JSON objects directly.
+fn path<'a>(root: Val<'a>, fields: &[String]) -> Eval<'a> {
+    let Val::JsonMap(mut map) = root else {
+        return fields.iter().try_fold(root, |v, f| v.field(f));
+    };
+    let (last, within) = fields.split_last().ok_or(Fail)?;
+    for field in within {
+        match map.get(field) {
+            Some(Value::Object(inner)) => map = inner,
+            _ => return Err(Fail),
+        }
+    }
+    map.get(last).map(Val::from_json).ok_or(Fail)
+}
+
 fn truth(v: Eval<'_>) -> Result<bool, Fail> {
     match v? {
         Val::Bool(b) => Ok(b),
@@ -264,6 +285,19 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
         Node::Var(v) => var(*v, scope),
         Node::Local(i) => locals.get(*i).cloned().ok_or(Fail),
         Node::Select(operand, field) => eval(operand, scope, locals)?.field(field),
+        Node::Path(root, fields) => path(var(*root, scope)?, fields),
+        Node::StrTest(method, target, literal) => {
+            let target = string_arg(eval(target, scope, locals))?;
+            Ok(Val::Bool(match method {
+                Method::StartsWith => target.starts_with(literal.as_str()),
+                Method::EndsWith => target.ends_with(literal.as_str()),
+                _ => target.contains(literal.as_str()),
+            }))
+        }
+        Node::EqLiteral(negate, target, literal) => {
+            let value = eval(target, scope, locals)?;
+            Ok(Val::Bool(equal(&value, &literal.val()) != *negate))
+        }
         Node::Has(operand, field) => Ok(Val::Bool(eval(operand, scope, locals)?.has_field(field)?)),
         Node::Index(operand, key) => {
             let container = eval(operand, scope, locals)?;

@@ -86,6 +86,15 @@ fn evaluates_the_common_shapes() {
         ),
         ("traits.country == 'DE' ? properties.qty == 2 : false", true),
         ("context.ip == '1.2.3.4'", true),
+        ("'Product Viewed' == event && 50 == traits.employees", true),
+        ("context.ip != '1.2.3.4'", false),
+        (
+            "properties.path.contains('pricing') && !properties.path.endsWith('x')",
+            true,
+        ),
+        ("properties.nested.missing == 'v'", false),
+        ("properties.nested.k.missing == 'v'", false),
+        ("properties.nested.k != null", true),
     ] {
         assert_eq!(holds_on_event(source), expected, "{source}");
     }
