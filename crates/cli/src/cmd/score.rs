@@ -4,8 +4,11 @@ use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
+use leadscore_core::batch::ContactLog;
 use leadscore_core::fold::ContactState;
+use leadscore_core::model::Model;
 use leadscore_core::score::{Contribution, Score};
+use leadscore_core::time::Timestamp;
 use rayon::prelude::*;
 
 use crate::args::{Format, Input};
@@ -17,40 +20,55 @@ pub fn run(input: &Input, format: Format, explain: bool) -> Result<ExitCode> {
     let loaded = load::input(input)?;
     load::report_skipped(&loaded.skipped);
     let stdout = std::io::stdout().lock();
+    let out = BufWriter::with_capacity(1 << 20, stdout);
     write_scores(
-        &loaded,
-        BufWriter::with_capacity(1 << 20, stdout),
+        &loaded.model,
+        loaded.as_of,
+        loaded.contacts,
+        out,
         format,
         explain,
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Scores in parallel in blocks (bounded memory for rows), writes in order.
+/// Contacts scored per parallel block: small enough that the memory of one
+/// block's logs, freed as soon as they are folded, is reused by the next.
+const BLOCK: usize = 1_024;
+
+/// Scores in parallel, block by block, and writes rows in id order. Each
+/// contact's log is dropped once folded, so `score` never holds the parsed
+/// `properties` of more than one block at a time.
 pub fn write_scores(
-    loaded: &load::Loaded,
+    model: &Model,
+    t: Timestamp,
+    contacts: Vec<ContactLog>,
     out: impl Write,
     format: Format,
     explain: bool,
 ) -> Result<()> {
-    let (model, t) = (&loaded.model, loaded.as_of);
-    let bar = progress::items(loaded.contacts.len() as u64, "scoring");
+    let bar = progress::items(contacts.len() as u64, "scoring");
     let mut writer = ScoreWriter::new(out, format, explain)?;
-    for block in loaded.contacts.chunks(16_384) {
-        let rows: Vec<(Score, Option<Vec<Contribution>>)> = block
-            .par_iter()
+    let mut contacts = contacts.into_iter();
+    loop {
+        let block: Vec<ContactLog> = contacts.by_ref().take(BLOCK).collect();
+        if block.is_empty() {
+            break;
+        }
+        let rows: Vec<(String, Score, Option<Vec<Contribution>>)> = block
+            .into_par_iter()
             .map(|contact| {
                 let state =
                     ContactState::fold(model, contact.base_traits.as_ref(), &contact.messages);
                 let score = state.score_at(model, t).expect("messages are as of t");
                 let explanation = explain.then(|| state.explain(model, t, None).rules);
-                (score, explanation)
+                (contact.id, score, explanation)
             })
             .collect();
-        for (contact, (score, explanation)) in block.iter().zip(&rows) {
-            writer.write(&contact.id, score, explanation.as_deref())?;
+        for (id, score, explanation) in &rows {
+            writer.write(id, score, explanation.as_deref())?;
         }
-        bar.inc(block.len() as u64);
+        bar.inc(rows.len() as u64);
     }
     bar.finish_and_clear();
     writer.finish()
