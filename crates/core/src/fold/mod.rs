@@ -207,13 +207,23 @@ impl ContactState {
         messages: &[Message],
         recorder: &mut impl Recorder,
     ) -> ContactState {
-        let mut order: Vec<&Message> = messages.iter().collect();
-        if !order.is_sorted_by(|a, b| LogKey::of(a) <= LogKey::of(b)) {
-            order.sort_unstable_by(|a, b| LogKey::of(a).cmp(&LogKey::of(b)));
+        if messages.is_sorted_by(|a, b| LogKey::of(a) <= LogKey::of(b)) {
+            return Self::fold_sorted(model, base_traits, messages.iter(), recorder);
         }
+        let mut order: Vec<&Message> = messages.iter().collect();
+        order.sort_unstable_by(|a, b| LogKey::of(a).cmp(&LogKey::of(b)));
+        Self::fold_sorted(model, base_traits, order.into_iter(), recorder)
+    }
+
+    fn fold_sorted<'m>(
+        model: &Model,
+        base_traits: Option<&Map<String, Value>>,
+        messages: impl Iterator<Item = &'m Message>,
+        recorder: &mut impl Recorder,
+    ) -> ContactState {
         let mut state = ContactState::new(model, base_traits);
         let mut previous: Option<&Message> = None;
-        for message in order {
+        for message in messages {
             // In order by construction: no per-message bookkeeping of the
             // last key, only skipping exact repeats of it.
             if previous.is_some_and(|p| LogKey::of(p) == LogKey::of(message)) {

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use crate::batch::contacts_as_of;
 use crate::event::Message;
+use crate::fold::ContactState;
 use crate::model::Model;
 use crate::score::{RuleKind, Score, Status};
 use crate::time::Timestamp;
@@ -399,4 +400,18 @@ fn explanation_traces_awards_to_message_ids() {
     close(v.points, 8.0 * 0.25 + 8.0 * 0.5);
     let total: f64 = explanation.rules.iter().map(|r| r.points).sum();
     close(total, score.raw);
+}
+
+#[test]
+fn fold_sorts_an_unsorted_log_itself() {
+    let m = model("[score]\nmax = 1000\n[[engagement]]\nid = \"first\"\nevent = \"V\"\nnth = \"1\"\npoints = 7\n[[engagement]]\nid = \"all\"\nevent = \"V\"\npoints = 1\n");
+    let mut messages: Vec<Message> = (0..5)
+        .map(|i| Message::from_json(track("V", i as f64, &format!("m{i}")), None, None).unwrap())
+        .collect();
+    let t = Timestamp::parse(&day(9.0)).unwrap();
+    let sorted = ContactState::fold(&m, None, &messages);
+    messages.reverse();
+    let reversed = ContactState::fold(&m, None, &messages);
+    assert_eq!(sorted, reversed);
+    close(reversed.score_at(&m, t).unwrap().engagement, 12.0);
 }
