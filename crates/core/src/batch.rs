@@ -25,37 +25,30 @@ pub struct ContactLog {
     pub messages: Vec<Message>,
 }
 
-/// Among messages sharing a `messageId`, keeps the one with the smallest
-/// `(timestamp, canonical JSON)`. Keeps the input order otherwise.
-pub fn dedupe(messages: Vec<Message>) -> Vec<Message> {
+/// Among messages sharing a `messageId`, the one with the smallest
+/// `(timestamp, canonical JSON)` is kept: which ones, or `None` when there is
+/// no duplicate.
+fn kept(messages: &[Message]) -> Option<Vec<bool>> {
     let mut keep = vec![true; messages.len()];
-    {
-        let mut winner: FxHashMap<&str, usize> = FxHashMap::default();
-        winner.reserve(messages.len());
-        for (i, message) in messages.iter().enumerate() {
-            match winner.entry(message.message_id.as_str()) {
-                Entry::Vacant(slot) => {
+    let mut winner: FxHashMap<&str, usize> = FxHashMap::default();
+    winner.reserve(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        match winner.entry(message.message_id.as_str()) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+            Entry::Occupied(mut slot) => {
+                let current = *slot.get();
+                if preferred(message, &messages[current]) {
+                    keep[current] = false;
                     slot.insert(i);
-                }
-                Entry::Occupied(mut slot) => {
-                    let current = *slot.get();
-                    if preferred(message, &messages[current]) {
-                        keep[current] = false;
-                        slot.insert(i);
-                    } else {
-                        keep[i] = false;
-                    }
+                } else {
+                    keep[i] = false;
                 }
             }
         }
-        if winner.len() == messages.len() {
-            return messages;
-        }
     }
-    let mut messages = messages;
-    let mut keep = keep.into_iter();
-    messages.retain(|_| keep.next().unwrap_or(true));
-    messages
+    (winner.len() < messages.len()).then_some(keep)
 }
 
 /// Whether `candidate` wins over `current` for the same message id.
@@ -71,10 +64,21 @@ pub fn contacts_as_of(
     contacts_file: Vec<(String, Map<String, Value>)>,
     t: Timestamp,
 ) -> Vec<ContactLog> {
-    let mut messages = messages;
-    messages.retain(|m| m.timestamp <= t);
-    let messages = dedupe(messages);
-    let identities = Identities::from_messages(&messages);
+    // Which messages take part: the kept copy of each message id, at or
+    // before t (deduplicating first or filtering first gives the same set,
+    // since the kept copy is the earliest). Skipped while grouping instead of
+    // removed, so the log is moved only once.
+    let mut keep = kept(&messages).unwrap_or_else(|| vec![true; messages.len()]);
+    for (k, m) in keep.iter_mut().zip(&messages) {
+        *k &= m.timestamp <= t;
+    }
+    let identities = Identities::from_messages(
+        messages
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(m, _)| m),
+    );
     let mut contacts: Vec<ContactLog> = Vec::new();
     let mut index: FxHashMap<String, u32> = FxHashMap::default();
     let mut slot = |id: &str, contacts: &mut Vec<ContactLog>| -> usize {
@@ -98,12 +102,20 @@ pub fn contacts_as_of(
     }
     // Two passes, so that each contact's messages are allocated once at
     // their final size instead of growing (and being copied) repeatedly.
+    const SKIPPED: u32 = u32::MAX;
     let slots: Vec<u32> = messages
         .iter()
-        .map(|m| slot(identities.contact_of(m), &mut contacts) as u32)
+        .zip(&keep)
+        .map(|(m, k)| {
+            if *k {
+                slot(identities.contact_of(m), &mut contacts) as u32
+            } else {
+                SKIPPED
+            }
+        })
         .collect();
     let mut counts = vec![0usize; contacts.len()];
-    for &s in &slots {
+    for &s in slots.iter().filter(|s| **s != SKIPPED) {
         counts[s as usize] += 1;
     }
     for (contact, count) in contacts.iter_mut().zip(counts) {
@@ -111,6 +123,9 @@ pub fn contacts_as_of(
     }
     let mut names = Names::default();
     for (mut message, s) in messages.into_iter().zip(slots) {
+        if s == SKIPPED {
+            continue;
+        }
         names.intern(&mut message);
         contacts[s as usize].messages.push(message);
     }
