@@ -356,7 +356,7 @@ impl Message {
         } else {
             LazyObject::default()
         };
-        let mut message = Message {
+        let message = Message {
             kind,
             name,
             user_id,
@@ -373,11 +373,7 @@ impl Message {
             },
             context,
         };
-        message.message_id = match e.message_id.filter(|id| !id.is_empty()) {
-            Some(id) => id.into_owned(),
-            None => message.derived_message_id(),
-        };
-        Some(message)
+        Some(message.with_message_id(e.message_id.map(Cow::into_owned)))
     }
 
     /// Normalises one Segment message.
@@ -485,8 +481,8 @@ impl Message {
                 ))
             }
         };
-        let message_id = string_field(&object, "messageId")?.filter(|id| !id.is_empty());
-        let mut message = Message {
+        let message_id = string_field(&object, "messageId")?;
+        let message = Message {
             kind,
             name,
             user_id,
@@ -499,11 +495,17 @@ impl Message {
             traits,
             context,
         };
-        message.message_id = match message_id {
+        Ok(message.with_message_id(message_id))
+    }
+
+    /// Sets the message id: the given one, or (absent or empty) one derived
+    /// from the message's canonical JSON.
+    fn with_message_id(mut self, id: Option<String>) -> Message {
+        self.message_id = match id.filter(|id| !id.is_empty()) {
             Some(id) => id,
-            None => message.derived_message_id(),
+            None => self.derived_message_id(),
         };
-        Ok(message)
+        self
     }
 
     fn timestamp(
