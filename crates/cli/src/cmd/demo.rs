@@ -57,6 +57,7 @@ pub fn run(contacts: u64) -> Result<ExitCode> {
         (b.1.status == Status::Active)
             .cmp(&(a.1.status == Status::Active))
             .then(b.1.score.total_cmp(&a.1.score))
+            .then(b.1.raw.total_cmp(&a.1.raw))
             .then(a.0.id.cmp(&b.0.id))
     });
     writeln!(
