@@ -385,20 +385,12 @@ impl ContactState {
 
     /// An upper bound of the score at any time after the last message.
     fn score_bound(&self, model: &Model, contact: ContactEval) -> f64 {
-        let engagements: f64 = model
-            .engagements
-            .iter()
-            .zip(&self.engagements)
-            .map(|(r, s)| s.awards.upper_bound(r.cap))
-            .sum();
-        let streaks: f64 = model
-            .streaks
-            .iter()
-            .zip(&self.streaks)
-            .map(|(r, s)| s.awards.upper_bound(r.cap))
+        let awarded: f64 = self
+            .awarded(model)
+            .map(|a| a.awards.upper_bound(a.cap))
             .sum();
         let inactivity: f64 = model.inactivities.iter().map(|r| r.points.max(0.0)).sum();
-        (contact.fit + engagements + streaks + inactivity).clamp(model.min, model.max)
+        (contact.fit + awarded + inactivity).clamp(model.min, model.max)
     }
 
     fn stage_at(&self, model: &Model, t: Timestamp) -> Option<usize> {
@@ -411,6 +403,38 @@ impl ContactState {
         }
         let totals = self.totals_with(model, t, contact);
         model.stages.rank_of(totals.score)
+    }
+
+    /// Engagement and streak rules that have awarded this contact points:
+    /// the two kinds whose contributions are decayed, capped sums of awards.
+    fn awarded<'s>(&'s self, model: &'s Model) -> impl Iterator<Item = Awarded<'s>> {
+        let engagements = model
+            .engagements
+            .iter()
+            .zip(&self.engagements)
+            .enumerate()
+            .map(|(index, (r, s))| Awarded {
+                kind: RuleKind::Engagement,
+                index,
+                id: &r.id,
+                half_life: r.half_life,
+                cap: r.cap,
+                awards: &s.awards,
+            });
+        let streaks = model
+            .streaks
+            .iter()
+            .zip(&self.streaks)
+            .enumerate()
+            .map(|(index, (r, s))| Awarded {
+                kind: RuleKind::Streak,
+                index,
+                id: &r.id,
+                half_life: r.half_life,
+                cap: r.cap,
+                awards: &s.awards,
+            });
+        engagements.chain(streaks).filter(|a| a.awards.count > 0)
     }
 
     /// Runs `f` with the variables of exclude/fit conditions as of `t`.
@@ -465,27 +489,14 @@ impl ContactState {
     }
 
     fn engagement_at(&self, model: &Model, t: Timestamp) -> f64 {
-        let engagement: f64 = model
-            .engagements
-            .iter()
-            .zip(&self.engagements)
-            .filter(|(_, s)| s.awards.count > 0)
-            .map(|(r, s)| r.value_at(s, t))
-            .sum();
-        let streak: f64 = model
-            .streaks
-            .iter()
-            .zip(&self.streaks)
-            .filter(|(_, s)| s.awards.count > 0)
-            .map(|(r, s)| r.value_at(s, t))
-            .sum();
+        let awarded: f64 = self.awarded(model).map(|a| a.value_at(t)).sum();
         let inactivity: f64 = model
             .inactivities
             .iter()
             .enumerate()
             .map(|(i, r)| r.value_at(self.inactivity_latest(model, i), t))
             .sum();
-        engagement + streak + inactivity + 0.0
+        awarded + inactivity + 0.0
     }
 
     /// The score at `t`, which must not be before the last absorbed message.
@@ -538,7 +549,6 @@ impl ContactState {
     /// Every contributing rule at `t` (>= the last message), with the message
     /// ids from `trace` when one was recorded during the fold.
     pub fn explain(&self, model: &Model, t: Timestamp, trace: Option<&Trace>) -> Explanation {
-        let ids = |kind, i| trace.map(|tr| tr.ids(kind, i)).unwrap_or_default();
         let fits: Vec<_> = self.with_contact_scope(t, |scope| {
             model.fits.iter().map(|r| r.evaluate(scope)).collect()
         });
@@ -562,33 +572,11 @@ impl ContactState {
                 });
             }
         }
-        for (i, (rule, state)) in model.engagements.iter().zip(&self.engagements).enumerate() {
-            if state.awards.count > 0 {
-                let points = rule.value_at(state, t);
-                let message_ids = ids(RuleKind::Engagement, i);
-                rules.push(awarded(
-                    &rule.id,
-                    RuleKind::Engagement,
-                    points,
-                    &state.awards,
-                    rule.cap,
-                    message_ids,
-                ));
-            }
-        }
-        for (i, (rule, state)) in model.streaks.iter().zip(&self.streaks).enumerate() {
-            if state.awards.count > 0 {
-                let points = rule.value_at(state, t);
-                let message_ids = ids(RuleKind::Streak, i);
-                rules.push(awarded(
-                    &rule.id,
-                    RuleKind::Streak,
-                    points,
-                    &state.awards,
-                    rule.cap,
-                    message_ids,
-                ));
-            }
+        for rule in self.awarded(model) {
+            let message_ids = trace
+                .map(|tr| tr.ids(rule.kind, rule.index))
+                .unwrap_or_default();
+            rules.push(rule.contribution(t, message_ids));
         }
         for (i, rule) in model.inactivities.iter().enumerate() {
             let latest = self.inactivity_latest(model, i);
@@ -647,32 +635,42 @@ pub use snapshot::SnapshotError;
 #[cfg(test)]
 mod tests;
 
-/// An engagement or streak rule's contribution, with the decay and cap in
-/// words.
-fn awarded(
-    id: &str,
+/// One engagement or streak rule's awards for a contact.
+struct Awarded<'s> {
     kind: RuleKind,
-    points: f64,
-    awards: &Awards,
+    index: usize,
+    id: &'s str,
+    half_life: Option<f64>,
     cap: Option<f64>,
-    message_ids: Vec<String>,
-) -> Contribution {
-    let mut detail = Vec::new();
-    if let Some(cap) = cap.filter(|c| points.abs() == *c) {
-        detail.push(format!("capped at {cap}"));
+    awards: &'s Awards,
+}
+
+impl Awarded<'_> {
+    /// The rule's contribution at `t`: decayed, then capped.
+    fn value_at(&self, t: Timestamp) -> f64 {
+        self.awards.value_at(t, self.half_life, self.cap)
     }
-    if (awards.undecayed - points).abs() > 1e-9 {
-        detail.push(format!("{} before decay", awards.undecayed));
-    }
-    Contribution {
-        id: id.to_string(),
-        kind,
-        points,
-        undecayed: awards.undecayed,
-        awards: awards.count,
-        first_award: Some(awards.first),
-        last_award: Some(awards.last),
-        message_ids,
-        detail: detail.join(", "),
+
+    /// The contribution explained, with the decay and cap in words.
+    fn contribution(&self, t: Timestamp, message_ids: Vec<String>) -> Contribution {
+        let points = self.value_at(t);
+        let mut detail = Vec::new();
+        if let Some(cap) = self.cap.filter(|c| points.abs() == *c) {
+            detail.push(format!("capped at {cap}"));
+        }
+        if (self.awards.undecayed - points).abs() > 1e-9 {
+            detail.push(format!("{} before decay", self.awards.undecayed));
+        }
+        Contribution {
+            id: self.id.to_string(),
+            kind: self.kind,
+            points,
+            undecayed: self.awards.undecayed,
+            awards: self.awards.count,
+            first_award: Some(self.awards.first),
+            last_award: Some(self.awards.last),
+            message_ids,
+            detail: detail.join(", "),
+        }
     }
 }

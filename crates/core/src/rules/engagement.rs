@@ -206,11 +206,6 @@ impl Engagement {
         state.awards.add(self.points, at, self.half_life);
         true
     }
-
-    /// The rule's contribution at `t`.
-    pub fn value_at(&self, state: &EngagementState, t: Timestamp) -> f64 {
-        state.awards.value_at(t, self.half_life, self.cap)
-    }
 }
 
 #[cfg(test)]
@@ -256,7 +251,11 @@ mod tests {
             .map(|i| r.occur(&mut s, Timestamp::from_seconds(i)))
             .collect();
         assert_eq!(awarded, [false, true, true, false, false]);
-        assert_eq!(r.value_at(&s, Timestamp::from_seconds(9)), 10.0);
+        assert_eq!(
+            s.awards
+                .value_at(Timestamp::from_seconds(9), r.half_life, r.cap),
+            10.0
+        );
     }
 
     #[test]

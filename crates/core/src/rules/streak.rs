@@ -121,11 +121,6 @@ impl Streak {
         state.awards.add(self.points, at, self.half_life);
         true
     }
-
-    /// The rule's contribution at `t`.
-    pub fn value_at(&self, state: &StreakState, t: Timestamp) -> f64 {
-        state.awards.value_at(t, self.half_life, self.cap)
-    }
 }
 
 #[cfg(test)]
@@ -153,7 +148,7 @@ mod tests {
         assert_eq!(st.counter, 0, "restarts at 0 after an award");
         assert!(!s.count(&mut st, t(4)));
         assert!(s.count(&mut st, t(5)));
-        assert_eq!(s.value_at(&st, t(9)), -60.0);
+        assert_eq!(st.awards.value_at(t(9), s.half_life, s.cap), -60.0);
         assert_eq!(st.awards.first, t(3));
         assert_eq!(st.awards.last, t(5));
     }
