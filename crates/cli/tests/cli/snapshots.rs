@@ -2,22 +2,15 @@
 
 use insta::assert_snapshot;
 
-use crate::harness::{examples, leadscore};
-
-fn example(name: &str) -> String {
-    examples().join(name).display().to_string()
-}
+use crate::harness::{example, leadscore, score};
 
 #[test]
 fn check_examples_prints_a_summary_per_model() {
-    let run = leadscore(&[
-        "check",
-        "../../../../../examples/ecommerce.toml",
-        "../../../../../examples/b2b.toml",
-        "../../../../../examples/email.toml",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_snapshot!(run.stdout);
+    let examples = "../../../../../examples";
+    let models = ["ecommerce", "b2b", "email"].map(|m| format!("{examples}/{m}.toml"));
+    let mut args = vec!["check"];
+    args.extend(models.iter().map(String::as_str));
+    assert_snapshot!(leadscore(&args).success());
 }
 
 #[test]
@@ -29,35 +22,26 @@ fn check_reports_model_errors_with_places() {
         "bad-duplicate",
         "bad-streak",
     ] {
-        let run = leadscore(&["check", &format!("{bad}.toml")]);
-        assert_eq!(run.code, 1, "{bad}");
-        assert_snapshot!(bad, run.stderr);
+        assert_snapshot!(bad, leadscore(&["check", &format!("{bad}.toml")]).failure());
     }
 }
 
 #[test]
 fn score_csv_sorted_by_contact_with_contacts_file() {
-    let run = leadscore(&[
-        "score",
-        "--model",
-        &example("b2b.toml"),
+    let args = [
         "--events",
         "events.jsonl",
         "--contacts",
         "contacts.csv",
         "--as-of",
         "2025-04-01T00:00:00Z",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_snapshot!(run.stdout);
+    ];
+    assert_snapshot!(score("b2b", &args).success());
 }
 
 #[test]
 fn score_jsonl_with_explanations() {
-    let run = leadscore(&[
-        "score",
-        "--model",
-        &example("b2b.toml"),
+    let args = [
         "--events",
         "events.jsonl",
         "--as-of",
@@ -65,60 +49,40 @@ fn score_jsonl_with_explanations() {
         "--format",
         "jsonl",
         "--explain",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_snapshot!(run.stdout);
+    ];
+    assert_snapshot!(score("b2b", &args).success());
 }
 
 #[test]
 fn explain_shows_rules_events_and_decay() {
-    let run = leadscore(&[
+    let model = example("b2b");
+    let args = [
         "explain",
         "--model",
-        &example("b2b.toml"),
+        &model,
         "--events",
         "events.jsonl",
         "--contact",
         "anon-1",
         "--as-of",
         "2025-04-01T00:00:00Z",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_snapshot!(run.stdout);
+    ];
+    assert_snapshot!(leadscore(&args).success());
 }
 
 #[test]
 fn unparsable_timestamp_names_line_and_field() {
-    let run = leadscore(&[
-        "score",
-        "--model",
-        &example("email.toml"),
-        "--events",
-        "bad-timestamp.jsonl",
-    ]);
-    assert_eq!(run.code, 1);
-    assert_snapshot!(run.stderr);
+    assert_snapshot!(score("email", &["--events", "bad-timestamp.jsonl"]).failure());
 }
 
 #[test]
 fn malformed_json_names_line_7() {
-    let run = leadscore(&[
-        "score",
-        "--model",
-        &example("email.toml"),
-        "--events",
-        "malformed-line7.jsonl",
-    ]);
-    assert_eq!(run.code, 1);
-    assert_snapshot!(run.stderr);
+    assert_snapshot!(score("email", &["--events", "malformed-line7.jsonl"]).failure());
 }
 
 #[test]
 fn skip_invalid_reports_and_scores_the_rest() {
-    let run = leadscore(&[
-        "score",
-        "--model",
-        &example("email.toml"),
+    let args = [
         "--events",
         "malformed-line7.jsonl",
         "--events",
@@ -126,9 +90,10 @@ fn skip_invalid_reports_and_scores_the_rest() {
         "--skip-invalid",
         "--as-of",
         "2025-04-01",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_snapshot!(format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr));
+    ];
+    let run = score("email", &args);
+    let stderr = run.stderr.clone();
+    assert_snapshot!(format!("stdout:\n{}\nstderr:\n{stderr}", run.success()));
 }
 
 #[test]
@@ -136,12 +101,10 @@ fn every_subcommand_has_help_with_examples() {
     for sub in [
         "check", "score", "explain", "generate", "demo", "schema", "bench",
     ] {
-        let run = leadscore(&[sub, "--help"]);
-        assert_eq!(run.code, 0, "{sub}");
+        let help = leadscore(&[sub, "--help"]).success();
         assert!(
-            run.stdout.contains("Example"),
-            "{sub} --help has no example:\n{}",
-            run.stdout
+            help.contains("Example"),
+            "{sub} --help has no example:\n{help}"
         );
     }
 }
