@@ -87,47 +87,37 @@ impl Identities {
 mod tests {
     use super::*;
     use crate::event::Message;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn msg(
-        kind: &str,
-        user: Option<&str>,
-        anon: Option<&str>,
-        prev: Option<&str>,
-        ts: &str,
-        id: &str,
-    ) -> Message {
-        let mut v = json!({"type": kind, "timestamp": ts, "messageId": id, "event": "E"});
-        if let Some(u) = user {
-            v["userId"] = json!(u);
-        }
-        if let Some(a) = anon {
-            v["anonymousId"] = json!(a);
-        }
-        if let Some(p) = prev {
-            v["previousId"] = json!(p);
-        }
+    /// A message on day `day` of January 2024 with the given id fields.
+    fn msg(kind: &str, day: u32, id: &str, ids: Value) -> Message {
+        let mut v = json!({"type": kind, "event": "E", "messageId": id,
+            "timestamp": format!("2024-01-{day:02}T00:00:00Z")});
+        v.as_object_mut()
+            .unwrap()
+            .extend(ids.as_object().unwrap().clone());
         Message::from_json(v, None, None).unwrap()
+    }
+
+    /// `alias` from `previous` to `user`.
+    fn alias(previous: &str, user: &str, day: u32, id: &str) -> Message {
+        msg(
+            "alias",
+            day,
+            id,
+            json!({"previousId": previous, "userId": user}),
+        )
     }
 
     #[test]
     fn anonymous_then_identified_is_one_contact() {
         let m = [
-            msg(
-                "track",
-                None,
-                Some("anon"),
-                None,
-                "2024-01-01T00:00:00Z",
-                "1",
-            ),
+            msg("track", 1, "1", json!({"anonymousId": "anon"})),
             msg(
                 "identify",
-                Some("u1"),
-                Some("anon"),
-                None,
-                "2024-01-02T00:00:00Z",
+                2,
                 "2",
+                json!({"userId": "u1", "anonymousId": "anon"}),
             ),
         ];
         let ids = Identities::from_messages(&m);
@@ -140,28 +130,17 @@ mod tests {
         let m = [
             msg(
                 "identify",
-                Some("u2"),
-                Some("anon"),
-                None,
-                "2024-01-03T00:00:00Z",
+                3,
                 "3",
+                json!({"userId": "u2", "anonymousId": "anon"}),
             ),
             msg(
                 "identify",
-                Some("u1"),
-                Some("anon"),
-                None,
-                "2024-01-02T00:00:00Z",
+                2,
                 "2",
+                json!({"userId": "u1", "anonymousId": "anon"}),
             ),
-            msg(
-                "alias",
-                Some("v"),
-                None,
-                Some("u1"),
-                "2024-01-04T00:00:00Z",
-                "4",
-            ),
+            alias("u1", "v", 4, "4"),
         ];
         let ids = Identities::from_messages(&m);
         assert_eq!(ids.canonical("anon"), "v");
@@ -172,38 +151,10 @@ mod tests {
     #[test]
     fn a_cycle_resolves_to_its_smallest_id() {
         let m = [
-            msg(
-                "alias",
-                Some("b"),
-                None,
-                Some("a"),
-                "2024-01-01T00:00:00Z",
-                "1",
-            ),
-            msg(
-                "alias",
-                Some("c"),
-                None,
-                Some("b"),
-                "2024-01-02T00:00:00Z",
-                "2",
-            ),
-            msg(
-                "alias",
-                Some("a"),
-                None,
-                Some("c"),
-                "2024-01-03T00:00:00Z",
-                "3",
-            ),
-            msg(
-                "alias",
-                Some("b"),
-                None,
-                Some("z"),
-                "2024-01-03T00:00:00Z",
-                "4",
-            ),
+            alias("a", "b", 1, "1"),
+            alias("b", "c", 2, "2"),
+            alias("c", "a", 3, "3"),
+            alias("z", "b", 3, "4"),
         ];
         let ids = Identities::from_messages(&m);
         for id in ["a", "b", "c", "z"] {
