@@ -457,10 +457,6 @@ impl ContactState {
         }
     }
 
-    fn totals(&self, model: &Model, t: Timestamp) -> Totals {
-        self.totals_with(model, t, self.contact_eval(model, t))
-    }
-
     fn totals_with(&self, model: &Model, t: Timestamp, contact: ContactEval) -> Totals {
         let engagement = self.engagement_at(model, t);
         let raw = contact.fit + engagement;
@@ -504,7 +500,8 @@ impl ContactState {
         if self.last_timestamp.is_some_and(|last| t < last) {
             return Err(OutOfOrder);
         }
-        let totals = self.totals(model, t);
+        let contact = self.contact_eval(model, t);
+        let totals = self.totals_with(model, t, contact);
         let reasons: Vec<String> = if totals.excluded {
             self.excluded_by(model, t)
                 .into_iter()
@@ -521,7 +518,15 @@ impl ContactState {
                 Status::Excluded,
             )
         } else {
-            let pending = self.pending_point.and_then(|p| self.stage_at(model, p));
+            // Fit and exclusion at the last message equal those at t unless
+            // they read days_since(): no need to evaluate them twice.
+            let pending = self.pending_point.and_then(|p| {
+                if model.contact_rules_use_time() {
+                    self.stage_at(model, p)
+                } else {
+                    self.stage_with(model, p, contact)
+                }
+            });
             let stage = self
                 .stage
                 .max(pending)
