@@ -5,11 +5,11 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use leadscore_core::batch::{contacts_as_of, ContactLog};
+use leadscore_core::batch::{contacts_as_of_chunks, ContactLog};
 use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
-use leadscore_input::{read_contacts, read_messages, ReadOptions, Skipped};
+use leadscore_input::{read_contacts, read_message_chunks, ReadOptions, Skipped};
 
 use crate::args::Input;
 use crate::progress;
@@ -43,8 +43,11 @@ pub fn as_of(text: Option<&str>) -> Result<Timestamp> {
     }
 }
 
-/// Reads every event file (or stdin for `-`).
-pub fn messages(paths: &[impl AsRef<Path>], skip_invalid: bool) -> Result<(Vec<Message>, Skipped)> {
+/// Reads every event file (or stdin for `-`), in parsed chunks.
+pub fn messages(
+    paths: &[impl AsRef<Path>],
+    skip_invalid: bool,
+) -> Result<(Vec<Vec<Message>>, Skipped)> {
     let options = ReadOptions {
         skip_invalid,
         ..ReadOptions::default()
@@ -62,22 +65,14 @@ pub fn messages(paths: &[impl AsRef<Path>], skip_invalid: bool) -> Result<(Vec<M
             (Box::new(file), path.display().to_string(), size)
         };
         let bar = progress::bytes(size, "reading");
-        let options = ReadOptions {
-            size_hint: (size > 0).then_some(size),
-            ..options.clone()
-        };
-        let (messages, more) = read_messages(
+        let (messages, more) = read_message_chunks(
             BufReader::with_capacity(1 << 20, reader),
             &name,
             &options,
             |n| bar.set_position(n),
         )?;
         bar.finish_and_clear();
-        if all.is_empty() {
-            all = messages;
-        } else {
-            all.extend(messages);
-        }
+        all.extend(messages);
         skipped.count += more.count;
         skipped.first.extend(more.first);
     }
@@ -129,7 +124,7 @@ pub fn input(input: &Input) -> Result<Loaded> {
     if messages.is_empty() && contacts_file.is_empty() && skipped.count > 0 {
         bail!("no valid message in the input");
     }
-    let contacts = contacts_as_of(messages, contacts_file, as_of);
+    let contacts = contacts_as_of_chunks(messages, contacts_file, as_of);
     Ok(Loaded {
         model,
         contacts,

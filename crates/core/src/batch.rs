@@ -28,27 +28,27 @@ pub struct ContactLog {
 /// Among messages sharing a `messageId`, the one with the smallest
 /// `(timestamp, canonical JSON)` is kept: which ones, or `None` when there is
 /// no duplicate.
-fn kept(messages: &[Message]) -> Option<Vec<bool>> {
-    let mut keep = vec![true; messages.len()];
-    let mut winner: FxHashMap<&str, usize> = FxHashMap::default();
-    winner.reserve(messages.len());
-    for (i, message) in messages.iter().enumerate() {
+fn kept<'a>(messages: impl Iterator<Item = &'a Message>, total: usize) -> Option<Vec<bool>> {
+    let mut keep = vec![true; total];
+    let mut winner: FxHashMap<&str, (usize, &Message)> = FxHashMap::default();
+    winner.reserve(total);
+    for (i, message) in messages.enumerate() {
         match winner.entry(message.message_id.as_str()) {
             Entry::Vacant(slot) => {
-                slot.insert(i);
+                slot.insert((i, message));
             }
             Entry::Occupied(mut slot) => {
-                let current = *slot.get();
-                if preferred(message, &messages[current]) {
+                let (current, held) = *slot.get();
+                if preferred(message, held) {
                     keep[current] = false;
-                    slot.insert(i);
+                    slot.insert((i, message));
                 } else {
                     keep[i] = false;
                 }
             }
         }
     }
-    (winner.len() < messages.len()).then_some(keep)
+    (winner.len() < total).then_some(keep)
 }
 
 /// Whether `candidate` wins over `current` for the same message id.
@@ -64,21 +64,30 @@ pub fn contacts_as_of(
     contacts_file: Vec<(String, Map<String, Value>)>,
     t: Timestamp,
 ) -> Vec<ContactLog> {
+    contacts_as_of_chunks(vec![messages], contacts_file, t)
+}
+
+/// [`contacts_as_of`] over a log held in chunks (in any order: the result
+/// does not depend on how the log is cut). Each chunk is freed as soon as its
+/// messages have moved to their contacts, so that memory is reused for the
+/// contacts' logs instead of both copies being held in full.
+pub fn contacts_as_of_chunks(
+    chunks: Vec<Vec<Message>>,
+    contacts_file: Vec<(String, Map<String, Value>)>,
+    t: Timestamp,
+) -> Vec<ContactLog> {
+    let all = || chunks.iter().flatten();
+    let total: usize = chunks.iter().map(Vec::len).sum();
     // Which messages take part: the kept copy of each message id, at or
     // before t (deduplicating first or filtering first gives the same set,
     // since the kept copy is the earliest). Skipped while grouping instead of
     // removed, so the log is moved only once.
-    let mut keep = kept(&messages).unwrap_or_else(|| vec![true; messages.len()]);
-    for (k, m) in keep.iter_mut().zip(&messages) {
+    let mut keep = kept(all(), total).unwrap_or_else(|| vec![true; total]);
+    for (k, m) in keep.iter_mut().zip(all()) {
         *k &= m.timestamp <= t;
     }
-    let identities = Identities::from_messages(
-        messages
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(m, _)| m),
-    );
+    let identities =
+        Identities::from_messages(all().zip(&keep).filter(|(_, k)| **k).map(|(m, _)| m));
     let mut contacts: Vec<ContactLog> = Vec::new();
     let mut index: FxHashMap<String, u32> = FxHashMap::default();
     let mut slot = |id: &str, contacts: &mut Vec<ContactLog>| -> usize {
@@ -103,8 +112,7 @@ pub fn contacts_as_of(
     // Two passes, so that each contact's messages are allocated once at
     // their final size instead of growing (and being copied) repeatedly.
     const SKIPPED: u32 = u32::MAX;
-    let slots: Vec<u32> = messages
-        .iter()
+    let slots: Vec<u32> = all()
         .zip(&keep)
         .map(|(m, k)| {
             if *k {
@@ -114,20 +122,27 @@ pub fn contacts_as_of(
             }
         })
         .collect();
+    drop(keep);
     let mut counts = vec![0usize; contacts.len()];
     for &s in slots.iter().filter(|s| **s != SKIPPED) {
         counts[s as usize] += 1;
     }
-    for (contact, count) in contacts.iter_mut().zip(counts) {
-        contact.messages.reserve_exact(count);
-    }
     let mut names = Names::default();
-    for (mut message, s) in messages.into_iter().zip(slots) {
-        if s == SKIPPED {
-            continue;
+    let mut slots = slots.into_iter();
+    for chunk in chunks {
+        for mut message in chunk {
+            let s = slots.next().expect("one slot per message");
+            if s == SKIPPED {
+                continue;
+            }
+            names.intern(&mut message);
+            let log = &mut contacts[s as usize].messages;
+            if log.capacity() == 0 {
+                // Allocated at first use, after earlier chunks were freed.
+                log.reserve_exact(counts[s as usize]);
+            }
+            log.push(message);
         }
-        names.intern(&mut message);
-        contacts[s as usize].messages.push(message);
     }
     contacts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     for contact in &mut contacts {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::BufRead;
 
-use leadscore_core::event::{Message, MessageError};
+use leadscore_core::event::{Message, MessageError, Names};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -55,9 +55,6 @@ pub struct ReadOptions {
     pub keep_errors: usize,
     /// Bytes of text parsed per parallel chunk.
     pub chunk_bytes: usize,
-    /// Size of the input in bytes, when known: used to reserve memory for
-    /// the messages once instead of growing (and copying) repeatedly.
-    pub size_hint: Option<u64>,
 }
 
 impl Default for ReadOptions {
@@ -66,12 +63,28 @@ impl Default for ReadOptions {
             skip_invalid: false,
             keep_errors: 20,
             chunk_bytes: 4 << 20,
-            size_hint: None,
         }
     }
 }
 
-fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Vec<Result<Message, InputError>>) {
+/// What one parallel piece of lines parsed into.
+struct Piece {
+    messages: Vec<Message>,
+    errors: Vec<InputError>,
+    /// Event names seen in this piece, allocated once each.
+    names: Names,
+}
+
+impl Piece {
+    fn push(&mut self, result: Result<Message, InputError>) {
+        match result {
+            Ok(message) => self.messages.push(message),
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Piece) {
     let error = |batch_index, e: MessageError| InputError {
         file: file.to_string(),
         line,
@@ -81,8 +94,8 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Vec<Result<Message, 
     };
     // A well-formed plain message takes the typed fast path; batches and
     // anything invalid go through the general path, which names the field.
-    if let Some(message) = Message::from_json_text_fast(text, None) {
-        out.push(Ok(message));
+    if let Some(message) = Message::from_json_text_fast(text, None, &mut out.names) {
+        out.messages.push(message);
         return;
     }
     let value: Value = match serde_json::from_slice(text) {
@@ -117,15 +130,65 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Vec<Result<Message, 
     }
 }
 
+/// Parses a chunk of whole lines, the first being line `first_line`, in
+/// parallel pieces (in order); also returns the chunk's line count.
+fn parse_chunk(file: &str, first_line: u64, chunk: &[u8]) -> (Vec<Piece>, u64) {
+    let lines: Vec<&[u8]> = chunk.split(|b| *b == b'\n').collect();
+    let line_count = lines.len() as u64 - u64::from(chunk.ends_with(b"\n"));
+    // Each parallel piece fills one vector sized for its lines (a vector
+    // per line cost an allocation per message and was most of the
+    // allocator's and the kernel's page-zeroing time).
+    const PIECE: usize = 2048;
+    let pieces = lines
+        .par_chunks(PIECE)
+        .enumerate()
+        .map(|(p, piece)| {
+            let mut out = Piece {
+                messages: Vec::with_capacity(piece.len()),
+                errors: Vec::new(),
+                names: Names::default(),
+            };
+            for (i, text) in piece.iter().enumerate() {
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                if !text.iter().all(u8::is_ascii_whitespace) {
+                    let line = first_line + (p * PIECE + i) as u64;
+                    parse_line(file, line, text, &mut out);
+                }
+            }
+            out
+        })
+        .collect();
+    (pieces, line_count)
+}
+
 /// Reads every message of `reader`. Blank lines are ignored. On the first
 /// invalid message this fails unless `options.skip_invalid`; then invalid
 /// messages are counted in [`Skipped`]. `progress` gets the bytes read so far.
 pub fn read_messages(
+    reader: impl BufRead,
+    file: &str,
+    options: &ReadOptions,
+    progress: impl FnMut(u64),
+) -> Result<(Vec<Message>, Skipped), InputError> {
+    let (chunks, skipped) = read_message_chunks(reader, file, options, progress)?;
+    let mut messages = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for chunk in chunks {
+        messages.extend(chunk);
+    }
+    Ok((messages, skipped))
+}
+
+/// [`read_messages`] without gathering the messages into one vector: the
+/// chunks, in input order, as they were parsed in parallel (each a few
+/// thousand messages). Grouping can then consume and free them one by one
+/// (`leadscore_core::batch::contacts_as_of_chunks`), so the parsed log and
+/// the grouped one are not both in memory in full.
+pub fn read_message_chunks(
     mut reader: impl BufRead,
     file: &str,
     options: &ReadOptions,
     mut progress: impl FnMut(u64),
-) -> Result<(Vec<Message>, Skipped), InputError> {
+) -> Result<(Vec<Vec<Message>>, Skipped), InputError> {
     let io_error = |line: u64, e: std::io::Error| InputError {
         file: file.to_string(),
         line,
@@ -133,12 +196,11 @@ pub fn read_messages(
         field: None,
         message: format!("cannot read: {e}"),
     };
-    let mut messages = Vec::new();
-    let mut reserved = false;
+    let mut chunks = Vec::new();
     let mut skipped = Skipped::default();
-    let mut chunk: Vec<u8> = Vec::with_capacity(options.chunk_bytes + 4096);
     let mut first_line: u64 = 1;
     let mut bytes_read: u64 = 0;
+    let mut chunk: Vec<u8> = Vec::with_capacity(options.chunk_bytes + 4096);
     loop {
         chunk.clear();
         // Fill a chunk with whole lines.
@@ -154,45 +216,27 @@ pub fn read_messages(
             break;
         }
         bytes_read += chunk.len() as u64;
-        let lines: Vec<&[u8]> = chunk.split(|b| *b == b'\n').collect();
-        let line_count = lines.len() as u64 - u64::from(chunk.ends_with(b"\n"));
-        let parsed: Vec<Vec<Result<Message, InputError>>> = lines
-            .par_iter()
-            .enumerate()
-            .with_min_len(256)
-            .map(|(i, text)| {
-                let mut out = Vec::new();
-                let text = text.strip_suffix(b"\r").unwrap_or(text);
-                if !text.iter().all(u8::is_ascii_whitespace) {
-                    parse_line(file, first_line + i as u64, text, &mut out);
+        let (pieces, line_count) = parse_chunk(file, first_line, &chunk);
+        // Pieces come in order and errors in line order within a piece, so
+        // the first error met here is the file's first.
+        for piece in pieces {
+            for e in piece.errors {
+                if !options.skip_invalid {
+                    return Err(e);
                 }
-                out
-            })
-            .collect();
-        if !reserved {
-            // Estimate the count from the first chunk's bytes per line.
-            if let Some(size) = options.size_hint.filter(|_| line_count > 0) {
-                let per_line = (chunk.len() as u64 / line_count).max(1);
-                messages.reserve((size / per_line + size / per_line / 16) as usize);
+                skipped.count += 1;
+                if skipped.first.len() < options.keep_errors {
+                    skipped.first.push(e);
+                }
             }
-            reserved = true;
-        }
-        for result in parsed.into_iter().flatten() {
-            match result {
-                Ok(message) => messages.push(message),
-                Err(e) if options.skip_invalid => {
-                    skipped.count += 1;
-                    if skipped.first.len() < options.keep_errors {
-                        skipped.first.push(e);
-                    }
-                }
-                Err(e) => return Err(e),
+            if !piece.messages.is_empty() {
+                chunks.push(piece.messages);
             }
         }
         first_line += line_count;
         progress(bytes_read);
     }
-    Ok((messages, skipped))
+    Ok((chunks, skipped))
 }
 
 #[cfg(test)]

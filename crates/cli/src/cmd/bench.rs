@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use leadscore_core::batch::{contacts_as_of, ContactLog};
+use leadscore_core::batch::{contacts_as_of_chunks, ContactLog};
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
-use leadscore_input::{read_messages, ReadOptions};
+use leadscore_input::{read_message_chunks, ReadOptions};
 use leadscore_synth::{write_events, Config};
 use serde_json::json;
 
@@ -44,13 +44,10 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     let t = Timestamp::from_seconds(config.end());
     let started = Instant::now();
     let reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
-    let options = ReadOptions {
-        size_hint: Some(bytes),
-        ..ReadOptions::default()
-    };
-    let (messages, _) = read_messages(reader, "events.jsonl", &options, |_| {})?;
+    let options = ReadOptions::default();
+    let (chunks, _) = read_message_chunks(reader, "events.jsonl", &options, |_| {})?;
     let parse_s = started.elapsed().as_secs_f64();
-    let grouped = contacts_as_of(messages, Vec::new(), t);
+    let grouped = contacts_as_of_chunks(chunks, Vec::new(), t);
     let group_s = started.elapsed().as_secs_f64() - parse_s;
     let scored_events: u64 = grouped.iter().map(|c| c.messages.len() as u64).sum();
     let fold_started = Instant::now();
@@ -60,8 +57,8 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
 
     // The same log again (untimed) for the in-memory measurements below.
     let reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
-    let (messages, _) = read_messages(reader, "events.jsonl", &options, |_| {})?;
-    let logs = contacts_as_of(messages, Vec::new(), t);
+    let (chunks, _) = read_message_chunks(reader, "events.jsonl", &options, |_| {})?;
+    let logs = contacts_as_of_chunks(chunks, Vec::new(), t);
 
     // The fold alone, one thread, in-memory events. The first pass also
     // parses the `properties` that conditions read (kept as raw JSON until

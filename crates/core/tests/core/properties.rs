@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use leadscore_core::batch::contacts_as_of;
+use leadscore_core::batch::{contacts_as_of, contacts_as_of_chunks, ContactLog};
 use leadscore_core::event::Message;
 use leadscore_core::incremental::IncrementalContact;
 use leadscore_core::model::Model;
@@ -71,7 +71,11 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
 }
 
 fn batch_score(model: &Model, messages: Vec<Message>, t: Timestamp) -> Vec<(String, Score)> {
-    contacts_as_of(messages, Vec::new(), t)
+    scores(model, contacts_as_of(messages, Vec::new(), t), t)
+}
+
+fn scores(model: &Model, contacts: Vec<ContactLog>, t: Timestamp) -> Vec<(String, Score)> {
+    contacts
         .into_iter()
         .map(|c| {
             let s = c.score_as_of(model, t);
@@ -111,6 +115,7 @@ proptest! {
         messages in prop::collection::vec(arb_message(), 1..60),
         seed in any::<u64>(),
         dup_every in 1usize..5,
+        chunk_len in 1usize..8,
         t_day in 0i64..500,
     ) {
         let t = Timestamp::from_seconds(START + t_day * 86_400);
@@ -127,6 +132,10 @@ proptest! {
             let a = batch_score(&model, messages.clone(), t);
             let b = batch_score(&model, shuffled.clone(), t);
             assert_same(&a, &b);
+            // The log cut into chunks (as `leadscore score` reads it).
+            let chunks = shuffled.chunks(chunk_len).map(<[Message]>::to_vec).collect();
+            let c = scores(&model, contacts_as_of_chunks(chunks, Vec::new(), t), t);
+            assert_same(&a, &c);
             for (_, s) in &a {
                 prop_assert!(s.score >= model.min && s.score <= model.max);
             }
