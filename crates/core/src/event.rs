@@ -328,7 +328,10 @@ impl Message {
         received_at: Option<Timestamp>,
         names: &mut Names,
     ) -> Option<Message> {
-        let envelope = serde_json::from_slice::<Envelope<'_>>(text).ok()?;
+        // One UTF-8 check of the whole line, then a parser that trusts it
+        // (cheaper than checking every string separately).
+        let text = std::str::from_utf8(text).ok()?;
+        let envelope = serde_json::from_str::<Envelope<'_>>(text).ok()?;
         Self::from_envelope(envelope, received_at, names)
     }
 

@@ -17,6 +17,9 @@ pub const SECONDS_PER_DAY: f64 = 86_400.0;
 impl Timestamp {
     /// Parses an RFC 3339 timestamp with any offset (`Z`, `+02:00`, …).
     pub fn parse(text: &str) -> Result<Timestamp, String> {
+        if let Some(ts) = parse_common(text.as_bytes()) {
+            return Ok(ts);
+        }
         let ts: jiff::Timestamp = text.parse().map_err(|e| {
             format!("expected an RFC 3339 timestamp with offset, found {text:?} ({e})")
         })?;
@@ -52,6 +55,95 @@ impl Timestamp {
     pub fn from_seconds(seconds: i64) -> Timestamp {
         Timestamp(seconds.saturating_mul(NANOS_PER_SECOND))
     }
+}
+
+/// The shape nearly every sender uses, `YYYY-MM-DDTHH:MM:SS[.fraction]`
+/// then `Z` or `±hh:mm`, for years 1970–2199, without a general parser;
+/// `None` for anything else (then jiff decides, and errors name the
+/// problem). Same result as jiff for every string it accepts (tested).
+fn parse_common(b: &[u8]) -> Option<Timestamp> {
+    fn digits(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    }
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if !(1970..=2199).contains(&year)
+        || !(1..=12).contains(&month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day < 1 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut nanos = 0i64;
+    if let [b'.', fraction @ ..] = rest {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        nanos = digits(&fraction[..n])? * 10i64.pow(9 - n as u32);
+        rest = &fraction[n..];
+    }
+    let offset = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let seconds = h * 3_600 + m * 60;
+            if *sign == b'-' {
+                -seconds
+            } else {
+                seconds
+            }
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset;
+    Some(Timestamp(seconds * NANOS_PER_SECOND + nanos))
 }
 
 impl fmt::Display for Timestamp {
@@ -132,6 +224,56 @@ impl fmt::Display for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn by_jiff(text: &str) -> Option<i64> {
+        text.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_nanosecond() as i64)
+    }
+
+    proptest! {
+        #[test]
+        fn the_common_shape_parses_exactly_as_jiff_does(
+            year in 1960i64..2210, month in 0i64..14, day in 0i64..33,
+            hour in 0i64..25, minute in 0i64..61, second in 0i64..61,
+            fraction in proptest::option::of("[0-9]{1,10}"),
+            offset in prop_oneof![Just("Z".to_string()), "[+-][0-2][0-9]:[0-6][0-9]"],
+        ) {
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}{offset}");
+            if let Some(fast) = parse_common(text.as_bytes()) {
+                prop_assert_eq!(Some(fast.0), by_jiff(&text), "{}", text);
+            }
+            // Whatever the path, the public parser agrees with jiff.
+            prop_assert_eq!(Timestamp::parse(&text).ok().map(|t| t.0), by_jiff(&text), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_common_shape_takes_the_fast_path() {
+        for text in [
+            "2025-05-10T19:10:41.285Z",
+            "2024-02-29T23:59:59+02:00",
+            "1970-01-01T00:00:00Z",
+            "2199-12-31T23:59:59.999999999-12:30",
+        ] {
+            assert_eq!(
+                parse_common(text.as_bytes()).map(|t| t.0),
+                by_jiff(text),
+                "{text}"
+            );
+            assert!(parse_common(text.as_bytes()).is_some(), "{text}");
+        }
+        for other in [
+            "2023-02-29T00:00:00Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:60Z",
+            "2024-01-01T00:00:00",
+        ] {
+            assert!(parse_common(other.as_bytes()).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn parses_offsets_to_the_same_instant() {
