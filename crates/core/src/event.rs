@@ -585,6 +585,22 @@ impl Message {
     /// without `messageId`. Used to derive missing message ids and to choose
     /// between two messages sharing an id.
     pub fn canonical_json(&self) -> String {
+        let mut out = String::new();
+        write_canonical(&Value::Object(self.normalised_object()), &mut out);
+        out
+    }
+
+    /// The message as it is stored: [`Self::canonical_json`] plus its
+    /// `messageId`. [`Message::from_json_text`] reads it back unchanged.
+    pub fn stored_json(&self) -> String {
+        let mut object = self.normalised_object();
+        object.insert("messageId".into(), Value::from(self.message_id.as_str()));
+        let mut out = String::new();
+        write_canonical(&Value::Object(object), &mut out);
+        out
+    }
+
+    fn normalised_object(&self) -> Map<String, Value> {
         let mut object = Map::new();
         let mut put = |key: &str, value: Option<Value>| {
             if let Some(value) = value {
@@ -615,9 +631,7 @@ impl Message {
         if !self.context.get().is_empty() {
             put("context", Some(Value::Object(self.context.get().clone())));
         }
-        let mut out = String::new();
-        write_canonical(&Value::Object(object), &mut out);
-        out
+        object
     }
 
     /// `derived-` followed by the 128-bit xxh3 hash of [`Self::canonical_json`].
@@ -699,6 +713,26 @@ mod tests {
 
     fn parse(value: Value) -> Result<Message, MessageError> {
         Message::from_json(value, None, None)
+    }
+
+    #[test]
+    fn stored_json_reads_back_the_same_message() {
+        for value in [
+            json!({"type": "track", "event": "Order Completed", "userId": "u1", "anonymousId": "a",
+                "timestamp": "2024-01-01T01:00:00.123456789+01:00", "messageId": "m1",
+                "properties": {"total": 12.5, "items": [1, 2]}, "context": {"ip": "1.2.3.4"}}),
+            json!({"type": "identify", "userId": "u1", "timestamp": "2024-01-01T00:00:00Z",
+                "traits": {"email": "x@y.z", "n": 3}}),
+            json!({"type": "group", "userId": "u1", "groupId": "g", "timestamp": "2024-01-01T00:00:00Z",
+                "messageId": "g1", "traits": {"employees": 300}}),
+            json!({"type": "alias", "previousId": "old", "userId": "new", "timestamp": "2024-01-01T00:00:00Z"}),
+            json!({"type": "page", "anonymousId": "a", "timestamp": "2024-01-01T00:00:00Z", "messageId": "p"}),
+        ] {
+            let m = parse(value).unwrap();
+            let back = Message::from_json_text(m.stored_json().as_bytes(), None).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(back.stored_json(), m.stored_json());
+        }
     }
 
     #[test]

@@ -31,8 +31,14 @@ impl Identities {
                     .or_insert_with(|| to.to_string());
             }
         }
+        Identities::from_links(links)
+    }
+
+    /// Builds the graph from links already chosen (each id's effective link,
+    /// as a store keeps them).
+    pub fn from_links(links: impl IntoIterator<Item = (String, String)>) -> Identities {
         let mut identities = Identities {
-            links,
+            links: links.into_iter().collect(),
             canonical: FxHashMap::default(),
         };
         identities.resolve_all();

@@ -1,11 +1,11 @@
 //! What scoring produces: a contact's [`Score`] and its [`Explanation`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
 /// Whether the contact is scored normally or excluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// No exclusion applies.
@@ -22,10 +22,19 @@ impl Status {
             Status::Excluded => "excluded",
         }
     }
+
+    /// Reads [`Status::as_str`] back.
+    pub fn parse(text: &str) -> Option<Status> {
+        match text {
+            "active" => Some(Status::Active),
+            "excluded" => Some(Status::Excluded),
+            _ => None,
+        }
+    }
 }
 
 /// A contact's score as of t (SPEC §4 columns).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Score {
     /// `raw` clamped to the model's `[min, max]`.
     pub score: f64,

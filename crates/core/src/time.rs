@@ -146,6 +146,13 @@ fn parse_common(b: &[u8]) -> Option<Timestamp> {
     Some(Timestamp(seconds * NANOS_PER_SECOND + nanos))
 }
 
+/// Serialised as its RFC 3339 text ([`fmt::Display`]).
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with as many fractional digits as needed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

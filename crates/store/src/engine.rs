@@ -1,0 +1,581 @@
+//! Live scoring over a transaction, independent of the backend: message
+//! deduplication, identity stitching, in-order absorb or re-fold, ledger
+//! entries, activation and dry runs. A backend provides [`Tx`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use leadscore_core::batch::{contacts_as_of, preferred};
+use leadscore_core::event::Message;
+use leadscore_core::fold::{sort_log, ContactState};
+use leadscore_core::identity::Identities;
+use leadscore_core::model::Model;
+use leadscore_core::score::Score;
+use leadscore_core::time::Timestamp;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{id_hash, Incoming, IngestReport, Result, ScoreFields, StoreError};
+
+/// Which contacts table a row goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// Live rows under the active model.
+    Live,
+    /// Rows of a model being activated.
+    Next,
+}
+
+/// A contact row.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub id: String,
+    pub model_version: u32,
+    pub state: Vec<u8>,
+    pub traits: Map<String, Value>,
+    pub company: Map<String, Value>,
+    pub last_ts: Option<Timestamp>,
+    pub score: Score,
+}
+
+/// A ledger entry to append.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEntry<'a> {
+    pub contact: &'a str,
+    pub at: Option<Timestamp>,
+    pub recorded_at: Timestamp,
+    pub model_version: u32,
+    pub old: Option<&'a ScoreFields>,
+    pub new: Option<&'a ScoreFields>,
+    pub cause: &'a str,
+}
+
+/// What the engine needs from a backend, inside one transaction.
+pub(crate) trait Tx {
+    /// Whether any id was ever erased (skips per-message tombstone checks).
+    fn has_tombstones(&mut self) -> Result<bool>;
+    fn tombstoned(&mut self, id_hash: &str) -> Result<bool>;
+    /// Appends an event; `false` when its message id is already stored.
+    fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool>;
+    fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>>;
+    fn replace_event(&mut self, m: &Message, body: &str) -> Result<()>;
+    fn insert_link(&mut self, from: &str, to: &str, ts: Timestamp, message_id: &str) -> Result<()>;
+    fn delete_links_of(&mut self, message_id: &str) -> Result<()>;
+    /// The effective (earliest) link of each of `from_ids` that has one.
+    fn first_links(&mut self, from_ids: &[String]) -> Result<Vec<(String, String)>>;
+    fn identity(&mut self, id: &str) -> Result<Option<String>>;
+    fn set_identity(&mut self, id: &str, contact: &str) -> Result<()>;
+    fn members(&mut self, contact: &str) -> Result<Vec<String>>;
+    fn events_of(&mut self, own_id: &str) -> Result<Vec<Message>>;
+    fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>>;
+    fn put_row(&mut self, table: Table, row: &Row) -> Result<()>;
+    fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
+    fn append_ledger(&mut self, entry: &NewEntry<'_>) -> Result<()>;
+    /// Canonical contacts after `after` in id order, at most `limit`.
+    fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+}
+
+/// A contact touched by the current batch.
+struct Work {
+    /// The stored row as the batch found it.
+    old: Option<Row>,
+    /// The ledger's latest values for the contact (moves with each message).
+    current: Option<ScoreFields>,
+    /// The live state, or `None` when the contact must be re-folded.
+    state: Option<ContactState>,
+    /// Why, for the ledger.
+    cause: String,
+}
+
+/// Ingests one batch inside `tx`. With no active model, the log and the
+/// identities are still kept (scores come with the first activation).
+pub(crate) fn ingest(
+    tx: &mut impl Tx,
+    model: Option<(&Model, u32)>,
+    activating: bool,
+    messages: Vec<Incoming>,
+    recorded_at: Timestamp,
+) -> Result<IngestReport> {
+    let mut batch = Batch {
+        model,
+        recorded_at,
+        report: IngestReport {
+            scored: model.is_some(),
+            ..IngestReport::default()
+        },
+        canonical: FxHashMap::default(),
+        work: BTreeMap::new(),
+        gone: BTreeMap::new(),
+    };
+    let check_tombstones = tx.has_tombstones()?;
+    for incoming in messages {
+        batch.message(tx, check_tombstones, incoming)?;
+    }
+    batch.finish(tx, activating)
+}
+
+struct Batch<'m> {
+    model: Option<(&'m Model, u32)>,
+    recorded_at: Timestamp,
+    report: IngestReport,
+    /// Canonical id of each id met in this batch.
+    canonical: FxHashMap<String, String>,
+    work: BTreeMap<String, Work>,
+    /// Contacts merged into another one: (gone, into).
+    gone: BTreeMap<String, String>,
+}
+
+impl Batch<'_> {
+    fn message(
+        &mut self,
+        tx: &mut impl Tx,
+        check_tombstones: bool,
+        incoming: Incoming,
+    ) -> Result<()> {
+        let Incoming { message: m, body } = incoming;
+        if check_tombstones && erased(tx, &m)? {
+            self.report.erased += 1;
+            return Ok(());
+        }
+        let mut relink: Vec<String> = Vec::new();
+        let mut replaced_owner = None;
+        if tx.insert_event(&m, &body)? {
+            self.report.accepted += 1;
+        } else {
+            let existing = tx.stored_event(&m.message_id)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("message {} is indexed but missing", m.message_id))
+            })?;
+            if !preferred(&m, &existing) {
+                self.report.duplicates += 1;
+                return Ok(());
+            }
+            tx.replace_event(&m, &body)?;
+            self.report.replaced += 1;
+            if let Some((from, to)) = existing.link() {
+                tx.delete_links_of(&existing.message_id)?;
+                relink.extend([from.to_string(), to.to_string()]);
+            }
+            replaced_owner = Some(self.canonical(tx, existing.own_id())?);
+        }
+        let own = self.canonical(tx, m.own_id())?;
+        if let Some((from, to)) = m.link() {
+            tx.insert_link(from, to, m.timestamp, &m.message_id)?;
+            relink.extend([from.to_string(), to.to_string()]);
+        }
+        let mut contact = own;
+        if !relink.is_empty() {
+            self.restitch(tx, relink)?;
+            contact = self.canonical(tx, m.own_id())?;
+        }
+        let Some((model, version)) = self.model else {
+            return Ok(());
+        };
+        if let Some(owner) = replaced_owner {
+            let cause = format!("replaced message {}", m.message_id);
+            self.refold(tx, &owner, &cause)?;
+            self.refold(tx, &contact, &cause)?;
+            return Ok(());
+        }
+        let recorded_at = self.recorded_at;
+        let work = self.load(tx, &contact, model, version)?;
+        let Some(state) = &mut work.state else {
+            return Ok(()); // re-folded at the end, from the log
+        };
+        if state.absorb(model, &m).is_err() {
+            work.state = None;
+            work.cause = format!("late message {}", m.message_id);
+            return Ok(());
+        }
+        let score = state
+            .score_at(model, m.timestamp)
+            .expect("at the last message");
+        let fields = ScoreFields::from(&score);
+        let changed = work.current.as_ref() != Some(&fields);
+        if changed {
+            let cause = format!("message {}", m.message_id);
+            tx.append_ledger(&NewEntry {
+                contact: &contact,
+                at: Some(m.timestamp),
+                recorded_at,
+                model_version: version,
+                old: work.current.as_ref(),
+                new: Some(&fields),
+                cause: &cause,
+            })?;
+            work.current = Some(fields);
+        }
+        self.report.absorbed += 1;
+        self.report.ledger_entries += u64::from(changed);
+        Ok(())
+    }
+
+    /// The canonical id of `id`, registering a new id as its own contact.
+    fn canonical(&mut self, tx: &mut impl Tx, id: &str) -> Result<String> {
+        if let Some(c) = self.canonical.get(id) {
+            return Ok(c.clone());
+        }
+        let c = match tx.identity(id)? {
+            Some(c) => c,
+            None => {
+                tx.set_identity(id, id)?;
+                id.to_string()
+            }
+        };
+        self.canonical.insert(id.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Re-resolves the ids around changed links: every id of the contacts
+    /// that `ids` belonged to (a changed link only moves ids whose path
+    /// passes through it, and those are all in these contacts).
+    fn restitch(&mut self, tx: &mut impl Tx, ids: Vec<String>) -> Result<()> {
+        let mut before = BTreeSet::new();
+        for id in &ids {
+            before.insert(self.canonical(tx, id)?);
+        }
+        let mut members: BTreeSet<String> = ids.into_iter().collect();
+        for contact in &before {
+            members.extend(tx.members(contact)?);
+        }
+        let members: Vec<String> = members.into_iter().collect();
+        let resolved = Identities::from_links(tx.first_links(&members)?);
+        let mut after = BTreeSet::new();
+        let mut moved = false;
+        for id in &members {
+            let new = resolved.canonical(id);
+            if self.canonical(tx, id)? != new {
+                tx.set_identity(id, new)?;
+                self.canonical.insert(id.clone(), new.to_string());
+                moved = true;
+            }
+            after.insert(new.to_string());
+        }
+        if !moved || self.model.is_none() {
+            return Ok(());
+        }
+        for contact in &after {
+            self.refold(tx, contact, "merge")?;
+        }
+        for contact in before.difference(&after) {
+            let into = self.canonical(tx, contact)?;
+            self.work.remove(contact);
+            self.gone.insert(contact.clone(), into);
+        }
+        Ok(())
+    }
+
+    /// The contact's work entry, loading its stored row on first use.
+    fn load(
+        &mut self,
+        tx: &mut impl Tx,
+        contact: &str,
+        model: &Model,
+        version: u32,
+    ) -> Result<&mut Work> {
+        if !self.work.contains_key(contact) {
+            let old = tx.row(Table::Live, contact)?;
+            let current = old.as_ref().map(|r| ScoreFields::from(&r.score));
+            let state = match &old {
+                None => Some(ContactState::new(model, None)),
+                Some(row) if row.model_version == version => {
+                    ContactState::decode(model, &row.state, row.traits.clone(), row.company.clone())
+                        .ok()
+                }
+                Some(_) => None,
+            };
+            self.gone.remove(contact);
+            self.work.insert(
+                contact.to_string(),
+                Work {
+                    old,
+                    current,
+                    state,
+                    cause: "rescore".into(),
+                },
+            );
+        }
+        Ok(self.work.get_mut(contact).expect("just inserted"))
+    }
+
+    fn refold(&mut self, tx: &mut impl Tx, contact: &str, cause: &str) -> Result<()> {
+        let Some((model, version)) = self.model else {
+            return Ok(());
+        };
+        let work = self.load(tx, contact, model, version)?;
+        work.state = None;
+        work.cause = cause.to_string();
+        Ok(())
+    }
+
+    /// Re-folds what must be, writes every touched row, records merges.
+    fn finish(mut self, tx: &mut impl Tx, activating: bool) -> Result<IngestReport> {
+        let Some((model, version)) = self.model else {
+            return Ok(self.report);
+        };
+        for (contact, into) in std::mem::take(&mut self.gone) {
+            if let Some(row) = tx.row(Table::Live, &contact)? {
+                let cause = format!("merged into {into}");
+                tx.append_ledger(&NewEntry {
+                    contact: &contact,
+                    at: row.last_ts,
+                    recorded_at: self.recorded_at,
+                    model_version: version,
+                    old: Some(&ScoreFields::from(&row.score)),
+                    new: None,
+                    cause: &cause,
+                })?;
+                self.report.ledger_entries += 1;
+                tx.delete_row(Table::Live, &contact)?;
+            }
+            if activating {
+                tx.delete_row(Table::Next, &contact)?;
+            }
+        }
+        for (contact, work) in std::mem::take(&mut self.work) {
+            let refolded = work.state.is_none();
+            let state = match work.state {
+                Some(state) => state,
+                None => {
+                    self.report.refolded += 1;
+                    fold_contact(tx, model, &contact)?
+                }
+            };
+            if activating {
+                tx.delete_row(Table::Next, &contact)?;
+            }
+            let Some(row) = row_of(model, version, &contact, &state) else {
+                if work.old.is_some() {
+                    tx.delete_row(Table::Live, &contact)?;
+                }
+                continue;
+            };
+            let fields = ScoreFields::from(&row.score);
+            if refolded && work.current.as_ref() != Some(&fields) {
+                tx.append_ledger(&NewEntry {
+                    contact: &contact,
+                    at: row.last_ts,
+                    recorded_at: self.recorded_at,
+                    model_version: version,
+                    old: work.current.as_ref(),
+                    new: Some(&fields),
+                    cause: &work.cause,
+                })?;
+                self.report.ledger_entries += 1;
+            }
+            tx.put_row(Table::Live, &row)?;
+        }
+        Ok(self.report)
+    }
+}
+
+/// Whether the message concerns an erased id.
+fn erased(tx: &mut impl Tx, m: &Message) -> Result<bool> {
+    for id in [
+        m.user_id.as_deref(),
+        m.anonymous_id.as_deref(),
+        m.previous_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if tx.tombstoned(&id_hash(id))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A contact's messages, in log order, with the ids they came under.
+pub(crate) fn contact_log(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<Message>)> {
+    let members = tx.members(contact)?;
+    let mut messages = Vec::new();
+    for id in &members {
+        messages.extend(tx.events_of(id)?);
+    }
+    sort_log(&mut messages);
+    Ok((members, messages))
+}
+
+/// Folds a contact from its log under `model`.
+pub(crate) fn fold_contact(tx: &mut impl Tx, model: &Model, contact: &str) -> Result<ContactState> {
+    let (_, messages) = contact_log(tx, contact)?;
+    Ok(ContactState::fold(model, None, &messages))
+}
+
+/// The row for a folded state (`None` when it has no message).
+pub(crate) fn row_of(
+    model: &Model,
+    version: u32,
+    contact: &str,
+    state: &ContactState,
+) -> Option<Row> {
+    let last = state.last_timestamp()?;
+    let score = state.score_at(model, last).expect("at the last message");
+    Some(Row {
+        id: contact.to_string(),
+        model_version: version,
+        state: state.encode(model),
+        traits: state.traits().clone(),
+        company: state.company().clone(),
+        last_ts: Some(last),
+        score,
+    })
+}
+
+/// Contacts processed per transaction by activations and dry runs.
+pub(crate) const CONTACTS_PER_STEP: usize = 512;
+
+/// Fills the next-rows table for an activation from `cursor` on, one
+/// transaction per step (through `step`), returning contacts done.
+pub(crate) fn activation_step(
+    tx: &mut impl Tx,
+    model: &Model,
+    version: u32,
+    cursor: Option<&str>,
+) -> Result<Option<(String, u64)>> {
+    let contacts = tx.contacts_after(cursor, CONTACTS_PER_STEP)?;
+    let Some(last) = contacts.last().cloned() else {
+        return Ok(None);
+    };
+    for contact in &contacts {
+        let state = fold_contact(tx, model, contact)?;
+        if let Some(row) = row_of(model, version, contact, &state) {
+            tx.put_row(Table::Next, &row)?;
+        }
+    }
+    Ok(Some((last, contacts.len() as u64)))
+}
+
+/// A contact whose score moves most under a candidate model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mover {
+    /// Contact id.
+    pub contact: String,
+    /// Score now.
+    pub before: f64,
+    /// Score under the candidate.
+    pub after: f64,
+    /// Tier now.
+    pub tier_before: String,
+    /// Tier under the candidate.
+    pub tier_after: String,
+}
+
+/// The impact of a candidate model on the stored contacts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DryRun {
+    /// Contacts scored.
+    pub contacts: u64,
+    /// Contacts whose tier changes.
+    pub tier_changes: u64,
+    /// Contacts per tier now (`""` = no tier).
+    pub tiers_before: BTreeMap<String, u64>,
+    /// Contacts per tier under the candidate.
+    pub tiers_after: BTreeMap<String, u64>,
+    /// Mean, median and 90th percentile score now.
+    pub score_before: Distribution,
+    /// The same under the candidate.
+    pub score_after: Distribution,
+    /// The largest score changes (absolute), largest first.
+    pub top_movers: Vec<Mover>,
+}
+
+/// A few figures of a score distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Distribution {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+}
+
+impl Distribution {
+    fn of(mut scores: Vec<f64>) -> Distribution {
+        if scores.is_empty() {
+            return Distribution::default();
+        }
+        scores.sort_by(f64::total_cmp);
+        let at = |p: f64| scores[((scores.len() - 1) as f64 * p).round() as usize];
+        Distribution {
+            mean: scores.iter().sum::<f64>() / scores.len() as f64,
+            p50: at(0.5),
+            p90: at(0.9),
+        }
+    }
+}
+
+/// Movers kept in a dry-run report.
+const TOP_MOVERS: usize = 10;
+
+/// Accumulates a dry run, contact by contact.
+#[derive(Default)]
+pub(crate) struct DryRunBuilder {
+    report: DryRun,
+    before: Vec<f64>,
+    after: Vec<f64>,
+}
+
+impl DryRunBuilder {
+    /// Adds one contact: its stored score (if any) and its candidate score.
+    pub fn add(&mut self, contact: &str, before: Option<&Score>, after: &Score) {
+        let r = &mut self.report;
+        r.contacts += 1;
+        let tier_before = before.map(|s| s.tier.clone()).unwrap_or_default();
+        *r.tiers_before.entry(tier_before.clone()).or_default() += 1;
+        *r.tiers_after.entry(after.tier.clone()).or_default() += 1;
+        if tier_before != after.tier {
+            r.tier_changes += 1;
+        }
+        let score_before = before.map_or(0.0, |s| s.score);
+        self.before.push(score_before);
+        self.after.push(after.score);
+        r.top_movers.push(Mover {
+            contact: contact.to_string(),
+            before: score_before,
+            after: after.score,
+            tier_before,
+            tier_after: after.tier.clone(),
+        });
+        if r.top_movers.len() > 4 * TOP_MOVERS {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        let movers = &mut self.report.top_movers;
+        movers.sort_by(|a, b| {
+            (b.after - b.before)
+                .abs()
+                .total_cmp(&(a.after - a.before).abs())
+                .then_with(|| a.contact.cmp(&b.contact))
+        });
+        movers.truncate(TOP_MOVERS);
+    }
+
+    pub fn finish(mut self) -> DryRun {
+        self.trim();
+        self.report.score_before = Distribution::of(self.before);
+        self.report.score_after = Distribution::of(self.after);
+        self.report
+    }
+}
+
+/// A contact's score at `t` from its log, stitched as of `t`: the contact
+/// that `id` belonged to at `t`, and its score (`None` if it had no message
+/// by then).
+pub(crate) fn score_from_log(
+    model: &Model,
+    id: &str,
+    messages: Vec<Message>,
+    t: Timestamp,
+) -> Option<(String, Score)> {
+    let until: Vec<Message> = messages.into_iter().filter(|m| m.timestamp <= t).collect();
+    let as_of = Identities::from_messages(&until);
+    let canonical = as_of.canonical(id).to_string();
+    contacts_as_of(until, Vec::new(), t)
+        .into_iter()
+        .find(|c| c.id == canonical)
+        .map(|c| (canonical, c.score_as_of(model, t)))
+}

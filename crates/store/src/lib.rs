@@ -1,0 +1,343 @@
+//! leadscore's durable store: the event log (source of truth), identity
+//! links, each contact's live state and score under the active model, the
+//! score history (ledger), and model versions.
+//!
+//! One [`Store`] trait; [`SqliteStore`] is the embedded implementation
+//! (`./leadscore.db` by default). The scoring logic that both backends share
+//! (deduplication, stitching, in-order absorb versus re-fold, ledger entries)
+//! lives in `engine` and talks to a backend through a small transaction
+//! interface, so that a second backend implements storage, not scoring.
+//!
+//! The schema is documented in `docs/storage.md`.
+
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::sync::Arc;
+
+use leadscore_core::event::Message;
+use leadscore_core::model::Model;
+use leadscore_core::score::{Score, Status};
+use leadscore_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+mod diff;
+mod engine;
+mod sqlite;
+
+pub use diff::{diff_models, RuleChange};
+pub use engine::{DryRun, Mover};
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store. Every variant says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file is not a leadscore database.
+    #[error("{path}: not a leadscore database ({why})")]
+    Foreign {
+        /// The database path.
+        path: String,
+        /// What was found instead.
+        why: String,
+    },
+    /// The database reported an error (disk full, locked, corrupt page, …).
+    #[error("database: {0}")]
+    Database(String),
+    /// A schema migration failed; the database was left as it was.
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+    /// A model failed validation (the message names places and rule ids).
+    #[error("{0}")]
+    Model(String),
+    /// No such model version.
+    #[error("no model version {0} (see `leadscore model list`)")]
+    NoSuchVersion(u32),
+    /// Scoring needs an active model.
+    #[error("no active model: add one with `leadscore model add FILE --activate`")]
+    NoActiveModel,
+    /// Stored data could not be read back.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Results of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A message ready to be stored: the message and its stored JSON form
+/// ([`Message::stored_json`]), computed by the caller so that it can be done
+/// in parallel before the (sequential) transaction.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The message.
+    pub message: Message,
+    /// Its stored form.
+    pub body: String,
+}
+
+impl Incoming {
+    /// Prepares a message for storage.
+    pub fn new(message: Message) -> Incoming {
+        let body = message.stored_json();
+        Incoming { message, body }
+    }
+}
+
+/// What one call to [`Store::ingest`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// New messages appended to the log.
+    pub accepted: u64,
+    /// Messages whose id was already stored (acknowledged, ignored).
+    pub duplicates: u64,
+    /// Messages that replaced the stored copy of their id (SPEC: the
+    /// earliest `(timestamp, canonical JSON)` copy is the one kept).
+    pub replaced: u64,
+    /// Messages of erased contacts (ignored, see `erase`).
+    pub erased: u64,
+    /// Messages folded in order into a live state (the cheap path).
+    pub absorbed: u64,
+    /// Contacts re-folded from their log (late messages, merges).
+    pub refolded: u64,
+    /// Ledger entries written.
+    pub ledger_entries: u64,
+    /// Whether an active model scored the messages.
+    pub scored: bool,
+}
+
+impl std::ops::AddAssign for IngestReport {
+    fn add_assign(&mut self, o: IngestReport) {
+        self.accepted += o.accepted;
+        self.duplicates += o.duplicates;
+        self.replaced += o.replaced;
+        self.erased += o.erased;
+        self.absorbed += o.absorbed;
+        self.refolded += o.refolded;
+        self.ledger_entries += o.ledger_entries;
+        self.scored |= o.scored;
+    }
+}
+
+/// One stored model version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelVersion {
+    /// Version number, from 1.
+    pub version: u32,
+    /// File name it was added from.
+    pub name: String,
+    /// xxh3-128 of the source text, hex.
+    pub hash: String,
+    /// When it was added.
+    pub added_at: Timestamp,
+    /// Whether it is the active version.
+    pub active: bool,
+}
+
+/// The part of a score the ledger tracks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreFields {
+    /// Score (clamped).
+    pub score: f64,
+    /// Tier name or empty.
+    pub tier: String,
+    /// Grade name or empty.
+    pub grade: String,
+    /// Stage name or empty.
+    pub stage: String,
+    /// `active` or `excluded`.
+    pub status: Status,
+}
+
+impl From<&Score> for ScoreFields {
+    fn from(s: &Score) -> ScoreFields {
+        ScoreFields {
+            score: s.score,
+            tier: s.tier.clone(),
+            grade: s.grade.clone(),
+            stage: s.stage.clone(),
+            status: s.status,
+        }
+    }
+}
+
+impl fmt::Display for ScoreFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.score)?;
+        for label in [&self.tier, &self.grade, &self.stage] {
+            if !label.is_empty() {
+                write!(f, " {label}")?;
+            }
+        }
+        if self.status == Status::Excluded {
+            f.write_str(" excluded")?;
+        }
+        Ok(())
+    }
+}
+
+/// One change in a contact's score history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    /// Position in the ledger (increasing).
+    pub seq: i64,
+    /// Canonical contact id.
+    pub contact: String,
+    /// The time the score is as of (the contact's latest event).
+    pub at: Option<Timestamp>,
+    /// When the change was recorded.
+    pub recorded_at: Timestamp,
+    /// Model version that produced it.
+    pub model_version: u32,
+    /// Before (`None` for a new contact).
+    pub old: Option<ScoreFields>,
+    /// After (`None` when merged into another contact or erased).
+    pub new: Option<ScoreFields>,
+    /// `message <id>`, `late message <id>`, `merge`, `activate v<n>`, …
+    pub cause: String,
+}
+
+/// A contact as stored: its score as of its latest event under the model
+/// version that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactRecord {
+    /// Canonical id.
+    pub id: String,
+    /// Model version of the stored state and score.
+    pub model_version: u32,
+    /// Time of the latest event.
+    pub last_event: Option<Timestamp>,
+    /// Score as of `last_event`.
+    pub score: Score,
+    /// Traits as of the latest event.
+    pub traits: Map<String, Value>,
+    /// Company traits as of the latest event.
+    pub company: Map<String, Value>,
+    /// Size of the stored state snapshot in bytes.
+    pub state_bytes: usize,
+}
+
+/// A contact's log as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLog {
+    /// Canonical id.
+    pub contact: String,
+    /// Its ids (user and anonymous).
+    pub ids: Vec<String>,
+    /// Its messages in log order.
+    pub messages: Vec<Message>,
+}
+
+/// What an activation (or full rescore) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ActivateReport {
+    /// Contacts scored under the new version.
+    pub contacts: u64,
+    /// Contacts whose score, tier, grade, stage or status changed.
+    pub changed: u64,
+    /// Whether an interrupted activation was resumed.
+    pub resumed: bool,
+}
+
+/// What erasing a contact removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EraseReport {
+    /// The canonical id erased.
+    pub contact: String,
+    /// Its ids (user and anonymous), now tombstoned.
+    pub ids: Vec<String>,
+    /// Events deleted.
+    pub events: u64,
+    /// Ledger entries deleted.
+    pub ledger_entries: u64,
+}
+
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events in the log.
+    pub events: u64,
+    /// Contacts with a live score.
+    pub contacts: u64,
+    /// Ledger entries.
+    pub ledger_entries: u64,
+    /// Database size in bytes.
+    pub bytes: u64,
+}
+
+/// Progress callback: `(done, total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// The store: every operation is one transaction; on error nothing of it
+/// is kept.
+pub trait Store {
+    /// Appends messages to the log and updates live scores, in one
+    /// transaction. Duplicates are acknowledged and ignored; late messages
+    /// re-fold their contact only.
+    fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport>;
+
+    /// Validates and stores a model as a new immutable version (the same
+    /// source twice gives the same version).
+    fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion>;
+
+    /// Every stored model version, oldest first.
+    fn models(&self) -> Result<Vec<ModelVersion>>;
+
+    /// The source text of a version.
+    fn model_source(&self, version: u32) -> Result<String>;
+
+    /// The active version and its compiled model.
+    fn active_model(&self) -> Result<Option<(u32, Arc<Model>)>>;
+
+    /// The version active before the current one, if any.
+    fn previous_version(&self) -> Result<Option<u32>>;
+
+    /// Rescores every contact under `version` and makes it active. Resumable:
+    /// after a crash, calling it again continues where it stopped. Until it
+    /// completes, the previous scores stay in place; the switch is atomic.
+    fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport>;
+
+    /// Scores every contact under `candidate` without storing anything.
+    fn dry_run(&self, candidate: &Model, progress: Progress<'_>) -> Result<DryRun>;
+
+    /// The stored record of a contact, by any of its ids.
+    fn contact(&self, id: &str) -> Result<Option<ContactRecord>>;
+
+    /// Contacts in id order after `after`, at most `limit`.
+    fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>>;
+
+    /// A contact's score at `t` under the active model: from the live state
+    /// when `t` is at or after its latest event, else folded from its log.
+    fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>>;
+
+    /// A contact's score history, oldest first.
+    fn history(&self, id: &str) -> Result<Vec<LedgerEntry>>;
+
+    /// The whole log (for as-of scoring and exports).
+    fn messages(&self) -> Result<Vec<Message>>;
+
+    /// A contact's canonical id, its ids and its messages in log order.
+    fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>>;
+
+    /// Deletes everything held about a contact and tombstones its ids.
+    fn erase(&mut self, id: &str) -> Result<Option<EraseReport>>;
+
+    /// Counts.
+    fn stats(&self) -> Result<Stats>;
+}
+
+/// Hash of an id as kept in tombstones (the id itself is not kept).
+pub fn id_hash(id: &str) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
+}
+
+/// Compiles stored model source.
+fn compile(version: u32, name: &str, source: &str) -> Result<Model> {
+    Model::from_toml(&format!("{name} (v{version})"), source)
+        .map_err(|e| StoreError::Model(e.to_string()))
+}

@@ -1,0 +1,794 @@
+//! The embedded backend: one SQLite file in WAL mode, `synchronous = FULL`
+//! (a committed ingest survives a crash of the process or of the machine).
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadscore_core::event::Message;
+use leadscore_core::fold::ContactState;
+use leadscore_core::model::Model;
+use leadscore_core::score::{Score, Status};
+use leadscore_core::time::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
+use crate::{
+    compile, id_hash, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
+    LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store, StoreError, StoredLog,
+};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+/// `PRAGMA application_id` of leadscore databases ("LSCR").
+const APPLICATION_ID: i64 = 0x4C53_4352;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+    /// The compiled active model, by version (recompiled when another
+    /// process activates a different one).
+    active: RefCell<Option<(u32, Arc<Model>)>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn now() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
+}
+
+/// Refuses files that are not SQLite databases before SQLite touches them.
+fn check_header(path: &Path) -> Result<()> {
+    let foreign = |why: &str| StoreError::Foreign {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(()); // created on open
+    };
+    let mut header = [0u8; 16];
+    match file.read_exact(&mut header) {
+        Ok(()) if &header == b"SQLite format 3\0" => Ok(()),
+        Ok(()) => Err(foreign("not a SQLite file")),
+        Err(_) if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 => Ok(()),
+        Err(_) => Err(foreign("file too short to be a SQLite database")),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates its
+    /// schema. A file that is not a leadscore database is refused unchanged.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let path = path.as_ref();
+        check_header(path)?;
+        let foreign = |why: String| StoreError::Foreign {
+            path: path.display().to_string(),
+            why,
+        };
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let app: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(|e| foreign(e.to_string()))?;
+        if app != APPLICATION_ID {
+            let tables: i64 =
+                conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+            if app != 0 {
+                return Err(foreign(format!("application id {app:#x}")));
+            }
+            if tables > 0 {
+                return Err(foreign(format!(
+                    "it already holds {tables} other tables or indexes"
+                )));
+            }
+            conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        }
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "cannot use WAL (journal mode {mode})"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        embedded::migrations::runner()
+            .run(&mut conn)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(SqliteStore {
+            conn,
+            active: RefCell::new(None),
+        })
+    }
+
+    fn active_version(conn: &Connection) -> Result<Option<u32>> {
+        Ok(conn
+            .query_row(
+                "SELECT version FROM activations ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The compiled model of `version`, cached.
+    fn compiled(&self, version: u32) -> Result<Arc<Model>> {
+        if let Some((v, model)) = &*self.active.borrow() {
+            if *v == version {
+                return Ok(model.clone());
+            }
+        }
+        let (name, source): (String, String) = self
+            .conn
+            .query_row(
+                "SELECT name, source FROM models WHERE version = ?1",
+                [version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or(StoreError::NoSuchVersion(version))?;
+        let model = Arc::new(compile(version, &name, &source)?);
+        *self.active.borrow_mut() = Some((version, model.clone()));
+        Ok(model)
+    }
+
+    fn job(conn: &Connection) -> Result<Option<(u32, Option<String>)>> {
+        Ok(conn
+            .query_row("SELECT version, cursor FROM activation_job", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    fn canonical(conn: &Connection, id: &str) -> Result<String> {
+        Ok(Sql(conn).identity(id)?.unwrap_or_else(|| id.to_string()))
+    }
+}
+
+impl Store for SqliteStore {
+    fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
+        let version = Self::active_version(&self.conn)?;
+        let model = version.map(|v| self.compiled(v)).transpose()?;
+        let tx = self.conn.transaction()?;
+        let activating = Self::job(&tx)?.is_some();
+        let report = engine::ingest(
+            &mut Sql(&tx),
+            model.as_deref().zip(version),
+            activating,
+            messages,
+            now(),
+        )?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion> {
+        compile(0, name, source).map_err(|e| match e {
+            StoreError::Model(text) => {
+                StoreError::Model(text.replace(&format!("{name} (v0)"), name))
+            }
+            other => other,
+        })?;
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()));
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO models (name, hash, source, added_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (hash) DO NOTHING",
+            params![name, hash, source, now().0],
+        )?;
+        let version: u32 =
+            tx.query_row("SELECT version FROM models WHERE hash = ?1", [&hash], |r| {
+                r.get(0)
+            })?;
+        tx.commit()?;
+        self.models()?
+            .into_iter()
+            .find(|m| m.version == version)
+            .ok_or(StoreError::NoSuchVersion(version))
+    }
+
+    fn models(&self) -> Result<Vec<ModelVersion>> {
+        let active = Self::active_version(&self.conn)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT version, name, hash, added_at FROM models ORDER BY version")?;
+        let rows = stmt.query_map([], |r| {
+            let version: u32 = r.get(0)?;
+            Ok(ModelVersion {
+                version,
+                name: r.get(1)?,
+                hash: r.get(2)?,
+                added_at: Timestamp(r.get(3)?),
+                active: Some(version) == active,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn model_source(&self, version: u32) -> Result<String> {
+        self.conn
+            .query_row(
+                "SELECT source FROM models WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NoSuchVersion(version))
+    }
+
+    fn active_model(&self) -> Result<Option<(u32, Arc<Model>)>> {
+        match Self::active_version(&self.conn)? {
+            None => Ok(None),
+            Some(v) => Ok(Some((v, self.compiled(v)?))),
+        }
+    }
+
+    fn previous_version(&self) -> Result<Option<u32>> {
+        let active = Self::active_version(&self.conn)?;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version FROM activations WHERE version IS NOT ?1 ORDER BY seq DESC LIMIT 1",
+                [active],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
+        let source = self.model_source(version)?;
+        let name: String = self.conn.query_row(
+            "SELECT name FROM models WHERE version = ?1",
+            [version],
+            |r| r.get(0),
+        )?;
+        let model = compile(version, &name, &source)?;
+        let mut report = ActivateReport::default();
+        let total = count(
+            &self.conn,
+            "SELECT count(DISTINCT contact) FROM identities",
+            [],
+        )?;
+        // Start, or resume the same version's job.
+        let mut cursor = {
+            let tx = self.conn.transaction()?;
+            let cursor = match Self::job(&tx)? {
+                Some((v, cursor)) if v == version => {
+                    report.resumed = true;
+                    cursor
+                }
+                _ => {
+                    tx.execute("DELETE FROM activation_job", [])?;
+                    tx.execute("DELETE FROM contacts_next", [])?;
+                    tx.execute(
+                        "INSERT INTO activation_job (version, cursor, started_at) VALUES (?1, NULL, ?2)",
+                        params![version, now().0],
+                    )?;
+                    None
+                }
+            };
+            tx.commit()?;
+            cursor
+        };
+        let mut done = match &cursor {
+            Some(c) => count(
+                &self.conn,
+                "SELECT count(DISTINCT contact) FROM identities WHERE contact <= ?1",
+                [c],
+            )?,
+            None => 0,
+        };
+        progress(done, total);
+        // Fill the next rows step by step, each step its own transaction.
+        loop {
+            let tx = self.conn.transaction()?;
+            let Some((last, n)) =
+                engine::activation_step(&mut Sql(&tx), &model, version, cursor.as_deref())?
+            else {
+                break;
+            };
+            tx.execute("UPDATE activation_job SET cursor = ?1", [&last])?;
+            tx.commit()?;
+            cursor = Some(last);
+            done += n;
+            progress(done.min(total), total);
+        }
+        // Swap atomically: contacts changed meanwhile are folded here.
+        let tx = self.conn.transaction()?;
+        let missing: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT DISTINCT i.contact FROM identities i
+                 WHERE NOT EXISTS (SELECT 1 FROM contacts_next n WHERE n.id = i.contact)",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for contact in &missing {
+            let state = engine::fold_contact(&mut Sql(&tx), &model, contact)?;
+            if let Some(row) = engine::row_of(&model, version, contact, &state) {
+                Sql(&tx).put_row(Table::Next, &row)?;
+            }
+        }
+        let fields = |t: &str| {
+            format!("json_object('score', {t}.score, 'tier', {t}.tier, 'grade', {t}.grade, 'stage', {t}.stage, 'status', {t}.status)")
+        };
+        report.changed = tx.execute(
+            &format!(
+                "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
+                 SELECT n.id, n.last_ts, ?1, ?2, CASE WHEN c.id IS NULL THEN NULL ELSE {} END, {}, ?3
+                 FROM contacts_next n LEFT JOIN contacts c ON c.id = n.id
+                 WHERE c.id IS NULL OR c.score IS NOT n.score OR c.tier IS NOT n.tier
+                    OR c.grade IS NOT n.grade OR c.stage IS NOT n.stage OR c.status IS NOT n.status
+                 ORDER BY n.id",
+                fields("c"),
+                fields("n")
+            ),
+            params![now().0, version, format!("activate v{version}")],
+        )? as u64;
+        tx.execute("DELETE FROM contacts", [])?;
+        report.contacts =
+            tx.execute("INSERT INTO contacts SELECT * FROM contacts_next", [])? as u64;
+        tx.execute("DELETE FROM contacts_next", [])?;
+        tx.execute(
+            "INSERT INTO activations (version, at) VALUES (?1, ?2)",
+            params![version, now().0],
+        )?;
+        tx.execute("DELETE FROM activation_job", [])?;
+        tx.commit()?;
+        *self.active.borrow_mut() = Some((version, Arc::new(model)));
+        progress(total, total);
+        Ok(report)
+    }
+
+    fn dry_run(&self, candidate: &Model, progress: Progress<'_>) -> Result<DryRun> {
+        let tx = self.conn.unchecked_transaction()?;
+        let total = count(&tx, "SELECT count(DISTINCT contact) FROM identities", [])?;
+        let mut builder = DryRunBuilder::default();
+        let mut cursor: Option<String> = None;
+        let mut done = 0;
+        loop {
+            let contacts = Sql(&tx).contacts_after(cursor.as_deref(), engine::CONTACTS_PER_STEP)?;
+            let Some(last) = contacts.last().cloned() else {
+                break;
+            };
+            for contact in &contacts {
+                let state = engine::fold_contact(&mut Sql(&tx), candidate, contact)?;
+                let Some(after) = state
+                    .last_timestamp()
+                    .map(|t| state.score_at(candidate, t).expect("at the last message"))
+                else {
+                    continue;
+                };
+                let before = Sql(&tx).row(Table::Live, contact)?.map(|r| r.score);
+                builder.add(contact, before.as_ref(), &after);
+            }
+            done += contacts.len() as u64;
+            progress(done.min(total), total);
+            cursor = Some(last);
+        }
+        Ok(builder.finish())
+    }
+
+    fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {
+        let canonical = Self::canonical(&self.conn, id)?;
+        Ok(Sql(&self.conn)
+            .row(Table::Live, &canonical)?
+            .map(|row| ContactRecord {
+                state_bytes: row.state.len(),
+                id: row.id,
+                model_version: row.model_version,
+                last_event: row.last_ts,
+                score: row.score,
+                traits: row.traits,
+                company: row.company,
+            }))
+    }
+
+    fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM contacts WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], read_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row??;
+            out.push(ContactRecord {
+                state_bytes: row.state.len(),
+                id: row.id,
+                model_version: row.model_version,
+                last_event: row.last_ts,
+                score: row.score,
+                traits: row.traits,
+                company: row.company,
+            });
+        }
+        Ok(out)
+    }
+
+    fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
+        let (version, model) = self.active_model()?.ok_or(StoreError::NoActiveModel)?;
+        let canonical = Self::canonical(&self.conn, id)?;
+        if canonical == id {
+            if let Some(row) = Sql(&self.conn).row(Table::Live, &canonical)? {
+                if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
+                    let state = ContactState::decode(&model, &row.state, row.traits, row.company)
+                        .map_err(|e| {
+                        StoreError::Corrupt(format!("contact {canonical}: {e}"))
+                    })?;
+                    let score = state
+                        .score_at(&model, t)
+                        .expect("t is after the last message");
+                    return Ok(Some((canonical, score)));
+                }
+            }
+        }
+        let Some(log) = self.contact_messages(id)? else {
+            return Ok(None);
+        };
+        Ok(engine::score_from_log(&model, id, log.messages, t))
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let canonical = Self::canonical(&tx, id)?;
+        let mut ids = Sql(&tx).members(&canonical)?;
+        if !ids.contains(&canonical) {
+            ids.push(canonical);
+        }
+        let mut entries = Vec::new();
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, contact, at, recorded_at, model_version, old, new, cause
+             FROM ledger WHERE contact = ?1",
+        )?;
+        for id in &ids {
+            let rows = stmt.query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            for row in rows {
+                let (seq, contact, at, recorded_at, model_version, old, new, cause) = row?;
+                entries.push(LedgerEntry {
+                    seq,
+                    contact,
+                    at: at.map(Timestamp),
+                    recorded_at: Timestamp(recorded_at),
+                    model_version,
+                    old: old.map(|t| fields(&t)).transpose()?,
+                    new: new.map(|t| fields(&t)).transpose()?,
+                    cause,
+                });
+            }
+        }
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+
+    fn messages(&self) -> Result<Vec<Message>> {
+        let mut stmt = self.conn.prepare("SELECT body FROM events ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|body| parse_body(&body?)).collect()
+    }
+
+    fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let Some(canonical) = Sql(&tx).identity(id)? else {
+            return Ok(None);
+        };
+        let (ids, messages) = engine::contact_log(&mut Sql(&tx), &canonical)?;
+        Ok(Some(StoredLog {
+            contact: canonical,
+            ids,
+            messages,
+        }))
+    }
+
+    fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
+        let tx = self.conn.transaction()?;
+        let Some(canonical) = Sql(&tx).identity(id)? else {
+            return Ok(None);
+        };
+        let mut ids = Sql(&tx).members(&canonical)?;
+        if !ids.contains(&canonical) {
+            ids.push(canonical.clone());
+        }
+        ids.sort();
+        let mut report = EraseReport {
+            contact: canonical.clone(),
+            ..EraseReport::default()
+        };
+        let erased_at = now().0;
+        for member in &ids {
+            report.events += tx.execute("DELETE FROM events WHERE own_id = ?1", [member])? as u64;
+            tx.execute(
+                "DELETE FROM links WHERE from_id = ?1 OR to_id = ?1",
+                [member],
+            )?;
+            tx.execute("DELETE FROM identities WHERE id = ?1", [member])?;
+            report.ledger_entries +=
+                tx.execute("DELETE FROM ledger WHERE contact = ?1", [member])? as u64;
+            tx.execute("DELETE FROM contacts WHERE id = ?1", [member])?;
+            tx.execute("DELETE FROM contacts_next WHERE id = ?1", [member])?;
+            tx.execute(
+                "INSERT INTO tombstones (id_hash, erased_at) VALUES (?1, ?2)
+                 ON CONFLICT (id_hash) DO NOTHING",
+                params![id_hash(member), erased_at],
+            )?;
+        }
+        tx.commit()?;
+        report.ids = ids;
+        Ok(Some(report))
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let rows = |table: &str| count(&self.conn, &format!("SELECT count(*) FROM {table}"), []);
+        let pages = count(&self.conn, "PRAGMA page_count", [])?;
+        let page_size = count(&self.conn, "PRAGMA page_size", [])?;
+        Ok(Stats {
+            events: rows("events")?,
+            contacts: rows("contacts")?,
+            ledger_entries: rows("ledger")?,
+            bytes: pages * page_size,
+        })
+    }
+}
+
+/// A single non-negative integer result.
+fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
+    let n: i64 = conn.query_row(sql, params, |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+fn parse_body(body: &str) -> Result<Message> {
+    Message::from_json_text(body.as_bytes(), None)
+        .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+}
+
+fn fields(text: &str) -> Result<ScoreFields> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("ledger entry: {e}")))
+}
+
+fn json_map(text: &str) -> Result<Map<String, Value>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
+const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons";
+
+/// Reads a contacts row (columns [`ROW_COLUMNS`]).
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
+    let traits: String = r.get(3)?;
+    let company: String = r.get(4)?;
+    let status: String = r.get(13)?;
+    let reasons: String = r.get(14)?;
+    let row = (|| -> Result<Row> {
+        Ok(Row {
+            id: r.get(0)?,
+            model_version: r.get(1)?,
+            state: r.get(2)?,
+            traits: json_map(&traits)?,
+            company: json_map(&company)?,
+            last_ts: r.get::<_, Option<i64>>(5)?.map(Timestamp),
+            score: Score {
+                score: r.get(6)?,
+                raw: r.get(7)?,
+                fit: r.get(8)?,
+                engagement: r.get(9)?,
+                tier: r.get(10)?,
+                grade: r.get(11)?,
+                stage: r.get(12)?,
+                status: Status::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+                reasons: serde_json::from_str(&reasons)
+                    .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
+            },
+        })
+    })();
+    Ok(row)
+}
+
+/// The engine's view of a connection inside a transaction.
+struct Sql<'c>(&'c Connection);
+
+impl Tx for Sql<'_> {
+    fn has_tombstones(&mut self) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM tombstones LIMIT 1")?
+            .exists([])?)
+    }
+
+    fn tombstoned(&mut self, id_hash: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM tombstones WHERE id_hash = ?1")?
+            .exists([id_hash])?)
+    }
+
+    fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
+        let n = self
+            .0
+            .prepare_cached(
+                "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (message_id) DO NOTHING",
+            )?
+            .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+        Ok(n == 1)
+    }
+
+    fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
+        let body: Option<String> = self
+            .0
+            .prepare_cached("SELECT body FROM events WHERE message_id = ?1")?
+            .query_row([message_id], |r| r.get(0))
+            .optional()?;
+        body.map(|b| parse_body(&b)).transpose()
+    }
+
+    fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE message_id = ?1",
+            )?
+            .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+        Ok(())
+    }
+
+    fn insert_link(&mut self, from: &str, to: &str, ts: Timestamp, message_id: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO links (from_id, ts, message_id, to_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![from, ts.0, message_id, to])?;
+        Ok(())
+    }
+
+    fn delete_links_of(&mut self, message_id: &str) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM links WHERE message_id = ?1")?
+            .execute([message_id])?;
+        Ok(())
+    }
+
+    fn first_links(&mut self, from_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT to_id FROM links WHERE from_id = ?1 ORDER BY ts, message_id LIMIT 1",
+        )?;
+        let mut links = Vec::new();
+        for from in from_ids {
+            if let Some(to) = stmt
+                .query_row([from], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                links.push((from.clone(), to));
+            }
+        }
+        Ok(links)
+    }
+
+    fn identity(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT contact FROM identities WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_identity(&mut self, id: &str, contact: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO identities (id, contact) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET contact = excluded.contact",
+            )?
+            .execute([id, contact])?;
+        Ok(())
+    }
+
+    fn members(&mut self, contact: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT id FROM identities WHERE contact = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([contact], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn events_of(&mut self, own_id: &str) -> Result<Vec<Message>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT body FROM events WHERE own_id = ?1")?;
+        let rows = stmt.query_map([own_id], |r| r.get::<_, String>(0))?;
+        rows.map(|body| parse_body(&body?)).collect()
+    }
+
+    fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {
+        let sql = match table {
+            Table::Live => format!("SELECT {ROW_COLUMNS} FROM contacts WHERE id = ?1"),
+            Table::Next => format!("SELECT {ROW_COLUMNS} FROM contacts_next WHERE id = ?1"),
+        };
+        self.0
+            .prepare_cached(&sql)?
+            .query_row([id], read_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
+        let sql = match table {
+            Table::Live => "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        };
+        let s = &row.score;
+        self.0.prepare_cached(sql)?.execute(params![
+            row.id,
+            row.model_version,
+            row.state,
+            Value::Object(row.traits.clone()).to_string(),
+            Value::Object(row.company.clone()).to_string(),
+            row.last_ts.map(|t| t.0),
+            s.score,
+            s.raw,
+            s.fit,
+            s.engagement,
+            s.tier,
+            s.grade,
+            s.stage,
+            s.status.as_str(),
+            serde_json::to_string(&s.reasons).expect("strings serialise"),
+        ])?;
+        Ok(())
+    }
+
+    fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
+        let sql = match table {
+            Table::Live => "DELETE FROM contacts WHERE id = ?1",
+            Table::Next => "DELETE FROM contacts_next WHERE id = ?1",
+        };
+        self.0.prepare_cached(sql)?.execute([id])?;
+        Ok(())
+    }
+
+    fn append_ledger(&mut self, e: &NewEntry<'_>) -> Result<()> {
+        let json =
+            |f: Option<&ScoreFields>| f.map(|f| serde_json::to_string(f).expect("serialises"));
+        self.0
+            .prepare_cached(
+                "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                e.contact,
+                e.at.map(|t| t.0),
+                e.recorded_at.0,
+                e.model_version,
+                json(e.old),
+                json(e.new),
+                e.cause
+            ])?;
+        Ok(())
+    }
+
+    fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT DISTINCT contact FROM identities WHERE contact > ?1 ORDER BY contact LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

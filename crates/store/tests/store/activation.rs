@@ -1,0 +1,98 @@
+//! Model activation: rescoring under a new version, atomic switch, resuming
+//! after a crash, events arriving mid-activation, rollback.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::harness::*;
+
+#[test]
+fn events_before_any_model_are_scored_at_activation() {
+    let (messages, t) = generated(30, 90, 11);
+    for (mut store, _dir) in backends() {
+        let report = store.ingest(incoming(&messages)).unwrap();
+        assert!(!report.scored);
+        assert_eq!(store.stats().unwrap().contacts, 0);
+        activate(store.as_mut(), "b2b");
+        assert_live_equals_batch(store.as_ref(), &example("b2b"), &messages, t);
+    }
+}
+
+#[test]
+fn activating_another_version_rescores_everyone_and_records_changes() {
+    let (messages, t) = generated(30, 90, 12);
+    for (mut store, _dir) in backends() {
+        let v1 = activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        let v2 = activate(store.as_mut(), "email");
+        assert_ne!(v1, v2);
+        assert_live_equals_batch(store.as_ref(), &example("email"), &messages, t);
+        let contact = store.contacts(None, 1).unwrap().remove(0);
+        assert_eq!(contact.model_version, v2);
+        let history = store.history(&contact.id).unwrap();
+        assert!(history.iter().any(|e| e.cause == format!("activate v{v2}")));
+        // Rollback = activating the previous version again.
+        assert_eq!(store.previous_version().unwrap(), Some(v1));
+        store.activate(v1, &mut |_, _| {}).unwrap();
+        assert_live_equals_batch(store.as_ref(), &example("b2b"), &messages, t);
+        assert_eq!(store.previous_version().unwrap(), Some(v2));
+    }
+}
+
+#[test]
+fn an_interrupted_activation_keeps_old_scores_and_resumes() {
+    let (messages, t) = generated(1_200, 20, 13);
+    for (mut store, _dir) in backends() {
+        let v1 = activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        let (file, source) = example_source("ecommerce");
+        let v2 = store.add_model(&file, &source).unwrap().version;
+        // Crash after the first step has committed.
+        let crashed = catch_unwind(AssertUnwindSafe(|| {
+            store
+                .activate(v2, &mut |done, _| {
+                    if done > 0 {
+                        panic!("simulated crash");
+                    }
+                })
+                .unwrap();
+        }));
+        assert!(crashed.is_err());
+        // Old scores are still served, under the old version.
+        assert_eq!(store.active_model().unwrap().unwrap().0, v1);
+        assert_live_equals_batch(store.as_ref(), &example("b2b"), &messages, t);
+        // Events keep arriving meanwhile.
+        let (more, t2) = generated(3, 30, 99);
+        store.ingest(incoming(&more)).unwrap();
+        let report = store.activate(v2, &mut |_, _| {}).unwrap();
+        assert!(report.resumed);
+        let mut all = messages.clone();
+        all.extend(more);
+        assert_live_equals_batch(store.as_ref(), &example("ecommerce"), &all, t.max(t2));
+    }
+}
+
+#[test]
+fn a_dry_run_reports_impact_without_changing_anything() {
+    let (messages, _) = generated(40, 90, 14);
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        let before = store.stats().unwrap();
+        let same = store.dry_run(&example("b2b"), &mut |_, _| {}).unwrap();
+        assert_eq!(same.contacts, before.contacts);
+        assert_eq!(same.tier_changes, 0);
+        assert_eq!(same.tiers_before, same.tiers_after);
+        assert!(same.top_movers.iter().all(|m| m.before == m.after));
+        let other = store.dry_run(&example("email"), &mut |_, _| {}).unwrap();
+        assert_eq!(other.contacts, before.contacts);
+        assert!(other.tier_changes > 0);
+        assert!(other.top_movers.len() <= 10);
+        let moves: Vec<f64> = other
+            .top_movers
+            .iter()
+            .map(|m| (m.after - m.before).abs())
+            .collect();
+        assert!(moves.windows(2).all(|w| w[0] >= w[1]));
+        assert_eq!(store.stats().unwrap(), before);
+    }
+}

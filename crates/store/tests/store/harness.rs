@@ -1,0 +1,106 @@
+//! Test data and helpers: generated event logs, the batch reference, stores.
+
+use std::path::PathBuf;
+
+use leadscore_core::batch::contacts_as_of;
+use leadscore_core::event::Message;
+use leadscore_core::model::Model;
+use leadscore_core::score::Score;
+use leadscore_core::time::Timestamp;
+use leadscore_input::{read_messages, ReadOptions};
+use leadscore_store::{Incoming, SqliteStore, Store};
+use leadscore_synth::{write_events, Config};
+use tempfile::TempDir;
+
+pub fn example_source(name: &str) -> (String, String) {
+    let path = format!("{}/../../examples/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    (
+        format!("{name}.toml"),
+        std::fs::read_to_string(path).unwrap(),
+    )
+}
+
+pub fn example(name: &str) -> Model {
+    let (file, source) = example_source(name);
+    Model::from_toml(&file, &source).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A generated log and the time just after it.
+pub fn generated(contacts: u64, days: u32, seed: u64) -> (Vec<Message>, Timestamp) {
+    let config = Config::new(contacts, days, seed);
+    let mut jsonl = Vec::new();
+    write_events(&config, &mut jsonl, |_| {}).unwrap();
+    let (messages, _) = read_messages(&jsonl[..], "gen", &ReadOptions::default(), |_| {}).unwrap();
+    (messages, Timestamp::from_seconds(config.end()))
+}
+
+/// Every contact's batch score at `t` (the reference the store must equal).
+pub fn batch(model: &Model, messages: &[Message], t: Timestamp) -> Vec<(String, Score)> {
+    contacts_as_of(messages.to_vec(), Vec::new(), t)
+        .into_iter()
+        .map(|c| {
+            let s = c.score_as_of(model, t);
+            (c.id, s)
+        })
+        .collect()
+}
+
+/// A fresh SQLite store in a temporary directory (kept alive by the guard).
+pub fn sqlite() -> (SqliteStore, TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leadscore.db");
+    (SqliteStore::open(&path).unwrap(), dir, path)
+}
+
+/// Every backend under test. PostgreSQL joins here when it exists.
+pub fn backends() -> Vec<(Box<dyn Store>, TempDir)> {
+    let (store, dir, _) = sqlite();
+    vec![(Box::new(store), dir)]
+}
+
+pub fn incoming(messages: &[Message]) -> Vec<Incoming> {
+    messages.iter().cloned().map(Incoming::new).collect()
+}
+
+/// Adds and activates an example model.
+pub fn activate(store: &mut dyn Store, name: &str) -> u32 {
+    let (file, source) = example_source(name);
+    let version = store.add_model(&file, &source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    version
+}
+
+/// Deterministic shuffle.
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Asserts that the store's live scores at `t` equal the batch reference.
+pub fn assert_live_equals_batch(
+    store: &dyn Store,
+    model: &Model,
+    messages: &[Message],
+    t: Timestamp,
+) {
+    let reference = batch(model, messages, t);
+    assert!(!reference.is_empty());
+    assert_eq!(
+        store.stats().unwrap().contacts,
+        reference.len() as u64,
+        "contacts"
+    );
+    for (id, expected) in &reference {
+        let (canonical, got) = store
+            .score_at(id, t)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(&canonical, id);
+        assert_eq!(&got, expected, "{id}");
+    }
+}

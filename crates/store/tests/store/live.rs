@@ -1,0 +1,142 @@
+//! Live scores equal a batch recompute, whatever the arrival order, batch
+//! sizes and duplicates; late events re-fold only their contact.
+
+use proptest::prelude::*;
+
+use crate::harness::*;
+
+#[test]
+fn live_scores_equal_batch_after_ingest_in_arrival_order() {
+    let (messages, t) = generated(40, 120, 3);
+    let model = example("b2b");
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        for chunk in messages.chunks(500) {
+            let report = store.ingest(incoming(chunk)).unwrap();
+            assert!(report.scored);
+        }
+        assert_live_equals_batch(store.as_ref(), &model, &messages, t);
+        // Every live row's stored snapshot is small.
+        let rows = store.contacts(None, 1_000).unwrap();
+        let mut sizes: Vec<usize> = rows.iter().map(|r| r.state_bytes).collect();
+        sizes.sort_unstable();
+        assert!(
+            sizes[sizes.len() / 2] <= 256,
+            "median state {} bytes",
+            sizes[sizes.len() / 2]
+        );
+    }
+}
+
+#[test]
+fn ingesting_twice_changes_nothing() {
+    let (messages, _) = generated(10, 60, 4);
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "ecommerce");
+        let first = store.ingest(incoming(&messages)).unwrap();
+        assert_eq!(first.accepted, messages.len() as u64);
+        let stats = store.stats().unwrap();
+        let second = store.ingest(incoming(&messages)).unwrap();
+        assert_eq!(second.accepted, 0);
+        assert_eq!(second.duplicates, messages.len() as u64);
+        assert_eq!(second.ledger_entries, 0);
+        let again = store.stats().unwrap();
+        assert_eq!(
+            (again.events, again.contacts, again.ledger_entries),
+            (stats.events, stats.contacts, stats.ledger_entries)
+        );
+    }
+}
+
+#[test]
+fn a_late_event_refolds_only_its_contact() {
+    let (mut messages, t) = generated(20, 90, 5);
+    let model = example("b2b");
+    // Hold back one contact's oldest activity and send it last.
+    let late_at = messages
+        .iter()
+        .position(|m| m.rule_name() == Some("Email Delivered"))
+        .unwrap();
+    let late = messages.remove(late_at);
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        let report = store.ingest(incoming(std::slice::from_ref(&late))).unwrap();
+        assert_eq!(report.accepted, 1);
+        assert_eq!(report.refolded, 1, "{report:?}");
+        assert_eq!(report.absorbed, 0);
+        let mut all = messages.clone();
+        all.push(late.clone());
+        assert_live_equals_batch(store.as_ref(), &model, &all, t);
+    }
+}
+
+#[test]
+fn history_records_each_change_with_its_cause() {
+    let (messages, _) = generated(5, 60, 6);
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "ecommerce");
+        store.ingest(incoming(&messages)).unwrap();
+        let contact = store.contacts(None, 1).unwrap().remove(0);
+        let history = store.history(&contact.id).unwrap();
+        assert!(!history.is_empty());
+        assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
+        // Each entry starts where the previous one of the same contact ended.
+        let own: Vec<_> = history.iter().filter(|e| e.contact == contact.id).collect();
+        assert!(
+            own[0].old.is_none()
+                || own[0].cause.starts_with("merge")
+                || own[0].cause.starts_with("late")
+        );
+        for w in own.windows(2) {
+            assert_eq!(w[0].new, w[1].old, "{:?} then {:?}", w[0], w[1]);
+        }
+        let last = own.last().unwrap().new.clone().unwrap();
+        assert_eq!(last.score, contact.score.score);
+        assert!(own.iter().all(|e| e.cause.starts_with("message ")
+            || e.cause.starts_with("late message ")
+            || e.cause == "merge"
+            || e.cause.starts_with("activate")));
+    }
+}
+
+#[test]
+fn score_as_of_a_past_time_equals_the_batch_as_of_it() {
+    let (messages, t_end) = generated(15, 120, 7);
+    let model = example("b2b");
+    let t = leadscore_core::time::Timestamp(t_end.0 - 60 * 86_400 * 1_000_000_000);
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        for (id, expected) in batch(&model, &messages, t) {
+            let (canonical, got) = store.score_at(&id, t).unwrap().unwrap();
+            assert_eq!(canonical, id);
+            assert_eq!(got, expected, "{id}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn any_arrival_order_batching_and_resending_gives_the_batch_scores(
+        seed in any::<u64>(),
+        batch_size in 1usize..400,
+        resend_every in 2usize..20,
+    ) {
+        let (messages, t) = generated(12, 90, seed % 1000);
+        let model = example("b2b");
+        let mut arrival = messages.clone();
+        shuffle(&mut arrival, seed);
+        let resent: Vec<_> = arrival.iter().step_by(resend_every).cloned().collect();
+        arrival.extend(resent);
+        for (mut store, _dir) in backends() {
+            activate(store.as_mut(), "b2b");
+            for chunk in arrival.chunks(batch_size) {
+                store.ingest(incoming(chunk)).unwrap();
+            }
+            assert_live_equals_batch(store.as_ref(), &model, &messages, t);
+        }
+    }
+}

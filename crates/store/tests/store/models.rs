@@ -1,0 +1,53 @@
+//! Model versions: immutable, validated, deduplicated by content, diffable.
+
+use leadscore_store::{diff_models, RuleChange, StoreError};
+
+use crate::harness::*;
+
+#[test]
+fn versions_are_immutable_and_deduplicated_by_content() {
+    for (mut store, _dir) in backends() {
+        let (file, source) = example_source("b2b");
+        let a = store.add_model(&file, &source).unwrap();
+        let b = store.add_model("again.toml", &source).unwrap();
+        assert_eq!(a.version, b.version);
+        assert_eq!(b.name, "b2b.toml");
+        let changed = source.replace("points = 5", "points = 6");
+        let c = store.add_model(&file, &changed).unwrap();
+        assert_eq!(c.version, a.version + 1);
+        assert_eq!(store.model_source(a.version).unwrap(), source);
+        assert_eq!(store.models().unwrap().len(), 2);
+        assert!(store.models().unwrap().iter().all(|m| !m.active));
+        assert!(matches!(
+            store.model_source(99),
+            Err(StoreError::NoSuchVersion(99))
+        ));
+    }
+}
+
+#[test]
+fn an_invalid_model_is_refused_with_its_place() {
+    for (mut store, _dir) in backends() {
+        let e = store
+            .add_model(
+                "bad.toml",
+                "[model]\nname = \"bad\"\n\n[[engagement]]\nid = \"x\"\nevent = \"A\"\npoints = 1\nwhen = 'properties.a =='\n",
+            )
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("bad.toml:8:"), "{text}");
+        assert!(text.contains("x"), "{text}");
+        assert!(store.models().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn diff_names_rules_by_kind_and_id() {
+    let (_, b2b) = example_source("b2b");
+    let changed = b2b.replacen("points = 5", "points = 7", 1);
+    let changes = diff_models(&b2b, &changed).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        matches!(&changes[0], RuleChange::Changed { fields, .. } if fields == &["points: 5 -> 7"])
+    );
+}
