@@ -8,6 +8,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "leadscore", version, about, propagate_version = true)]
 pub struct Args {
+    /// The store (SQLite file), created on first import.
+    #[arg(
+        long,
+        global = true,
+        env = "LEADSCORE_DB",
+        default_value = "leadscore.db"
+    )]
+    pub db: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -25,7 +33,7 @@ pub enum Command {
     },
     /// Score every contact of an event log as of a time (CSV or JSON lines on stdout).
     #[command(
-        after_help = "Examples:\n  leadscore score --model examples/b2b.toml --events events.jsonl\n  leadscore score --model m.toml --events events.jsonl --contacts crm.csv --as-of 2025-06-01T00:00:00Z\n  cat events.jsonl | leadscore score --model m.toml --events - --format jsonl --explain"
+        after_help = "Examples:\n  leadscore score --model examples/b2b.toml --events events.jsonl\n  leadscore score --as-of 2025-06-01          # the store's log, its active model\n  leadscore score --model m.toml --events events.jsonl --contacts crm.csv --as-of 2025-06-01T00:00:00Z\n  cat events.jsonl | leadscore score --model m.toml --events - --format jsonl --explain"
     )]
     Score {
         #[command(flatten)]
@@ -76,6 +84,80 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         contacts: u64,
     },
+    /// Import Segment JSON lines (and a contacts CSV) into the store; live scores follow.
+    #[command(
+        after_help = "Examples:\n  leadscore import events.jsonl\n  leadscore --db /data/ls.db import day1.jsonl day2.jsonl --skip-invalid\n  leadscore import --contacts crm.csv --id-column email\n  cat events.jsonl | leadscore import -"
+    )]
+    Import {
+        /// Segment JSON lines files; `-` reads stdin.
+        files: Vec<PathBuf>,
+        /// Contacts CSV: each row becomes traits older than any event.
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+        /// Column of the contacts CSV holding the contact id.
+        #[arg(long, default_value = "id")]
+        id_column: String,
+        /// Skip invalid messages (reporting how many and why) instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Messages per transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Print `committed N` on stdout after each transaction (for scripts and crash tests).
+        #[arg(long, hide = true)]
+        report_commits: bool,
+    },
+    /// Model versions: add, list, show, diff, dry-run, activate, rollback.
+    #[command(
+        after_help = "Examples:\n  leadscore model add examples/b2b.toml --activate\n  leadscore model list\n  leadscore model diff 1 2\n  leadscore model dry-run new.toml\n  leadscore model activate 2\n  leadscore model rollback"
+    )]
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// One contact's live score, tier, grade, stage, traits and ids.
+    #[command(
+        after_help = "Examples:\n  leadscore contact u00000042\n  leadscore contact alice@example.com --as-of 2025-03-01 --json"
+    )]
+    Contact {
+        /// Any of the contact's ids.
+        id: String,
+        /// Score as of this time instead of now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A contact's score history: every change of score, tier, grade, stage or status, and why.
+    #[command(
+        after_help = "Examples:\n  leadscore history --contact u00000042\n  leadscore history --contact u00000042 --json"
+    )]
+    History {
+        /// Any of the contact's ids.
+        #[arg(long)]
+        contact: String,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute every contact from the log under the active model.
+    #[command(after_help = "Example:\n  leadscore rescore")]
+    Rescore,
+    /// Delete everything held about a contact (GDPR); its ids are tombstoned.
+    #[command(after_help = "Example:\n  leadscore erase --contact u00000042")]
+    Erase {
+        /// Any of the contact's ids.
+        #[arg(long)]
+        contact: String,
+    },
+    /// Everything held about a contact, as JSON (GDPR access request).
+    #[command(after_help = "Example:\n  leadscore export --contact u00000042 > u42.json")]
+    Export {
+        /// Any of the contact's ids.
+        #[arg(long)]
+        contact: String,
+    },
     /// Print the JSON Schema of model files.
     #[command(after_help = "Example:\n  leadscore schema > docs/model.schema.json")]
     Schema,
@@ -96,14 +178,55 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Validate a model and store it as a new immutable version.
+    Add {
+        /// Model file (TOML).
+        file: PathBuf,
+        /// Also activate it (rescoring every contact).
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List stored versions.
+    List,
+    /// Print a version's source.
+    Show {
+        /// Version number.
+        version: u32,
+    },
+    /// Rule-level differences between two versions.
+    Diff {
+        /// Old version.
+        old: u32,
+        /// New version.
+        new: u32,
+    },
+    /// Score every contact under a candidate model without activating it; print the impact.
+    DryRun {
+        /// Candidate model file (TOML).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rescore every contact under a version and switch to it atomically (resumes if interrupted).
+    Activate {
+        /// Version number.
+        version: u32,
+    },
+    /// Re-activate the previously active version.
+    Rollback,
+}
+
 /// Model and events, shared by `score` and `explain`.
 #[derive(Debug, clap::Args)]
 pub struct Input {
-    /// Scoring model (TOML).
+    /// Scoring model (TOML). Default: the store's active model.
     #[arg(long)]
-    pub model: PathBuf,
-    /// Segment JSON lines; repeat for several files; `-` reads stdin.
-    #[arg(long = "events", required = true)]
+    pub model: Option<PathBuf>,
+    /// Segment JSON lines; repeat for several files; `-` reads stdin. Default: the store's log.
+    #[arg(long = "events")]
     pub events: Vec<PathBuf>,
     /// Contacts CSV: one row per contact, other columns become traits.
     #[arg(long)]

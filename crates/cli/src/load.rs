@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use leadscore_core::batch::{contacts_as_of_chunks, ContactLog};
@@ -10,6 +11,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_contacts, read_message_chunks, ReadOptions, Skipped};
+use leadscore_store::Store;
 
 use crate::args::Input;
 use crate::progress;
@@ -43,6 +45,17 @@ pub fn as_of(text: Option<&str>) -> Result<Timestamp> {
     }
 }
 
+/// An events file (or stdin for `-`): reader, name for errors, size (0 if unknown).
+pub fn open_events(path: &Path) -> Result<(Box<dyn Read>, String, u64)> {
+    if path == Path::new("-") {
+        return Ok((Box::new(std::io::stdin().lock()), "<stdin>".to_string(), 0));
+    }
+    let file =
+        File::open(path).with_context(|| format!("cannot open events {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((Box::new(file), path.display().to_string(), size))
+}
+
 /// Reads every event file (or stdin for `-`), in parsed chunks.
 pub fn messages(
     paths: &[impl AsRef<Path>],
@@ -55,15 +68,7 @@ pub fn messages(
     let mut all = Vec::new();
     let mut skipped = Skipped::default();
     for path in paths {
-        let path = path.as_ref();
-        let (reader, name, size): (Box<dyn Read>, String, u64) = if path == Path::new("-") {
-            (Box::new(std::io::stdin().lock()), "<stdin>".to_string(), 0)
-        } else {
-            let file = File::open(path)
-                .with_context(|| format!("cannot open events {}", path.display()))?;
-            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            (Box::new(file), path.display().to_string(), size)
-        };
+        let (reader, name, size) = open_events(path.as_ref())?;
         let bar = progress::bytes(size, "reading");
         let (messages, more) = read_message_chunks(
             BufReader::with_capacity(1 << 20, reader),
@@ -98,17 +103,35 @@ pub fn report_skipped(skipped: &Skipped) {
 
 /// Model, contacts grouped as of t, and the as-of time.
 pub struct Loaded {
-    pub model: Model,
+    pub model: Arc<Model>,
     pub contacts: Vec<ContactLog>,
     pub as_of: Timestamp,
     pub skipped: Skipped,
 }
 
-/// Everything `score` and `explain` need.
-pub fn input(input: &Input) -> Result<Loaded> {
-    let model = model(&input.model)?;
+/// Everything `score` and `explain` need: from files, or from the store
+/// (its log and its active model) for what the command line leaves out.
+pub fn input(input: &Input, db: &Path) -> Result<Loaded> {
     let as_of = as_of(input.as_of.as_deref())?;
-    let (messages, skipped) = messages(&input.events, input.skip_invalid)?;
+    let store = if input.model.is_none() || input.events.is_empty() {
+        Some(crate::store::open_existing(db)?)
+    } else {
+        None
+    };
+    let model = match (&input.model, &store) {
+        (Some(path), _) => Arc::new(model(path)?),
+        (None, Some(store)) => {
+            store
+                .active_model()?
+                .context("the store has no active model: pass --model or run `leadscore model add FILE --activate`")?
+                .1
+        }
+        (None, None) => unreachable!("a store is opened when --model is absent"),
+    };
+    let (messages, skipped) = match &store {
+        Some(store) if input.events.is_empty() => (vec![store.messages()?], Skipped::default()),
+        _ => messages(&input.events, input.skip_invalid)?,
+    };
     let contacts_file = match &input.contacts {
         None => Vec::new(),
         Some(path) => {

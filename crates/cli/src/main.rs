@@ -9,6 +9,7 @@ mod cmd;
 mod load;
 mod output;
 mod progress;
+mod store;
 
 /// mimalloc: parsing allocates many small maps from several threads, where
 /// glibc's allocator spent about half of the parse time (see docs/performance.md).

@@ -123,6 +123,22 @@ impl LazyObject {
         }
     }
 
+    /// Appends the object as JSON: its raw text when it has one.
+    pub fn write_json(&self, out: &mut String) {
+        match (&self.raw, self.parsed.get()) {
+            (Some(raw), _) => out.push_str(raw.get()),
+            (None, Some(map)) => {
+                out.push_str(&serde_json::to_string(map).expect("a JSON map serialises"))
+            }
+            (None, None) => out.push_str("{}"),
+        }
+    }
+
+    /// Whether the object has no key (parses it if needed).
+    pub fn is_empty(&self) -> bool {
+        self.get().is_empty()
+    }
+
     /// The object, parsed on first use.
     pub fn get(&self) -> &Map<String, Value> {
         self.parsed.get_or_init(|| {
@@ -590,13 +606,51 @@ impl Message {
         out
     }
 
-    /// The message as it is stored: [`Self::canonical_json`] plus its
-    /// `messageId`. [`Message::from_json_text`] reads it back unchanged.
+    /// The message as it is stored: its normalised fields and `messageId`
+    /// as JSON, written directly (`properties` and `context` from their raw
+    /// text when they were never parsed). [`Message::from_json_text`] reads
+    /// it back unchanged.
     pub fn stored_json(&self) -> String {
-        let mut object = self.normalised_object();
-        object.insert("messageId".into(), Value::from(self.message_id.as_str()));
-        let mut out = String::new();
-        write_canonical(&Value::Object(object), &mut out);
+        fn string(out: &mut String, key: &str, value: &str) {
+            out.push_str(if out.len() > 1 { ",\"" } else { "\"" });
+            out.push_str(key);
+            out.push_str("\":");
+            out.push_str(&Value::from(value).to_string());
+        }
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        string(&mut out, "type", self.kind.as_str());
+        string(&mut out, "messageId", &self.message_id);
+        string(&mut out, "timestamp", &self.timestamp.to_string());
+        let name_key = if self.kind == MessageKind::Track {
+            "event"
+        } else {
+            "name"
+        };
+        for (key, value) in [
+            (name_key, self.name.as_deref()),
+            ("userId", self.user_id.as_deref()),
+            ("anonymousId", self.anonymous_id.as_deref()),
+            ("previousId", self.previous_id.as_deref()),
+            ("groupId", self.group_id.as_deref()),
+        ] {
+            if let Some(value) = value {
+                string(&mut out, key, value);
+            }
+        }
+        if self.kind.is_activity() {
+            out.push_str(",\"properties\":");
+            self.properties.write_json(&mut out);
+        }
+        if !self.traits.is_empty() {
+            out.push_str(",\"traits\":");
+            out.push_str(&Value::Object(self.traits.clone()).to_string());
+        }
+        if !self.context.is_empty() {
+            out.push_str(",\"context\":");
+            self.context.write_json(&mut out);
+        }
+        out.push('}');
         out
     }
 

@@ -184,11 +184,30 @@ pub fn read_messages(
 /// (`leadscore_core::batch::contacts_as_of_chunks`), so the parsed log and
 /// the grouped one are not both in memory in full.
 pub fn read_message_chunks(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     file: &str,
     options: &ReadOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<(Vec<Vec<Message>>, Skipped), InputError> {
+    let mut chunks = Vec::new();
+    let skipped = for_each_chunk(reader, file, options, |messages, bytes_read| {
+        chunks.extend(messages);
+        progress(bytes_read);
+        Ok::<(), InputError>(())
+    })?;
+    Ok((chunks, skipped))
+}
+
+/// Streams the messages of `reader` to `sink`, a few megabytes of input at a
+/// time (the parsed messages in order, in pieces, and the bytes read so
+/// far), so that memory stays bounded whatever the input size. Invalid
+/// messages stop the stream unless `options.skip_invalid`.
+pub fn for_each_chunk<E: From<InputError>>(
+    mut reader: impl BufRead,
+    file: &str,
+    options: &ReadOptions,
+    mut sink: impl FnMut(Vec<Vec<Message>>, u64) -> Result<(), E>,
+) -> Result<Skipped, E> {
     let io_error = |line: u64, e: std::io::Error| InputError {
         file: file.to_string(),
         line,
@@ -196,7 +215,6 @@ pub fn read_message_chunks(
         field: None,
         message: format!("cannot read: {e}"),
     };
-    let mut chunks = Vec::new();
     let mut skipped = Skipped::default();
     let mut first_line: u64 = 1;
     let mut bytes_read: u64 = 0;
@@ -219,10 +237,11 @@ pub fn read_message_chunks(
         let (pieces, line_count) = parse_chunk(file, first_line, &chunk);
         // Pieces come in order and errors in line order within a piece, so
         // the first error met here is the file's first.
+        let mut messages = Vec::with_capacity(pieces.len());
         for piece in pieces {
             for e in piece.errors {
                 if !options.skip_invalid {
-                    return Err(e);
+                    return Err(e.into());
                 }
                 skipped.count += 1;
                 if skipped.first.len() < options.keep_errors {
@@ -230,13 +249,13 @@ pub fn read_message_chunks(
                 }
             }
             if !piece.messages.is_empty() {
-                chunks.push(piece.messages);
+                messages.push(piece.messages);
             }
         }
         first_line += line_count;
-        progress(bytes_read);
+        sink(messages, bytes_read)?;
     }
-    Ok((chunks, skipped))
+    Ok(skipped)
 }
 
 #[cfg(test)]

@@ -9,4 +9,6 @@ mod contacts;
 mod jsonl;
 
 pub use contacts::{read_contacts, ContactRow, ContactsError};
-pub use jsonl::{read_message_chunks, read_messages, InputError, ReadOptions, Skipped};
+pub use jsonl::{
+    for_each_chunk, read_message_chunks, read_messages, InputError, ReadOptions, Skipped,
+};

@@ -164,8 +164,11 @@ impl Batch<'_> {
         }
         let mut contact = own;
         if !relink.is_empty() {
-            self.restitch(tx, relink)?;
+            let refolded = self.restitch(tx, relink)?;
             contact = self.canonical(tx, m.own_id())?;
+            if refolded.contains(&contact) && replaced_owner.is_none() {
+                return Ok(()); // its re-fold read this message from the log
+            }
         }
         let Some((model, version)) = self.model else {
             return Ok(());
@@ -228,7 +231,7 @@ impl Batch<'_> {
     /// Re-resolves the ids around changed links: every id of the contacts
     /// that `ids` belonged to (a changed link only moves ids whose path
     /// passes through it, and those are all in these contacts).
-    fn restitch(&mut self, tx: &mut impl Tx, ids: Vec<String>) -> Result<()> {
+    fn restitch(&mut self, tx: &mut impl Tx, ids: Vec<String>) -> Result<BTreeSet<String>> {
         let mut before = BTreeSet::new();
         for id in &ids {
             before.insert(self.canonical(tx, id)?);
@@ -251,16 +254,50 @@ impl Batch<'_> {
             after.insert(new.to_string());
         }
         if !moved || self.model.is_none() {
-            return Ok(());
+            return Ok(BTreeSet::new());
         }
+        // Merges are re-folded at once (they come early in a contact's
+        // life, when its log is short), so that the batch's later messages
+        // are absorbed in order and each change gets its ledger entry.
         for contact in &after {
-            self.refold(tx, contact, "merge")?;
+            self.refold_now(tx, contact, "merge")?;
         }
         for contact in before.difference(&after) {
             let into = self.canonical(tx, contact)?;
             self.work.remove(contact);
             self.gone.insert(contact.clone(), into);
         }
+        Ok(after)
+    }
+
+    /// Re-folds a contact from its log now, recording the change.
+    fn refold_now(&mut self, tx: &mut impl Tx, contact: &str, cause: &str) -> Result<()> {
+        let Some((model, version)) = self.model else {
+            return Ok(());
+        };
+        let recorded_at = self.recorded_at;
+        let state = fold_contact(tx, model, contact)?;
+        let work = self.load(tx, contact, model, version)?;
+        if let Some(last) = state.last_timestamp() {
+            let fields =
+                ScoreFields::from(&state.score_at(model, last).expect("at the last message"));
+            if work.current.as_ref() != Some(&fields) {
+                tx.append_ledger(&NewEntry {
+                    contact,
+                    at: Some(last),
+                    recorded_at,
+                    model_version: version,
+                    old: work.current.as_ref(),
+                    new: Some(&fields),
+                    cause,
+                })?;
+                work.current = Some(fields);
+                self.report.ledger_entries += 1;
+            }
+        }
+        let work = self.work.get_mut(contact).expect("loaded above");
+        work.state = Some(state);
+        self.report.refolded += 1;
         Ok(())
     }
 

@@ -79,6 +79,8 @@ impl SqliteStore {
         };
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        // Every statement of the ingest path stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
         let app: i64 = conn
             .pragma_query_value(None, "application_id", |r| r.get(0))
             .map_err(|e| foreign(e.to_string()))?;
@@ -668,15 +670,29 @@ impl Tx for Sql<'_> {
     }
 
     fn first_links(&mut self, from_ids: &[String]) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT to_id FROM links WHERE from_id = ?1 ORDER BY ts, message_id LIMIT 1",
-        )?;
+        // No ORDER BY in the hot statements: SQLite re-prepares a statement
+        // with one on every new binding (measured: every call). The earliest
+        // link is chosen here instead.
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT ts, message_id, to_id FROM links WHERE from_id = ?1")?;
         let mut links = Vec::new();
         for from in from_ids {
-            if let Some(to) = stmt
-                .query_row([from], |r| r.get::<_, String>(0))
-                .optional()?
-            {
+            let rows = stmt.query_map([from], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut first: Option<(i64, String, String)> = None;
+            for row in rows {
+                let row = row?;
+                if first.as_ref().is_none_or(|f| (row.0, &row.1) < (f.0, &f.1)) {
+                    first = Some(row);
+                }
+            }
+            if let Some((_, _, to)) = first {
                 links.push((from.clone(), to));
             }
         }
@@ -704,9 +720,11 @@ impl Tx for Sql<'_> {
     fn members(&mut self, contact: &str) -> Result<Vec<String>> {
         let mut stmt = self
             .0
-            .prepare_cached("SELECT id FROM identities WHERE contact = ?1 ORDER BY id")?;
+            .prepare_cached("SELECT id FROM identities WHERE contact = ?1")?;
         let rows = stmt.query_map([contact], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut ids: Vec<String> = rows.collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     fn events_of(&mut self, own_id: &str) -> Result<Vec<Message>> {

@@ -1,6 +1,7 @@
 //! `leadscore explain`: one contact's score, rule by rule.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -12,8 +13,8 @@ use leadscore_core::time::Timestamp;
 use crate::args::Input;
 use crate::load;
 
-pub fn run(input: &Input, contact: &str, json: bool) -> Result<ExitCode> {
-    let loaded = load::input(input)?;
+pub fn run(input: &Input, db: &Path, contact: &str, json: bool) -> Result<ExitCode> {
+    let loaded = load::input(input, db)?;
     load::report_skipped(&loaded.skipped);
     let Some(found) = find(&loaded.contacts, contact) else {
         bail!(

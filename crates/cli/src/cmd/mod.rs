@@ -6,7 +6,9 @@ mod check;
 mod demo;
 mod explain;
 mod generate;
+mod model;
 mod score;
+mod stored;
 
 use std::process::ExitCode;
 
@@ -18,18 +20,19 @@ use crate::args::{Args, Command};
 
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<ExitCode> {
+    let db = args.db.as_path();
     match args.command {
         Command::Check { models } => check::run(&models),
         Command::Score {
             input,
             format,
             explain,
-        } => score::run(&input, format, explain),
+        } => score::run(&input, db, format, explain),
         Command::Explain {
             input,
             contact,
             json,
-        } => explain::run(&input, &contact, json),
+        } => explain::run(&input, db, &contact, json),
         Command::Generate {
             contacts,
             days,
@@ -37,6 +40,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out,
         } => generate::run(contacts, days, seed, &out),
         Command::Demo { contacts } => demo::run(contacts),
+        Command::Import {
+            files,
+            contacts,
+            id_column,
+            skip_invalid,
+            batch,
+            report_commits,
+        } => stored::import(
+            db,
+            stored::Import {
+                files: &files,
+                contacts: contacts.as_deref(),
+                id_column: &id_column,
+                skip_invalid,
+                batch,
+                report_commits,
+            },
+        ),
+        Command::Model { command } => model::run(db, &command),
+        Command::Contact { id, as_of, json } => stored::contact(db, &id, as_of.as_deref(), json),
+        Command::History { contact, json } => stored::history(db, &contact, json),
+        Command::Rescore => stored::rescore(db),
+        Command::Erase { contact } => stored::erase(db, &contact),
+        Command::Export { contact } => stored::export(db, &contact),
         Command::Schema => {
             emit(&leadscore_core::model::Model::json_schema())?;
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `leadscore score`: score every contact as of t, in parallel, in id order.
 
 use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -16,8 +17,8 @@ use crate::load;
 use crate::output::ScoreWriter;
 use crate::progress;
 
-pub fn run(input: &Input, format: Format, explain: bool) -> Result<ExitCode> {
-    let loaded = load::input(input)?;
+pub fn run(input: &Input, db: &Path, format: Format, explain: bool) -> Result<ExitCode> {
+    let loaded = load::input(input, db)?;
     load::report_skipped(&loaded.skipped);
     let stdout = std::io::stdout().lock();
     let out = BufWriter::with_capacity(1 << 20, stdout);

@@ -1,0 +1,306 @@
+//! Commands on the store: import, contact, history, rescore, erase, export.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use leadscore_core::event::Message;
+use leadscore_input::{for_each_chunk, read_contacts, ReadOptions, Skipped};
+use leadscore_store::{Incoming, IngestReport, Store};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use crate::{load, progress, store};
+
+/// What `leadscore import` was asked to do.
+pub struct Import<'a> {
+    pub files: &'a [PathBuf],
+    pub contacts: Option<&'a Path>,
+    pub id_column: &'a str,
+    pub skip_invalid: bool,
+    pub batch: usize,
+    pub report_commits: bool,
+}
+
+pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
+    if args.files.is_empty() && args.contacts.is_none() {
+        bail!("nothing to import: give event files (or `-` for stdin) and/or --contacts FILE");
+    }
+    let mut store = store::open(db)?;
+    if store.active_model()?.is_none() {
+        eprintln!(
+            "note: no active model: events are stored but not scored until `leadscore model add FILE --activate`"
+        );
+    }
+    let started = Instant::now();
+    // Two stages: this thread reads and prepares messages (in parallel),
+    // a writer thread commits them, so parsing overlaps the transactions.
+    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(2);
+    let (total, skipped) = std::thread::scope(|scope| -> Result<(IngestReport, Skipped)> {
+        let writer = scope.spawn(|| -> Result<IngestReport> {
+            let mut total = IngestReport::default();
+            let mut committed: u64 = 0;
+            for batch in received {
+                let report = store.ingest(batch)?;
+                committed += report.accepted + report.duplicates + report.replaced + report.erased;
+                total += report;
+                if args.report_commits {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "committed {committed}")?;
+                    out.flush()?;
+                }
+            }
+            Ok(total)
+        });
+        let read = read_into(&batches, &args);
+        drop(batches);
+        let total = writer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        Ok((total, read?))
+    })?;
+    load::report_skipped(&skipped);
+    let seconds = started.elapsed().as_secs_f64();
+    let seen = total.accepted + total.duplicates + total.replaced + total.erased;
+    eprintln!(
+        "imported {} new message(s) of {seen} in {seconds:.1} s ({:.0} messages/s): {} duplicate(s) ignored, {} replaced by an earlier copy, {} of erased contacts ignored; {} folded in order, {} contact(s) re-folded, {} history entries{}",
+        total.accepted,
+        seen as f64 / seconds.max(1e-9),
+        total.duplicates,
+        total.replaced,
+        total.erased,
+        total.absorbed,
+        total.refolded,
+        total.ledger_entries,
+        if total.scored { "" } else { " (not scored: no active model)" },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the contacts file and event files into batches for the writer.
+/// A closed channel means the writer failed: stop, its error is reported.
+fn read_into(batches: &SyncSender<Vec<Incoming>>, args: &Import<'_>) -> Result<Skipped> {
+    let send = |messages: Vec<Message>| -> bool {
+        let mut incoming: Vec<Incoming> = messages.into_par_iter().map(Incoming::new).collect();
+        let size = args.batch.max(1);
+        while !incoming.is_empty() {
+            let rest = incoming.split_off(incoming.len().min(size));
+            if batches
+                .send(std::mem::replace(&mut incoming, rest))
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    };
+    if let Some(path) = args.contacts {
+        let file =
+            File::open(path).with_context(|| format!("cannot open contacts {}", path.display()))?;
+        let rows = read_contacts(
+            BufReader::new(file),
+            &path.display().to_string(),
+            args.id_column,
+        )?;
+        let messages = rows
+            .into_iter()
+            .map(|(id, traits)| contact_identify(&id, traits))
+            .collect::<Result<Vec<_>>>()?;
+        if !send(messages) {
+            return Ok(Skipped::default());
+        }
+    }
+    let options = ReadOptions {
+        skip_invalid: args.skip_invalid,
+        ..ReadOptions::default()
+    };
+    let mut skipped = Skipped::default();
+    for path in args.files {
+        let (reader, name, size) = load::open_events(path)?;
+        let bar = progress::bytes(size, "importing");
+        let mut open = true;
+        let more = for_each_chunk(
+            BufReader::with_capacity(1 << 20, reader),
+            &name,
+            &options,
+            |chunks, bytes| -> Result<()> {
+                open = open && send(chunks.into_iter().flatten().collect());
+                bar.set_position(bytes);
+                Ok(())
+            },
+        )?;
+        bar.finish_and_clear();
+        skipped.count += more.count;
+        skipped.first.extend(more.first);
+        if !open {
+            break;
+        }
+    }
+    Ok(skipped)
+}
+
+/// A contacts-file row as an identify call at the epoch: traits older than
+/// any event, exactly as `leadscore score --contacts` treats them; its
+/// derived message id makes re-importing the same row a duplicate.
+fn contact_identify(id: &str, traits: serde_json::Map<String, Value>) -> Result<Message> {
+    Message::from_json(
+        json!({"type": "identify", "userId": id, "traits": traits, "timestamp": "1970-01-01T00:00:00Z"}),
+        None,
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("contact {id:?}: {e}"))
+}
+
+pub fn contact(db: &Path, id: &str, as_of: Option<&str>, json: bool) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    let t = load::as_of(as_of)?;
+    let Some((canonical, score)) = store.score_at(id, t)? else {
+        bail!("no contact {id:?} with events at or before {t}");
+    };
+    let record = store.contact(&canonical)?;
+    let ids = store
+        .contact_messages(&canonical)?
+        .map(|log| log.ids)
+        .unwrap_or_default();
+    if json {
+        let value = json!({
+            "contact_id": canonical,
+            "as_of": t,
+            "score": score,
+            "ids": ids,
+            "last_event": record.as_ref().and_then(|r| r.last_event),
+            "traits": record.as_ref().map(|r| &r.traits),
+            "company": record.as_ref().map(|r| &r.company),
+        });
+        super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    writeln!(out, "contact {canonical} as of {t}")?;
+    writeln!(out, "  ids         {}", ids.join(", "))?;
+    writeln!(
+        out,
+        "  score       {:.2} (raw {:.2} = fit {:.2} + engagement {:.2})",
+        score.score, score.raw, score.fit, score.engagement
+    )?;
+    for (label, value) in [
+        ("tier", &score.tier),
+        ("grade", &score.grade),
+        ("stage", &score.stage),
+    ] {
+        writeln!(
+            out,
+            "  {label:<11} {}",
+            if value.is_empty() { "-" } else { value }
+        )?;
+    }
+    writeln!(out, "  status      {}", score.status.as_str())?;
+    if !score.reasons.is_empty() {
+        writeln!(out, "  reasons     {}", score.reasons.join("; "))?;
+    }
+    if let Some(record) = record {
+        if let Some(last) = record.last_event {
+            writeln!(out, "  last event  {last}")?;
+        }
+        for (label, map) in [("traits", &record.traits), ("company", &record.company)] {
+            if !map.is_empty() {
+                writeln!(out, "  {label:<11} {}", Value::Object(map.clone()))?;
+            }
+        }
+    }
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn history(db: &Path, id: &str, json: bool) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    let entries = store.history(id)?;
+    if entries.is_empty() {
+        bail!("no history for contact {id:?}");
+    }
+    let mut out = String::new();
+    if json {
+        for e in &entries {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{:<26} {:<4} {:<24} {:<24} cause",
+            "as of", "v", "old", "new"
+        )?;
+        let show = |f: &Option<leadscore_store::ScoreFields>| {
+            f.as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string)
+        };
+        for e in &entries {
+            let at = e.at.map_or_else(|| "-".to_string(), |t| t.to_string());
+            let cause = if e.contact == entries[entries.len() - 1].contact {
+                e.cause.clone()
+            } else {
+                format!("{} (as {})", e.cause, e.contact)
+            };
+            writeln!(
+                out,
+                "{at:<26} {:<4} {:<24} {:<24} {cause}",
+                e.model_version,
+                show(&e.old),
+                show(&e.new)
+            )?;
+        }
+    }
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rescore(db: &Path) -> Result<ExitCode> {
+    let mut store = store::open_existing(db)?;
+    let Some((version, _)) = store.active_model()? else {
+        bail!("no active model: run `leadscore model add FILE --activate`");
+    };
+    super::model::activate_with_bar(&mut store, version, "rescoring")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn erase(db: &Path, id: &str) -> Result<ExitCode> {
+    let mut store = store::open_existing(db)?;
+    let Some(report) = store.erase(id)? else {
+        bail!("no contact {id:?} in the store");
+    };
+    eprintln!(
+        "erased contact {} (ids {}): {} event(s), {} history entries; its ids are tombstoned (hashed) so replayed events are ignored",
+        report.contact,
+        report.ids.join(", "),
+        report.events,
+        report.ledger_entries
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn export(db: &Path, id: &str) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    let Some(log) = store.contact_messages(id)? else {
+        bail!("no contact {id:?} in the store");
+    };
+    let record = store.contact(&log.contact)?;
+    let history = store.history(&log.contact)?;
+    let events: Vec<Value> = log
+        .messages
+        .iter()
+        .map(|m| serde_json::from_str(&m.stored_json()).expect("stored JSON parses"))
+        .collect();
+    let value = json!({
+        "contact_id": log.contact,
+        "ids": log.ids,
+        "record": record,
+        "history": history,
+        "events": events,
+    });
+    super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
