@@ -141,6 +141,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the store holds: events, contacts, history entries, size, active model.
+    #[command(
+        after_help = "Examples:\n  leadscore status\n  leadscore --db /data/ls.db status --json"
+    )]
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recompute every contact from the log under the active model.
     #[command(after_help = "Example:\n  leadscore rescore")]
     Rescore,
@@ -193,7 +202,8 @@ pub enum ModelCommand {
     /// Print a version's source.
     Show {
         /// Version number.
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        number: u32,
     },
     /// Rule-level differences between two versions.
     Diff {
@@ -213,7 +223,8 @@ pub enum ModelCommand {
     /// Rescore every contact under a version and switch to it atomically (resumes if interrupted).
     Activate {
         /// Version number.
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        number: u32,
     },
     /// Re-activate the previously active version.
     Rollback,
@@ -246,4 +257,14 @@ pub struct Input {
 pub enum Format {
     Csv,
     Jsonl,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        super::Args::command().debug_assert();
+    }
 }

@@ -62,6 +62,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Contact { id, as_of, json } => stored::contact(db, &id, as_of.as_deref(), json),
         Command::History { contact, json } => stored::history(db, &contact, json),
         Command::Rescore => stored::rescore(db),
+        Command::Status { json } => stored::status(db, json),
         Command::Erase { contact } => stored::erase(db, &contact),
         Command::Export { contact } => stored::export(db, &contact),
         Command::Schema => {

@@ -14,16 +14,16 @@ pub fn run(db: &Path, command: &ModelCommand) -> Result<ExitCode> {
     match command {
         ModelCommand::Add { file, activate } => add(db, file, *activate),
         ModelCommand::List => list(db),
-        ModelCommand::Show { version } => {
+        ModelCommand::Show { number } => {
             let store = store::open_existing(db)?;
-            super::emit(&store.model_source(*version)?)?;
+            super::emit(&store.model_source(*number)?)?;
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Diff { old, new } => diff(db, *old, *new),
         ModelCommand::DryRun { file, json } => dry_run(db, file, *json),
-        ModelCommand::Activate { version } => {
+        ModelCommand::Activate { number } => {
             let mut store = store::open_existing(db)?;
-            activate_with_bar(&mut store, *version, "activating")?;
+            activate_with_bar(&mut store, *number, "activating")?;
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Rollback => {

@@ -258,6 +258,29 @@ pub fn history(db: &Path, id: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn status(db: &Path, json: bool) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    let stats = store.stats()?;
+    let active = store.models()?.into_iter().find(|m| m.active);
+    if json {
+        let value = json!({"db": db.display().to_string(), "stats": stats, "active_model": active});
+        super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    writeln!(out, "store          {}", db.display())?;
+    writeln!(out, "events         {}", stats.events)?;
+    writeln!(out, "contacts       {}", stats.contacts)?;
+    writeln!(out, "history        {} entries", stats.ledger_entries)?;
+    writeln!(out, "size           {:.1} MB", stats.bytes as f64 / 1e6)?;
+    match active {
+        Some(m) => writeln!(out, "active model   v{} {}", m.version, m.name)?,
+        None => writeln!(out, "active model   none")?,
+    }
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn rescore(db: &Path) -> Result<ExitCode> {
     let mut store = store::open_existing(db)?;
     let Some((version, _)) = store.active_model()? else {

@@ -3,3 +3,4 @@
 mod golden;
 mod harness;
 mod snapshots;
+mod store;
