@@ -172,7 +172,7 @@ pub enum Command {
     Schema,
     /// Measure fold and end-to-end scoring throughput on generated data.
     #[command(
-        after_help = "Examples:\n  leadscore bench\n  leadscore bench --contacts 20000 --days 365 --out docs/bench.json"
+        after_help = "Examples:\n  leadscore bench\n  leadscore bench --contacts 20000 --days 365 --out docs/bench.json\n  leadscore bench --store --contacts 100000 --days 365 --out docs/bench-store.json"
     )]
     Bench {
         /// Contacts to generate.
@@ -184,6 +184,9 @@ pub enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Measure the store instead (import raw and live, rescore, state size, point reads).
+        #[arg(long)]
+        store: bool,
     },
 }
 

@@ -2,6 +2,7 @@
 //! belongs in the core: it loads, delegates and prints.
 
 mod bench;
+mod bench_store;
 mod check;
 mod demo;
 mod explain;
@@ -73,7 +74,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             contacts,
             days,
             out,
+            store: false,
         } => bench::run(contacts, days, out.as_deref()),
+        Command::Bench {
+            contacts,
+            days,
+            out,
+            store: true,
+        } => bench_store::run(contacts, days, out.as_deref()),
     }
 }
 
