@@ -11,6 +11,7 @@ use leadscore_core::identity::Identities;
 use leadscore_core::model::Model;
 use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -66,7 +67,8 @@ pub(crate) trait Tx {
     fn identity(&mut self, id: &str) -> Result<Option<String>>;
     fn set_identity(&mut self, id: &str, contact: &str) -> Result<()>;
     fn members(&mut self, contact: &str) -> Result<Vec<String>>;
-    fn events_of(&mut self, own_id: &str) -> Result<Vec<Message>>;
+    /// The stored JSON of every event whose own id is `own_id`.
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>>;
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>>;
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()>;
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
@@ -422,21 +424,60 @@ fn erased(tx: &mut impl Tx, m: &Message) -> Result<bool> {
     Ok(false)
 }
 
+/// Reads back a stored message.
+pub(crate) fn parse_stored(body: &str) -> Result<Message> {
+    Message::from_json_text(body.as_bytes(), None)
+        .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+}
+
+/// The stored JSON of a contact's events, with the ids they came under.
+fn contact_bodies(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let members = tx.members(contact)?;
+    let mut bodies = Vec::new();
+    for id in &members {
+        bodies.extend(tx.event_bodies(id)?);
+    }
+    Ok((members, bodies))
+}
+
+fn parse_log(bodies: &[String]) -> Result<Vec<Message>> {
+    let mut messages = bodies
+        .iter()
+        .map(|b| parse_stored(b))
+        .collect::<Result<Vec<_>>>()?;
+    sort_log(&mut messages);
+    Ok(messages)
+}
+
 /// A contact's messages, in log order, with the ids they came under.
 pub(crate) fn contact_log(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<Message>)> {
-    let members = tx.members(contact)?;
-    let mut messages = Vec::new();
-    for id in &members {
-        messages.extend(tx.events_of(id)?);
-    }
-    sort_log(&mut messages);
-    Ok((members, messages))
+    let (members, bodies) = contact_bodies(tx, contact)?;
+    Ok((members, parse_log(&bodies)?))
 }
 
 /// Folds a contact from its log under `model`.
 pub(crate) fn fold_contact(tx: &mut impl Tx, model: &Model, contact: &str) -> Result<ContactState> {
     let (_, messages) = contact_log(tx, contact)?;
     Ok(ContactState::fold(model, None, &messages))
+}
+
+/// Folds many contacts: their logs are read in turn (one connection), then
+/// parsed and folded on all cores.
+pub(crate) fn fold_many(
+    tx: &mut impl Tx,
+    model: &Model,
+    contacts: &[String],
+) -> Result<Vec<(String, ContactState)>> {
+    let mut logs = Vec::with_capacity(contacts.len());
+    for contact in contacts {
+        logs.push((contact.clone(), contact_bodies(tx, contact)?.1));
+    }
+    logs.into_par_iter()
+        .map(|(contact, bodies)| {
+            let messages = parse_log(&bodies)?;
+            Ok((contact, ContactState::fold(model, None, &messages)))
+        })
+        .collect()
 }
 
 /// The row for a folded state (`None` when it has no message).
@@ -474,9 +515,8 @@ pub(crate) fn activation_step(
     let Some(last) = contacts.last().cloned() else {
         return Ok(None);
     };
-    for contact in &contacts {
-        let state = fold_contact(tx, model, contact)?;
-        if let Some(row) = row_of(model, version, contact, &state) {
+    for (contact, state) in fold_many(tx, model, &contacts)? {
+        if let Some(row) = row_of(model, version, &contact, &state) {
             tx.put_row(Table::Next, &row)?;
         }
     }

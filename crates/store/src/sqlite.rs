@@ -113,6 +113,17 @@ impl SqliteStore {
         })
     }
 
+    /// Caps the database size (SQLite `max_page_count`, for this
+    /// connection): a transaction that would grow it further fails with
+    /// "database or disk is full" and is rolled back, like a full disk.
+    pub fn limit_size(&self, bytes: u64) -> Result<()> {
+        let page_size = count(&self.conn, "PRAGMA page_size", [])?.max(1);
+        let pages = (bytes / page_size).max(1);
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn active_version(conn: &Connection) -> Result<Option<u32>> {
         Ok(conn
             .query_row(
@@ -363,16 +374,15 @@ impl Store for SqliteStore {
             let Some(last) = contacts.last().cloned() else {
                 break;
             };
-            for contact in &contacts {
-                let state = engine::fold_contact(&mut Sql(&tx), candidate, contact)?;
+            for (contact, state) in engine::fold_many(&mut Sql(&tx), candidate, &contacts)? {
                 let Some(after) = state
                     .last_timestamp()
                     .map(|t| state.score_at(candidate, t).expect("at the last message"))
                 else {
                     continue;
                 };
-                let before = Sql(&tx).row(Table::Live, contact)?.map(|r| r.score);
-                builder.add(contact, before.as_ref(), &after);
+                let before = Sql(&tx).row(Table::Live, &contact)?.map(|r| r.score);
+                builder.add(&contact, before.as_ref(), &after);
             }
             done += contacts.len() as u64;
             progress(done.min(total), total);
@@ -486,7 +496,7 @@ impl Store for SqliteStore {
     fn messages(&self) -> Result<Vec<Message>> {
         let mut stmt = self.conn.prepare("SELECT body FROM events ORDER BY seq")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|body| parse_body(&body?)).collect()
+        rows.map(|body| engine::parse_stored(&body?)).collect()
     }
 
     fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>> {
@@ -556,11 +566,6 @@ impl Store for SqliteStore {
 fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
     let n: i64 = conn.query_row(sql, params, |r| r.get(0))?;
     Ok(n.max(0) as u64)
-}
-
-fn parse_body(body: &str) -> Result<Message> {
-    Message::from_json_text(body.as_bytes(), None)
-        .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
 }
 
 fn fields(text: &str) -> Result<ScoreFields> {
@@ -640,7 +645,7 @@ impl Tx for Sql<'_> {
             .prepare_cached("SELECT body FROM events WHERE message_id = ?1")?
             .query_row([message_id], |r| r.get(0))
             .optional()?;
-        body.map(|b| parse_body(&b)).transpose()
+        body.map(|b| engine::parse_stored(&b)).transpose()
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
@@ -727,12 +732,12 @@ impl Tx for Sql<'_> {
         Ok(ids)
     }
 
-    fn events_of(&mut self, own_id: &str) -> Result<Vec<Message>> {
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
         let mut stmt = self
             .0
             .prepare_cached("SELECT body FROM events WHERE own_id = ?1")?;
         let rows = stmt.query_map([own_id], |r| r.get::<_, String>(0))?;
-        rows.map(|body| parse_body(&body?)).collect()
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {

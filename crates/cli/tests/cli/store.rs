@@ -196,6 +196,39 @@ fn bad_stores_give_clear_errors() {
     let e = with_db(&missing, &["score"]).failure();
     assert!(e.contains("no store at"), "{e}");
     assert!(!dir.path().join("missing.db").exists());
+    // A leadscore store whose pages were overwritten: an error, no panic.
+    let (gen, events, _) = generated("20", "30", "12");
+    let corrupt = gen.path().join("corrupt.db");
+    let corrupt_path = corrupt.display().to_string();
+    with_db(
+        &corrupt_path,
+        &["model", "add", &example("email"), "--activate"],
+    )
+    .success();
+    with_db(&corrupt_path, &["import", &events]).success();
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[4096..len.min(4096 * 40)] {
+        *b = 0xA5;
+    }
+    std::fs::write(&corrupt, bytes).unwrap();
+    for args in [
+        &["status"][..],
+        &["score"],
+        &["contact", "u00000001"],
+        &["import", &events],
+    ] {
+        let run = with_db(&corrupt_path, args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    }
+    let e = with_db("postgres://localhost/leadscore", &["status"]).failure();
+    assert!(e.contains("not supported yet: PostgreSQL"), "{e}");
     let empty = dir.path().join("empty.db").display().to_string();
     with_db(
         &empty,
