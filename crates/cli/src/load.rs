@@ -11,7 +11,6 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_contacts, read_message_chunks, ReadOptions, Skipped};
-use leadscore_store::Store;
 
 use crate::args::Input;
 use crate::progress;

@@ -3,20 +3,50 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use leadscore_store::SqliteStore;
+use leadscore_store::{PgStore, SqliteStore, Store};
 
-/// Opens the store, creating it if it does not exist yet.
-pub fn open(db: &Path) -> Result<SqliteStore> {
+/// Whether `--db` names a PostgreSQL database.
+fn is_postgres(db: &Path) -> bool {
     let text = db.to_string_lossy();
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        bail!("not supported yet: PostgreSQL stores ({text}); give --db a SQLite file path");
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// Opens the store (a SQLite file, created if it does not exist yet, or a
+/// PostgreSQL URL), migrating its schema.
+pub fn open(db: &Path) -> Result<Box<dyn Store>> {
+    if is_postgres(db) {
+        let url = db.to_string_lossy();
+        let store = PgStore::open(&url)
+            .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+        return Ok(Box::new(store));
     }
-    SqliteStore::open(db).with_context(|| format!("cannot open the store {}", db.display()))
+    let store =
+        SqliteStore::open(db).with_context(|| format!("cannot open the store {}", db.display()))?;
+    Ok(Box::new(store))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Opens a store that must already exist (reading commands never create one).
-pub fn open_existing(db: &Path) -> Result<SqliteStore> {
-    if !db.exists() && !db.to_string_lossy().contains("://") {
+pub fn open_existing(db: &Path) -> Result<Box<dyn Store>> {
+    if !db.exists() && !is_postgres(db) {
         bail!(
             "no store at {}: import events first (`leadscore import FILE`), pass --db PATH, or give --model and --events",
             db.display()

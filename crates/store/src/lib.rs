@@ -3,7 +3,8 @@
 //! score history (ledger), and model versions.
 //!
 //! One [`Store`] trait; [`SqliteStore`] is the embedded implementation
-//! (`./leadscore.db` by default). The scoring logic that both backends share
+//! (`./leadscore.db` by default) and [`PgStore`] the PostgreSQL one
+//! (`--db postgres://…`). The scoring logic that both backends share
 //! (deduplication, stitching, in-order absorb versus re-fold, ledger entries)
 //! lives in `engine` and talks to a backend through a small transaction
 //! interface, so that a second backend implements storage, not scoring.
@@ -24,11 +25,17 @@ use serde_json::{Map, Value};
 
 mod diff;
 mod engine;
+mod postgres;
 mod sqlite;
 
 pub use diff::{diff_models, RuleChange};
 pub use engine::{DryRun, Mover};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// The PostgreSQL client's connection settings (re-exported for callers
+/// that build one, such as tests setting a schema).
+pub use ::postgres::Config as PgConfig;
 
 /// What can go wrong in the store. Every variant says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +282,7 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// The store: every operation is one transaction; on error nothing of it
 /// is kept.
-pub trait Store {
+pub trait Store: Send {
     /// Appends messages to the log and updates live scores, in one
     /// transaction. Duplicates are acknowledged and ignored; late messages
     /// re-fold their contact only.

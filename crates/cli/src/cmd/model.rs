@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use leadscore_store::{diff_models, RuleChange, SqliteStore, Store};
+use leadscore_store::{diff_models, RuleChange, Store};
 
 use crate::args::ModelCommand;
 use crate::{load, progress, store};
@@ -23,7 +23,7 @@ pub fn run(db: &Path, command: &ModelCommand) -> Result<ExitCode> {
         ModelCommand::DryRun { file, json } => dry_run(db, file, *json),
         ModelCommand::Activate { number } => {
             let mut store = store::open_existing(db)?;
-            activate_with_bar(&mut store, *number, "activating")?;
+            activate_with_bar(store.as_mut(), *number, "activating")?;
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Rollback => {
@@ -31,7 +31,7 @@ pub fn run(db: &Path, command: &ModelCommand) -> Result<ExitCode> {
             let Some(previous) = store.previous_version()? else {
                 bail!("no previously active version to roll back to");
             };
-            activate_with_bar(&mut store, previous, "rolling back")?;
+            activate_with_bar(store.as_mut(), previous, "rolling back")?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -52,13 +52,13 @@ fn add(db: &Path, file: &Path, activate: bool) -> Result<ExitCode> {
         &added.hash[..12]
     );
     if activate {
-        activate_with_bar(&mut store, added.version, "activating")?;
+        activate_with_bar(store.as_mut(), added.version, "activating")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Activates a version with a progress bar and reports what changed.
-pub fn activate_with_bar(store: &mut SqliteStore, version: u32, what: &str) -> Result<()> {
+pub fn activate_with_bar(store: &mut dyn Store, version: u32, what: &str) -> Result<()> {
     let bar = progress::items(0, what);
     let report = store.activate(version, &mut |done, total| {
         bar.set_length(total);

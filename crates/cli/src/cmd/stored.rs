@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use leadscore_core::event::Message;
 use leadscore_input::{for_each_chunk, read_contacts, ReadOptions, Skipped};
-use leadscore_store::{Incoming, IngestReport, Store};
+use leadscore_store::{Incoming, IngestReport};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -286,7 +286,7 @@ pub fn rescore(db: &Path) -> Result<ExitCode> {
     let Some((version, _)) = store.active_model()? else {
         bail!("no active model: run `leadscore model add FILE --activate`");
     };
-    super::model::activate_with_bar(&mut store, version, "rescoring")?;
+    super::model::activate_with_bar(store.as_mut(), version, "rescoring")?;
     Ok(ExitCode::SUCCESS)
 }
 

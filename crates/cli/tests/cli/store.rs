@@ -386,3 +386,103 @@ fn a_killed_activation_keeps_old_scores_and_completes_when_rerun() {
     let stats: Value = serde_json::from_str(&rows).unwrap();
     assert_eq!(stats["active_model"]["version"], 2);
 }
+
+/// The PostgreSQL server for tests, as in the store's suite; under CI its
+/// absence is a failure.
+fn postgres_url() -> Option<String> {
+    match std::env::var("LEADSCORE_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI is set but LEADSCORE_TEST_POSTGRES is not"
+            );
+            eprintln!("LEADSCORE_TEST_POSTGRES not set: skipped");
+            None
+        }
+    }
+}
+
+/// A fresh schema; the URL that selects it.
+fn postgres_schema(url: &str, name: &str) -> String {
+    let schema = format!("cli_{name}_{}", std::process::id());
+    let psql_like = |sql: &str| {
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        client.batch_execute(sql).unwrap();
+    };
+    psql_like(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+#[test]
+fn two_processes_import_into_one_postgres_concurrently() {
+    let Some(url) = postgres_url() else { return };
+    let (dir, events, _) = generated("120", "60", "13");
+    let text = std::fs::read_to_string(&events).unwrap();
+    // Two files with interleaved lines: both processes touch the same contacts.
+    let (mut a, mut b) = (String::new(), String::new());
+    for (i, line) in text.lines().enumerate() {
+        let half = if i % 2 == 0 { &mut a } else { &mut b };
+        half.push_str(line);
+        half.push('\n');
+    }
+    let (path_a, path_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    std::fs::write(&path_a, a).unwrap();
+    std::fs::write(&path_b, b).unwrap();
+    let db = postgres_schema(&url, "concurrent");
+    with_db(&db, &["model", "add", &example("b2b"), "--activate"]).success();
+    let spawn = |path: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_leadscore"))
+            .args([
+                "--db",
+                &db,
+                "import",
+                &path.display().to_string(),
+                "--batch",
+                "200",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(&path_a), spawn(&path_b));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let expected = leadscore(&[
+        "score",
+        "--model",
+        &example("b2b"),
+        "--events",
+        &events,
+        "--as-of",
+        "2025-03-01",
+    ])
+    .success();
+    assert_eq!(
+        with_db(&db, &["score", "--as-of", "2025-03-01"]).success(),
+        expected
+    );
+    // Live state too, for a few contacts.
+    for line in expected.lines().skip(1).take(10) {
+        let id = line.split(',').next().unwrap();
+        let live: Value = serde_json::from_str(
+            &with_db(&db, &["contact", id, "--as-of", "2025-03-01", "--json"]).success(),
+        )
+        .unwrap();
+        let score: f64 = line.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(
+            (live["score"]["score"].as_f64().unwrap() - score).abs() < 0.006,
+            "{id}"
+        );
+    }
+}

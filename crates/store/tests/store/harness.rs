@@ -8,7 +8,9 @@ use leadscore_core::model::Model;
 use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
-use leadscore_store::{Incoming, SqliteStore, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use leadscore_store::{Incoming, PgConfig, PgStore, SqliteStore, Store};
 use leadscore_synth::{write_events, Config};
 use tempfile::TempDir;
 
@@ -52,10 +54,78 @@ pub fn sqlite() -> (SqliteStore, TempDir, PathBuf) {
     (SqliteStore::open(&path).unwrap(), dir, path)
 }
 
-/// Every backend under test. PostgreSQL joins here when it exists.
-pub fn backends() -> Vec<(Box<dyn Store>, TempDir)> {
+/// Keeps a test store's storage alive; cleans it up when dropped.
+pub enum Guard {
+    Dir(#[allow(dead_code)] TempDir),
+    Schema(SchemaGuard),
+}
+
+/// A PostgreSQL schema made for one test, dropped afterwards.
+pub struct SchemaGuard {
+    url: String,
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
+        }
+    }
+}
+
+/// The PostgreSQL server for tests (`LEADSCORE_TEST_POSTGRES`, a URL). When
+/// it is not set the PostgreSQL runs are skipped, except under CI, where
+/// its absence fails the test: CI must exercise both backends.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("LEADSCORE_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI is set but LEADSCORE_TEST_POSTGRES is not: .ci/run must start PostgreSQL"
+            );
+            eprintln!("LEADSCORE_TEST_POSTGRES not set: PostgreSQL backend skipped");
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL store in its own schema.
+pub fn postgres(url: &str) -> (PgStore, SchemaGuard) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let schema = format!(
+        "test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("PostgreSQL is up");
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    let mut config: PgConfig = url.parse().unwrap();
+    config.options(&format!("-c search_path={schema}"));
+    let store = PgStore::open_config(&config).unwrap();
+    (
+        store,
+        SchemaGuard {
+            url: url.to_string(),
+            schema,
+        },
+    )
+}
+
+/// Every backend under test: SQLite always, PostgreSQL when available.
+pub fn backends() -> Vec<(Box<dyn Store>, Guard)> {
     let (store, dir, _) = sqlite();
-    vec![(Box::new(store), dir)]
+    let mut all: Vec<(Box<dyn Store>, Guard)> = vec![(Box::new(store), Guard::Dir(dir))];
+    if let Some(url) = postgres_url() {
+        let (store, guard) = postgres(&url);
+        all.push((Box::new(store), Guard::Schema(guard)));
+    }
+    all
 }
 
 pub fn incoming(messages: &[Message]) -> Vec<Incoming> {

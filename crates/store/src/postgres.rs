@@ -1,0 +1,863 @@
+//! The PostgreSQL backend (`--db postgres://…`): the same engine and schema
+//! as SQLite. Several processes may share one database: every writing
+//! transaction first takes one transaction-scoped advisory lock, so writers
+//! are serialised by the database (correct under concurrency; write
+//! throughput is one writer's). Statements are prepared once per connection.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use leadscore_core::event::Message;
+use leadscore_core::fold::ContactState;
+use leadscore_core::model::Model;
+use leadscore_core::score::{Score, Status};
+use leadscore_core::time::Timestamp;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Statement, Transaction};
+use serde_json::{Map, Value};
+
+use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
+use crate::{
+    compile, id_hash, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
+    LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store, StoreError, StoredLog,
+};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Key of the advisory lock that serialises writers across processes.
+const WRITE_LOCK: i64 = 0x4C53_4352_0001;
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        StoreError::Database(match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        })
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    client: RefCell<Client>,
+    statements: RefCell<HashMap<&'static str, Statement>>,
+    active: RefCell<Option<(u32, Arc<Model>)>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+fn now() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
+}
+
+impl PgStore {
+    /// Connects (a `postgres://` URL) and migrates the schema.
+    pub fn open(url: &str) -> Result<PgStore> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::Database(format!("{url}: {e}")))?;
+        PgStore::open_config(&config)
+    }
+
+    /// Connects with a prepared configuration (tests set `search_path`).
+    pub fn open_config(config: &postgres::Config) -> Result<PgStore> {
+        let mut client = config.connect(NoTls)?;
+        let tables: Vec<String> = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = current_schema()",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !tables.is_empty() && !tables.iter().any(|t| t == "refinery_schema_history") {
+            return Err(StoreError::Foreign {
+                path: "postgres".into(),
+                why: format!("its schema already holds {} other tables", tables.len()),
+            });
+        }
+        client.execute("SELECT pg_advisory_lock($1)", &[&WRITE_LOCK])?;
+        let migrated = embedded::migrations::runner().run(&mut client);
+        client.execute("SELECT pg_advisory_unlock($1)", &[&WRITE_LOCK])?;
+        migrated.map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(PgStore {
+            client: RefCell::new(client),
+            statements: RefCell::new(HashMap::new()),
+            active: RefCell::new(None),
+        })
+    }
+
+    fn active_version(client: &mut impl postgres::GenericClient) -> Result<Option<u32>> {
+        Ok(client
+            .query_opt(
+                "SELECT version FROM activations ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| r.get::<_, i32>(0) as u32))
+    }
+
+    fn compiled(&self, version: u32) -> Result<Arc<Model>> {
+        if let Some((v, model)) = &*self.active.borrow() {
+            if *v == version {
+                return Ok(model.clone());
+            }
+        }
+        let row = self
+            .client
+            .borrow_mut()
+            .query_opt(
+                "SELECT name, source FROM models WHERE version = $1",
+                &[&(version as i32)],
+            )?
+            .ok_or(StoreError::NoSuchVersion(version))?;
+        let model = Arc::new(compile(version, row.get(0), row.get(1))?);
+        *self.active.borrow_mut() = Some((version, model.clone()));
+        Ok(model)
+    }
+
+    /// Runs `f` in a writing transaction (serialised across processes).
+    fn write<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut client = self.client.borrow_mut();
+        let mut statements = self.statements.borrow_mut();
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        let mut pg = Pg {
+            tx,
+            statements: &mut statements,
+        };
+        let value = f(&mut pg)?;
+        pg.tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in a read-only transaction (one consistent snapshot).
+    fn read<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut client = self.client.borrow_mut();
+        let mut statements = self.statements.borrow_mut();
+        let tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let mut pg = Pg {
+            tx,
+            statements: &mut statements,
+        };
+        let value = f(&mut pg)?;
+        pg.tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// The compiled model of `version`, from the cache or compiled from its
+/// stored source inside the current transaction.
+fn model_in(
+    cache: &RefCell<Option<(u32, Arc<Model>)>>,
+    pg: &mut Pg<'_, '_>,
+    version: u32,
+) -> Result<Arc<Model>> {
+    if let Some((v, model)) = &*cache.borrow() {
+        if *v == version {
+            return Ok(model.clone());
+        }
+    }
+    let row = pg
+        .query_opt(
+            "SELECT name, source FROM models WHERE version = $1",
+            &[&(version as i32)],
+        )?
+        .ok_or(StoreError::NoSuchVersion(version))?;
+    let model = Arc::new(compile(version, row.get(0), row.get(1))?);
+    *cache.borrow_mut() = Some((version, model.clone()));
+    Ok(model)
+}
+
+/// A transaction plus the connection's prepared statements.
+pub(crate) struct Pg<'c, 's> {
+    tx: Transaction<'c>,
+    statements: &'s mut HashMap<&'static str, Statement>,
+}
+
+impl Pg<'_, '_> {
+    fn stmt(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let s = self.stmt(sql)?;
+        Ok(self.tx.execute(&s, params)?)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        let s = self.stmt(sql)?;
+        Ok(self.tx.query(&s, params)?)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>> {
+        let s = self.stmt(sql)?;
+        Ok(self.tx.query_opt(&s, params)?)
+    }
+
+    fn canonical(&mut self, id: &str) -> Result<String> {
+        Ok(self.identity(id)?.unwrap_or_else(|| id.to_string()))
+    }
+
+    fn count(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let row = self.query(sql, params)?;
+        Ok(row.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+}
+
+const ROW_COLUMNS_LIVE: &str = "SELECT id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons FROM contacts WHERE id = $1";
+const ROW_COLUMNS_NEXT: &str = "SELECT id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons FROM contacts_next WHERE id = $1";
+
+fn json_map(text: &str) -> Result<Map<String, Value>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
+fn read_row(r: &postgres::Row) -> Result<Row> {
+    let status: String = r.get(13);
+    let reasons: String = r.get(14);
+    Ok(Row {
+        id: r.get(0),
+        model_version: r.get::<_, i32>(1) as u32,
+        state: r.get(2),
+        traits: json_map(r.get(3))?,
+        company: json_map(r.get(4))?,
+        last_ts: r.get::<_, Option<i64>>(5).map(Timestamp),
+        score: Score {
+            score: r.get(6),
+            raw: r.get(7),
+            fit: r.get(8),
+            engagement: r.get(9),
+            tier: r.get(10),
+            grade: r.get(11),
+            stage: r.get(12),
+            status: Status::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+            reasons: serde_json::from_str(&reasons)
+                .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
+        },
+    })
+}
+
+fn record(row: Row) -> ContactRecord {
+    ContactRecord {
+        state_bytes: row.state.len(),
+        id: row.id,
+        model_version: row.model_version,
+        last_event: row.last_ts,
+        score: row.score,
+        traits: row.traits,
+        company: row.company,
+    }
+}
+
+fn fields(text: &str) -> Result<ScoreFields> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("ledger entry: {e}")))
+}
+
+impl Tx for Pg<'_, '_> {
+    fn has_tombstones(&mut self) -> Result<bool> {
+        Ok(!self
+            .query("SELECT 1 FROM tombstones LIMIT 1", &[])?
+            .is_empty())
+    }
+
+    fn tombstoned(&mut self, id_hash: &str) -> Result<bool> {
+        Ok(!self
+            .query("SELECT 1 FROM tombstones WHERE id_hash = $1", &[&id_hash])?
+            .is_empty())
+    }
+
+    fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
+        let n = self.execute(
+            "INSERT INTO events (message_id, own_id, ts, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (message_id) DO NOTHING",
+            &[&m.message_id, &m.own_id(), &m.timestamp.0, &body],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
+        self.query_opt(
+            "SELECT body FROM events WHERE message_id = $1",
+            &[&message_id],
+        )?
+        .map(|r| engine::parse_stored(r.get(0)))
+        .transpose()
+    }
+
+    fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
+        self.execute(
+            "UPDATE events SET own_id = $2, ts = $3, body = $4 WHERE message_id = $1",
+            &[&m.message_id, &m.own_id(), &m.timestamp.0, &body],
+        )?;
+        Ok(())
+    }
+
+    fn insert_link(&mut self, from: &str, to: &str, ts: Timestamp, message_id: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO links (from_id, ts, message_id, to_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[&from, &ts.0, &message_id, &to],
+        )?;
+        Ok(())
+    }
+
+    fn delete_links_of(&mut self, message_id: &str) -> Result<()> {
+        self.execute("DELETE FROM links WHERE message_id = $1", &[&message_id])?;
+        Ok(())
+    }
+
+    fn first_links(&mut self, from_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let rows = self.query(
+            "SELECT DISTINCT ON (from_id) from_id, to_id FROM links
+             WHERE from_id = ANY($1) ORDER BY from_id, ts, message_id COLLATE \"C\"",
+            &[&from_ids],
+        )?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn identity(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_opt("SELECT contact FROM identities WHERE id = $1", &[&id])?
+            .map(|r| r.get(0)))
+    }
+
+    fn set_identity(&mut self, id: &str, contact: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO identities (id, contact) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET contact = excluded.contact",
+            &[&id, &contact],
+        )?;
+        Ok(())
+    }
+
+    fn members(&mut self, contact: &str) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .query("SELECT id FROM identities WHERE contact = $1", &[&contact])?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .query("SELECT body FROM events WHERE own_id = $1", &[&own_id])?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {
+        let sql = match table {
+            Table::Live => ROW_COLUMNS_LIVE,
+            Table::Next => ROW_COLUMNS_NEXT,
+        };
+        self.query_opt(sql, &[&id])?
+            .map(|r| read_row(&r))
+            .transpose()
+    }
+
+    fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
+        const LIVE: &str = "INSERT INTO contacts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (id) DO UPDATE SET model_version = excluded.model_version, state = excluded.state,
+             traits = excluded.traits, company = excluded.company, last_ts = excluded.last_ts,
+             score = excluded.score, raw = excluded.raw, fit = excluded.fit, engagement = excluded.engagement,
+             tier = excluded.tier, grade = excluded.grade, stage = excluded.stage, status = excluded.status,
+             reasons = excluded.reasons";
+        const NEXT: &str = "INSERT INTO contacts_next VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (id) DO UPDATE SET model_version = excluded.model_version, state = excluded.state,
+             traits = excluded.traits, company = excluded.company, last_ts = excluded.last_ts,
+             score = excluded.score, raw = excluded.raw, fit = excluded.fit, engagement = excluded.engagement,
+             tier = excluded.tier, grade = excluded.grade, stage = excluded.stage, status = excluded.status,
+             reasons = excluded.reasons";
+        let sql = match table {
+            Table::Live => LIVE,
+            Table::Next => NEXT,
+        };
+        let s = &row.score;
+        let traits = Value::Object(row.traits.clone()).to_string();
+        let company = Value::Object(row.company.clone()).to_string();
+        let reasons = serde_json::to_string(&s.reasons).expect("strings serialise");
+        self.execute(
+            sql,
+            &[
+                &row.id,
+                &(row.model_version as i32),
+                &row.state,
+                &traits,
+                &company,
+                &row.last_ts.map(|t| t.0),
+                &s.score,
+                &s.raw,
+                &s.fit,
+                &s.engagement,
+                &s.tier,
+                &s.grade,
+                &s.stage,
+                &s.status.as_str(),
+                &reasons,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
+        let sql = match table {
+            Table::Live => "DELETE FROM contacts WHERE id = $1",
+            Table::Next => "DELETE FROM contacts_next WHERE id = $1",
+        };
+        self.execute(sql, &[&id])?;
+        Ok(())
+    }
+
+    fn append_ledger(&mut self, e: &NewEntry<'_>) -> Result<()> {
+        let json =
+            |f: Option<&ScoreFields>| f.map(|f| serde_json::to_string(f).expect("serialises"));
+        self.execute(
+            "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &e.contact,
+                &e.at.map(|t| t.0),
+                &e.recorded_at.0,
+                &(e.model_version as i32),
+                &json(e.old),
+                &json(e.new),
+                &e.cause,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "SELECT DISTINCT contact FROM identities WHERE contact > $1 ORDER BY contact LIMIT $2",
+                &[&after.unwrap_or(""), &(limit as i64)],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+}
+
+impl Store for PgStore {
+    fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
+        let cache = &self.active;
+        self.write(|pg| {
+            // Read under the write lock: another process may have activated
+            // another version since this one last looked.
+            let version = PgStore::active_version(&mut pg.tx)?;
+            let model = match version {
+                None => None,
+                Some(v) => Some(model_in(cache, pg, v)?),
+            };
+            let activating = !pg.query("SELECT 1 FROM activation_job", &[])?.is_empty();
+            engine::ingest(
+                pg,
+                model.as_deref().zip(version),
+                activating,
+                messages,
+                now(),
+            )
+        })
+    }
+
+    fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion> {
+        compile(0, name, source).map_err(|e| match e {
+            StoreError::Model(text) => {
+                StoreError::Model(text.replace(&format!("{name} (v0)"), name))
+            }
+            other => other,
+        })?;
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()));
+        let version = self.write(|pg| {
+            // Look first: an identity column consumes a number even when
+            // `ON CONFLICT DO NOTHING` inserts nothing (versions must not skip).
+            if let Some(row) =
+                pg.query_opt("SELECT version FROM models WHERE hash = $1", &[&hash])?
+            {
+                return Ok(row.get::<_, i32>(0) as u32);
+            }
+            let row = pg.query(
+                "INSERT INTO models (name, hash, source, added_at) VALUES ($1, $2, $3, $4)
+                 RETURNING version",
+                &[&name, &hash, &source, &now().0],
+            )?;
+            Ok(row[0].get::<_, i32>(0) as u32)
+        })?;
+        self.models()?
+            .into_iter()
+            .find(|m| m.version == version)
+            .ok_or(StoreError::NoSuchVersion(version))
+    }
+
+    fn models(&self) -> Result<Vec<ModelVersion>> {
+        self.read(|pg| {
+            let active = PgStore::active_version(&mut pg.tx)?;
+            Ok(pg
+                .query(
+                    "SELECT version, name, hash, added_at FROM models ORDER BY version",
+                    &[],
+                )?
+                .into_iter()
+                .map(|r| {
+                    let version = r.get::<_, i32>(0) as u32;
+                    ModelVersion {
+                        version,
+                        name: r.get(1),
+                        hash: r.get(2),
+                        added_at: Timestamp(r.get(3)),
+                        active: Some(version) == active,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn model_source(&self, version: u32) -> Result<String> {
+        self.read(|pg| {
+            pg.query_opt(
+                "SELECT source FROM models WHERE version = $1",
+                &[&(version as i32)],
+            )?
+            .map(|r| r.get(0))
+            .ok_or(StoreError::NoSuchVersion(version))
+        })
+    }
+
+    fn active_model(&self) -> Result<Option<(u32, Arc<Model>)>> {
+        let version = PgStore::active_version(&mut *self.client.borrow_mut())?;
+        match version {
+            None => Ok(None),
+            Some(v) => Ok(Some((v, self.compiled(v)?))),
+        }
+    }
+
+    fn previous_version(&self) -> Result<Option<u32>> {
+        self.read(|pg| {
+            let active = PgStore::active_version(&mut pg.tx)?.map(|v| v as i32);
+            Ok(pg
+                .query_opt(
+                    "SELECT version FROM activations WHERE version IS DISTINCT FROM $1
+                     ORDER BY seq DESC LIMIT 1",
+                    &[&active],
+                )?
+                .map(|r| r.get::<_, i32>(0) as u32))
+        })
+    }
+
+    fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
+        let source = self.model_source(version)?;
+        let name: String = self.read(|pg| {
+            Ok(pg.query(
+                "SELECT name FROM models WHERE version = $1",
+                &[&(version as i32)],
+            )?[0]
+                .get(0))
+        })?;
+        let model = compile(version, &name, &source)?;
+        let mut report = ActivateReport::default();
+        let v = version as i32;
+        let (mut cursor, total) = self.write(|pg| {
+            let total = pg.count("SELECT count(DISTINCT contact) FROM identities", &[])?;
+            let job = pg.query_opt("SELECT version, cursor FROM activation_job", &[])?;
+            let cursor = match job {
+                Some(row) if row.get::<_, i32>(0) == v => {
+                    report.resumed = true;
+                    row.get::<_, Option<String>>(1)
+                }
+                _ => {
+                    pg.execute("DELETE FROM activation_job", &[])?;
+                    pg.execute("DELETE FROM contacts_next", &[])?;
+                    pg.execute(
+                        "INSERT INTO activation_job (version, cursor, started_at) VALUES ($1, NULL, $2)",
+                        &[&v, &now().0],
+                    )?;
+                    None
+                }
+            };
+            Ok((cursor, total))
+        })?;
+        let mut done = match &cursor {
+            Some(c) => self.read(|pg| {
+                pg.count(
+                    "SELECT count(DISTINCT contact) FROM identities WHERE contact <= $1",
+                    &[c],
+                )
+            })?,
+            None => 0,
+        };
+        progress(done, total);
+        loop {
+            let step = self.write(|pg| {
+                let step = engine::activation_step(pg, &model, version, cursor.as_deref())?;
+                if let Some((last, _)) = &step {
+                    pg.execute("UPDATE activation_job SET cursor = $1", &[last])?;
+                }
+                Ok(step)
+            })?;
+            let Some((last, n)) = step else { break };
+            cursor = Some(last);
+            done += n;
+            progress(done.min(total), total);
+        }
+        let cause = format!("activate v{version}");
+        let (changed, contacts) = self.write(|pg| {
+            let missing: Vec<String> = pg
+                .query(
+                    "SELECT DISTINCT i.contact FROM identities i
+                     WHERE NOT EXISTS (SELECT 1 FROM contacts_next n WHERE n.id = i.contact)",
+                    &[],
+                )?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+            for (contact, state) in engine::fold_many(pg, &model, &missing)? {
+                if let Some(row) = engine::row_of(&model, version, &contact, &state) {
+                    pg.put_row(Table::Next, &row)?;
+                }
+            }
+            let changed = pg.execute(
+                "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
+                 SELECT n.id, n.last_ts, $1, $2,
+                   CASE WHEN c.id IS NULL THEN NULL ELSE json_build_object('score', c.score, 'tier', c.tier, 'grade', c.grade, 'stage', c.stage, 'status', c.status)::text END,
+                   json_build_object('score', n.score, 'tier', n.tier, 'grade', n.grade, 'stage', n.stage, 'status', n.status)::text,
+                   $3
+                 FROM contacts_next n LEFT JOIN contacts c ON c.id = n.id
+                 WHERE c.id IS NULL OR c.score IS DISTINCT FROM n.score OR c.tier IS DISTINCT FROM n.tier
+                    OR c.grade IS DISTINCT FROM n.grade OR c.stage IS DISTINCT FROM n.stage
+                    OR c.status IS DISTINCT FROM n.status
+                 ORDER BY n.id",
+                &[&now().0, &v, &cause],
+            )?;
+            pg.execute("DELETE FROM contacts", &[])?;
+            let contacts = pg.execute("INSERT INTO contacts SELECT * FROM contacts_next", &[])?;
+            pg.execute("DELETE FROM contacts_next", &[])?;
+            pg.execute(
+                "INSERT INTO activations (version, at) VALUES ($1, $2)",
+                &[&v, &now().0],
+            )?;
+            pg.execute("DELETE FROM activation_job", &[])?;
+            Ok((changed, contacts))
+        })?;
+        report.changed = changed;
+        report.contacts = contacts;
+        *self.active.borrow_mut() = Some((version, Arc::new(model)));
+        progress(total, total);
+        Ok(report)
+    }
+
+    fn dry_run(&self, candidate: &Model, progress: Progress<'_>) -> Result<DryRun> {
+        self.read(|pg| {
+            let total = pg.count("SELECT count(DISTINCT contact) FROM identities", &[])?;
+            let mut builder = DryRunBuilder::default();
+            let mut cursor: Option<String> = None;
+            let mut done = 0;
+            loop {
+                let contacts = pg.contacts_after(cursor.as_deref(), engine::CONTACTS_PER_STEP)?;
+                let Some(last) = contacts.last().cloned() else {
+                    break;
+                };
+                for (contact, state) in engine::fold_many(pg, candidate, &contacts)? {
+                    let Some(after) = state
+                        .last_timestamp()
+                        .map(|t| state.score_at(candidate, t).expect("at the last message"))
+                    else {
+                        continue;
+                    };
+                    let before = pg.row(Table::Live, &contact)?.map(|r| r.score);
+                    builder.add(&contact, before.as_ref(), &after);
+                }
+                done += contacts.len() as u64;
+                progress(done.min(total), total);
+                cursor = Some(last);
+            }
+            Ok(builder.finish())
+        })
+    }
+
+    fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {
+        self.read(|pg| {
+            let canonical = pg.canonical(id)?;
+            Ok(pg.row(Table::Live, &canonical)?.map(record))
+        })
+    }
+
+    fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
+        self.read(|pg| {
+            pg.query(
+                "SELECT id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons
+                 FROM contacts WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after.unwrap_or(""), &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| read_row(r).map(record))
+            .collect()
+        })
+    }
+
+    fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
+        let (version, model) = self.active_model()?.ok_or(StoreError::NoActiveModel)?;
+        let live = self.read(|pg| {
+            let canonical = pg.canonical(id)?;
+            if canonical != id {
+                return Ok(None);
+            }
+            pg.row(Table::Live, &canonical)
+        })?;
+        if let Some(row) = live {
+            if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
+                let state = ContactState::decode(&model, &row.state, row.traits, row.company)
+                    .map_err(|e| StoreError::Corrupt(format!("contact {}: {e}", row.id)))?;
+                let score = state
+                    .score_at(&model, t)
+                    .expect("t is after the last message");
+                return Ok(Some((row.id, score)));
+            }
+        }
+        let Some(log) = self.contact_messages(id)? else {
+            return Ok(None);
+        };
+        Ok(engine::score_from_log(&model, id, log.messages, t))
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
+        self.read(|pg| {
+            let canonical = pg.canonical(id)?;
+            let mut ids = pg.members(&canonical)?;
+            if !ids.contains(&canonical) {
+                ids.push(canonical);
+            }
+            let rows = pg.query(
+                "SELECT seq, contact, at, recorded_at, model_version, old, new, cause
+                 FROM ledger WHERE contact = ANY($1) ORDER BY seq",
+                &[&ids],
+            )?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(LedgerEntry {
+                        seq: r.get(0),
+                        contact: r.get(1),
+                        at: r.get::<_, Option<i64>>(2).map(Timestamp),
+                        recorded_at: Timestamp(r.get(3)),
+                        model_version: r.get::<_, i32>(4) as u32,
+                        old: r
+                            .get::<_, Option<String>>(5)
+                            .map(|t| fields(&t))
+                            .transpose()?,
+                        new: r
+                            .get::<_, Option<String>>(6)
+                            .map(|t| fields(&t))
+                            .transpose()?,
+                        cause: r.get(7),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn messages(&self) -> Result<Vec<Message>> {
+        self.read(|pg| {
+            pg.query("SELECT body FROM events ORDER BY seq", &[])?
+                .into_iter()
+                .map(|r| engine::parse_stored(r.get(0)))
+                .collect()
+        })
+    }
+
+    fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>> {
+        self.read(|pg| {
+            let Some(canonical) = pg.identity(id)? else {
+                return Ok(None);
+            };
+            let (ids, messages) = engine::contact_log(pg, &canonical)?;
+            Ok(Some(StoredLog {
+                contact: canonical,
+                ids,
+                messages,
+            }))
+        })
+    }
+
+    fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
+        self.write(|pg| {
+            let Some(canonical) = pg.identity(id)? else {
+                return Ok(None);
+            };
+            let mut ids = pg.members(&canonical)?;
+            if !ids.contains(&canonical) {
+                ids.push(canonical.clone());
+            }
+            ids.sort();
+            let mut report = EraseReport {
+                contact: canonical,
+                ..EraseReport::default()
+            };
+            let erased_at = now().0;
+            for member in &ids {
+                report.events += pg.execute("DELETE FROM events WHERE own_id = $1", &[member])?;
+                pg.execute(
+                    "DELETE FROM links WHERE from_id = $1 OR to_id = $1",
+                    &[member],
+                )?;
+                pg.execute("DELETE FROM identities WHERE id = $1", &[member])?;
+                report.ledger_entries +=
+                    pg.execute("DELETE FROM ledger WHERE contact = $1", &[member])?;
+                pg.execute("DELETE FROM contacts WHERE id = $1", &[member])?;
+                pg.execute("DELETE FROM contacts_next WHERE id = $1", &[member])?;
+                pg.execute(
+                    "INSERT INTO tombstones (id_hash, erased_at) VALUES ($1, $2)
+                     ON CONFLICT (id_hash) DO NOTHING",
+                    &[&id_hash(member), &erased_at],
+                )?;
+            }
+            report.ids = ids;
+            Ok(Some(report))
+        })
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        self.read(|pg| {
+            Ok(Stats {
+                events: pg.count("SELECT count(*) FROM events", &[])?,
+                contacts: pg.count("SELECT count(*) FROM contacts", &[])?,
+                ledger_entries: pg.count("SELECT count(*) FROM ledger", &[])?,
+                bytes: pg.count(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+                    &[],
+                )?,
+            })
+        })
+    }
+}
