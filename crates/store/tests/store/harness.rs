@@ -54,10 +54,11 @@ pub fn sqlite() -> (SqliteStore, TempDir, PathBuf) {
     (SqliteStore::open(&path).unwrap(), dir, path)
 }
 
-/// Keeps a test store's storage alive; cleans it up when dropped.
+/// Keeps a test store's storage alive; cleans it up when dropped (held,
+/// never read).
 pub enum Guard {
     Dir(#[allow(dead_code)] TempDir),
-    Schema(SchemaGuard),
+    Schema(#[allow(dead_code)] SchemaGuard),
 }
 
 /// A PostgreSQL schema made for one test, dropped afterwards.
