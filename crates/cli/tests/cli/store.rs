@@ -227,8 +227,13 @@ fn bad_stores_give_clear_errors() {
         );
         assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
     }
-    let e = with_db("postgres://localhost/leadscore", &["status"]).failure();
-    assert!(e.contains("not supported yet: PostgreSQL"), "{e}");
+    // A PostgreSQL that is not there: a clear error, the password hidden.
+    let e = with_db("postgres://ls:secret@127.0.0.1:1/leadscore", &["status"]).failure();
+    assert!(
+        e.contains("cannot open the store postgres://ls:***@127.0.0.1:1/leadscore"),
+        "{e}"
+    );
+    assert!(!e.contains("secret"), "{e}");
     let empty = dir.path().join("empty.db").display().to_string();
     with_db(
         &empty,
