@@ -184,7 +184,9 @@ pub enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Measure the store instead (import raw and live, rescore, state size, point reads).
+        /// Measure the store instead (import raw and live, rescore, state size, point reads):
+        /// SQLite in temporary files, or PostgreSQL when --db is a postgres:// URL
+        /// (two schemas, leadscore_bench_raw and leadscore_bench_live, are recreated).
         #[arg(long)]
         store: bool,
     },

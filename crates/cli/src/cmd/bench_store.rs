@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use leadscore_store::{SqliteStore, Store};
+
 use leadscore_synth::{write_events, Config};
 use serde_json::json;
 
@@ -37,8 +37,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         .unwrap_or_default()
 }
 
-pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
+/// Where the bench's two stores go: temporary SQLite files, or two fresh
+/// schemas of the PostgreSQL database named by `--db`.
+fn targets(dir: &Path, db: &Path) -> Result<(PathBuf, PathBuf, &'static str)> {
+    let url = db.to_string_lossy();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok((dir.join("raw.db"), dir.join("live.db"), "SQLite"));
+    }
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls)?;
+    let mut schema = |name: &str| -> Result<PathBuf> {
+        admin.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ))?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Ok(PathBuf::from(format!("{url}{sep}options=-c%20search_path%3D{name}")))
+    };
+    Ok((schema("leadscore_bench_raw")?, schema("leadscore_bench_live")?, "PostgreSQL"))
+}
+
+pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
+    let (raw_db, live_db, backend) = targets(dir.path(), db)?;
     let config = Config::new(contacts, days, 1);
     let events = dir.path().join("events.jsonl");
     let mut file = BufWriter::with_capacity(1 << 20, std::fs::File::create(&events)?);
@@ -46,13 +65,12 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     drop(file);
 
     // Raw append: no active model, the log and identities only.
-    let raw_db: PathBuf = dir.path().join("raw.db");
     let raw_s = import_into(&raw_db, &events)?;
     std::fs::remove_file(&raw_db).ok();
 
     // Import with live scoring under examples/b2b.toml.
-    let db = dir.path().join("live.db");
-    let mut store = SqliteStore::open(&db)?;
+    let db = live_db;
+    let mut store = crate::store::open(&db)?;
     let version = store
         .add_model(
             "examples/b2b.toml",
@@ -63,7 +81,7 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     drop(store);
     let live_s = import_into(&db, &events)?;
 
-    let mut store = SqliteStore::open(&db)?;
+    let mut store = crate::store::open(&db)?;
     let stats = store.stats()?;
     let started = Instant::now();
     let rescored = store.activate(version, &mut |_, _| {})?;
@@ -102,6 +120,7 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
 
     let figures = json!({
         "machine_cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "backend": backend,
         "model": "examples/b2b.toml",
         "contacts": stats.contacts,
         "messages": generated,
@@ -122,7 +141,7 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     });
     let f = |key: &str| figures[key].as_f64().unwrap_or_default();
     let text = format!(
-        "leadscore bench --store (SQLite, {} contacts, {} messages)\n  import, raw append             {:>10.0} messages/s\n  import, live scoring           {:>10.0} messages/s ({:.2}x the raw time)\n  full rescore                   {:>10.0} events/s ({:.1} s)\n  stored state                   median {:.0} bytes, p90 {:.0}\n  point read (score now)         p50 {:.0} us, p99 {:.0} us\n  database                       {:.0} MB per million events ({} history entries)\n",
+        "leadscore bench --store ({backend}, {} contacts, {} messages)\n  import, raw append             {:>10.0} messages/s\n  import, live scoring           {:>10.0} messages/s ({:.2}x the raw time)\n  full rescore                   {:>10.0} events/s ({:.1} s)\n  stored state                   median {:.0} bytes, p90 {:.0}\n  point read (score now)         p50 {:.0} us, p99 {:.0} us\n  database                       {:.0} MB per million events ({} history entries)\n",
         stats.contacts,
         generated,
         f("import_raw_messages_per_s"),

@@ -81,7 +81,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             days,
             out,
             store: true,
-        } => bench_store::run(contacts, days, out.as_deref()),
+        } => bench_store::run(db, contacts, days, out.as_deref()),
     }
 }
 
