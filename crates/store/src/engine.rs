@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{id_hash, Incoming, IngestReport, Result, ScoreFields, StoreError};
+use crate::{id_hash, ContactRecord, Incoming, IngestReport, Result, ScoreFields, StoreError};
 
 /// Which contacts table a row goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,20 @@ pub(crate) struct Row {
     pub company: Map<String, Value>,
     pub last_ts: Option<Timestamp>,
     pub score: Score,
+}
+
+impl From<Row> for ContactRecord {
+    fn from(row: Row) -> ContactRecord {
+        ContactRecord {
+            state_bytes: row.state.len(),
+            id: row.id,
+            model_version: row.model_version,
+            last_event: row.last_ts,
+            score: row.score,
+            traits: row.traits,
+            company: row.company,
+        }
+    }
 }
 
 /// A ledger entry to append.

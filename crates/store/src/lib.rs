@@ -343,6 +343,25 @@ pub fn id_hash(id: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
 }
 
+/// The wall clock, for `recorded_at` and `added_at` (the engine itself takes
+/// times as arguments).
+fn now() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
+}
+
+/// Validates a model about to be added (errors name `name`, the file) and
+/// returns the hash that identifies its source.
+fn validate(name: &str, source: &str) -> Result<String> {
+    Model::from_toml(name, source).map_err(|e| StoreError::Model(e.to_string()))?;
+    Ok(format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(source.as_bytes())
+    ))
+}
+
 /// Compiles stored model source.
 fn compile(version: u32, name: &str, source: &str) -> Result<Model> {
     Model::from_toml(&format!("{name} (v{version})"), source)

@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
-    compile, id_hash, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
-    LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store, StoreError, StoredLog,
+    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
+    IngestReport, LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store,
+    StoreError, StoredLog,
 };
 
 mod embedded {
@@ -50,13 +51,6 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore").finish_non_exhaustive()
     }
-}
-
-fn now() -> Timestamp {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
 impl PgStore {
@@ -231,8 +225,27 @@ impl Pg<'_, '_> {
     }
 }
 
-const ROW_COLUMNS_LIVE: &str = "SELECT id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons FROM contacts WHERE id = $1";
-const ROW_COLUMNS_NEXT: &str = "SELECT id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons FROM contacts_next WHERE id = $1";
+/// The columns of a contacts row, in [`read_row`]'s order.
+macro_rules! row_columns {
+    () => {
+        "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons"
+    };
+}
+
+/// Upserts a contacts row into table `$table`.
+macro_rules! upsert_row {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ", $table, " (", row_columns!(), ")
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (id) DO UPDATE SET model_version = excluded.model_version, state = excluded.state,
+             traits = excluded.traits, company = excluded.company, last_ts = excluded.last_ts,
+             score = excluded.score, raw = excluded.raw, fit = excluded.fit, engagement = excluded.engagement,
+             tier = excluded.tier, grade = excluded.grade, stage = excluded.stage, status = excluded.status,
+             reasons = excluded.reasons"
+        )
+    };
+}
 
 fn json_map(text: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
@@ -262,18 +275,6 @@ fn read_row(r: &postgres::Row) -> Result<Row> {
                 .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
         },
     })
-}
-
-fn record(row: Row) -> ContactRecord {
-    ContactRecord {
-        state_bytes: row.state.len(),
-        id: row.id,
-        model_version: row.model_version,
-        last_event: row.last_ts,
-        score: row.score,
-        traits: row.traits,
-        company: row.company,
-    }
 }
 
 fn fields(text: &str) -> Result<ScoreFields> {
@@ -377,8 +378,12 @@ impl Tx for Pg<'_, '_> {
 
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {
         let sql = match table {
-            Table::Live => ROW_COLUMNS_LIVE,
-            Table::Next => ROW_COLUMNS_NEXT,
+            Table::Live => concat!("SELECT ", row_columns!(), " FROM contacts WHERE id = $1"),
+            Table::Next => concat!(
+                "SELECT ",
+                row_columns!(),
+                " FROM contacts_next WHERE id = $1"
+            ),
         };
         self.query_opt(sql, &[&id])?
             .map(|r| read_row(&r))
@@ -386,21 +391,9 @@ impl Tx for Pg<'_, '_> {
     }
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
-        const LIVE: &str = "INSERT INTO contacts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (id) DO UPDATE SET model_version = excluded.model_version, state = excluded.state,
-             traits = excluded.traits, company = excluded.company, last_ts = excluded.last_ts,
-             score = excluded.score, raw = excluded.raw, fit = excluded.fit, engagement = excluded.engagement,
-             tier = excluded.tier, grade = excluded.grade, stage = excluded.stage, status = excluded.status,
-             reasons = excluded.reasons";
-        const NEXT: &str = "INSERT INTO contacts_next VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (id) DO UPDATE SET model_version = excluded.model_version, state = excluded.state,
-             traits = excluded.traits, company = excluded.company, last_ts = excluded.last_ts,
-             score = excluded.score, raw = excluded.raw, fit = excluded.fit, engagement = excluded.engagement,
-             tier = excluded.tier, grade = excluded.grade, stage = excluded.stage, status = excluded.status,
-             reasons = excluded.reasons";
         let sql = match table {
-            Table::Live => LIVE,
-            Table::Next => NEXT,
+            Table::Live => upsert_row!("contacts"),
+            Table::Next => upsert_row!("contacts_next"),
         };
         let s = &row.score;
         let traits = Value::Object(row.traits.clone()).to_string();
@@ -492,13 +485,7 @@ impl Store for PgStore {
     }
 
     fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion> {
-        compile(0, name, source).map_err(|e| match e {
-            StoreError::Model(text) => {
-                StoreError::Model(text.replace(&format!("{name} (v0)"), name))
-            }
-            other => other,
-        })?;
-        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()));
+        let hash = validate(name, source)?;
         let version = self.write(|pg| {
             // Look first: an identity column consumes a number even when
             // `ON CONFLICT DO NOTHING` inserts nothing (versions must not skip).
@@ -708,19 +695,22 @@ impl Store for PgStore {
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {
         self.read(|pg| {
             let canonical = pg.canonical(id)?;
-            Ok(pg.row(Table::Live, &canonical)?.map(record))
+            Ok(pg.row(Table::Live, &canonical)?.map(ContactRecord::from))
         })
     }
 
     fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
         self.read(|pg| {
             pg.query(
-                "SELECT id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons
-                 FROM contacts WHERE id > $1 ORDER BY id LIMIT $2",
+                concat!(
+                    "SELECT ",
+                    row_columns!(),
+                    " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
+                ),
                 &[&after.unwrap_or(""), &(limit as i64)],
             )?
             .iter()
-            .map(|r| read_row(r).map(record))
+            .map(|r| read_row(r).map(ContactRecord::from))
             .collect()
         })
     }

@@ -17,8 +17,9 @@ use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
-    compile, id_hash, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
-    LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store, StoreError, StoredLog,
+    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
+    IngestReport, LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store,
+    StoreError, StoredLog,
 };
 
 mod embedded {
@@ -40,13 +41,6 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
     }
-}
-
-fn now() -> Timestamp {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
 /// Refuses files that are not SQLite databases before SQLite touches them.
@@ -186,13 +180,7 @@ impl Store for SqliteStore {
     }
 
     fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion> {
-        compile(0, name, source).map_err(|e| match e {
-            StoreError::Model(text) => {
-                StoreError::Model(text.replace(&format!("{name} (v0)"), name))
-            }
-            other => other,
-        })?;
-        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(source.as_bytes()));
+        let hash = validate(name, source)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO models (name, hash, source, added_at) VALUES (?1, ?2, ?3, ?4)
@@ -395,15 +383,7 @@ impl Store for SqliteStore {
         let canonical = Self::canonical(&self.conn, id)?;
         Ok(Sql(&self.conn)
             .row(Table::Live, &canonical)?
-            .map(|row| ContactRecord {
-                state_bytes: row.state.len(),
-                id: row.id,
-                model_version: row.model_version,
-                last_event: row.last_ts,
-                score: row.score,
-                traits: row.traits,
-                company: row.company,
-            }))
+            .map(ContactRecord::from))
     }
 
     fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
@@ -413,16 +393,7 @@ impl Store for SqliteStore {
         let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], read_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let row = row??;
-            out.push(ContactRecord {
-                state_bytes: row.state.len(),
-                id: row.id,
-                model_version: row.model_version,
-                last_event: row.last_ts,
-                score: row.score,
-                traits: row.traits,
-                company: row.company,
-            });
+            out.push(ContactRecord::from(row??));
         }
         Ok(out)
     }

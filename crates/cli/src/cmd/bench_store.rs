@@ -50,9 +50,15 @@ fn targets(dir: &Path, db: &Path) -> Result<(PathBuf, PathBuf, &'static str)> {
             "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
         ))?;
         let sep = if url.contains('?') { '&' } else { '?' };
-        Ok(PathBuf::from(format!("{url}{sep}options=-c%20search_path%3D{name}")))
+        Ok(PathBuf::from(format!(
+            "{url}{sep}options=-c%20search_path%3D{name}"
+        )))
     };
-    Ok((schema("leadscore_bench_raw")?, schema("leadscore_bench_live")?, "PostgreSQL"))
+    Ok((
+        schema("leadscore_bench_raw")?,
+        schema("leadscore_bench_live")?,
+        "PostgreSQL",
+    ))
 }
 
 pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{example, generated, leadscore};
+use crate::harness::{example, generated, leadscore, score};
 
 /// `leadscore --db DB ARGS`.
 fn with_db(db: &str, args: &[&str]) -> crate::harness::Run {
@@ -34,35 +34,28 @@ fn the_store_scores_like_the_files() {
     let (dir, events, crm) = generated("150", "90", "5");
     let db = store_with(&dir, "b2b", &events, Some(&crm));
     for as_of in ["2025-02-15", "2025-04-01T00:00:00Z"] {
-        let from_files = leadscore(&[
-            "score",
-            "--model",
-            &example("b2b"),
-            "--events",
-            &events,
-            "--contacts",
-            &crm,
-            "--as-of",
-            as_of,
-        ])
+        let from_files = score(
+            "b2b",
+            &["--events", &events, "--contacts", &crm, "--as-of", as_of],
+        )
         .success();
         let from_store = with_db(&db, &["score", "--as-of", as_of]).success();
         assert_eq!(from_store, from_files, "as of {as_of}");
     }
     // The live state (not the log) answers `contact`; same numbers.
-    let rows = leadscore(&[
-        "score",
-        "--model",
-        &example("b2b"),
-        "--events",
-        &events,
-        "--contacts",
-        &crm,
-        "--as-of",
-        "2025-04-01",
-        "--format",
-        "jsonl",
-    ])
+    let rows = score(
+        "b2b",
+        &[
+            "--events",
+            &events,
+            "--contacts",
+            &crm,
+            "--as-of",
+            "2025-04-01",
+            "--format",
+            "jsonl",
+        ],
+    )
     .success();
     for line in rows.lines().take(20) {
         let row: Value = serde_json::from_str(line).unwrap();
@@ -275,16 +268,7 @@ fn assert_history_consistent(db: &str, contacts: &[String]) {
 #[test]
 fn a_killed_import_loses_nothing_committed_and_resumes_exactly() {
     let (dir, events, _) = generated("400", "120", "9");
-    let reference = leadscore(&[
-        "score",
-        "--model",
-        &example("b2b"),
-        "--events",
-        &events,
-        "--as-of",
-        "2025-06-01",
-    ])
-    .success();
+    let reference = score("b2b", &["--events", &events, "--as-of", "2025-06-01"]).success();
     for (round, kill_after) in [1usize, 4, 9].into_iter().enumerate() {
         let db = dir
             .path()
@@ -373,16 +357,7 @@ fn a_killed_activation_keeps_old_scores_and_completes_when_rerun() {
         }
     }
     with_db(&db, &["model", "activate", "2"]).success();
-    let expected = leadscore(&[
-        "score",
-        "--model",
-        &example("ecommerce"),
-        "--events",
-        &events,
-        "--as-of",
-        "2025-02-01",
-    ])
-    .success();
+    let expected = score("ecommerce", &["--events", &events, "--as-of", "2025-02-01"]).success();
     assert_eq!(
         with_db(&db, &["score", "--as-of", "2025-02-01"]).success(),
         expected
@@ -463,16 +438,7 @@ fn two_processes_import_into_one_postgres_concurrently() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let expected = leadscore(&[
-        "score",
-        "--model",
-        &example("b2b"),
-        "--events",
-        &events,
-        "--as-of",
-        "2025-03-01",
-    ])
-    .success();
+    let expected = score("b2b", &["--events", &events, "--as-of", "2025-03-01"]).success();
     assert_eq!(
         with_db(&db, &["score", "--as-of", "2025-03-01"]).success(),
         expected
