@@ -53,16 +53,24 @@ impl From<Row> for ContactRecord {
     }
 }
 
-/// A ledger entry to append.
+/// A ledger entry to append (buffered for the batch, written at its end in
+/// as few statements as the backend can).
 #[derive(Debug, Clone)]
-pub(crate) struct NewEntry<'a> {
-    pub contact: &'a str,
+pub(crate) struct NewEntry {
+    pub contact: String,
     pub at: Option<Timestamp>,
     pub recorded_at: Timestamp,
     pub model_version: u32,
-    pub old: Option<&'a ScoreFields>,
-    pub new: Option<&'a ScoreFields>,
-    pub cause: &'a str,
+    pub old: Option<ScoreFields>,
+    pub new: Option<ScoreFields>,
+    pub cause: String,
+}
+
+impl NewEntry {
+    /// `old`/`new` as the ledger's JSON text.
+    pub fn json(fields: Option<&ScoreFields>) -> Option<String> {
+        fields.map(|f| serde_json::to_string(f).expect("score fields serialise"))
+    }
 }
 
 /// What the engine needs from a backend, inside one transaction.
@@ -86,7 +94,8 @@ pub(crate) trait Tx {
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>>;
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()>;
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
-    fn append_ledger(&mut self, entry: &NewEntry<'_>) -> Result<()>;
+    /// Appends entries in order.
+    fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()>;
     /// Canonical contacts after `after` in id order, at most `limit`.
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
 }
@@ -122,6 +131,7 @@ pub(crate) fn ingest(
         canonical: FxHashMap::default(),
         work: BTreeMap::new(),
         gone: BTreeMap::new(),
+        ledger: Vec::new(),
     };
     let check_tombstones = tx.has_tombstones()?;
     for incoming in messages {
@@ -139,6 +149,8 @@ struct Batch<'m> {
     work: BTreeMap<String, Work>,
     /// Contacts merged into another one: (gone, into).
     gone: BTreeMap<String, String>,
+    /// History entries of the batch, in order.
+    ledger: Vec<NewEntry>,
 }
 
 impl Batch<'_> {
@@ -209,22 +221,17 @@ impl Batch<'_> {
             .score_at(model, m.timestamp)
             .expect("at the last message");
         let fields = ScoreFields::from(&score);
-        let changed = work.current.as_ref() != Some(&fields);
-        if changed {
-            let cause = format!("message {}", m.message_id);
-            tx.append_ledger(&NewEntry {
-                contact: &contact,
-                at: Some(m.timestamp),
-                recorded_at,
-                model_version: version,
-                old: work.current.as_ref(),
-                new: Some(&fields),
-                cause: &cause,
-            })?;
-            work.current = Some(fields);
-        }
+        let entry = (work.current.as_ref() != Some(&fields)).then(|| NewEntry {
+            contact: contact.clone(),
+            at: Some(m.timestamp),
+            recorded_at,
+            model_version: version,
+            old: work.current.replace(fields.clone()),
+            new: Some(fields),
+            cause: format!("message {}", m.message_id),
+        });
         self.report.absorbed += 1;
-        self.report.ledger_entries += u64::from(changed);
+        self.record(entry);
         Ok(())
     }
 
@@ -294,27 +301,34 @@ impl Batch<'_> {
         let recorded_at = self.recorded_at;
         let state = fold_contact(tx, model, contact)?;
         let work = self.load(tx, contact, model, version)?;
+        let mut entry = None;
         if let Some(last) = state.last_timestamp() {
             let fields =
                 ScoreFields::from(&state.score_at(model, last).expect("at the last message"));
             if work.current.as_ref() != Some(&fields) {
-                tx.append_ledger(&NewEntry {
-                    contact,
+                entry = Some(NewEntry {
+                    contact: contact.to_string(),
                     at: Some(last),
                     recorded_at,
                     model_version: version,
-                    old: work.current.as_ref(),
-                    new: Some(&fields),
-                    cause,
-                })?;
-                work.current = Some(fields);
-                self.report.ledger_entries += 1;
+                    old: work.current.replace(fields.clone()),
+                    new: Some(fields),
+                    cause: cause.to_string(),
+                });
             }
         }
-        let work = self.work.get_mut(contact).expect("loaded above");
         work.state = Some(state);
         self.report.refolded += 1;
+        self.record(entry);
         Ok(())
+    }
+
+    /// Buffers a ledger entry (written at the end of the batch).
+    fn record(&mut self, entry: Option<NewEntry>) {
+        if let Some(entry) = entry {
+            self.report.ledger_entries += 1;
+            self.ledger.push(entry);
+        }
     }
 
     /// The contact's work entry, loading its stored row on first use.
@@ -367,18 +381,16 @@ impl Batch<'_> {
         };
         for (contact, into) in std::mem::take(&mut self.gone) {
             if let Some(row) = tx.row(Table::Live, &contact)? {
-                let cause = format!("merged into {into}");
-                tx.append_ledger(&NewEntry {
-                    contact: &contact,
+                tx.delete_row(Table::Live, &contact)?;
+                self.record(Some(NewEntry {
+                    contact: contact.clone(),
                     at: row.last_ts,
                     recorded_at: self.recorded_at,
                     model_version: version,
-                    old: Some(&ScoreFields::from(&row.score)),
+                    old: Some(ScoreFields::from(&row.score)),
                     new: None,
-                    cause: &cause,
-                })?;
-                self.report.ledger_entries += 1;
-                tx.delete_row(Table::Live, &contact)?;
+                    cause: format!("merged into {into}"),
+                }));
             }
             if activating {
                 tx.delete_row(Table::Next, &contact)?;
@@ -404,19 +416,19 @@ impl Batch<'_> {
             };
             let fields = ScoreFields::from(&row.score);
             if refolded && work.current.as_ref() != Some(&fields) {
-                tx.append_ledger(&NewEntry {
-                    contact: &contact,
+                self.record(Some(NewEntry {
+                    contact: contact.clone(),
                     at: row.last_ts,
                     recorded_at: self.recorded_at,
                     model_version: version,
-                    old: work.current.as_ref(),
-                    new: Some(&fields),
-                    cause: &work.cause,
-                })?;
-                self.report.ledger_entries += 1;
+                    old: work.current,
+                    new: Some(fields),
+                    cause: work.cause,
+                }));
             }
             tx.put_row(Table::Live, &row)?;
         }
+        tx.append_ledger(&self.ledger)?;
         Ok(self.report)
     }
 }

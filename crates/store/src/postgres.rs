@@ -431,21 +431,31 @@ impl Tx for Pg<'_, '_> {
         Ok(())
     }
 
-    fn append_ledger(&mut self, e: &NewEntry<'_>) -> Result<()> {
-        let json =
-            |f: Option<&ScoreFields>| f.map(|f| serde_json::to_string(f).expect("serialises"));
+    fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // One statement (one round trip) for the whole batch, in order.
+        let contact: Vec<&str> = entries.iter().map(|e| e.contact.as_str()).collect();
+        let at: Vec<Option<i64>> = entries.iter().map(|e| e.at.map(|t| t.0)).collect();
+        let recorded_at: Vec<i64> = entries.iter().map(|e| e.recorded_at.0).collect();
+        let version: Vec<i32> = entries.iter().map(|e| e.model_version as i32).collect();
+        let old: Vec<Option<String>> = entries
+            .iter()
+            .map(|e| NewEntry::json(e.old.as_ref()))
+            .collect();
+        let new: Vec<Option<String>> = entries
+            .iter()
+            .map(|e| NewEntry::json(e.new.as_ref()))
+            .collect();
+        let cause: Vec<&str> = entries.iter().map(|e| e.cause.as_str()).collect();
         self.execute(
             "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &e.contact,
-                &e.at.map(|t| t.0),
-                &e.recorded_at.0,
-                &(e.model_version as i32),
-                &json(e.old),
-                &json(e.new),
-                &e.cause,
-            ],
+             SELECT contact, at, recorded_at, model_version, old, new, cause
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[])
+             WITH ORDINALITY AS u(contact, at, recorded_at, model_version, old, new, cause, n)
+             ORDER BY n",
+            &[&contact, &at, &recorded_at, &version, &old, &new, &cause],
         )?;
         Ok(())
     }

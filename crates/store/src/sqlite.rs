@@ -758,23 +758,39 @@ impl Tx for Sql<'_> {
         Ok(())
     }
 
-    fn append_ledger(&mut self, e: &NewEntry<'_>) -> Result<()> {
-        let json =
-            |f: Option<&ScoreFields>| f.map(|f| serde_json::to_string(f).expect("serialises"));
-        self.0
-            .prepare_cached(
-                "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                e.contact,
-                e.at.map(|t| t.0),
-                e.recorded_at.0,
-                e.model_version,
-                json(e.old),
-                json(e.new),
-                e.cause
-            ])?;
+    fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()> {
+        // Many rows per statement: one statement step per 64 entries.
+        const ROWS: usize = 64;
+        const INSERT: &str =
+            "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
+        let many = format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", "));
+        let one = format!("{INSERT}(?, ?, ?, ?, ?, ?, ?)");
+        let values = |group: &[NewEntry]| {
+            use rusqlite::types::Value as V;
+            let text = |t: Option<String>| t.map_or(V::Null, V::Text);
+            let mut values = Vec::with_capacity(7 * group.len());
+            for e in group {
+                values.extend([
+                    V::Text(e.contact.clone()),
+                    e.at.map_or(V::Null, |t| V::Integer(t.0)),
+                    V::Integer(e.recorded_at.0),
+                    V::Integer(i64::from(e.model_version)),
+                    text(NewEntry::json(e.old.as_ref())),
+                    text(NewEntry::json(e.new.as_ref())),
+                    V::Text(e.cause.clone()),
+                ]);
+            }
+            rusqlite::params_from_iter(values)
+        };
+        let full = entries.len() / ROWS * ROWS;
+        let mut stmt = self.0.prepare_cached(&many)?;
+        for group in entries[..full].chunks(ROWS) {
+            stmt.execute(values(group))?;
+        }
+        let mut stmt = self.0.prepare_cached(&one)?;
+        for entry in &entries[full..] {
+            stmt.execute(values(std::slice::from_ref(entry)))?;
+        }
         Ok(())
     }
 
