@@ -86,7 +86,7 @@ pub enum Command {
     },
     /// Import Segment JSON lines (and a contacts CSV) into the store; live scores follow.
     #[command(
-        after_help = "Examples:\n  leadscore import events.jsonl\n  leadscore --db /data/ls.db import day1.jsonl day2.jsonl --skip-invalid\n  leadscore import --contacts crm.csv --id-column email\n  cat events.jsonl | leadscore import -"
+        after_help = "Examples:\n  leadscore import events.jsonl\n  leadscore --db /data/ls.db import day1.jsonl day2.jsonl --skip-invalid\n  leadscore import --contacts crm.csv --id-column email --map Country=country --map notes=\n  cat events.jsonl | leadscore import -"
     )]
     Import {
         /// Segment JSON lines files; `-` reads stdin.
@@ -97,6 +97,10 @@ pub enum Command {
         /// Column of the contacts CSV holding the contact id.
         #[arg(long, default_value = "id")]
         id_column: String,
+        /// Map a contacts CSV column to a trait name (`Country=country`), or
+        /// leave it out (`notes=`); repeat for several. Other columns keep their names.
+        #[arg(long = "map", value_name = "COLUMN=TRAIT")]
+        map: Vec<String>,
         /// Skip invalid messages (reporting how many and why) instead of failing.
         #[arg(long)]
         skip_invalid: bool,

@@ -45,11 +45,27 @@ fn cell_value(cell: &str) -> Option<Value> {
     })
 }
 
-/// Reads `(id, traits)` rows.
+/// Reads `(id, traits)` rows: every column but the id becomes a trait of the
+/// same name.
 pub fn read_contacts(
     reader: impl Read,
     file: &str,
     id_column: &str,
+) -> Result<Vec<ContactRow>, ContactsError> {
+    read_contacts_mapped(reader, file, id_column, &ColumnMap::new())
+}
+
+/// Column → trait renames: `Some(trait)` renames, `None` leaves the column
+/// out.
+pub type ColumnMap = std::collections::BTreeMap<String, Option<String>>;
+
+/// [`read_contacts`] with columns renamed or left out by `map`; a mapped
+/// column that the file does not have is an error.
+pub fn read_contacts_mapped(
+    reader: impl Read,
+    file: &str,
+    id_column: &str,
+    map: &ColumnMap,
 ) -> Result<Vec<ContactRow>, ContactsError> {
     let error = |line: u64, message: String| ContactsError {
         file: file.to_string(),
@@ -72,6 +88,28 @@ pub fn read_contacts(
             ),
         )
     })?;
+    if let Some(missing) = map
+        .keys()
+        .find(|k| !headers.iter().any(|h| h == k.as_str()))
+    {
+        return Err(error(
+            1,
+            format!(
+                "no `{missing}` column to map (columns: {})",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    // The trait name of each column (None: left out).
+    let names: Vec<Option<String>> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match map.get(h) {
+            _ if i == id_at => None,
+            Some(renamed) => renamed.clone(),
+            None => Some(h.to_string()),
+        })
+        .collect();
     let mut rows = Vec::new();
     for record in csv.records() {
         let record = record.map_err(|e| {
@@ -83,12 +121,10 @@ pub fn read_contacts(
         if id.is_empty() {
             return Err(error(line, format!("empty `{id_column}`")));
         }
-        let traits: Map<String, Value> = headers
+        let traits: Map<String, Value> = names
             .iter()
             .zip(record.iter())
-            .enumerate()
-            .filter(|(i, _)| *i != id_at)
-            .filter_map(|(_, (name, cell))| cell_value(cell).map(|v| (name.to_string(), v)))
+            .filter_map(|(name, cell)| Some((name.clone()?, cell_value(cell)?)))
             .collect();
         rows.push((id.to_string(), traits));
     }
@@ -112,6 +148,32 @@ mod tests {
         assert_eq!(
             Value::Object(rows[0].1.clone()),
             json!({"country": "DE", "employees": 50, "budget": 1.5, "consent": true})
+        );
+    }
+
+    #[test]
+    fn columns_are_renamed_or_left_out() {
+        let map = ColumnMap::from([
+            ("Country".to_string(), Some("country".to_string())),
+            ("note".to_string(), None),
+        ]);
+        let rows = read_contacts_mapped(
+            "id,Country,note,budget\nu1,DE,hi,3\n".as_bytes(),
+            "c.csv",
+            "id",
+            &map,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(rows[0].1.clone()),
+            json!({"country": "DE", "budget": 3})
+        );
+        let bad = ColumnMap::from([("Land".to_string(), Some("country".to_string()))]);
+        let e = read_contacts_mapped("id,Country\nu1,DE\n".as_bytes(), "c.csv", "id", &bad)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.csv:1: no `Land` column to map (columns: id, Country)"
         );
     }
 

@@ -8,7 +8,7 @@
 mod contacts;
 mod jsonl;
 
-pub use contacts::{read_contacts, ContactRow, ContactsError};
+pub use contacts::{read_contacts, read_contacts_mapped, ColumnMap, ContactRow, ContactsError};
 pub use jsonl::{
     for_each_chunk, read_message_chunks, read_messages, InputError, ReadOptions, Skipped,
 };

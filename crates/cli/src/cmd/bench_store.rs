@@ -22,6 +22,7 @@ fn import_into(db: &Path, events: &Path) -> Result<f64> {
             files: &[events.to_path_buf()],
             contacts: None,
             id_column: "id",
+            map: &[],
             skip_invalid: false,
             batch: 10_000,
             report_commits: false,

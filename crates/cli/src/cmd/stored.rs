@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use leadscore_core::event::Message;
-use leadscore_input::{for_each_chunk, read_contacts, ReadOptions, Skipped};
+use leadscore_input::{for_each_chunk, read_contacts_mapped, ColumnMap, ReadOptions, Skipped};
 use leadscore_store::{Incoming, IngestReport};
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -22,6 +22,7 @@ pub struct Import<'a> {
     pub files: &'a [PathBuf],
     pub contacts: Option<&'a Path>,
     pub id_column: &'a str,
+    pub map: &'a [String],
     pub skip_invalid: bool,
     pub batch: usize,
     pub report_commits: bool,
@@ -102,10 +103,11 @@ fn read_into(batches: &SyncSender<Vec<Incoming>>, args: &Import<'_>) -> Result<S
     if let Some(path) = args.contacts {
         let file =
             File::open(path).with_context(|| format!("cannot open contacts {}", path.display()))?;
-        let rows = read_contacts(
+        let rows = read_contacts_mapped(
             BufReader::new(file),
             &path.display().to_string(),
             args.id_column,
+            &column_map(args.map)?,
         )?;
         let messages = rows
             .into_iter()
@@ -142,6 +144,24 @@ fn read_into(batches: &SyncSender<Vec<Incoming>>, args: &Import<'_>) -> Result<S
         }
     }
     Ok(skipped)
+}
+
+/// Parses `--map COLUMN=TRAIT` options (`COLUMN=` leaves the column out).
+fn column_map(options: &[String]) -> Result<ColumnMap> {
+    let mut map = ColumnMap::new();
+    for option in options {
+        let Some((column, name)) = option.split_once('=') else {
+            bail!("--map {option:?}: expected COLUMN=TRAIT (or COLUMN= to leave it out)");
+        };
+        if column.is_empty() {
+            bail!("--map {option:?}: the column name is empty");
+        }
+        map.insert(
+            column.to_string(),
+            (!name.is_empty()).then(|| name.to_string()),
+        );
+    }
+    Ok(map)
 }
 
 /// A contacts-file row as an identify call at the epoch: traits older than

@@ -75,6 +75,48 @@ fn the_store_scores_like_the_files() {
 }
 
 #[test]
+fn contacts_columns_can_be_renamed_or_left_out() {
+    let (dir, _, crm) = generated("20", "30", "14");
+    let db = dir.path().join("ls.db").display().to_string();
+    with_db(&db, &["model", "add", &example("b2b"), "--activate"]).success();
+    with_db(
+        &db,
+        &[
+            "import",
+            "--contacts",
+            &crm,
+            "--map",
+            "crm_owner=owner",
+            "--map",
+            "annual_value=",
+        ],
+    )
+    .success();
+    let first = std::fs::read_to_string(&crm)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let contact: Value =
+        serde_json::from_str(&with_db(&db, &["contact", &first, "--json"]).success()).unwrap();
+    let traits = contact["traits"].as_object().unwrap();
+    assert!(
+        traits.contains_key("owner") && traits.contains_key("lifecycle"),
+        "{traits:?}"
+    );
+    assert!(
+        !traits.contains_key("crm_owner") && !traits.contains_key("annual_value"),
+        "{traits:?}"
+    );
+    let e = with_db(&db, &["import", "--contacts", &crm, "--map", "Owner=owner"]).failure();
+    assert!(e.contains("no `Owner` column to map"), "{e}");
+}
+
+#[test]
 fn importing_again_changes_nothing_and_says_so() {
     let (dir, events, _) = generated("40", "60", "6");
     let db = store_with(&dir, "ecommerce", &events, None);
