@@ -499,3 +499,49 @@ fn two_processes_import_into_one_postgres_concurrently() {
         );
     }
 }
+
+#[test]
+fn a_dropped_postgres_connection_fails_the_import_cleanly_and_a_rerun_completes() {
+    let Some(url) = postgres_url() else { return };
+    let (_dir, events, _) = generated("300", "120", "15");
+    let name = format!("lsdrop{}", std::process::id());
+    let db = format!("{}&application_name={name}", postgres_schema(&url, "drop"));
+    with_db(&db, &["model", "add", &example("b2b"), "--activate"]).success();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "--db",
+            &db,
+            "import",
+            &events,
+            "--batch",
+            "100",
+            "--report-commits",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _ = lines.next(); // one batch committed
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: ") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // Nothing half-written: a rerun completes and equals the batch.
+    with_db(&db, &["import", &events]).success();
+    let expected = score("b2b", &["--events", &events, "--as-of", "2025-06-01"]).success();
+    assert_eq!(
+        with_db(&db, &["score", "--as-of", "2025-06-01"]).success(),
+        expected
+    );
+}
