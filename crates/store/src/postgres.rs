@@ -252,23 +252,28 @@ fn json_map(text: &str) -> Result<Map<String, Value>> {
 }
 
 fn read_row(r: &postgres::Row) -> Result<Row> {
-    let status: String = r.get(13);
-    let reasons: String = r.get(14);
+    read_row_from(r, 0)
+}
+
+/// Reads a contacts row whose columns start at index `at`.
+fn read_row_from(r: &postgres::Row, at: usize) -> Result<Row> {
+    let status: String = r.get(at + 13);
+    let reasons: String = r.get(at + 14);
     Ok(Row {
-        id: r.get(0),
-        model_version: r.get::<_, i32>(1) as u32,
-        state: r.get(2),
-        traits: json_map(r.get(3))?,
-        company: json_map(r.get(4))?,
-        last_ts: r.get::<_, Option<i64>>(5).map(Timestamp),
+        id: r.get(at),
+        model_version: r.get::<_, i32>(at + 1) as u32,
+        state: r.get(at + 2),
+        traits: json_map(r.get(at + 3))?,
+        company: json_map(r.get(at + 4))?,
+        last_ts: r.get::<_, Option<i64>>(at + 5).map(Timestamp),
         score: Score {
-            score: r.get(6),
-            raw: r.get(7),
-            fit: r.get(8),
-            engagement: r.get(9),
-            tier: r.get(10),
-            grade: r.get(11),
-            stage: r.get(12),
+            score: r.get(at + 6),
+            raw: r.get(at + 7),
+            fit: r.get(at + 8),
+            engagement: r.get(at + 9),
+            tier: r.get(at + 10),
+            grade: r.get(at + 11),
+            stage: r.get(at + 12),
             status: Status::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
             reasons: serde_json::from_str(&reasons)
@@ -726,15 +731,39 @@ impl Store for PgStore {
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
-        let (version, model) = self.active_model()?.ok_or(StoreError::NoActiveModel)?;
-        let live = self.read(|pg| {
-            let canonical = pg.canonical(id)?;
-            if canonical != id {
-                return Ok(None);
+        // The common case in one round trip: the active version and the
+        // contact's live row (when `id` is its canonical id).
+        const LIVE: &str = concat!(
+            "SELECT (SELECT version FROM activations ORDER BY seq DESC LIMIT 1), ",
+            row_columns!(),
+            " FROM contacts WHERE id = $1"
+        );
+        let found = {
+            let mut client = self.client.borrow_mut();
+            let mut statements = self.statements.borrow_mut();
+            let statement = match statements.get(LIVE) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = client.prepare(LIVE)?;
+                    statements.insert(LIVE, s.clone());
+                    s
+                }
+            };
+            client.query_opt(&statement, &[&id])?
+        };
+        let live = match found {
+            Some(r) => {
+                let version = r.get::<_, Option<i32>>(0).map(|v| v as u32);
+                let row = read_row_from(&r, 1)?;
+                version.map(|v| (v, row))
             }
-            pg.row(Table::Live, &canonical)
-        })?;
-        if let Some(row) = live {
+            None => None,
+        };
+        let (version, model) = match &live {
+            Some((v, _)) => (*v, self.compiled(*v)?),
+            None => self.active_model()?.ok_or(StoreError::NoActiveModel)?,
+        };
+        if let Some((_, row)) = live {
             if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
                 let state = ContactState::decode(&model, &row.state, row.traits, row.company)
                     .map_err(|e| StoreError::Corrupt(format!("contact {}: {e}", row.id)))?;
