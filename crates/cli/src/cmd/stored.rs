@@ -87,18 +87,17 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
 /// A closed channel means the writer failed: stop, its error is reported.
 fn read_into(batches: &SyncSender<Vec<Incoming>>, args: &Import<'_>) -> Result<Skipped> {
     let send = |messages: Vec<Message>| -> bool {
-        let mut incoming: Vec<Incoming> = messages.into_par_iter().map(Incoming::new).collect();
-        let size = args.batch.max(1);
-        while !incoming.is_empty() {
-            let rest = incoming.split_off(incoming.len().min(size));
-            if batches
-                .send(std::mem::replace(&mut incoming, rest))
-                .is_err()
-            {
+        let incoming: Vec<Incoming> = messages.into_par_iter().map(Incoming::new).collect();
+        let mut incoming = incoming.into_iter();
+        loop {
+            let batch: Vec<Incoming> = incoming.by_ref().take(args.batch.max(1)).collect();
+            if batch.is_empty() {
+                return true;
+            }
+            if batches.send(batch).is_err() {
                 return false;
             }
         }
-        true
     };
     if let Some(path) = args.contacts {
         let file =
