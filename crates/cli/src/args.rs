@@ -77,12 +77,18 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Generate a small data set, score it with the e-commerce example, show the top contacts.
-    #[command(after_help = "Example:\n  leadscore demo")]
+    /// Generate a small data set, score it with the e-commerce example, show the top contacts,
+    /// and load it into an embedded store to explore.
+    #[command(
+        after_help = "Examples:\n  leadscore demo\n  leadscore demo --contacts 10000 --store /tmp/demo.db"
+    )]
     Demo {
         /// Number of contacts to generate.
         #[arg(long, default_value_t = 2000)]
         contacts: u64,
+        /// SQLite store to (re)create with the demo data.
+        #[arg(long, default_value = "leadscore-demo.db")]
+        store: PathBuf,
     },
     /// Import Segment JSON lines (and a contacts CSV) into the store; live scores follow.
     #[command(

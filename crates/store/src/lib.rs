@@ -175,7 +175,7 @@ impl From<&Score> for ScoreFields {
 
 impl fmt::Display for ScoreFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.score)?;
+        write!(f, "{:.2}", self.score)?;
         for label in [&self.tier, &self.grade, &self.stage] {
             if !label.is_empty() {
                 write!(f, " {label}")?;

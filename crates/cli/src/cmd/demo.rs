@@ -1,8 +1,10 @@
 //! `leadscore demo`: the README's first command. Generates a small data set
-//! in memory, scores it with `examples/ecommerce.toml` and shows the top
-//! contacts and one explanation.
+//! in memory, scores it with `examples/ecommerce.toml`, shows the top
+//! contacts and one explanation, then loads the same events into an embedded
+//! SQLite store (live scores, history) and shows the top contact from it.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -11,6 +13,7 @@ use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
+use leadscore_store::{Incoming, SqliteStore, Store};
 use leadscore_synth::{write_events, Config};
 use rayon::prelude::*;
 
@@ -18,7 +21,7 @@ use super::explain::table;
 
 const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
 
-pub fn run(contacts: u64) -> Result<ExitCode> {
+pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
     let model =
         Model::from_toml("examples/ecommerce.toml", MODEL).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = Config::new(contacts, 240, 42);
@@ -77,7 +80,78 @@ pub fn run(contacts: u64) -> Result<ExitCode> {
         writeln!(out, "\nwhy {} is on top:\n", top.id)?;
         out.push_str(&table(&model, top, t, &score, &explanation));
     }
-    writeln!(out, "\nnext: leadscore generate --contacts 10000 --out data && leadscore score --model examples/b2b.toml --events data/events.jsonl")?;
+    super::emit(&out)?;
+
+    // The same events in the embedded store: live scores and history.
+    let mut store = fresh_store(store_path)?;
+    let version = store.add_model("examples/ecommerce.toml", MODEL)?.version;
+    store.activate(version, &mut |_, _| {})?;
+    let incoming: Vec<Incoming> =
+        read_messages(&jsonl[..], "<demo>", &ReadOptions::default(), |_| {})?
+            .0
+            .into_par_iter()
+            .map(Incoming::new)
+            .collect();
+    let report = store.ingest(incoming)?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\nstore {}: {} messages imported, live scores for {} contacts, {} history entries",
+        store_path.display(),
+        report.accepted,
+        store.stats()?.contacts,
+        report.ledger_entries
+    )?;
+    if let Some((top, batch)) = scored.first() {
+        let (_, live) = store
+            .score_at(&top.id, t)?
+            .context("the top contact is in the store")?;
+        writeln!(
+            out,
+            "{}: live score {:.2} (batch {:.2}), last changes:",
+            top.id, live.score, batch.score
+        )?;
+        let history = store.history(&top.id)?;
+        for entry in history.iter().rev().take(4).rev() {
+            let at = entry.at.map_or_else(|| "-".to_string(), |t| t.to_string());
+            let new = entry
+                .new
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string);
+            writeln!(out, "  {at}  {new:<20} {}", entry.cause)?;
+        }
+        let db = store_path.display();
+        writeln!(out, "\nexplore: leadscore --db {db} contact {}", top.id)?;
+        writeln!(
+            out,
+            "         leadscore --db {db} history --contact {}",
+            top.id
+        )?;
+        writeln!(
+            out,
+            "         leadscore --db {db} model dry-run examples/b2b.toml"
+        )?;
+    }
     super::emit(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a new store at `path`, replacing an earlier demo store there (and
+/// refusing to replace anything that is not one).
+fn fresh_store(path: &Path) -> Result<SqliteStore> {
+    if path.exists() {
+        SqliteStore::open(path).with_context(|| {
+            format!(
+                "{} exists and is not a leadscore store; pass --store PATH",
+                path.display()
+            )
+        })?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            if Path::new(&file).exists() {
+                std::fs::remove_file(&file).with_context(|| format!("cannot remove {file}"))?;
+            }
+        }
+    }
+    Ok(SqliteStore::open(path)?)
 }

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             seed,
             out,
         } => generate::run(contacts, days, seed, &out),
-        Command::Demo { contacts } => demo::run(contacts),
+        Command::Demo { contacts, store } => demo::run(contacts, &store),
         Command::Import {
             files,
             contacts,

@@ -117,6 +117,41 @@ fn contacts_columns_can_be_renamed_or_left_out() {
 }
 
 #[test]
+fn the_demo_leaves_a_store_to_explore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db").display().to_string();
+    for _ in 0..2 {
+        // Twice: the second run replaces the first demo store.
+        let out = leadscore(&["demo", "--contacts", "150", "--store", &db]).success();
+        assert!(
+            out.contains("top contacts:") && out.contains("live score"),
+            "{out}"
+        );
+        let line = out.lines().find(|l| l.contains(": live score")).unwrap();
+        let numbers: Vec<&str> = line
+            .split(['(', ')', ' '])
+            .filter(|w| w.parse::<f64>().is_ok())
+            .collect();
+        assert_eq!(numbers[0], numbers[1], "live equals batch: {line}");
+    }
+    let status: Value =
+        serde_json::from_str(&with_db(&db, &["status", "--json"]).success()).unwrap();
+    assert_eq!(status["stats"]["contacts"], 150);
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "mine").unwrap();
+    let e = leadscore(&[
+        "demo",
+        "--contacts",
+        "10",
+        "--store",
+        &text.display().to_string(),
+    ])
+    .failure();
+    assert!(e.contains("is not a leadscore store"), "{e}");
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), "mine");
+}
+
+#[test]
 fn importing_again_changes_nothing_and_says_so() {
     let (dir, events, _) = generated("40", "60", "6");
     let db = store_with(&dir, "ecommerce", &events, None);
