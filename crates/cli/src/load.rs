@@ -110,7 +110,10 @@ pub struct Loaded {
 
 /// Everything `score` and `explain` need: from files, or from the store
 /// (its log and its active model) for what the command line leaves out.
-pub fn input(input: &Input, db: &Path) -> Result<Loaded> {
+/// With `only`, a store's log is read for that contact alone (all its ids:
+/// a superset of what it was at any earlier time, so grouping as of t is
+/// still exact).
+pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
     let as_of = as_of(input.as_of.as_deref())?;
     let store = if input.model.is_none() || input.events.is_empty() {
         Some(crate::store::open_existing(db)?)
@@ -128,7 +131,16 @@ pub fn input(input: &Input, db: &Path) -> Result<Loaded> {
         (None, None) => unreachable!("a store is opened when --model is absent"),
     };
     let (messages, skipped) = match &store {
-        Some(store) if input.events.is_empty() => (vec![store.messages()?], Skipped::default()),
+        Some(store) if input.events.is_empty() => {
+            let messages = match only {
+                Some(id) => store
+                    .contact_messages(id)?
+                    .map(|log| log.messages)
+                    .unwrap_or_default(),
+                None => store.messages()?,
+            };
+            (vec![messages], Skipped::default())
+        }
         _ => messages(&input.events, input.skip_invalid)?,
     };
     let contacts_file = match &input.contacts {

@@ -14,7 +14,7 @@ use crate::args::Input;
 use crate::load;
 
 pub fn run(input: &Input, db: &Path, contact: &str, json: bool) -> Result<ExitCode> {
-    let loaded = load::input(input, db)?;
+    let loaded = load::input(input, db, Some(contact))?;
     load::report_skipped(&loaded.skipped);
     let Some(found) = find(&loaded.contacts, contact) else {
         bail!(

@@ -18,7 +18,7 @@ use crate::output::ScoreWriter;
 use crate::progress;
 
 pub fn run(input: &Input, db: &Path, format: Format, explain: bool) -> Result<ExitCode> {
-    let loaded = load::input(input, db)?;
+    let loaded = load::input(input, db, None)?;
     load::report_skipped(&loaded.skipped);
     let stdout = std::io::stdout().lock();
     let out = BufWriter::with_capacity(1 << 20, stdout);

@@ -42,6 +42,54 @@ fn the_store_scores_like_the_files() {
         let from_store = with_db(&db, &["score", "--as-of", as_of]).success();
         assert_eq!(from_store, from_files, "as of {as_of}");
     }
+    // `explain` from the store (that contact's log only) = from the files.
+    let from_files = score(
+        "b2b",
+        &[
+            "--events",
+            &events,
+            "--contacts",
+            &crm,
+            "--as-of",
+            "2025-04-01",
+            "--explain",
+            "--format",
+            "jsonl",
+        ],
+    )
+    .success();
+    let first: Value = serde_json::from_str(from_files.lines().next().unwrap()).unwrap();
+    let id = first["contact_id"].as_str().unwrap();
+    let explained = leadscore(&[
+        "explain",
+        "--model",
+        &example("b2b"),
+        "--events",
+        &events,
+        "--contacts",
+        &crm,
+        "--contact",
+        id,
+        "--as-of",
+        "2025-04-01",
+        "--json",
+    ])
+    .success();
+    assert_eq!(
+        with_db(
+            &db,
+            &[
+                "explain",
+                "--contact",
+                id,
+                "--as-of",
+                "2025-04-01",
+                "--json"
+            ]
+        )
+        .success(),
+        explained
+    );
     // The live state (not the log) answers `contact`; same numbers.
     let rows = score(
         "b2b",
