@@ -16,7 +16,9 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{id_hash, ContactRecord, Incoming, IngestReport, Result, ScoreFields, StoreError};
+use crate::{
+    id_hash, ContactRecord, Incoming, IngestReport, LedgerEntry, Result, ScoreFields, StoreError,
+};
 
 /// Which contacts table a row goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,23 +56,12 @@ impl From<Row> for ContactRecord {
 }
 
 /// A ledger entry to append (buffered for the batch, written at its end in
-/// as few statements as the backend can).
-#[derive(Debug, Clone)]
-pub(crate) struct NewEntry {
-    pub contact: String,
-    pub at: Option<Timestamp>,
-    pub recorded_at: Timestamp,
-    pub model_version: u32,
-    pub old: Option<ScoreFields>,
-    pub new: Option<ScoreFields>,
-    pub cause: String,
-}
+/// as few statements as the backend can); its `seq` is given on insert.
+pub(crate) type NewEntry = LedgerEntry;
 
-impl NewEntry {
-    /// `old`/`new` as the ledger's JSON text.
-    pub fn json(fields: Option<&ScoreFields>) -> Option<String> {
-        fields.map(|f| serde_json::to_string(f).expect("score fields serialise"))
-    }
+/// `old`/`new` as the ledger's JSON text.
+pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
+    fields.map(|f| serde_json::to_string(f).expect("score fields serialise"))
 }
 
 /// What the engine needs from a backend, inside one transaction.
@@ -222,6 +213,7 @@ impl Batch<'_> {
             .expect("at the last message");
         let fields = ScoreFields::from(&score);
         let entry = (work.current.as_ref() != Some(&fields)).then(|| NewEntry {
+            seq: 0,
             contact: contact.clone(),
             at: Some(m.timestamp),
             recorded_at,
@@ -307,6 +299,7 @@ impl Batch<'_> {
                 ScoreFields::from(&state.score_at(model, last).expect("at the last message"));
             if work.current.as_ref() != Some(&fields) {
                 entry = Some(NewEntry {
+                    seq: 0,
                     contact: contact.to_string(),
                     at: Some(last),
                     recorded_at,
@@ -383,6 +376,7 @@ impl Batch<'_> {
             if let Some(row) = tx.row(Table::Live, &contact)? {
                 tx.delete_row(Table::Live, &contact)?;
                 self.record(Some(NewEntry {
+                    seq: 0,
                     contact: contact.clone(),
                     at: row.last_ts,
                     recorded_at: self.recorded_at,
@@ -417,6 +411,7 @@ impl Batch<'_> {
             let fields = ScoreFields::from(&row.score);
             if refolded && work.current.as_ref() != Some(&fields) {
                 self.record(Some(NewEntry {
+                    seq: 0,
                     contact: contact.clone(),
                     at: row.last_ts,
                     recorded_at: self.recorded_at,

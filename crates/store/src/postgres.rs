@@ -447,11 +447,11 @@ impl Tx for Pg<'_, '_> {
         let version: Vec<i32> = entries.iter().map(|e| e.model_version as i32).collect();
         let old: Vec<Option<String>> = entries
             .iter()
-            .map(|e| NewEntry::json(e.old.as_ref()))
+            .map(|e| engine::fields_json(e.old.as_ref()))
             .collect();
         let new: Vec<Option<String>> = entries
             .iter()
-            .map(|e| NewEntry::json(e.new.as_ref()))
+            .map(|e| engine::fields_json(e.new.as_ref()))
             .collect();
         let cause: Vec<&str> = entries.iter().map(|e| e.cause.as_str()).collect();
         self.execute(

@@ -775,8 +775,8 @@ impl Tx for Sql<'_> {
                     e.at.map_or(V::Null, |t| V::Integer(t.0)),
                     V::Integer(e.recorded_at.0),
                     V::Integer(i64::from(e.model_version)),
-                    text(NewEntry::json(e.old.as_ref())),
-                    text(NewEntry::json(e.new.as_ref())),
+                    text(engine::fields_json(e.old.as_ref())),
+                    text(engine::fields_json(e.new.as_ref())),
                     V::Text(e.cause.clone()),
                 ]);
             }

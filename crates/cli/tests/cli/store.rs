@@ -368,6 +368,35 @@ fn bad_stores_give_clear_errors() {
     assert!(e.contains("no active model"), "{e}");
 }
 
+/// Starts `leadscore import --report-commits` in the background; its stdout
+/// lines say what has been committed.
+fn spawn_import(
+    db: &str,
+    events: &str,
+    batch: &str,
+    stderr: Stdio,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "--db",
+            db,
+            "import",
+            events,
+            "--batch",
+            batch,
+            "--report-commits",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
 /// Per-contact history chains: each entry starts where the previous ended.
 fn assert_history_consistent(db: &str, contacts: &[String]) {
     for id in contacts {
@@ -401,21 +430,7 @@ fn a_killed_import_loses_nothing_committed_and_resumes_exactly() {
             .display()
             .to_string();
         with_db(&db, &["model", "add", &example("b2b"), "--activate"]).success();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-            .args([
-                "--db",
-                &db,
-                "import",
-                &events,
-                "--batch",
-                "300",
-                "--report-commits",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut child, mut lines) = spawn_import(&db, &events, "300", Stdio::null());
         let mut committed = 0u64;
         for _ in 0..kill_after {
             match lines.next() {
@@ -590,21 +605,7 @@ fn a_dropped_postgres_connection_fails_the_import_cleanly_and_a_rerun_completes(
     let name = format!("lsdrop{}", std::process::id());
     let db = format!("{}&application_name={name}", postgres_schema(&url, "drop"));
     with_db(&db, &["model", "add", &example("b2b"), "--activate"]).success();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args([
-            "--db",
-            &db,
-            "import",
-            &events,
-            "--batch",
-            "100",
-            "--report-commits",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (child, mut lines) = spawn_import(&db, &events, "100", Stdio::piped());
     let _ = lines.next(); // one batch committed
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     admin
