@@ -277,6 +277,78 @@ pub struct Stats {
     pub bytes: u64,
 }
 
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send events (a "write key").
+    Ingest,
+    /// Read scores, contacts and history.
+    Read,
+    /// Everything, including models and erasure.
+    Admin,
+}
+
+impl Scope {
+    /// `ingest`, `read` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Reads [`Scope::as_str`] back.
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "ingest" => Some(Scope::Ingest),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether a key of this scope may do what `needed` requires (admin
+    /// may read; ingest keys only send events).
+    pub fn allows(self, needed: Scope) -> bool {
+        self == needed || (self == Scope::Admin && needed == Scope::Read)
+    }
+}
+
+/// A stored API key (its hash only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    /// Key id (for listing and revoking).
+    pub id: i64,
+    /// What it may do.
+    pub scope: Scope,
+    /// Free text.
+    pub label: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// A new random API key: `ls_` + the scope + 32 random bytes in hex.
+pub fn new_key(scope: Scope) -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Database(format!("no randomness: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("ls_{}_{hex}", scope.as_str()))
+}
+
+/// The stored form of a key: SHA-256, hex (keys are random, so a fast hash
+/// is enough; the key itself is never stored).
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Progress callback: `(done, total)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -336,6 +408,18 @@ pub trait Store: Send {
 
     /// Counts.
     fn stats(&self) -> Result<Stats>;
+
+    /// Stores a key's hash with its scope.
+    fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey>;
+
+    /// The key with this hash, if any (revoked ones included).
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+
+    /// Every key, oldest first.
+    fn keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key; `false` if there is no such key.
+    fn revoke_key(&mut self, id: i64) -> Result<bool>;
 }
 
 /// Hash of an id as kept in tombstones (the id itself is not kept).

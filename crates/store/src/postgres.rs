@@ -19,9 +19,9 @@ use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
-    IngestReport, LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store,
-    StoreError, StoredLog,
+    compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
+    Incoming, IngestReport, LedgerEntry, ModelVersion, Progress, Result, Scope, ScoreFields, Stats,
+    Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -279,6 +279,18 @@ fn read_row_from(r: &postgres::Row, at: usize) -> Result<Row> {
             reasons: serde_json::from_str(&reasons)
                 .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
         },
+    })
+}
+
+fn read_key(r: &postgres::Row) -> Result<ApiKey> {
+    let scope: String = r.get(1);
+    Ok(ApiKey {
+        id: r.get(0),
+        scope: Scope::parse(&scope)
+            .ok_or_else(|| StoreError::Corrupt(format!("key scope {scope:?}")))?,
+        label: r.get(2),
+        created_at: Timestamp(r.get(3)),
+        revoked: r.get::<_, Option<i64>>(4).is_some(),
     })
 }
 
@@ -871,6 +883,47 @@ impl Store for PgStore {
             }
             report.ids = ids;
             Ok(Some(report))
+        })
+    }
+
+    fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {
+        self.write(|pg| {
+            pg.execute(
+                "INSERT INTO api_keys (hash, scope, label, created_at) VALUES ($1, $2, $3, $4)",
+                &[&hash, &scope.as_str(), &label, &now().0],
+            )?;
+            Ok(())
+        })?;
+        self.key_by_hash(hash)?
+            .ok_or_else(|| StoreError::Corrupt("a key just stored is missing".into()))
+    }
+
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let row = self.client.borrow_mut().query_opt(
+            "SELECT id::bigint, scope, label, created_at, revoked_at FROM api_keys WHERE hash = $1",
+            &[&hash],
+        )?;
+        row.map(|r| read_key(&r)).transpose()
+    }
+
+    fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.client
+            .borrow_mut()
+            .query(
+                "SELECT id::bigint, scope, label, created_at, revoked_at FROM api_keys ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(read_key)
+            .collect()
+    }
+
+    fn revoke_key(&mut self, id: i64) -> Result<bool> {
+        self.write(|pg| {
+            Ok(pg.execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1",
+                &[&(id as i32), &now().0],
+            )? == 1)
         })
     }
 

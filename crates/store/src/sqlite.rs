@@ -17,9 +17,9 @@ use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
-    IngestReport, LedgerEntry, ModelVersion, Progress, Result, ScoreFields, Stats, Store,
-    StoreError, StoredLog,
+    compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
+    Incoming, IngestReport, LedgerEntry, ModelVersion, Progress, Result, Scope, ScoreFields, Stats,
+    Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -520,6 +520,40 @@ impl Store for SqliteStore {
         Ok(Some(report))
     }
 
+    fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {
+        self.conn.execute(
+            "INSERT INTO api_keys (hash, scope, label, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, scope.as_str(), label, now().0],
+        )?;
+        self.key_by_hash(hash)?
+            .ok_or_else(|| StoreError::Corrupt("a key just stored is missing".into()))
+    }
+
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, scope, label, created_at, revoked_at FROM api_keys WHERE hash = ?1",
+            )?
+            .query_row([hash], read_key)
+            .optional()?
+            .transpose()
+    }
+
+    fn keys(&self) -> Result<Vec<ApiKey>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, scope, label, created_at, revoked_at FROM api_keys ORDER BY id")?;
+        let rows = stmt.query_map([], read_key)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn revoke_key(&mut self, id: i64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+            params![id, now().0],
+        )? == 1)
+    }
+
     fn stats(&self) -> Result<Stats> {
         let rows = |table: &str| count(&self.conn, &format!("SELECT count(*) FROM {table}"), []);
         let pages = count(&self.conn, "PRAGMA page_count", [])?;
@@ -531,6 +565,20 @@ impl Store for SqliteStore {
             bytes: pages * page_size,
         })
     }
+}
+
+fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>> {
+    let scope: String = r.get(1)?;
+    Ok(match Scope::parse(&scope) {
+        Some(scope) => Ok(ApiKey {
+            id: r.get(0)?,
+            scope,
+            label: r.get(2)?,
+            created_at: Timestamp(r.get(3)?),
+            revoked: r.get::<_, Option<i64>>(4)?.is_some(),
+        }),
+        None => Err(StoreError::Corrupt(format!("key scope {scope:?}"))),
+    })
 }
 
 /// A single non-negative integer result.
