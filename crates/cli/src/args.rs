@@ -151,6 +151,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the Segment-compatible ingest API and the REST API over the store.
+    #[command(
+        after_help = "Examples:\n  leadscore keys create --scope ingest --label website   # a write key\n  leadscore serve --listen 127.0.0.1:8080\n  curl -u WRITE_KEY: -H 'Content-Type: application/json' \\\n    -d '{\"userId\":\"u1\",\"event\":\"Demo Requested\"}' http://127.0.0.1:8080/v1/track"
+    )]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Largest request body in bytes (after gzip decoding).
+        #[arg(long, default_value_t = 500 * 1024)]
+        body_limit: usize,
+    },
+    /// API keys: create (printed once, stored hashed), list, revoke.
+    #[command(
+        after_help = "Examples:\n  leadscore keys create --scope ingest --label website\n  leadscore keys create --scope read\n  leadscore keys list\n  leadscore keys revoke 3"
+    )]
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// What the store holds: events, contacts, history entries, size, active model.
     #[command(
         after_help = "Examples:\n  leadscore status\n  leadscore --db /data/ls.db status --json"
@@ -199,6 +219,26 @@ pub enum Command {
         /// (two schemas, leadscore_bench_raw and leadscore_bench_live, are recreated).
         #[arg(long)]
         store: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        /// `ingest` (write key for SDKs), `read` or `admin`.
+        #[arg(long)]
+        scope: String,
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (ids, scopes, labels; never the keys).
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// Key id (see `keys list`).
+        id: i64,
     },
 }
 

@@ -9,6 +9,7 @@ mod explain;
 mod generate;
 mod model;
 mod score;
+mod serve;
 mod stored;
 
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::History { contact, json } => stored::history(db, &contact, json),
         Command::Rescore => stored::rescore(db),
         Command::Status { json } => stored::status(db, json),
+        Command::Serve { listen, body_limit } => serve::run(db, &listen, body_limit),
+        Command::Keys { command } => serve::keys(db, &command),
         Command::Erase { contact } => stored::erase(db, &contact),
         Command::Export { contact } => stored::export(db, &contact),
         Command::Schema => {

@@ -37,11 +37,19 @@ fn api_keys_are_stored_hashed_with_their_scope_and_can_be_revoked() {
     for (mut store, _guard) in backends() {
         let key = new_key(Scope::Ingest).unwrap();
         assert!(key.starts_with("ls_ingest_") && key.len() > 60, "{key}");
-        let stored = store.add_key(&key_hash(&key), Scope::Ingest, "website").unwrap();
+        let stored = store
+            .add_key(&key_hash(&key), Scope::Ingest, "website")
+            .unwrap();
         let found = store.key_by_hash(&key_hash(&key)).unwrap().unwrap();
         assert_eq!(found, stored);
-        assert_eq!((found.scope, found.revoked, found.label.as_str()), (Scope::Ingest, false, "website"));
-        assert!(store.key_by_hash(&key_hash("ls_ingest_wrong")).unwrap().is_none());
+        assert_eq!(
+            (found.scope, found.revoked, found.label.as_str()),
+            (Scope::Ingest, false, "website")
+        );
+        assert!(store
+            .key_by_hash(&key_hash("ls_ingest_wrong"))
+            .unwrap()
+            .is_none());
         assert!(store.revoke_key(found.id).unwrap());
         assert!(store.key_by_hash(&key_hash(&key)).unwrap().unwrap().revoked);
         assert!(!store.revoke_key(9_999).unwrap());

@@ -1,0 +1,111 @@
+//! `leadscore serve` and `leadscore keys …`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use leadscore_store::{key_hash, new_key, Scope};
+
+use crate::args::KeysCommand;
+use crate::store;
+
+pub fn run(db: &Path, listen: &str, body_limit: usize) -> Result<ExitCode> {
+    let store = store::open(db)?;
+    if store
+        .keys()?
+        .iter()
+        .all(|k| k.revoked || k.scope != Scope::Ingest)
+    {
+        eprintln!(
+            "note: no ingest key yet: create one with `leadscore keys create --scope ingest`"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!(
+            "leadscore serving {} on http://{}",
+            db.display(),
+            listener.local_addr()?
+        );
+        let config = leadscore_server::Config { body_limit };
+        leadscore_server::run(listener, store, config, shutdown_signal()).await?;
+        eprintln!("stopped: every acknowledged event is committed");
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+pub fn keys(db: &Path, command: &KeysCommand) -> Result<ExitCode> {
+    let mut store = store::open(db)?;
+    match command {
+        KeysCommand::Create { scope, label } => {
+            let Some(scope) = Scope::parse(scope) else {
+                bail!("--scope {scope:?}: expected ingest, read or admin");
+            };
+            let key = new_key(scope)?;
+            let stored = store.add_key(&key_hash(&key), scope, label)?;
+            eprintln!(
+                "key {} ({}) created; it is shown once, only its hash is stored:",
+                stored.id,
+                scope.as_str()
+            );
+            super::emit(&format!("{key}\n"))?;
+        }
+        KeysCommand::List => {
+            let mut out = String::new();
+            writeln!(
+                out,
+                "{:<4} {:<7} {:<8} {:<32} label",
+                "id", "scope", "state", "created"
+            )?;
+            for k in store.keys()? {
+                writeln!(
+                    out,
+                    "{:<4} {:<7} {:<8} {:<32} {}",
+                    k.id,
+                    k.scope.as_str(),
+                    if k.revoked { "revoked" } else { "active" },
+                    k.created_at.to_string(),
+                    k.label
+                )?;
+            }
+            super::emit(&out)?;
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke_key(*id)? {
+                bail!("no key {id}");
+            }
+            eprintln!("key {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

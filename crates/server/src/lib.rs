@@ -1,0 +1,395 @@
+//! leadscore's HTTP server: the Segment HTTP tracking API for ingestion and
+//! the first REST reads, over any [`Store`].
+//!
+//! The store is synchronous and owned by one worker thread; handlers send it
+//! jobs. Ingest requests that arrive while a transaction is running are
+//! committed together in the next one (group commit), and every request is
+//! answered only after the transaction holding its messages has committed.
+
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use leadscore_core::event::{Message, MessageError, MessageKind};
+use leadscore_core::time::Timestamp;
+use leadscore_store::{key_hash, Incoming, IngestReport, Scope, Store};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body accepted, in bytes (after gzip decoding).
+    /// Segment's limit is 500 KB per request.
+    pub body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            body_limit: 500 * 1024,
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight,
+/// commits everything acknowledged and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    store: Box<dyn Store>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (handle, worker) = StoreHandle::start(store);
+    let app = router(handle, &config);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    // The router (and every handle) is gone: the worker drains its queue.
+    worker
+        .join()
+        .map_err(|_| std::io::Error::other("the store worker panicked"))
+}
+
+/// The routes, for tests that call the router without a socket.
+pub fn router(handle: StoreHandle, config: &Config) -> Router {
+    let ingest = Router::new()
+        .route("/v1/track", post(track))
+        .route("/v1/page", post(page))
+        .route("/v1/screen", post(screen))
+        .route("/v1/identify", post(identify))
+        .route("/v1/group", post(group))
+        .route("/v1/alias", post(alias))
+        .route("/v1/batch", post(batch))
+        .route("/v1/import", post(batch));
+    let api = Router::new()
+        .route("/api/v1/contacts/{id}", get(contact))
+        .route("/api/v1/contacts/{id}/history", get(history));
+    ingest
+        .merge(api)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .with_state(handle)
+}
+
+type Job = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
+enum Work {
+    Ingest(Vec<Incoming>, oneshot::Sender<Result<IngestReport, String>>),
+    Run(Job),
+}
+
+/// Sends work to the thread that owns the store.
+#[derive(Clone)]
+pub struct StoreHandle(mpsc::UnboundedSender<Work>);
+
+impl StoreHandle {
+    /// Starts the worker thread that owns `store`.
+    pub fn start(mut store: Box<dyn Store>) -> (StoreHandle, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+        let worker = std::thread::spawn(move || {
+            let mut next = rx.blocking_recv();
+            while let Some(work) = next.take() {
+                match work {
+                    Work::Run(job) => job(store.as_mut()),
+                    Work::Ingest(messages, reply) => {
+                        // Group commit: every ingest already waiting joins
+                        // this transaction.
+                        let mut messages = messages;
+                        let mut replies = vec![reply];
+                        loop {
+                            match rx.try_recv() {
+                                Ok(Work::Ingest(more, reply)) => {
+                                    messages.extend(more);
+                                    replies.push(reply);
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let result = store.ingest(messages).map_err(|e| e.to_string());
+                        for reply in replies {
+                            let _ = reply.send(result.clone());
+                        }
+                    }
+                }
+                if next.is_none() {
+                    next = rx.blocking_recv();
+                }
+            }
+        });
+        (StoreHandle(tx), worker)
+    }
+
+    /// Runs `f` on the store (in the worker thread) and returns its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let _ = reply.send(f(store));
+        });
+        self.0
+            .send(Work::Run(job))
+            .map_err(|_| ApiError::unavailable())?;
+        answer.await.map_err(|_| ApiError::unavailable())
+    }
+
+    /// Commits messages (with whatever else is waiting) and returns once
+    /// they are durable.
+    async fn ingest(&self, messages: Vec<Incoming>) -> Result<IngestReport, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(Work::Ingest(messages, reply))
+            .map_err(|_| ApiError::unavailable())?;
+        answer
+            .await
+            .map_err(|_| ApiError::unavailable())?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+    }
+}
+
+/// An error answer: status and a JSON body `{"success": false, "error": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({"success": false, "error": message.into()}),
+        }
+    }
+
+    fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    }
+
+    fn message(e: &MessageError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"success": false, "error": e.message, "field": e.field}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The key of a request: HTTP Basic with the key as user name (as
+/// Segment's and RudderStack's SDKs send their write key), or a Bearer token.
+fn presented_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_string());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split(':').next().unwrap_or_default();
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// Checks the request's key against `needed`.
+async fn authorize(
+    handle: &StoreHandle,
+    headers: &HeaderMap,
+    needed: Scope,
+) -> Result<(), ApiError> {
+    let Some(key) = presented_key(headers) else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing API key"));
+    };
+    let hash = key_hash(&key);
+    let found = handle
+        .call(move |store| store.key_by_hash(&hash))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    match found {
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key")),
+        Some(key) if key.revoked => Err(ApiError::new(StatusCode::UNAUTHORIZED, "revoked API key")),
+        Some(key) if !key.scope.allows(needed) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this key's scope is {}; {} is needed",
+                key.scope.as_str(),
+                needed.as_str()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn now() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
+}
+
+/// The request body as JSON, or the error to answer.
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body too large".to_string()
+        } else {
+            e.body_text()
+        };
+        ApiError::new(status, message)
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+async fn single(
+    kind: MessageKind,
+    handle: StoreHandle,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Ingest).await?;
+    let value = json_body(body)?;
+    let message =
+        Message::from_json(value, Some(kind), Some(now())).map_err(|e| ApiError::message(&e))?;
+    handle.ingest(vec![Incoming::new(message)]).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+macro_rules! single_route {
+    ($name:ident, $kind:expr) => {
+        async fn $name(
+            State(handle): State<StoreHandle>,
+            headers: HeaderMap,
+            body: Result<Bytes, BytesRejection>,
+        ) -> Result<Json<Value>, ApiError> {
+            single($kind, handle, headers, body).await
+        }
+    };
+}
+
+single_route!(track, MessageKind::Track);
+single_route!(page, MessageKind::Page);
+single_route!(screen, MessageKind::Screen);
+single_route!(identify, MessageKind::Identify);
+single_route!(group, MessageKind::Group);
+single_route!(alias, MessageKind::Alias);
+
+/// `{"batch": [...]}`: valid messages are kept even when others are not;
+/// each invalid one is reported by its index (and field). All invalid: 400.
+async fn batch(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Ingest).await?;
+    let mut value = json_body(body)?;
+    let Some(Value::Array(items)) = value.get_mut("batch").map(Value::take) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "expected {\"batch\": [messages]}",
+        ));
+    };
+    let received = now();
+    let mut messages = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match Message::from_json(item, None, Some(received)) {
+            Ok(message) => messages.push(Incoming::new(message)),
+            Err(e) => errors.push(json!({"index": index, "field": e.field, "error": e.message})),
+        }
+    }
+    if messages.is_empty() && !errors.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"success": false, "error": "no valid message", "errors": errors}),
+        });
+    }
+    let accepted = messages.len();
+    handle.ingest(messages).await?;
+    Ok(Json(if errors.is_empty() {
+        json!({"success": true})
+    } else {
+        json!({"success": true, "accepted": accepted, "errors": errors})
+    }))
+}
+
+async fn contact(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let t = now();
+    let found = handle
+        .call(move |store| -> leadscore_store::Result<Option<Value>> {
+            let Some((canonical, score)) = store.score_at(&id, t)? else {
+                return Ok(None);
+            };
+            let record = store.contact(&canonical)?;
+            Ok(Some(json!({
+                "contact_id": canonical,
+                "as_of": t,
+                "score": score.score,
+                "raw": score.raw,
+                "fit": score.fit,
+                "engagement": score.engagement,
+                "tier": score.tier,
+                "grade": score.grade,
+                "stage": score.stage,
+                "status": score.status,
+                "reasons": score.reasons,
+                "last_event": record.as_ref().and_then(|r| r.last_event),
+                "traits": record.as_ref().map(|r| &r.traits),
+                "company": record.as_ref().map(|r| &r.company),
+            })))
+        })
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such contact"))
+}
+
+async fn history(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let entries = handle
+        .call(move |store| store.history(&id))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if entries.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such contact"));
+    }
+    Ok(Json(json!({ "entries": entries })))
+}

@@ -1,0 +1,176 @@
+//! Starts the server on 127.0.0.1:0 over a fresh SQLite store and speaks
+//! plain HTTP/1.1 to it (no client library needed).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use leadscore_core::batch::contacts_as_of;
+use leadscore_core::event::Message;
+use leadscore_core::model::Model;
+use leadscore_core::score::Score;
+use leadscore_core::time::Timestamp;
+use leadscore_store::{key_hash, new_key, Scope, SqliteStore, Store};
+use serde_json::Value;
+
+const MODEL: &str = include_str!("../../../../examples/b2b.toml");
+
+pub fn basic(key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
+
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub write_key: String,
+    pub read_key: String,
+    pub revoked_key: String,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let version = store.add_model("b2b.toml", MODEL).unwrap().version;
+        store.activate(version, &mut |_, _| {}).unwrap();
+        let mut key = |scope| {
+            let key = new_key(scope).unwrap();
+            let stored = store.add_key(&key_hash(&key), scope, "test").unwrap();
+            (key, stored.id)
+        };
+        let (write_key, _) = key(Scope::Ingest);
+        let (read_key, _) = key(Scope::Read);
+        let (revoked_key, revoked) = key(Scope::Ingest);
+        store.revoke_key(revoked).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, bound) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ready.send(listener.local_addr().unwrap()).unwrap();
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                leadscore_server::run(
+                    listener,
+                    Box::new(store),
+                    leadscore_server::Config::default(),
+                    shutdown,
+                )
+                .await
+                .unwrap();
+            });
+        });
+        let addr = bound.recv().unwrap();
+        Server {
+            addr,
+            write_key,
+            read_key,
+            revoked_key,
+            path,
+            _dir: dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server (gracefully) and opens its store.
+    pub fn stop(mut self) -> SqliteStore {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+        SqliteStore::open(&self.path).unwrap()
+    }
+
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        if !auth.is_empty() {
+            head += &format!("Authorization: {auth}\r\n");
+        }
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        head += "\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        )
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let body = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        self.raw(method, path, auth, &body, &[])
+    }
+
+    pub fn post(&self, path: &str, auth: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, auth, Some(body))
+    }
+
+    pub fn get(&self, path: &str, auth: &str) -> (u16, Value) {
+        self.request("GET", path, auth, None)
+    }
+}
+
+/// The batch score now of `id` over `messages` (JSON), with the same model.
+pub fn batch_score(id: &str, messages: &[Value]) -> Score {
+    let model = Model::from_toml("b2b.toml", MODEL).unwrap();
+    let messages: Vec<Message> = messages
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if v.get("type").is_none() {
+                v["type"] = "track".into();
+            }
+            Message::from_json(v, None, None).unwrap()
+        })
+        .collect();
+    let last = messages.iter().map(|m| m.timestamp).max().unwrap();
+    contacts_as_of(messages, Vec::new(), Timestamp(last.0))
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap()
+        .score_as_of(&model, last)
+}
