@@ -26,9 +26,7 @@ pub fn model(path: &Path) -> Result<Model> {
 /// Parses `--as-of`: RFC 3339, or a plain date meaning midnight UTC.
 pub fn as_of(text: Option<&str>) -> Result<Timestamp> {
     match text {
-        None => Ok(Timestamp(
-            i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX),
-        )),
+        None => Ok(leadscore_store::now()),
         Some(text) => {
             if let Ok(date) = text.parse::<jiff::civil::Date>() {
                 if !text.contains('T') {

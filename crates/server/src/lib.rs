@@ -21,8 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use leadscore_core::event::{Message, MessageError, MessageKind};
-use leadscore_core::time::Timestamp;
-use leadscore_store::{key_hash, Incoming, IngestReport, Scope, Store};
+use leadscore_store::{key_hash, now, Incoming, IngestReport, Scope, Store};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -245,13 +244,6 @@ async fn authorize(
         )),
         Some(_) => Ok(()),
     }
-}
-
-fn now() -> Timestamp {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    Timestamp(i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
 /// The request body as JSON, or the error to answer.

@@ -427,9 +427,10 @@ pub fn id_hash(id: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
 }
 
-/// The wall clock, for `recorded_at` and `added_at` (the engine itself takes
-/// times as arguments).
-fn now() -> Timestamp {
+/// The wall clock, for `recorded_at`, `added_at` and "now" in commands and
+/// the server (the scoring core has no clock; the engine takes times as
+/// arguments).
+pub fn now() -> Timestamp {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
