@@ -349,6 +349,96 @@ pub fn key_hash(key: &str) -> String {
         .collect()
 }
 
+/// A leaderboard or segment query over the live scores (as of each
+/// contact's latest event).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoreQuery {
+    /// Only this tier (`""` = no tier).
+    pub tier: Option<String>,
+    /// Only this grade.
+    pub grade: Option<String>,
+    /// Only this stage.
+    pub stage: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Score at least.
+    pub min: Option<f64>,
+    /// Score at most.
+    pub max: Option<f64>,
+    /// Lowest scores first (default: highest first).
+    pub ascending: bool,
+    /// Continue after this `(score, id)` (the last row of the previous page).
+    pub after: Option<(f64, String)>,
+    /// Rows at most.
+    pub limit: usize,
+}
+
+/// A query parameter, in a backend-neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Text(String),
+    Real(f64),
+    Int(i64),
+}
+
+impl ScoreQuery {
+    /// The `WHERE … ORDER BY … LIMIT …` part and its parameters, with
+    /// `placeholder(n)` for the n-th (1-based) parameter.
+    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+        let mut params = Vec::new();
+        let next = |p: Param, params: &mut Vec<Param>| {
+            params.push(p);
+            placeholder(params.len())
+        };
+        let mut clauses = Vec::new();
+        for (column, value) in [
+            ("tier", &self.tier),
+            ("grade", &self.grade),
+            ("stage", &self.stage),
+        ] {
+            if let Some(value) = value {
+                clauses.push(format!(
+                    "{column} = {}",
+                    next(Param::Text(value.clone()), &mut params)
+                ));
+            }
+        }
+        if let Some(status) = self.status {
+            clauses.push(format!(
+                "status = {}",
+                next(Param::Text(status.as_str().into()), &mut params)
+            ));
+        }
+        if let Some(min) = self.min {
+            clauses.push(format!("score >= {}", next(Param::Real(min), &mut params)));
+        }
+        if let Some(max) = self.max {
+            clauses.push(format!("score <= {}", next(Param::Real(max), &mut params)));
+        }
+        let (cmp, order) = if self.ascending {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        if let Some((score, id)) = &self.after {
+            let a = next(Param::Real(*score), &mut params);
+            let b = next(Param::Real(*score), &mut params);
+            let c = next(Param::Text(id.clone()), &mut params);
+            clauses.push(format!("(score {cmp} {a} OR (score = {b} AND id > {c}))"));
+        }
+        let limit = next(Param::Int(self.limit as i64), &mut params);
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        (
+            format!("{filter} ORDER BY score {order}, id ASC LIMIT {limit}"),
+            params,
+        )
+    }
+}
+
 /// Progress callback: `(done, total)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -408,6 +498,13 @@ pub trait Store: Send {
 
     /// Counts.
     fn stats(&self) -> Result<Stats>;
+
+    /// Live contacts matching `query`, in score order.
+    fn scores(&self, query: &ScoreQuery) -> Result<Vec<ContactRecord>>;
+
+    /// `(tier, grade, status, score)` of every live contact (for segment
+    /// summaries).
+    fn segments(&self) -> Result<Vec<(String, String, Status, f64)>>;
 
     /// Stores a key's hash with its scope.
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey>;

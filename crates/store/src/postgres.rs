@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
-    Incoming, IngestReport, LedgerEntry, ModelVersion, Progress, Result, Scope, ScoreFields, Stats,
-    Store, StoreError, StoredLog,
+    Incoming, IngestReport, LedgerEntry, ModelVersion, Param, Progress, Result, Scope, ScoreFields,
+    ScoreQuery, Stats, Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -884,6 +884,42 @@ impl Store for PgStore {
             report.ids = ids;
             Ok(Some(report))
         })
+    }
+
+    fn scores(&self, query: &ScoreQuery) -> Result<Vec<ContactRecord>> {
+        let (tail, params) = query.sql(|n| format!("${n}"));
+        let sql = format!("SELECT {} FROM contacts {tail}", row_columns!());
+        let values: Vec<Box<dyn ToSql + Sync>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Real(r) => Box::new(r),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+        self.client
+            .borrow_mut()
+            .query(&sql, &refs)?
+            .iter()
+            .map(|r| read_row(r).map(ContactRecord::from))
+            .collect()
+    }
+
+    fn segments(&self) -> Result<Vec<(String, String, Status, f64)>> {
+        self.client
+            .borrow_mut()
+            .query("SELECT tier, grade, status, score FROM contacts", &[])?
+            .iter()
+            .map(|r| {
+                let status: String = r.get(2);
+                let status = Status::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                Ok((r.get(0), r.get(1), status, r.get(3)))
+            })
+            .collect()
     }
 
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {

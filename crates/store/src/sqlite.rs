@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
-    Incoming, IngestReport, LedgerEntry, ModelVersion, Progress, Result, Scope, ScoreFields, Stats,
-    Store, StoreError, StoredLog,
+    Incoming, IngestReport, LedgerEntry, ModelVersion, Param, Progress, Result, Scope, ScoreFields,
+    ScoreQuery, Stats, Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -518,6 +518,41 @@ impl Store for SqliteStore {
         tx.commit()?;
         report.ids = ids;
         Ok(Some(report))
+    }
+
+    fn scores(&self, query: &ScoreQuery) -> Result<Vec<ContactRecord>> {
+        let (tail, params) = query.sql(|n| format!("?{n}"));
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM contacts {tail}"))?;
+        let values = params.into_iter().map(|p| match p {
+            Param::Text(t) => rusqlite::types::Value::Text(t),
+            Param::Real(r) => rusqlite::types::Value::Real(r),
+            Param::Int(i) => rusqlite::types::Value::Integer(i),
+        });
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), read_row)?;
+        rows.map(|r| Ok(ContactRecord::from(r??))).collect()
+    }
+
+    fn segments(&self) -> Result<Vec<(String, String, Status, f64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tier, grade, status, score FROM contacts")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (tier, grade, status, score) = row?;
+            let status = Status::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+            Ok((tier, grade, status, score))
+        })
+        .collect()
     }
 
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {
