@@ -14,14 +14,21 @@ use std::thread::JoinHandle;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use leadscore_core::batch::contacts_as_of;
 use leadscore_core::event::{Message, MessageError, MessageKind};
-use leadscore_store::{key_hash, now, Incoming, IngestReport, Scope, Store};
+use leadscore_core::model::Model;
+use leadscore_core::score::Status;
+use leadscore_core::time::Timestamp;
+use leadscore_store::{
+    diff_models, key_hash, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError,
+};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,8 +82,17 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch));
     let api = Router::new()
-        .route("/api/v1/contacts/{id}", get(contact))
-        .route("/api/v1/contacts/{id}/history", get(history));
+        .route("/api/v1/contacts/{id}", get(contact).delete(erase))
+        .route("/api/v1/contacts/{id}/history", get(history))
+        .route("/api/v1/contacts/{id}/explanation", get(explanation))
+        .route("/api/v1/contacts/{id}/score", get(score_as_of))
+        .route("/api/v1/contacts/{id}/events", get(events))
+        .route("/api/v1/contacts/{id}/export", get(export))
+        .route("/api/v1/scores", get(scores))
+        .route("/api/v1/segments/summary", get(summary))
+        .route("/api/v1/models", get(models).post(add_model))
+        .route("/api/v1/models/dry-run", post(dry_run))
+        .route("/api/v1/models/{old}/diff/{new}", get(diff));
     ingest
         .merge(api)
         .layer(DefaultBodyLimit::max(config.body_limit))
@@ -384,4 +400,338 @@ async fn history(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such contact"));
     }
     Ok(Json(json!({ "entries": entries })))
+}
+
+/// Runs a store call whose own errors become 503s (a 404 is the caller's).
+async fn stored<T: Send + 'static>(
+    handle: &StoreHandle,
+    f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    handle.call(f).await?.map_err(store_error)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NoActiveModel => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        StoreError::NoSuchVersion(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        StoreError::Model(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such contact")
+}
+
+/// `as_of`: RFC 3339; default now.
+#[derive(Debug, Deserialize)]
+struct AsOf {
+    as_of: Option<String>,
+}
+
+fn parse_time(text: Option<&str>) -> Result<Timestamp, ApiError> {
+    match text {
+        None => Ok(now()),
+        Some(t) => Timestamp::parse(t)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("as_of: {e}"))),
+    }
+}
+
+async fn score_as_of(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<AsOf>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let t = parse_time(q.as_of.as_deref())?;
+    let found = stored(&handle, move |store| store.score_at(&id, t)).await?;
+    let (contact, score) = found.ok_or_else(not_found)?;
+    Ok(Json(
+        json!({"contact_id": contact, "as_of": t, "score": score}),
+    ))
+}
+
+async fn explanation(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<AsOf>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let t = parse_time(q.as_of.as_deref())?;
+    let found = stored(&handle, move |store| {
+        let Some((_, model)) = store.active_model()? else {
+            return Err(StoreError::NoActiveModel);
+        };
+        let Some(log) = store.contact_messages(&id)? else {
+            return Ok(None);
+        };
+        let until: Vec<_> = log
+            .messages
+            .into_iter()
+            .filter(|m| m.timestamp <= t)
+            .collect();
+        let ids = leadscore_core::identity::Identities::from_messages(&until);
+        let canonical = ids.canonical(&id).to_string();
+        Ok(contacts_as_of(until, Vec::new(), t)
+            .into_iter()
+            .find(|c| c.id == canonical)
+            .map(|c| {
+                let (score, explanation) = c.explain_as_of(&model, t);
+                json!({"contact_id": c.id, "as_of": t, "score": score, "explanation": explanation})
+            }))
+    })
+    .await?;
+    found.map(Json).ok_or_else(not_found)
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    cursor: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let log = stored(&handle, move |store| store.contact_messages(&id))
+        .await?
+        .ok_or_else(not_found)?;
+    let start = page.cursor.unwrap_or(0).min(log.messages.len());
+    let limit = page.limit.unwrap_or(100).clamp(1, 1_000);
+    let end = (start + limit).min(log.messages.len());
+    let events: Vec<Value> = log.messages[start..end]
+        .iter()
+        .map(|m| serde_json::from_str(&m.stored_json()).expect("stored JSON parses"))
+        .collect();
+    Ok(Json(json!({
+        "contact_id": log.contact,
+        "events": events,
+        "next_cursor": (end < log.messages.len()).then_some(end),
+    })))
+}
+
+async fn export(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let found = stored(&handle, move |store| {
+        let Some(log) = store.contact_messages(&id)? else {
+            return Ok(None);
+        };
+        let record = store.contact(&log.contact)?;
+        let history = store.history(&log.contact)?;
+        let events: Vec<Value> = log
+            .messages
+            .iter()
+            .map(|m| serde_json::from_str(&m.stored_json()).expect("stored JSON parses"))
+            .collect();
+        Ok(Some(json!({
+            "contact_id": log.contact, "ids": log.ids, "record": record,
+            "history": history, "events": events,
+        })))
+    })
+    .await?;
+    found.map(Json).ok_or_else(not_found)
+}
+
+async fn erase(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let report = stored(&handle, move |store| store.erase(&id))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(json!({"success": true, "erased": report})))
+}
+
+/// Leaderboard parameters.
+#[derive(Debug, Deserialize)]
+struct ScoresParams {
+    tier: Option<String>,
+    grade: Option<String>,
+    stage: Option<String>,
+    status: Option<String>,
+    min: Option<f64>,
+    max: Option<f64>,
+    order: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn scores(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Query(p): Query<ScoresParams>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let status = match p.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| bad(format!("status: expected active or excluded, found {s:?}")))?,
+        ),
+    };
+    let ascending = match p.order.as_deref() {
+        None | Some("score_desc") => false,
+        Some("score_asc") => true,
+        Some(o) => {
+            return Err(bad(format!(
+                "order: expected score_desc or score_asc, found {o:?}"
+            )))
+        }
+    };
+    // A cursor is `score~id` of the last row of the previous page.
+    let after = match p.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let (score, id) = c
+                .split_once('~')
+                .ok_or_else(|| bad("cursor: malformed".into()))?;
+            Some((
+                score
+                    .parse::<f64>()
+                    .map_err(|_| bad("cursor: malformed".into()))?,
+                id.to_string(),
+            ))
+        }
+    };
+    let limit = p.limit.unwrap_or(50).clamp(1, 1_000);
+    let query = ScoreQuery {
+        tier: p.tier,
+        grade: p.grade,
+        stage: p.stage,
+        status,
+        min: p.min,
+        max: p.max,
+        ascending,
+        after,
+        limit,
+    };
+    let rows = stored(&handle, move |store| store.scores(&query)).await?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| format!("{}~{}", r.score.score, r.id)))
+        .flatten();
+    let contacts: Vec<Value> = rows
+        .into_iter()
+        .map(|r| json!({"contact_id": r.id, "score": r.score, "last_event": r.last_event}))
+        .collect();
+    Ok(Json(json!({"contacts": contacts, "next_cursor": next})))
+}
+
+async fn summary(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let (rows, bounds) = stored(&handle, |store| {
+        let bounds = store.active_model()?.map(|(_, m)| (m.min, m.max));
+        Ok((store.segments()?, bounds))
+    })
+    .await?;
+    let (min, max) = bounds.unwrap_or((0.0, 100.0));
+    const BINS: usize = 10;
+    let width = ((max - min) / BINS as f64).max(f64::MIN_POSITIVE);
+    let mut matrix: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    let mut histogram = [0u64; BINS];
+    let mut excluded = 0u64;
+    for (tier, grade, status, score) in &rows {
+        if *status == Status::Excluded {
+            excluded += 1;
+            continue;
+        }
+        *matrix.entry((tier.clone(), grade.clone())).or_default() += 1;
+        let bin = (((score - min) / width).floor().max(0.0) as usize).min(BINS - 1);
+        histogram[bin] += 1;
+    }
+    let cells: Vec<Value> = matrix
+        .into_iter()
+        .map(
+            |((tier, grade), contacts)| json!({"tier": tier, "grade": grade, "contacts": contacts}),
+        )
+        .collect();
+    let bins: Vec<Value> = histogram
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"from": min + width * i as f64, "to": min + width * (i + 1) as f64, "contacts": n}))
+        .collect();
+    Ok(Json(
+        json!({"contacts": rows.len(), "excluded": excluded, "tier_grade": cells, "histogram": bins}),
+    ))
+}
+
+async fn models(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let models = stored(&handle, |store| store.models()).await?;
+    Ok(Json(json!({ "models": models })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelName {
+    name: Option<String>,
+}
+
+/// The request body as UTF-8 text (a model's TOML).
+fn text_body(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the model is not UTF-8 text"))
+}
+
+async fn add_model(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Query(q): Query<ModelName>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let source = text_body(body)?;
+    let name = q.name.unwrap_or_else(|| "model.toml".into());
+    let added = stored(&handle, move |store| store.add_model(&name, &source)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "model": added }))))
+}
+
+async fn dry_run(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Query(q): Query<ModelName>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let source = text_body(body)?;
+    let name = q.name.unwrap_or_else(|| "candidate.toml".into());
+    let candidate = Model::from_toml(&name, &source)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let report = stored(&handle, move |store| {
+        store.dry_run(&candidate, &mut |_, _| {})
+    })
+    .await?;
+    Ok(Json(json!({ "dry_run": report })))
+}
+
+async fn diff(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path((old, new)): Path<(u32, u32)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let (a, b) = stored(&handle, move |store| {
+        Ok((store.model_source(old)?, store.model_source(new)?))
+    })
+    .await?;
+    let changes = diff_models(&a, &b).map_err(store_error)?;
+    Ok(Json(json!({ "old": old, "new": new, "changes": changes })))
 }

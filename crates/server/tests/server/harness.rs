@@ -31,6 +31,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub write_key: String,
     pub read_key: String,
+    pub admin_key: String,
     pub revoked_key: String,
     path: PathBuf,
     _dir: tempfile::TempDir,
@@ -52,6 +53,7 @@ impl Server {
         };
         let (write_key, _) = key(Scope::Ingest);
         let (read_key, _) = key(Scope::Read);
+        let (admin_key, _) = key(Scope::Admin);
         let (revoked_key, revoked) = key(Scope::Ingest);
         store.revoke_key(revoked).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -83,6 +85,7 @@ impl Server {
             addr,
             write_key,
             read_key,
+            admin_key,
             revoked_key,
             path,
             _dir: dir,
@@ -130,6 +133,11 @@ impl Server {
             status,
             serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
         )
+    }
+
+    /// Sends a body that is not JSON (a model's TOML).
+    pub fn text(&self, method: &str, path: &str, auth: &str, body: &str) -> (u16, Value) {
+        self.raw(method, path, auth, body.as_bytes(), &[])
     }
 
     pub fn request(

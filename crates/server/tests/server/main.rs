@@ -51,76 +51,222 @@ fn a_tracked_event_is_committed_and_scored() {
     assert_eq!(live.score, expected);
 }
 
+/// Which key a route needs.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    Ingest,
+    Read,
+    Admin,
+}
+
 #[test]
 fn every_route_checks_its_key() {
     let server = Server::start();
-    let routes: Vec<(&str, &str, Option<Value>)> = vec![
-        ("POST", "/v1/track", Some(track("u", "a", "X"))),
+    let t = "2025-01-01T00:00:00Z";
+    // Something to read first.
+    server.post(
+        "/v1/track",
+        &basic(&server.write_key),
+        &track("u", "seed", "X"),
+    );
+    let model = include_str!("../../../../examples/email.toml");
+    let routes: Vec<(&str, &str, Needs, Option<Value>)> = vec![
+        (
+            "POST",
+            "/v1/track",
+            Needs::Ingest,
+            Some(track("u", "a", "X")),
+        ),
         (
             "POST",
             "/v1/page",
-            Some(json!({"userId": "u", "timestamp": "2025-01-01T00:00:00Z"})),
+            Needs::Ingest,
+            Some(json!({"userId": "u", "timestamp": t})),
         ),
         (
             "POST",
             "/v1/screen",
-            Some(json!({"userId": "u", "timestamp": "2025-01-01T00:00:00Z"})),
+            Needs::Ingest,
+            Some(json!({"userId": "u", "timestamp": t})),
         ),
         (
             "POST",
             "/v1/identify",
-            Some(json!({"userId": "u", "timestamp": "2025-01-01T00:00:00Z"})),
+            Needs::Ingest,
+            Some(json!({"userId": "u", "timestamp": t})),
         ),
         (
             "POST",
             "/v1/group",
-            Some(json!({"userId": "u", "groupId": "g", "timestamp": "2025-01-01T00:00:00Z"})),
+            Needs::Ingest,
+            Some(json!({"userId": "u", "groupId": "g", "timestamp": t})),
         ),
         (
             "POST",
             "/v1/alias",
-            Some(json!({"userId": "u", "previousId": "p", "timestamp": "2025-01-01T00:00:00Z"})),
+            Needs::Ingest,
+            Some(json!({"userId": "u", "previousId": "p", "timestamp": t})),
         ),
         (
             "POST",
             "/v1/batch",
+            Needs::Ingest,
             Some(json!({"batch": [typed(track("u", "b", "X"))]})),
         ),
         (
             "POST",
             "/v1/import",
+            Needs::Ingest,
             Some(json!({"batch": [typed(track("u", "c", "X"))]})),
         ),
-        ("GET", "/api/v1/contacts/u", None),
-        ("GET", "/api/v1/contacts/u/history", None),
+        ("GET", "/api/v1/contacts/u", Needs::Read, None),
+        ("GET", "/api/v1/contacts/u/history", Needs::Read, None),
+        ("GET", "/api/v1/contacts/u/explanation", Needs::Read, None),
+        (
+            "GET",
+            "/api/v1/contacts/u/score?as_of=2026-01-01T00:00:00Z",
+            Needs::Read,
+            None,
+        ),
+        ("GET", "/api/v1/contacts/u/events", Needs::Read, None),
+        ("GET", "/api/v1/scores", Needs::Read, None),
+        ("GET", "/api/v1/segments/summary", Needs::Read, None),
+        ("GET", "/api/v1/models", Needs::Read, None),
+        ("GET", "/api/v1/models/1/diff/1", Needs::Read, None),
+        ("GET", "/api/v1/contacts/u/export", Needs::Admin, None),
+        ("POST", "/api/v1/models/dry-run", Needs::Admin, None),
+        ("POST", "/api/v1/models?name=email.toml", Needs::Admin, None),
+        ("DELETE", "/api/v1/contacts/p", Needs::Admin, None),
     ];
-    for (method, path, body) in &routes {
-        let ingest = path.starts_with("/v1/");
-        let right = if ingest {
-            basic(&server.write_key)
-        } else {
-            bearer(&server.read_key)
+    for (method, path, needs, body) in &routes {
+        let (right, wrong_scope) = match needs {
+            Needs::Ingest => (basic(&server.write_key), basic(&server.read_key)),
+            Needs::Read => (bearer(&server.read_key), bearer(&server.write_key)),
+            Needs::Admin => (bearer(&server.admin_key), bearer(&server.read_key)),
         };
-        let wrong_scope = if ingest {
-            basic(&server.read_key)
+        let expected_ok = if path.starts_with("/api/v1/models?") {
+            201
         } else {
-            bearer(&server.write_key)
+            200
         };
         let cases = [
             (String::new(), 401),
             (basic("ls_ingest_not_a_key"), 401),
             (basic(&server.revoked_key), 401),
             (wrong_scope, 403),
-            (right, 200),
+            (right, expected_ok),
         ];
         for (auth, expected) in cases {
-            let (status, answer) = server.request(method, path, &auth, body.as_ref());
+            let (status, answer) = match body {
+                Some(body) => server.request(method, path, &auth, Some(body)),
+                None if method == &"POST" => server.text(method, path, &auth, model),
+                None => server.request(method, path, &auth, None),
+            };
             assert_eq!(status, expected, "{method} {path} with {auth:?}: {answer}");
-            if expected != 200 {
+            if expected >= 400 {
                 assert_eq!(answer["success"], false, "{answer}");
             }
         }
     }
+}
+
+#[test]
+fn leaderboard_summary_explanation_events_models_and_erasure() {
+    let server = Server::start();
+    let read = bearer(&server.read_key);
+    let admin = bearer(&server.admin_key);
+    for (i, user) in ["ann", "ben", "cid", "dee", "eve"].iter().enumerate() {
+        for k in 0..=i {
+            let m = json!({"userId": user, "event": "Form Submitted", "messageId": format!("{user}{k}"),
+                           "timestamp": format!("2025-03-0{}T10:00:00Z", k + 1), "properties": {"form": "demo"}});
+            assert_eq!(
+                server.post("/v1/track", &basic(&server.write_key), &m).0,
+                200
+            );
+        }
+    }
+    // Two pages of two, then one: every contact once, highest first.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/scores?limit=2".to_string();
+    loop {
+        let (status, page) = server.get(&path, &read);
+        assert_eq!(status, 200, "{page}");
+        for c in page["contacts"].as_array().unwrap() {
+            seen.push((
+                c["score"]["score"].as_f64().unwrap(),
+                c["contact_id"].as_str().unwrap().to_string(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/scores?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0));
+    let (_, bad) = server.get("/api/v1/scores?order=sideways", &read);
+    assert!(bad["error"].as_str().unwrap().contains("order"), "{bad}");
+    let (_, summary) = server.get("/api/v1/segments/summary", &read);
+    let binned: u64 = summary["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["contacts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        binned + summary["excluded"].as_u64().unwrap(),
+        5,
+        "{summary}"
+    );
+    let (_, explained) = server.get("/api/v1/contacts/eve/explanation", &read);
+    assert!(
+        !explained["explanation"]["rules"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{explained}"
+    );
+    let (_, events) = server.get("/api/v1/contacts/eve/events?limit=3", &read);
+    assert_eq!(events["events"].as_array().unwrap().len(), 3);
+    assert_eq!(events["next_cursor"], 3);
+    let (_, past) = server.get(
+        "/api/v1/contacts/eve/score?as_of=2025-03-01T12:00:00Z",
+        &read,
+    );
+    let (_, now) = server.get("/api/v1/contacts/eve/score", &read);
+    assert_ne!(past["score"], now["score"]);
+    // Models: a bad one names its place; a good one becomes version 2.
+    let (status, bad) = server.text(
+        "POST",
+        "/api/v1/models?name=bad.toml",
+        &admin,
+        "[model]\nname = \"x\"\n[[fit]]\nid = \"f\"\nwhen = 'traits.a =='\npoints = 1\n",
+    );
+    assert_eq!(status, 422, "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("bad.toml:5:"),
+        "{bad}"
+    );
+    let (status, added) = server.text(
+        "POST",
+        "/api/v1/models?name=email.toml",
+        &admin,
+        include_str!("../../../../examples/email.toml"),
+    );
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["model"]["version"], 2);
+    let (_, diff) = server.get("/api/v1/models/1/diff/2", &read);
+    assert!(!diff["changes"].as_array().unwrap().is_empty(), "{diff}");
+    // GDPR.
+    let (_, export) = server.get("/api/v1/contacts/ann/export", &admin);
+    assert_eq!(export["events"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/contacts/ann", &admin, None)
+            .0,
+        200
+    );
+    assert_eq!(server.get("/api/v1/contacts/ann", &read).0, 404);
 }
 
 #[test]
