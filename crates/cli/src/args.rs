@@ -163,6 +163,24 @@ pub enum Command {
         #[arg(long, default_value_t = 500 * 1024)]
         body_limit: usize,
     },
+    /// Print a signed email tracking link (open pixel, or click redirect with --click URL).
+    #[command(
+        after_help = "Examples (LEADSCORE_LINK_SECRET set, as for the server):\n  leadscore link --base https://t.example.com --user u42 --campaign spring\n  leadscore link --base https://t.example.com --user u42 --campaign spring --click https://example.com/offer"
+    )]
+    Link {
+        /// The server's public base URL.
+        #[arg(long)]
+        base: String,
+        /// The contact's user id.
+        #[arg(long)]
+        user: String,
+        /// Campaign name, recorded as the event's `campaign` property.
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Make a click link that redirects here (http or https).
+        #[arg(long)]
+        click: Option<String>,
+    },
     /// API keys: create (printed once, stored hashed), list, revoke.
     #[command(
         after_help = "Examples:\n  leadscore keys create --scope ingest --label website\n  leadscore keys create --scope read\n  leadscore keys list\n  leadscore keys revoke 3"

@@ -32,19 +32,40 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+mod links;
+
+pub use links::sign_link;
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest request body accepted, in bytes (after gzip decoding).
     /// Segment's limit is 500 KB per request.
     pub body_limit: usize,
+    /// Secret of the signed tracking links (`/t/open.gif`, `/t/click`);
+    /// without one those routes answer 503.
+    pub link_secret: Option<Vec<u8>>,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             body_limit: 500 * 1024,
+            link_secret: None,
         }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    handle: StoreHandle,
+    link_secret: Option<std::sync::Arc<[u8]>>,
+}
+
+impl axum::extract::FromRef<AppState> for StoreHandle {
+    fn from_ref(state: &AppState) -> StoreHandle {
+        state.handle.clone()
     }
 }
 
@@ -93,11 +114,18 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/api/v1/models", get(models).post(add_model))
         .route("/api/v1/models/dry-run", post(dry_run))
         .route("/api/v1/models/{old}/diff/{new}", get(diff));
+    let links = Router::new()
+        .route("/t/open.gif", get(links::open))
+        .route("/t/click", get(links::click));
     ingest
         .merge(api)
+        .merge(links)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
-        .with_state(handle)
+        .with_state(AppState {
+            handle,
+            link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
+        })
 }
 
 type Job = Box<dyn FnOnce(&mut dyn Store) + Send>;

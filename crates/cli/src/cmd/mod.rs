@@ -69,6 +69,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Status { json } => stored::status(db, json),
         Command::Serve { listen, body_limit } => serve::run(db, &listen, body_limit),
         Command::Keys { command } => serve::keys(db, &command),
+        Command::Link {
+            base,
+            user,
+            campaign,
+            click,
+        } => serve::sign(&base, &user, campaign.as_deref(), click.as_deref()),
         Command::Erase { contact } => stored::erase(db, &contact),
         Command::Export { contact } => stored::export(db, &contact),
         Command::Schema => {

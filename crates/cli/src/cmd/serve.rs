@@ -34,12 +34,72 @@ pub fn run(db: &Path, listen: &str, body_limit: usize) -> Result<ExitCode> {
             db.display(),
             listener.local_addr()?
         );
-        let config = leadscore_server::Config { body_limit };
+        let config = leadscore_server::Config {
+            body_limit,
+            link_secret: link_secret(),
+        };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         eprintln!("stopped: every acknowledged event is committed");
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `LEADSCORE_LINK_SECRET`, the key of signed tracking links.
+fn link_secret() -> Option<Vec<u8>> {
+    std::env::var("LEADSCORE_LINK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(String::into_bytes)
+}
+
+/// Prints a signed open-pixel or click link.
+pub fn sign(
+    base: &str,
+    user: &str,
+    campaign: Option<&str>,
+    click: Option<&str>,
+) -> Result<ExitCode> {
+    let Some(secret) = link_secret() else {
+        bail!("set LEADSCORE_LINK_SECRET (the same value as the server's) to sign links");
+    };
+    let mut params = std::collections::BTreeMap::new();
+    params.insert("u".to_string(), user.to_string());
+    if let Some(c) = campaign {
+        params.insert("c".to_string(), c.to_string());
+    }
+    let path = match click {
+        Some(url) => {
+            params.insert("url".to_string(), url.to_string());
+            "/t/click"
+        }
+        None => "/t/open.gif",
+    };
+    let sig = leadscore_server::sign_link(&secret, path, &params);
+    params.insert("sig".to_string(), sig);
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    super::emit(&format!(
+        "{}{path}?{}\n",
+        base.trim_end_matches('/'),
+        query.join("&")
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// SIGINT or SIGTERM.

@@ -16,6 +16,33 @@ use serde_json::Value;
 
 const MODEL: &str = include_str!("../../../../examples/b2b.toml");
 
+/// The tracking-link secret of test servers.
+pub const LINK_SECRET: &[u8] = b"test-link-secret";
+
+/// A signed link path: `path?params&sig=…`, values percent-encoded.
+pub fn signed(path: &str, params: &[(&str, &str)]) -> String {
+    let map: std::collections::BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let sig = leadscore_server::sign_link(LINK_SECRET, path, &map);
+    let encode = |v: &str| -> String {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let query: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    format!("{path}?{}&sig={sig}", query.join("&"))
+}
+
 pub fn basic(key: &str) -> String {
     format!(
         "Basic {}",
@@ -73,7 +100,10 @@ impl Server {
                 leadscore_server::run(
                     listener,
                     Box::new(store),
-                    leadscore_server::Config::default(),
+                    leadscore_server::Config {
+                        link_secret: Some(LINK_SECRET.to_vec()),
+                        ..leadscore_server::Config::default()
+                    },
                     shutdown,
                 )
                 .await

@@ -3,7 +3,7 @@
 
 mod harness;
 
-use harness::{basic, bearer, Server};
+use harness::{basic, bearer, signed, Server};
 use leadscore_store::Store as _;
 use serde_json::{json, Value};
 
@@ -355,4 +355,54 @@ fn concurrent_requests_are_all_committed_before_they_are_acknowledged() {
     // Shut down right after the last answer: every acknowledged message is there.
     let store = server.stop();
     assert_eq!(store.stats().unwrap().events, 200);
+}
+
+#[test]
+fn signed_links_record_opens_and_clicks_and_cannot_be_forged() {
+    let server = Server::start();
+    let open = signed("/t/open.gif", &[("u", "dana"), ("c", "spring")]);
+    let (status, _) = server.raw("GET", &open, "", b"", &[]);
+    assert_eq!(status, 200);
+    let click = signed(
+        "/t/click",
+        &[
+            ("u", "dana"),
+            ("c", "spring"),
+            ("url", "https://example.com/offer?x=1&y=2"),
+        ],
+    );
+    let (status, _) = server.raw("GET", &click, "", b"", &[]);
+    assert_eq!(status, 302);
+    // Tampering with any parameter breaks the signature: no event, no redirect.
+    let forged_user = open.replace("u=dana", "u=eve");
+    assert_eq!(server.raw("GET", &forged_user, "", b"", &[]).0, 403);
+    let elsewhere = click.replace("example.com", "evil.example");
+    assert_eq!(server.raw("GET", &elsewhere, "", b"", &[]).0, 403);
+    assert_eq!(
+        server
+            .raw(
+                "GET",
+                "/t/click?u=dana&url=https%3A%2F%2Fevil.example",
+                "",
+                b"",
+                &[]
+            )
+            .0,
+        403
+    );
+    let not_web = signed("/t/click", &[("u", "dana"), ("url", "javascript:alert(1)")]);
+    assert_eq!(server.raw("GET", &not_web, "", b"", &[]).0, 400);
+    let store = server.stop();
+    let log = store.contact_messages("dana").unwrap().unwrap();
+    let names: Vec<_> = log
+        .messages
+        .iter()
+        .map(|m| m.rule_name().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["Email Opened", "Email Link Clicked"]);
+    assert_eq!(
+        log.messages[1].properties.get()["url"],
+        "https://example.com/offer?x=1&y=2"
+    );
+    assert_eq!(log.messages[0].properties.get()["campaign"], "spring");
 }
