@@ -162,6 +162,9 @@ pub enum Command {
         /// Largest request body in bytes (after gzip decoding).
         #[arg(long, default_value_t = 500 * 1024)]
         body_limit: usize,
+        /// Origin browsers may send events from (repeat; `*` for any).
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
     },
     /// Print a signed email tracking link (open pixel, or click redirect with --click URL).
     #[command(

@@ -45,6 +45,9 @@ pub struct Config {
     /// Secret of the signed tracking links (`/t/open.gif`, `/t/click`);
     /// without one those routes answer 503.
     pub link_secret: Option<Vec<u8>>,
+    /// Origins browsers may send events from (`*` for any); none: no CORS
+    /// headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
         Config {
             body_limit: 500 * 1024,
             link_secret: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -77,6 +81,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    prometheus();
     let (handle, worker) = StoreHandle::start(store);
     let app = router(handle, &config);
     axum::serve(
@@ -114,18 +119,96 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/api/v1/models", get(models).post(add_model))
         .route("/api/v1/models/dry-run", post(dry_run))
         .route("/api/v1/models/{old}/diff/{new}", get(diff));
+    let ingest = match cors(&config.cors_origins) {
+        Some(layer) => ingest.layer(layer),
+        None => ingest,
+    };
     let links = Router::new()
         .route("/t/open.gif", get(links::open))
         .route("/t/click", get(links::click));
+    let metrics = Router::new().route("/metrics", get(metrics));
     ingest
         .merge(api)
         .merge(links)
+        .merge(metrics)
+        .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .with_state(AppState {
             handle,
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
         })
+}
+
+/// CORS for the ingest routes (browser SDKs send an Authorization header,
+/// so preflights must allow it).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("content-encoding"),
+            ]),
+    )
+}
+
+/// The process's Prometheus recorder (installed once, shared by servers).
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program):
+        // then our counters go there and /metrics shows what this one has.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Counts requests by route and status.
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("leadscore_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("leadscore_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics` (read scope): Prometheus text format.
+async fn metrics(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        prometheus().render(),
+    )
+        .into_response())
 }
 
 type Job = Box<dyn FnOnce(&mut dyn Store) + Send>;
@@ -166,7 +249,24 @@ impl StoreHandle {
                                 Err(_) => break,
                             }
                         }
+                        let count = messages.len() as u64;
+                        let started = std::time::Instant::now();
                         let result = store.ingest(messages).map_err(|e| e.to_string());
+                        metrics::histogram!("leadscore_ingest_commit_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::counter!("leadscore_ingest_transactions_total").increment(1);
+                        match &result {
+                            Ok(report) => {
+                                metrics::counter!("leadscore_messages_total", "outcome" => "accepted")
+                                    .increment(report.accepted);
+                                metrics::counter!("leadscore_messages_total", "outcome" => "duplicate")
+                                    .increment(report.duplicates);
+                            }
+                            Err(_) => {
+                                metrics::counter!("leadscore_messages_total", "outcome" => "failed")
+                                    .increment(count);
+                            }
+                        }
                         for reply in replies {
                             let _ = reply.send(result.clone());
                         }

@@ -67,7 +67,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::History { contact, json } => stored::history(db, &contact, json),
         Command::Rescore => stored::rescore(db),
         Command::Status { json } => stored::status(db, json),
-        Command::Serve { listen, body_limit } => serve::run(db, &listen, body_limit),
+        Command::Serve {
+            listen,
+            body_limit,
+            cors_origins,
+        } => serve::run(db, &listen, body_limit, &cors_origins),
         Command::Keys { command } => serve::keys(db, &command),
         Command::Link {
             base,

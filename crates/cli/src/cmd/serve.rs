@@ -10,7 +10,12 @@ use leadscore_store::{key_hash, new_key, Scope};
 use crate::args::KeysCommand;
 use crate::store;
 
-pub fn run(db: &Path, listen: &str, body_limit: usize) -> Result<ExitCode> {
+pub fn run(
+    db: &Path,
+    listen: &str,
+    body_limit: usize,
+    cors_origins: &[String],
+) -> Result<ExitCode> {
     let store = store::open(db)?;
     if store
         .keys()?
@@ -37,6 +42,7 @@ pub fn run(db: &Path, listen: &str, body_limit: usize) -> Result<ExitCode> {
         let config = leadscore_server::Config {
             body_limit,
             link_secret: link_secret(),
+            cors_origins: cors_origins.to_vec(),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         eprintln!("stopped: every acknowledged event is committed");

@@ -68,6 +68,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(Vec::new())
+    }
+
+    /// A server that allows these CORS origins.
+    pub fn start_with(cors_origins: Vec<String>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.db");
         let mut store = SqliteStore::open(&path).unwrap();
@@ -102,6 +107,7 @@ impl Server {
                     Box::new(store),
                     leadscore_server::Config {
                         link_secret: Some(LINK_SECRET.to_vec()),
+                        cors_origins,
                         ..leadscore_server::Config::default()
                     },
                     shutdown,
@@ -129,6 +135,25 @@ impl Server {
         let _ = self.stop.take().unwrap().send(());
         self.thread.take().unwrap().join().unwrap();
         SqliteStore::open(&self.path).unwrap()
+    }
+
+    /// The status line and headers of a response, lower-cased.
+    pub fn head(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request += &format!("{name}: {value}\r\n");
+        }
+        request += "\r\n";
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_lowercase()
     }
 
     pub fn raw(

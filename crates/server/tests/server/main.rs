@@ -406,3 +406,66 @@ fn signed_links_record_opens_and_clicks_and_cannot_be_forged() {
     );
     assert_eq!(log.messages[0].properties.get()["campaign"], "spring");
 }
+
+#[test]
+fn metrics_count_requests_and_messages() {
+    let server = Server::start();
+    for i in 0..3 {
+        server.post(
+            "/v1/track",
+            &basic(&server.write_key),
+            &track("mo", &format!("m{i}"), "A"),
+        );
+    }
+    assert_eq!(server.get("/metrics", "").0, 401);
+    let (status, text) = server.get("/metrics", &bearer(&server.read_key));
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_string();
+    assert!(
+        text.contains("leadscore_http_requests_total{route=\"/v1/track\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("leadscore_messages_total{outcome=\"accepted\"}"),
+        "{text}"
+    );
+    assert!(text.contains("leadscore_ingest_commit_seconds"), "{text}");
+}
+
+#[test]
+fn browsers_may_send_events_from_allowed_origins_only() {
+    let server = Server::start_with(vec!["https://shop.example".into()]);
+    let preflight = |origin: &str| {
+        server.head(
+            "OPTIONS",
+            "/v1/track",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization,content-type",
+                ),
+            ],
+        )
+    };
+    let allowed = preflight("https://shop.example");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://shop.example"),
+        "{allowed}"
+    );
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let other = preflight("https://evil.example");
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+    // Without configured origins there are no CORS headers at all.
+    let plain = Server::start();
+    let none = plain.head(
+        "OPTIONS",
+        "/v1/track",
+        &[
+            ("Origin", "https://shop.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+    );
+    assert!(!none.contains("access-control-allow-origin"), "{none}");
+}
