@@ -153,6 +153,14 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+/// Read from RFC 3339 text with any offset ([`Timestamp::parse`]).
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Timestamp::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with as many fractional digits as needed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -255,6 +263,15 @@ mod tests {
             // Whatever the path, the public parser agrees with jiff.
             prop_assert_eq!(Timestamp::parse(&text).ok().map(|t| t.0), by_jiff(&text), "{}", text);
         }
+    }
+
+    #[test]
+    fn serde_round_trip_as_rfc3339_text() {
+        let t = Timestamp::parse("2025-03-01T10:00:00.5+01:00").unwrap();
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(text, "\"2025-03-01T09:00:00.5Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), t);
+        assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
     }
 
     #[test]

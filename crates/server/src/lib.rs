@@ -106,7 +106,8 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/v1/group", post(group))
         .route("/v1/alias", post(alias))
         .route("/v1/batch", post(batch))
-        .route("/v1/import", post(batch));
+        .route("/v1/import", post(batch))
+        .route("/api/v1/outcomes", post(outcomes));
     let api = Router::new()
         .route("/api/v1/contacts/{id}", get(contact).delete(erase))
         .route("/api/v1/contacts/{id}/history", get(history))
@@ -862,4 +863,60 @@ async fn diff(
     .await?;
     let changes = diff_models(&a, &b).map_err(store_error)?;
     Ok(Json(json!({ "old": old, "new": new, "changes": changes })))
+}
+
+/// One outcome as posted; `at` defaults to now.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostedOutcome {
+    contact_id: String,
+    outcome: String,
+    value: Option<f64>,
+    at: Option<Timestamp>,
+}
+
+/// `POST /api/v1/outcomes` (ingest scope, as CRMs push them): one outcome
+/// or `{"outcomes": [...]}`; all are checked before any is stored.
+async fn outcomes(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&handle, &headers, Scope::Ingest).await?;
+    let mut value = json_body(body)?;
+    let items = match value.get_mut("outcomes").map(Value::take) {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "outcomes: expected an array",
+            ))
+        }
+        None => vec![value],
+    };
+    let received = now();
+    let mut parsed = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let o: PostedOutcome = serde_json::from_value(item).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("outcomes[{index}]: {e}"))
+        })?;
+        if o.contact_id.trim().is_empty() || o.outcome.trim().is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("outcomes[{index}]: contact_id and outcome must not be empty"),
+            ));
+        }
+        parsed.push(leadscore_store::Outcome {
+            contact_id: o.contact_id,
+            outcome: o.outcome,
+            value: o.value,
+            at: o.at.unwrap_or(received),
+        });
+    }
+    let count = parsed.len();
+    stored(&handle, move |store| store.add_outcomes(&parsed)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"success": true, "recorded": count})),
+    ))
 }

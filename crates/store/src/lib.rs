@@ -309,10 +309,10 @@ impl Scope {
         }
     }
 
-    /// Whether a key of this scope may do what `needed` requires (admin
-    /// may read; ingest keys only send events).
+    /// Whether a key of this scope may do what `needed` requires (admin may
+    /// do everything; ingest keys only send data; read keys only read).
     pub fn allows(self, needed: Scope) -> bool {
-        self == needed || (self == Scope::Admin && needed == Scope::Read)
+        self == needed || self == Scope::Admin
     }
 }
 
@@ -439,6 +439,19 @@ impl ScoreQuery {
     }
 }
 
+/// A sales outcome for a contact (what evaluation checks scores against).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Any of the contact's ids.
+    pub contact_id: String,
+    /// `converted`, `won`, `lost`, `disqualified`, or another word.
+    pub outcome: String,
+    /// Deal value, if any.
+    pub value: Option<f64>,
+    /// When it happened.
+    pub at: Timestamp,
+}
+
 /// Progress callback: `(done, total)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -505,6 +518,12 @@ pub trait Store: Send {
     /// `(tier, grade, status, score)` of every live contact (for segment
     /// summaries).
     fn segments(&self) -> Result<Vec<(String, String, Status, f64)>>;
+
+    /// Records outcomes.
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()>;
+
+    /// Every recorded outcome, in the order recorded.
+    fn outcomes(&self) -> Result<Vec<Outcome>>;
 
     /// Stores a key's hash with its scope.
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey>;

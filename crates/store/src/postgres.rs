@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
-    Incoming, IngestReport, LedgerEntry, ModelVersion, Param, Progress, Result, Scope, ScoreFields,
-    ScoreQuery, Stats, Store, StoreError, StoredLog,
+    Incoming, IngestReport, LedgerEntry, ModelVersion, Outcome, Param, Progress, Result, Scope,
+    ScoreFields, ScoreQuery, Stats, Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -920,6 +920,37 @@ impl Store for PgStore {
                 Ok((r.get(0), r.get(1), status, r.get(3)))
             })
             .collect()
+    }
+
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
+        self.write(|pg| {
+            let recorded = now().0;
+            for o in outcomes {
+                pg.execute(
+                    "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+                    &[&o.contact_id, &o.outcome, &o.value, &o.at.0, &recorded],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn outcomes(&self) -> Result<Vec<Outcome>> {
+        self.read(|pg| {
+            Ok(pg
+                .query(
+                    "SELECT contact_id, outcome, value, at FROM outcomes ORDER BY seq",
+                    &[],
+                )?
+                .into_iter()
+                .map(|r| Outcome {
+                    contact_id: r.get(0),
+                    outcome: r.get(1),
+                    value: r.get(2),
+                    at: Timestamp(r.get(3)),
+                })
+                .collect())
+        })
     }
 
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {

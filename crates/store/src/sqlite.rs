@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
-    Incoming, IngestReport, LedgerEntry, ModelVersion, Param, Progress, Result, Scope, ScoreFields,
-    ScoreQuery, Stats, Store, StoreError, StoredLog,
+    Incoming, IngestReport, LedgerEntry, ModelVersion, Outcome, Param, Progress, Result, Scope,
+    ScoreFields, ScoreQuery, Stats, Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -553,6 +553,36 @@ impl Store for SqliteStore {
             Ok((tier, grade, status, score))
         })
         .collect()
+    }
+
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let recorded = now().0;
+            for o in outcomes {
+                stmt.execute(params![o.contact_id, o.outcome, o.value, o.at.0, recorded])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn outcomes(&self) -> Result<Vec<Outcome>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT contact_id, outcome, value, at FROM outcomes ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Outcome {
+                contact_id: r.get(0)?,
+                outcome: r.get(1)?,
+                value: r.get(2)?,
+                at: Timestamp(r.get(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {

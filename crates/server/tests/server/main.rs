@@ -469,3 +469,40 @@ fn browsers_may_send_events_from_allowed_origins_only() {
     );
     assert!(!none.contains("access-control-allow-origin"), "{none}");
 }
+
+#[test]
+fn outcomes_are_recorded_for_evaluation() {
+    let server = Server::start();
+    let key = basic(&server.write_key);
+    let (status, body) = server.post("/api/v1/outcomes", &key, &json!({"outcomes": [
+        {"contact_id": "ann", "outcome": "won", "value": 5000.0, "at": "2025-04-01T00:00:00+02:00"},
+        {"contact_id": "ben", "outcome": "disqualified"},
+    ]}));
+    assert_eq!(
+        (status, body["recorded"].clone()),
+        (201, json!(2)),
+        "{body}"
+    );
+    let (status, body) = server.post(
+        "/api/v1/outcomes",
+        &key,
+        &json!({"outcomes": [
+        {"contact_id": "cid", "outcome": "won"}, {"contact_id": "", "outcome": "won"}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("outcomes[1]"),
+        "{body}"
+    );
+    let (status, body) = server.post(
+        "/api/v1/outcomes",
+        &key,
+        &json!({"contact_id": "x", "outcome": "won", "at": "soon"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let store = server.stop();
+    let recorded = store.outcomes().unwrap();
+    assert_eq!(recorded.len(), 2, "a rejected request stores nothing");
+    assert_eq!(recorded[0].at.to_string(), "2025-03-31T22:00:00Z");
+    assert_eq!(recorded[1].outcome, "disqualified");
+}

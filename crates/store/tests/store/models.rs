@@ -51,3 +51,27 @@ fn diff_names_rules_by_kind_and_id() {
         matches!(&changes[0], RuleChange::Changed { fields, .. } if fields == &["points: 5 -> 7"])
     );
 }
+
+#[test]
+fn outcomes_are_kept_in_order() {
+    use leadscore_core::time::Timestamp;
+    use leadscore_store::Outcome;
+    for (mut store, _guard) in backends() {
+        let outcomes = vec![
+            Outcome {
+                contact_id: "a".into(),
+                outcome: "won".into(),
+                value: Some(10.5),
+                at: Timestamp::from_seconds(1_700_000_000),
+            },
+            Outcome {
+                contact_id: "b".into(),
+                outcome: "lost".into(),
+                value: None,
+                at: Timestamp::from_seconds(1_700_000_100),
+            },
+        ];
+        store.add_outcomes(&outcomes).unwrap();
+        assert_eq!(store.outcomes().unwrap(), outcomes);
+    }
+}
