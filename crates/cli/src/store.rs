@@ -3,26 +3,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use leadscore_store::{PgStore, SqliteStore, Store};
-
-/// Whether `--db` names a PostgreSQL database.
-fn is_postgres(db: &Path) -> bool {
-    let text = db.to_string_lossy();
-    text.starts_with("postgres://") || text.starts_with("postgresql://")
-}
+use leadscore_store::{is_postgres, Store};
 
 /// Opens the store (a SQLite file, created if it does not exist yet, or a
 /// PostgreSQL URL), migrating its schema.
 pub fn open(db: &Path) -> Result<Box<dyn Store>> {
-    if is_postgres(db) {
-        let url = db.to_string_lossy();
-        let store = PgStore::open(&url)
-            .with_context(|| format!("cannot open the store {}", redact(&url)))?;
-        return Ok(Box::new(store));
-    }
-    let store =
-        SqliteStore::open(db).with_context(|| format!("cannot open the store {}", db.display()))?;
-    Ok(Box::new(store))
+    leadscore_store::open(db)
+        .with_context(|| format!("cannot open the store {}", redact(&db.to_string_lossy())))
 }
 
 /// A URL without its password, for messages.

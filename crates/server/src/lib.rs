@@ -36,8 +36,12 @@ mod links;
 
 pub use links::sign_link;
 
+/// Opens another connection to the same store (for background jobs such as
+/// a model activation, which must not hold up ingestion).
+pub type Reopen = std::sync::Arc<dyn Fn() -> leadscore_store::Result<Box<dyn Store>> + Send + Sync>;
+
 /// Server settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Largest request body accepted, in bytes (after gzip decoding).
     /// Segment's limit is 500 KB per request.
@@ -48,6 +52,20 @@ pub struct Config {
     /// Origins browsers may send events from (`*` for any); none: no CORS
     /// headers.
     pub cors_origins: Vec<String>,
+    /// How to open a second connection for background jobs; without it
+    /// `POST /api/v1/models/{v}/activate` answers 503.
+    pub reopen: Option<Reopen>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("body_limit", &self.body_limit)
+            .field("link_secret", &self.link_secret.as_ref().map(|_| "…"))
+            .field("cors_origins", &self.cors_origins)
+            .field("reopen", &self.reopen.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -56,6 +74,7 @@ impl Default for Config {
             body_limit: 500 * 1024,
             link_secret: None,
             cors_origins: Vec::new(),
+            reopen: None,
         }
     }
 }
@@ -65,7 +84,13 @@ impl Default for Config {
 pub struct AppState {
     handle: StoreHandle,
     link_secret: Option<std::sync::Arc<[u8]>>,
+    reopen: Option<Reopen>,
+    jobs: Jobs,
 }
+
+/// Background jobs of this process, by id (a restart forgets them; an
+/// interrupted activation resumes when it is requested again).
+type Jobs = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
 
 impl axum::extract::FromRef<AppState> for StoreHandle {
     fn from_ref(state: &AppState) -> StoreHandle {
@@ -119,6 +144,8 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/api/v1/segments/summary", get(summary))
         .route("/api/v1/models", get(models).post(add_model))
         .route("/api/v1/models/dry-run", post(dry_run))
+        .route("/api/v1/models/{version}/activate", post(activate))
+        .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/models/{old}/diff/{new}", get(diff));
     let ingest = match cors(&config.cors_origins) {
         Some(layer) => ingest.layer(layer),
@@ -138,6 +165,8 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .with_state(AppState {
             handle,
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
+            reopen: config.reopen.clone(),
+            jobs: Jobs::default(),
         })
 }
 
@@ -919,4 +948,73 @@ async fn outcomes(
         StatusCode::CREATED,
         Json(json!({"success": true, "recorded": count})),
     ))
+}
+
+/// `POST /api/v1/models/{version}/activate` (admin): rescoring runs on a
+/// second connection in the background; 202 with the job's id.
+async fn activate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<u32>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state.handle, &headers, Scope::Admin).await?;
+    let Some(reopen) = state.reopen.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "background jobs are not available in this server",
+        ));
+    };
+    stored(&state.handle, move |store| store.model_source(version)).await?;
+    let id = {
+        let mut jobs = state.jobs.lock().expect("jobs lock");
+        jobs.push(json!({"kind": "activate", "version": version, "state": "running", "done": 0, "total": null}));
+        jobs.len()
+    };
+    let jobs = state.jobs.clone();
+    std::thread::spawn(move || {
+        let update = |f: &dyn Fn(&mut Value)| {
+            if let Some(job) = jobs.lock().expect("jobs lock").get_mut(id - 1) {
+                f(job);
+            }
+        };
+        let result = reopen().and_then(|mut store| {
+            store.activate(version, &mut |done, total| {
+                update(&|job| {
+                    job["done"] = done.into();
+                    job["total"] = total.into();
+                })
+            })
+        });
+        update(&|job| match &result {
+            Ok(report) => {
+                job["state"] = "done".into();
+                job["report"] = json!(report);
+            }
+            Err(e) => {
+                job["state"] = "failed".into();
+                job["error"] = e.to_string().into();
+            }
+        });
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job": id, "status": format!("/api/v1/jobs/{id}")})),
+    ))
+}
+
+/// `GET /api/v1/jobs/{id}` (admin): state and progress of a background job.
+async fn job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<usize>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state.handle, &headers, Scope::Admin).await?;
+    let jobs = state.jobs.lock().expect("jobs lock");
+    let mut job = id
+        .checked_sub(1)
+        .and_then(|i| jobs.get(i))
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such job"))?;
+    job["id"] = id.into();
+    Ok(Json(job))
 }

@@ -538,6 +538,22 @@ pub trait Store: Send {
     fn revoke_key(&mut self, id: i64) -> Result<bool>;
 }
 
+/// Whether a `--db` value names a PostgreSQL database.
+pub fn is_postgres(target: &std::path::Path) -> bool {
+    let text = target.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// Opens the store a `--db` value names: a `postgres://` URL, or a SQLite
+/// file (created if missing).
+pub fn open(target: &std::path::Path) -> Result<Box<dyn Store>> {
+    if is_postgres(target) {
+        Ok(Box::new(PgStore::open(&target.to_string_lossy())?))
+    } else {
+        Ok(Box::new(SqliteStore::open(target)?))
+    }
+}
+
 /// Hash of an id as kept in tombstones (the id itself is not kept).
 pub fn id_hash(id: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes()))

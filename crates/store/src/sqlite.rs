@@ -1,5 +1,9 @@
 //! The embedded backend: one SQLite file in WAL mode, `synchronous = FULL`
 //! (a committed ingest survives a crash of the process or of the machine).
+//! Writing transactions begin `IMMEDIATE`: with several connections (the
+//! server's worker and an activation), a deferred transaction that read
+//! first could not upgrade to writing after another commit, while an
+//! immediate one waits its turn (busy timeout).
 
 use std::cell::RefCell;
 use std::io::Read;
@@ -12,7 +16,7 @@ use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
@@ -166,7 +170,9 @@ impl Store for SqliteStore {
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
         let version = Self::active_version(&self.conn)?;
         let model = version.map(|v| self.compiled(v)).transpose()?;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let activating = Self::job(&tx)?.is_some();
         let report = engine::ingest(
             &mut Sql(&tx),
@@ -181,7 +187,9 @@ impl Store for SqliteStore {
 
     fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion> {
         let hash = validate(name, source)?;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO models (name, hash, source, added_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (hash) DO NOTHING",
@@ -262,7 +270,9 @@ impl Store for SqliteStore {
         )?;
         // Start, or resume the same version's job.
         let mut cursor = {
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let cursor = match Self::job(&tx)? {
                 Some((v, cursor)) if v == version => {
                     report.resumed = true;
@@ -292,7 +302,9 @@ impl Store for SqliteStore {
         progress(done, total);
         // Fill the next rows step by step, each step its own transaction.
         loop {
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some((last, n)) =
                 engine::activation_step(&mut Sql(&tx), &model, version, cursor.as_deref())?
             else {
@@ -305,7 +317,9 @@ impl Store for SqliteStore {
             progress(done.min(total), total);
         }
         // Swap atomically: contacts changed meanwhile are folded here.
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let missing: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT DISTINCT i.contact FROM identities i
@@ -484,7 +498,9 @@ impl Store for SqliteStore {
     }
 
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(canonical) = Sql(&tx).identity(id)? else {
             return Ok(None);
         };
@@ -556,7 +572,9 @@ impl Store for SqliteStore {
     }
 
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",

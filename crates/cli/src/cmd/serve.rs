@@ -43,12 +43,19 @@ pub fn run(
             body_limit,
             link_secret: link_secret(),
             cors_origins: cors_origins.to_vec(),
+            reopen: Some(reopen(db)),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         eprintln!("stopped: every acknowledged event is committed");
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A second connection to the same store, for background jobs.
+fn reopen(db: &Path) -> leadscore_server::Reopen {
+    let db = db.to_path_buf();
+    std::sync::Arc::new(move || leadscore_store::open(&db))
 }
 
 /// `LEADSCORE_LINK_SECRET`, the key of signed tracking links.

@@ -88,6 +88,7 @@ impl Server {
         let (admin_key, _) = key(Scope::Admin);
         let (revoked_key, revoked) = key(Scope::Ingest);
         store.revoke_key(revoked).unwrap();
+        let reopen_path = path.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, bound) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -108,6 +109,9 @@ impl Server {
                     leadscore_server::Config {
                         link_secret: Some(LINK_SECRET.to_vec()),
                         cors_origins,
+                        reopen: Some(std::sync::Arc::new(move || {
+                            Ok(Box::new(SqliteStore::open(&reopen_path)?) as Box<dyn Store>)
+                        })),
                         ..leadscore_server::Config::default()
                     },
                     shutdown,

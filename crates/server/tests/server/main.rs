@@ -119,6 +119,12 @@ fn every_route_checks_its_key() {
             Needs::Ingest,
             Some(json!({"batch": [typed(track("u", "c", "X"))]})),
         ),
+        (
+            "POST",
+            "/api/v1/outcomes",
+            Needs::Ingest,
+            Some(json!({"contact_id": "u", "outcome": "won", "value": 1200.0})),
+        ),
         ("GET", "/api/v1/contacts/u", Needs::Read, None),
         ("GET", "/api/v1/contacts/u/history", Needs::Read, None),
         ("GET", "/api/v1/contacts/u/explanation", Needs::Read, None),
@@ -135,7 +141,14 @@ fn every_route_checks_its_key() {
         ("GET", "/api/v1/models/1/diff/1", Needs::Read, None),
         ("GET", "/api/v1/contacts/u/export", Needs::Admin, None),
         ("POST", "/api/v1/models/dry-run", Needs::Admin, None),
+        (
+            "POST",
+            "/api/v1/models/1/activate",
+            Needs::Admin,
+            Some(json!({})),
+        ),
         ("POST", "/api/v1/models?name=email.toml", Needs::Admin, None),
+        ("GET", "/api/v1/jobs/1", Needs::Admin, None),
         ("DELETE", "/api/v1/contacts/p", Needs::Admin, None),
     ];
     for (method, path, needs, body) in &routes {
@@ -144,8 +157,10 @@ fn every_route_checks_its_key() {
             Needs::Read => (bearer(&server.read_key), bearer(&server.write_key)),
             Needs::Admin => (bearer(&server.admin_key), bearer(&server.read_key)),
         };
-        let expected_ok = if path.starts_with("/api/v1/models?") {
+        let expected_ok = if path.starts_with("/api/v1/models?") || path.ends_with("/outcomes") {
             201
+        } else if path.ends_with("/activate") {
+            202
         } else {
             200
         };
@@ -505,4 +520,66 @@ fn outcomes_are_recorded_for_evaluation() {
     assert_eq!(recorded.len(), 2, "a rejected request stores nothing");
     assert_eq!(recorded[0].at.to_string(), "2025-03-31T22:00:00Z");
     assert_eq!(recorded[1].outcome, "disqualified");
+}
+
+#[test]
+fn a_model_is_activated_in_the_background_while_events_keep_coming() {
+    let server = Server::start();
+    let admin = bearer(&server.admin_key);
+    for i in 0..40 {
+        let m = track(&format!("c{i}"), &format!("e{i}"), "Email Opened");
+        assert_eq!(
+            server.post("/v1/track", &basic(&server.write_key), &m).0,
+            200
+        );
+    }
+    let (status, added) = server.text(
+        "POST",
+        "/api/v1/models?name=email.toml",
+        &admin,
+        include_str!("../../../../examples/email.toml"),
+    );
+    assert_eq!(status, 201, "{added}");
+    let (status, started) = server.request("POST", "/api/v1/models/2/activate", &admin, None);
+    assert_eq!(status, 202, "{started}");
+    let job = started["job"].as_u64().unwrap();
+    // Ingestion is not blocked meanwhile.
+    assert_eq!(
+        server
+            .post(
+                "/v1/track",
+                &basic(&server.write_key),
+                &track("late", "l1", "Email Opened")
+            )
+            .0,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let finished = loop {
+        let (_, state) = server.get(&format!("/api/v1/jobs/{job}"), &admin);
+        if state["state"] != "running" {
+            break state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "activation still running: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(finished["state"], "done", "{finished}");
+    assert!(
+        finished["report"]["contacts"].as_u64().unwrap() >= 40,
+        "{finished}"
+    );
+    let (_, models) = server.get("/api/v1/models", &admin);
+    assert_eq!(models["models"][1]["active"], true, "{models}");
+    assert_eq!(
+        server
+            .request("POST", "/api/v1/models/9/activate", &admin, None)
+            .0,
+        404
+    );
+    assert_eq!(server.get("/api/v1/jobs/99", &admin).0, 404);
+    let store = server.stop();
+    assert_eq!(store.contact("late").unwrap().unwrap().model_version, 2);
 }
