@@ -134,23 +134,7 @@ impl SqliteStore {
 
     /// The compiled model of `version`, cached.
     fn compiled(&self, version: u32) -> Result<Arc<Model>> {
-        if let Some((v, model)) = &*self.active.borrow() {
-            if *v == version {
-                return Ok(model.clone());
-            }
-        }
-        let (name, source): (String, String) = self
-            .conn
-            .query_row(
-                "SELECT name, source FROM models WHERE version = ?1",
-                [version],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .ok_or(StoreError::NoSuchVersion(version))?;
-        let model = Arc::new(compile(version, &name, &source)?);
-        *self.active.borrow_mut() = Some((version, model.clone()));
-        Ok(model)
+        model_in(&self.active, &self.conn, version)
     }
 
     fn job(conn: &Connection) -> Result<Option<(u32, Option<String>)>> {
@@ -168,11 +152,15 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
-        let version = Self::active_version(&self.conn)?;
-        let model = version.map(|v| self.compiled(v)).transpose()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read inside the transaction: an activation by another connection
+        // may have switched versions since this one last looked.
+        let version = Self::active_version(&tx)?;
+        let model = version
+            .map(|v| model_in(&self.active, &tx, v))
+            .transpose()?;
         let activating = Self::job(&tx)?.is_some();
         let report = engine::ingest(
             &mut Sql(&tx),
@@ -662,6 +650,31 @@ fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>> {
         }),
         None => Err(StoreError::Corrupt(format!("key scope {scope:?}"))),
     })
+}
+
+/// The compiled model of `version`: cached, or compiled from its stored
+/// source read through `conn`.
+fn model_in(
+    cache: &RefCell<Option<(u32, Arc<Model>)>>,
+    conn: &Connection,
+    version: u32,
+) -> Result<Arc<Model>> {
+    if let Some((v, model)) = &*cache.borrow() {
+        if *v == version {
+            return Ok(model.clone());
+        }
+    }
+    let (name, source): (String, String) = conn
+        .query_row(
+            "SELECT name, source FROM models WHERE version = ?1",
+            [version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::NoSuchVersion(version))?;
+    let model = Arc::new(compile(version, &name, &source)?);
+    *cache.borrow_mut() = Some((version, model.clone()));
+    Ok(model)
 }
 
 /// A single non-negative integer result.
