@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 mod links;
+pub mod openapi;
 
 pub use links::sign_link;
 
@@ -154,7 +155,10 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
     let links = Router::new()
         .route("/t/open.gif", get(links::open))
         .route("/t/click", get(links::click));
-    let metrics = Router::new().route("/metrics", get(metrics));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs));
     ingest
         .merge(api)
         .merge(links)
@@ -1017,4 +1021,20 @@ async fn job(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such job"))?;
     job["id"] = id.into();
     Ok(Json(job))
+}
+
+/// `GET /openapi.json`.
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi::spec()
+            .to_pretty_json()
+            .expect("the description serialises"),
+    )
+        .into_response()
+}
+
+/// `GET /docs`.
+async fn docs() -> axum::response::Html<String> {
+    axum::response::Html(openapi::page())
 }

@@ -583,3 +583,73 @@ fn a_model_is_activated_in_the_background_while_events_keep_coming() {
     let store = server.stop();
     assert_eq!(store.contact("late").unwrap().unwrap().model_version, 2);
 }
+
+#[test]
+fn the_openapi_description_lists_exactly_the_routes_that_exist() {
+    use leadscore_server::openapi::{Access, ROUTES};
+    let server = Server::start();
+    server.post(
+        "/v1/track",
+        &basic(&server.write_key),
+        &track("u", "seed", "X"),
+    );
+    let (status, spec) = server.get("/openapi.json", "");
+    assert_eq!(status, 200);
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3."),
+        "{spec}"
+    );
+    for route in ROUTES {
+        let item = &spec["paths"][route.path];
+        assert!(
+            item[route.method.to_lowercase()].is_object(),
+            "{} {} missing from the description",
+            route.method,
+            route.path
+        );
+        let id = if route.path.starts_with("/api/v1/jobs") {
+            "1"
+        } else {
+            "u"
+        };
+        let path = route
+            .path
+            .replace("{id}", id)
+            .replace("{old}", "1")
+            .replace("{new}", "1")
+            .replace("{version}", "1");
+        let auth = match route.access {
+            Access::Ingest => basic(&server.write_key),
+            Access::Read | Access::Admin => bearer(&server.admin_key),
+            Access::Signed | Access::Public => String::new(),
+        };
+        let (status, body) = if route.body == Some("application/json") {
+            server.request(route.method, &path, &auth, Some(&json!({})))
+        } else {
+            server.text(route.method, &path, &auth, "")
+        };
+        // Unknown routes get axum's bare 404/405; our handlers answer JSON.
+        let unrouted = (status == 404 && !body.is_object()) || status == 405;
+        assert!(
+            !unrouted,
+            "{} {} is described but not routed ({status})",
+            route.method, route.path
+        );
+        // Every status a route can answer with is described.
+        if status != 500 {
+            let described = route.responses.iter().any(|(code, _)| *code == status);
+            assert!(
+                described,
+                "{} {} answered {status}, which is not described",
+                route.method, route.path
+            );
+        }
+    }
+    let (status, page) = server.get("/docs", "");
+    assert_eq!(status, 200);
+    let page = page.as_str().unwrap().to_string();
+    assert!(ROUTES
+        .iter()
+        .all(|r| page.contains(&r.path.replace('&', "&amp;"))));
+    assert!(!page.contains("<script"), "self-contained page");
+}

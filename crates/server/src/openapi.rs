@@ -1,0 +1,548 @@
+//! The OpenAPI description of the server (utoipa's builders) and a
+//! self-contained HTML page generated from it (no scripts, no CDN).
+//!
+//! One table, [`ROUTES`], describes every route; a test calls each of them
+//! and fails if one answers 404, so the description cannot go stale.
+
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Required,
+    ResponseBuilder,
+};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A write key (HTTP Basic user name).
+    Ingest,
+    /// A read key (Bearer).
+    Read,
+    /// An admin key (Bearer).
+    Admin,
+    /// A signed link (`sig` parameter).
+    Signed,
+    /// Anyone.
+    Public,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `GET`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// Path with `{parameters}`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Group in the docs.
+    pub tag: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Request body media type, if any.
+    pub body: Option<&'static str>,
+    /// Query parameters.
+    pub query: &'static [&'static str],
+    /// Status codes and what they mean.
+    pub responses: &'static [(u16, &'static str)],
+}
+
+const AUTH: [(u16, &str); 2] = [
+    (401, "no, unknown or revoked key"),
+    (403, "key of another scope"),
+];
+
+macro_rules! responses {
+    ($(($code:expr, $what:expr)),* $(,)?) => {
+        &[$(($code, $what),)* AUTH[0], AUTH[1]]
+    };
+}
+
+/// Every route the server answers.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/v1/track",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "A Segment track call (type from the route).",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "invalid message (names the field)"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/page",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "A Segment page call.",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "invalid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/screen",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "A Segment screen call.",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "invalid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/identify",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "A Segment identify call (traits).",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "invalid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/group",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "A Segment group call (company traits).",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "invalid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/alias",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "A Segment alias call (previousId to userId).",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "invalid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/batch",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "{\"batch\": [messages]}: valid ones kept, invalid ones reported by index.",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed (with per-index errors if any)"),
+            (400, "no valid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/v1/import",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "Same as /v1/batch.",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![
+            (200, "committed"),
+            (400, "no valid message"),
+            (413, "body too large")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/outcomes",
+        access: Access::Ingest,
+        tag: "outcomes",
+        summary: "Sales outcomes ({contact_id, outcome, value?, at?} or {outcomes: [...]}).",
+        body: Some("application/json"),
+        query: &[],
+        responses: responses![(201, "recorded"), (400, "invalid item (nothing stored)")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/contacts/{id}",
+        access: Access::Read,
+        tag: "contacts",
+        summary: "Score now, labels, status, traits of a contact (any of its ids).",
+        body: None,
+        query: &[],
+        responses: responses![(200, "the contact"), (404, "no such contact")],
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/v1/contacts/{id}",
+        access: Access::Admin,
+        tag: "contacts",
+        summary: "GDPR erasure: everything about the contact; its ids are tombstoned.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "erased"), (404, "no such contact")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/contacts/{id}/history",
+        access: Access::Read,
+        tag: "contacts",
+        summary: "Every change of score, tier, grade, stage, status and its cause.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "entries"), (404, "no such contact")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/contacts/{id}/explanation",
+        access: Access::Read,
+        tag: "contacts",
+        summary: "Each contributing rule with its points, awards and messages.",
+        body: None,
+        query: &["as_of"],
+        responses: responses![(200, "explanation"), (404, "no such contact")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/contacts/{id}/score",
+        access: Access::Read,
+        tag: "contacts",
+        summary: "The score at any time (exact).",
+        body: None,
+        query: &["as_of"],
+        responses: responses![(200, "score"), (404, "no such contact")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/contacts/{id}/events",
+        access: Access::Read,
+        tag: "contacts",
+        summary: "The contact's events in log order, paged.",
+        body: None,
+        query: &["cursor", "limit"],
+        responses: responses![(200, "events and next_cursor"), (404, "no such contact")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/contacts/{id}/export",
+        access: Access::Admin,
+        tag: "contacts",
+        summary: "GDPR access: everything held about the contact.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "export"), (404, "no such contact")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/scores",
+        access: Access::Read,
+        tag: "scores",
+        summary: "Leaderboard / segment, keyset-paged.",
+        body: None,
+        query: &[
+            "tier", "grade", "stage", "status", "min", "max", "order", "limit", "cursor",
+        ],
+        responses: responses![(200, "contacts and next_cursor"), (400, "bad parameter")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/segments/summary",
+        access: Access::Read,
+        tag: "scores",
+        summary: "Contacts per tier x grade, excluded count, score histogram.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "summary")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/models",
+        access: Access::Read,
+        tag: "models",
+        summary: "Stored model versions.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "versions")],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/models",
+        access: Access::Admin,
+        tag: "models",
+        summary: "Validate and store a model (TOML body) as a new version.",
+        body: Some("application/toml"),
+        query: &["name"],
+        responses: responses![
+            (201, "stored"),
+            (422, "invalid model (file:line:column, rule id)")
+        ],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/models/dry-run",
+        access: Access::Admin,
+        tag: "models",
+        summary: "Impact of a candidate model (TOML body), nothing stored.",
+        body: Some("application/toml"),
+        query: &["name"],
+        responses: responses![(200, "impact"), (422, "invalid model")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/models/{old}/diff/{new}",
+        access: Access::Read,
+        tag: "models",
+        summary: "Rule-level differences between two versions.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "changes"), (404, "no such version")],
+    },
+    Route {
+        method: "POST",
+        path: "/api/v1/models/{version}/activate",
+        access: Access::Admin,
+        tag: "models",
+        summary: "Rescore everyone under a version in the background, then switch atomically.",
+        body: None,
+        query: &[],
+        responses: responses![(202, "job started"), (404, "no such version")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/jobs/{id}",
+        access: Access::Admin,
+        tag: "models",
+        summary: "State and progress of a background job.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "job"), (404, "no such job")],
+    },
+    Route {
+        method: "GET",
+        path: "/t/open.gif",
+        access: Access::Signed,
+        tag: "email",
+        summary: "Signed open pixel: records Email Opened, answers a 1x1 GIF.",
+        body: None,
+        query: &["u", "a", "c", "sig"],
+        responses: &[
+            (200, "pixel"),
+            (403, "invalid signature"),
+            (503, "no link secret configured"),
+        ],
+    },
+    Route {
+        method: "GET",
+        path: "/t/click",
+        access: Access::Signed,
+        tag: "email",
+        summary: "Signed click: records Email Link Clicked, redirects to url.",
+        body: None,
+        query: &["u", "a", "c", "url", "sig"],
+        responses: &[
+            (302, "redirect"),
+            (400, "url is not http(s)"),
+            (403, "invalid signature"),
+        ],
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        access: Access::Read,
+        tag: "operations",
+        summary: "Prometheus metrics.",
+        body: None,
+        query: &[],
+        responses: responses![(200, "text exposition format")],
+    },
+    Route {
+        method: "GET",
+        path: "/openapi.json",
+        access: Access::Public,
+        tag: "operations",
+        summary: "This description.",
+        body: None,
+        query: &[],
+        responses: &[(200, "OpenAPI 3.1 document")],
+    },
+    Route {
+        method: "GET",
+        path: "/docs",
+        access: Access::Public,
+        tag: "operations",
+        summary: "The API reference as a page.",
+        body: None,
+        query: &[],
+        responses: &[(200, "HTML")],
+    },
+];
+
+fn method(m: &str) -> HttpMethod {
+    match m {
+        "POST" => HttpMethod::Post,
+        "DELETE" => HttpMethod::Delete,
+        _ => HttpMethod::Get,
+    }
+}
+
+/// The OpenAPI document.
+pub fn spec() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    // Several methods may share a path: gather them into one item.
+    let mut items: Vec<(&str, PathItem)> = Vec::new();
+    for route in ROUTES {
+        let mut op = OperationBuilder::new()
+            .summary(Some(route.summary))
+            .tag(route.tag)
+            .operation_id(Some(format!("{} {}", route.method, route.path)));
+        for name in route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True),
+            );
+        }
+        for name in route.query {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(*name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False),
+            );
+        }
+        if let Some(media) = route.body {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(media, ContentBuilder::new().build())
+                    .required(Some(Required::True))
+                    .build(),
+            ));
+        }
+        for (code, what) in route.responses {
+            op = op.response(
+                code.to_string(),
+                ResponseBuilder::new().description(*what).build(),
+            );
+        }
+        match route.access {
+            Access::Ingest => {
+                op = op.security(SecurityRequirement::new("write_key", Vec::<String>::new()))
+            }
+            Access::Read | Access::Admin => {
+                op = op.security(SecurityRequirement::new("api_key", Vec::<String>::new()))
+            }
+            Access::Signed | Access::Public => {}
+        }
+        match items.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, item)) => {
+                let single = PathItem::new(method(route.method), op.build());
+                item.merge_operations(single);
+            }
+            None => items.push((route.path, PathItem::new(method(route.method), op.build()))),
+        }
+    }
+    for (path, item) in items {
+        paths = paths.path(path, item);
+    }
+    let components = ComponentsBuilder::new()
+        .security_scheme(
+            "write_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        )
+        .security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        )
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("leadscore")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Segment-compatible ingestion and the REST API of leadscore. Ingest routes take a write key as the HTTP Basic user name; REST routes take a read or admin key as a Bearer token.",
+                )),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .build()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The API reference as one HTML page (no scripts, no external assets).
+pub fn page() -> String {
+    let mut rows = String::new();
+    let mut tag = "";
+    for r in ROUTES {
+        if r.tag != tag {
+            tag = r.tag;
+            rows += &format!("<tr><th colspan=\"4\">{}</th></tr>\n", escape(tag));
+        }
+        let access = match r.access {
+            Access::Ingest => "write key (Basic)",
+            Access::Read => "read key",
+            Access::Admin => "admin key",
+            Access::Signed => "signed link",
+            Access::Public => "none",
+        };
+        let mut params = r.query.join(", ");
+        if let Some(body) = r.body {
+            params = if params.is_empty() {
+                format!("body: {body}")
+            } else {
+                format!("{params}; body: {body}")
+            };
+        }
+        let codes: Vec<String> = r
+            .responses
+            .iter()
+            .map(|(c, w)| format!("{c} {}", escape(w)))
+            .collect();
+        rows += &format!(
+            "<tr><td><code>{} {}</code></td><td>{}</td><td>{}<br><small>{}</small></td><td><small>{}</small></td></tr>\n",
+            r.method,
+            escape(r.path),
+            access,
+            escape(r.summary),
+            escape(&params),
+            codes.join("<br>")
+        );
+    }
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>leadscore API</title>\n<style>body{{font:15px system-ui,sans-serif;margin:2em;max-width:72em}}table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4em;text-align:left;vertical-align:top}}th{{background:#f4f4f4;text-transform:capitalize}}code{{white-space:nowrap}}</style></head>\n<body><h1>leadscore API {}</h1><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a>. Ingest routes take the write key as the HTTP Basic user name (as Segment SDKs send it); the REST API takes <code>Authorization: Bearer KEY</code>.</p>\n<table><tr><th>route</th><th>key</th><th>what</th><th>answers</th></tr>\n{rows}</table></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
