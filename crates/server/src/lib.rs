@@ -156,6 +156,8 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/t/open.gif", get(links::open))
         .route("/t/click", get(links::click));
     let metrics = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs));
@@ -163,6 +165,7 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .merge(api)
         .merge(links)
         .merge(metrics)
+        .fallback(unknown_route)
         .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
@@ -220,7 +223,22 @@ async fn count_requests(request: axum::extract::Request, next: axum::middleware:
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        // Known route, other method: a JSON error like every other (axum's
+        // own answer has an empty body). CORS preflights never get here.
+        let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+        response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this route (see /docs)",
+        )
+        .into_response();
+        if let Some(allow) = allow {
+            response
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, allow);
+        }
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("leadscore_http_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
@@ -1037,4 +1055,31 @@ async fn openapi_json() -> Response {
 /// `GET /docs`.
 async fn docs() -> axum::response::Html<String> {
     axum::response::Html(openapi::page())
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the store answers (its migrations ran when it opened).
+async fn readyz(State(handle): State<StoreHandle>) -> Result<Json<Value>, ApiError> {
+    let version = stored(&handle, |store| {
+        store.active_model().map(|m| m.map(|(v, _)| v))
+    })
+    .await?;
+    Ok(Json(json!({"status": "ready", "active_model": version})))
+}
+
+/// Unknown routes: a JSON 404 like every other error.
+async fn unknown_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route (see /docs)")
+}
+
+/// Known route, other method: a JSON 405.
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route (see /docs)",
+    )
 }

@@ -628,8 +628,13 @@ fn the_openapi_description_lists_exactly_the_routes_that_exist() {
         } else {
             server.text(route.method, &path, &auth, "")
         };
-        // Unknown routes get axum's bare 404/405; our handlers answer JSON.
-        let unrouted = (status == 404 && !body.is_object()) || status == 405;
+        // Unknown routes get "no such route"; a known path with another
+        // method gets 405.
+        let unrouted = (status == 404
+            && body["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("no such route")))
+            || status == 405;
         assert!(
             !unrouted,
             "{} {} is described but not routed ({status})",
@@ -652,4 +657,65 @@ fn the_openapi_description_lists_exactly_the_routes_that_exist() {
         .iter()
         .all(|r| page.contains(&r.path.replace('&', "&amp;"))));
     assert!(!page.contains("<script"), "self-contained page");
+}
+
+#[test]
+fn unknown_routes_and_methods_answer_json_and_health_checks_work() {
+    let server = Server::start();
+    let (status, body) = server.get("/v2/nothing", "");
+    assert_eq!(
+        (status, body["success"].clone()),
+        (404, json!(false)),
+        "{body}"
+    );
+    let (status, body) = server.get("/v1/track", &basic(&server.write_key));
+    assert_eq!(
+        (status, body["success"].clone()),
+        (405, json!(false)),
+        "{body}"
+    );
+    assert_eq!(server.get("/healthz", "").1["status"], "ok");
+    let (status, ready) = server.get("/readyz", "");
+    assert_eq!(
+        (status, ready["active_model"].clone()),
+        (200, json!(1)),
+        "{ready}"
+    );
+}
+
+#[test]
+fn resending_a_batch_changes_nothing_and_live_scores_equal_the_batch() {
+    let server = Server::start();
+    let key = basic(&server.write_key);
+    let messages: Vec<Value> = (0..60)
+        .map(|i| {
+            typed(json!({"userId": format!("r{}", i % 6), "event": if i % 3 == 0 { "Form Submitted" } else { "Email Link Clicked" },
+                "messageId": format!("r-{i}"), "timestamp": format!("2025-04-{:02}T10:00:00Z", 1 + i % 28),
+                "properties": {"form": "demo"}}))
+        })
+        .collect();
+    // Out of order, in chunks, from several clients at once, then all again.
+    std::thread::scope(|scope| {
+        for chunk in messages.chunks(10).rev() {
+            let (server, key) = (&server, &key);
+            scope.spawn(move || {
+                let (status, body) = server.post("/v1/batch", key, &json!({ "batch": chunk }));
+                assert_eq!(status, 200, "{body}");
+            });
+        }
+    });
+    let (status, body) = server.post("/v1/batch", &key, &json!({ "batch": messages }));
+    assert_eq!(status, 200, "{body}");
+    let store = server.stop();
+    assert_eq!(store.stats().unwrap().events, 60);
+    for c in 0..6 {
+        let id = format!("r{c}");
+        let mine: Vec<Value> = messages
+            .iter()
+            .filter(|m| m["userId"] == id.as_str())
+            .cloned()
+            .collect();
+        let expected = harness::batch_score(&id, &mine);
+        assert_eq!(store.contact(&id).unwrap().unwrap().score, expected, "{id}");
+    }
 }
