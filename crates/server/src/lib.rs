@@ -1075,11 +1075,3 @@ async fn readyz(State(handle): State<StoreHandle>) -> Result<Json<Value>, ApiErr
 async fn unknown_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such route (see /docs)")
 }
-
-/// Known route, other method: a JSON 405.
-async fn wrong_method() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this route (see /docs)",
-    )
-}
