@@ -703,20 +703,7 @@ async fn export(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
     let found = stored(&handle, move |store| {
-        let Some(log) = store.contact_messages(&id)? else {
-            return Ok(None);
-        };
-        let record = store.contact(&log.contact)?;
-        let history = store.history(&log.contact)?;
-        let events: Vec<Value> = log
-            .messages
-            .iter()
-            .map(|m| serde_json::from_str(&m.stored_json()).expect("stored JSON parses"))
-            .collect();
-        Ok(Some(json!({
-            "contact_id": log.contact, "ids": log.ids, "record": record,
-            "history": history, "events": events,
-        })))
+        leadscore_store::export_contact(store, &id)
     })
     .await?;
     found.map(Json).ok_or_else(not_found)

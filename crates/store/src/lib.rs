@@ -538,6 +538,31 @@ pub trait Store: Send {
     fn revoke_key(&mut self, id: i64) -> Result<bool>;
 }
 
+/// Everything held about a contact (GDPR access request): ids, live
+/// record, history and events as stored; `None` for an unknown id.
+pub fn export_contact(store: &dyn Store, id: &str) -> Result<Option<Value>> {
+    let Some(log) = store.contact_messages(id)? else {
+        return Ok(None);
+    };
+    let record = store.contact(&log.contact)?;
+    let history = store.history(&log.contact)?;
+    let events = log
+        .messages
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<Value>(&m.stored_json())
+                .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(serde_json::json!({
+        "contact_id": log.contact,
+        "ids": log.ids,
+        "record": record,
+        "history": history,
+        "events": events,
+    })))
+}
+
 /// Whether a `--db` value names a PostgreSQL database.
 pub fn is_postgres(target: &std::path::Path) -> bool {
     let text = target.to_string_lossy();

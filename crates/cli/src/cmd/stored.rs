@@ -326,23 +326,9 @@ pub fn erase(db: &Path, id: &str) -> Result<ExitCode> {
 
 pub fn export(db: &Path, id: &str) -> Result<ExitCode> {
     let store = store::open_existing(db)?;
-    let Some(log) = store.contact_messages(id)? else {
+    let Some(value) = leadscore_store::export_contact(store.as_ref(), id)? else {
         bail!("no contact {id:?} in the store");
     };
-    let record = store.contact(&log.contact)?;
-    let history = store.history(&log.contact)?;
-    let events: Vec<Value> = log
-        .messages
-        .iter()
-        .map(|m| serde_json::from_str(&m.stored_json()).expect("stored JSON parses"))
-        .collect();
-    let value = json!({
-        "contact_id": log.contact,
-        "ids": log.ids,
-        "record": record,
-        "history": history,
-        "events": events,
-    });
     super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
     Ok(ExitCode::SUCCESS)
 }
