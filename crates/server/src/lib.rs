@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use leadscore_core::batch::contacts_as_of;
 use leadscore_core::event::{Message, MessageError, MessageKind};
 use leadscore_core::model::Model;
 use leadscore_core::score::Status;
@@ -641,28 +640,12 @@ async fn explanation(
     authorize(&handle, &headers, Scope::Read).await?;
     let t = parse_time(q.as_of.as_deref())?;
     let found = stored(&handle, move |store| {
-        let Some((_, model)) = store.active_model()? else {
-            return Err(StoreError::NoActiveModel);
-        };
-        let Some(log) = store.contact_messages(&id)? else {
-            return Ok(None);
-        };
-        let until: Vec<_> = log
-            .messages
-            .into_iter()
-            .filter(|m| m.timestamp <= t)
-            .collect();
-        let ids = leadscore_core::identity::Identities::from_messages(&until);
-        let canonical = ids.canonical(&id).to_string();
-        Ok(contacts_as_of(until, Vec::new(), t)
-            .into_iter()
-            .find(|c| c.id == canonical)
-            .map(|c| {
-                let (score, explanation) = c.explain_as_of(&model, t);
-                json!({"contact_id": c.id, "as_of": t, "score": score, "explanation": explanation})
-            }))
+        leadscore_store::explain_at(store, &id, t)
     })
     .await?;
+    let found = found.map(|(contact, score, explanation)| {
+        json!({"contact_id": contact, "as_of": t, "score": score, "explanation": explanation})
+    });
     found.map(Json).ok_or_else(not_found)
 }
 

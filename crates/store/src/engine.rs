@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use leadscore_core::batch::{contacts_as_of, preferred};
+use leadscore_core::batch::{contacts_as_of, preferred, ContactLog};
 use leadscore_core::event::Message;
 use leadscore_core::fold::{sort_log, ContactState};
 use leadscore_core::identity::Identities;
@@ -669,11 +669,18 @@ pub(crate) fn score_from_log(
     messages: Vec<Message>,
     t: Timestamp,
 ) -> Option<(String, Score)> {
+    log_as_of(id, messages, t).map(|c| {
+        let score = c.score_as_of(model, t);
+        (c.id, score)
+    })
+}
+
+/// The log of the contact `id` belonged to at `t`, stitched as of `t`, from
+/// a log holding (at least) all of that contact's messages.
+pub(crate) fn log_as_of(id: &str, messages: Vec<Message>, t: Timestamp) -> Option<ContactLog> {
     let until: Vec<Message> = messages.into_iter().filter(|m| m.timestamp <= t).collect();
-    let as_of = Identities::from_messages(&until);
-    let canonical = as_of.canonical(id).to_string();
+    let canonical = Identities::from_messages(&until).canonical(id).to_string();
     contacts_as_of(until, Vec::new(), t)
         .into_iter()
         .find(|c| c.id == canonical)
-        .map(|c| (canonical, c.score_as_of(model, t)))
 }

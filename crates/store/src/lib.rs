@@ -538,6 +538,25 @@ pub trait Store: Send {
     fn revoke_key(&mut self, id: i64) -> Result<bool>;
 }
 
+/// A contact's score and explanation at `t` under the active model, from
+/// its log stitched as of `t`: `(contact id at t, score, explanation)`.
+pub fn explain_at(
+    store: &dyn Store,
+    id: &str,
+    t: Timestamp,
+) -> Result<Option<(String, Score, leadscore_core::score::Explanation)>> {
+    let Some((_, model)) = store.active_model()? else {
+        return Err(StoreError::NoActiveModel);
+    };
+    let Some(log) = store.contact_messages(id)? else {
+        return Ok(None);
+    };
+    Ok(engine::log_as_of(id, log.messages, t).map(|contact| {
+        let (score, explanation) = contact.explain_as_of(&model, t);
+        (contact.id, score, explanation)
+    }))
+}
+
 /// Everything held about a contact (GDPR access request): ids, live
 /// record, history and events as stored; `None` for an unknown id.
 pub fn export_contact(store: &dyn Store, id: &str) -> Result<Option<Value>> {
