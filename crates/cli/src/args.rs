@@ -165,6 +165,9 @@ pub enum Command {
         /// Origin browsers may send events from (repeat; `*` for any).
         #[arg(long = "cors-origin", value_name = "ORIGIN")]
         cors_origins: Vec<String>,
+        /// Log lines on stderr as text or JSON (level from LEADSCORE_LOG, default info).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Print a signed email tracking link (open pixel, or click redirect with --click URL).
     #[command(
@@ -327,6 +330,12 @@ pub struct Input {
     /// Skip invalid messages (reporting how many and why) instead of failing.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,7 +13,7 @@ pub fn open(db: &Path) -> Result<Box<dyn Store>> {
 }
 
 /// A URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];

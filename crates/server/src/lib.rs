@@ -109,6 +109,9 @@ pub async fn run(
     prometheus();
     let (handle, worker) = StoreHandle::start(store);
     let app = router(handle, &config);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(addr = %addr, body_limit = config.body_limit, "listening");
+    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -116,9 +119,12 @@ pub async fn run(
     .with_graceful_shutdown(shutdown)
     .await?;
     // The router (and every handle) is gone: the worker drains its queue.
+    tracing::info!("shutting down: finishing queued work");
     worker
         .join()
-        .map_err(|_| std::io::Error::other("the store worker panicked"))
+        .map_err(|_| std::io::Error::other("the store worker panicked"))?;
+    tracing::info!("stopped: every acknowledged event is committed");
+    Ok(())
 }
 
 /// The routes, for tests that call the router without a socket.
@@ -239,6 +245,12 @@ async fn count_requests(request: axum::extract::Request, next: axum::middleware:
         }
     }
     let status = response.status().as_u16().to_string();
+    tracing::info!(
+        route = %route,
+        status = %status,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     metrics::counter!("leadscore_http_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("leadscore_http_request_seconds", "route" => route)
@@ -303,6 +315,15 @@ impl StoreHandle {
                         let count = messages.len() as u64;
                         let started = std::time::Instant::now();
                         let result = store.ingest(messages).map_err(|e| e.to_string());
+                        match &result {
+                            Ok(report) => tracing::debug!(
+                                requests = replies.len(),
+                                accepted = report.accepted,
+                                duplicates = report.duplicates,
+                                "ingest committed"
+                            ),
+                            Err(e) => tracing::error!(error = %e, "ingest failed"),
+                        }
                         metrics::histogram!("leadscore_ingest_commit_seconds")
                             .record(started.elapsed().as_secs_f64());
                         metrics::counter!("leadscore_ingest_transactions_total").increment(1);

@@ -71,7 +71,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             listen,
             body_limit,
             cors_origins,
-        } => serve::run(db, &listen, body_limit, &cors_origins),
+            log_format,
+        } => serve::run(db, &listen, body_limit, &cors_origins, log_format),
         Command::Keys { command } => serve::keys(db, &command),
         Command::Link {
             base,

@@ -7,24 +7,24 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use leadscore_store::{key_hash, new_key, Scope};
 
-use crate::args::KeysCommand;
-use crate::store;
+use crate::args::{KeysCommand, LogFormat};
+use crate::store::{self, redact};
 
 pub fn run(
     db: &Path,
     listen: &str,
     body_limit: usize,
     cors_origins: &[String],
+    log_format: LogFormat,
 ) -> Result<ExitCode> {
+    init_logs(log_format);
     let store = store::open(db)?;
     if store
         .keys()?
         .iter()
         .all(|k| k.revoked || k.scope != Scope::Ingest)
     {
-        eprintln!(
-            "note: no ingest key yet: create one with `leadscore keys create --scope ingest`"
-        );
+        tracing::warn!("no ingest key yet: create one with `leadscore keys create --scope ingest`");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,11 +34,7 @@ pub fn run(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        eprintln!(
-            "leadscore serving {} on http://{}",
-            db.display(),
-            listener.local_addr()?
-        );
+        tracing::info!(store = %redact(&db.to_string_lossy()), "opened the store");
         let config = leadscore_server::Config {
             body_limit,
             link_secret: link_secret(),
@@ -46,10 +42,22 @@ pub fn run(
             reopen: Some(reopen(db)),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
-        eprintln!("stopped: every acknowledged event is committed");
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Log lines on stderr, level from `LEADSCORE_LOG` (default `info`).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSCORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// A second connection to the same store, for background jobs.

@@ -629,3 +629,74 @@ fn a_dropped_postgres_connection_fails_the_import_cleanly_and_a_rerun_completes(
         expected
     );
 }
+
+#[test]
+fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("serve.db").display().to_string();
+    with_db(&db, &["model", "add", &example("email"), "--activate"]).success();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "--db",
+            &db,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server logs before it listens")
+            .unwrap();
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        logged.push(record.clone());
+        if record["fields"]["message"] == "listening" {
+            break record["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    for line in lines {
+        logged.push(serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    assert!(child.wait().unwrap().success());
+    let messages: Vec<&str> = logged
+        .iter()
+        .filter_map(|r| r["fields"]["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .contains(&"no ingest key yet: create one with `leadscore keys create --scope ingest`"),
+        "{messages:?}"
+    );
+    assert!(
+        logged.iter().any(|r| r["fields"]["message"] == "request"
+            && r["fields"]["route"] == "/healthz"
+            && r["fields"]["status"] == "200"),
+        "{logged:?}"
+    );
+    assert_eq!(
+        messages.last(),
+        Some(&"stopped: every acknowledged event is committed"),
+        "{messages:?}"
+    );
+}
