@@ -156,18 +156,15 @@ pub enum Command {
         after_help = "Examples:\n  leadscore keys create --scope ingest --label website   # a write key\n  leadscore serve --listen 127.0.0.1:8080\n  curl -u WRITE_KEY: -H 'Content-Type: application/json' \\\n    -d '{\"userId\":\"u1\",\"event\":\"Demo Requested\"}' http://127.0.0.1:8080/v1/track"
     )]
     Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// Largest request body in bytes (after gzip decoding).
-        #[arg(long, default_value_t = 500 * 1024)]
-        body_limit: usize,
-        /// Origin browsers may send events from (repeat; `*` for any).
-        #[arg(long = "cors-origin", value_name = "ORIGIN")]
-        cors_origins: Vec<String>,
-        /// Log lines on stderr as text or JSON (level from LEADSCORE_LOG, default info).
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
+        #[command(flatten)]
+        settings: ServeSettings,
+        /// Settings file (TOML: listen, body_limit, cors_origins, log_format);
+        /// flags and environment variables override it.
+        #[arg(long, env = "LEADSCORE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the effective settings as TOML and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Print a signed email tracking link (open pixel, or click redirect with --click URL).
     #[command(
@@ -332,7 +329,61 @@ pub struct Input {
     pub skip_invalid: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// `leadscore serve` settings: from flags, environment variables, a TOML
+/// file, then defaults (in that order of precedence).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LEADSCORE_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Largest request body in bytes, after gzip decoding [default: 512000].
+    #[arg(long, env = "LEADSCORE_BODY_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_limit: Option<usize>,
+    /// Origin browsers may send events from (repeat, or comma-separated in
+    /// LEADSCORE_CORS_ORIGINS; `*` for any).
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "LEADSCORE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Log lines on stderr as text or JSON (level from LEADSCORE_LOG, default info) [default: text].
+    #[arg(long, value_enum, env = "LEADSCORE_LOG_FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ServeSettings {
+    /// These settings, with `file`'s where these have none, then defaults.
+    pub fn resolve(self, file: ServeSettings) -> ServeSettings {
+        ServeSettings {
+            listen: Some(
+                self.listen
+                    .or(file.listen)
+                    .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            ),
+            body_limit: Some(self.body_limit.or(file.body_limit).unwrap_or(500 * 1024)),
+            cors_origins: if self.cors_origins.is_empty() {
+                file.cors_origins
+            } else {
+                self.cors_origins
+            },
+            log_format: Some(
+                self.log_format
+                    .or(file.log_format)
+                    .unwrap_or(LogFormat::Text),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,

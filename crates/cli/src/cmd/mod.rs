@@ -68,11 +68,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Rescore => stored::rescore(db),
         Command::Status { json } => stored::status(db, json),
         Command::Serve {
-            listen,
-            body_limit,
-            cors_origins,
-            log_format,
-        } => serve::run(db, &listen, body_limit, &cors_origins, log_format),
+            settings,
+            config,
+            print_config,
+        } => serve::run(db, settings, config.as_deref(), print_config),
         Command::Keys { command } => serve::keys(db, &command),
         Command::Link {
             base,

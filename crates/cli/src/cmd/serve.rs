@@ -7,17 +7,32 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use leadscore_store::{key_hash, new_key, Scope};
 
-use crate::args::{KeysCommand, LogFormat};
+use crate::args::{KeysCommand, LogFormat, ServeSettings};
 use crate::store::{self, redact};
 
 pub fn run(
     db: &Path,
-    listen: &str,
-    body_limit: usize,
-    cors_origins: &[String],
-    log_format: LogFormat,
+    settings: ServeSettings,
+    config: Option<&Path>,
+    print_config: bool,
 ) -> Result<ExitCode> {
-    init_logs(log_format);
+    let file = match config {
+        None => ServeSettings::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read settings {}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+    };
+    let settings = settings.resolve(file);
+    if print_config {
+        super::emit(&toml::to_string(&settings)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listen = settings.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let body_limit = settings.body_limit.unwrap_or(500 * 1024);
+    let cors_origins = &settings.cors_origins;
+    init_logs(settings.log_format.unwrap_or(LogFormat::Text));
     let store = store::open(db)?;
     if store
         .keys()?

@@ -700,3 +700,61 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn serve_settings_come_from_flags_then_environment_then_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9000\"\nbody_limit = 1000\ncors_origins = [\"https://a.example\"]\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let print = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+        command
+            .args(["serve", "--config", &file, "--print-config"])
+            .args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        toml::from_str::<toml::Table>(&String::from_utf8(out.stdout).unwrap()).unwrap()
+    };
+    let from_file = print(&[], &[]);
+    assert_eq!(from_file["listen"].as_str(), Some("127.0.0.1:9000"));
+    assert_eq!(from_file["log_format"].as_str(), Some("text"));
+    let env = print(
+        &[
+            ("LEADSCORE_LISTEN", "127.0.0.1:7000"),
+            (
+                "LEADSCORE_CORS_ORIGINS",
+                "https://b.example,https://c.example",
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(env["listen"].as_str(), Some("127.0.0.1:7000"));
+    assert_eq!(env["cors_origins"].as_array().unwrap().len(), 2);
+    let flags = print(
+        &[("LEADSCORE_LISTEN", "127.0.0.1:7000")],
+        &["--listen", "127.0.0.1:6000", "--body-limit", "5"],
+    );
+    assert_eq!(flags["listen"].as_str(), Some("127.0.0.1:6000"));
+    assert_eq!(flags["body_limit"].as_integer(), Some(5));
+    std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();
+    let bad = leadscore(&[
+        "serve",
+        "--config",
+        &dir.path().join("bad.toml").display().to_string(),
+        "--print-config",
+    ])
+    .failure();
+    assert!(bad.contains("unknown field `lisen`"), "{bad}");
+}
