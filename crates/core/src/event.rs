@@ -134,9 +134,18 @@ impl LazyObject {
         }
     }
 
-    /// Whether the object has no key (parses it if needed).
+    /// Whether the object has no key; raw text is checked without parsing
+    /// (storing a message asks this of every `context`).
     pub fn is_empty(&self) -> bool {
-        self.get().is_empty()
+        match (&self.raw, self.parsed.get()) {
+            (_, Some(map)) => map.is_empty(),
+            (Some(raw), None) => raw
+                .get()
+                .bytes()
+                .filter(|b| !b.is_ascii_whitespace())
+                .eq(*b"{}"),
+            (None, None) => true,
+        }
     }
 
     /// The object, parsed on first use.
@@ -767,6 +776,21 @@ mod tests {
 
     fn parse(value: Value) -> Result<Message, MessageError> {
         Message::from_json(value, None, None)
+    }
+
+    #[test]
+    fn emptiness_of_raw_objects_is_known_without_parsing() {
+        let with = |text: &str| {
+            LazyObject::from_raw(serde_json::value::RawValue::from_string(text.into()).unwrap())
+        };
+        assert!(with("{}").is_empty() && with("{ \n }").is_empty());
+        let full = with(r#"{"ip": "1.2.3.4"}"#);
+        assert!(!full.is_empty());
+        assert!(full.parsed.get().is_none(), "not parsed to answer");
+        assert!(LazyObject::default().is_empty());
+        assert!(
+            !LazyObject::from_map(Map::from_iter([("a".to_string(), Value::from(1))])).is_empty()
+        );
     }
 
     #[test]

@@ -689,10 +689,11 @@ async fn events(
     let start = page.cursor.unwrap_or(0).min(log.messages.len());
     let limit = page.limit.unwrap_or(100).clamp(1, 1_000);
     let end = (start + limit).min(log.messages.len());
-    let events: Vec<Value> = log.messages[start..end]
+    let events = log.messages[start..end]
         .iter()
-        .map(|m| serde_json::from_str(&m.stored_json()).expect("stored JSON parses"))
-        .collect();
+        .map(leadscore_store::message_json)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_error)?;
     Ok(Json(json!({
         "contact_id": log.contact,
         "events": events,

@@ -199,7 +199,7 @@ impl Batch<'_> {
             return Ok(());
         }
         let recorded_at = self.recorded_at;
-        let work = self.load(tx, &contact, model, version)?;
+        let work = self.load(tx, &contact, model, version, true)?;
         let Some(state) = &mut work.state else {
             return Ok(()); // re-folded at the end, from the log
         };
@@ -292,7 +292,7 @@ impl Batch<'_> {
         };
         let recorded_at = self.recorded_at;
         let state = fold_contact(tx, model, contact)?;
-        let work = self.load(tx, contact, model, version)?;
+        let work = self.load(tx, contact, model, version, false)?;
         let mut entry = None;
         if let Some(last) = state.last_timestamp() {
             let fields =
@@ -325,17 +325,21 @@ impl Batch<'_> {
     }
 
     /// The contact's work entry, loading its stored row on first use.
+    /// `decode`: whether the live state is needed (re-folds replace it, so
+    /// decoding the stored snapshot would be wasted).
     fn load(
         &mut self,
         tx: &mut impl Tx,
         contact: &str,
         model: &Model,
         version: u32,
+        decode: bool,
     ) -> Result<&mut Work> {
         if !self.work.contains_key(contact) {
             let old = tx.row(Table::Live, contact)?;
             let current = old.as_ref().map(|r| ScoreFields::from(&r.score));
             let state = match &old {
+                _ if !decode => None,
                 None => Some(ContactState::new(model, None)),
                 Some(row) if row.model_version == version => {
                     ContactState::decode(model, &row.state, row.traits.clone(), row.company.clone())
@@ -361,7 +365,7 @@ impl Batch<'_> {
         let Some((model, version)) = self.model else {
             return Ok(());
         };
-        let work = self.load(tx, contact, model, version)?;
+        let work = self.load(tx, contact, model, version, false)?;
         work.state = None;
         work.cause = cause.to_string();
         Ok(())

@@ -557,6 +557,12 @@ pub fn explain_at(
     }))
 }
 
+/// A message as the JSON object it is stored as.
+pub fn message_json(message: &Message) -> Result<Value> {
+    serde_json::from_str(&message.stored_json())
+        .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+}
+
 /// Everything held about a contact (GDPR access request): ids, live
 /// record, history and events as stored; `None` for an unknown id.
 pub fn export_contact(store: &dyn Store, id: &str) -> Result<Option<Value>> {
@@ -568,10 +574,7 @@ pub fn export_contact(store: &dyn Store, id: &str) -> Result<Option<Value>> {
     let events = log
         .messages
         .iter()
-        .map(|m| {
-            serde_json::from_str::<Value>(&m.stored_json())
-                .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
-        })
+        .map(message_json)
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(serde_json::json!({
         "contact_id": log.contact,
