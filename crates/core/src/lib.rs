@@ -11,3 +11,4 @@ pub mod model;
 pub mod rules;
 pub mod score;
 pub mod time;
+pub mod triggers;

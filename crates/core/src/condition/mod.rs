@@ -231,6 +231,120 @@ impl Condition {
     }
 }
 
+/// Score variables that move with decay between messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moving {
+    /// `score`.
+    Score,
+    /// `raw`.
+    Raw,
+    /// `engagement`.
+    Engagement,
+}
+
+/// How a condition's value can change with time alone, between messages:
+/// what the trigger scheduler needs to find the exact points where it may
+/// flip without evaluating it at every tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimeTerms {
+    /// `score`/`raw`/`engagement` compared with a number literal.
+    pub moving: Vec<(Moving, f64)>,
+    /// `days_since()` (by slot) compared with a number literal, in days.
+    pub days: Vec<(usize, f64)>,
+    /// Reads `tier` or `stage`, which change where the score crosses their
+    /// minimums.
+    pub labels: bool,
+    /// Uses a moving variable or `days_since()` in any other way (arithmetic,
+    /// conversions, lists): its value may change at any tick.
+    pub opaque: bool,
+}
+
+impl Condition {
+    /// How the condition depends on time between messages.
+    pub fn time_terms(&self) -> TimeTerms {
+        let mut terms = TimeTerms::default();
+        terms.walk(&self.root);
+        terms
+    }
+}
+
+impl TimeTerms {
+    fn walk(&mut self, node: &Node) {
+        match node {
+            Node::Compare(_, a, b) => {
+                if !(self.compared(a, b) || self.compared(b, a)) {
+                    self.walk(a);
+                    self.walk(b);
+                }
+            }
+            Node::EqLiteral(_, a, lit) => {
+                if !self.compared(a, &Node::Literal(lit.clone())) {
+                    self.walk(a);
+                }
+            }
+            Node::Var(Var::Score | Var::Raw | Var::Engagement) | Node::DaysSince(_) => {
+                self.opaque = true
+            }
+            Node::Var(Var::Tier | Var::Stage) => self.labels = true,
+            Node::Literal(_) | Node::Var(_) | Node::Local(_) | Node::Path(..) | Node::Count(_) => {}
+            Node::Select(x, _)
+            | Node::Has(x, _)
+            | Node::Not(x)
+            | Node::Neg(x)
+            | Node::InLiterals(x, _)
+            | Node::StrTest(_, x, _)
+            | Node::Matches(x, _)
+            | Node::Convert(_, x)
+            | Node::NotStrictlyFalse(x) => self.walk(x),
+            Node::Index(a, b)
+            | Node::And(a, b)
+            | Node::Or(a, b)
+            | Node::Arith(_, a, b)
+            | Node::In(a, b) => {
+                self.walk(a);
+                self.walk(b);
+            }
+            Node::Ternary(a, b, c) => {
+                self.walk(a);
+                self.walk(b);
+                self.walk(c);
+            }
+            Node::List(items) => items.iter().for_each(|n| self.walk(n)),
+            Node::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                self.walk(k);
+                self.walk(v);
+            }),
+            Node::Method(_, x, args) => {
+                self.walk(x);
+                args.iter().for_each(|n| self.walk(n));
+            }
+            Node::Comprehension(c) => {
+                for n in [&c.range, &c.init, &c.cond, &c.step, &c.result] {
+                    self.walk(n);
+                }
+            }
+        }
+    }
+
+    /// Records `term <op> literal` when `term` moves with time.
+    fn compared(&mut self, term: &Node, other: &Node) -> bool {
+        let number = match other {
+            Node::Literal(Literal::Int(i)) => *i as f64,
+            Node::Literal(Literal::UInt(u)) => *u as f64,
+            Node::Literal(Literal::Double(d)) => *d,
+            _ => return false,
+        };
+        match term {
+            Node::Var(Var::Score) => self.moving.push((Moving::Score, number)),
+            Node::Var(Var::Raw) => self.moving.push((Moving::Raw, number)),
+            Node::Var(Var::Engagement) => self.moving.push((Moving::Engagement, number)),
+            Node::DaysSince(slot) => self.days.push((*slot, number)),
+            _ => return false,
+        }
+        true
+    }
+}
+
 fn var<'a>(v: Var, scope: &Scope<'a>) -> Eval<'a> {
     let outcome = || scope.outcome.ok_or(Fail);
     Ok(match v {

@@ -80,6 +80,7 @@ pub struct Model {
     activity_names: Vec<String>,
     contact_rules_use_activity: bool,
     contact_rules_use_time: bool,
+    trigger_plan: crate::triggers::TriggerPlan,
 }
 
 /// Picks one of a [`Dispatch`]'s lists.
@@ -284,6 +285,7 @@ impl Model {
             activity_names: b.slots.0,
             contact_rules_use_activity: false,
             contact_rules_use_time: false,
+            trigger_plan: Default::default(),
         };
         let contact_conditions = || {
             model
@@ -295,6 +297,7 @@ impl Model {
         model.contact_rules_use_activity = contact_conditions().any(Condition::uses_activity);
         model.contact_rules_use_time = contact_conditions().any(Condition::uses_time);
         model.build_dispatch();
+        model.trigger_plan = crate::triggers::TriggerPlan::new(&model);
         Ok(model)
     }
 
@@ -364,6 +367,11 @@ impl Model {
         let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
         text.push('\n');
         text
+    }
+
+    /// What the trigger engine needs to know about the conditions.
+    pub fn trigger_plan(&self) -> &crate::triggers::TriggerPlan {
+        &self.trigger_plan
     }
 
     /// Whether fit or exclusion conditions read `days_since()` (then they
