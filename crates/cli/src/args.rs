@@ -59,6 +59,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print every trigger firing that would have happened between two dates (offline simulation).
+    #[command(
+        after_help = "Each trigger fires on every false-to-true edge of its condition, evaluated at each\nmessage, at each instant a time-based term changes (days_since thresholds, inactivity)\nand at the decay tick. Test a model's triggers on history before activating it.\n\nExamples:\n  leadscore triggers --model examples/b2b.toml --events events.jsonl --from 2025-03-01 --to 2025-06-01\n  leadscore triggers --model m.toml --events e.jsonl --to 2025-06-01 --format jsonl"
+    )]
+    Triggers {
+        /// Scoring model (TOML). Default: the store's active model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Segment JSON lines; repeat for several files; `-` reads stdin. Default: the store's log.
+        #[arg(long = "events")]
+        events: Vec<PathBuf>,
+        /// Contacts CSV: one row per contact, other columns become traits.
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+        /// Column of the contacts CSV holding the contact id.
+        #[arg(long, default_value = "id")]
+        id_column: String,
+        /// Print firings from this time on (RFC 3339 or a date). Default: all.
+        #[arg(long)]
+        from: Option<String>,
+        /// Simulate up to this time (RFC 3339 or a date). Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Skip invalid messages (reporting how many and why) instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
     /// Write a synthetic but realistic event stream (deterministic per seed).
     #[command(
         after_help = "Examples:\n  leadscore generate --contacts 10000 --days 180 --out data/\n  leadscore generate --contacts 100000 --days 365 --seed 7 --out /tmp/big"

@@ -11,6 +11,7 @@ mod model;
 mod score;
 mod serve;
 mod stored;
+mod triggers;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
             contact,
             json,
         } => explain::run(&input, db, &contact, json),
+        Command::Triggers {
+            model,
+            events,
+            contacts,
+            id_column,
+            from,
+            to,
+            format,
+            skip_invalid,
+        } => {
+            let input = crate::args::Input {
+                model,
+                events,
+                contacts,
+                id_column,
+                as_of: to,
+                skip_invalid,
+            };
+            triggers::run(&input, db, from.as_deref(), format)
+        }
         Command::Generate {
             contacts,
             days,

@@ -108,3 +108,22 @@ fn every_subcommand_has_help_with_examples() {
         );
     }
 }
+
+/// Firings at a message, at the first decay tick below a score, and at a
+/// days_since threshold (see the comments in fixtures/triggers.toml).
+#[test]
+fn triggers_prints_every_firing_of_the_period() {
+    let all = [
+        "triggers",
+        "--model",
+        "triggers.toml",
+        "--events",
+        "events.jsonl",
+        "--to",
+        "2025-12-31",
+    ];
+    assert_snapshot!(leadscore(&all).success());
+    let mut later = all.to_vec();
+    later.extend(["--from", "2025-03-20", "--format", "jsonl"]);
+    assert_snapshot!(leadscore(&later).success());
+}

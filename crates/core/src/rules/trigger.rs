@@ -1,6 +1,6 @@
 //! `[[trigger]]`: conditions that fire actions on false→true edges (SPEC §3.3).
-//! This module parses and validates triggers; the engine that evaluates and
-//! delivers them is not part of the core fold yet (issue D).
+//! This module parses and validates triggers; [`crate::triggers`] evaluates
+//! them.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -67,6 +67,18 @@ pub enum ActionConfig {
     Log {},
 }
 
+impl ActionConfig {
+    /// A short description: `webhook <url>`, `campaign <name>`, `crm <system>`, `log`.
+    pub fn describe(&self) -> String {
+        match self {
+            ActionConfig::Webhook { url, .. } => format!("webhook {url}"),
+            ActionConfig::Campaign { campaign } => format!("campaign {campaign}"),
+            ActionConfig::Crm { system } => format!("crm {}", system.as_str()),
+            ActionConfig::Log {} => "log".to_string(),
+        }
+    }
+}
+
 /// Supported CRMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +89,17 @@ pub enum CrmSystem {
     Salesforce,
     /// Zoho CRM v2 Leads.
     Zoho,
+}
+
+impl CrmSystem {
+    /// Its name in models.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrmSystem::Hubspot => "hubspot",
+            CrmSystem::Salesforce => "salesforce",
+            CrmSystem::Zoho => "zoho",
+        }
+    }
 }
 
 /// `[triggers]` settings.
