@@ -107,6 +107,8 @@ pub struct Firing {
     pub at: Timestamp,
     /// The contact's score there.
     pub score: Score,
+    /// Why: the rules behind the score there (without message ids).
+    pub explanation: crate::score::Explanation,
 }
 
 /// A contact's trigger state: each condition's value at the latest
@@ -150,6 +152,11 @@ impl TriggerState {
         self.at
     }
 
+    /// Edges before this instant are not reported.
+    pub fn since(&self) -> Option<Timestamp> {
+        self.since
+    }
+
     /// Each trigger's condition value at the latest evaluation point.
     pub fn values(&self) -> &[bool] {
         &self.values
@@ -176,6 +183,7 @@ impl TriggerState {
                     trigger: i,
                     at: t,
                     score: score.clone(),
+                    explanation: contact.explain(model, t, None),
                 });
             }
         }
@@ -308,8 +316,21 @@ pub fn simulate(
     log: &[crate::event::Message],
     until: Timestamp,
 ) -> (ContactState, TriggerState, Vec<Firing>) {
+    replay(model, base_traits, log, until, None)
+}
+
+/// [`simulate`] reporting only edges from `since` on (a store re-folding a
+/// contact whose triggers were armed when its model was activated).
+pub fn replay(
+    model: &Model,
+    base_traits: Option<&serde_json::Map<String, serde_json::Value>>,
+    log: &[crate::event::Message],
+    until: Timestamp,
+    since: Option<Timestamp>,
+) -> (ContactState, TriggerState, Vec<Firing>) {
     let mut contact = ContactState::new(model, base_traits);
     let mut triggers = TriggerState::new(model);
+    triggers.since = since;
     let mut out = Vec::new();
     for message in log {
         if message.timestamp > until {

@@ -9,8 +9,10 @@ use leadscore_core::event::Message;
 use leadscore_core::fold::{sort_log, ContactState};
 use leadscore_core::identity::Identities;
 use leadscore_core::model::Model;
+use leadscore_core::rules::trigger::{ActionConfig, LatePolicy};
 use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
+use leadscore_core::triggers::{replay, Firing, TriggerState};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -39,6 +41,10 @@ pub(crate) struct Row {
     pub company: Map<String, Value>,
     pub last_ts: Option<Timestamp>,
     pub score: Score,
+    /// The encoded [`TriggerState`] (empty: none yet).
+    pub triggers: Vec<u8>,
+    /// The next time-based trigger evaluation point.
+    pub due: Option<Timestamp>,
 }
 
 impl From<Row> for ContactRecord {
@@ -87,8 +93,67 @@ pub(crate) trait Tx {
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
     /// Appends entries in order.
     fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()>;
+    /// Records a firing; `None` when its key is already recorded.
+    fn insert_firing(&mut self, firing: &NewFiring) -> Result<Option<i64>>;
+    /// Whether `trigger` ever fired for `contact`.
+    fn fired_before(&mut self, contact: &str, trigger: &str) -> Result<bool>;
+    /// Queues the delivery of one action of a firing.
+    fn enqueue(&mut self, delivery: &NewDelivery) -> Result<()>;
+    /// Adds a contact to a campaign list.
+    fn enrol(
+        &mut self,
+        campaign: &str,
+        firing: i64,
+        contact: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Contacts whose due time is at or before `now`, earliest first.
+    fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>>;
+    /// Updates a live row's trigger state and due time.
+    fn set_triggers(
+        &mut self,
+        contact: &str,
+        triggers: &[u8],
+        due: Option<Timestamp>,
+    ) -> Result<()>;
     /// Canonical contacts after `after` in id order, at most `limit`.
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+}
+
+/// A firing to record.
+#[derive(Debug, Clone)]
+pub(crate) struct NewFiring {
+    pub key: String,
+    pub trigger: String,
+    pub contact: String,
+    pub at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub late: bool,
+    pub model_version: u32,
+    pub score: String,
+    pub explanation: String,
+}
+
+/// One action of a firing to deliver.
+#[derive(Debug, Clone)]
+pub(crate) struct NewDelivery {
+    pub firing: i64,
+    pub key: String,
+    pub destination: String,
+    pub payload: String,
+    pub at: Timestamp,
+}
+
+/// A firing whose time is more than this before it is recorded is marked
+/// late (downtime, late events, imports of history).
+pub const LATE_AFTER_SECONDS: i64 = 300;
+
+/// The idempotency key of a firing: SHA-256 of trigger, contact and time.
+pub fn firing_key(trigger: &str, contact: &str, at: Timestamp) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{trigger}\0{contact}\0{}", at.0).as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A contact touched by the current batch.
@@ -99,6 +164,11 @@ struct Work {
     current: Option<ScoreFields>,
     /// The live state, or `None` when the contact must be re-folded.
     state: Option<ContactState>,
+    /// The trigger state (from the stored row, or after a re-fold).
+    triggers: Option<TriggerState>,
+    /// Whether the triggers were replayed from the log (firings found
+    /// then may already be recorded).
+    replayed: bool,
     /// Why, for the ledger.
     cause: String,
 }
@@ -123,6 +193,7 @@ pub(crate) fn ingest(
         work: BTreeMap::new(),
         gone: BTreeMap::new(),
         ledger: Vec::new(),
+        firings: Vec::new(),
     };
     let check_tombstones = tx.has_tombstones()?;
     for incoming in messages {
@@ -142,6 +213,8 @@ struct Batch<'m> {
     gone: BTreeMap<String, String>,
     /// History entries of the batch, in order.
     ledger: Vec<NewEntry>,
+    /// Firings found by the batch: contact, firing, whether found by a replay.
+    firings: Vec<(String, Firing, bool)>,
 }
 
 impl Batch<'_> {
@@ -203,11 +276,23 @@ impl Batch<'_> {
         let Some(state) = &mut work.state else {
             return Ok(()); // re-folded at the end, from the log
         };
+        let triggers = work
+            .triggers
+            .get_or_insert_with(|| armed(model, state, state.last_timestamp()));
+        // Triggers already evaluated past this message: replay them too.
+        if triggers.at().is_some_and(|at| m.timestamp < at) {
+            work.state = None;
+            work.cause = format!("late message {}", m.message_id);
+            return Ok(());
+        }
+        let mut fired = Vec::new();
+        triggers.advance(model, state, m.timestamp, false, &mut fired);
         if state.absorb(model, &m).is_err() {
             work.state = None;
             work.cause = format!("late message {}", m.message_id);
             return Ok(());
         }
+        triggers.evaluate(model, state, m.timestamp, &mut fired);
         let score = state
             .score_at(model, m.timestamp)
             .expect("at the last message");
@@ -224,6 +309,8 @@ impl Batch<'_> {
         });
         self.report.absorbed += 1;
         self.record(entry);
+        self.firings
+            .extend(fired.into_iter().map(|f| (contact.clone(), f, false)));
         Ok(())
     }
 
@@ -291,8 +378,15 @@ impl Batch<'_> {
             return Ok(());
         };
         let recorded_at = self.recorded_at;
-        let state = fold_contact(tx, model, contact)?;
         let work = self.load(tx, contact, model, version, false)?;
+        let old_triggers = work.triggers.take();
+        let (state, triggers, fired) =
+            fold_with_triggers(tx, model, contact, old_triggers.as_ref())?;
+        self.firings
+            .extend(fired.into_iter().map(|f| (contact.to_string(), f, true)));
+        let work = self.load(tx, contact, model, version, false)?;
+        work.triggers = Some(triggers);
+        work.replayed = true;
         let mut entry = None;
         if let Some(last) = state.last_timestamp() {
             let fields =
@@ -347,6 +441,13 @@ impl Batch<'_> {
                 }
                 Some(_) => None,
             };
+            let triggers = match &old {
+                None => Some(TriggerState::new(model)),
+                Some(row) if row.model_version == version => {
+                    TriggerState::decode(model, &row.triggers)
+                }
+                Some(_) => None,
+            };
             self.gone.remove(contact);
             self.work.insert(
                 contact.to_string(),
@@ -354,6 +455,8 @@ impl Batch<'_> {
                     old,
                     current,
                     state,
+                    triggers,
+                    replayed: false,
                     cause: "rescore".into(),
                 },
             );
@@ -396,17 +499,21 @@ impl Batch<'_> {
         }
         for (contact, work) in std::mem::take(&mut self.work) {
             let refolded = work.state.is_none();
-            let state = match work.state {
-                Some(state) => state,
+            let (state, triggers) = match work.state {
+                Some(state) => (state, work.triggers),
                 None => {
                     self.report.refolded += 1;
-                    fold_contact(tx, model, &contact)?
+                    let (state, triggers, fired) =
+                        fold_with_triggers(tx, model, &contact, work.triggers.as_ref())?;
+                    self.firings
+                        .extend(fired.into_iter().map(|f| (contact.clone(), f, true)));
+                    (state, Some(triggers))
                 }
             };
             if activating {
                 tx.delete_row(Table::Next, &contact)?;
             }
-            let Some(row) = row_of(model, version, &contact, &state) else {
+            let Some(row) = row_of(model, version, &contact, &state, triggers.as_ref()) else {
                 if work.old.is_some() {
                     tx.delete_row(Table::Live, &contact)?;
                 }
@@ -427,9 +534,152 @@ impl Batch<'_> {
             }
             tx.put_row(Table::Live, &row)?;
         }
+        let firings = std::mem::take(&mut self.firings);
+        self.report.firings += write_firings(
+            tx,
+            model,
+            version,
+            self.recorded_at,
+            firings,
+            &mut self.ledger,
+        )?;
         tx.append_ledger(&self.ledger)?;
         Ok(self.report)
     }
+}
+
+/// A trigger state taking what is true at `t` as given (rows written before
+/// triggers existed, or by another model version).
+fn armed(model: &Model, state: &ContactState, t: Option<Timestamp>) -> TriggerState {
+    match t {
+        Some(t) => TriggerState::armed_at(model, state, t),
+        None => TriggerState::new(model),
+    }
+}
+
+/// Records firings and what their actions need, in the caller's
+/// transaction (so a firing exists exactly when the change that caused it
+/// does). Returns how many were recorded.
+pub(crate) fn write_firings(
+    tx: &mut impl Tx,
+    model: &Model,
+    version: u32,
+    recorded_at: Timestamp,
+    firings: Vec<(String, Firing, bool)>,
+    ledger: &mut Vec<NewEntry>,
+) -> Result<u64> {
+    let mut written = 0;
+    for (contact, firing, replayed) in firings {
+        let trigger = &model.triggers[firing.trigger];
+        let late = recorded_at.0.saturating_sub(firing.at.0) > LATE_AFTER_SECONDS * 1_000_000_000;
+        if late && trigger.late == LatePolicy::Skip {
+            continue;
+        }
+        if replayed && trigger.once && tx.fired_before(&contact, &trigger.id)? {
+            continue;
+        }
+        let key = firing_key(&trigger.id, &contact, firing.at);
+        let score = serde_json::to_value(&firing.score).expect("scores serialise");
+        let explanation =
+            serde_json::to_value(&firing.explanation).expect("explanations serialise");
+        let Some(seq) = tx.insert_firing(&NewFiring {
+            key: key.clone(),
+            trigger: trigger.id.clone(),
+            contact: contact.clone(),
+            at: firing.at,
+            recorded_at,
+            late,
+            model_version: version,
+            score: score.to_string(),
+            explanation: explanation.to_string(),
+        })?
+        else {
+            continue; // recorded before (a replay found it again)
+        };
+        written += 1;
+        let body = serde_json::json!({
+            "idempotency_key": key,
+            "trigger": trigger.id,
+            "contact_id": contact,
+            "fired_at": firing.at,
+            "late": late,
+            "model_version": version,
+            "score": score,
+            "explanation": explanation,
+        });
+        for action in &trigger.actions {
+            if let ActionConfig::Campaign { campaign } = action {
+                tx.enrol(campaign, seq, &contact, firing.at, recorded_at)?;
+                let fields = ScoreFields::from(&firing.score);
+                ledger.push(NewEntry {
+                    seq: 0,
+                    contact: contact.clone(),
+                    at: Some(firing.at),
+                    recorded_at,
+                    model_version: version,
+                    old: Some(fields.clone()),
+                    new: Some(fields),
+                    cause: format!("campaign {campaign} (trigger {})", trigger.id),
+                });
+                continue;
+            }
+            tx.enqueue(&NewDelivery {
+                firing: seq,
+                key: key.clone(),
+                destination: action.describe(),
+                payload: serde_json::json!({"action": action, "body": body}).to_string(),
+                at: recorded_at,
+            })?;
+        }
+    }
+    Ok(written)
+}
+
+/// Evaluates the triggers of contacts whose due time has come, up to `now`,
+/// recording their firings; one call handles at most `limit` contacts.
+pub(crate) fn fire_due(
+    tx: &mut impl Tx,
+    model: &Model,
+    version: u32,
+    now: Timestamp,
+    limit: usize,
+) -> Result<DueReport> {
+    let mut report = DueReport::default();
+    let mut found = Vec::new();
+    for contact in tx.due_contacts(now, limit)? {
+        report.contacts += 1;
+        let Some(row) = tx.row(Table::Live, &contact)? else {
+            continue;
+        };
+        if row.model_version != version {
+            tx.set_triggers(&contact, &row.triggers, None)?;
+            continue;
+        }
+        let state = ContactState::decode(model, &row.state, row.traits, row.company)
+            .map_err(|e| StoreError::Corrupt(format!("contact {contact}: {e}")))?;
+        let mut triggers = TriggerState::decode(model, &row.triggers)
+            .unwrap_or_else(|| armed(model, &state, Some(now)));
+        let mut fired = Vec::new();
+        if state.last_timestamp().is_none_or(|last| last <= now) {
+            triggers.advance(model, &state, now, true, &mut fired);
+        }
+        let due = triggers.next_point(model, &state).filter(|due| *due > now);
+        tx.set_triggers(&contact, &triggers.encode(), due)?;
+        found.extend(fired.into_iter().map(|f| (contact.clone(), f, false)));
+    }
+    let mut ledger = Vec::new();
+    report.firings = write_firings(tx, model, version, now, found, &mut ledger)?;
+    tx.append_ledger(&ledger)?;
+    Ok(report)
+}
+
+/// What one [`fire_due`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DueReport {
+    /// Contacts whose due time had come.
+    pub contacts: u64,
+    /// Firings recorded.
+    pub firings: u64,
 }
 
 /// Whether the message concerns an erased id.
@@ -486,6 +736,31 @@ pub(crate) fn fold_contact(tx: &mut impl Tx, model: &Model, contact: &str) -> Re
     Ok(ContactState::fold(model, None, &messages))
 }
 
+/// Re-folds a contact from its log and replays its triggers up to where
+/// they had been evaluated (`old`), reporting every edge of the replay:
+/// the caller records those not recorded yet.
+pub(crate) fn fold_with_triggers(
+    tx: &mut impl Tx,
+    model: &Model,
+    contact: &str,
+    old: Option<&TriggerState>,
+) -> Result<(ContactState, TriggerState, Vec<Firing>)> {
+    let (_, messages) = contact_log(tx, contact)?;
+    if model.triggers.is_empty() {
+        let state = ContactState::fold(model, None, &messages);
+        return Ok((state, TriggerState::new(model), Vec::new()));
+    }
+    let last = messages.last().map(|m| m.timestamp);
+    let until = old.and_then(TriggerState::at).max(last).unwrap_or_default();
+    Ok(replay(
+        model,
+        None,
+        &messages,
+        until,
+        old.and_then(TriggerState::since),
+    ))
+}
+
 /// Folds many contacts: their logs are read in turn (one connection), then
 /// parsed and folded on all cores.
 pub(crate) fn fold_many(
@@ -511,9 +786,18 @@ pub(crate) fn row_of(
     version: u32,
     contact: &str,
     state: &ContactState,
+    triggers: Option<&TriggerState>,
 ) -> Option<Row> {
     let last = state.last_timestamp()?;
     let score = state.score_at(model, last).expect("at the last message");
+    let armed_now;
+    let triggers = match triggers {
+        Some(t) => t,
+        None => {
+            armed_now = armed(model, state, Some(last));
+            &armed_now
+        }
+    };
     Some(Row {
         id: contact.to_string(),
         model_version: version,
@@ -522,7 +806,23 @@ pub(crate) fn row_of(
         company: state.company().clone(),
         last_ts: Some(last),
         score,
+        triggers: triggers.encode(),
+        due: triggers.next_point(model, state),
     })
+}
+
+/// The row of a contact under a model being activated at `now`: its
+/// triggers start from what is true then (history before the activation is
+/// not the new model's to act on).
+pub(crate) fn activation_row(
+    model: &Model,
+    version: u32,
+    contact: &str,
+    state: &ContactState,
+    now: Timestamp,
+) -> Option<Row> {
+    let armed = armed(model, state, state.last_timestamp().map(|l| l.max(now)));
+    row_of(model, version, contact, state, Some(&armed))
 }
 
 /// Contacts processed per transaction by activations and dry runs.
@@ -535,13 +835,14 @@ pub(crate) fn activation_step(
     model: &Model,
     version: u32,
     cursor: Option<&str>,
+    now: Timestamp,
 ) -> Result<Option<(String, u64)>> {
     let contacts = tx.contacts_after(cursor, CONTACTS_PER_STEP)?;
     let Some(last) = contacts.last().cloned() else {
         return Ok(None);
     };
     for (contact, state) in fold_many(tx, model, &contacts)? {
-        if let Some(row) = row_of(model, version, &contact, &state) {
+        if let Some(row) = activation_row(model, version, &contact, &state, now) {
             tx.put_row(Table::Next, &row)?;
         }
     }

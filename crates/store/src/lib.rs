@@ -25,6 +25,12 @@ use serde_json::{Map, Value};
 
 mod diff;
 mod engine;
+pub mod outbox;
+
+pub use outbox::{
+    CampaignMember, Delivery, DeliveryStatus, DueReport, FiringQuery, FiringRecord, OutboxCounts,
+    OutboxRecord, Settle,
+};
 mod postgres;
 mod sqlite;
 
@@ -116,6 +122,8 @@ pub struct IngestReport {
     pub ledger_entries: u64,
     /// Whether an active model scored the messages.
     pub scored: bool,
+    /// Trigger firings recorded.
+    pub firings: u64,
 }
 
 impl std::ops::AddAssign for IngestReport {
@@ -128,6 +136,7 @@ impl std::ops::AddAssign for IngestReport {
         self.refolded += o.refolded;
         self.ledger_entries += o.ledger_entries;
         self.scored |= o.scored;
+        self.firings += o.firings;
     }
 }
 
@@ -518,6 +527,50 @@ pub trait Store: Send {
     /// `(tier, grade, status, score)` of every live contact (for segment
     /// summaries).
     fn segments(&self) -> Result<Vec<(String, String, Status, f64)>>;
+
+    /// Evaluates the triggers of contacts whose due time is at or before
+    /// `now` (at most `limit` of them, earliest first), recording firings.
+    fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport>;
+
+    /// The earliest due time of any contact.
+    fn next_due(&self) -> Result<Option<Timestamp>>;
+
+    /// Recorded firings, oldest first.
+    fn firings(&self, query: &FiringQuery) -> Result<Vec<FiringRecord>>;
+
+    /// Claims up to `limit` pending deliveries due at `now`, leasing them
+    /// until `lease_until` (a worker that dies lets the lease expire and the
+    /// row is claimed again: at-least-once). Several processes may claim
+    /// concurrently without getting the same row.
+    fn claim(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Records how a claimed delivery ended.
+    fn settle(&mut self, id: i64, result: &Settle, now: Timestamp) -> Result<()>;
+
+    /// Outbox rows (of one status, or all), newest first.
+    fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>>;
+
+    /// Puts dead letters (one, or all) back in the queue; returns how many.
+    fn retry_dead(&mut self, id: Option<i64>, now: Timestamp) -> Result<u64>;
+
+    /// Deletes dead letters (one, or all); returns how many.
+    fn purge_dead(&mut self, id: Option<i64>) -> Result<u64>;
+
+    /// Outbox rows by status.
+    fn outbox_counts(&self) -> Result<OutboxCounts>;
+
+    /// Members of a campaign list enrolled at or after `since`, oldest first.
+    fn campaign_members(
+        &self,
+        campaign: &str,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<CampaignMember>>;
 
     /// Records outcomes.
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()>;

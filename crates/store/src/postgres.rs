@@ -17,11 +17,12 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement, Transaction};
 use serde_json::{Map, Value};
 
-use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
+use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
-    Incoming, IngestReport, LedgerEntry, ModelVersion, Outcome, Param, Progress, Result, Scope,
-    ScoreFields, ScoreQuery, Stats, Store, StoreError, StoredLog,
+    compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
+    Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
+    IngestReport, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome, Param, Progress,
+    Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -134,6 +135,22 @@ impl PgStore {
         Ok(value)
     }
 
+    /// Runs `f` in a transaction that does not take the write lock (for the
+    /// outbox, where row locks are enough and workers must not wait for
+    /// ingestion).
+    fn unlocked<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut client = self.client.borrow_mut();
+        let mut statements = self.statements.borrow_mut();
+        let tx = client.transaction()?;
+        let mut pg = Pg {
+            tx,
+            statements: &mut statements,
+        };
+        let value = f(&mut pg)?;
+        pg.tx.commit()?;
+        Ok(value)
+    }
+
     /// Runs `f` in a read-only transaction (one consistent snapshot).
     fn read<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
         let mut client = self.client.borrow_mut();
@@ -228,7 +245,7 @@ impl Pg<'_, '_> {
 /// The columns of a contacts row, in [`read_row`]'s order.
 macro_rules! row_columns {
     () => {
-        "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons"
+        "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due"
     };
 }
 
@@ -237,12 +254,12 @@ macro_rules! upsert_row {
     ($table:literal) => {
         concat!(
             "INSERT INTO ", $table, " (", row_columns!(), ")
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (id) DO UPDATE SET model_version = excluded.model_version, state = excluded.state,
              traits = excluded.traits, company = excluded.company, last_ts = excluded.last_ts,
              score = excluded.score, raw = excluded.raw, fit = excluded.fit, engagement = excluded.engagement,
              tier = excluded.tier, grade = excluded.grade, stage = excluded.stage, status = excluded.status,
-             reasons = excluded.reasons"
+             reasons = excluded.reasons, triggers = excluded.triggers, due = excluded.due"
         )
     };
 }
@@ -279,6 +296,8 @@ fn read_row_from(r: &postgres::Row, at: usize) -> Result<Row> {
             reasons: serde_json::from_str(&reasons)
                 .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
         },
+        triggers: r.get::<_, Option<Vec<u8>>>(at + 15).unwrap_or_default(),
+        due: r.get::<_, Option<i64>>(at + 16).map(Timestamp),
     })
 }
 
@@ -434,6 +453,8 @@ impl Tx for Pg<'_, '_> {
                 &s.stage,
                 &s.status.as_str(),
                 &reasons,
+                &row.triggers,
+                &row.due.map(|t| t.0),
             ],
         )?;
         Ok(())
@@ -486,6 +507,84 @@ impl Tx for Pg<'_, '_> {
             .into_iter()
             .map(|r| r.get(0))
             .collect())
+    }
+    fn insert_firing(&mut self, f: &NewFiring) -> Result<Option<i64>> {
+        Ok(self
+            .query_opt(
+                "INSERT INTO firings (key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (key) DO NOTHING RETURNING seq",
+                &[
+                    &f.key,
+                    &f.trigger,
+                    &f.contact,
+                    &f.at.0,
+                    &f.recorded_at.0,
+                    &f.late,
+                    &(f.model_version as i32),
+                    &f.score,
+                    &f.explanation,
+                ],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn fired_before(&mut self, contact: &str, trigger: &str) -> Result<bool> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM firings WHERE contact = $1 AND trigger_id = $2 LIMIT 1",
+                &[&contact, &trigger],
+            )?
+            .is_some())
+    }
+
+    fn enqueue(&mut self, d: &NewDelivery) -> Result<()> {
+        self.execute(
+            "INSERT INTO outbox (firing, key, destination, payload, status, next_attempt, created_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+            &[&d.firing, &d.key, &d.destination, &d.payload, &d.at.0],
+        )?;
+        Ok(())
+    }
+
+    fn enrol(
+        &mut self,
+        campaign: &str,
+        firing: i64,
+        contact: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.execute(
+            "INSERT INTO campaign_members (campaign, firing, contact, at, enrolled_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&campaign, &firing, &contact, &at.0, &now.0],
+        )?;
+        Ok(())
+    }
+
+    fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "SELECT id FROM contacts WHERE due IS NOT NULL AND due <= $1 ORDER BY due LIMIT $2",
+                &[&now.0, &(limit as i64)],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn set_triggers(
+        &mut self,
+        contact: &str,
+        triggers: &[u8],
+        due: Option<Timestamp>,
+    ) -> Result<()> {
+        self.execute(
+            "UPDATE contacts SET triggers = $2, due = $3 WHERE id = $1",
+            &[&contact, &triggers, &due.map(|t| t.0)],
+        )?;
+        Ok(())
     }
 }
 
@@ -590,6 +689,7 @@ impl Store for PgStore {
     }
 
     fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
+        let started = now();
         let source = self.model_source(version)?;
         let name: String = self.read(|pg| {
             Ok(pg.query(
@@ -633,7 +733,8 @@ impl Store for PgStore {
         progress(done, total);
         loop {
             let step = self.write(|pg| {
-                let step = engine::activation_step(pg, &model, version, cursor.as_deref())?;
+                let step =
+                    engine::activation_step(pg, &model, version, cursor.as_deref(), started)?;
                 if let Some((last, _)) = &step {
                     pg.execute("UPDATE activation_job SET cursor = $1", &[last])?;
                 }
@@ -656,7 +757,7 @@ impl Store for PgStore {
                 .map(|r| r.get(0))
                 .collect();
             for (contact, state) in engine::fold_many(pg, &model, &missing)? {
-                if let Some(row) = engine::row_of(&model, version, &contact, &state) {
+                if let Some(row) = engine::activation_row(&model, version, &contact, &state, started) {
                     pg.put_row(Table::Next, &row)?;
                 }
             }
@@ -875,6 +976,13 @@ impl Store for PgStore {
                     pg.execute("DELETE FROM ledger WHERE contact = $1", &[member])?;
                 pg.execute("DELETE FROM contacts WHERE id = $1", &[member])?;
                 pg.execute("DELETE FROM contacts_next WHERE id = $1", &[member])?;
+                // Firings carry score snapshots: they go too, with what they queued.
+                pg.execute(
+                    "DELETE FROM outbox WHERE firing IN (SELECT seq FROM firings WHERE contact = $1)",
+                    &[member],
+                )?;
+                pg.execute("DELETE FROM firings WHERE contact = $1", &[member])?;
+                pg.execute("DELETE FROM campaign_members WHERE contact = $1", &[member])?;
                 pg.execute(
                     "INSERT INTO tombstones (id_hash, erased_at) VALUES ($1, $2)
                      ON CONFLICT (id_hash) DO NOTHING",
@@ -920,6 +1028,195 @@ impl Store for PgStore {
                 Ok((r.get(0), r.get(1), status, r.get(3)))
             })
             .collect()
+    }
+
+    fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport> {
+        let cache = &self.active;
+        self.write(|pg| {
+            let Some(version) = PgStore::active_version(&mut pg.tx)? else {
+                return Ok(DueReport::default());
+            };
+            let model = model_in(cache, pg, version)?;
+            engine::fire_due(pg, &model, version, now, limit)
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.read(|pg| {
+            Ok(pg
+                .query_opt("SELECT min(due) FROM contacts", &[])?
+                .and_then(|r| r.get::<_, Option<i64>>(0))
+                .map(Timestamp))
+        })
+    }
+
+    fn firings(&self, q: &FiringQuery) -> Result<Vec<FiringRecord>> {
+        self.read(|pg| {
+            pg.query(
+                "SELECT seq, key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation
+                 FROM firings
+                 WHERE seq > $1 AND ($2::TEXT IS NULL OR trigger_id = $2) AND ($3::TEXT IS NULL OR contact = $3)
+                 ORDER BY seq LIMIT $4",
+                &[&q.after.unwrap_or(0), &q.trigger, &q.contact, &(q.limit as i64)],
+            )?
+            .into_iter()
+            .map(|r| {
+                Ok(FiringRecord {
+                    seq: r.get(0),
+                    key: r.get(1),
+                    trigger: r.get(2),
+                    contact: r.get(3),
+                    at: Timestamp(r.get(4)),
+                    recorded_at: Timestamp(r.get(5)),
+                    late: r.get(6),
+                    model_version: r.get::<_, i32>(7) as u32,
+                    score: crate::outbox::json_value(r.get(8))?,
+                    explanation: crate::outbox::json_value(r.get(9))?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn claim(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let rows = self.unlocked(|pg| {
+            pg.query(
+                "UPDATE outbox SET next_attempt = $2, attempts = attempts + 1
+                 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt <= $1
+                              ORDER BY next_attempt, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, key, destination, payload, attempts",
+                &[&now.0, &lease_until.0, &(limit as i64)],
+            )
+        })?;
+        let mut out = rows
+            .into_iter()
+            .map(|r| {
+                let (action, body) = crate::outbox::split_payload(r.get(3))?;
+                Ok(Delivery {
+                    id: r.get(0),
+                    key: r.get(1),
+                    destination: r.get(2),
+                    action,
+                    body,
+                    attempt: r.get::<_, i32>(4) as u32,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    fn settle(&mut self, id: i64, result: &Settle, now: Timestamp) -> Result<()> {
+        self.unlocked(|pg| {
+            match result {
+                Settle::Delivered => pg.execute(
+                    "UPDATE outbox SET status = 'delivered', delivered_at = $2, last_error = NULL WHERE id = $1",
+                    &[&id, &now.0],
+                )?,
+                Settle::Retry { at, error } => pg.execute(
+                    "UPDATE outbox SET next_attempt = $2, last_error = $3 WHERE id = $1 AND status = 'pending'",
+                    &[&id, &at.0, error],
+                )?,
+                Settle::Dead { error } => pg.execute(
+                    "UPDATE outbox SET status = 'dead', last_error = $2 WHERE id = $1 AND status = 'pending'",
+                    &[&id, error],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>> {
+        self.read(|pg| {
+            pg.query(
+                "SELECT id, firing, key, destination, status, attempts, next_attempt, last_error, created_at, delivered_at
+                 FROM outbox WHERE ($1::TEXT IS NULL OR status = $1) ORDER BY id DESC LIMIT $2",
+                &[&status.map(|s| s.as_str()), &(limit as i64)],
+            )?
+            .into_iter()
+            .map(|r| {
+                let status: String = r.get(4);
+                Ok(OutboxRecord {
+                    id: r.get(0),
+                    firing: r.get(1),
+                    key: r.get(2),
+                    destination: r.get(3),
+                    status: DeliveryStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("outbox status {status:?}")))?,
+                    attempts: r.get::<_, i32>(5) as u32,
+                    next_attempt: Timestamp(r.get(6)),
+                    last_error: r.get(7),
+                    created_at: Timestamp(r.get(8)),
+                    delivered_at: r.get::<_, Option<i64>>(9).map(Timestamp),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn retry_dead(&mut self, id: Option<i64>, now: Timestamp) -> Result<u64> {
+        self.unlocked(|pg| {
+            pg.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt = $2
+                 WHERE status = 'dead' AND ($1::BIGINT IS NULL OR id = $1)",
+                &[&id, &now.0],
+            )
+        })
+    }
+
+    fn purge_dead(&mut self, id: Option<i64>) -> Result<u64> {
+        self.unlocked(|pg| {
+            pg.execute(
+                "DELETE FROM outbox WHERE status = 'dead' AND ($1::BIGINT IS NULL OR id = $1)",
+                &[&id],
+            )
+        })
+    }
+
+    fn outbox_counts(&self) -> Result<OutboxCounts> {
+        self.read(|pg| {
+            let mut counts = OutboxCounts::default();
+            for r in pg.query("SELECT status, count(*) FROM outbox GROUP BY status", &[])? {
+                let status: String = r.get(0);
+                let n = r.get::<_, i64>(1) as u64;
+                match DeliveryStatus::parse(&status) {
+                    Some(DeliveryStatus::Pending) => counts.pending = n,
+                    Some(DeliveryStatus::Delivered) => counts.delivered = n,
+                    Some(DeliveryStatus::Dead) => counts.dead = n,
+                    None => return Err(StoreError::Corrupt(format!("outbox status {status:?}"))),
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    fn campaign_members(
+        &self,
+        campaign: &str,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<CampaignMember>> {
+        self.read(|pg| {
+            Ok(pg
+                .query(
+                    "SELECT contact, firing, at, enrolled_at FROM campaign_members
+                     WHERE campaign = $1 AND enrolled_at >= $2 ORDER BY enrolled_at, firing LIMIT $3",
+                    &[&campaign, &since.map_or(i64::MIN, |t| t.0), &(limit as i64)],
+                )?
+                .into_iter()
+                .map(|r| CampaignMember {
+                    contact: r.get(0),
+                    firing: r.get(1),
+                    at: Timestamp(r.get(2)),
+                    enrolled_at: Timestamp(r.get(3)),
+                })
+                .collect())
+        })
     }
 
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {

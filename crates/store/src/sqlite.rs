@@ -19,11 +19,12 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use crate::engine::{self, DryRunBuilder, NewEntry, Row, Table, Tx};
+use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ApiKey, ContactRecord, DryRun, EraseReport,
-    Incoming, IngestReport, LedgerEntry, ModelVersion, Outcome, Param, Progress, Result, Scope,
-    ScoreFields, ScoreQuery, Stats, Store, StoreError, StoredLog,
+    compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
+    Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
+    IngestReport, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome, Param, Progress,
+    Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -243,6 +244,7 @@ impl Store for SqliteStore {
     }
 
     fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
+        let started = now();
         let source = self.model_source(version)?;
         let name: String = self.conn.query_row(
             "SELECT name FROM models WHERE version = ?1",
@@ -293,8 +295,13 @@ impl Store for SqliteStore {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some((last, n)) =
-                engine::activation_step(&mut Sql(&tx), &model, version, cursor.as_deref())?
+            let Some((last, n)) = engine::activation_step(
+                &mut Sql(&tx),
+                &model,
+                version,
+                cursor.as_deref(),
+                started,
+            )?
             else {
                 break;
             };
@@ -318,7 +325,7 @@ impl Store for SqliteStore {
         };
         for contact in &missing {
             let state = engine::fold_contact(&mut Sql(&tx), &model, contact)?;
-            if let Some(row) = engine::row_of(&model, version, contact, &state) {
+            if let Some(row) = engine::activation_row(&model, version, contact, &state, started) {
                 Sql(&tx).put_row(Table::Next, &row)?;
             }
         }
@@ -513,6 +520,13 @@ impl Store for SqliteStore {
                 tx.execute("DELETE FROM ledger WHERE contact = ?1", [member])? as u64;
             tx.execute("DELETE FROM contacts WHERE id = ?1", [member])?;
             tx.execute("DELETE FROM contacts_next WHERE id = ?1", [member])?;
+            // Firings carry score snapshots: they go too, with what they queued.
+            tx.execute(
+                "DELETE FROM outbox WHERE firing IN (SELECT seq FROM firings WHERE contact = ?1)",
+                [member],
+            )?;
+            tx.execute("DELETE FROM firings WHERE contact = ?1", [member])?;
+            tx.execute("DELETE FROM campaign_members WHERE contact = ?1", [member])?;
             tx.execute(
                 "INSERT INTO tombstones (id_hash, erased_at) VALUES (?1, ?2)
                  ON CONFLICT (id_hash) DO NOTHING",
@@ -557,6 +571,219 @@ impl Store for SqliteStore {
             Ok((tier, grade, status, score))
         })
         .collect()
+    }
+
+    fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(version) = Self::active_version(&tx)? else {
+            return Ok(DueReport::default());
+        };
+        let model = model_in(&self.active, &tx, version)?;
+        let report = engine::fire_due(&mut Sql(&tx), &model, version, now, limit)?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    fn next_due(&self) -> Result<Option<Timestamp>> {
+        Ok(self
+            .conn
+            .query_row("SELECT min(due) FROM contacts", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .map(Timestamp))
+    }
+
+    fn firings(&self, q: &FiringQuery) -> Result<Vec<FiringRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation
+             FROM firings
+             WHERE seq > ?1 AND (?2 IS NULL OR trigger_id = ?2) AND (?3 IS NULL OR contact = ?3)
+             ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![q.after.unwrap_or(0), q.trigger, q.contact, q.limit as i64],
+            |r| {
+                Ok((
+                    FiringRecord {
+                        seq: r.get(0)?,
+                        key: r.get(1)?,
+                        trigger: r.get(2)?,
+                        contact: r.get(3)?,
+                        at: Timestamp(r.get(4)?),
+                        recorded_at: Timestamp(r.get(5)?),
+                        late: r.get(6)?,
+                        model_version: r.get(7)?,
+                        score: Value::Null,
+                        explanation: Value::Null,
+                    },
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            },
+        )?;
+        rows.map(|row| {
+            let (mut f, score, explanation) = row?;
+            f.score = crate::outbox::json_value(&score)?;
+            f.explanation = crate::outbox::json_value(&explanation)?;
+            Ok(f)
+        })
+        .collect()
+    }
+
+    fn claim(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claimed = {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET next_attempt = ?2, attempts = attempts + 1
+                 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt <= ?1
+                              ORDER BY next_attempt, id LIMIT ?3)
+                 RETURNING id, key, destination, payload, attempts",
+            )?;
+            let rows = stmt.query_map(params![now.0, lease_until.0, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        let mut out = claimed
+            .into_iter()
+            .map(|(id, key, destination, payload, attempt)| {
+                let (action, body) = crate::outbox::split_payload(&payload)?;
+                Ok(Delivery {
+                    id,
+                    key,
+                    destination,
+                    action,
+                    body,
+                    attempt,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    fn settle(&mut self, id: i64, result: &Settle, now: Timestamp) -> Result<()> {
+        match result {
+            Settle::Delivered => self.conn.execute(
+                "UPDATE outbox SET status = 'delivered', delivered_at = ?2, last_error = NULL WHERE id = ?1",
+                params![id, now.0],
+            )?,
+            Settle::Retry { at, error } => self.conn.execute(
+                "UPDATE outbox SET next_attempt = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'",
+                params![id, at.0, error],
+            )?,
+            Settle::Dead { error } => self.conn.execute(
+                "UPDATE outbox SET status = 'dead', last_error = ?2 WHERE id = ?1 AND status = 'pending'",
+                params![id, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, firing, key, destination, status, attempts, next_attempt, last_error, created_at, delivered_at
+             FROM outbox WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(4)?,
+                OutboxRecord {
+                    id: r.get(0)?,
+                    firing: r.get(1)?,
+                    key: r.get(2)?,
+                    destination: r.get(3)?,
+                    status: DeliveryStatus::Pending,
+                    attempts: r.get(5)?,
+                    next_attempt: Timestamp(r.get(6)?),
+                    last_error: r.get(7)?,
+                    created_at: Timestamp(r.get(8)?),
+                    delivered_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+                },
+            ))
+        })?;
+        rows.map(|row| {
+            let (status, mut record) = row?;
+            record.status = DeliveryStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox status {status:?}")))?;
+            Ok(record)
+        })
+        .collect()
+    }
+
+    fn retry_dead(&mut self, id: Option<i64>, now: Timestamp) -> Result<u64> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt = ?2
+             WHERE status = 'dead' AND (?1 IS NULL OR id = ?1)",
+            params![id, now.0],
+        )? as u64)
+    }
+
+    fn purge_dead(&mut self, id: Option<i64>) -> Result<u64> {
+        Ok(self.conn.execute(
+            "DELETE FROM outbox WHERE status = 'dead' AND (?1 IS NULL OR id = ?1)",
+            params![id],
+        )? as u64)
+    }
+
+    fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let mut counts = OutboxCounts::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, count(*) FROM outbox GROUP BY status")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        for row in rows {
+            let (status, n) = row?;
+            match DeliveryStatus::parse(&status) {
+                Some(DeliveryStatus::Pending) => counts.pending = n,
+                Some(DeliveryStatus::Delivered) => counts.delivered = n,
+                Some(DeliveryStatus::Dead) => counts.dead = n,
+                None => return Err(StoreError::Corrupt(format!("outbox status {status:?}"))),
+            }
+        }
+        Ok(counts)
+    }
+
+    fn campaign_members(
+        &self,
+        campaign: &str,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<CampaignMember>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT contact, firing, at, enrolled_at FROM campaign_members
+             WHERE campaign = ?1 AND enrolled_at >= ?2 ORDER BY enrolled_at, firing LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![campaign, since.map_or(i64::MIN, |t| t.0), limit as i64],
+            |r| {
+                Ok(CampaignMember {
+                    contact: r.get(0)?,
+                    firing: r.get(1)?,
+                    at: Timestamp(r.get(2)?),
+                    enrolled_at: Timestamp(r.get(3)?),
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
@@ -691,7 +918,7 @@ fn json_map(text: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
 }
 
-const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons";
+const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due";
 
 /// Reads a contacts row (columns [`ROW_COLUMNS`]).
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
@@ -720,6 +947,8 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
                 reasons: serde_json::from_str(&reasons)
                     .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
             },
+            triggers: r.get::<_, Option<Vec<u8>>>(15)?.unwrap_or_default(),
+            due: r.get::<_, Option<i64>>(16)?.map(Timestamp),
         })
     })();
     Ok(row)
@@ -869,8 +1098,8 @@ impl Tx for Sql<'_> {
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
         let sql = match table {
-            Table::Live => "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            Table::Live => "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         };
         let s = &row.score;
         self.0.prepare_cached(sql)?.execute(params![
@@ -889,6 +1118,8 @@ impl Tx for Sql<'_> {
             s.stage,
             s.status.as_str(),
             serde_json::to_string(&s.reasons).expect("strings serialise"),
+            row.triggers,
+            row.due.map(|t| t.0),
         ])?;
         Ok(())
     }
@@ -944,5 +1175,77 @@ impl Tx for Sql<'_> {
         )?;
         let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_firing(&mut self, f: &NewFiring) -> Result<Option<i64>> {
+        let inserted = self.0.prepare_cached(
+            "INSERT OR IGNORE INTO firings (key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?.execute(params![
+            f.key,
+            f.trigger,
+            f.contact,
+            f.at.0,
+            f.recorded_at.0,
+            f.late,
+            f.model_version,
+            f.score,
+            f.explanation,
+        ])?;
+        Ok((inserted == 1).then(|| self.0.last_insert_rowid()))
+    }
+
+    fn fired_before(&mut self, contact: &str, trigger: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM firings WHERE contact = ?1 AND trigger_id = ?2 LIMIT 1")?
+            .exists(params![contact, trigger])?)
+    }
+
+    fn enqueue(&mut self, d: &NewDelivery) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO outbox (firing, key, destination, payload, status, next_attempt, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+            )?
+            .execute(params![d.firing, d.key, d.destination, d.payload, d.at.0])?;
+        Ok(())
+    }
+
+    fn enrol(
+        &mut self,
+        campaign: &str,
+        firing: i64,
+        contact: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO campaign_members (campaign, firing, contact, at, enrolled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![campaign, firing, contact, at.0, now.0])?;
+        Ok(())
+    }
+
+    fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id FROM contacts WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now.0, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_triggers(
+        &mut self,
+        contact: &str,
+        triggers: &[u8],
+        due: Option<Timestamp>,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE contacts SET triggers = ?2, due = ?3 WHERE id = ?1")?
+            .execute(params![contact, triggers, due.map(|t| t.0)])?;
+        Ok(())
     }
 }

@@ -43,7 +43,7 @@ pub enum LatePolicy {
 }
 
 /// An action of a trigger.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ActionConfig {
     /// POST a signed JSON body to `url`.
@@ -80,7 +80,7 @@ impl ActionConfig {
 }
 
 /// Supported CRMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CrmSystem {
     /// HubSpot contacts API v3.

@@ -8,3 +8,4 @@ mod errors;
 mod live;
 mod models;
 mod privacy;
+mod triggers;
