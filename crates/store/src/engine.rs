@@ -535,7 +535,7 @@ impl Batch<'_> {
             tx.put_row(Table::Live, &row)?;
         }
         let firings = std::mem::take(&mut self.firings);
-        self.report.firings += write_firings(
+        let written = write_firings(
             tx,
             model,
             version,
@@ -543,6 +543,8 @@ impl Batch<'_> {
             firings,
             &mut self.ledger,
         )?;
+        self.report.firings += written.values().sum::<u64>();
+        self.report.firings_by_trigger = written;
         tx.append_ledger(&self.ledger)?;
         Ok(self.report)
     }
@@ -559,7 +561,7 @@ fn armed(model: &Model, state: &ContactState, t: Option<Timestamp>) -> TriggerSt
 
 /// Records firings and what their actions need, in the caller's
 /// transaction (so a firing exists exactly when the change that caused it
-/// does). Returns how many were recorded.
+/// does). Returns how many were recorded, by trigger.
 pub(crate) fn write_firings(
     tx: &mut impl Tx,
     model: &Model,
@@ -567,8 +569,8 @@ pub(crate) fn write_firings(
     recorded_at: Timestamp,
     firings: Vec<(String, Firing, bool)>,
     ledger: &mut Vec<NewEntry>,
-) -> Result<u64> {
-    let mut written = 0;
+) -> Result<BTreeMap<String, u64>> {
+    let mut written = BTreeMap::new();
     for (contact, firing, replayed) in firings {
         let trigger = &model.triggers[firing.trigger];
         let late = recorded_at.0.saturating_sub(firing.at.0) > LATE_AFTER_SECONDS * 1_000_000_000;
@@ -596,7 +598,7 @@ pub(crate) fn write_firings(
         else {
             continue; // recorded before (a replay found it again)
         };
-        written += 1;
+        *written.entry(trigger.id.clone()).or_default() += 1;
         let body = serde_json::json!({
             "idempotency_key": key,
             "trigger": trigger.id,
@@ -668,18 +670,21 @@ pub(crate) fn fire_due(
         found.extend(fired.into_iter().map(|f| (contact.clone(), f, false)));
     }
     let mut ledger = Vec::new();
-    report.firings = write_firings(tx, model, version, now, found, &mut ledger)?;
+    report.firings_by_trigger = write_firings(tx, model, version, now, found, &mut ledger)?;
+    report.firings = report.firings_by_trigger.values().sum();
     tx.append_ledger(&ledger)?;
     Ok(report)
 }
 
 /// What one [`fire_due`] call did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DueReport {
     /// Contacts whose due time had come.
     pub contacts: u64,
     /// Firings recorded.
     pub firings: u64,
+    /// The same, by trigger id.
+    pub firings_by_trigger: BTreeMap<String, u64>,
 }
 
 /// Whether the message concerns an erased id.

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -103,7 +104,7 @@ impl Incoming {
 }
 
 /// What one call to [`Store::ingest`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IngestReport {
     /// New messages appended to the log.
     pub accepted: u64,
@@ -124,6 +125,8 @@ pub struct IngestReport {
     pub scored: bool,
     /// Trigger firings recorded.
     pub firings: u64,
+    /// The same, by trigger id.
+    pub firings_by_trigger: BTreeMap<String, u64>,
 }
 
 impl std::ops::AddAssign for IngestReport {
@@ -137,6 +140,9 @@ impl std::ops::AddAssign for IngestReport {
         self.ledger_entries += o.ledger_entries;
         self.scored |= o.scored;
         self.firings += o.firings;
+        for (trigger, n) in o.firings_by_trigger {
+            *self.firings_by_trigger.entry(trigger).or_default() += n;
+        }
     }
 }
 
@@ -549,8 +555,8 @@ pub trait Store: Send {
         limit: usize,
     ) -> Result<Vec<Delivery>>;
 
-    /// Records how a claimed delivery ended.
-    fn settle(&mut self, id: i64, result: &Settle, now: Timestamp) -> Result<()>;
+    /// Records how claimed deliveries ended (one transaction).
+    fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()>;
 
     /// Outbox rows (of one status, or all), newest first.
     fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>>;

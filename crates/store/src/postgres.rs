@@ -1111,22 +1111,24 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    fn settle(&mut self, id: i64, result: &Settle, now: Timestamp) -> Result<()> {
+    fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()> {
         self.unlocked(|pg| {
-            match result {
-                Settle::Delivered => pg.execute(
-                    "UPDATE outbox SET status = 'delivered', delivered_at = $2, last_error = NULL WHERE id = $1",
-                    &[&id, &now.0],
-                )?,
-                Settle::Retry { at, error } => pg.execute(
-                    "UPDATE outbox SET next_attempt = $2, last_error = $3 WHERE id = $1 AND status = 'pending'",
-                    &[&id, &at.0, error],
-                )?,
-                Settle::Dead { error } => pg.execute(
-                    "UPDATE outbox SET status = 'dead', last_error = $2 WHERE id = $1 AND status = 'pending'",
-                    &[&id, error],
-                )?,
-            };
+            for (id, result) in results {
+                match result {
+                    Settle::Delivered => pg.execute(
+                        "UPDATE outbox SET status = 'delivered', delivered_at = $2, last_error = NULL WHERE id = $1",
+                        &[id, &now.0],
+                    )?,
+                    Settle::Retry { at, error } => pg.execute(
+                        "UPDATE outbox SET next_attempt = $2, last_error = $3 WHERE id = $1 AND status = 'pending'",
+                        &[id, &at.0, error],
+                    )?,
+                    Settle::Dead { error } => pg.execute(
+                        "UPDATE outbox SET status = 'dead', last_error = $2 WHERE id = $1 AND status = 'pending'",
+                        &[id, error],
+                    )?,
+                };
+            }
             Ok(())
         })
     }

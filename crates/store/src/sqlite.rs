@@ -678,21 +678,24 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn settle(&mut self, id: i64, result: &Settle, now: Timestamp) -> Result<()> {
-        match result {
-            Settle::Delivered => self.conn.execute(
-                "UPDATE outbox SET status = 'delivered', delivered_at = ?2, last_error = NULL WHERE id = ?1",
-                params![id, now.0],
-            )?,
-            Settle::Retry { at, error } => self.conn.execute(
-                "UPDATE outbox SET next_attempt = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'",
-                params![id, at.0, error],
-            )?,
-            Settle::Dead { error } => self.conn.execute(
-                "UPDATE outbox SET status = 'dead', last_error = ?2 WHERE id = ?1 AND status = 'pending'",
-                params![id, error],
-            )?,
-        };
+    fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (id, result) in results {
+            match result {
+                Settle::Delivered => tx.prepare_cached(
+                    "UPDATE outbox SET status = 'delivered', delivered_at = ?2, last_error = NULL WHERE id = ?1",
+                )?.execute(params![id, now.0])?,
+                Settle::Retry { at, error } => tx.prepare_cached(
+                    "UPDATE outbox SET next_attempt = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'",
+                )?.execute(params![id, at.0, error])?,
+                Settle::Dead { error } => tx.prepare_cached(
+                    "UPDATE outbox SET status = 'dead', last_error = ?2 WHERE id = ?1 AND status = 'pending'",
+                )?.execute(params![id, error])?,
+            };
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -258,7 +258,7 @@ fn the_outbox_leases_retries_buries_and_replays() {
         // Leased: nobody else gets them until the lease ends.
         assert!(store.claim(t(10), t(40), 10).unwrap().is_empty());
         store
-            .settle(claimed[0].id, &Settle::Delivered, t(1))
+            .settle(&[(claimed[0].id, Settle::Delivered)], t(1))
             .unwrap();
         // The other worker died: its lease expires and the row comes back.
         let again = store.claim(t(31), t(60), 10).unwrap();
@@ -268,18 +268,13 @@ fn the_outbox_leases_retries_buries_and_replays() {
             at: t(100),
             error: "HTTP 500".into(),
         };
-        store.settle(again[0].id, &retry, t(32)).unwrap();
+        store.settle(&[(again[0].id, retry)], t(32)).unwrap();
         assert!(store.claim(t(99), t(130), 10).unwrap().is_empty());
         let third = store.claim(t(100), t(130), 10).unwrap();
-        store
-            .settle(
-                third[0].id,
-                &Settle::Dead {
-                    error: "HTTP 500".into(),
-                },
-                t(101),
-            )
-            .unwrap();
+        let dead = Settle::Dead {
+            error: "HTTP 500".into(),
+        };
+        store.settle(&[(third[0].id, dead)], t(101)).unwrap();
         let counts = store.outbox_counts().unwrap();
         assert_eq!((counts.pending, counts.delivered, counts.dead), (0, 1, 1));
         let dead = store.outbox(Some(DeliveryStatus::Dead), 10).unwrap();
@@ -289,15 +284,10 @@ fn the_outbox_leases_retries_buries_and_replays() {
         assert_eq!(store.retry_dead(None, t(200)).unwrap(), 1);
         let replayed = store.claim(t(200), t(230), 10).unwrap();
         assert_eq!((replayed[0].id, replayed[0].attempt), (dead[0].id, 1));
-        store
-            .settle(
-                replayed[0].id,
-                &Settle::Dead {
-                    error: "gone".into(),
-                },
-                t(201),
-            )
-            .unwrap();
+        let gone = Settle::Dead {
+            error: "gone".into(),
+        };
+        store.settle(&[(replayed[0].id, gone)], t(201)).unwrap();
         assert_eq!(store.purge_dead(Some(dead[0].id)).unwrap(), 1);
         assert_eq!(store.outbox_counts().unwrap().dead, 0);
     }
