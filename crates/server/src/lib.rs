@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod delivery;
 mod links;
 pub mod openapi;
 
@@ -55,6 +56,9 @@ pub struct Config {
     /// How to open a second connection for background jobs; without it
     /// `POST /api/v1/models/{v}/activate` answers 503.
     pub reopen: Option<Reopen>,
+    /// Trigger evaluation at due times and outbox delivery (`None`: this
+    /// process does neither; another one must).
+    pub delivery: Option<delivery::DeliveryConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -64,6 +68,7 @@ impl std::fmt::Debug for Config {
             .field("link_secret", &self.link_secret.as_ref().map(|_| "…"))
             .field("cors_origins", &self.cors_origins)
             .field("reopen", &self.reopen.is_some())
+            .field("delivery", &self.delivery)
             .finish()
     }
 }
@@ -75,6 +80,7 @@ impl Default for Config {
             link_secret: None,
             cors_origins: Vec::new(),
             reopen: None,
+            delivery: Some(delivery::DeliveryConfig::default()),
         }
     }
 }
@@ -108,6 +114,15 @@ pub async fn run(
 ) -> std::io::Result<()> {
     prometheus();
     let (handle, worker) = StoreHandle::start(store);
+    let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
+    let deliverer = match config.delivery.clone() {
+        Some(settings) => {
+            let deliverer = delivery::Deliverer::new(handle.clone(), settings)
+                .map_err(std::io::Error::other)?;
+            Some(tokio::spawn(deliverer.run(stopped)))
+        }
+        None => None,
+    };
     let app = router(handle, &config);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(addr = %addr, body_limit = config.body_limit, "listening");
@@ -118,6 +133,10 @@ pub async fn run(
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    let _ = stop_delivery.send(true);
+    if let Some(task) = deliverer {
+        let _ = task.await;
+    }
     // The router (and every handle) is gone: the worker drains its queue.
     tracing::info!("shutting down: finishing queued work");
     worker
@@ -152,7 +171,12 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/api/v1/models/dry-run", post(dry_run))
         .route("/api/v1/models/{version}/activate", post(activate))
         .route("/api/v1/jobs/{id}", get(job))
-        .route("/api/v1/models/{old}/diff/{new}", get(diff));
+        .route("/api/v1/models/{old}/diff/{new}", get(diff))
+        .route("/api/v1/firings", get(firings))
+        .route("/api/v1/outbox", get(outbox))
+        .route("/api/v1/outbox/retry", post(outbox_retry))
+        .route("/api/v1/outbox/purge", post(outbox_purge))
+        .route("/api/v1/campaigns/{name}/members", get(campaign_members));
     let ingest = match cors(&config.cors_origins) {
         Some(layer) => ingest.layer(layer),
         None => ingest,
@@ -264,6 +288,9 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let counts = stored(&handle, |store| store.outbox_counts()).await?;
+    metrics::gauge!("leadscore_outbox_pending").set(counts.pending as f64);
+    metrics::gauge!("leadscore_outbox_dead").set(counts.dead as f64);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -602,6 +629,142 @@ async fn history(
     Ok(Json(json!({ "entries": entries })))
 }
 
+#[derive(Deserialize)]
+struct FiringsQuery {
+    trigger: Option<String>,
+    contact: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn firings(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<FiringsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = page_limit(q.limit);
+    let contact = match q.contact {
+        // Any of the contact's ids: firings are recorded under the canonical one.
+        Some(id) => Some(
+            stored(&handle, move |store| {
+                Ok(store.contact(&id)?.map(|c| c.id).unwrap_or(id))
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let query = leadscore_store::FiringQuery {
+        trigger: q.trigger,
+        contact,
+        after: q.after,
+        limit,
+    };
+    let firings = stored(&handle, move |store| store.firings(&query)).await?;
+    let next = (firings.len() == limit)
+        .then(|| firings.last().map(|f| f.seq))
+        .flatten();
+    Ok(Json(json!({ "firings": firings, "next_after": next })))
+}
+
+#[derive(Deserialize)]
+struct OutboxQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn outbox(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(leadscore_store::DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("status must be pending, delivered or dead, found {s:?}"),
+            )
+        })?),
+    };
+    let limit = page_limit(q.limit);
+    let (rows, counts) = stored(&handle, move |store| {
+        Ok((store.outbox(status, limit)?, store.outbox_counts()?))
+    })
+    .await?;
+    Ok(Json(json!({ "rows": rows, "counts": counts })))
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    id: Option<i64>,
+}
+
+async fn outbox_retry(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<IdQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let n = stored(&handle, move |store| store.retry_dead(q.id, now())).await?;
+    Ok(Json(json!({ "requeued": n })))
+}
+
+async fn outbox_purge(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<IdQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let n = stored(&handle, move |store| store.purge_dead(q.id)).await?;
+    Ok(Json(json!({ "purged": n })))
+}
+
+#[derive(Deserialize)]
+struct MembersQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn campaign_members(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<MembersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Read).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(text) => Some(
+            Timestamp::parse(text)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("since: {e}")))?,
+        ),
+    };
+    let limit = page_limit(q.limit);
+    let campaign = name.clone();
+    let members = stored(&handle, move |store| {
+        store.campaign_members(&campaign, since, limit)
+    })
+    .await?;
+    let next = (members.len() == limit)
+        .then(|| members.last().map(|m| m.enrolled_at))
+        .flatten();
+    Ok(Json(
+        json!({ "campaign": name, "members": members, "next_since": next }),
+    ))
+}
+
+/// `limit` of a page: 100 by default, within 1..=1000.
+fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(100).clamp(1, 1_000)
+}
+
 /// Runs a store call whose own errors become 503s (a 404 is the caller's).
 async fn stored<T: Send + 'static>(
     handle: &StoreHandle,
@@ -687,7 +850,7 @@ async fn events(
         .await?
         .ok_or_else(not_found)?;
     let start = page.cursor.unwrap_or(0).min(log.messages.len());
-    let limit = page.limit.unwrap_or(100).clamp(1, 1_000);
+    let limit = page_limit(page.limit);
     let end = (start + limit).min(log.messages.len());
     let events = log.messages[start..end]
         .iter()

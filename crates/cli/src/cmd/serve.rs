@@ -55,6 +55,7 @@ pub fn run(
             link_secret: link_secret(),
             cors_origins: cors_origins.to_vec(),
             reopen: Some(reopen(db)),
+            delivery: Some(leadscore_server::delivery::DeliveryConfig::default()),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         Ok::<(), anyhow::Error>(())

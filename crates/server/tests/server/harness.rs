@@ -73,10 +73,27 @@ impl Server {
 
     /// A server that allows these CORS origins.
     pub fn start_with(cors_origins: Vec<String>) -> Server {
+        Server::start_full(cors_origins, MODEL, None)
+    }
+
+    /// A server over `model` that evaluates due triggers and delivers the
+    /// outbox with `delivery`.
+    pub fn start_delivering(
+        model: &str,
+        delivery: leadscore_server::delivery::DeliveryConfig,
+    ) -> Server {
+        Server::start_full(Vec::new(), model, Some(delivery))
+    }
+
+    fn start_full(
+        cors_origins: Vec<String>,
+        model: &str,
+        delivery: Option<leadscore_server::delivery::DeliveryConfig>,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.db");
         let mut store = SqliteStore::open(&path).unwrap();
-        let version = store.add_model("b2b.toml", MODEL).unwrap().version;
+        let version = store.add_model("model.toml", model).unwrap().version;
         store.activate(version, &mut |_, _| {}).unwrap();
         let mut key = |scope| {
             let key = new_key(scope).unwrap();
@@ -112,6 +129,7 @@ impl Server {
                         reopen: Some(std::sync::Arc::new(move || {
                             Ok(Box::new(SqliteStore::open(&reopen_path)?) as Box<dyn Store>)
                         })),
+                        delivery,
                         ..leadscore_server::Config::default()
                     },
                     shutdown,

@@ -2,6 +2,7 @@
 //! send it, auth on every route, limits, group commit, graceful shutdown.
 
 mod harness;
+mod triggers;
 
 use harness::{basic, bearer, signed, Server};
 use leadscore_store::Store as _;
