@@ -222,6 +222,14 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Trigger deliveries: list the outbox, replay or purge dead letters, deliver now.
+    #[command(
+        after_help = "`leadscore serve` delivers continuously; `outbox deliver` fires what is due and\ndelivers what is ready once, then exits (for cron jobs and trying models out).\n\nExamples:\n  leadscore outbox list --status dead\n  leadscore outbox retry --id 42\n  leadscore outbox retry --all\n  leadscore outbox purge --all\n  leadscore outbox deliver\n  leadscore outbox firings --trigger sales-handoff"
+    )]
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// What the store holds: events, contacts, history entries, size, active model.
     #[command(
         after_help = "Examples:\n  leadscore status\n  leadscore --db /data/ls.db status --json"
@@ -290,6 +298,54 @@ pub enum KeysCommand {
     Revoke {
         /// Key id (see `keys list`).
         id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Outbox rows, newest first, with counts by status.
+    List {
+        /// Only rows of this status: pending, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back in the queue.
+    Retry {
+        /// One dead letter by id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// One dead letter by id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Fire due triggers and deliver everything ready, once.
+    Deliver,
+    /// Recorded trigger firings, oldest first.
+    Firings {
+        /// Only this trigger.
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Only this contact (any of its ids).
+        #[arg(long)]
+        contact: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -386,6 +442,11 @@ pub struct ServeSettings {
     #[arg(long, value_enum, env = "LEADSCORE_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Fire due triggers and deliver the outbox in this process (`false`
+    /// when other processes over the same PostgreSQL do it) [default: true].
+    #[arg(long, env = "LEADSCORE_DELIVER", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<bool>,
 }
 
 impl ServeSettings {
@@ -408,6 +469,7 @@ impl ServeSettings {
                     .or(file.log_format)
                     .unwrap_or(LogFormat::Text),
             ),
+            deliver: Some(self.deliver.or(file.deliver).unwrap_or(true)),
         }
     }
 }

@@ -8,6 +8,7 @@ mod demo;
 mod explain;
 mod generate;
 mod model;
+mod outbox;
 mod score;
 mod serve;
 mod stored;
@@ -94,6 +95,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             print_config,
         } => serve::run(db, settings, config.as_deref(), print_config),
         Command::Keys { command } => serve::keys(db, &command),
+        Command::Outbox { command } => outbox::run(db, command),
         Command::Link {
             base,
             user,

@@ -32,6 +32,7 @@ pub fn run(
     let listen = settings.listen.as_deref().unwrap_or("127.0.0.1:8080");
     let body_limit = settings.body_limit.unwrap_or(500 * 1024);
     let cors_origins = &settings.cors_origins;
+    let deliver = settings.deliver.unwrap_or(true);
     init_logs(settings.log_format.unwrap_or(LogFormat::Text));
     let store = store::open(db)?;
     if store
@@ -55,7 +56,7 @@ pub fn run(
             link_secret: link_secret(),
             cors_origins: cors_origins.to_vec(),
             reopen: Some(reopen(db)),
-            delivery: Some(leadscore_server::delivery::DeliveryConfig::default()),
+            delivery: deliver.then(leadscore_server::delivery::DeliveryConfig::default),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         Ok::<(), anyhow::Error>(())

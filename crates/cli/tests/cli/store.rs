@@ -758,3 +758,51 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     .failure();
     assert!(bad.contains("unknown field `lisen`"), "{bad}");
 }
+
+#[test]
+fn outbox_lists_delivers_and_reports_firings() {
+    let (dir, events, _) = generated("300", "200", "5");
+    let db = store_with(&dir, "email", &events, None);
+    let firings = with_db(&db, &["outbox", "firings", "--trigger", "list-hygiene"]).success();
+    let n = firings.lines().count();
+    assert!(
+        n > 0,
+        "the email model's list-hygiene trigger fires on this data"
+    );
+    for line in firings.lines() {
+        let f: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(f["trigger"], "list-hygiene");
+        assert_eq!(f["late"], true, "imported history is late");
+    }
+    let listed: Value =
+        serde_json::from_str(&with_db(&db, &["outbox", "list", "--json"]).success()).unwrap();
+    assert_eq!(listed["counts"]["pending"], n as u64);
+    let run = with_db(&db, &["outbox", "deliver"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{n} delivered, 0 to retry, 0 dead")),
+        "{}",
+        run.stderr
+    );
+    let table = with_db(
+        &db,
+        &["outbox", "list", "--status", "delivered", "--limit", "1"],
+    )
+    .success();
+    assert!(
+        table.starts_with(&format!("0 pending, {n} delivered, 0 dead\n")),
+        "{table}"
+    );
+    assert!(table.contains(" log "), "{table}");
+    let missing = with_db(&db, &["outbox", "retry", "--id", "999999"]).failure();
+    assert!(missing.contains("no dead letter 999999"), "{missing}");
+    let purge = with_db(&db, &["outbox", "purge", "--all"]);
+    assert!(
+        purge.stderr.contains("0 dead letter(s) deleted"),
+        "{}",
+        purge.stderr
+    );
+    let bad = with_db(&db, &["outbox", "list", "--status", "lost"]).failure();
+    assert!(bad.contains("expected pending, delivered or dead"), "{bad}");
+}
