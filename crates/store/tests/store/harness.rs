@@ -67,6 +67,13 @@ pub struct SchemaGuard {
     schema: String,
 }
 
+impl SchemaGuard {
+    /// The schema's name (for a second connection to it).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
         if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {

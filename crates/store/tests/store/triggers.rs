@@ -292,3 +292,55 @@ fn the_outbox_leases_retries_buries_and_replays() {
         assert_eq!(store.outbox_counts().unwrap().dead, 0);
     }
 }
+
+/// Two processes draining one PostgreSQL outbox never get the same row.
+#[test]
+fn two_connections_drain_one_postgres_outbox_without_double_delivery() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let (mut first, guard) = postgres(&url);
+    let v = first.add_model("r.toml", REACTIVATION).unwrap().version;
+    first.activate(v, &mut |_, _| {}).unwrap();
+    let seen = Timestamp::from_seconds(1_700_000_000);
+    let views: Vec<Message> = (0..400)
+        .map(|i| track(&format!("c{i}"), "Product Viewed", seen, &format!("m{i}")))
+        .collect();
+    first.ingest(incoming(&views)).unwrap();
+    let later = Timestamp::from_seconds(1_800_000_000);
+    while first.fire_due(later, 100).unwrap().contacts > 0 {}
+    assert_eq!(first.outbox_counts().unwrap().pending, 400);
+    let second = {
+        let mut config: leadscore_store::PgConfig = url.parse().unwrap();
+        config.options(&format!("-c search_path={}", guard.schema()));
+        leadscore_store::PgStore::open_config(&config).unwrap()
+    };
+    let drain = |mut store: Box<dyn Store>| {
+        std::thread::spawn(move || {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim(later, Timestamp(later.0 + 60_000_000_000), 7)
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                let done: Vec<_> = batch.iter().map(|d| (d.id, Settle::Delivered)).collect();
+                store.settle(&done, later).unwrap();
+                mine.extend(batch.into_iter().map(|d| d.id));
+            }
+        })
+    };
+    let a = drain(Box::new(first));
+    let b = drain(Box::new(second));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let all: BTreeSet<i64> = a.iter().chain(&b).copied().collect();
+    assert_eq!(a.len() + b.len(), 400, "each row delivered once");
+    assert_eq!(all.len(), 400);
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both worked: {} / {}",
+        a.len(),
+        b.len()
+    );
+}
