@@ -360,6 +360,10 @@ impl StoreHandle {
                                     .increment(report.accepted);
                                 metrics::counter!("leadscore_messages_total", "outcome" => "duplicate")
                                     .increment(report.duplicates);
+                                for (trigger, n) in &report.firings_by_trigger {
+                                    metrics::counter!("leadscore_trigger_firings_total", "trigger" => trigger.clone())
+                                        .increment(*n);
+                                }
                             }
                             Err(_) => {
                                 metrics::counter!("leadscore_messages_total", "outcome" => "failed")
