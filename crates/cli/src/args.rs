@@ -278,6 +278,10 @@ pub enum Command {
         /// (two schemas, leadscore_bench_raw and leadscore_bench_live, are recreated).
         #[arg(long)]
         store: bool,
+        /// Measure triggers instead: due-time scheduling at growing store sizes (up to
+        /// --contacts), webhook delivery throughput and event-to-webhook latency.
+        #[arg(long, conflicts_with = "store")]
+        triggers: bool,
     },
 }
 

@@ -580,6 +580,7 @@ impl Deliverer {
             if !busy {
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.idle) => {}
+                    _ = self.handle.fired() => {}
                     _ = shutdown.changed() => {}
                 }
             }

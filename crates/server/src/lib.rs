@@ -310,12 +310,18 @@ enum Work {
 
 /// Sends work to the thread that owns the store.
 #[derive(Clone)]
-pub struct StoreHandle(mpsc::UnboundedSender<Work>);
+pub struct StoreHandle {
+    work: mpsc::UnboundedSender<Work>,
+    /// Signalled when a commit recorded trigger firings (wakes delivery).
+    fired: std::sync::Arc<tokio::sync::Notify>,
+}
 
 impl StoreHandle {
     /// Starts the worker thread that owns `store`.
     pub fn start(mut store: Box<dyn Store>) -> (StoreHandle, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+        let fired = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = fired.clone();
         let worker = std::thread::spawn(move || {
             let mut next = rx.blocking_recv();
             while let Some(work) = next.take() {
@@ -360,6 +366,9 @@ impl StoreHandle {
                                     .increment(report.accepted);
                                 metrics::counter!("leadscore_messages_total", "outcome" => "duplicate")
                                     .increment(report.duplicates);
+                                if report.firings > 0 {
+                                    notify.notify_one();
+                                }
                                 for (trigger, n) in &report.firings_by_trigger {
                                     metrics::counter!("leadscore_trigger_firings_total", "trigger" => trigger.clone())
                                         .increment(*n);
@@ -380,7 +389,13 @@ impl StoreHandle {
                 }
             }
         });
-        (StoreHandle(tx), worker)
+        (StoreHandle { work: tx, fired }, worker)
+    }
+
+    /// Completes when a commit has recorded trigger firings since the last
+    /// time it completed.
+    pub async fn fired(&self) {
+        self.fired.notified().await
     }
 
     /// Runs `f` on the store (in the worker thread) and returns its result.
@@ -392,7 +407,7 @@ impl StoreHandle {
         let job: Job = Box::new(move |store| {
             let _ = reply.send(f(store));
         });
-        self.0
+        self.work
             .send(Work::Run(job))
             .map_err(|_| ApiError::unavailable())?;
         answer.await.map_err(|_| ApiError::unavailable())
@@ -402,7 +417,7 @@ impl StoreHandle {
     /// they are durable.
     async fn ingest(&self, messages: Vec<Incoming>) -> Result<IngestReport, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.0
+        self.work
             .send(Work::Ingest(messages, reply))
             .map_err(|_| ApiError::unavailable())?;
         answer

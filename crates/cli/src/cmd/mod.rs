@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_store;
+mod bench_triggers;
 mod check;
 mod demo;
 mod explain;
@@ -110,15 +111,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Bench {
             contacts,
+            out,
+            triggers: true,
+            ..
+        } => bench_triggers::run(contacts, out.as_deref()),
+        Command::Bench {
+            contacts,
             days,
             out,
             store: false,
+            ..
         } => bench::run(contacts, days, out.as_deref()),
         Command::Bench {
             contacts,
             days,
             out,
             store: true,
+            ..
         } => bench_store::run(db, contacts, days, out.as_deref()),
     }
 }
