@@ -67,12 +67,11 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// When each request reached the receiver.
+type Arrivals = Arc<std::sync::Mutex<Vec<Instant>>>;
+
 /// A receiver on 127.0.0.1 counting requests, in its own runtime thread.
-fn receiver() -> Result<(
-    SocketAddr,
-    Arc<AtomicU64>,
-    Arc<std::sync::Mutex<Vec<Instant>>>,
-)> {
+fn receiver() -> Result<(SocketAddr, Arc<AtomicU64>, Arrivals)> {
     let count = Arc::new(AtomicU64::new(0));
     let times = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (c, t) = (count.clone(), times.clone());
