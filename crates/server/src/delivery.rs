@@ -40,7 +40,10 @@ pub struct DeliveryConfig {
     pub rate: Option<f64>,
     /// Timeout of one request.
     pub timeout: Duration,
-    /// How long a claimed row stays with its worker.
+    /// How long a claimed row stays with its worker: a worker that dies
+    /// leaves its claimed rows to others (or to itself restarted) after this
+    /// (`LEADSCORE_DELIVERY_LEASE_SECONDS`, default 60). Longer than a batch
+    /// takes, or a slow batch is delivered twice (with the same key).
     pub lease: Duration,
     /// Rows claimed at once.
     pub batch: usize,
@@ -82,7 +85,13 @@ impl Default for DeliveryConfig {
             concurrency: 32,
             rate: Some(1_000.0),
             timeout: Duration::from_secs(10),
-            lease: Duration::from_secs(300),
+            lease: Duration::from_secs(
+                std::env::var("LEADSCORE_DELIVERY_LEASE_SECONDS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s| *s > 0)
+                    .unwrap_or(60),
+            ),
             batch: 512,
             idle: Duration::from_millis(200),
             crm: CrmSettings::from_env(),

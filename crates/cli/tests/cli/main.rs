@@ -1,5 +1,6 @@
 //! Integration tests of the `leadscore` binary: output and error snapshots.
 
+mod crash;
 mod golden;
 mod harness;
 mod snapshots;
