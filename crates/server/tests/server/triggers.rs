@@ -46,7 +46,23 @@ async fn receive(
         body: String::from_utf8_lossy(&body).into_owned(),
     });
     if uri.path() == "/flaky" && r.failing.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
+        // First 429, then a response slower than the client's timeout,
+        // then 500s: all retried.
+        let attempts = r
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.uri == "/flaky")
+            .count();
+        return match attempts {
+            1 => StatusCode::TOO_MANY_REQUESTS,
+            2 => {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                StatusCode::NO_CONTENT
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
     }
     if uri.path() == "/rejects" {
         return StatusCode::BAD_REQUEST;
@@ -138,7 +154,8 @@ fn config(at: SocketAddr) -> DeliveryConfig {
         option: option.into(),
     };
     DeliveryConfig {
-        max_attempts: 3,
+        max_attempts: 4,
+        timeout: Duration::from_millis(500),
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
         idle: Duration::from_millis(20),
@@ -232,10 +249,10 @@ fn a_crossing_is_delivered_to_every_action_with_the_exact_requests() {
     );
     assert_eq!(firings["firings"][0]["key"], key);
 
-    // 500s are retried with backoff, then buried after max_attempts (3);
-    // a 400 is buried at once.
-    let flaky = receiver.wait("three attempts at /flaky", |got| {
-        got.iter().filter(|g| g.uri == "/flaky").count() >= 3
+    // 429, a timeout and 500s are retried with backoff, then buried after
+    // max_attempts (4); a 400 is buried at once.
+    let flaky = receiver.wait("four attempts at /flaky", |got| {
+        got.iter().filter(|g| g.uri == "/flaky").count() >= 4
     });
     let attempts: Vec<&Got> = flaky.iter().filter(|g| g.uri == "/flaky").collect();
     let keys: Vec<_> = attempts
@@ -295,7 +312,7 @@ fn a_crossing_is_delivered_to_every_action_with_the_exact_requests() {
     );
     assert_eq!((status, retried["requeued"].clone()), (200, json!(1)));
     receiver.wait("the replayed delivery", |got| {
-        got.iter().filter(|g| g.uri == "/flaky").count() >= 4
+        got.iter().filter(|g| g.uri == "/flaky").count() >= 5
     });
     let start = Instant::now();
     while outbox(&server)["counts"]["dead"] != 1 {
