@@ -117,7 +117,7 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         contacts: u64,
         /// SQLite store to (re)create with the demo data.
-        #[arg(long, default_value = "leadscore-demo.db")]
+        #[arg(long, default_value = crate::cmd::DEMO_STORE)]
         store: PathBuf,
     },
     /// Import Segment JSON lines (and a contacts CSV) into the store; live scores follow.
@@ -183,7 +183,7 @@ pub enum Command {
     },
     /// Serve the Segment-compatible ingest API and the REST API over the store.
     #[command(
-        after_help = "Examples:\n  leadscore keys create --scope ingest --label website   # a write key\n  leadscore serve --listen 127.0.0.1:8080\n  curl -u WRITE_KEY: -H 'Content-Type: application/json' \\\n    -d '{\"userId\":\"u1\",\"event\":\"Demo Requested\"}' http://127.0.0.1:8080/v1/track"
+        after_help = "Examples:\n  leadscore keys create --scope ingest --label website   # a write key\n  leadscore serve --listen 127.0.0.1:8080\n  leadscore serve --demo      # demo data, keys printed\n  curl -u WRITE_KEY: -H 'Content-Type: application/json' \\\n    -d '{\"userId\":\"u1\",\"event\":\"Demo Requested\"}' http://127.0.0.1:8080/v1/track"
     )]
     Serve {
         #[command(flatten)]
@@ -195,6 +195,11 @@ pub enum Command {
         /// Print the effective settings as TOML and exit.
         #[arg(long)]
         print_config: bool,
+        /// Serve demo data: (re)build leadscore-demo.db as `leadscore demo` does (the
+        /// e-commerce example model, 2,000 synthetic contacts), create keys and print
+        /// example requests. --db is ignored.
+        #[arg(long)]
+        demo: bool,
     },
     /// Print a signed email tracking link (open pixel, or click redirect with --click URL).
     #[command(

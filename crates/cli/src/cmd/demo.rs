@@ -21,6 +21,9 @@ use super::explain::table;
 
 const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
 
+/// Where the demo's store goes.
+pub const STORE: &str = "leadscore-demo.db";
+
 pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
     let model =
         Model::from_toml("examples/ecommerce.toml", MODEL).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -23,6 +23,9 @@ use anyhow::Result;
 
 use crate::args::{Args, Command};
 
+/// Where `demo` and `serve --demo` put their store.
+pub const DEMO_STORE: &str = demo::STORE;
+
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<ExitCode> {
     let db = args.db.as_path();
@@ -94,7 +97,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
             settings,
             config,
             print_config,
+            demo: false,
         } => serve::run(db, settings, config.as_deref(), print_config),
+        Command::Serve {
+            settings,
+            config,
+            print_config,
+            demo: true,
+        } => {
+            let db = std::path::Path::new(demo::STORE);
+            if !print_config {
+                demo::run(2_000, db)?;
+                serve::demo_keys(db, settings.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+            }
+            serve::run(db, settings, config.as_deref(), print_config)
+        }
         Command::Keys { command } => serve::keys(db, &command),
         Command::Outbox { command } => outbox::run(db, command),
         Command::Link {

@@ -64,6 +64,37 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Creates an ingest, a read and an admin key in the demo store and prints
+/// them with requests to try.
+pub fn demo_keys(db: &Path, listen: &str) -> Result<()> {
+    let mut store = store::open(db)?;
+    let mut key = |scope: Scope| -> Result<String> {
+        let key = new_key(scope)?;
+        store.add_key(&key_hash(&key), scope, "demo")?;
+        Ok(key)
+    };
+    let (write, read, admin) = (key(Scope::Ingest)?, key(Scope::Read)?, key(Scope::Admin)?);
+    let base = format!("http://{listen}");
+    let mut out = String::new();
+    writeln!(out, "\ndemo keys (stored hashed in {}):", db.display())?;
+    writeln!(
+        out,
+        "  write (ingest): {write}\n  read:           {read}\n  admin:          {admin}"
+    )?;
+    writeln!(out, "\ntry:")?;
+    writeln!(out, "  curl -u {write}: -H 'Content-Type: application/json' \\\n    -d '{{\"userId\":\"u00000001\",\"event\":\"Order Completed\",\"properties\":{{\"revenue\":120}}}}' {base}/v1/track")?;
+    writeln!(
+        out,
+        "  curl -H 'Authorization: Bearer {read}' {base}/api/v1/contacts/u00000001"
+    )?;
+    writeln!(
+        out,
+        "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/scores?order=score_desc&limit=5'"
+    )?;
+    writeln!(out, "  open {base}/docs for every route\n")?;
+    super::emit(&out)
+}
+
 /// Log lines on stderr, level from `LEADSCORE_LOG` (default `info`).
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSCORE_LOG")

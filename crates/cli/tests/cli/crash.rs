@@ -220,3 +220,51 @@ actions = [{{ type = "webhook", url = "http://{receiver_addr}/hook" }}]
         assert_eq!(keys.len(), 1, "{contact}: one crossing, one key: {keys:?}");
     }
 }
+
+/// The README's first command: `serve --demo` builds the demo store, prints
+/// working keys and serves it.
+#[test]
+fn serve_demo_prints_keys_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        let record: Value = serde_json::from_str(&line).unwrap();
+        if record["fields"]["message"] == "listening" {
+            break record["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let mut out = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    while !out.contains("for every route") {
+        assert!(stdout.read_line(&mut out).unwrap() > 0, "{out}");
+    }
+    let key = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("write (ingest): "))
+        .unwrap()
+        .to_string();
+    assert!(out.contains("leadscore demo: "), "{out}");
+    assert!(
+        track(&addr, &key, "u00000001"),
+        "the printed write key is accepted"
+    );
+    assert!(dir.path().join("leadscore-demo.db").exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
