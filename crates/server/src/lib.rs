@@ -92,6 +92,10 @@ pub struct AppState {
     link_secret: Option<std::sync::Arc<[u8]>>,
     reopen: Option<Reopen>,
     jobs: Jobs,
+    /// Turns true when the server starts shutting down (ends streams, which
+    /// graceful shutdown would otherwise wait for forever).
+    closing: tokio::sync::watch::Receiver<bool>,
+    _closer: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Background jobs of this process, by id (a restart forgets them; an
@@ -123,7 +127,12 @@ pub async fn run(
         }
         None => None,
     };
-    let app = router(handle, &config);
+    let closer = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+    let app = router_closing(handle, &config, closer.clone());
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closer.send(true);
+    };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(addr = %addr, body_limit = config.body_limit, "listening");
     }
@@ -148,6 +157,19 @@ pub async fn run(
 
 /// The routes, for tests that call the router without a socket.
 pub fn router(handle: StoreHandle, config: &Config) -> Router {
+    router_closing(
+        handle,
+        config,
+        std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+    )
+}
+
+/// [`router`] whose streams end when `closer` sends `true`.
+fn router_closing(
+    handle: StoreHandle,
+    config: &Config,
+    closer: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+) -> Router {
     let ingest = Router::new()
         .route("/v1/track", post(track))
         .route("/v1/page", post(page))
@@ -176,7 +198,8 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
         .route("/api/v1/outbox", get(outbox))
         .route("/api/v1/outbox/retry", post(outbox_retry))
         .route("/api/v1/outbox/purge", post(outbox_purge))
-        .route("/api/v1/campaigns/{name}/members", get(campaign_members));
+        .route("/api/v1/campaigns/{name}/members", get(campaign_members))
+        .route("/api/v1/stream/scores", get(stream_scores));
     let ingest = match cors(&config.cors_origins) {
         Some(layer) => ingest.layer(layer),
         None => ingest,
@@ -203,6 +226,8 @@ pub fn router(handle: StoreHandle, config: &Config) -> Router {
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
             reopen: config.reopen.clone(),
             jobs: Jobs::default(),
+            closing: closer.subscribe(),
+            _closer: closer,
         })
 }
 
@@ -314,6 +339,8 @@ pub struct StoreHandle {
     work: mpsc::UnboundedSender<Work>,
     /// Signalled when a commit recorded trigger firings (wakes delivery).
     fired: std::sync::Arc<tokio::sync::Notify>,
+    /// Score changes of each commit (for `GET /stream/scores`).
+    changes: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<leadscore_store::LedgerEntry>>>,
 }
 
 impl StoreHandle {
@@ -322,6 +349,8 @@ impl StoreHandle {
         let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
         let fired = std::sync::Arc::new(tokio::sync::Notify::new());
         let notify = fired.clone();
+        let (changes, _) = tokio::sync::broadcast::channel(1_024);
+        let publish = changes.clone();
         let worker = std::thread::spawn(move || {
             let mut next = rx.blocking_recv();
             while let Some(work) = next.take() {
@@ -347,7 +376,20 @@ impl StoreHandle {
                         }
                         let count = messages.len() as u64;
                         let started = std::time::Instant::now();
-                        let result = store.ingest(messages).map_err(|e| e.to_string());
+                        metrics::histogram!("leadscore_ingest_batch_messages").record(count as f64);
+                        let result =
+                            store
+                                .ingest(messages)
+                                .map_err(|e| e.to_string())
+                                .map(|mut report| {
+                                    let changes = std::mem::take(&mut report.changes);
+                                    metrics::counter!("leadscore_score_updates_total")
+                                        .increment(changes.len() as u64);
+                                    if !changes.is_empty() && publish.receiver_count() > 0 {
+                                        let _ = publish.send(std::sync::Arc::new(changes));
+                                    }
+                                    report
+                                });
                         match &result {
                             Ok(report) => tracing::debug!(
                                 requests = replies.len(),
@@ -389,7 +431,21 @@ impl StoreHandle {
                 }
             }
         });
-        (StoreHandle { work: tx, fired }, worker)
+        (
+            StoreHandle {
+                work: tx,
+                fired,
+                changes,
+            },
+            worker,
+        )
+    }
+
+    /// Score changes of every commit from now on.
+    pub fn subscribe(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Vec<leadscore_store::LedgerEntry>>> {
+        self.changes.subscribe()
     }
 
     /// Completes when a commit has recorded trigger firings since the last
@@ -777,6 +833,80 @@ async fn campaign_members(
     Ok(Json(
         json!({ "campaign": name, "members": members, "next_since": next }),
     ))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    contact: Option<String>,
+}
+
+/// `GET /api/v1/stream/scores` (read): Server-Sent Events, one `score`
+/// event per change as it is committed (the ledger entry as JSON);
+/// `?contact=ID` keeps one contact's. A client too slow to keep up gets a
+/// `lagged` event with the number of changes it missed.
+async fn stream_scores(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let handle = state.handle.clone();
+    authorize(&handle, &headers, Scope::Read).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let contact = match q.contact {
+        Some(id) => Some(
+            stored(&handle, move |store| {
+                Ok(store.contact(&id)?.map(|c| c.id).unwrap_or(id))
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let receiver = handle.subscribe();
+    let closing = state.closing.clone();
+    let events = futures_util::stream::unfold(
+        (receiver, std::collections::VecDeque::new(), closing),
+        move |(mut receiver, mut pending, mut closing)| {
+            let contact = contact.clone();
+            async move {
+                loop {
+                    if let Some(event) = pending.pop_front() {
+                        return Some((
+                            Ok::<Event, std::convert::Infallible>(event),
+                            (receiver, pending, closing),
+                        ));
+                    }
+                    let next = tokio::select! {
+                        next = receiver.recv() => next,
+                        _ = closing.wait_for(|closing| *closing) => return None,
+                    };
+                    match next {
+                        Ok(changes) => {
+                            for change in changes.iter() {
+                                if contact.as_ref().is_none_or(|c| *c == change.contact) {
+                                    let data =
+                                        serde_json::to_string(change).expect("entries serialise");
+                                    pending.push_back(Event::default().event("score").data(data));
+                                }
+                            }
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            pending.push_back(
+                                Event::default()
+                                    .event("lagged")
+                                    .data(format!("{{\"missed_commits\":{n}}}")),
+                            );
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// `limit` of a page: 100 by default, within 1..=1000.
@@ -1175,6 +1305,8 @@ async fn activate(
         };
         let result = reopen().and_then(|mut store| {
             store.activate(version, &mut |done, total| {
+                metrics::gauge!("leadscore_rescore_contacts_done").set(done as f64);
+                metrics::gauge!("leadscore_rescore_contacts_total").set(total as f64);
                 update(&|job| {
                     job["done"] = done.into();
                     job["total"] = total.into();

@@ -342,6 +342,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/v1/stream/scores",
+        access: Access::Read,
+        tag: "contacts",
+        summary: "Server-Sent Events: a `score` event per committed score change (history entry JSON); `contact` filters.",
+        body: None,
+        query: &["contact"],
+        responses: responses![(200, "text/event-stream")],
+    },
+    Route {
+        method: "GET",
         path: "/api/v1/firings",
         access: Access::Read,
         tag: "triggers",

@@ -546,6 +546,7 @@ impl Batch<'_> {
         self.report.firings += written.values().sum::<u64>();
         self.report.firings_by_trigger = written;
         tx.append_ledger(&self.ledger)?;
+        self.report.changes = self.ledger;
         Ok(self.report)
     }
 }

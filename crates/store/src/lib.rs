@@ -104,7 +104,7 @@ impl Incoming {
 }
 
 /// What one call to [`Store::ingest`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IngestReport {
     /// New messages appended to the log.
     pub accepted: u64,
@@ -127,6 +127,10 @@ pub struct IngestReport {
     pub firings: u64,
     /// The same, by trigger id.
     pub firings_by_trigger: BTreeMap<String, u64>,
+    /// The score changes this call recorded, in order (`seq` is 0: the
+    /// ledger numbers them). Per call: not summed by `+=`.
+    #[serde(skip)]
+    pub changes: Vec<LedgerEntry>,
 }
 
 impl std::ops::AddAssign for IngestReport {

@@ -159,6 +159,26 @@ impl Server {
         SqliteStore::open(&self.path).unwrap()
     }
 
+    /// The status of a GET whose body never ends (a stream).
+    pub fn status_line(&self, path: &str, auth: &str) -> u16 {
+        use std::io::BufRead;
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+        if !auth.is_empty() {
+            request += &format!("Authorization: {auth}\r\n");
+        }
+        request += "\r\n";
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .unwrap();
+        line.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The status line and headers of a response, lower-cased.
     pub fn head(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
         let mut stream = TcpStream::connect(self.addr).unwrap();

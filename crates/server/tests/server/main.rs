@@ -624,7 +624,9 @@ fn the_openapi_description_lists_exactly_the_routes_that_exist() {
             Access::Read | Access::Admin => bearer(&server.admin_key),
             Access::Signed | Access::Public => String::new(),
         };
-        let (status, body) = if route.body == Some("application/json") {
+        let (status, body) = if path.contains("/stream/") {
+            (server.status_line(&path, &auth), Value::Null) // never ends
+        } else if route.body == Some("application/json") {
             server.request(route.method, &path, &auth, Some(&json!({})))
         } else {
             server.text(route.method, &path, &auth, "")
@@ -719,4 +721,65 @@ fn resending_a_batch_changes_nothing_and_live_scores_equal_the_batch() {
         let expected = harness::batch_score(&id, &mine);
         assert_eq!(store.contact(&id).unwrap().unwrap().score, expected, "{id}");
     }
+}
+
+#[test]
+fn score_changes_are_pushed_as_server_sent_events() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = Server::start();
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/stream/scores?contact=sse-anon HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        bearer(&server.read_key)
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        reader.read_line(&mut head).unwrap();
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    // Another contact's change is filtered out; this one's arrives, under
+    // its canonical id once identified.
+    for (user, id) in [("someone-else", "s1"), ("sse-anon", "s2")] {
+        let (status, _) = server.post(
+            "/v1/track",
+            &basic(&server.write_key),
+            &json!({"anonymousId": user, "event": "Form Submitted", "messageId": id,
+                    "timestamp": "2025-03-01T10:00:00Z", "properties": {"form": "demo"}}),
+        );
+        assert_eq!(status, 200);
+    }
+    let mut event = String::new();
+    let data = loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended");
+        // Chunked transfer: skip chunk sizes and blank lines.
+        if line.starts_with("event:") {
+            event = line.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data:") {
+            break data.trim().to_string();
+        }
+    };
+    assert_eq!(event, "event: score");
+    let change: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(change["contact"], "sse-anon");
+    assert_eq!(change["cause"], "message s2");
+    assert!(change["new"]["score"].as_f64().unwrap() > 0.0, "{change}");
+    // Without a key: 401.
+    let (status, _) = server.get("/api/v1/stream/scores", "");
+    assert_eq!(status, 401);
+    // Shutting down ends the open stream instead of waiting for it.
+    server.stop();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
 }
