@@ -1,6 +1,7 @@
 //! `leadscore serve` killed with SIGKILL while it ingests, fires triggers
-//! and delivers them: after restarts every acknowledged crossing is
-//! delivered at least once, and never under two idempotency keys.
+//! and delivers them: after restarts every acknowledged event is stored
+//! once, and every acknowledged crossing is delivered at least once, never
+//! under two idempotency keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -212,6 +213,17 @@ actions = [{{ type = "webhook", url = "http://{receiver_addr}/hook" }}]
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(acknowledged.len() > 3, "{acknowledged:?}");
+    // Every acknowledged event is in the log exactly once.
+    use leadscore_store::Store as _;
+    let store = leadscore_store::SqliteStore::open(std::path::Path::new(&db)).unwrap();
+    for user in &acknowledged {
+        let log = store
+            .contact_messages(user)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{user} lost"));
+        assert_eq!(log.messages.len(), 1, "{user}");
+        assert_eq!(log.messages[0].message_id, *user);
+    }
     let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (contact, key) in received.lock().unwrap().iter() {
         keys.entry(contact.clone()).or_default().insert(key.clone());
