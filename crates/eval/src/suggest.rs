@@ -1,0 +1,1 @@
+//! Suggested models from learned weights.
