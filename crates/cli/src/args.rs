@@ -227,6 +227,55 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Learn fit points from outcomes: cross-validated L2 logistic regression on a table of
+    /// contacts, written as a ready-to-use model file.
+    #[command(
+        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml"
+    )]
+    Train {
+        /// Table of contacts (CSV with a header row).
+        #[arg(long)]
+        table: PathBuf,
+        /// Column holding the contact id.
+        #[arg(long, default_value = "id")]
+        id_column: String,
+        /// Column holding the outcome (1/true/yes = converted).
+        #[arg(long, required_unless_present = "positives")]
+        label: Option<String>,
+        /// Instead of --label: a CSV whose first column lists the converted ids.
+        #[arg(long, conflicts_with = "label")]
+        positives: Option<PathBuf>,
+        /// Leave a column out (repeat): identifiers, columns filled in by sales.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// A cell value meaning missing (repeat) [default: Select].
+        #[arg(long)]
+        missing: Vec<String>,
+        /// A date column (YYYY-MM-DD…) to turn into month and weekday features (repeat).
+        #[arg(long)]
+        date: Vec<String>,
+        /// Levels seen fewer times are grouped as other.
+        #[arg(long, default_value_t = 30)]
+        min_support: usize,
+        /// Quantile bins of numeric columns.
+        #[arg(long, default_value_t = 5)]
+        bins: usize,
+        /// L2 penalty of the regression.
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
+        /// Cross-validation folds (stratified).
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Seed of the folds.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the suggested model here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trigger deliveries: list the outbox, replay or purge dead letters, deliver now.
     #[command(
         after_help = "`leadscore serve` delivers continuously; `outbox deliver` fires what is due and\ndelivers what is ready once, then exits (for cron jobs and trying models out).\n\nExamples:\n  leadscore outbox list --status dead\n  leadscore outbox retry --id 42\n  leadscore outbox retry --all\n  leadscore outbox purge --all\n  leadscore outbox deliver\n  leadscore outbox firings --trigger sales-handoff"

@@ -1,1 +1,384 @@
-//! Suggested models from learned weights.
+//! Training on a table of contacts: cross-validated logistic regression,
+//! and a ready-to-use model file whose fit points are the learned log-odds
+//! contributions on a 0–100 scale.
+
+use std::fmt::Write as _;
+
+use leadscore_core::fold::ContactState;
+use leadscore_core::model::Model;
+use leadscore_core::time::Timestamp;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::features::{Column, FeatureConfig, Features};
+use crate::logistic::{fit, Logistic};
+use crate::metrics::{roc_auc, MetricError};
+use crate::rng::Rng;
+
+/// Training settings.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Feature building.
+    pub features: FeatureConfig,
+    /// L2 penalty.
+    pub lambda: f64,
+    /// Cross-validation folds (stratified).
+    pub folds: usize,
+    /// Seed of the fold assignment.
+    pub seed: u64,
+    /// Name of the written model.
+    pub name: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            features: FeatureConfig::default(),
+            lambda: 1.0,
+            folds: 5,
+            seed: 1,
+            name: "suggested".to_string(),
+        }
+    }
+}
+
+/// What training found.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Rows and positives.
+    pub rows: usize,
+    /// Positive rows.
+    pub positives: usize,
+    /// Indicators of the final model.
+    pub features: usize,
+    /// Out-of-fold AUC of the learned model, per fold.
+    pub fold_auc_model: Vec<f64>,
+    /// Out-of-fold AUC of the written model file, per fold.
+    pub fold_auc_toml: Vec<f64>,
+    /// Mean of `fold_auc_model`.
+    pub cv_auc_model: f64,
+    /// Mean of `fold_auc_toml`.
+    pub cv_auc_toml: f64,
+    /// The model file learned on every row.
+    #[serde(skip)]
+    pub toml: String,
+}
+
+/// Assigns rows to `k` folds, positives and negatives spread evenly.
+pub fn stratified_folds(labels: &[bool], k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    let mut fold = vec![0; labels.len()];
+    for class in [true, false] {
+        let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        rng.shuffle(&mut rows);
+        for (n, i) in rows.into_iter().enumerate() {
+            fold[i] = n % k;
+        }
+    }
+    fold
+}
+
+/// A model fitted on some rows, with its features.
+pub struct Trained {
+    /// The features (learned on the training rows).
+    pub features: Features,
+    /// The regression.
+    pub model: Logistic,
+    support: Vec<(usize, usize)>,
+}
+
+/// Learns features and fits the regression on `rows`.
+pub fn train(rows: &[&Map<String, Value>], labels: &[bool], config: &TrainConfig) -> Trained {
+    let features = Features::learn(rows, &config.features);
+    let encoded: Vec<_> = rows.iter().map(|r| features.encode(r)).collect();
+    let model = fit(&encoded, labels, features.dims(), config.lambda);
+    let mut support = vec![(0, 0); features.dims()];
+    for (row, &y) in encoded.iter().zip(labels) {
+        for &(j, _) in row {
+            support[j].0 += 1;
+            support[j].1 += usize::from(y);
+        }
+    }
+    Trained {
+        features,
+        model,
+        support,
+    }
+}
+
+/// Cross-validates, then trains on every row and writes the model file.
+pub fn train_table(
+    rows: &[Map<String, Value>],
+    labels: &[bool],
+    config: &TrainConfig,
+) -> Result<TrainReport, String> {
+    let positives = labels.iter().filter(|l| **l).count();
+    if positives == 0 || positives == labels.len() {
+        return Err(MetricError::SingleClass {
+            positives,
+            negatives: labels.len() - positives,
+        }
+        .to_string());
+    }
+    let folds = stratified_folds(labels, config.folds, config.seed);
+    let (mut fold_auc_model, mut fold_auc_toml) = (Vec::new(), Vec::new());
+    for k in 0..config.folds {
+        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| folds[i] != k);
+        let train_rows: Vec<&Map<String, Value>> = train_idx.iter().map(|&i| &rows[i]).collect();
+        let train_labels: Vec<bool> = train_idx.iter().map(|&i| labels[i]).collect();
+        let trained = train(&train_rows, &train_labels, config);
+        let test_labels: Vec<bool> = test_idx.iter().map(|&i| labels[i]).collect();
+        let predicted: Vec<f64> = test_idx
+            .iter()
+            .map(|&i| trained.model.log_odds(&trained.features.encode(&rows[i])))
+            .collect();
+        fold_auc_model.push(roc_auc(&predicted, &test_labels).map_err(|e| e.to_string())?);
+        let toml = model_file(&trained, &train_rows, config)?;
+        let model = Model::from_toml("suggested.toml", &toml).map_err(|e| e.to_string())?;
+        let scored: Vec<f64> = test_idx
+            .iter()
+            .map(|&i| fit_score(&model, &rows[i]))
+            .collect();
+        fold_auc_toml.push(roc_auc(&scored, &test_labels).map_err(|e| e.to_string())?);
+    }
+    let all: Vec<&Map<String, Value>> = rows.iter().collect();
+    let trained = train(&all, labels, config);
+    let toml = model_file(&trained, &all, config)?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok(TrainReport {
+        rows: rows.len(),
+        positives,
+        features: trained.features.dims(),
+        cv_auc_model: mean(&fold_auc_model),
+        cv_auc_toml: mean(&fold_auc_toml),
+        fold_auc_model,
+        fold_auc_toml,
+        toml,
+    })
+}
+
+/// The score a model gives a contact with these traits and no events.
+pub fn fit_score(model: &Model, traits: &Map<String, Value>) -> f64 {
+    ContactState::new(model, Some(traits))
+        .score_at(model, Timestamp(0))
+        .map(|s| s.score)
+        .unwrap_or_default()
+}
+
+/// A TOML string (literal when possible).
+fn toml_string(text: &str) -> String {
+    if !text.contains('\'') && !text.contains('\n') && !text.contains('\r') {
+        return format!("'{text}'");
+    }
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A CEL string literal.
+fn cel_string(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialise")
+}
+
+/// A rule id from a column name: lower-case words joined by `-`.
+fn rule_id(name: &str, taken: &mut Vec<String>) -> String {
+    let mut id: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while id.contains("--") {
+        id = id.replace("--", "-");
+    }
+    let mut id = id.trim_matches('-').to_string();
+    if id.is_empty() {
+        id = "column".into();
+    }
+    let base = id.clone();
+    let mut n = 2;
+    while taken.contains(&id) {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    taken.push(id.clone());
+    id
+}
+
+/// Writes the model file of a trained regression: one fit rule per column,
+/// each level's points its coefficient above the column's lowest, scaled
+/// so that the best contact scores 100; tiers at the 80th and 50th
+/// percentiles of the training rows' scores.
+pub fn model_file(
+    trained: &Trained,
+    rows: &[&Map<String, Value>],
+    config: &TrainConfig,
+) -> Result<String, String> {
+    let features = &trained.features;
+    let w = &trained.model.weights;
+    let spans: Vec<(f64, f64)> = (0..features.columns.len())
+        .map(|c| {
+            let at = features.offset(c);
+            let ws = &w[at..at + features.columns[c].width()];
+            let lo = ws.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ws.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (lo, hi)
+        })
+        .collect();
+    let total: f64 = spans.iter().map(|(lo, hi)| hi - lo).sum();
+    let scale = if total > 0.0 { 100.0 / total } else { 0.0 };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Suggested by `leadscore train`: fit points are L2 logistic-regression"
+    );
+    let _ = writeln!(
+        out,
+        "# log-odds contributions (lambda {}), each column's lowest level at 0,",
+        config.lambda
+    );
+    let _ = writeln!(
+        out,
+        "# scaled by {scale:.3} points per unit of log-odds so the best contact scores 100."
+    );
+    let _ = writeln!(
+        out,
+        "# Intercept {:+.4}. Comments: coefficient, contacts with the level, their conversion.",
+        trained.model.intercept
+    );
+    let _ = writeln!(out, "\n[model]\nname = {}", toml_string(&config.name));
+    let _ = writeln!(
+        out,
+        "description = \"Learned from {} contacts\"\n",
+        rows.len()
+    );
+    let _ = writeln!(out, "[score]\nmin = 0\nmax = 100");
+    let mut taken = Vec::new();
+    let points = |j: usize, c: usize| ((w[j] - spans[c].0) * scale).round();
+    for (c, column) in features.columns.iter().enumerate() {
+        let at = features.offset(c);
+        let name = cel_string(column.name());
+        let comment = |j: usize| {
+            let (n, pos) = trained.support[j];
+            let rate = if n > 0 {
+                100.0 * pos as f64 / n as f64
+            } else {
+                0.0
+            };
+            format!("coef {:+.4}, {n} contacts, {rate:.1}% converted", w[j])
+        };
+        let _ = writeln!(
+            out,
+            "\n[[fit]]\nid = {}",
+            toml_string(&rule_id(column.name(), &mut taken))
+        );
+        let _ = writeln!(out, "cases = [");
+        match column {
+            Column::Categorical { levels, .. } => {
+                for (i, level) in levels.iter().enumerate() {
+                    let when = format!("traits[{name}] == {}", cel_string(level));
+                    let _ = writeln!(
+                        out,
+                        "  {{ when = {}, points = {} }}, # {}",
+                        toml_string(&when),
+                        points(at + i, c),
+                        comment(at + i)
+                    );
+                }
+                let missing = at + levels.len() + 1;
+                for marker in &features.missing {
+                    let when = format!("traits[{name}] == {}", cel_string(marker));
+                    let _ = writeln!(
+                        out,
+                        "  {{ when = {}, points = {} }}, # as missing",
+                        toml_string(&when),
+                        points(missing, c)
+                    );
+                }
+                let other = at + levels.len();
+                let when =
+                    format!("{name} in traits && traits[{name}] != null && traits[{name}] != \"\"");
+                let _ = writeln!(
+                    out,
+                    "  {{ when = {}, points = {} }}, # other levels: {}",
+                    toml_string(&when),
+                    points(other, c),
+                    comment(other)
+                );
+                let _ = writeln!(
+                    out,
+                    "]\nelse = {} # missing: {}",
+                    points(missing, c),
+                    comment(missing)
+                );
+            }
+            Column::Numeric { edges, .. } => {
+                for (i, e) in edges.iter().enumerate() {
+                    let when = format!("traits[{name}] < {e:?}");
+                    let _ = writeln!(
+                        out,
+                        "  {{ when = {}, points = {} }}, # {}",
+                        toml_string(&when),
+                        points(at + i, c),
+                        comment(at + i)
+                    );
+                }
+                let last = at + edges.len();
+                let when = format!(
+                    "traits[{name}] >= {:?}",
+                    edges.last().copied().unwrap_or(0.0)
+                );
+                let _ = writeln!(
+                    out,
+                    "  {{ when = {}, points = {} }}, # {}",
+                    toml_string(&when),
+                    points(last, c),
+                    comment(last)
+                );
+                let _ = writeln!(
+                    out,
+                    "]\nelse = {} # missing: {}",
+                    points(last + 1, c),
+                    comment(last + 1)
+                );
+            }
+        }
+    }
+    // Tiers from the training rows' scores under this very file.
+    let draft =
+        Model::from_toml("suggested.toml", &out).map_err(|e| format!("written model: {e}"))?;
+    let mut scores: Vec<f64> = rows.iter().map(|r| fit_score(&draft, r)).collect();
+    scores.sort_by(f64::total_cmp);
+    let at = |q: f64| scores[((scores.len() - 1) as f64 * q).round() as usize];
+    let (hot, warm) = (at(0.8), at(0.5));
+    let _ = writeln!(
+        out,
+        "\n# Tiers: top 20% and next 30% of the training contacts."
+    );
+    for (name, min) in [("hot", hot), ("warm", warm)] {
+        if min > 0.0 && (name == "hot" || min < hot) {
+            let _ = writeln!(out, "[[tier]]\nname = \"{name}\"\nmin = {min}\n");
+        }
+    }
+    let _ = writeln!(out, "[[tier]]\nname = \"cold\"\nmin = 0");
+    Model::from_toml("suggested.toml", &out).map_err(|e| format!("written model: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ mod outbox;
 mod score;
 mod serve;
 mod stored;
+mod train;
 mod triggers;
 
 use std::process::ExitCode;
@@ -114,6 +115,37 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Keys { command } => serve::keys(db, &command),
         Command::Outbox { command } => outbox::run(db, command),
+        Command::Train {
+            table,
+            id_column,
+            label,
+            positives,
+            exclude,
+            missing,
+            date,
+            min_support,
+            bins,
+            l2,
+            folds,
+            seed,
+            out,
+            json,
+        } => train::run(train::Args {
+            table: &table,
+            id_column: &id_column,
+            label: label.as_deref(),
+            positives: positives.as_deref(),
+            exclude,
+            missing,
+            dates: date,
+            min_support,
+            bins,
+            l2,
+            folds,
+            seed,
+            out: out.as_deref(),
+            json,
+        }),
         Command::Link {
             base,
             user,

@@ -5,3 +5,4 @@ mod golden;
 mod harness;
 mod snapshots;
 mod store;
+mod train;

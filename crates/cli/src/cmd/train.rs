@@ -1,0 +1,168 @@
+//! `leadscore train`: fit points learned from outcomes.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use leadscore_eval::features::FeatureConfig;
+use leadscore_eval::suggest::{train_table, TrainConfig};
+use leadscore_input::read_contacts;
+use serde_json::{Map, Value};
+
+pub struct Args<'a> {
+    pub table: &'a Path,
+    pub id_column: &'a str,
+    pub label: Option<&'a str>,
+    pub positives: Option<&'a Path>,
+    pub exclude: Vec<String>,
+    pub missing: Vec<String>,
+    pub dates: Vec<String>,
+    pub min_support: usize,
+    pub bins: usize,
+    pub l2: f64,
+    pub folds: usize,
+    pub seed: u64,
+    pub out: Option<&'a Path>,
+    pub json: bool,
+}
+
+/// 1/true/yes (any case) is a positive; 0/false/no and empty are negative.
+fn outcome(value: Option<&Value>, row: usize, column: &str) -> Result<bool> {
+    Ok(match value {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) if n.as_f64() == Some(1.0) => true,
+        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => false,
+        Some(Value::String(s)) if ["yes", "y", "true"].contains(&s.to_lowercase().as_str()) => true,
+        Some(Value::String(s)) if ["no", "n", "false", ""].contains(&s.to_lowercase().as_str()) => {
+            false
+        }
+        Some(other) => {
+            bail!("row {row}: column {column:?}: expected 1/0, true/false or yes/no, found {other}")
+        }
+    })
+}
+
+/// Month, weekday and day number (days since 1970-01-01, binned like any
+/// number) of a `YYYY-MM-DD…` value.
+fn date_parts(value: &Value) -> Option<(String, String, i64)> {
+    let text = value.as_str()?;
+    let date: jiff::civil::Date = text.get(..10)?.parse().ok()?;
+    let day = date.since(jiff::civil::date(1970, 1, 1)).ok()?.get_days();
+    Some((
+        format!("{:02}", date.month()),
+        format!("{:?}", date.weekday()),
+        i64::from(day),
+    ))
+}
+
+pub fn run(args: Args<'_>) -> Result<ExitCode> {
+    let file = File::open(args.table)
+        .with_context(|| format!("cannot open table {}", args.table.display()))?;
+    let table = read_contacts(
+        BufReader::new(file),
+        &args.table.display().to_string(),
+        args.id_column,
+    )?;
+    let positives: Option<BTreeSet<String>> = match args.positives {
+        None => None,
+        Some(path) => {
+            let mut reader = csv::Reader::from_path(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut ids = BTreeSet::new();
+            for (i, record) in reader.records().enumerate() {
+                let record =
+                    record.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+                ids.insert(record.get(0).unwrap_or_default().to_string());
+            }
+            Some(ids)
+        }
+    };
+    let mut rows: Vec<Map<String, Value>> = Vec::with_capacity(table.len());
+    let mut labels = Vec::with_capacity(table.len());
+    let mut label_seen = false;
+    for (n, (id, mut traits)) in table.into_iter().enumerate() {
+        let label = match (&positives, args.label) {
+            (Some(ids), _) => ids.contains(&id),
+            (None, Some(column)) => {
+                label_seen |= traits.contains_key(column);
+                outcome(traits.remove(column).as_ref(), n + 2, column)?
+            }
+            (None, None) => bail!("pass --label COLUMN or --positives FILE"),
+        };
+        for date in &args.dates {
+            if let Some(value) = traits.remove(date) {
+                if let Some((month, weekday, day)) = date_parts(&value) {
+                    traits.insert(format!("{date} month"), Value::String(month));
+                    traits.insert(format!("{date} weekday"), Value::String(weekday));
+                    traits.insert(format!("{date} day"), Value::from(day));
+                }
+            }
+        }
+        labels.push(label);
+        rows.push(traits);
+    }
+    if let (Some(column), false) = (args.label, label_seen || args.positives.is_some()) {
+        bail!("no column {column:?} in {}", args.table.display());
+    }
+    let mut missing = args.missing;
+    if missing.is_empty() {
+        missing.push("Select".to_string());
+    }
+    let name = args
+        .out
+        .and_then(|p| p.file_stem())
+        .map_or("suggested".to_string(), |s| {
+            s.to_string_lossy().into_owned()
+        });
+    let config = TrainConfig {
+        features: FeatureConfig {
+            min_support: args.min_support,
+            bins: args.bins,
+            missing,
+            exclude: args.exclude,
+        },
+        lambda: args.l2,
+        folds: args.folds.max(2),
+        seed: args.seed,
+        name,
+    };
+    let report = train_table(&rows, &labels, &config).map_err(anyhow::Error::msg)?;
+    if let Some(out) = args.out {
+        std::fs::write(out, &report.toml)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if args.json {
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        let folds = |v: &[f64]| {
+            v.iter()
+                .map(|a| format!("{a:.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        super::emit(&format!(
+            "{} contacts, {} converted ({:.1}%), {} features\n\
+             cross-validated AUC ({} folds, seed {}):\n  \
+             logistic regression  {:.4}   folds: {}\n  \
+             written model file   {:.4}   folds: {}\n{}",
+            report.rows,
+            report.positives,
+            100.0 * report.positives as f64 / report.rows as f64,
+            report.features,
+            config.folds,
+            config.seed,
+            report.cv_auc_model,
+            folds(&report.fold_auc_model),
+            report.cv_auc_toml,
+            folds(&report.fold_auc_toml),
+            args.out
+                .map(|p| format!("model written to {}\n", p.display()))
+                .unwrap_or_default()
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
