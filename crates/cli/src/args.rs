@@ -227,6 +227,35 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Does the score predict conversions? Point-in-time evaluation on recorded outcomes.
+    #[command(
+        after_help = "Each contact with an outcome is scored as of a decision time before it, from its messages\nup to then only: --as-of-policy fixed:DATE (everyone at one date), before:7d (each contact 7 days\nbefore its outcome) or after-first-seen:30d. Reports ROC AUC with a 95% bootstrap interval,\nPR AUC, conversion and lift per decile and per tier, the tier x grade matrix, MQL volume with\nprecision/recall per threshold, the median days from reaching the top tier to converting, and\nwarnings when the model is too generous.\n\nOutcomes: CSV with columns contact_id,outcome,at[,value] or JSON lines with those fields;\nwithout --outcomes, the store's (POST /api/v1/outcomes).\n\nExamples:\n  leadscore evaluate --model m.toml --events events.jsonl --outcomes outcomes.csv --as-of-policy before:7d\n  leadscore evaluate --as-of-policy fixed:2025-06-01 --json      # the store's log, model and outcomes"
+    )]
+    Evaluate {
+        #[command(flatten)]
+        input: Input,
+        /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
+        #[arg(long)]
+        outcomes: Option<PathBuf>,
+        /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
+        #[arg(long, default_value = "before:7d")]
+        as_of_policy: String,
+        /// Outcomes that count as converted (comma-separated).
+        #[arg(long, default_value = "converted,won", value_delimiter = ',')]
+        positive: Vec<String>,
+        /// Bootstrap resamples of the AUC interval.
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        /// Bootstrap seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Warn when the top tier holds more than this share of contacts.
+        #[arg(long, default_value_t = 0.3)]
+        max_top_share: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Learn fit points from outcomes: cross-validated L2 logistic regression on a table of
     /// contacts, written as a ready-to-use model file.
     #[command(

@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod evaluate;
 pub mod features;
 pub mod logistic;
 pub mod metrics;

@@ -6,6 +6,7 @@ mod bench_store;
 mod bench_triggers;
 mod check;
 mod demo;
+mod evaluate;
 mod explain;
 mod generate;
 mod model;
@@ -115,6 +116,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Keys { command } => serve::keys(db, &command),
         Command::Outbox { command } => outbox::run(db, command),
+        Command::Evaluate {
+            input,
+            outcomes,
+            as_of_policy,
+            positive,
+            bootstrap,
+            seed,
+            max_top_share,
+            json,
+        } => evaluate::run(
+            &input,
+            db,
+            outcomes.as_deref(),
+            &as_of_policy,
+            &positive,
+            leadscore_eval::evaluate::Settings {
+                resamples: bootstrap,
+                seed,
+                max_top_share,
+            },
+            json,
+        ),
         Command::Train {
             table,
             id_column,

@@ -127,3 +127,37 @@ fn triggers_prints_every_firing_of_the_period() {
     later.extend(["--from", "2025-03-20", "--format", "jsonl"]);
     assert_snapshot!(leadscore(&later).success());
 }
+
+/// Point-in-time evaluation on the fixtures' outcomes (alice won, bob lost,
+/// carol disqualified), each scored 7 days before its outcome.
+#[test]
+fn evaluate_prints_the_ranking_report() {
+    let model = crate::harness::example("b2b");
+    let args = [
+        "evaluate",
+        "--model",
+        &model,
+        "--events",
+        "events.jsonl",
+        "--contacts",
+        "contacts.csv",
+        "--outcomes",
+        "outcomes.csv",
+        "--bootstrap",
+        "200",
+    ];
+    assert_snapshot!(leadscore(&args).success());
+    let bad = leadscore(&[
+        "evaluate",
+        "--model",
+        &model,
+        "--events",
+        "events.jsonl",
+        "--outcomes",
+        "outcomes.csv",
+        "--as-of-policy",
+        "yesterday",
+    ])
+    .failure();
+    assert!(bad.contains("expected fixed:DATE"), "{bad}");
+}

@@ -1,0 +1,211 @@
+//! `leadscore evaluate`: point-in-time evaluation on recorded outcomes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use leadscore_eval::evaluate::{evaluate, Known, Policy, Report, Settings};
+use leadscore_store::Outcome;
+
+use crate::args::Input;
+use crate::load;
+
+/// Reads outcomes: CSV (`contact_id,outcome,at[,value]`) or JSON lines.
+fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read outcomes {}", path.display()))?;
+    let name = path.display();
+    let parse_at = |text: &str, line: usize| {
+        load::as_of(Some(text)).with_context(|| format!("{name}:{line}: field `at`"))
+    };
+    let mut out = Vec::new();
+    if text.trim_start().starts_with('{') {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{name}:{}: invalid JSON", i + 1))?;
+            let field = |f: &str| {
+                v[f].as_str().map(str::to_string).with_context(|| {
+                    format!("{name}:{}: field `{f}` missing or not a string", i + 1)
+                })
+            };
+            out.push(Outcome {
+                contact_id: field("contact_id")?,
+                outcome: field("outcome")?,
+                value: v["value"].as_f64(),
+                at: parse_at(&field("at")?, i + 1)?,
+            });
+        }
+        return Ok(out);
+    }
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let (Some(id), Some(outcome), Some(at)) =
+        (column("contact_id"), column("outcome"), column("at"))
+    else {
+        bail!("{name}: expected columns contact_id, outcome, at (and optionally value)");
+    };
+    let value = column("value");
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.with_context(|| format!("{name}:{line}"))?;
+        let get = |k: usize| record.get(k).unwrap_or_default().to_string();
+        out.push(Outcome {
+            contact_id: get(id),
+            outcome: get(outcome),
+            value: value
+                .map(&get)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse()
+                        .with_context(|| format!("{name}:{line}: field `value`: {v:?}"))
+                })
+                .transpose()?,
+            at: parse_at(&get(at), line)?,
+        });
+    }
+    Ok(out)
+}
+
+pub fn run(
+    input: &Input,
+    db: &Path,
+    outcomes: Option<&Path>,
+    policy: &str,
+    positive: &[String],
+    settings: Settings,
+    json: bool,
+) -> Result<ExitCode> {
+    let policy = Policy::parse(policy).map_err(anyhow::Error::msg)?;
+    let outcomes = match outcomes {
+        Some(path) => read_outcomes(path)?,
+        None => crate::store::open_existing(db)?.outcomes()?,
+    };
+    // A contact's outcome: its first positive one, else its first.
+    let mut known: BTreeMap<String, Known> = BTreeMap::new();
+    let mut sorted = outcomes;
+    sorted.sort_by_key(|o| o.at);
+    for o in &sorted {
+        let is_positive = positive.iter().any(|p| p.eq_ignore_ascii_case(&o.outcome));
+        let entry = known.entry(o.contact_id.clone()).or_insert(Known {
+            positive: is_positive,
+            at: o.at,
+        });
+        if is_positive && !entry.positive {
+            *entry = Known {
+                positive: true,
+                at: o.at,
+            };
+        }
+    }
+    let loaded = load::input(input, db, None)?;
+    load::report_skipped(&loaded.skipped);
+    let report = evaluate(&loaded.model, &loaded.contacts, &known, policy, &settings)
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        super::emit(&table(&report)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(r: &Report) -> Result<String> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{} contacts evaluated, {} converted ({:.1}%)",
+        r.contacts,
+        r.positives,
+        100.0 * r.positives as f64 / r.contacts.max(1) as f64
+    )?;
+    for (why, n) in &r.left_out {
+        writeln!(out, "  left out: {n} ({why})")?;
+    }
+    writeln!(
+        out,
+        "ROC AUC {:.4} (95% CI {:.4}–{:.4}), PR AUC {:.4}",
+        r.auc.estimate, r.auc.low, r.auc.high, r.pr_auc
+    )?;
+    if let Some(days) = r.velocity_days {
+        writeln!(
+            out,
+            "median days from reaching the top tier to converting: {days:.1}"
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{:<8} {:>8} {:>9} {:>7} {:>6}  scores",
+        "decile", "contacts", "converted", "rate", "lift"
+    )?;
+    for b in &r.deciles {
+        writeln!(
+            out,
+            "{:<8} {:>8} {:>9} {:>6.1}% {:>6.2}  {:.1}–{:.1}",
+            b.name,
+            b.contacts,
+            b.positives,
+            b.rate * 100.0,
+            b.lift,
+            b.min_score,
+            b.max_score
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{:<8} {:>8} {:>9} {:>7} {:>6}",
+        "tier", "contacts", "converted", "rate", "lift"
+    )?;
+    for b in &r.tiers {
+        writeln!(
+            out,
+            "{:<8} {:>8} {:>9} {:>6.1}% {:>6.2}",
+            b.name,
+            b.contacts,
+            b.positives,
+            b.rate * 100.0,
+            b.lift
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{:<8} {:<6} {:>8} {:>9} {:>7}",
+        "tier", "grade", "contacts", "converted", "rate"
+    )?;
+    for c in &r.matrix {
+        writeln!(
+            out,
+            "{:<8} {:<6} {:>8} {:>9} {:>6.1}%",
+            c.tier,
+            c.grade,
+            c.contacts,
+            c.positives,
+            c.rate * 100.0
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{:>9} {:>9} {:>9} {:>7}",
+        "threshold", "MQLs", "precision", "recall"
+    )?;
+    for t in &r.thresholds {
+        writeln!(
+            out,
+            "{:>9.1} {:>9} {:>8.1}% {:>6.1}%",
+            t.threshold,
+            t.qualified,
+            t.precision * 100.0,
+            t.recall * 100.0
+        )?;
+    }
+    for w in &r.warnings {
+        writeln!(out, "\nwarning: {w}")?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,408 @@
+//! Point-in-time evaluation of a model on recorded outcomes: each contact is
+//! scored as of a decision time before its outcome, from its messages up to
+//! that time only (nothing after it can leak into the score).
+
+use std::collections::BTreeMap;
+
+use leadscore_core::batch::ContactLog;
+use leadscore_core::fold::ContactState;
+use leadscore_core::model::Model;
+use leadscore_core::score::Status;
+use leadscore_core::time::{Duration, Timestamp};
+use serde::Serialize;
+
+use crate::metrics::{
+    bootstrap, bucket, deciles, pr_auc, roc_auc, thresholds, Bucket, Interval, Threshold,
+};
+
+/// When each contact is scored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// Everyone at one date; contacts whose outcome came before it, or
+    /// first seen after it, are left out.
+    Fixed(Timestamp),
+    /// Each contact this long before its outcome.
+    Before(Duration),
+    /// Each contact this long after its first message (outcome after it).
+    AfterFirstSeen(Duration),
+}
+
+impl Policy {
+    /// Parses `fixed:DATE`, `before:7d` or `after-first-seen:30d`.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let (kind, value) = text.split_once(':').ok_or_else(|| {
+            format!("--as-of-policy {text:?}: expected fixed:DATE, before:DURATION or after-first-seen:DURATION")
+        })?;
+        match kind {
+            "fixed" => Timestamp::parse(value)
+                .or_else(|_| Timestamp::parse(&format!("{value}T00:00:00Z")))
+                .map(Policy::Fixed),
+            "before" => Duration::parse(value).map(Policy::Before),
+            "after-first-seen" => Duration::parse(value).map(Policy::AfterFirstSeen),
+            other => Err(format!(
+                "--as-of-policy: unknown kind {other:?} (fixed, before, after-first-seen)"
+            )),
+        }
+    }
+}
+
+/// A contact's outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Known {
+    /// Converted (or won).
+    pub positive: bool,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bootstrap resamples for the AUC interval.
+    pub resamples: usize,
+    /// Bootstrap seed.
+    pub seed: u64,
+    /// Warn when the top tier holds more than this share of contacts.
+    pub max_top_share: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            resamples: 1_000,
+            seed: 1,
+            max_top_share: 0.3,
+        }
+    }
+}
+
+/// Contacts per tier × grade and how they converted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    /// Tier.
+    pub tier: String,
+    /// Grade.
+    pub grade: String,
+    /// Contacts.
+    pub contacts: usize,
+    /// Converted.
+    pub positives: usize,
+    /// Rate.
+    pub rate: f64,
+}
+
+/// The evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Contacts evaluated.
+    pub contacts: usize,
+    /// Converted among them.
+    pub positives: usize,
+    /// Left out, by reason.
+    pub left_out: BTreeMap<String, usize>,
+    /// ROC AUC with its 95% bootstrap interval.
+    pub auc: Interval,
+    /// Average precision.
+    pub pr_auc: f64,
+    /// Conversion per score decile (top first).
+    pub deciles: Vec<Bucket>,
+    /// Conversion per tier (model order, top first).
+    pub tiers: Vec<Bucket>,
+    /// Tier × grade.
+    pub matrix: Vec<Cell>,
+    /// MQL volume, precision and recall per threshold.
+    pub thresholds: Vec<Threshold>,
+    /// Median days from first reaching the top tier to converting.
+    pub velocity_days: Option<f64>,
+    /// Problems with the model, in words.
+    pub warnings: Vec<String>,
+}
+
+/// Evaluates `model` on the contacts that have an outcome.
+pub fn evaluate(
+    model: &Model,
+    contacts: &[ContactLog],
+    outcomes: &BTreeMap<String, Known>,
+    policy: Policy,
+    settings: &Settings,
+) -> Result<Report, String> {
+    let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
+    let mut skip = |why: &str| *left_out.entry(why.to_string()).or_default() += 1;
+    let top = model
+        .tiers
+        .iter()
+        .last()
+        .map(|(name, min)| (name.to_string(), min));
+    let (mut scores, mut labels, mut tiers, mut grades) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut velocity = Vec::new();
+    for contact in contacts {
+        let ids = std::iter::once(contact.id.as_str()).chain(
+            contact
+                .messages
+                .iter()
+                .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
+                .flatten(),
+        );
+        let Some(known) = ids.filter_map(|id| outcomes.get(id)).next().copied() else {
+            skip("no outcome");
+            continue;
+        };
+        let Some(first) = contact.messages.first().map(|m| m.timestamp) else {
+            skip("no message");
+            continue;
+        };
+        let decision = match policy {
+            Policy::Fixed(t) => t,
+            Policy::Before(d) => Timestamp(known.at.0 - d.nanos()),
+            Policy::AfterFirstSeen(d) => first.plus(d),
+        };
+        if known.at <= decision {
+            skip("outcome at or before the decision time");
+            continue;
+        }
+        if first > decision {
+            skip("first seen after the decision time");
+            continue;
+        }
+        let until = contact
+            .messages
+            .partition_point(|m| m.timestamp <= decision);
+        let mut state = ContactState::new(model, contact.base_traits.as_ref());
+        let mut reached = None;
+        for m in &contact.messages[..until] {
+            let _ = state.absorb(model, m);
+            if let (None, Some((_, min))) = (reached, &top) {
+                let s = state
+                    .score_at(model, m.timestamp)
+                    .map_err(|_| "log order")?;
+                if s.status == Status::Active && s.score >= *min {
+                    reached = Some(m.timestamp);
+                }
+            }
+        }
+        let score = state.score_at(model, decision).map_err(|_| "log order")?;
+        if known.positive {
+            if let Some(at) = reached {
+                velocity.push(known.at.seconds_since(at) / 86_400.0);
+            }
+        }
+        scores.push(score.score);
+        labels.push(known.positive);
+        tiers.push(score.tier);
+        grades.push(score.grade);
+    }
+    let auc = bootstrap(&scores, &labels, settings.resamples, settings.seed, roc_auc)
+        .map_err(|e| e.to_string())?;
+    let overall = labels.iter().filter(|l| **l).count() as f64 / labels.len() as f64;
+    let mut tier_names: Vec<String> = model.tiers.iter().map(|(n, _)| n.to_string()).collect();
+    tier_names.reverse();
+    tier_names.push(String::new());
+    let by_tier: Vec<Bucket> = tier_names
+        .iter()
+        .filter_map(|name| {
+            let rows: Vec<usize> = (0..scores.len()).filter(|&i| tiers[i] == *name).collect();
+            let label = if name.is_empty() {
+                "(none)".to_string()
+            } else {
+                name.clone()
+            };
+            bucket(label, &rows, &scores, &labels, overall)
+        })
+        .collect();
+    let mut cells: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for i in 0..scores.len() {
+        let cell = cells
+            .entry((tiers[i].clone(), grades[i].clone()))
+            .or_default();
+        cell.0 += 1;
+        cell.1 += usize::from(labels[i]);
+    }
+    let matrix = cells
+        .into_iter()
+        .map(|((tier, grade), (n, p))| Cell {
+            tier,
+            grade,
+            contacts: n,
+            positives: p,
+            rate: p as f64 / n as f64,
+        })
+        .collect();
+    let mut cuts: Vec<f64> = (1..10)
+        .map(|k| model.min + (model.max - model.min) * f64::from(k) / 10.0)
+        .collect();
+    cuts.extend(model.tiers.iter().map(|(_, min)| min));
+    cuts.sort_by(f64::total_cmp);
+    cuts.dedup();
+    let mut warnings = Vec::new();
+    if let (Some((name, _)), Some(top_bucket)) = (&top, by_tier.first()) {
+        if top_bucket.name == *name {
+            let share = top_bucket.contacts as f64 / scores.len() as f64;
+            if share > settings.max_top_share {
+                warnings.push(format!(
+                    "too generous: tier {name} holds {:.0}% of contacts (more than {:.0}%)",
+                    share * 100.0,
+                    settings.max_top_share * 100.0
+                ));
+            }
+            let rest: Vec<usize> = (0..scores.len()).filter(|&i| tiers[i] != *name).collect();
+            if let Some(rest) = bucket("rest".into(), &rest, &scores, &labels, overall) {
+                if top_bucket.rate <= rest.rate {
+                    warnings.push(format!(
+                        "tier {name} converts at {:.1}%, no better than the other tiers ({:.1}%)",
+                        top_bucket.rate * 100.0,
+                        rest.rate * 100.0
+                    ));
+                }
+            }
+        }
+    }
+    if auc.high < 0.6 {
+        warnings.push(format!(
+            "the score barely ranks converters first (AUC {:.3})",
+            auc.estimate
+        ));
+    }
+    velocity.sort_by(f64::total_cmp);
+    Ok(Report {
+        contacts: scores.len(),
+        positives: labels.iter().filter(|l| **l).count(),
+        left_out,
+        pr_auc: pr_auc(&scores, &labels).map_err(|e| e.to_string())?,
+        deciles: deciles(&scores, &labels),
+        tiers: by_tier,
+        matrix,
+        thresholds: thresholds(&scores, &labels, &cuts),
+        velocity_days: (!velocity.is_empty()).then(|| velocity[velocity.len() / 2]),
+        warnings,
+        auc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadscore_core::batch::contacts_as_of;
+    use leadscore_core::event::Message;
+    use serde_json::json;
+
+    const MODEL: &str = r#"
+[model]
+name = "t"
+[[engagement]]
+id = "demo"
+event = "Demo"
+points = 50
+[[engagement]]
+id = "view"
+event = "View"
+points = 5
+[[tier]]
+name = "hot"
+min = 50
+[[tier]]
+name = "cold"
+min = 0
+"#;
+
+    fn track(user: &str, event: &str, day: i64) -> Message {
+        let at = Timestamp::from_seconds(1_700_000_000 + day * 86_400);
+        Message::from_json(
+            json!({"type": "track", "userId": user, "event": event, "timestamp": at.to_string(),
+                   "messageId": format!("{user}-{event}-{day}")}),
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn day(d: i64) -> Timestamp {
+        Timestamp::from_seconds(1_700_000_000 + d * 86_400)
+    }
+
+    #[test]
+    fn scores_as_of_the_decision_time_and_nothing_after_leaks() {
+        let model = Model::from_toml("t.toml", MODEL).unwrap();
+        let mut messages = vec![];
+        let mut outcomes = BTreeMap::new();
+        for i in 0..40 {
+            let user = format!("u{i}");
+            let converts = i % 2 == 0;
+            messages.push(track(&user, "View", 0));
+            if converts {
+                messages.push(track(&user, "Demo", 1));
+            }
+            // A demo after the decision time (outcome - 7d) must not count.
+            if i % 4 == 1 {
+                messages.push(track(&user, "Demo", 25));
+            }
+            outcomes.insert(
+                user,
+                Known {
+                    positive: converts,
+                    at: day(30),
+                },
+            );
+        }
+        let contacts = contacts_as_of(messages, Vec::new(), day(100));
+        let policy = Policy::parse("before:7d").unwrap();
+        let report = evaluate(&model, &contacts, &outcomes, policy, &Settings::default()).unwrap();
+        assert_eq!((report.contacts, report.positives), (40, 20));
+        assert_eq!(report.auc.estimate, 1.0, "late demos ignored: {report:?}");
+        assert_eq!(report.tiers[0].name, "hot");
+        assert_eq!((report.tiers[0].contacts, report.tiers[0].rate), (20, 1.0));
+        assert_eq!(
+            report.velocity_days,
+            Some(29.0),
+            "hot at day 1, won at day 30"
+        );
+        assert!(
+            report.warnings.iter().any(|w| w.contains("too generous")),
+            "{:?}",
+            report.warnings
+        );
+        // The same with the decision after the late demos: they count now.
+        let after = evaluate(
+            &model,
+            &contacts,
+            &outcomes,
+            Policy::Fixed(day(26)),
+            &Settings::default(),
+        )
+        .unwrap();
+        assert!(after.auc.estimate < 1.0);
+        // Outcomes before a fixed date are left out: nothing remains.
+        let early = evaluate(
+            &model,
+            &contacts,
+            &outcomes,
+            Policy::Fixed(day(31)),
+            &Settings::default(),
+        );
+        assert_eq!(early.unwrap_err(), "no contact to evaluate");
+    }
+
+    #[test]
+    fn policies_parse_with_clear_errors() {
+        assert_eq!(
+            Policy::parse("before:7d"),
+            Ok(Policy::Before(Duration::from_seconds(7 * 86_400)))
+        );
+        assert_eq!(
+            Policy::parse("fixed:2025-01-01"),
+            Ok(Policy::Fixed(
+                Timestamp::parse("2025-01-01T00:00:00Z").unwrap()
+            ))
+        );
+        assert!(matches!(
+            Policy::parse("after-first-seen:30d"),
+            Ok(Policy::AfterFirstSeen(_))
+        ));
+        assert!(Policy::parse("soon")
+            .unwrap_err()
+            .contains("expected fixed:DATE"));
+        assert!(Policy::parse("sometime:1d")
+            .unwrap_err()
+            .contains("unknown kind"));
+    }
+}
