@@ -252,6 +252,53 @@ pub enum Command {
         /// Warn when the top tier holds more than this share of contacts.
         #[arg(long, default_value_t = 0.3)]
         max_top_share: f64,
+        /// Also report AUC and score distribution per month of decision time, with the
+        /// population stability index (PSI) against the first month (drift).
+        #[arg(long)]
+        monthly: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Champion vs challenger: the same point-in-time evaluation for two models, with paired
+    /// bootstrap intervals of the AUC difference and of conversion among the top contacts.
+    #[command(
+        after_help = "Examples:\n  leadscore compare --champion live.toml --challenger new.toml --events events.jsonl --outcomes outcomes.csv\n  leadscore compare --champion a.toml --challenger b.toml --events e.jsonl --outcomes o.csv --top-share 0.05 --json"
+    )]
+    Compare {
+        /// The model in use.
+        #[arg(long)]
+        champion: PathBuf,
+        /// The candidate.
+        #[arg(long)]
+        challenger: PathBuf,
+        /// Segment JSON lines; repeat for several files. Default: the store's log.
+        #[arg(long = "events")]
+        events: Vec<PathBuf>,
+        /// Contacts CSV: one row per contact, other columns become traits.
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+        /// Column of the contacts CSV holding the contact id.
+        #[arg(long, default_value = "id")]
+        id_column: String,
+        /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
+        #[arg(long)]
+        outcomes: Option<PathBuf>,
+        /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
+        #[arg(long, default_value = "before:7d")]
+        as_of_policy: String,
+        /// Outcomes that count as converted (comma-separated).
+        #[arg(long, default_value = "converted,won", value_delimiter = ',')]
+        positive: Vec<String>,
+        /// The share of contacts called "the top" (e.g. what sales can call).
+        #[arg(long, default_value_t = 0.1)]
+        top_share: f64,
+        /// Bootstrap resamples.
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        /// Bootstrap seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,

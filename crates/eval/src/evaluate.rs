@@ -12,7 +12,8 @@ use leadscore_core::time::{Duration, Timestamp};
 use serde::Serialize;
 
 use crate::metrics::{
-    bootstrap, bucket, deciles, pr_auc, roc_auc, thresholds, Bucket, Interval, Threshold,
+    bootstrap, bucket, deciles, paired_bootstrap, pr_auc, roc_auc, thresholds, Bucket, Interval,
+    Threshold,
 };
 
 /// When each contact is scored.
@@ -118,25 +119,43 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Evaluates `model` on the contacts that have an outcome.
-pub fn evaluate(
+/// Every evaluated contact's score at its decision time.
+#[derive(Debug, Clone, Default)]
+pub struct Points {
+    /// Contact ids.
+    pub ids: Vec<String>,
+    /// Decision times.
+    pub decisions: Vec<Timestamp>,
+    /// Scores there.
+    pub scores: Vec<f64>,
+    /// Converted.
+    pub labels: Vec<bool>,
+    /// Tier there.
+    pub tiers: Vec<String>,
+    /// Grade there.
+    pub grades: Vec<String>,
+    /// Days from first reaching the top tier to converting (converters who did).
+    pub velocity: Vec<f64>,
+    /// Left out, by reason.
+    pub left_out: BTreeMap<String, usize>,
+}
+
+/// Scores each contact with an outcome as of its decision time (which does
+/// not depend on the model: two models are compared on the same points).
+pub fn points(
     model: &Model,
     contacts: &[ContactLog],
     outcomes: &BTreeMap<String, Known>,
     policy: Policy,
-    settings: &Settings,
-) -> Result<Report, String> {
-    let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
-    let mut skip = |why: &str| *left_out.entry(why.to_string()).or_default() += 1;
+) -> Result<Points, String> {
+    let mut p = Points::default();
     let top = model
         .tiers
         .iter()
         .last()
         .map(|(name, min)| (name.to_string(), min));
-    let (mut scores, mut labels, mut tiers, mut grades) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut velocity = Vec::new();
     for contact in contacts {
+        let mut skip = |why: &str| *p.left_out.entry(why.to_string()).or_default() += 1;
         let ids = std::iter::once(contact.id.as_str()).chain(
             contact
                 .messages
@@ -184,14 +203,47 @@ pub fn evaluate(
         let score = state.score_at(model, decision).map_err(|_| "log order")?;
         if known.positive {
             if let Some(at) = reached {
-                velocity.push(known.at.seconds_since(at) / 86_400.0);
+                p.velocity.push(known.at.seconds_since(at) / 86_400.0);
             }
         }
-        scores.push(score.score);
-        labels.push(known.positive);
-        tiers.push(score.tier);
-        grades.push(score.grade);
+        p.ids.push(contact.id.clone());
+        p.decisions.push(decision);
+        p.scores.push(score.score);
+        p.labels.push(known.positive);
+        p.tiers.push(score.tier);
+        p.grades.push(score.grade);
     }
+    Ok(p)
+}
+
+/// Evaluates `model` on the contacts that have an outcome.
+pub fn evaluate(
+    model: &Model,
+    contacts: &[ContactLog],
+    outcomes: &BTreeMap<String, Known>,
+    policy: Policy,
+    settings: &Settings,
+) -> Result<Report, String> {
+    let p = points(model, contacts, outcomes, policy)?;
+    report(model, p, settings)
+}
+
+/// The report of scored points.
+pub fn report(model: &Model, p: Points, settings: &Settings) -> Result<Report, String> {
+    let top = model
+        .tiers
+        .iter()
+        .last()
+        .map(|(name, min)| (name.to_string(), min));
+    let Points {
+        scores,
+        labels,
+        tiers,
+        grades,
+        mut velocity,
+        left_out,
+        ..
+    } = p;
     let auc = bootstrap(&scores, &labels, settings.resamples, settings.seed, roc_auc)
         .map_err(|e| e.to_string())?;
     let overall = labels.iter().filter(|l| **l).count() as f64 / labels.len() as f64;
@@ -277,6 +329,150 @@ pub fn evaluate(
         warnings,
         auc,
     })
+}
+
+/// Champion against challenger on the same points.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Contacts compared.
+    pub contacts: usize,
+    /// Converted among them.
+    pub positives: usize,
+    /// AUC of each.
+    pub champion_auc: f64,
+    /// AUC of the challenger.
+    pub challenger_auc: f64,
+    /// Challenger minus champion AUC, with a 95% paired bootstrap interval.
+    pub auc_difference: Interval,
+    /// The share of contacts called the top.
+    pub top_share: f64,
+    /// Conversion among each model's top contacts.
+    pub champion_top_rate: f64,
+    /// The challenger's.
+    pub challenger_top_rate: f64,
+    /// Challenger minus champion top conversion, with a 95% interval.
+    pub top_rate_difference: Interval,
+    /// The verdict in words.
+    pub verdict: String,
+}
+
+/// Conversion among the top `share` of contacts by score.
+pub fn top_rate(
+    scores: &[f64],
+    labels: &[bool],
+    share: f64,
+) -> Result<f64, crate::metrics::MetricError> {
+    if scores.is_empty() {
+        return Err(crate::metrics::MetricError::Empty);
+    }
+    let k = ((scores.len() as f64 * share).ceil() as usize).clamp(1, scores.len());
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    Ok(order[..k].iter().filter(|&&i| labels[i]).count() as f64 / k as f64)
+}
+
+/// Compares two models' rankings of the same contacts at the same
+/// decision times, with paired bootstrap intervals.
+pub fn compare(
+    champion: &Points,
+    challenger: &Points,
+    top_share: f64,
+    settings: &Settings,
+) -> Result<Comparison, String> {
+    if champion.ids != challenger.ids {
+        return Err("the two models were scored on different contacts".into());
+    }
+    let labels = &champion.labels;
+    let (a, b) = (&champion.scores, &challenger.scores);
+    let err = |e: crate::metrics::MetricError| e.to_string();
+    let auc_difference =
+        paired_bootstrap(a, b, labels, settings.resamples, settings.seed, roc_auc).map_err(err)?;
+    let top = |s: &[f64], l: &[bool]| top_rate(s, l, top_share);
+    let top_rate_difference =
+        paired_bootstrap(a, b, labels, settings.resamples, settings.seed, top).map_err(err)?;
+    let (champion_auc, challenger_auc) = (
+        roc_auc(a, labels).map_err(err)?,
+        roc_auc(b, labels).map_err(err)?,
+    );
+    let verdict = if auc_difference.low > 0.0 {
+        format!(
+            "the challenger ranks converters better: AUC {:+.3} (95% CI {:+.3} to {:+.3})",
+            auc_difference.estimate, auc_difference.low, auc_difference.high
+        )
+    } else if auc_difference.high < 0.0 {
+        format!(
+            "the champion ranks converters better: the challenger's AUC is {:+.3} (95% CI {:+.3} to {:+.3})",
+            auc_difference.estimate, auc_difference.low, auc_difference.high
+        )
+    } else {
+        format!(
+            "no clear difference: AUC {:+.3} (95% CI {:+.3} to {:+.3}) includes 0",
+            auc_difference.estimate, auc_difference.low, auc_difference.high
+        )
+    };
+    Ok(Comparison {
+        contacts: labels.len(),
+        positives: labels.iter().filter(|l| **l).count(),
+        champion_auc,
+        challenger_auc,
+        auc_difference,
+        top_share,
+        champion_top_rate: top(a, labels).map_err(err)?,
+        challenger_top_rate: top(b, labels).map_err(err)?,
+        top_rate_difference,
+        verdict,
+    })
+}
+
+/// One month of a drift report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// `YYYY-MM` of the decision times.
+    pub month: String,
+    /// Contacts.
+    pub contacts: usize,
+    /// Converted.
+    pub positives: usize,
+    /// AUC (when both outcomes occur).
+    pub auc: Option<f64>,
+    /// Mean score.
+    pub mean_score: f64,
+    /// Population stability of the scores against the first month.
+    pub psi: f64,
+    /// `psi` above 0.25.
+    pub shifted: bool,
+}
+
+/// AUC and score distribution per month of decision time, with the
+/// population stability index against the first month.
+pub fn drift(p: &Points) -> Vec<Window> {
+    let mut months: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, t) in p.decisions.iter().enumerate() {
+        let month = t.to_string().get(..7).unwrap_or_default().to_string();
+        months.entry(month).or_default().push(i);
+    }
+    let first: Vec<f64> = months
+        .values()
+        .next()
+        .map(|rows| rows.iter().map(|&i| p.scores[i]).collect())
+        .unwrap_or_default();
+    months
+        .into_iter()
+        .map(|(month, rows)| {
+            let scores: Vec<f64> = rows.iter().map(|&i| p.scores[i]).collect();
+            let labels: Vec<bool> = rows.iter().map(|&i| p.labels[i]).collect();
+            let psi = crate::metrics::psi(&first, &scores);
+            Window {
+                month,
+                contacts: rows.len(),
+                positives: labels.iter().filter(|l| **l).count(),
+                auc: roc_auc(&scores, &labels).ok(),
+                mean_score: scores.iter().sum::<f64>() / scores.len() as f64,
+                psi,
+                shifted: psi > 0.25,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,6 +576,51 @@ min = 0
             &Settings::default(),
         );
         assert_eq!(early.unwrap_err(), "no contact to evaluate");
+    }
+
+    #[test]
+    fn a_better_challenger_wins_with_a_paired_interval_and_drift_is_per_month() {
+        let champion = Model::from_toml("a.toml", MODEL).unwrap();
+        // The challenger ignores demos: it cannot tell converters apart.
+        let challenger =
+            Model::from_toml("b.toml", &MODEL.replace("points = 50", "points = 0")).unwrap();
+        let mut messages = vec![];
+        let mut outcomes = BTreeMap::new();
+        for i in 0..60 {
+            let user = format!("u{i}");
+            messages.push(track(&user, "View", i % 40));
+            if i % 3 == 0 {
+                messages.push(track(&user, "Demo", i % 40 + 1));
+            }
+            outcomes.insert(
+                user,
+                Known {
+                    positive: i % 3 == 0 && i % 4 != 0,
+                    at: day(i % 40 + 30),
+                },
+            );
+        }
+        let contacts = contacts_as_of(messages, Vec::new(), day(200));
+        let policy = Policy::Before(Duration::from_seconds(86_400));
+        let a = points(&champion, &contacts, &outcomes, policy).unwrap();
+        let b = points(&challenger, &contacts, &outcomes, policy).unwrap();
+        let c = compare(&b, &a, 0.2, &Settings::default()).unwrap();
+        assert!(c.auc_difference.low > 0.0, "{c:?}");
+        assert!(
+            c.verdict
+                .starts_with("the challenger ranks converters better"),
+            "{c:?}"
+        );
+        assert!(c.challenger_top_rate > c.champion_top_rate, "{c:?}");
+        let same = compare(&a, &a, 0.2, &Settings::default()).unwrap();
+        assert!(same.verdict.starts_with("no clear difference"), "{same:?}");
+        let windows = drift(&a);
+        assert!(windows.len() >= 2, "{windows:?}");
+        assert_eq!(
+            windows.iter().map(|w| w.contacts).sum::<usize>(),
+            a.ids.len()
+        );
+        assert_eq!(windows[0].psi, 0.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use leadscore_eval::evaluate::{evaluate, Known, Policy, Report, Settings};
+use leadscore_eval::evaluate::{drift, points, report, Known, Policy, Report, Settings};
 use leadscore_store::Outcome;
 
 use crate::args::Input;
@@ -73,20 +73,21 @@ fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
     Ok(out)
 }
 
-pub fn run(
-    input: &Input,
-    db: &Path,
-    outcomes: Option<&Path>,
-    policy: &str,
-    positive: &[String],
-    settings: Settings,
-    json: bool,
-) -> Result<ExitCode> {
-    let policy = Policy::parse(policy).map_err(anyhow::Error::msg)?;
-    let outcomes = match outcomes {
+/// Where outcomes come from and what they mean.
+pub struct Labels<'a> {
+    pub outcomes: Option<&'a Path>,
+    pub policy: &'a str,
+    pub positive: &'a [String],
+}
+
+/// Each contact's outcome: its first positive one, else its first.
+fn known(db: &Path, labels: &Labels<'_>) -> Result<(Policy, BTreeMap<String, Known>)> {
+    let policy = Policy::parse(labels.policy).map_err(anyhow::Error::msg)?;
+    let outcomes = match labels.outcomes {
         Some(path) => read_outcomes(path)?,
         None => crate::store::open_existing(db)?.outcomes()?,
     };
+    let positive = labels.positive;
     // A contact's outcome: its first positive one, else its first.
     let mut known: BTreeMap<String, Known> = BTreeMap::new();
     let mut sorted = outcomes;
@@ -104,15 +105,112 @@ pub fn run(
             };
         }
     }
+    Ok((policy, known))
+}
+
+pub fn run(
+    input: &Input,
+    db: &Path,
+    labels: &Labels<'_>,
+    settings: Settings,
+    monthly: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let (policy, known) = known(db, labels)?;
     let loaded = load::input(input, db, None)?;
     load::report_skipped(&loaded.skipped);
-    let report = evaluate(&loaded.model, &loaded.contacts, &known, policy, &settings)
+    let points =
+        points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
+    let windows = monthly.then(|| drift(&points));
+    let report = report(&loaded.model, points, &settings).map_err(anyhow::Error::msg)?;
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(windows) = &windows {
+            value["monthly"] = serde_json::to_value(windows)?;
+        }
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = table(&report)?;
+    if let Some(windows) = windows {
+        writeln!(
+            out,
+            "\n{:<8} {:>8} {:>9} {:>7} {:>7} {:>6}",
+            "month", "contacts", "converted", "AUC", "mean", "PSI"
+        )?;
+        for w in windows {
+            let auc = w.auc.map_or("-".to_string(), |a| format!("{a:.3}"));
+            writeln!(
+                out,
+                "{:<8} {:>8} {:>9} {:>7} {:>7.1} {:>6.3}{}",
+                w.month,
+                w.contacts,
+                w.positives,
+                auc,
+                w.mean_score,
+                w.psi,
+                if w.shifted { "  population shift" } else { "" }
+            )?;
+        }
+    }
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn compare(
+    input: &Input,
+    challenger: &Path,
+    db: &Path,
+    labels: &Labels<'_>,
+    top_share: f64,
+    settings: Settings,
+    json: bool,
+) -> Result<ExitCode> {
+    let (policy, known) = known(db, labels)?;
+    let loaded = load::input(input, db, None)?;
+    load::report_skipped(&loaded.skipped);
+    let candidate = load::model(challenger)?;
+    let a = points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
+    let b = points(&candidate, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
+    let c = leadscore_eval::evaluate::compare(&a, &b, top_share, &settings)
         .map_err(anyhow::Error::msg)?;
     if json {
-        super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
-    } else {
-        super::emit(&table(&report)?)?;
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&c)?))?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{} contacts, {} converted, scored as of {}",
+        c.contacts, c.positives, labels.policy
+    )?;
+    writeln!(
+        out,
+        "{:<28} {:>9} {:>11} {:>28}",
+        "", "champion", "challenger", "difference (95% CI)"
+    )?;
+    writeln!(
+        out,
+        "{:<28} {:>9.4} {:>11.4} {:>+9.4} ({:+.4} to {:+.4})",
+        "ROC AUC",
+        c.champion_auc,
+        c.challenger_auc,
+        c.auc_difference.estimate,
+        c.auc_difference.low,
+        c.auc_difference.high
+    )?;
+    writeln!(
+        out,
+        "{:<28} {:>8.1}% {:>10.1}% {:>+8.1}% ({:+.1}% to {:+.1}%)",
+        format!("conversion in top {:.0}%", c.top_share * 100.0),
+        c.champion_top_rate * 100.0,
+        c.challenger_top_rate * 100.0,
+        c.top_rate_difference.estimate * 100.0,
+        c.top_rate_difference.low * 100.0,
+        c.top_rate_difference.high * 100.0
+    )?;
+    writeln!(out, "\nverdict: {}", c.verdict)?;
+    super::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

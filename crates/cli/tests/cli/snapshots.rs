@@ -161,3 +161,47 @@ fn evaluate_prints_the_ranking_report() {
     .failure();
     assert!(bad.contains("expected fixed:DATE"), "{bad}");
 }
+
+/// Champion vs challenger on the fixtures, and a monthly drift table.
+#[test]
+fn compare_gives_a_verdict_and_evaluate_a_monthly_table() {
+    let (b2b, email) = (
+        crate::harness::example("b2b"),
+        crate::harness::example("email"),
+    );
+    let args = [
+        "compare",
+        "--champion",
+        &email,
+        "--challenger",
+        &b2b,
+        "--events",
+        "events.jsonl",
+        "--contacts",
+        "contacts.csv",
+        "--outcomes",
+        "outcomes.csv",
+        "--bootstrap",
+        "200",
+        "--top-share",
+        "0.34",
+    ];
+    assert_snapshot!(leadscore(&args).success());
+    let monthly = leadscore(&[
+        "evaluate",
+        "--model",
+        &b2b,
+        "--events",
+        "events.jsonl",
+        "--outcomes",
+        "outcomes.csv",
+        "--bootstrap",
+        "50",
+        "--monthly",
+        "--json",
+    ])
+    .success();
+    let v: serde_json::Value = serde_json::from_str(&monthly).unwrap();
+    assert_eq!(v["monthly"][0]["month"], "2025-03", "{v}");
+    assert_eq!(v["monthly"][0]["contacts"], 3);
+}
