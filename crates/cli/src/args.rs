@@ -256,6 +256,9 @@ pub enum Command {
         /// population stability index (PSI) against the first month (drift).
         #[arg(long)]
         monthly: bool,
+        /// Also write an HTML report with charts (self-contained: no script, no CDN).
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -117,6 +117,21 @@ pub struct Report {
     pub velocity_days: Option<f64>,
     /// Problems with the model, in words.
     pub warnings: Vec<String>,
+    /// Score distribution by outcome: 10 bins over the model's range.
+    pub histogram: Vec<Bin>,
+}
+
+/// A bin of the score histogram.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bin {
+    /// Lowest score in the bin (included).
+    pub low: f64,
+    /// Highest (excluded, but the last bin includes the model's maximum).
+    pub high: f64,
+    /// Converted contacts.
+    pub positives: usize,
+    /// The others.
+    pub negatives: usize,
 }
 
 /// Every evaluated contact's score at its decision time.
@@ -316,7 +331,25 @@ pub fn report(model: &Model, p: Points, settings: &Settings) -> Result<Report, S
         ));
     }
     velocity.sort_by(f64::total_cmp);
+    let width = (model.max - model.min) / 10.0;
+    let mut histogram: Vec<Bin> = (0..10)
+        .map(|k| Bin {
+            low: model.min + width * f64::from(k),
+            high: model.min + width * f64::from(k + 1),
+            positives: 0,
+            negatives: 0,
+        })
+        .collect();
+    for (s, &y) in scores.iter().zip(&labels) {
+        let k = (((s - model.min) / width).floor().max(0.0) as usize).min(9);
+        if y {
+            histogram[k].positives += 1;
+        } else {
+            histogram[k].negatives += 1;
+        }
+    }
     Ok(Report {
+        histogram,
         contacts: scores.len(),
         positives: labels.iter().filter(|l| **l).count(),
         left_out,

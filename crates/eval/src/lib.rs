@@ -7,6 +7,7 @@
 
 pub mod evaluate;
 pub mod features;
+pub mod html;
 pub mod logistic;
 pub mod metrics;
 pub mod rng;

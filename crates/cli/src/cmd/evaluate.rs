@@ -114,6 +114,7 @@ pub fn run(
     labels: &Labels<'_>,
     settings: Settings,
     monthly: bool,
+    html: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode> {
     let (policy, known) = known(db, labels)?;
@@ -123,6 +124,12 @@ pub fn run(
         points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
     let windows = monthly.then(|| drift(&points));
     let report = report(&loaded.model, points, &settings).map_err(anyhow::Error::msg)?;
+    if let Some(path) = html {
+        let title = format!("leadscore evaluation of {}", loaded.model.name);
+        std::fs::write(path, leadscore_eval::html::report_html(&title, &report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
     if json {
         let mut value = serde_json::to_value(&report)?;
         if let Some(windows) = &windows {

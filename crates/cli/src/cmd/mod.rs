@@ -125,6 +125,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             seed,
             max_top_share,
             monthly,
+            html,
             json,
         } => evaluate::run(
             &input,
@@ -140,6 +141,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 max_top_share,
             },
             monthly,
+            html.as_deref(),
             json,
         ),
         Command::Compare {

@@ -204,4 +204,28 @@ fn compare_gives_a_verdict_and_evaluate_a_monthly_table() {
     let v: serde_json::Value = serde_json::from_str(&monthly).unwrap();
     assert_eq!(v["monthly"][0]["month"], "2025-03", "{v}");
     assert_eq!(v["monthly"][0]["contacts"], 3);
+    // The HTML report: three inline charts, nothing fetched.
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("r.html").display().to_string();
+    leadscore(&[
+        "evaluate",
+        "--model",
+        &b2b,
+        "--events",
+        "events.jsonl",
+        "--outcomes",
+        "outcomes.csv",
+        "--bootstrap",
+        "50",
+        "--html",
+        &html,
+    ])
+    .success();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3);
+    assert!(
+        !page.contains("<script") && !page.contains("http"),
+        "self-contained"
+    );
+    assert!(page.contains("ROC AUC <b>"), "{page}");
 }
