@@ -309,17 +309,33 @@ pub enum Command {
     /// Learn fit points from outcomes: cross-validated L2 logistic regression on a table of
     /// contacts, written as a ready-to-use model file.
     #[command(
-        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml"
+        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml\n  leadscore train --events events.jsonl --contacts crm.csv --outcomes outcomes.csv --as-of-policy before:7d --out learned.toml"
     )]
     Train {
         /// Table of contacts (CSV with a header row).
+        #[arg(long, required_unless_present = "events")]
+        table: Option<PathBuf>,
+        /// Instead of --table: Segment JSON lines (repeat); each contact with an outcome becomes a
+        /// row of its traits and event counts as of its decision time (see --as-of-policy).
+        #[arg(long, conflicts_with = "table", requires = "outcomes")]
+        events: Vec<PathBuf>,
+        /// With --events: a contacts CSV (its columns become traits).
+        #[arg(long, requires = "events")]
+        contacts: Option<PathBuf>,
+        /// With --events: the outcomes file (CSV or JSON lines, as for evaluate).
         #[arg(long)]
-        table: PathBuf,
+        outcomes: Option<PathBuf>,
+        /// With --events: when each contact is observed (fixed:DATE, before:DURATION, after-first-seen:DURATION).
+        #[arg(long, default_value = "before:7d")]
+        as_of_policy: String,
+        /// With --events: outcomes that count as converted (comma-separated).
+        #[arg(long, default_value = "converted,won", value_delimiter = ',')]
+        positive: Vec<String>,
         /// Column holding the contact id.
         #[arg(long, default_value = "id")]
         id_column: String,
         /// Column holding the outcome (1/true/yes = converted).
-        #[arg(long, required_unless_present = "positives")]
+        #[arg(long, required_unless_present_any = ["positives", "events"])]
         label: Option<String>,
         /// Instead of --label: a CSV whose first column lists the converted ids.
         #[arg(long, conflicts_with = "label")]

@@ -134,6 +134,104 @@ pub struct Bin {
     pub negatives: usize,
 }
 
+/// The decision time of a contact, or why it is left out.
+fn decide(policy: Policy, known: Known, first: Timestamp) -> Result<Timestamp, &'static str> {
+    let decision = match policy {
+        Policy::Fixed(t) => t,
+        Policy::Before(d) => Timestamp(known.at.0 - d.nanos()),
+        Policy::AfterFirstSeen(d) => first.plus(d),
+    };
+    if known.at <= decision {
+        return Err("outcome at or before the decision time");
+    }
+    if first > decision {
+        return Err("first seen after the decision time");
+    }
+    Ok(decision)
+}
+
+/// The outcome of a contact, by any of its ids.
+fn outcome_of(contact: &ContactLog, outcomes: &BTreeMap<String, Known>) -> Option<Known> {
+    std::iter::once(contact.id.as_str())
+        .chain(
+            contact
+                .messages
+                .iter()
+                .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
+                .flatten(),
+        )
+        .filter_map(|id| outcomes.get(id))
+        .next()
+        .copied()
+}
+
+/// Training rows from event logs: each contact with an outcome, as of its
+/// decision time, as traits (the contacts file's, then identify calls up to
+/// then, merged key by key) plus `count:EVENT` for every activity up to
+/// then. Returns the rows, labels, and each row's contact index and
+/// decision time (to score a written model on the same data).
+pub type TrainingRows = (
+    Vec<serde_json::Map<String, serde_json::Value>>,
+    Vec<bool>,
+    Vec<(usize, Timestamp)>,
+);
+
+/// See [`TrainingRows`].
+pub fn training_rows(
+    contacts: &[ContactLog],
+    outcomes: &BTreeMap<String, Known>,
+    policy: Policy,
+) -> TrainingRows {
+    use leadscore_core::event::MessageKind;
+    use serde_json::Value;
+    let (mut rows, mut labels, mut at) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, contact) in contacts.iter().enumerate() {
+        let Some(known) = outcome_of(contact, outcomes) else {
+            continue;
+        };
+        let Some(first) = contact.messages.first().map(|m| m.timestamp) else {
+            continue;
+        };
+        let Ok(decision) = decide(policy, known, first) else {
+            continue;
+        };
+        let mut traits = contact.base_traits.clone().unwrap_or_default();
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for m in contact
+            .messages
+            .iter()
+            .take_while(|m| m.timestamp <= decision)
+        {
+            if m.kind == MessageKind::Identify {
+                for (k, v) in &m.traits {
+                    if v.is_null() {
+                        traits.remove(k);
+                    } else {
+                        traits.insert(k.clone(), v.clone());
+                    }
+                }
+            } else if let Some(name) = m.rule_name() {
+                *counts.entry(name.to_string()).or_default() += 1;
+            }
+        }
+        for (name, n) in counts {
+            traits.insert(
+                format!("{}{name}", crate::features::COUNT_PREFIX),
+                Value::from(n),
+            );
+        }
+        rows.push(traits);
+        labels.push(known.positive);
+        at.push((index, decision));
+    }
+    (rows, labels, at)
+}
+
+/// The score of a contact at `t` from its messages up to `t`.
+pub fn score_as_of(model: &Model, contact: &ContactLog, t: Timestamp) -> f64 {
+    contact.score_as_of(model, t).score
+}
+
 /// Every evaluated contact's score at its decision time.
 #[derive(Debug, Clone, Default)]
 pub struct Points {
@@ -171,14 +269,7 @@ pub fn points(
         .map(|(name, min)| (name.to_string(), min));
     for contact in contacts {
         let mut skip = |why: &str| *p.left_out.entry(why.to_string()).or_default() += 1;
-        let ids = std::iter::once(contact.id.as_str()).chain(
-            contact
-                .messages
-                .iter()
-                .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
-                .flatten(),
-        );
-        let Some(known) = ids.filter_map(|id| outcomes.get(id)).next().copied() else {
+        let Some(known) = outcome_of(contact, outcomes) else {
             skip("no outcome");
             continue;
         };
@@ -186,19 +277,13 @@ pub fn points(
             skip("no message");
             continue;
         };
-        let decision = match policy {
-            Policy::Fixed(t) => t,
-            Policy::Before(d) => Timestamp(known.at.0 - d.nanos()),
-            Policy::AfterFirstSeen(d) => first.plus(d),
+        let decision = match decide(policy, known, first) {
+            Ok(t) => t,
+            Err(why) => {
+                skip(why);
+                continue;
+            }
         };
-        if known.at <= decision {
-            skip("outcome at or before the decision time");
-            continue;
-        }
-        if first > decision {
-            skip("first seen after the decision time");
-            continue;
-        }
         let until = contact
             .messages
             .partition_point(|m| m.timestamp <= decision);

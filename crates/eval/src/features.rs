@@ -33,6 +33,10 @@ impl Default for FeatureConfig {
     }
 }
 
+/// Traits named `count:EVENT` hold how many `EVENT`s a contact had: they
+/// become one linear feature each (an engagement rule in a written model).
+pub const COUNT_PREFIX: &str = "count:";
+
 /// How one column becomes indicators.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -52,13 +56,24 @@ pub enum Column {
         /// Increasing bin edges.
         edges: Vec<f64>,
     },
+    /// How many of an event: one linear feature (absent = 0).
+    Count {
+        /// Trait name (`count:EVENT`).
+        name: String,
+        /// The event name.
+        event: String,
+        /// The 95th percentile of the count among contacts that had one.
+        p95: f64,
+    },
 }
 
 impl Column {
     /// The trait name.
     pub fn name(&self) -> &str {
         match self {
-            Column::Categorical { name, .. } | Column::Numeric { name, .. } => name,
+            Column::Categorical { name, .. }
+            | Column::Numeric { name, .. }
+            | Column::Count { name, .. } => name,
         }
     }
 
@@ -67,6 +82,7 @@ impl Column {
         match self {
             Column::Categorical { levels, .. } => levels.len() + 2,
             Column::Numeric { edges, .. } => edges.len() + 2,
+            Column::Count { .. } => 1,
         }
     }
 
@@ -90,6 +106,7 @@ impl Column {
                 labels.push("(missing)".to_string());
                 labels
             }
+            Column::Count { event, .. } => vec![format!("each {event}")],
         }
     }
 }
@@ -129,6 +146,21 @@ impl Features {
             .filter(|n| !config.exclude.iter().any(|e| e == *n))
         {
             let values: Vec<Option<&Value>> = rows.iter().map(|r| r.get(*name)).collect();
+            if let Some(event) = name.strip_prefix(COUNT_PREFIX) {
+                let mut counts: Vec<f64> = values
+                    .iter()
+                    .filter_map(|v| v.and_then(Value::as_f64))
+                    .collect();
+                counts.sort_by(f64::total_cmp);
+                if counts.len() >= config.min_support {
+                    columns.push(Column::Count {
+                        name: name.to_string(),
+                        event: event.to_string(),
+                        p95: counts[(counts.len() - 1) * 95 / 100],
+                    });
+                }
+                continue;
+            }
             let numbers: Vec<f64> = values
                 .iter()
                 .filter_map(|v| v.and_then(Value::as_f64))
@@ -205,6 +237,7 @@ impl Features {
                 None => edges.len() + 1,
                 Some(x) => edges.partition_point(|e| *e <= x),
             },
+            Column::Count { .. } => 0,
         };
         self.offsets[column] + local
     }
@@ -217,7 +250,14 @@ impl Features {
     /// The sparse row of a contact's traits.
     pub fn encode(&self, row: &Map<String, Value>) -> Row {
         (0..self.columns.len())
-            .map(|c| (self.slot(c, row), 1.0))
+            .filter_map(|c| match &self.columns[c] {
+                Column::Count { name, .. } => row
+                    .get(name)
+                    .and_then(Value::as_f64)
+                    .filter(|n| *n != 0.0)
+                    .map(|n| (self.offsets[c], n)),
+                _ => Some((self.slot(c, row), 1.0)),
+            })
             .collect()
     }
 }

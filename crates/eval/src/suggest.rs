@@ -107,10 +107,24 @@ pub fn train(rows: &[&Map<String, Value>], labels: &[bool], config: &TrainConfig
 }
 
 /// Cross-validates, then trains on every row and writes the model file.
+/// Rows are traits only: the written file scores them without events.
 pub fn train_table(
     rows: &[Map<String, Value>],
     labels: &[bool],
     config: &TrainConfig,
+) -> Result<TrainReport, String> {
+    train_rows(rows, labels, config, &|model: &Model, i: usize| {
+        fit_score(model, &rows[i])
+    })
+}
+
+/// [`train_table`] where `score_file(model, i)` scores row `i` with a
+/// written model (folding the contact's events when rows count them).
+pub fn train_rows(
+    rows: &[Map<String, Value>],
+    labels: &[bool],
+    config: &TrainConfig,
+    score_file: &dyn Fn(&Model, usize) -> f64,
 ) -> Result<TrainReport, String> {
     let positives = labels.iter().filter(|l| **l).count();
     if positives == 0 || positives == labels.len() {
@@ -134,17 +148,16 @@ pub fn train_table(
             .map(|&i| trained.model.log_odds(&trained.features.encode(&rows[i])))
             .collect();
         fold_auc_model.push(roc_auc(&predicted, &test_labels).map_err(|e| e.to_string())?);
-        let toml = model_file(&trained, &train_rows, config)?;
+        let training_scores = |m: &Model| train_idx.iter().map(|&i| score_file(m, i)).collect();
+        let toml = model_file(&trained, &train_rows, config, &training_scores)?;
         let model = Model::from_toml("suggested.toml", &toml).map_err(|e| e.to_string())?;
-        let scored: Vec<f64> = test_idx
-            .iter()
-            .map(|&i| fit_score(&model, &rows[i]))
-            .collect();
+        let scored: Vec<f64> = test_idx.iter().map(|&i| score_file(&model, i)).collect();
         fold_auc_toml.push(roc_auc(&scored, &test_labels).map_err(|e| e.to_string())?);
     }
     let all: Vec<&Map<String, Value>> = rows.iter().collect();
     let trained = train(&all, labels, config);
-    let toml = model_file(&trained, &all, config)?;
+    let every_score = |m: &Model| (0..rows.len()).map(|i| score_file(m, i)).collect();
+    let toml = model_file(&trained, &all, config, &every_score)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     Ok(TrainReport {
         rows: rows.len(),
@@ -224,10 +237,13 @@ fn rule_id(name: &str, taken: &mut Vec<String>) -> String {
 /// each level's points its coefficient above the column's lowest, scaled
 /// so that the best contact scores 100; tiers at the 80th and 50th
 /// percentiles of the training rows' scores.
+/// `training_scores` scores the training contacts with a draft of the file
+/// (for the tiers).
 pub fn model_file(
     trained: &Trained,
     rows: &[&Map<String, Value>],
     config: &TrainConfig,
+    training_scores: &dyn Fn(&Model) -> Vec<f64>,
 ) -> Result<String, String> {
     let features = &trained.features;
     let w = &trained.model.weights;
@@ -240,7 +256,15 @@ pub fn model_file(
             (lo, hi)
         })
         .collect();
-    let total: f64 = spans.iter().map(|(lo, hi)| hi - lo).sum();
+    let total: f64 = features
+        .columns
+        .iter()
+        .zip(&spans)
+        .map(|(column, (lo, hi))| match column {
+            Column::Count { p95, .. } => hi.abs() * p95,
+            _ => hi - lo,
+        })
+        .sum();
     let scale = if total > 0.0 { 100.0 / total } else { 0.0 };
     let mut out = String::new();
     let _ = writeln!(
@@ -267,7 +291,20 @@ pub fn model_file(
         "description = \"Learned from {} contacts\"\n",
         rows.len()
     );
-    let _ = writeln!(out, "[score]\nmin = 0\nmax = 100");
+    if features
+        .columns
+        .iter()
+        .any(|c| matches!(c, Column::Count { .. }))
+    {
+        // Points per event are unbounded: a 0–100 clamp would tie the most
+        // (and least) engaged contacts and lose their ranking.
+        let _ = writeln!(
+            out,
+            "# Fit spans 0–100; events add or remove points without bound, so the\n# range is left wide (tiers below are on the same scale).\n[score]\nmin = -10000\nmax = 10000"
+        );
+    } else {
+        let _ = writeln!(out, "[score]\nmin = 0\nmax = 100");
+    }
     let mut taken = Vec::new();
     let points = |j: usize, c: usize| ((w[j] - spans[c].0) * scale).round();
     for (c, column) in features.columns.iter().enumerate() {
@@ -282,6 +319,17 @@ pub fn model_file(
             };
             format!("coef {:+.4}, {n} contacts, {rate:.1}% converted", w[j])
         };
+        if let Column::Count { event, .. } = column {
+            let per = (w[at] * scale * 10.0).round() / 10.0;
+            let _ = writeln!(
+                out,
+                "\n[[engagement]]\nid = {}\nevent = {}\npoints = {per} # {}",
+                toml_string(&rule_id(&format!("each {event}"), &mut taken)),
+                toml_string(event),
+                comment(at)
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "\n[[fit]]\nid = {}",
@@ -327,6 +375,7 @@ pub fn model_file(
                     comment(missing)
                 );
             }
+            Column::Count { .. } => unreachable!("written as engagement rules above"),
             Column::Numeric { edges, .. } => {
                 for (i, e) in edges.iter().enumerate() {
                     let when = format!("traits[{name}] < {e:?}");
@@ -362,20 +411,22 @@ pub fn model_file(
     // Tiers from the training rows' scores under this very file.
     let draft =
         Model::from_toml("suggested.toml", &out).map_err(|e| format!("written model: {e}"))?;
-    let mut scores: Vec<f64> = rows.iter().map(|r| fit_score(&draft, r)).collect();
+    let mut scores = training_scores(&draft);
     scores.sort_by(f64::total_cmp);
     let at = |q: f64| scores[((scores.len() - 1) as f64 * q).round() as usize];
-    let (hot, warm) = (at(0.8), at(0.5));
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    let (hot, warm) = (round(at(0.8)), round(at(0.5)));
     let _ = writeln!(
         out,
         "\n# Tiers: top 20% and next 30% of the training contacts."
     );
+    let lowest = draft.min;
     for (name, min) in [("hot", hot), ("warm", warm)] {
-        if min > 0.0 && (name == "hot" || min < hot) {
+        if min > lowest && (name == "hot" || min < hot) {
             let _ = writeln!(out, "[[tier]]\nname = \"{name}\"\nmin = {min}\n");
         }
     }
-    let _ = writeln!(out, "[[tier]]\nname = \"cold\"\nmin = 0");
+    let _ = writeln!(out, "[[tier]]\nname = \"cold\"\nmin = {lowest}");
     Model::from_toml("suggested.toml", &out).map_err(|e| format!("written model: {e}"))?;
     Ok(out)
 }

@@ -81,7 +81,7 @@ pub struct Labels<'a> {
 }
 
 /// Each contact's outcome: its first positive one, else its first.
-fn known(db: &Path, labels: &Labels<'_>) -> Result<(Policy, BTreeMap<String, Known>)> {
+pub fn known(db: &Path, labels: &Labels<'_>) -> Result<(Policy, BTreeMap<String, Known>)> {
     let policy = Policy::parse(labels.policy).map_err(anyhow::Error::msg)?;
     let outcomes = match labels.outcomes {
         Some(path) => read_outcomes(path)?,

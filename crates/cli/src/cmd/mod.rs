@@ -183,6 +183,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ),
         Command::Train {
             table,
+            events,
+            contacts,
+            outcomes,
+            as_of_policy,
+            positive,
             id_column,
             label,
             positives,
@@ -197,7 +202,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out,
             json,
         } => train::run(train::Args {
-            table: &table,
+            table: table.as_deref(),
+            events: train::Events {
+                files: &events,
+                contacts: contacts.as_deref(),
+                labels: evaluate::Labels {
+                    outcomes: outcomes.as_deref(),
+                    policy: &as_of_policy,
+                    positive: &positive,
+                },
+            },
             id_column: &id_column,
             label: label.as_deref(),
             positives: positives.as_deref(),

@@ -12,8 +12,16 @@ use leadscore_eval::suggest::{train_table, TrainConfig};
 use leadscore_input::read_contacts;
 use serde_json::{Map, Value};
 
+/// `--events` and what goes with it.
+pub struct Events<'a> {
+    pub files: &'a [std::path::PathBuf],
+    pub contacts: Option<&'a Path>,
+    pub labels: super::evaluate::Labels<'a>,
+}
+
 pub struct Args<'a> {
-    pub table: &'a Path,
+    pub table: Option<&'a Path>,
+    pub events: Events<'a>,
     pub id_column: &'a str,
     pub label: Option<&'a str>,
     pub positives: Option<&'a Path>,
@@ -59,12 +67,87 @@ fn date_parts(value: &Value) -> Option<(String, String, i64)> {
     ))
 }
 
+/// Training rows from event logs, and how to score a written model on
+/// them (folding each contact's messages up to its decision time).
+fn from_events(
+    events: &Events<'_>,
+    id_column: &str,
+    config: &TrainConfig,
+) -> Result<leadscore_eval::suggest::TrainReport> {
+    let (_, known) = super::evaluate::known(Path::new(""), &events.labels)?;
+    let (messages, skipped) = crate::load::messages(events.files, false)?;
+    crate::load::report_skipped(&skipped);
+    let contacts_file = match events.contacts {
+        None => Vec::new(),
+        Some(path) => read_contacts(
+            BufReader::new(
+                File::open(path)
+                    .with_context(|| format!("cannot open contacts {}", path.display()))?,
+            ),
+            &path.display().to_string(),
+            id_column,
+        )?,
+    };
+    let contacts = leadscore_core::batch::contacts_as_of_chunks(
+        messages,
+        contacts_file,
+        leadscore_core::time::Timestamp(i64::MAX),
+    );
+    let policy = leadscore_eval::evaluate::Policy::parse(events.labels.policy)
+        .map_err(anyhow::Error::msg)?;
+    let (rows, labels, at) = leadscore_eval::evaluate::training_rows(&contacts, &known, policy);
+    let score = |model: &leadscore_core::model::Model, i: usize| {
+        let (c, t) = at[i];
+        contacts[c].score_as_of(model, t).score
+    };
+    leadscore_eval::suggest::train_rows(&rows, &labels, config, &score).map_err(anyhow::Error::msg)
+}
+
 pub fn run(args: Args<'_>) -> Result<ExitCode> {
-    let file = File::open(args.table)
-        .with_context(|| format!("cannot open table {}", args.table.display()))?;
+    let mut missing = args.missing.clone();
+    if missing.is_empty() {
+        missing.push("Select".to_string());
+    }
+    let name = args
+        .out
+        .and_then(|p| p.file_stem())
+        .map_or("suggested".to_string(), |s| {
+            s.to_string_lossy().into_owned()
+        });
+    let config = TrainConfig {
+        features: FeatureConfig {
+            min_support: args.min_support,
+            bins: args.bins,
+            missing,
+            exclude: args.exclude.clone(),
+        },
+        lambda: args.l2,
+        folds: args.folds.max(2),
+        seed: args.seed,
+        name,
+    };
+    let report = match args.table {
+        Some(table) => from_table(&args, table, &config)?,
+        None => {
+            if args.events.labels.outcomes.is_none() {
+                bail!("--events needs --outcomes");
+            }
+            from_events(&args.events, args.id_column, &config)?
+        }
+    };
+    write_report(&args, &config, &report)
+}
+
+fn from_table(
+    args: &Args<'_>,
+    table_path: &Path,
+    config: &TrainConfig,
+) -> Result<leadscore_eval::suggest::TrainReport> {
+    let file = File::open(table_path)
+        .with_context(|| format!("cannot open table {}", table_path.display()))?;
     let table = read_contacts(
         BufReader::new(file),
-        &args.table.display().to_string(),
+        &table_path.display().to_string(),
         args.id_column,
     )?;
     let positives: Option<BTreeSet<String>> = match args.positives {
@@ -106,37 +189,22 @@ pub fn run(args: Args<'_>) -> Result<ExitCode> {
         rows.push(traits);
     }
     if let (Some(column), false) = (args.label, label_seen || args.positives.is_some()) {
-        bail!("no column {column:?} in {}", args.table.display());
+        bail!("no column {column:?} in {}", table_path.display());
     }
-    let mut missing = args.missing;
-    if missing.is_empty() {
-        missing.push("Select".to_string());
-    }
-    let name = args
-        .out
-        .and_then(|p| p.file_stem())
-        .map_or("suggested".to_string(), |s| {
-            s.to_string_lossy().into_owned()
-        });
-    let config = TrainConfig {
-        features: FeatureConfig {
-            min_support: args.min_support,
-            bins: args.bins,
-            missing,
-            exclude: args.exclude,
-        },
-        lambda: args.l2,
-        folds: args.folds.max(2),
-        seed: args.seed,
-        name,
-    };
-    let report = train_table(&rows, &labels, &config).map_err(anyhow::Error::msg)?;
+    train_table(&rows, &labels, config).map_err(anyhow::Error::msg)
+}
+
+fn write_report(
+    args: &Args<'_>,
+    config: &TrainConfig,
+    report: &leadscore_eval::suggest::TrainReport,
+) -> Result<ExitCode> {
     if let Some(out) = args.out {
         std::fs::write(out, &report.toml)
             .with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {
-        super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(report)?))?;
     } else {
         let folds = |v: &[f64]| {
             v.iter()

@@ -87,3 +87,50 @@ fn train_errors_name_the_problem() {
     let typo = leadscore(&["train", "--table", &t, "--label", "wun"]).failure();
     assert!(typo.contains("no column \"wun\""), "{typo}");
 }
+
+#[test]
+fn train_from_events_writes_engagement_rules_per_event() {
+    let (dir, events, contacts) = crate::harness::generated("400", "90", "3");
+    // Outcomes a week after the period: contacts whose number is even win.
+    let ids: Vec<String> = std::fs::read_to_string(&contacts)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let mut csv = String::from("contact_id,outcome,at\n");
+    for id in &ids {
+        let n: u64 = id.trim_start_matches('u').parse().unwrap();
+        let outcome = if n.is_multiple_of(2) { "won" } else { "lost" };
+        csv.push_str(&format!("{id},{outcome},2030-01-01T00:00:00Z\n"));
+    }
+    let outcomes = dir.path().join("outcomes.csv");
+    std::fs::write(&outcomes, csv).unwrap();
+    let toml = dir.path().join("learned.toml").display().to_string();
+    let report = leadscore(&[
+        "train",
+        "--events",
+        &events,
+        "--contacts",
+        &contacts,
+        "--outcomes",
+        &outcomes.display().to_string(),
+        "--as-of-policy",
+        "fixed:2029-01-01",
+        "--out",
+        &toml,
+    ])
+    .success();
+    assert!(
+        report.starts_with(&format!("{} contacts", ids.len())),
+        "{report}"
+    );
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(
+        text.contains("[[engagement]]\nid = 'each-email-delivered'\nevent = 'Email Delivered'"),
+        "{text}"
+    );
+    leadscore(&["check", &toml]).success();
+    let missing = leadscore(&["train", "--events", &events]).code;
+    assert_eq!(missing, 2, "--events requires --outcomes (usage error)");
+}
