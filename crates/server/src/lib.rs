@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -715,21 +715,12 @@ struct FiringsQuery {
 async fn firings(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    query: Result<Query<FiringsQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<FiringsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = params(query)?;
     let limit = page_limit(q.limit);
-    let contact = match q.contact {
-        // Any of the contact's ids: firings are recorded under the canonical one.
-        Some(id) => Some(
-            stored(&handle, move |store| {
-                Ok(store.contact(&id)?.map(|c| c.id).unwrap_or(id))
-            })
-            .await?,
-        ),
-        None => None,
-    };
+    let contact = canonical(&handle, q.contact).await?;
     let query = leadscore_store::FiringQuery {
         trigger: q.trigger,
         contact,
@@ -752,10 +743,10 @@ struct OutboxQuery {
 async fn outbox(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    query: Result<Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<OutboxQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = params(query)?;
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(leadscore_store::DeliveryStatus::parse(s).ok_or_else(|| {
@@ -781,10 +772,10 @@ struct IdQuery {
 async fn outbox_retry(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    query: Result<Query<IdQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<IdQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = params(query)?;
     let n = stored(&handle, move |store| store.retry_dead(q.id, now())).await?;
     Ok(Json(json!({ "requeued": n })))
 }
@@ -792,10 +783,10 @@ async fn outbox_retry(
 async fn outbox_purge(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    query: Result<Query<IdQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<IdQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = params(query)?;
     let n = stored(&handle, move |store| store.purge_dead(q.id)).await?;
     Ok(Json(json!({ "purged": n })))
 }
@@ -810,10 +801,10 @@ async fn campaign_members(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    query: Result<Query<MembersQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<MembersQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = params(query)?;
     let since = match q.since.as_deref() {
         None => None,
         Some(text) => Some(
@@ -847,22 +838,14 @@ struct StreamQuery {
 async fn stream_scores(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
     let handle = state.handle.clone();
     authorize(&handle, &headers, Scope::Read).await?;
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let contact = match q.contact {
-        Some(id) => Some(
-            stored(&handle, move |store| {
-                Ok(store.contact(&id)?.map(|c| c.id).unwrap_or(id))
-            })
-            .await?,
-        ),
-        None => None,
-    };
+    let q = params(query)?;
+    let contact = canonical(&handle, q.contact).await?;
     let receiver = handle.subscribe();
     let closing = state.closing.clone();
     let events = futures_util::stream::unfold(
@@ -907,6 +890,27 @@ async fn stream_scores(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Query parameters, or a 400 naming what is wrong with them.
+fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// The canonical id of `id` when the store knows it (firings and score
+/// changes are recorded under it), else `id` as given.
+async fn canonical(handle: &StoreHandle, id: Option<String>) -> Result<Option<String>, ApiError> {
+    match id {
+        None => Ok(None),
+        Some(id) => Ok(Some(
+            stored(handle, move |store| {
+                Ok(store.contact(&id)?.map(|c| c.id).unwrap_or(id))
+            })
+            .await?,
+        )),
+    }
 }
 
 /// `limit` of a page: 100 by default, within 1..=1000.

@@ -151,6 +151,23 @@ pub struct OutboxCounts {
     pub dead: u64,
 }
 
+impl OutboxCounts {
+    /// Records `n` rows of the status named `status`.
+    pub(crate) fn add(&mut self, status: &str, n: u64) -> crate::Result<()> {
+        match DeliveryStatus::parse(status) {
+            Some(DeliveryStatus::Pending) => self.pending = n,
+            Some(DeliveryStatus::Delivered) => self.delivered = n,
+            Some(DeliveryStatus::Dead) => self.dead = n,
+            None => {
+                return Err(crate::StoreError::Corrupt(format!(
+                    "outbox status {status:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A member of a campaign list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CampaignMember {

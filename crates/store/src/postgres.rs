@@ -1184,14 +1184,7 @@ impl Store for PgStore {
         self.read(|pg| {
             let mut counts = OutboxCounts::default();
             for r in pg.query("SELECT status, count(*) FROM outbox GROUP BY status", &[])? {
-                let status: String = r.get(0);
-                let n = r.get::<_, i64>(1) as u64;
-                match DeliveryStatus::parse(&status) {
-                    Some(DeliveryStatus::Pending) => counts.pending = n,
-                    Some(DeliveryStatus::Delivered) => counts.delivered = n,
-                    Some(DeliveryStatus::Dead) => counts.dead = n,
-                    None => return Err(StoreError::Corrupt(format!("outbox status {status:?}"))),
-                }
+                counts.add(r.get(0), r.get::<_, i64>(1) as u64)?;
             }
             Ok(counts)
         })

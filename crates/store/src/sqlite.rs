@@ -755,12 +755,7 @@ impl Store for SqliteStore {
         })?;
         for row in rows {
             let (status, n) = row?;
-            match DeliveryStatus::parse(&status) {
-                Some(DeliveryStatus::Pending) => counts.pending = n,
-                Some(DeliveryStatus::Delivered) => counts.delivered = n,
-                Some(DeliveryStatus::Dead) => counts.dead = n,
-                None => return Err(StoreError::Corrupt(format!("outbox status {status:?}"))),
-            }
+            counts.add(&status, n)?;
         }
         Ok(counts)
     }
