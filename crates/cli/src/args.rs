@@ -237,6 +237,10 @@ pub enum Command {
         /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
         #[arg(long)]
         outcomes: Option<PathBuf>,
+        /// Instead of outcomes: an event that is the conversion (a contact converted at its
+        /// first one; the others did not, as of the log's last message).
+        #[arg(long, conflicts_with = "outcomes")]
+        outcome_event: Option<String>,
         /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
         #[arg(long, default_value = "before:7d")]
         as_of_policy: String,
@@ -287,6 +291,9 @@ pub enum Command {
         /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
         #[arg(long)]
         outcomes: Option<PathBuf>,
+        /// Instead of outcomes: an event that is the conversion.
+        #[arg(long, conflicts_with = "outcomes")]
+        outcome_event: Option<String>,
         /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
         #[arg(long, default_value = "before:7d")]
         as_of_policy: String,
@@ -317,14 +324,17 @@ pub enum Command {
         table: Option<PathBuf>,
         /// Instead of --table: Segment JSON lines (repeat); each contact with an outcome becomes a
         /// row of its traits and event counts as of its decision time (see --as-of-policy).
-        #[arg(long, conflicts_with = "table", requires = "outcomes")]
+        #[arg(long, conflicts_with = "table")]
         events: Vec<PathBuf>,
         /// With --events: a contacts CSV (its columns become traits).
         #[arg(long, requires = "events")]
         contacts: Option<PathBuf>,
         /// With --events: the outcomes file (CSV or JSON lines, as for evaluate).
-        #[arg(long)]
+        #[arg(long, required_unless_present_any = ["table", "outcome_event"])]
         outcomes: Option<PathBuf>,
+        /// With --events, instead of --outcomes: an event that is the conversion.
+        #[arg(long, conflicts_with = "outcomes")]
+        outcome_event: Option<String>,
         /// With --events: when each contact is observed (fixed:DATE, before:DURATION, after-first-seen:DURATION).
         #[arg(long, default_value = "before:7d")]
         as_of_policy: String,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use leadscore_core::batch::ContactLog;
 use leadscore_eval::evaluate::{drift, points, report, Known, Policy, Report, Settings};
 use leadscore_store::Outcome;
 
@@ -78,16 +79,56 @@ pub struct Labels<'a> {
     pub outcomes: Option<&'a Path>,
     pub policy: &'a str,
     pub positive: &'a [String],
+    /// An event that is the outcome (instead of an outcomes file).
+    pub event: Option<&'a str>,
+}
+
+/// Outcomes from an event: a contact converted at its first `event`; one
+/// without it did not, as of the last message of the whole log (the end of
+/// the observation).
+fn outcomes_from_event(contacts: &[ContactLog], event: &str) -> Vec<Outcome> {
+    let end = contacts
+        .iter()
+        .filter_map(|c| c.messages.last().map(|m| m.timestamp))
+        .max()
+        .unwrap_or_default();
+    contacts
+        .iter()
+        .map(|c| {
+            let first = c.messages.iter().find(|m| m.rule_name() == Some(event));
+            Outcome {
+                contact_id: c.id.clone(),
+                outcome: if first.is_some() {
+                    "converted"
+                } else {
+                    "not converted"
+                }
+                .to_string(),
+                value: None,
+                at: first.map_or(end, |m| m.timestamp),
+            }
+        })
+        .collect()
 }
 
 /// Each contact's outcome: its first positive one, else its first.
-pub fn known(db: &Path, labels: &Labels<'_>) -> Result<(Policy, BTreeMap<String, Known>)> {
+pub fn known(
+    db: &Path,
+    labels: &Labels<'_>,
+    contacts: &[ContactLog],
+) -> Result<(Policy, BTreeMap<String, Known>)> {
     let policy = Policy::parse(labels.policy).map_err(anyhow::Error::msg)?;
-    let outcomes = match labels.outcomes {
-        Some(path) => read_outcomes(path)?,
-        None => crate::store::open_existing(db)?.outcomes()?,
+    let outcomes = match (labels.event, labels.outcomes) {
+        (Some(event), _) => outcomes_from_event(contacts, event),
+        (None, Some(path)) => read_outcomes(path)?,
+        (None, None) => crate::store::open_existing(db)?.outcomes()?,
     };
-    let positive = labels.positive;
+    let converted = ["converted".to_string()];
+    let positive = if labels.event.is_some() {
+        &converted[..]
+    } else {
+        labels.positive
+    };
     // A contact's outcome: its first positive one, else its first.
     let mut known: BTreeMap<String, Known> = BTreeMap::new();
     let mut sorted = outcomes;
@@ -117,9 +158,9 @@ pub fn run(
     html: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    let (policy, known) = known(db, labels)?;
     let loaded = load::input(input, db, None)?;
     load::report_skipped(&loaded.skipped);
+    let (policy, known) = known(db, labels, &loaded.contacts)?;
     let points =
         points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
     let windows = monthly.then(|| drift(&points));
@@ -173,9 +214,9 @@ pub fn compare(
     settings: Settings,
     json: bool,
 ) -> Result<ExitCode> {
-    let (policy, known) = known(db, labels)?;
     let loaded = load::input(input, db, None)?;
     load::report_skipped(&loaded.skipped);
+    let (policy, known) = known(db, labels, &loaded.contacts)?;
     let candidate = load::model(challenger)?;
     let a = points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
     let b = points(&candidate, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;

@@ -119,6 +119,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Evaluate {
             input,
             outcomes,
+            outcome_event,
             as_of_policy,
             positive,
             bootstrap,
@@ -134,6 +135,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 outcomes: outcomes.as_deref(),
                 policy: &as_of_policy,
                 positive: &positive,
+                event: outcome_event.as_deref(),
             },
             leadscore_eval::evaluate::Settings {
                 resamples: bootstrap,
@@ -151,6 +153,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             contacts,
             id_column,
             outcomes,
+            outcome_event,
             as_of_policy,
             positive,
             top_share,
@@ -172,6 +175,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 outcomes: outcomes.as_deref(),
                 policy: &as_of_policy,
                 positive: &positive,
+                event: outcome_event.as_deref(),
             },
             top_share,
             leadscore_eval::evaluate::Settings {
@@ -186,6 +190,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             events,
             contacts,
             outcomes,
+            outcome_event,
             as_of_policy,
             positive,
             id_column,
@@ -210,6 +215,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     outcomes: outcomes.as_deref(),
                     policy: &as_of_policy,
                     positive: &positive,
+                    event: outcome_event.as_deref(),
                 },
             },
             id_column: &id_column,

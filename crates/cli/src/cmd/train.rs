@@ -74,7 +74,6 @@ fn from_events(
     id_column: &str,
     config: &TrainConfig,
 ) -> Result<leadscore_eval::suggest::TrainReport> {
-    let (_, known) = super::evaluate::known(Path::new(""), &events.labels)?;
     let (messages, skipped) = crate::load::messages(events.files, false)?;
     crate::load::report_skipped(&skipped);
     let contacts_file = match events.contacts {
@@ -93,8 +92,7 @@ fn from_events(
         contacts_file,
         leadscore_core::time::Timestamp(i64::MAX),
     );
-    let policy = leadscore_eval::evaluate::Policy::parse(events.labels.policy)
-        .map_err(anyhow::Error::msg)?;
+    let (policy, known) = super::evaluate::known(Path::new(""), &events.labels, &contacts)?;
     let (rows, labels, at) = leadscore_eval::evaluate::training_rows(&contacts, &known, policy);
     let score = |model: &leadscore_core::model::Model, i: usize| {
         let (c, t) = at[i];
@@ -129,8 +127,8 @@ pub fn run(args: Args<'_>) -> Result<ExitCode> {
     let report = match args.table {
         Some(table) => from_table(&args, table, &config)?,
         None => {
-            if args.events.labels.outcomes.is_none() {
-                bail!("--events needs --outcomes");
+            if args.events.labels.outcomes.is_none() && args.events.labels.event.is_none() {
+                bail!("--events needs --outcomes FILE or --outcome-event NAME");
             }
             from_events(&args.events, args.id_column, &config)?
         }

@@ -229,3 +229,43 @@ fn compare_gives_a_verdict_and_evaluate_a_monthly_table() {
     );
     assert!(page.contains("ROC AUC <b>"), "{page}");
 }
+
+/// An event as the outcome: alice booked a meeting (converted at it), the
+/// others did not as of the log's last message.
+#[test]
+fn an_event_can_be_the_outcome() {
+    let b2b = crate::harness::example("b2b");
+    let out = leadscore(&[
+        "evaluate",
+        "--model",
+        &b2b,
+        "--events",
+        "events.jsonl",
+        "--outcome-event",
+        "Meeting Booked",
+        "--as-of-policy",
+        "before:1d",
+        "--bootstrap",
+        "50",
+        "--json",
+    ])
+    .success();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["contacts"].as_u64(), v["positives"].as_u64()),
+        (Some(3), Some(1)),
+        "{v}"
+    );
+    let both = leadscore(&[
+        "evaluate",
+        "--model",
+        &b2b,
+        "--events",
+        "events.jsonl",
+        "--outcome-event",
+        "X",
+        "--outcomes",
+        "outcomes.csv",
+    ]);
+    assert_eq!(both.code, 2, "--outcome-event and --outcomes conflict");
+}
