@@ -10,7 +10,7 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Required,
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, Required,
     ResponseBuilder,
 };
 
@@ -499,9 +499,13 @@ pub fn spec() -> OpenApi {
             );
         }
         if let Some(media) = route.body {
+            let mut content = ContentBuilder::new();
+            if let Some(name) = body_schema(route.path) {
+                content = content.schema(Some(Ref::from_schema_name(name)));
+            }
             op = op.request_body(Some(
                 RequestBodyBuilder::new()
-                    .content(media, ContentBuilder::new().build())
+                    .content(media, content.build())
                     .required(Some(Required::True))
                     .build(),
             ));
@@ -532,7 +536,7 @@ pub fn spec() -> OpenApi {
     for (path, item) in items {
         paths = paths.path(path, item);
     }
-    let components = ComponentsBuilder::new()
+    let components = schemas(ComponentsBuilder::new())
         .security_scheme(
             "write_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
@@ -554,6 +558,92 @@ pub fn spec() -> OpenApi {
         .paths(paths)
         .components(Some(components))
         .build()
+}
+
+/// The schema (in `components`) of a route's JSON request body.
+pub fn body_schema(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/batch" | "/v1/import" => Some("Batch"),
+        "/api/v1/outcomes" => Some("Outcomes"),
+        p if p.starts_with("/v1/") => Some("Message"),
+        _ => None,
+    }
+}
+
+/// JSON Schemas of the request bodies: a Segment message, a batch, outcomes.
+fn schemas(components: ComponentsBuilder) -> ComponentsBuilder {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let text = |what: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(what))
+    };
+    let object = |what: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(what))
+    };
+    let message = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "A Segment message (https://segment.com/docs/connections/spec/). Its type comes from the route for single calls; batch items carry it. userId or anonymousId is required.",
+        ))
+        .property(
+            "type",
+            text("track, page, screen, identify, group or alias (batch items)")
+                .enum_values(Some(["track", "page", "screen", "identify", "group", "alias"])),
+        )
+        .property("userId", text("the contact's id"))
+        .property("anonymousId", text("an anonymous id (linked to userId when both are given)"))
+        .property("event", text("track: the event name"))
+        .property("name", text("page/screen: its name"))
+        .property("previousId", text("alias: the id being linked to userId"))
+        .property("groupId", text("group: the company id"))
+        .property("properties", object("track/page/screen properties"))
+        .property("traits", object("identify/group traits (null removes a key)"))
+        .property("context", object("context (informational)"))
+        .property("timestamp", text("RFC 3339 with offset; default: originalTimestamp, then receipt time").format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime))))
+        .property("originalTimestamp", text("RFC 3339"))
+        .property("messageId", text("deduplication key (derived from the message when absent)"));
+    let batch = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .required("batch")
+        .property(
+            "batch",
+            ArrayBuilder::new().items(Ref::from_schema_name("Message")),
+        );
+    let outcome = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .required("contact_id")
+        .required("outcome")
+        .property("contact_id", text("any of the contact's ids"))
+        .property(
+            "outcome",
+            text("converted, won, lost, disqualified, or another word"),
+        )
+        .property(
+            "value",
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .description(Some("deal value")),
+        )
+        .property("at", text("RFC 3339; default: now"));
+    let outcomes = OneOfBuilder::new()
+        .item(Ref::from_schema_name("Outcome"))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .required("outcomes")
+                .property(
+                    "outcomes",
+                    ArrayBuilder::new().items(Ref::from_schema_name("Outcome")),
+                ),
+        );
+    components
+        .schema("Message", message)
+        .schema("Batch", batch)
+        .schema("Outcome", outcome)
+        .schema("Outcomes", outcomes)
 }
 
 fn escape(text: &str) -> String {

@@ -600,6 +600,27 @@ fn the_openapi_description_lists_exactly_the_routes_that_exist() {
         spec["openapi"].as_str().unwrap().starts_with("3."),
         "{spec}"
     );
+    // JSON request bodies are described by schemas in components.
+    for route in ROUTES.iter().filter(|r| r.body == Some("application/json")) {
+        let reference = &spec["paths"][route.path][route.method.to_lowercase()]["requestBody"]
+            ["content"]["application/json"]["schema"]["$ref"];
+        let name = reference
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .unwrap_or_else(|| panic!("{} {}: no body schema", route.method, route.path));
+        assert!(spec["components"]["schemas"][name].is_object(), "{name}");
+    }
+    let message = &spec["components"]["schemas"]["Message"]["properties"];
+    for field in [
+        "type",
+        "userId",
+        "anonymousId",
+        "event",
+        "timestamp",
+        "messageId",
+    ] {
+        assert!(message[field].is_object(), "Message.{field}");
+    }
     for route in ROUTES {
         let item = &spec["paths"][route.path];
         assert!(
