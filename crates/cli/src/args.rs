@@ -234,19 +234,8 @@ pub enum Command {
     Evaluate {
         #[command(flatten)]
         input: Input,
-        /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
-        #[arg(long)]
-        outcomes: Option<PathBuf>,
-        /// Instead of outcomes: an event that is the conversion (a contact converted at its
-        /// first one; the others did not, as of the log's last message).
-        #[arg(long, conflicts_with = "outcomes")]
-        outcome_event: Option<String>,
-        /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
-        #[arg(long, default_value = "before:7d")]
-        as_of_policy: String,
-        /// Outcomes that count as converted (comma-separated).
-        #[arg(long, default_value = "converted,won", value_delimiter = ',')]
-        positive: Vec<String>,
+        #[command(flatten)]
+        outcomes: OutcomeArgs,
         /// Bootstrap resamples of the AUC interval.
         #[arg(long, default_value_t = 1000)]
         bootstrap: usize,
@@ -288,18 +277,8 @@ pub enum Command {
         /// Column of the contacts CSV holding the contact id.
         #[arg(long, default_value = "id")]
         id_column: String,
-        /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
-        #[arg(long)]
-        outcomes: Option<PathBuf>,
-        /// Instead of outcomes: an event that is the conversion.
-        #[arg(long, conflicts_with = "outcomes")]
-        outcome_event: Option<String>,
-        /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
-        #[arg(long, default_value = "before:7d")]
-        as_of_policy: String,
-        /// Outcomes that count as converted (comma-separated).
-        #[arg(long, default_value = "converted,won", value_delimiter = ',')]
-        positive: Vec<String>,
+        #[command(flatten)]
+        outcomes: OutcomeArgs,
         /// The share of contacts called "the top" (e.g. what sales can call).
         #[arg(long, default_value_t = 0.1)]
         top_share: f64,
@@ -553,6 +532,24 @@ pub enum ModelCommand {
     },
     /// Re-activate the previously active version.
     Rollback,
+}
+
+/// Where outcomes come from and what they mean (`evaluate`, `compare`).
+#[derive(Debug, clap::Args)]
+pub struct OutcomeArgs {
+    /// Outcomes file (CSV or JSON lines). Default: the store's outcomes.
+    #[arg(long)]
+    pub outcomes: Option<PathBuf>,
+    /// Instead of outcomes: an event that is the conversion (a contact converted at its
+    /// first one; the others did not, as of the log's last message).
+    #[arg(long, conflicts_with = "outcomes")]
+    pub outcome_event: Option<String>,
+    /// When each contact is scored: fixed:DATE, before:DURATION, after-first-seen:DURATION.
+    #[arg(long, default_value = "before:7d")]
+    pub as_of_policy: String,
+    /// Outcomes that count as converted (comma-separated).
+    #[arg(long, default_value = "converted,won", value_delimiter = ',')]
+    pub positive: Vec<String>,
 }
 
 /// Model and events, shared by `score` and `explain`.

@@ -120,54 +120,63 @@ impl PgStore {
         Ok(model)
     }
 
-    /// Runs `f` in a writing transaction (serialised across processes).
-    fn write<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
+    /// Runs `f` in a transaction of `kind` and commits it.
+    fn transaction<T>(
+        &self,
+        kind: Kind,
+        f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>,
+    ) -> Result<T> {
         let mut client = self.client.borrow_mut();
         let mut statements = self.statements.borrow_mut();
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        let tx = match kind {
+            Kind::Read => client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?,
+            Kind::Write | Kind::Unlocked => client.transaction()?,
+        };
         let mut pg = Pg {
             tx,
             statements: &mut statements,
         };
+        if kind == Kind::Write {
+            pg.tx
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        }
         let value = f(&mut pg)?;
         pg.tx.commit()?;
         Ok(value)
+    }
+
+    /// Runs `f` in a transaction holding the write lock (writers are
+    /// serialised across processes).
+    fn write<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
+        self.transaction(Kind::Write, f)
     }
 
     /// Runs `f` in a transaction that does not take the write lock (for the
     /// outbox, where row locks are enough and workers must not wait for
     /// ingestion).
     fn unlocked<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
-        let mut client = self.client.borrow_mut();
-        let mut statements = self.statements.borrow_mut();
-        let tx = client.transaction()?;
-        let mut pg = Pg {
-            tx,
-            statements: &mut statements,
-        };
-        let value = f(&mut pg)?;
-        pg.tx.commit()?;
-        Ok(value)
+        self.transaction(Kind::Unlocked, f)
     }
 
     /// Runs `f` in a read-only transaction (one consistent snapshot).
     fn read<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
-        let mut client = self.client.borrow_mut();
-        let mut statements = self.statements.borrow_mut();
-        let tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let mut pg = Pg {
-            tx,
-            statements: &mut statements,
-        };
-        let value = f(&mut pg)?;
-        pg.tx.commit()?;
-        Ok(value)
+        self.transaction(Kind::Read, f)
     }
+}
+
+/// Which transaction [`PgStore::transaction`] opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Read-write, holding the write lock.
+    Write,
+    /// Read-write, row locks only.
+    Unlocked,
+    /// Read-only, repeatable read.
+    Read,
 }
 
 /// The compiled model of `version`, from the cache or compiled from its

@@ -83,6 +83,18 @@ pub struct Labels<'a> {
     pub event: Option<&'a str>,
 }
 
+impl<'a> Labels<'a> {
+    /// The labels of the common outcome arguments.
+    pub fn of(args: &'a crate::args::OutcomeArgs) -> Labels<'a> {
+        Labels {
+            outcomes: args.outcomes.as_deref(),
+            policy: &args.as_of_policy,
+            positive: &args.positive,
+            event: args.outcome_event.as_deref(),
+        }
+    }
+}
+
 /// Outcomes from an event: a contact converted at its first `event`; one
 /// without it did not, as of the last message of the whole log (the end of
 /// the observation).

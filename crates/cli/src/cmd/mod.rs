@@ -119,9 +119,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Evaluate {
             input,
             outcomes,
-            outcome_event,
-            as_of_policy,
-            positive,
             bootstrap,
             seed,
             max_top_share,
@@ -131,12 +128,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } => evaluate::run(
             &input,
             db,
-            &evaluate::Labels {
-                outcomes: outcomes.as_deref(),
-                policy: &as_of_policy,
-                positive: &positive,
-                event: outcome_event.as_deref(),
-            },
+            &evaluate::Labels::of(&outcomes),
             leadscore_eval::evaluate::Settings {
                 resamples: bootstrap,
                 seed,
@@ -153,9 +145,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             contacts,
             id_column,
             outcomes,
-            outcome_event,
-            as_of_policy,
-            positive,
             top_share,
             bootstrap,
             seed,
@@ -171,12 +160,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             },
             &challenger,
             db,
-            &evaluate::Labels {
-                outcomes: outcomes.as_deref(),
-                policy: &as_of_policy,
-                positive: &positive,
-                event: outcome_event.as_deref(),
-            },
+            &evaluate::Labels::of(&outcomes),
             top_share,
             leadscore_eval::evaluate::Settings {
                 resamples: bootstrap,
