@@ -149,7 +149,7 @@ pub enum Command {
     },
     /// Model versions: add, list, show, diff, dry-run, activate, rollback.
     #[command(
-        after_help = "Examples:\n  leadscore model add examples/b2b.toml --activate\n  leadscore model list\n  leadscore model diff 1 2\n  leadscore model dry-run new.toml\n  leadscore model activate 2\n  leadscore model rollback"
+        after_help = "Examples:\n  leadscore model add examples/b2b.toml --activate\n  leadscore model list\n  leadscore model diff 1 2\n  leadscore model dry-run new.toml\n  leadscore model activate 2\n  leadscore model rollback\n  leadscore model challenger 3   # compared in shadow: GET /api/v1/models/compare"
     )]
     Model {
         #[command(subcommand)]
@@ -532,6 +532,16 @@ pub enum ModelCommand {
     },
     /// Re-activate the previously active version.
     Rollback,
+    /// Attach a stored version as the challenger of the active model (scored in shadow by
+    /// `GET /api/v1/models/compare` on the store's outcomes), or detach it.
+    Challenger {
+        /// Version number.
+        #[arg(value_name = "VERSION", required_unless_present = "detach")]
+        number: Option<u32>,
+        /// Detach the challenger.
+        #[arg(long, conflicts_with = "number")]
+        detach: bool,
+    },
 }
 
 /// Where outcomes come from and what they mean (`evaluate`, `compare`).

@@ -56,6 +56,29 @@ pub struct Known {
     pub at: Timestamp,
 }
 
+/// Each contact's outcome from recorded ones `(contact id, outcome, time)`:
+/// its first positive one (an outcome named in `positive`, any case), else
+/// its first.
+pub fn outcomes_by_contact<'a>(
+    recorded: impl IntoIterator<Item = (&'a str, &'a str, Timestamp)>,
+    positive: &[String],
+) -> BTreeMap<String, Known> {
+    let mut sorted: Vec<_> = recorded.into_iter().collect();
+    sorted.sort_by_key(|o| o.2);
+    let mut known: BTreeMap<String, Known> = BTreeMap::new();
+    for (contact, outcome, at) in sorted {
+        let is_positive = positive.iter().any(|p| p.eq_ignore_ascii_case(outcome));
+        let entry = known.entry(contact.to_string()).or_insert(Known {
+            positive: is_positive,
+            at,
+        });
+        if is_positive && !entry.positive {
+            *entry = Known { positive: true, at };
+        }
+    }
+    known
+}
+
 /// Evaluation settings.
 #[derive(Debug, Clone)]
 pub struct Settings {

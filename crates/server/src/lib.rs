@@ -191,6 +191,11 @@ fn router_closing(
         .route("/api/v1/segments/summary", get(summary))
         .route("/api/v1/models", get(models).post(add_model))
         .route("/api/v1/models/dry-run", post(dry_run))
+        .route("/api/v1/models/compare", get(compare_models))
+        .route(
+            "/api/v1/models/{version}/challenger",
+            post(attach_challenger),
+        )
         .route("/api/v1/models/{version}/activate", post(activate))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/models/{old}/diff/{new}", get(diff))
@@ -890,6 +895,88 @@ async fn stream_scores(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// `POST /api/v1/models/{version}/challenger` (admin): attaches a stored
+/// version as the challenger of the active model.
+async fn attach_challenger(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    Path(version): Path<u32>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&handle, &headers, Scope::Admin).await?;
+    stored(&handle, move |store| store.set_challenger(Some(version))).await?;
+    Ok(Json(json!({ "challenger": version })))
+}
+
+#[derive(Deserialize)]
+struct CompareQuery {
+    as_of_policy: Option<String>,
+    positive: Option<String>,
+    top_share: Option<f64>,
+}
+
+/// `GET /api/v1/models/compare` (read): the active model (champion) against
+/// the attached challenger, both scored in shadow on the store's log at the
+/// same point-in-time decision times, on the outcomes recorded through
+/// `POST /api/v1/outcomes`. Computed on request.
+async fn compare_models(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<CompareQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use leadscore_eval::evaluate::{compare, outcomes_by_contact, points, Policy, Settings};
+    authorize(&handle, &headers, Scope::Read).await?;
+    let q = params(query)?;
+    let policy = Policy::parse(q.as_of_policy.as_deref().unwrap_or("before:7d"))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let positive: Vec<String> = q
+        .positive
+        .as_deref()
+        .unwrap_or("converted,won")
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .collect();
+    let top_share = q.top_share.unwrap_or(0.1);
+    let (champion, challenger, messages, outcomes) = stored(&handle, |store| {
+        Ok((
+            store.active_model()?,
+            store.challenger()?,
+            store.messages()?,
+            store.outcomes()?,
+        ))
+    })
+    .await?;
+    let Some((champion_version, champion)) = champion else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "no active model"));
+    };
+    let Some((challenger_version, challenger)) = challenger else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no challenger attached: `leadscore model challenger VERSION`",
+        ));
+    };
+    let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let known = outcomes_by_contact(
+            outcomes
+                .iter()
+                .map(|o| (o.contact_id.as_str(), o.outcome.as_str(), o.at)),
+            &positive,
+        );
+        let contacts = leadscore_core::batch::contacts_as_of(messages, Vec::new(), now());
+        let a = points(&champion, &contacts, &known, policy)?;
+        let b = points(&challenger, &contacts, &known, policy)?;
+        let c = compare(&a, &b, top_share, &Settings::default())?;
+        Ok(json!({
+            "champion": champion_version,
+            "challenger": challenger_version,
+            "comparison": c,
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Json(answer))
 }
 
 /// Query parameters, or a 400 naming what is wrong with them.

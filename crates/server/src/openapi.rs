@@ -341,6 +341,31 @@ pub const ROUTES: &[Route] = &[
         responses: responses![(200, "job"), (404, "no such job")],
     },
     Route {
+        method: "POST",
+        path: "/api/v1/models/{version}/challenger",
+        access: Access::Admin,
+        tag: "models",
+        summary: "Attach a stored version as the challenger of the active model (compared in shadow).",
+        body: None,
+        query: &[],
+        responses: responses![(200, "attached"), (404, "no such version")],
+    },
+    Route {
+        method: "GET",
+        path: "/api/v1/models/compare",
+        access: Access::Read,
+        tag: "models",
+        summary: "The active model against the attached challenger on recorded outcomes: AUCs, paired bootstrap intervals, verdict.",
+        body: None,
+        query: &["as_of_policy", "positive", "top_share"],
+        responses: responses![
+            (200, "comparison"),
+            (400, "bad parameter"),
+            (409, "no active model or no challenger attached"),
+            (422, "cannot compare (e.g. outcomes of one kind only)")
+        ],
+    },
+    Route {
         method: "GET",
         path: "/api/v1/stream/scores",
         access: Access::Read,

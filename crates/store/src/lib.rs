@@ -582,6 +582,13 @@ pub trait Store: Send {
         limit: usize,
     ) -> Result<Vec<CampaignMember>>;
 
+    /// Attaches a stored version as the challenger of the active model
+    /// (`None` detaches it).
+    fn set_challenger(&mut self, version: Option<u32>) -> Result<()>;
+
+    /// The attached challenger version and its compiled model.
+    fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>>;
+
     /// Records outcomes.
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()>;
 

@@ -1223,6 +1223,36 @@ impl Store for PgStore {
         })
     }
 
+    fn set_challenger(&mut self, version: Option<u32>) -> Result<()> {
+        if let Some(v) = version {
+            self.model_source(v)?;
+        }
+        self.write(|pg| {
+            pg.execute("DELETE FROM challenger", &[])?;
+            if let Some(v) = version {
+                pg.execute(
+                    "INSERT INTO challenger (version, attached_at) VALUES ($1, $2)",
+                    &[&(v as i32), &now().0],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>> {
+        let found = self.read(|pg| {
+            Ok(pg
+                .query_opt(
+                    "SELECT c.version, m.name, m.source FROM challenger c JOIN models m ON m.version = c.version",
+                    &[],
+                )?
+                .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, String>(1), r.get::<_, String>(2))))
+        })?;
+        found
+            .map(|(v, name, source)| Ok((v, Arc::new(compile(v, &name, &source)?))))
+            .transpose()
+    }
+
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
         self.write(|pg| {
             let recorded = now().0;

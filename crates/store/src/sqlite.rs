@@ -784,6 +784,38 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn set_challenger(&mut self, version: Option<u32>) -> Result<()> {
+        if let Some(v) = version {
+            self.model_source(v)?;
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM challenger", [])?;
+        if let Some(v) = version {
+            tx.execute(
+                "INSERT INTO challenger (version, attached_at) VALUES (?1, ?2)",
+                params![v, now().0],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>> {
+        let found: Option<(u32, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT c.version, m.name, m.source FROM challenger c JOIN models m ON m.version = c.version",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        found
+            .map(|(v, name, source)| Ok((v, Arc::new(compile(v, &name, &source)?))))
+            .transpose()
+    }
+
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
         let tx = self
             .conn

@@ -141,23 +141,12 @@ pub fn known(
     } else {
         labels.positive
     };
-    // A contact's outcome: its first positive one, else its first.
-    let mut known: BTreeMap<String, Known> = BTreeMap::new();
-    let mut sorted = outcomes;
-    sorted.sort_by_key(|o| o.at);
-    for o in &sorted {
-        let is_positive = positive.iter().any(|p| p.eq_ignore_ascii_case(&o.outcome));
-        let entry = known.entry(o.contact_id.clone()).or_insert(Known {
-            positive: is_positive,
-            at: o.at,
-        });
-        if is_positive && !entry.positive {
-            *entry = Known {
-                positive: true,
-                at: o.at,
-            };
-        }
-    }
+    let known = leadscore_eval::evaluate::outcomes_by_contact(
+        outcomes
+            .iter()
+            .map(|o| (o.contact_id.as_str(), o.outcome.as_str(), o.at)),
+        positive,
+    );
     Ok((policy, known))
 }
 

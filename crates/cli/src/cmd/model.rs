@@ -34,6 +34,15 @@ pub fn run(db: &Path, command: &ModelCommand) -> Result<ExitCode> {
             activate_with_bar(store.as_mut(), previous, "rolling back")?;
             Ok(ExitCode::SUCCESS)
         }
+        ModelCommand::Challenger { number, detach: _ } => {
+            let mut store = store::open_existing(db)?;
+            store.set_challenger(*number)?;
+            match number {
+                Some(v) => eprintln!("version {v} attached as the challenger"),
+                None => eprintln!("challenger detached"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -804,3 +804,69 @@ fn score_changes_are_pushed_as_server_sent_events() {
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
 }
+
+#[test]
+fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
+    let server = Server::start();
+    let admin = bearer(&server.admin_key);
+    let (status, body) = server.get("/api/v1/models/compare", &bearer(&server.read_key));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no challenger"),
+        "{body}"
+    );
+    // A challenger that ignores form submissions.
+    let source = include_str!("../../../../examples/b2b.toml")
+        .replace("points = 15\ncap = 30", "points = 0")
+        .replace("nth = \"1\"\npoints = 20", "nth = \"1\"\npoints = 0");
+    assert_ne!(source, include_str!("../../../../examples/b2b.toml"));
+    let (status, added) = server.text("POST", "/api/v1/models?name=c.toml", &admin, &source);
+    assert_eq!(status, 201, "{added}");
+    let version = added["model"]["version"].as_u64().unwrap();
+    let (status, _) = server.post(
+        &format!("/api/v1/models/{version}/challenger"),
+        &admin,
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    for i in 0..12 {
+        let user = format!("c{i}");
+        let mut events = vec![
+            json!({"type": "identify", "userId": user, "messageId": format!("{user}-i"),
+            "timestamp": "2025-03-01T09:00:00Z", "traits": {"consent": true}}),
+        ];
+        if i % 2 == 0 {
+            events.push(
+                json!({"type": "track", "userId": user, "event": "Form Submitted",
+                "messageId": format!("{user}-f"), "timestamp": "2025-03-01T10:00:00Z",
+                "properties": {"form": "demo"}}),
+            );
+        }
+        let (status, _) = server.post(
+            "/v1/batch",
+            &basic(&server.write_key),
+            &json!({"batch": events}),
+        );
+        assert_eq!(status, 200);
+        let outcome = json!({"contact_id": user, "outcome": if i % 2 == 0 { "won" } else { "lost" },
+            "at": "2025-04-01T00:00:00Z"});
+        let (status, _) = server.post("/api/v1/outcomes", &basic(&server.write_key), &outcome);
+        assert_eq!(status, 201);
+    }
+    let (status, c) = server.get("/api/v1/models/compare", &bearer(&server.read_key));
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["challenger"], version);
+    assert_eq!(c["comparison"]["contacts"], 12);
+    assert!(
+        c["comparison"]["champion_auc"].as_f64().unwrap()
+            > c["comparison"]["challenger_auc"].as_f64().unwrap(),
+        "{c}"
+    );
+    assert!(
+        c["comparison"]["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("the champion"),
+        "{c}"
+    );
+}

@@ -75,3 +75,26 @@ fn outcomes_are_kept_in_order() {
         assert_eq!(store.outcomes().unwrap(), outcomes);
     }
 }
+
+#[test]
+fn a_challenger_is_attached_detached_and_must_exist() {
+    for (mut store, _guard) in backends() {
+        assert!(store.challenger().unwrap().is_none());
+        let (file, source) = example_source("email");
+        let v = store.add_model(&file, &source).unwrap().version;
+        store.set_challenger(Some(v)).unwrap();
+        let (version, model) = store.challenger().unwrap().unwrap();
+        assert_eq!((version, model.name.as_str()), (v, "email"));
+        assert!(
+            store.set_challenger(Some(v + 100)).is_err(),
+            "unknown version"
+        );
+        assert_eq!(
+            store.challenger().unwrap().unwrap().0,
+            v,
+            "unchanged by the error"
+        );
+        store.set_challenger(None).unwrap();
+        assert!(store.challenger().unwrap().is_none());
+    }
+}
