@@ -112,6 +112,38 @@ pub struct Interval {
     pub high: f64,
 }
 
+/// The 95% percentile interval of `value` over resamples of the rows,
+/// drawn with replacement within each class (every resample keeps both).
+fn percentile_interval(
+    estimate: f64,
+    labels: &[bool],
+    resamples: usize,
+    seed: u64,
+    mut value: impl FnMut(&[usize]) -> Result<f64, MetricError>,
+) -> Result<Interval, MetricError> {
+    let positives: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
+    let negatives: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
+    let mut rng = Rng::new(seed);
+    let mut values = Vec::with_capacity(resamples);
+    let mut rows = Vec::with_capacity(labels.len());
+    for _ in 0..resamples {
+        rows.clear();
+        for class in [&positives, &negatives] {
+            for _ in 0..class.len() {
+                rows.push(class[rng.below(class.len())]);
+            }
+        }
+        values.push(value(&rows)?);
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    Ok(Interval {
+        estimate,
+        low: at(0.025),
+        high: at(0.975),
+    })
+}
+
 /// Percentile bootstrap of a statistic over rows resampled with
 /// replacement, stratified by label (every resample keeps both classes).
 pub fn bootstrap(
@@ -122,29 +154,13 @@ pub fn bootstrap(
     statistic: impl Fn(&[f64], &[bool]) -> Result<f64, MetricError>,
 ) -> Result<Interval, MetricError> {
     let estimate = statistic(scores, labels)?;
-    let positives: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
-    let negatives: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
-    let mut rng = Rng::new(seed);
-    let mut values = Vec::with_capacity(resamples);
     let (mut s, mut l) = (Vec::new(), Vec::new());
-    for _ in 0..resamples {
+    percentile_interval(estimate, labels, resamples, seed, |rows| {
         s.clear();
         l.clear();
-        for class in [&positives, &negatives] {
-            for _ in 0..class.len() {
-                let i = class[rng.below(class.len())];
-                s.push(scores[i]);
-                l.push(labels[i]);
-            }
-        }
-        values.push(statistic(&s, &l)?);
-    }
-    values.sort_by(f64::total_cmp);
-    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-    Ok(Interval {
-        estimate,
-        low: at(0.025),
-        high: at(0.975),
+        s.extend(rows.iter().map(|&i| scores[i]));
+        l.extend(rows.iter().map(|&i| labels[i]));
+        statistic(&s, &l)
     })
 }
 
@@ -159,28 +175,15 @@ pub fn paired_bootstrap(
     statistic: impl Fn(&[f64], &[bool]) -> Result<f64, MetricError>,
 ) -> Result<Interval, MetricError> {
     let estimate = statistic(b, labels)? - statistic(a, labels)?;
-    let positives: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
-    let negatives: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
-    let mut rng = Rng::new(seed);
-    let mut values = Vec::with_capacity(resamples);
-    for _ in 0..resamples {
-        let (mut sa, mut sb, mut l) = (Vec::new(), Vec::new(), Vec::new());
-        for class in [&positives, &negatives] {
-            for _ in 0..class.len() {
-                let i = class[rng.below(class.len())];
-                sa.push(a[i]);
-                sb.push(b[i]);
-                l.push(labels[i]);
-            }
-        }
-        values.push(statistic(&sb, &l)? - statistic(&sa, &l)?);
-    }
-    values.sort_by(f64::total_cmp);
-    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-    Ok(Interval {
-        estimate,
-        low: at(0.025),
-        high: at(0.975),
+    let (mut sa, mut sb, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    percentile_interval(estimate, labels, resamples, seed, |rows| {
+        sa.clear();
+        sb.clear();
+        l.clear();
+        sa.extend(rows.iter().map(|&i| a[i]));
+        sb.extend(rows.iter().map(|&i| b[i]));
+        l.extend(rows.iter().map(|&i| labels[i]));
+        Ok(statistic(&sb, &l)? - statistic(&sa, &l)?)
     })
 }
 

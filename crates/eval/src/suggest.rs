@@ -335,78 +335,55 @@ pub fn model_file(
             "\n[[fit]]\nid = {}",
             toml_string(&rule_id(column.name(), &mut taken))
         );
-        let _ = writeln!(out, "cases = [");
-        match column {
+        // (condition, indicator, comment) per case, then the `else` indicator.
+        let (cases, otherwise): (Vec<(String, usize, String)>, usize) = match column {
             Column::Categorical { levels, .. } => {
-                for (i, level) in levels.iter().enumerate() {
-                    let when = format!("traits[{name}] == {}", cel_string(level));
-                    let _ = writeln!(
-                        out,
-                        "  {{ when = {}, points = {} }}, # {}",
-                        toml_string(&when),
-                        points(at + i, c),
-                        comment(at + i)
-                    );
-                }
-                let missing = at + levels.len() + 1;
-                for marker in &features.missing {
+                let (other, missing) = (at + levels.len(), at + levels.len() + 1);
+                let mut cases: Vec<_> = levels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, level)| {
+                        let when = format!("traits[{name}] == {}", cel_string(level));
+                        (when, at + i, comment(at + i))
+                    })
+                    .collect();
+                cases.extend(features.missing.iter().map(|marker| {
                     let when = format!("traits[{name}] == {}", cel_string(marker));
-                    let _ = writeln!(
-                        out,
-                        "  {{ when = {}, points = {} }}, # as missing",
-                        toml_string(&when),
-                        points(missing, c)
-                    );
-                }
-                let other = at + levels.len();
-                let when =
+                    (when, missing, "as missing".to_string())
+                }));
+                let present =
                     format!("{name} in traits && traits[{name}] != null && traits[{name}] != \"\"");
-                let _ = writeln!(
-                    out,
-                    "  {{ when = {}, points = {} }}, # other levels: {}",
-                    toml_string(&when),
-                    points(other, c),
-                    comment(other)
-                );
-                let _ = writeln!(
-                    out,
-                    "]\nelse = {} # missing: {}",
-                    points(missing, c),
-                    comment(missing)
-                );
+                cases.push((present, other, format!("other levels: {}", comment(other))));
+                (cases, missing)
+            }
+            Column::Numeric { edges, .. } => {
+                let mut cases: Vec<_> = edges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (format!("traits[{name}] < {e:?}"), at + i, comment(at + i)))
+                    .collect();
+                let last = at + edges.len();
+                let top = edges.last().copied().unwrap_or(0.0);
+                cases.push((format!("traits[{name}] >= {top:?}"), last, comment(last)));
+                (cases, last + 1)
             }
             Column::Count { .. } => unreachable!("written as engagement rules above"),
-            Column::Numeric { edges, .. } => {
-                for (i, e) in edges.iter().enumerate() {
-                    let when = format!("traits[{name}] < {e:?}");
-                    let _ = writeln!(
-                        out,
-                        "  {{ when = {}, points = {} }}, # {}",
-                        toml_string(&when),
-                        points(at + i, c),
-                        comment(at + i)
-                    );
-                }
-                let last = at + edges.len();
-                let when = format!(
-                    "traits[{name}] >= {:?}",
-                    edges.last().copied().unwrap_or(0.0)
-                );
-                let _ = writeln!(
-                    out,
-                    "  {{ when = {}, points = {} }}, # {}",
-                    toml_string(&when),
-                    points(last, c),
-                    comment(last)
-                );
-                let _ = writeln!(
-                    out,
-                    "]\nelse = {} # missing: {}",
-                    points(last + 1, c),
-                    comment(last + 1)
-                );
-            }
+        };
+        let _ = writeln!(out, "cases = [");
+        for (when, slot, note) in cases {
+            let _ = writeln!(
+                out,
+                "  {{ when = {}, points = {} }}, # {note}",
+                toml_string(&when),
+                points(slot, c)
+            );
         }
+        let _ = writeln!(
+            out,
+            "]\nelse = {} # missing: {}",
+            points(otherwise, c),
+            comment(otherwise)
+        );
     }
     // Tiers from the training rows' scores under this very file.
     let draft =

@@ -660,15 +660,16 @@ mod tests {
     #[test]
     fn crm_requests_have_each_systems_shape() {
         let env = |_: &str| None;
-        let hub = request_for(
-            &json!({"type": "crm", "system": "hubspot"}),
-            &body(),
-            &crm(),
-            0,
-            &env,
-        )
-        .unwrap()
-        .unwrap();
+        let crm_request = |system: &str, settings: &CrmSettings| {
+            request_for(
+                &json!({"type": "crm", "system": system}),
+                &body(),
+                settings,
+                0,
+                &env,
+            )
+        };
+        let hub = crm_request("hubspot", &crm()).unwrap().unwrap();
         assert_eq!(hub.method, "PATCH");
         assert_eq!(
             hub.url,
@@ -680,15 +681,7 @@ mod tests {
             json!({"properties": {"leadscore_score": "71.46", "leadscore_tier": "hot",
                 "leadscore_grade": "A", "leadscore_stage": "MQL", "leadscore_trigger": "mql"}})
         );
-        let sf = request_for(
-            &json!({"type": "crm", "system": "salesforce"}),
-            &body(),
-            &crm(),
-            0,
-            &env,
-        )
-        .unwrap()
-        .unwrap();
+        let sf = crm_request("salesforce", &crm()).unwrap().unwrap();
         assert_eq!(
             sf.url,
             "http://s/services/data/v61.0/sobjects/Lead/ana%40example.com"
@@ -697,15 +690,7 @@ mod tests {
             serde_json::from_str::<Value>(&sf.body).unwrap()["Leadscore_Score__c"],
             json!(71.46)
         );
-        let zoho = request_for(
-            &json!({"type": "crm", "system": "zoho"}),
-            &body(),
-            &crm(),
-            0,
-            &env,
-        )
-        .unwrap()
-        .unwrap();
+        let zoho = crm_request("zoho", &crm()).unwrap().unwrap();
         assert_eq!(
             (zoho.method, zoho.url.as_str()),
             ("PUT", "http://z/crm/v2/Leads")
@@ -717,14 +702,7 @@ mod tests {
         );
         let mut no_token = crm();
         no_token.zoho.token = None;
-        let err = request_for(
-            &json!({"type": "crm", "system": "zoho"}),
-            &body(),
-            &no_token,
-            0,
-            &env,
-        )
-        .unwrap_err();
+        let err = crm_request("zoho", &no_token).unwrap_err();
         assert!(err.0.contains("LEADSCORE_ZOHO_TOKEN"), "{err:?}");
         assert_eq!(
             request_for(&json!({"type": "log"}), &body(), &crm(), 0, &env),

@@ -80,6 +80,13 @@ fn serve(db: &str) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let addr = listening(&mut child);
+    (child, addr)
+}
+
+/// The address a started `serve --log-format json` logs; its log is then
+/// drained in the background so it never blocks on a full pipe.
+fn listening(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("the server logs its address").unwrap();
@@ -88,9 +95,8 @@ fn serve(db: &str) -> (Child, String) {
             break record["fields"]["addr"].as_str().unwrap().to_string();
         }
     };
-    // Keep draining its log so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    addr
 }
 
 /// Posts one track call; `true` when acknowledged with 200.
@@ -252,15 +258,7 @@ fn serve_demo_prints_keys_that_work() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs its address").unwrap();
-        let record: Value = serde_json::from_str(&line).unwrap();
-        if record["fields"]["message"] == "listening" {
-            break record["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = listening(&mut child);
     let mut out = String::new();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     while !out.contains("for every route") {
