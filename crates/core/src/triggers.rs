@@ -203,10 +203,14 @@ impl TriggerState {
         inclusive: bool,
         out: &mut Vec<Firing>,
     ) {
-        while let Some(p) = self.next_point(model, contact) {
-            if p > until || (p == until && !inclusive) {
-                break;
-            }
+        // Only points up to `until` matter: searching no further keeps the
+        // cost proportional to the gap, not to the horizon.
+        let cap = if inclusive {
+            Timestamp(until.0.saturating_add(1))
+        } else {
+            until
+        };
+        while let Some(p) = self.search(model, contact, Some(cap)) {
             self.evaluate(model, contact, p, out);
         }
     }
@@ -215,12 +219,24 @@ impl TriggerState {
     /// change value (a store's due time), or `None` when nothing can change
     /// before the next message.
     pub fn next_point(&self, model: &Model, contact: &ContactState) -> Option<Timestamp> {
+        self.search(model, contact, None)
+    }
+
+    /// [`Self::next_point`] among the points before `cap` only (`None`: none
+    /// of them changes a condition).
+    fn search(
+        &self,
+        model: &Model,
+        contact: &ContactState,
+        cap: Option<Timestamp>,
+    ) -> Option<Timestamp> {
         let after = self.at?;
-        if model.triggers.is_empty() {
+        if model.triggers.is_empty() || cap.is_some_and(|cap| cap <= after) {
             return None;
         }
         let plan = model.trigger_plan();
-        let horizon = after.plus(crate::time::Duration::from_seconds(HORIZON_SECONDS));
+        let far = after.plus(crate::time::Duration::from_seconds(HORIZON_SECONDS));
+        let horizon = cap.map_or(far, |cap| cap.min(far));
         let mut bounds: Vec<Timestamp> = Vec::new();
         for &(slot, days) in &plan.days {
             if let Some(last) = contact.slot_last(slot) {
@@ -252,6 +268,9 @@ impl TriggerState {
         }
         if let Some(t) = search.ticks(start, horizon) {
             return Some(t);
+        }
+        if cap.is_some_and(|cap| cap <= far) {
+            return None; // nothing before the cap
         }
         let moving = plan.reads_moving && contact.decaying(model);
         (moving || !plan.days.is_empty() || !model.inactivities.is_empty()).then_some(horizon)
