@@ -295,7 +295,7 @@ pub enum Command {
     /// Learn fit points from outcomes: cross-validated L2 logistic regression on a table of
     /// contacts, written as a ready-to-use model file.
     #[command(
-        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml\n  leadscore train --events events.jsonl --contacts crm.csv --outcomes outcomes.csv --as-of-policy before:7d --out learned.toml"
+        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml\n  leadscore train --events events.jsonl --contacts crm.csv --outcomes outcomes.csv --as-of-policy before:7d --out learned.toml\n  leadscore train --events events.jsonl --outcome-event 'Order Completed' --recent 14d --recency --out learned.toml"
     )]
     Train {
         /// Table of contacts (CSV with a header row).
@@ -320,6 +320,14 @@ pub enum Command {
         /// With --events: outcomes that count as converted (comma-separated).
         #[arg(long, default_value = "converted,won", value_delimiter = ',')]
         positive: Vec<String>,
+        /// With --events: also count each event with this half-life (repeat, e.g. 7d, 30d);
+        /// written as engagement rules that decay the same way.
+        #[arg(long, requires = "events")]
+        recent: Vec<String>,
+        /// With --events: also use the days since each event's latest occurrence (binned),
+        /// written as fit rules on days_since("EVENT").
+        #[arg(long, requires = "events")]
+        recency: bool,
         /// Column holding the contact id.
         #[arg(long, default_value = "id")]
         id_column: String,

@@ -188,10 +188,19 @@ fn outcome_of(contact: &ContactLog, outcomes: &BTreeMap<String, Known>) -> Optio
         .copied()
 }
 
+/// Which event features beyond plain counts training rows carry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFeatures {
+    /// Decayed counts: `recent:LABEL:EVENT` per (label, half-life seconds).
+    pub half_lives: Vec<(String, f64)>,
+    /// `days_since:EVENT`: days from the latest one to the decision time.
+    pub recency: bool,
+}
+
 /// Training rows from event logs: each contact with an outcome, as of its
 /// decision time, as traits (the contacts file's, then identify calls up to
 /// then, merged key by key) plus `count:EVENT` for every activity up to
-/// then. Returns the rows, labels, and each row's contact index and
+/// then, and the [`EventFeatures`] asked for. Returns the rows, labels, and each row's contact index and
 /// decision time (to score a written model on the same data).
 pub type TrainingRows = (
     Vec<serde_json::Map<String, serde_json::Value>>,
@@ -204,9 +213,18 @@ pub fn training_rows(
     contacts: &[ContactLog],
     outcomes: &BTreeMap<String, Known>,
     policy: Policy,
+    extra: &EventFeatures,
 ) -> TrainingRows {
+    use crate::features::{COUNT_PREFIX, DAYS_SINCE_PREFIX, RECENT_PREFIX};
     use leadscore_core::event::MessageKind;
+    use leadscore_core::rules::awards::decay;
     use serde_json::Value;
+    /// Per event: count, decayed counts (one per half-life), latest time.
+    struct Seen {
+        count: u64,
+        decayed: Vec<f64>,
+        last: Timestamp,
+    }
     let (mut rows, mut labels, mut at) = (Vec::new(), Vec::new(), Vec::new());
     for (index, contact) in contacts.iter().enumerate() {
         let Some(known) = outcome_of(contact, outcomes) else {
@@ -219,7 +237,7 @@ pub fn training_rows(
             continue;
         };
         let mut traits = contact.base_traits.clone().unwrap_or_default();
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
         for m in contact
             .messages
             .iter()
@@ -234,14 +252,28 @@ pub fn training_rows(
                     }
                 }
             } else if let Some(name) = m.rule_name() {
-                *counts.entry(name.to_string()).or_default() += 1;
+                let entry = seen.entry(name).or_insert_with(|| Seen {
+                    count: 0,
+                    decayed: vec![0.0; extra.half_lives.len()],
+                    last: m.timestamp,
+                });
+                entry.count += 1;
+                entry.last = m.timestamp;
+                let age = decision.seconds_since(m.timestamp);
+                for (sum, (_, h)) in entry.decayed.iter_mut().zip(&extra.half_lives) {
+                    *sum += decay(1.0, age, Some(*h));
+                }
             }
         }
-        for (name, n) in counts {
-            traits.insert(
-                format!("{}{name}", crate::features::COUNT_PREFIX),
-                Value::from(n),
-            );
+        for (name, s) in seen {
+            traits.insert(format!("{COUNT_PREFIX}{name}"), Value::from(s.count));
+            for (sum, (label, _)) in s.decayed.iter().zip(&extra.half_lives) {
+                traits.insert(format!("{RECENT_PREFIX}{label}:{name}"), Value::from(*sum));
+            }
+            if extra.recency {
+                let days = decision.seconds_since(s.last) / 86_400.0;
+                traits.insert(format!("{DAYS_SINCE_PREFIX}{name}"), Value::from(days));
+            }
         }
         rows.push(traits);
         labels.push(known.positive);

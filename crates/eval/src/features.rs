@@ -37,6 +37,26 @@ impl Default for FeatureConfig {
 /// become one linear feature each (an engagement rule in a written model).
 pub const COUNT_PREFIX: &str = "count:";
 
+/// Traits named `recent:HALF_LIFE:EVENT` hold a contact's `EVENT`s counted
+/// with exponential decay (each worth `0.5^(age / HALF_LIFE)` at the
+/// decision time): one linear feature each, written as an engagement rule
+/// with that `half_life`.
+pub const RECENT_PREFIX: &str = "recent:";
+
+/// Traits named `days_since:EVENT` hold the days from a contact's latest
+/// `EVENT` to the decision time: binned like any number, written as a fit
+/// rule on `days_since("EVENT")` (no such event = missing).
+pub const DAYS_SINCE_PREFIX: &str = "days_since:";
+
+/// The event and half-life (`None`: no decay) of a counted feature's name.
+fn counted(name: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(event) = name.strip_prefix(COUNT_PREFIX) {
+        return Some((event, None));
+    }
+    let (half_life, event) = name.strip_prefix(RECENT_PREFIX)?.split_once(':')?;
+    Some((event, Some(half_life)))
+}
+
 /// How one column becomes indicators.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -47,6 +67,9 @@ pub enum Column {
         name: String,
         /// Kept levels, most frequent first.
         levels: Vec<String>,
+        /// Each level as a CEL literal of the type it was seen with
+        /// (`"DE"`, `1`, `true`), for the written conditions.
+        literals: Vec<String>,
     },
     /// Numbers: one indicator per bin (`< edges[0]`, `< edges[1]`, …,
     /// `>= last`), then "missing".
@@ -56,12 +79,15 @@ pub enum Column {
         /// Increasing bin edges.
         edges: Vec<f64>,
     },
-    /// How many of an event: one linear feature (absent = 0).
+    /// How many of an event (decayed with `half_life` when set): one
+    /// linear feature (absent = 0).
     Count {
-        /// Trait name (`count:EVENT`).
+        /// Trait name (`count:EVENT` or `recent:HALF_LIFE:EVENT`).
         name: String,
         /// The event name.
         event: String,
+        /// The decay's half-life as written in the model (`30d`).
+        half_life: Option<String>,
         /// The 95th percentile of the count among contacts that had one.
         p95: f64,
     },
@@ -106,8 +132,36 @@ impl Column {
                 labels.push("(missing)".to_string());
                 labels
             }
-            Column::Count { event, .. } => vec![format!("each {event}")],
+            Column::Count {
+                event, half_life, ..
+            } => vec![match half_life {
+                None => format!("each {event}"),
+                Some(h) => format!("each {event} (half-life {h})"),
+            }],
         }
+    }
+
+    /// The CEL expression of the column's value: `days_since("EVENT")` for
+    /// recency columns, else the trait.
+    pub fn expr(&self) -> String {
+        let name = self.name();
+        match name.strip_prefix(DAYS_SINCE_PREFIX) {
+            Some(event) => format!("days_since({})", cel_string(event)),
+            None => format!("traits[{}]", cel_string(name)),
+        }
+    }
+}
+
+/// A CEL string literal.
+pub fn cel_string(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialise")
+}
+
+/// A value as a CEL literal (strings quoted, numbers and booleans bare).
+fn cel_literal(value: &Value) -> String {
+    match value {
+        Value::String(s) => cel_string(s),
+        other => other.to_string(),
     }
 }
 
@@ -146,7 +200,7 @@ impl Features {
             .filter(|n| !config.exclude.iter().any(|e| e == *n))
         {
             let values: Vec<Option<&Value>> = rows.iter().map(|r| r.get(*name)).collect();
-            if let Some(event) = name.strip_prefix(COUNT_PREFIX) {
+            if let Some((event, half_life)) = counted(name) {
                 let mut counts: Vec<f64> = values
                     .iter()
                     .filter_map(|v| v.and_then(Value::as_f64))
@@ -156,6 +210,7 @@ impl Features {
                     columns.push(Column::Count {
                         name: name.to_string(),
                         event: event.to_string(),
+                        half_life: half_life.map(str::to_string),
                         p95: counts[(counts.len() - 1) * 95 / 100],
                     });
                 }
@@ -172,12 +227,24 @@ impl Features {
             let mut distinct = numbers.clone();
             distinct.sort_by(f64::total_cmp);
             distinct.dedup();
-            if present > 0 && numbers.len() == present && distinct.len() > config.bins {
+            // Recency is a number even when it takes few values.
+            let min_distinct = if name.starts_with(DAYS_SINCE_PREFIX) {
+                1
+            } else {
+                config.bins
+            };
+            if present > 0 && numbers.len() == present && distinct.len() > min_distinct {
                 let mut sorted = numbers;
                 sorted.sort_by(f64::total_cmp);
                 let mut edges: Vec<f64> = (1..config.bins)
                     .map(|b| sorted[b * sorted.len() / config.bins])
                     .collect();
+                if name.starts_with(DAYS_SINCE_PREFIX) {
+                    // Readable thresholds: tenths of a day.
+                    edges
+                        .iter_mut()
+                        .for_each(|e| *e = (*e * 10.0).ceil() / 10.0);
+                }
                 edges.dedup();
                 edges.retain(|e| *e > sorted[0]);
                 columns.push(Column::Numeric {
@@ -186,24 +253,28 @@ impl Features {
                 });
                 continue;
             }
-            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-            for v in &values {
-                if let Some(c) = category(*v, &config.missing) {
-                    *counts.entry(c).or_default() += 1;
+            // Count and first-seen literal per level.
+            let mut counts: BTreeMap<String, (usize, String)> = BTreeMap::new();
+            for v in values.iter().flatten() {
+                if let Some(c) = category(Some(v), &config.missing) {
+                    counts.entry(c).or_insert_with(|| (0, cel_literal(v))).0 += 1;
                 }
             }
-            let mut levels: Vec<(String, usize)> = counts
+            let mut levels: Vec<(String, usize, String)> = counts
                 .into_iter()
-                .filter(|(_, n)| *n >= config.min_support)
+                .filter(|(_, (n, _))| *n >= config.min_support)
+                .map(|(level, (n, literal))| (level, n, literal))
                 .collect();
             levels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             // A constant column carries nothing.
             if levels.len() <= 1 && present == rows.len() {
                 continue;
             }
+            let (levels, literals) = levels.into_iter().map(|l| (l.0, l.2)).unzip();
             columns.push(Column::Categorical {
                 name: name.to_string(),
-                levels: levels.into_iter().map(|l| l.0).collect(),
+                levels,
+                literals,
             });
         }
         let mut offsets = Vec::with_capacity(columns.len());
@@ -309,7 +380,8 @@ mod tests {
             f.columns[0],
             Column::Categorical {
                 name: "source".into(),
-                levels: vec!["Google".into(), "Direct".into()]
+                levels: vec!["Google".into(), "Direct".into()],
+                literals: vec![r#""Google""#.into(), r#""Direct""#.into()],
             }
         );
         assert_eq!(

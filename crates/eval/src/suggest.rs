@@ -10,7 +10,7 @@ use leadscore_core::time::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::features::{Column, FeatureConfig, Features};
+use crate::features::{cel_string, Column, FeatureConfig, Features};
 use crate::logistic::{fit, Logistic};
 use crate::metrics::{roc_auc, MetricError};
 use crate::rng::Rng;
@@ -199,11 +199,6 @@ fn toml_string(text: &str) -> String {
     out
 }
 
-/// A CEL string literal.
-fn cel_string(text: &str) -> String {
-    serde_json::to_string(text).expect("strings serialise")
-}
-
 /// A rule id from a column name: lower-case words joined by `-`.
 fn rule_id(name: &str, taken: &mut Vec<String>) -> String {
     let mut id: String = name
@@ -305,11 +300,20 @@ pub fn model_file(
     } else {
         let _ = writeln!(out, "[score]\nmin = 0\nmax = 100");
     }
+    // Whole points unless a point is worth more than a tenth of a unit of
+    // log-odds (many columns): then tenths, so rounding does not blur ranks.
+    let unit = if scale >= 10.0 { 1.0 } else { 10.0 };
+    if unit > 1.0 {
+        let _ = writeln!(
+            out,
+            "\n# Fit points in tenths: with this many columns a whole point is too coarse."
+        );
+    }
     let mut taken = Vec::new();
-    let points = |j: usize, c: usize| ((w[j] - spans[c].0) * scale).round();
+    let points = |j: usize, c: usize| ((w[j] - spans[c].0) * scale * unit).round() / unit;
     for (c, column) in features.columns.iter().enumerate() {
         let at = features.offset(c);
-        let name = cel_string(column.name());
+        let value = column.expr();
         let comment = |j: usize| {
             let (n, pos) = trained.support[j];
             let rate = if n > 0 {
@@ -319,13 +323,21 @@ pub fn model_file(
             };
             format!("coef {:+.4}, {n} contacts, {rate:.1}% converted", w[j])
         };
-        if let Column::Count { event, .. } = column {
+        if let Column::Count {
+            event, half_life, ..
+        } = column
+        {
             let per = (w[at] * scale * 10.0).round() / 10.0;
+            let (id, decay) = match half_life {
+                None => (format!("each {event}"), "none"),
+                Some(h) => (format!("recent {event} {h}"), h.as_str()),
+            };
             let _ = writeln!(
                 out,
-                "\n[[engagement]]\nid = {}\nevent = {}\npoints = {per} # {}",
-                toml_string(&rule_id(&format!("each {event}"), &mut taken)),
+                "\n[[engagement]]\nid = {}\nevent = {}\nhalf_life = {}\npoints = {per} # {}",
+                toml_string(&rule_id(&id, &mut taken)),
                 toml_string(event),
+                toml_string(decay),
                 comment(at)
             );
             continue;
@@ -337,22 +349,24 @@ pub fn model_file(
         );
         // (condition, indicator, comment) per case, then the `else` indicator.
         let (cases, otherwise): (Vec<(String, usize, String)>, usize) = match column {
-            Column::Categorical { levels, .. } => {
+            Column::Categorical {
+                levels, literals, ..
+            } => {
                 let (other, missing) = (at + levels.len(), at + levels.len() + 1);
-                let mut cases: Vec<_> = levels
+                let mut cases: Vec<_> = literals
                     .iter()
                     .enumerate()
-                    .map(|(i, level)| {
-                        let when = format!("traits[{name}] == {}", cel_string(level));
+                    .map(|(i, literal)| {
+                        let when = format!("{value} == {literal}");
                         (when, at + i, comment(at + i))
                     })
                     .collect();
                 cases.extend(features.missing.iter().map(|marker| {
-                    let when = format!("traits[{name}] == {}", cel_string(marker));
+                    let when = format!("{value} == {}", cel_string(marker));
                     (when, missing, "as missing".to_string())
                 }));
-                let present =
-                    format!("{name} in traits && traits[{name}] != null && traits[{name}] != \"\"");
+                let name = cel_string(column.name());
+                let present = format!("{name} in traits && {value} != null && {value} != \"\"");
                 cases.push((present, other, format!("other levels: {}", comment(other))));
                 (cases, missing)
             }
@@ -360,11 +374,11 @@ pub fn model_file(
                 let mut cases: Vec<_> = edges
                     .iter()
                     .enumerate()
-                    .map(|(i, e)| (format!("traits[{name}] < {e:?}"), at + i, comment(at + i)))
+                    .map(|(i, e)| (format!("{value} < {e:?}"), at + i, comment(at + i)))
                     .collect();
                 let last = at + edges.len();
                 let top = edges.last().copied().unwrap_or(0.0);
-                cases.push((format!("traits[{name}] >= {top:?}"), last, comment(last)));
+                cases.push((format!("{value} >= {top:?}"), last, comment(last)));
                 (cases, last + 1)
             }
             Column::Count { .. } => unreachable!("written as engagement rules above"),

@@ -25,7 +25,7 @@ use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
 use leadscore_store::{
-    diff_models, key_hash, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError,
+    diff_models, key_hash, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Under,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -951,10 +951,7 @@ async fn compare_models(
         return Err(ApiError::new(StatusCode::CONFLICT, "no active model"));
     };
     let Some((challenger_version, challenger)) = challenger else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no challenger attached: `leadscore model challenger VERSION`",
-        ));
+        return Err(store_error(StoreError::NoChallenger));
     };
     let answer = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         let known = outcomes_by_contact(
@@ -1015,7 +1012,9 @@ async fn stored<T: Send + 'static>(
 
 fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::NoActiveModel => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        StoreError::NoActiveModel | StoreError::NoChallenger => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
         StoreError::NoSuchVersion(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
         StoreError::Model(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
@@ -1030,6 +1029,14 @@ fn not_found() -> ApiError {
 #[derive(Debug, Deserialize)]
 struct AsOf {
     as_of: Option<String>,
+}
+
+/// `as_of` as above; `model`: `active` (default), `challenger` (scored in
+/// shadow) or a stored version number.
+#[derive(Debug, Deserialize)]
+struct Explain {
+    as_of: Option<String>,
+    model: Option<String>,
 }
 
 fn parse_time(text: Option<&str>) -> Result<Timestamp, ApiError> {
@@ -1059,16 +1066,25 @@ async fn explanation(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<AsOf>,
+    query: Result<Query<Explain>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let q = params(query)?;
     let t = parse_time(q.as_of.as_deref())?;
+    let under: Under = q
+        .model
+        .as_deref()
+        .unwrap_or("active")
+        .parse()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("model: {e}")))?;
     let found = stored(&handle, move |store| {
-        leadscore_store::explain_at(store, &id, t)
+        let (version, model) = leadscore_store::model_under(store, under)?;
+        let found = leadscore_store::explain_at(store, &id, t, &model)?;
+        Ok(found.map(|found| (version, found)))
     })
     .await?;
-    let found = found.map(|(contact, score, explanation)| {
-        json!({"contact_id": contact, "as_of": t, "score": score, "explanation": explanation})
+    let found = found.map(|(version, (contact, score, explanation))| {
+        json!({"contact_id": contact, "as_of": t, "model_version": version, "score": score, "explanation": explanation})
     });
     found.map(Json).ok_or_else(not_found)
 }

@@ -220,9 +220,9 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/contacts/{id}/explanation",
         access: Access::Read,
         tag: "contacts",
-        summary: "Each contributing rule with its points, awards and messages.",
+        summary: "Each contributing rule with its points, awards and messages, under the active model, the challenger (`model=challenger`, in shadow) or any stored version.",
         body: None,
-        query: &["as_of"],
+        query: &["as_of", "model"],
         responses: responses![(200, "explanation"), (404, "no such contact")],
     },
     Route {

@@ -70,6 +70,9 @@ pub enum StoreError {
     /// Scoring needs an active model.
     #[error("no active model: add one with `leadscore model add FILE --activate`")]
     NoActiveModel,
+    /// Shadow scoring needs an attached challenger.
+    #[error("no challenger attached: `leadscore model challenger VERSION`")]
+    NoChallenger,
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -608,21 +611,58 @@ pub trait Store: Send {
     fn revoke_key(&mut self, id: i64) -> Result<bool>;
 }
 
-/// A contact's score and explanation at `t` under the active model, from
-/// its log stitched as of `t`: `(contact id at t, score, explanation)`.
+/// Which stored model to score under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Under {
+    /// The active model.
+    Active,
+    /// The attached challenger (scored in shadow).
+    Challenger,
+    /// Any stored version.
+    Version(u32),
+}
+
+impl std::str::FromStr for Under {
+    type Err = String;
+
+    /// `active`, `challenger` or a version number.
+    fn from_str(text: &str) -> Result<Under, String> {
+        match text {
+            "active" => Ok(Under::Active),
+            "challenger" => Ok(Under::Challenger),
+            n => n.parse().map(Under::Version).map_err(|_| {
+                format!("{text:?}: expected `active`, `challenger` or a model version number")
+            }),
+        }
+    }
+}
+
+/// The model `under` names, with its version.
+pub fn model_under(store: &dyn Store, under: Under) -> Result<(u32, Arc<Model>)> {
+    match under {
+        Under::Active => store.active_model()?.ok_or(StoreError::NoActiveModel),
+        Under::Challenger => store.challenger()?.ok_or(StoreError::NoChallenger),
+        Under::Version(version) => {
+            let source = store.model_source(version)?;
+            Ok((version, Arc::new(compile(version, "model", &source)?)))
+        }
+    }
+}
+
+/// A contact's score and explanation at `t` under `model` (see
+/// [`model_under`]: the active one, the challenger in shadow, any stored
+/// version), from its log stitched as of `t`: `(contact id at t, score, explanation)`.
 pub fn explain_at(
     store: &dyn Store,
     id: &str,
     t: Timestamp,
+    model: &Model,
 ) -> Result<Option<(String, Score, leadscore_core::score::Explanation)>> {
-    let Some((_, model)) = store.active_model()? else {
-        return Err(StoreError::NoActiveModel);
-    };
     let Some(log) = store.contact_messages(id)? else {
         return Ok(None);
     };
     Ok(engine::log_as_of(id, log.messages, t).map(|contact| {
-        let (score, explanation) = contact.explain_as_of(&model, t);
+        let (score, explanation) = contact.explain_as_of(model, t);
         (contact.id, score, explanation)
     }))
 }

@@ -172,6 +172,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Train {
             table,
             events,
+            recent,
+            recency,
             contacts,
             outcomes,
             outcome_event,
@@ -201,6 +203,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     positive: &positive,
                     event: outcome_event.as_deref(),
                 },
+                recent: &recent,
+                recency,
             },
             id_column: &id_column,
             label: label.as_deref(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use leadscore_eval::evaluate::EventFeatures;
 use leadscore_eval::features::FeatureConfig;
 use leadscore_eval::suggest::{train_table, TrainConfig};
 use leadscore_input::read_contacts;
@@ -17,6 +18,29 @@ pub struct Events<'a> {
     pub files: &'a [std::path::PathBuf],
     pub contacts: Option<&'a Path>,
     pub labels: super::evaluate::Labels<'a>,
+    /// Half-lives of decayed counts (`30d`).
+    pub recent: &'a [String],
+    /// Days since each event's latest occurrence.
+    pub recency: bool,
+}
+
+impl Events<'_> {
+    /// The event features asked for, half-lives checked.
+    fn features(&self) -> Result<EventFeatures> {
+        let mut half_lives = Vec::new();
+        for text in self.recent {
+            let duration = leadscore_core::time::Duration::parse(text)
+                .map_err(|e| anyhow::anyhow!("--recent {text:?}: {e}"))?;
+            if duration.seconds() <= 0 {
+                bail!("--recent {text:?}: the half-life must be positive");
+            }
+            half_lives.push((text.clone(), duration.seconds() as f64));
+        }
+        Ok(EventFeatures {
+            half_lives,
+            recency: self.recency,
+        })
+    }
 }
 
 pub struct Args<'a> {
@@ -74,6 +98,7 @@ fn from_events(
     id_column: &str,
     config: &TrainConfig,
 ) -> Result<leadscore_eval::suggest::TrainReport> {
+    let extra = events.features()?;
     let (messages, skipped) = crate::load::messages(events.files, false)?;
     crate::load::report_skipped(&skipped);
     let contacts_file = match events.contacts {
@@ -93,7 +118,8 @@ fn from_events(
         leadscore_core::time::Timestamp(i64::MAX),
     );
     let (policy, known) = super::evaluate::known(Path::new(""), &events.labels, &contacts)?;
-    let (rows, labels, at) = leadscore_eval::evaluate::training_rows(&contacts, &known, policy);
+    let (rows, labels, at) =
+        leadscore_eval::evaluate::training_rows(&contacts, &known, policy, &extra);
     let score = |model: &leadscore_core::model::Model, i: usize| {
         let (c, t) = at[i];
         contacts[c].score_as_of(model, t).score

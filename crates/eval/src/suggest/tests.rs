@@ -93,53 +93,50 @@ fn names_and_levels_with_quotes_are_escaped() {
     assert_eq!(rule_id("Lead  Source!", &mut taken), "lead-source-2");
 }
 
-/// The synthetic generator's events with outcomes drawn from planted
-/// per-event log-odds: training from the events recovers the planted
-/// points per occurrence (their ratios) within 10%.
-#[test]
-fn training_from_events_recovers_planted_weights() {
-    use crate::evaluate::{training_rows, Known, Policy};
+/// The synthetic generator's contacts (6,000 over 120 days) and the end
+/// of the generated period.
+fn generated() -> (Vec<leadscore_core::batch::ContactLog>, Timestamp) {
     use leadscore_core::batch::contacts_as_of;
     use leadscore_input::{read_messages, ReadOptions};
     use leadscore_synth::{write_events, Config};
-    use std::collections::BTreeMap;
 
     let config = Config::new(6_000, 120, 11);
     let mut jsonl = Vec::new();
     write_events(&config, &mut jsonl, |_| {}).unwrap();
     let (messages, _) = read_messages(&jsonl[..], "gen", &ReadOptions::default(), |_| {}).unwrap();
     let end = Timestamp::from_seconds(config.end());
-    let contacts = contacts_as_of(messages, Vec::new(), end);
-    let planted = [
-        ("Form Submitted", 0.9),
-        ("Email Link Clicked", 0.5),
-        ("Email Bounced", -0.8),
-    ];
+    (contacts_as_of(messages, Vec::new(), end), end)
+}
+
+/// Outcomes drawn from each contact's planted log-odds `z`, known a day
+/// after `end`.
+fn outcomes_from(
+    contacts: &[leadscore_core::batch::ContactLog],
+    end: Timestamp,
+    z: impl Fn(&leadscore_core::batch::ContactLog) -> f64,
+) -> std::collections::BTreeMap<String, crate::evaluate::Known> {
     let mut rng = Rng::new(99);
-    let mut outcomes = BTreeMap::new();
-    for c in &contacts {
-        let z: f64 = -1.5
-            + planted
-                .iter()
-                .map(|(event, w)| {
-                    w * c
-                        .messages
-                        .iter()
-                        .filter(|m| m.rule_name() == Some(event))
-                        .count() as f64
-                })
-                .sum::<f64>();
-        let positive = (rng.next_u64() as f64 / u64::MAX as f64) < 1.0 / (1.0 + (-z).exp());
-        outcomes.insert(
-            c.id.clone(),
-            Known {
-                positive,
-                at: Timestamp(end.0 + 86_400_000_000_000),
-            },
-        );
-    }
-    let (rows, labels, at) = training_rows(&contacts, &outcomes, Policy::Fixed(end));
-    let train_config = TrainConfig {
+    contacts
+        .iter()
+        .map(|c| {
+            let p = 1.0 / (1.0 + (-z(c)).exp());
+            let positive = (rng.next_u64() as f64 / u64::MAX as f64) < p;
+            let at = Timestamp(end.0 + 86_400_000_000_000);
+            (c.id.clone(), crate::evaluate::Known { positive, at })
+        })
+        .collect()
+}
+
+/// Trains from events as of `end` with `extra` features.
+fn train_events(
+    contacts: &[leadscore_core::batch::ContactLog],
+    outcomes: &std::collections::BTreeMap<String, crate::evaluate::Known>,
+    end: Timestamp,
+    extra: &crate::evaluate::EventFeatures,
+) -> TrainReport {
+    use crate::evaluate::{training_rows, Policy};
+    let (rows, labels, at) = training_rows(contacts, outcomes, Policy::Fixed(end), extra);
+    let config = TrainConfig {
         lambda: 0.1,
         ..TrainConfig::default()
     };
@@ -147,7 +144,34 @@ fn training_from_events_recovers_planted_weights() {
         let (c, t) = at[i];
         contacts[c].score_as_of(model, t).score
     };
-    let report = train_rows(&rows, &labels, &train_config, &score).unwrap();
+    train_rows(&rows, &labels, &config, &score).unwrap()
+}
+
+fn occurrences(c: &leadscore_core::batch::ContactLog, event: &str) -> usize {
+    c.messages
+        .iter()
+        .filter(|m| m.rule_name() == Some(event))
+        .count()
+}
+
+/// The synthetic generator's events with outcomes drawn from planted
+/// per-event log-odds: training from the events recovers the planted
+/// points per occurrence (their ratios) within 10%.
+#[test]
+fn training_from_events_recovers_planted_weights() {
+    let (contacts, end) = generated();
+    let planted = [
+        ("Form Submitted", 0.9),
+        ("Email Link Clicked", 0.5),
+        ("Email Bounced", -0.8),
+    ];
+    let outcomes = outcomes_from(&contacts, end, |c| {
+        -1.5 + planted
+            .iter()
+            .map(|(event, w)| w * occurrences(c, event) as f64)
+            .sum::<f64>()
+    });
+    let report = train_events(&contacts, &outcomes, end, &Default::default());
     let per = |event: &str| -> f64 {
         let block = report
             .toml
@@ -181,4 +205,147 @@ fn training_from_events_recovers_planted_weights() {
         report.cv_auc_model > 0.6 && (report.cv_auc_model - report.cv_auc_toml).abs() < 0.02,
         "{report:?}"
     );
+}
+
+/// Outcomes that depend on how recent a contact's latest page view is (and
+/// on recent clicks): recency and decayed-count features find it, the
+/// plain counts cannot, and the written file (fit rules on
+/// `days_since("$page")`, engagement rules with `half_life`) ranks like
+/// the regression.
+#[test]
+fn recency_and_decayed_counts_are_learned_and_written() {
+    use crate::evaluate::EventFeatures;
+    let (contacts, end) = generated();
+    let outcomes = outcomes_from(&contacts, end, |c| {
+        let last_page = c
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.rule_name() == Some("$page"))
+            .map(|m| end.seconds_since(m.timestamp) / 86_400.0);
+        let recent_clicks: f64 = c
+            .messages
+            .iter()
+            .filter(|m| m.rule_name() == Some("Email Link Clicked"))
+            .map(|m| 0.5f64.powf(end.seconds_since(m.timestamp) / (7.0 * 86_400.0)))
+            .sum();
+        -2.0 + match last_page {
+            Some(d) if d < 14.0 => 2.5,
+            _ => 0.0,
+        } + 1.5 * recent_clicks
+    });
+    let counts = train_events(&contacts, &outcomes, end, &EventFeatures::default());
+    let extra = EventFeatures {
+        half_lives: vec![("7d".into(), 7.0 * 86_400.0)],
+        recency: true,
+    };
+    let windows = train_events(&contacts, &outcomes, end, &extra);
+    eprintln!(
+        "counts {} / {}; windows {} / {}",
+        counts.cv_auc_model, counts.cv_auc_toml, windows.cv_auc_model, windows.cv_auc_toml
+    );
+    assert!(
+        windows.cv_auc_model > counts.cv_auc_model + 0.03,
+        "{} vs {}",
+        windows.cv_auc_model,
+        counts.cv_auc_model
+    );
+    assert!(
+        (windows.cv_auc_model - windows.cv_auc_toml).abs() < 0.02,
+        "{windows:?}"
+    );
+    let toml = &windows.toml;
+    assert!(toml.contains(r#"days_since("$page") < "#), "{toml}");
+    assert!(toml.contains("half_life = '7d'"), "{toml}");
+    // The most recent page-view bin earns the most of its rule's points.
+    let page = toml
+        .split("[[fit]]")
+        .find(|b| b.contains("days-since-page"))
+        .unwrap();
+    let first: f64 = points_of(page, "days_since(\"$page\") < ");
+    let lines: Vec<&str> = page.lines().filter(|l| l.contains("points = ")).collect();
+    assert!(lines.len() >= 3, "{page}");
+    for line in &lines[1..] {
+        assert!(points_of(line, "points") <= first, "{page}");
+    }
+}
+
+/// Levels that are numbers or booleans in the data are written as such:
+/// `traits["plan"] == 2`, not `== "2"` (which would never match).
+#[test]
+fn number_and_boolean_levels_are_written_with_their_type() {
+    let mut rng = Rng::new(3);
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    for _ in 0..4_000 {
+        let paid = rng.below(2) == 0;
+        let plan = 1 + rng.below(3) as i64;
+        let z = -1.0 + if paid { 1.5 } else { 0.0 } + 0.7 * plan as f64;
+        labels.push((rng.next_u64() as f64 / u64::MAX as f64) < 1.0 / (1.0 + (-z).exp()));
+        rows.push(
+            json!({"paid": paid, "plan": plan})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+    }
+    let report = train_table(&rows, &labels, &TrainConfig::default()).unwrap();
+    let toml = &report.toml;
+    assert!(toml.contains(r#"traits["paid"] == true"#), "{toml}");
+    assert!(toml.contains(r#"traits["plan"] == 3"#), "{toml}");
+    let model = Model::from_toml("s.toml", toml).unwrap();
+    let score = |paid: bool, plan: i64| {
+        fit_score(
+            &model,
+            json!({"paid": paid, "plan": plan}).as_object().unwrap(),
+        )
+    };
+    assert!(score(true, 1) > score(false, 1), "{toml}");
+    assert!(score(false, 3) > score(false, 2) && score(false, 2) > score(false, 1));
+    assert!(
+        (report.cv_auc_model - report.cv_auc_toml).abs() < 0.01,
+        "{report:?}"
+    );
+}
+
+/// Decayed counts and days since the latest event at the decision time,
+/// by hand.
+#[test]
+fn training_rows_carry_decayed_counts_and_recency() {
+    use crate::evaluate::{training_rows, EventFeatures, Known, Policy};
+    use leadscore_core::batch::contacts_as_of;
+    use leadscore_input::{read_messages, ReadOptions};
+    let jsonl = r#"{"type":"track","event":"Clicked","userId":"u","timestamp":"2026-01-01T00:00:00Z","messageId":"a"}
+{"type":"track","event":"Clicked","userId":"u","timestamp":"2026-01-08T00:00:00Z","messageId":"b"}
+{"type":"track","event":"Clicked","userId":"u","timestamp":"2026-01-20T00:00:00Z","messageId":"c"}
+"#;
+    let (messages, _) =
+        read_messages(jsonl.as_bytes(), "t", &ReadOptions::default(), |_| {}).unwrap();
+    let contacts = contacts_as_of(messages, Vec::new(), Timestamp(i64::MAX));
+    let decision = Timestamp::parse("2026-01-15T00:00:00Z").unwrap();
+    let known = [(
+        "u".to_string(),
+        Known {
+            positive: true,
+            at: Timestamp::parse("2026-02-01T00:00:00Z").unwrap(),
+        },
+    )]
+    .into_iter()
+    .collect();
+    let extra = EventFeatures {
+        half_lives: vec![("7d".into(), 7.0 * 86_400.0)],
+        recency: true,
+    };
+    let (rows, _, _) = training_rows(&contacts, &known, Policy::Fixed(decision), &extra);
+    let row = &rows[0];
+    assert_eq!(
+        row["count:Clicked"],
+        json!(2),
+        "the 20th is after the decision"
+    );
+    let recent = row["recent:7d:Clicked"].as_f64().unwrap();
+    assert!(
+        (recent - (0.25 + 0.5f64.powf(1.0))).abs() < 1e-12,
+        "{recent}"
+    );
+    assert_eq!(row["days_since:Clicked"], json!(7.0));
 }

@@ -809,7 +809,8 @@ fn score_changes_are_pushed_as_server_sent_events() {
 fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
     let server = Server::start();
     let admin = bearer(&server.admin_key);
-    let (status, body) = server.get("/api/v1/models/compare", &bearer(&server.read_key));
+    let read = bearer(&server.read_key);
+    let (status, body) = server.get("/api/v1/models/compare", &read);
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("no challenger"),
@@ -823,6 +824,8 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
     let (status, added) = server.text("POST", "/api/v1/models?name=c.toml", &admin, &source);
     assert_eq!(status, 201, "{added}");
     let version = added["model"]["version"].as_u64().unwrap();
+    let no_challenger = server.get("/api/v1/contacts/c0/explanation?model=challenger", &read);
+    assert_eq!(no_challenger.0, 409, "{}", no_challenger.1);
     let (status, _) = server.post(
         &format!("/api/v1/models/{version}/challenger"),
         &admin,
@@ -853,7 +856,26 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
         let (status, _) = server.post("/api/v1/outcomes", &basic(&server.write_key), &outcome);
         assert_eq!(status, 201);
     }
-    let (status, c) = server.get("/api/v1/models/compare", &bearer(&server.read_key));
+    // One contact in shadow: the challenger gives no points for the form.
+    let explained = |model: &str| {
+        server.get(
+            &format!("/api/v1/contacts/c0/explanation?as_of=2025-03-02T00:00:00Z{model}"),
+            &read,
+        )
+    };
+    let (status, active) = explained("");
+    assert_eq!(status, 200, "{active}");
+    let (status, shadow) = explained("&model=challenger");
+    assert_eq!(status, 200, "{shadow}");
+    assert_eq!(shadow["model_version"], version);
+    assert_eq!(active["model_version"].as_u64().unwrap() + 1, version);
+    let score = |v: &Value| v["score"]["score"].as_f64().unwrap();
+    assert!(score(&shadow) < score(&active), "{shadow} {active}");
+    let (status, same) = explained(&format!("&model={}", active["model_version"]));
+    assert_eq!((status, score(&same)), (200, score(&active)));
+    assert_eq!(explained("&model=newest").0, 400);
+    assert_eq!(explained("&model=99").0, 404);
+    let (status, c) = server.get("/api/v1/models/compare", &read);
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["challenger"], version);
     assert_eq!(c["comparison"]["contacts"], 12);
