@@ -625,6 +625,11 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_DELIVER", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliver: Option<bool>,
+    /// Database connections serving reads beside the writer (0: reads take
+    /// turns with writes) [default: 4].
+    #[arg(long, env = "LEADSCORE_READ_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_connections: Option<usize>,
 }
 
 impl ServeSettings {
@@ -648,6 +653,7 @@ impl ServeSettings {
                     .unwrap_or(LogFormat::Text),
             ),
             deliver: Some(self.deliver.or(file.deliver).unwrap_or(true)),
+            read_connections: Some(self.read_connections.or(file.read_connections).unwrap_or(4)),
         }
     }
 }

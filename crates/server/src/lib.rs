@@ -59,6 +59,9 @@ pub struct Config {
     /// Trigger evaluation at due times and outbox delivery (`None`: this
     /// process does neither; another one must).
     pub delivery: Option<delivery::DeliveryConfig>,
+    /// Connections (opened with `reopen`) that serve reads beside the
+    /// writer; 0 or no `reopen`: reads take turns with writes.
+    pub read_connections: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("reopen", &self.reopen.is_some())
             .field("delivery", &self.delivery)
+            .field("read_connections", &self.read_connections)
             .finish()
     }
 }
@@ -81,6 +85,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             reopen: None,
             delivery: Some(delivery::DeliveryConfig::default()),
+            read_connections: 4,
         }
     }
 }
@@ -118,6 +123,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     prometheus();
     let (handle, worker) = StoreHandle::start(store);
+    let handle = match &config.reopen {
+        Some(open) => handle.with_readers(open.clone(), config.read_connections),
+        None => handle,
+    };
     let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
     let deliverer = match config.delivery.clone() {
         Some(settings) => {
@@ -318,7 +327,7 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let counts = stored(&handle, |store| store.outbox_counts()).await?;
+    let counts = read(&handle, |store| store.outbox_counts()).await?;
     metrics::gauge!("leadscore_outbox_pending").set(counts.pending as f64);
     metrics::gauge!("leadscore_outbox_dead").set(counts.dead as f64);
     Ok((
@@ -346,6 +355,16 @@ pub struct StoreHandle {
     fired: std::sync::Arc<tokio::sync::Notify>,
     /// Score changes of each commit (for `GET /stream/scores`).
     changes: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<leadscore_store::LedgerEntry>>>,
+    /// Connections for reads (see [`StoreHandle::with_readers`]).
+    readers: Option<std::sync::Arc<ReadPool>>,
+}
+
+/// Connections for reads beside the worker's, opened on demand up to a
+/// limit and kept.
+struct ReadPool {
+    open: Reopen,
+    idle: std::sync::Mutex<Vec<Box<dyn Store>>>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl StoreHandle {
@@ -441,9 +460,23 @@ impl StoreHandle {
                 work: tx,
                 fired,
                 changes,
+                readers: None,
             },
             worker,
         )
+    }
+
+    /// Serves reads from up to `connections` more connections opened with
+    /// `open` (0: reads run on the worker, between writes).
+    pub fn with_readers(mut self, open: Reopen, connections: usize) -> StoreHandle {
+        self.readers = (connections > 0).then(|| {
+            std::sync::Arc::new(ReadPool {
+                open,
+                idle: std::sync::Mutex::new(Vec::new()),
+                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(connections)),
+            })
+        });
+        self
     }
 
     /// Score changes of every commit from now on.
@@ -550,10 +583,7 @@ async fn authorize(
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing API key"));
     };
     let hash = key_hash(&key);
-    let found = handle
-        .call(move |store| store.key_by_hash(&hash))
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let found = read(handle, move |store| store.key_by_hash(&hash)).await?;
     match found {
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key")),
         Some(key) if key.revoked => Err(ApiError::new(StatusCode::UNAUTHORIZED, "revoked API key")),
@@ -663,8 +693,9 @@ async fn contact(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let t = now();
-    let found = handle
-        .call(move |store| -> leadscore_store::Result<Option<Value>> {
+    let found = read(
+        &handle,
+        move |store| -> leadscore_store::Result<Option<Value>> {
             let Some((canonical, score)) = store.score_at(&id, t)? else {
                 return Ok(None);
             };
@@ -685,9 +716,9 @@ async fn contact(
                 "traits": record.as_ref().map(|r| &r.traits),
                 "company": record.as_ref().map(|r| &r.company),
             })))
-        })
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        },
+    )
+    .await?;
     found
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such contact"))
@@ -699,10 +730,7 @@ async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let entries = handle
-        .call(move |store| store.history(&id))
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let entries = read(&handle, move |store| store.history(&id)).await?;
     if entries.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such contact"));
     }
@@ -732,7 +760,7 @@ async fn firings(
         after: q.after,
         limit,
     };
-    let firings = stored(&handle, move |store| store.firings(&query)).await?;
+    let firings = read(&handle, move |store| store.firings(&query)).await?;
     let next = (firings.len() == limit)
         .then(|| firings.last().map(|f| f.seq))
         .flatten();
@@ -762,7 +790,7 @@ async fn outbox(
         })?),
     };
     let limit = page_limit(q.limit);
-    let (rows, counts) = stored(&handle, move |store| {
+    let (rows, counts) = read(&handle, move |store| {
         Ok((store.outbox(status, limit)?, store.outbox_counts()?))
     })
     .await?;
@@ -819,7 +847,7 @@ async fn campaign_members(
     };
     let limit = page_limit(q.limit);
     let campaign = name.clone();
-    let members = stored(&handle, move |store| {
+    let members = read(&handle, move |store| {
         store.campaign_members(&campaign, since, limit)
     })
     .await?;
@@ -938,7 +966,7 @@ async fn compare_models(
         .map(|p| p.trim().to_string())
         .collect();
     let top_share = q.top_share.unwrap_or(0.1);
-    let (champion, challenger, messages, outcomes) = stored(&handle, |store| {
+    let (champion, challenger, messages, outcomes) = read(&handle, |store| {
         Ok((
             store.active_model()?,
             store.challenger()?,
@@ -989,7 +1017,7 @@ async fn canonical(handle: &StoreHandle, id: Option<String>) -> Result<Option<St
     match id {
         None => Ok(None),
         Some(id) => Ok(Some(
-            stored(handle, move |store| {
+            read(handle, move |store| {
                 Ok(store.contact(&id)?.map(|c| c.id).unwrap_or(id))
             })
             .await?,
@@ -1008,6 +1036,45 @@ async fn stored<T: Send + 'static>(
     f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     handle.call(f).await?.map_err(store_error)
+}
+
+/// Runs a read on a connection of the read pool (beside the worker, so
+/// reads neither wait for nor delay ingestion), or on the worker when the
+/// server has no pool. Every committed write is visible to it: SQLite WAL
+/// readers and PostgreSQL connections see what was committed before the
+/// read began.
+async fn read<T: Send + 'static>(
+    handle: &StoreHandle,
+    f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let Some(pool) = handle.readers.clone() else {
+        return stored(handle, f).await;
+    };
+    let permit = pool
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => (pool.open)()?,
+        };
+        let result = f(conn.as_mut());
+        // A connection whose database failed is dropped, not reused.
+        if !matches!(result, Err(StoreError::Database(_))) {
+            if let Ok(mut idle) = pool.idle.lock() {
+                idle.push(conn);
+            }
+        }
+        result
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(store_error)
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -1055,7 +1122,7 @@ async fn score_as_of(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let t = parse_time(q.as_of.as_deref())?;
-    let found = stored(&handle, move |store| store.score_at(&id, t)).await?;
+    let found = read(&handle, move |store| store.score_at(&id, t)).await?;
     let (contact, score) = found.ok_or_else(not_found)?;
     Ok(Json(
         json!({"contact_id": contact, "as_of": t, "score": score}),
@@ -1077,7 +1144,7 @@ async fn explanation(
         .unwrap_or("active")
         .parse()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("model: {e}")))?;
-    let found = stored(&handle, move |store| {
+    let found = read(&handle, move |store| {
         let (version, model) = leadscore_store::model_under(store, under)?;
         let found = leadscore_store::explain_at(store, &id, t, &model)?;
         Ok(found.map(|found| (version, found)))
@@ -1102,7 +1169,7 @@ async fn events(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let log = stored(&handle, move |store| store.contact_messages(&id))
+    let log = read(&handle, move |store| store.contact_messages(&id))
         .await?
         .ok_or_else(not_found)?;
     let start = page.cursor.unwrap_or(0).min(log.messages.len());
@@ -1126,7 +1193,7 @@ async fn export(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
-    let found = stored(&handle, move |store| {
+    let found = read(&handle, move |store| {
         leadscore_store::export_contact(store, &id)
     })
     .await?;
@@ -1209,7 +1276,7 @@ async fn scores(
         after,
         limit,
     };
-    let rows = stored(&handle, move |store| store.scores(&query)).await?;
+    let rows = read(&handle, move |store| store.scores(&query)).await?;
     let next = (rows.len() == limit)
         .then(|| rows.last().map(|r| format!("{}~{}", r.score.score, r.id)))
         .flatten();
@@ -1225,7 +1292,7 @@ async fn summary(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let (rows, bounds) = stored(&handle, |store| {
+    let (rows, bounds) = read(&handle, |store| {
         let bounds = store.active_model()?.map(|(_, m)| (m.min, m.max));
         Ok((store.segments()?, bounds))
     })
@@ -1266,7 +1333,7 @@ async fn models(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let models = stored(&handle, |store| store.models()).await?;
+    let models = read(&handle, |store| store.models()).await?;
     Ok(Json(json!({ "models": models })))
 }
 
@@ -1306,7 +1373,7 @@ async fn dry_run(
     let name = q.name.unwrap_or_else(|| "candidate.toml".into());
     let candidate = Model::from_toml(&name, &source)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let report = stored(&handle, move |store| {
+    let report = read(&handle, move |store| {
         store.dry_run(&candidate, &mut |_, _| {})
     })
     .await?;
@@ -1319,7 +1386,7 @@ async fn diff(
     Path((old, new)): Path<(u32, u32)>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let (a, b) = stored(&handle, move |store| {
+    let (a, b) = read(&handle, move |store| {
         Ok((store.model_source(old)?, store.model_source(new)?))
     })
     .await?;
@@ -1487,4 +1554,50 @@ async fn readyz(State(handle): State<StoreHandle>) -> Result<Json<Value>, ApiErr
 /// Unknown routes: a JSON 404 like every other error.
 async fn unknown_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such route (see /docs)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadscore_store::SqliteStore;
+
+    /// A read is answered by the pool while the worker is busy (here:
+    /// blocked until the read has returned, which would deadlock if the
+    /// read queued behind it), and sees what the worker committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_queue_behind_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let hash = key_hash("k");
+        store.add_key(&hash, Scope::Read, "test").unwrap();
+        let open: Reopen =
+            std::sync::Arc::new(move || Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn Store>));
+        let (handle, worker) = StoreHandle::start(Box::new(store));
+        let handle = handle.with_readers(open, 2);
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let worker_handle = handle.clone();
+        let busy = tokio::spawn(async move {
+            worker_handle
+                .call(move |_| {
+                    let _ = started.send(());
+                    blocked.recv().ok()
+                })
+                .await
+                .map_err(|_| "worker gone")
+        });
+        running.await.unwrap();
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            read(&handle, move |store| store.key_by_hash(&hash)),
+        )
+        .await
+        .expect("the read waited for the busy worker");
+        assert_eq!(found.unwrap().unwrap().scope, Scope::Read);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        drop(handle);
+        worker.join().unwrap();
+    }
 }

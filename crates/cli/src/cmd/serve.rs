@@ -57,6 +57,7 @@ pub fn run(
             cors_origins: cors_origins.to_vec(),
             reopen: Some(reopen(db)),
             delivery: deliver.then(leadscore_server::delivery::DeliveryConfig::default),
+            read_connections: settings.read_connections.unwrap_or(4),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         Ok::<(), anyhow::Error>(())
