@@ -1,11 +1,12 @@
 //! What scoring produces: a contact's [`Score`] and its [`Explanation`].
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
 /// Whether the contact is scored normally or excluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// No exclusion applies.
@@ -34,7 +35,7 @@ impl Status {
 }
 
 /// A contact's score as of t (SPEC §4 columns).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Score {
     /// `raw` clamped to the model's `[min, max]`.
     pub score: f64,
@@ -57,7 +58,7 @@ pub struct Score {
 }
 
 /// The kind of a contributing rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleKind {
     /// `[[fit]]`.
@@ -83,7 +84,7 @@ impl RuleKind {
 }
 
 /// One rule's part in a score.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Contribution {
     /// Rule id.
     pub id: String,
@@ -97,25 +98,27 @@ pub struct Contribution {
     pub awards: u32,
     /// Time of the first award.
     #[serde(
+        default,
         skip_serializing_if = "Option::is_none",
         serialize_with = "crate::score::rfc3339"
     )]
     pub first_award: Option<Timestamp>,
     /// Time of the last award.
     #[serde(
+        default,
         skip_serializing_if = "Option::is_none",
         serialize_with = "crate::score::rfc3339"
     )]
     pub last_award: Option<Timestamp>,
     /// Message ids that earned the awards, in order (empty unless traced).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub message_ids: Vec<String>,
     /// Why, in words: the matching fit case, the cap, the quiet period.
     pub detail: String,
 }
 
 /// An exclusion that applies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ExcludedBy {
     /// Rule id.
     pub id: String,
@@ -124,7 +127,7 @@ pub struct ExcludedBy {
 }
 
 /// Every point of a score, traced to its rules and events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Explanation {
     /// Contributing rules, in model order (fit, engagement, streak, inactivity).
     pub rules: Vec<Contribution>,

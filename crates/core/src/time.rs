@@ -153,6 +153,21 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+/// RFC 3339 text in JSON Schemas (API descriptions).
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 (UTC, nanoseconds when not whole)"
+        })
+    }
+}
+
 /// Read from RFC 3339 text with any offset ([`Timestamp::parse`]).
 impl<'de> serde::Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {

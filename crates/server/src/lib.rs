@@ -1525,9 +1525,7 @@ async fn job(
 async fn openapi_json() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        openapi::spec()
-            .to_pretty_json()
-            .expect("the description serialises"),
+        serde_json::to_string_pretty(&openapi::document()).expect("the description serialises"),
     )
         .into_response()
 }

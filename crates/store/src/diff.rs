@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use toml::{Table, Value};
 
 use crate::{Result, StoreError};
 
 /// One difference between two models.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "change", rename_all = "lowercase")]
 pub enum RuleChange {
     /// A rule only in the new model.

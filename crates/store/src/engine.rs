@@ -15,6 +15,7 @@ use leadscore_core::time::Timestamp;
 use leadscore_core::triggers::{replay, Firing, TriggerState};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -856,7 +857,7 @@ pub(crate) fn activation_step(
 }
 
 /// A contact whose score moves most under a candidate model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Mover {
     /// Contact id.
     pub contact: String,
@@ -871,7 +872,7 @@ pub struct Mover {
 }
 
 /// The impact of a candidate model on the stored contacts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct DryRun {
     /// Contacts scored.
     pub contacts: u64,
@@ -890,7 +891,7 @@ pub struct DryRun {
 }
 
 /// A few figures of a score distribution.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Distribution {
     /// Mean.
     pub mean: f64,

@@ -21,6 +21,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -107,7 +108,7 @@ impl Incoming {
 }
 
 /// What one call to [`Store::ingest`] did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct IngestReport {
     /// New messages appended to the log.
     pub accepted: u64,
@@ -154,7 +155,7 @@ impl std::ops::AddAssign for IngestReport {
 }
 
 /// One stored model version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ModelVersion {
     /// Version number, from 1.
     pub version: u32,
@@ -169,7 +170,7 @@ pub struct ModelVersion {
 }
 
 /// The part of a score the ledger tracks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ScoreFields {
     /// Score (clamped).
     pub score: f64,
@@ -211,7 +212,7 @@ impl fmt::Display for ScoreFields {
 }
 
 /// One change in a contact's score history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct LedgerEntry {
     /// Position in the ledger (increasing).
     pub seq: i64,
@@ -233,7 +234,7 @@ pub struct LedgerEntry {
 
 /// A contact as stored: its score as of its latest event under the model
 /// version that produced it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct ContactRecord {
     /// Canonical id.
     pub id: String,
@@ -263,7 +264,7 @@ pub struct StoredLog {
 }
 
 /// What an activation (or full rescore) did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ActivateReport {
     /// Contacts scored under the new version.
     pub contacts: u64,
@@ -274,7 +275,7 @@ pub struct ActivateReport {
 }
 
 /// What erasing a contact removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct EraseReport {
     /// The canonical id erased.
     pub contact: String,
@@ -287,7 +288,7 @@ pub struct EraseReport {
 }
 
 /// Counts of what the store holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Stats {
     /// Events in the log.
     pub events: u64,
@@ -300,7 +301,7 @@ pub struct Stats {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Send events (a "write key").
@@ -462,7 +463,7 @@ impl ScoreQuery {
 }
 
 /// A sales outcome for a contact (what evaluation checks scores against).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {
     /// Any of the contact's ids.
     pub contact_id: String,

@@ -3,13 +3,14 @@
 //! hands out.
 
 use leadscore_core::time::Timestamp;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
 pub use crate::engine::{firing_key, DueReport, LATE_AFTER_SECONDS};
 
 /// A recorded trigger firing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct FiringRecord {
     /// Position (increasing).
     pub seq: i64,
@@ -47,7 +48,7 @@ pub struct FiringQuery {
 }
 
 /// Status of an outbox row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Waiting for (another) attempt.
@@ -80,7 +81,7 @@ impl DeliveryStatus {
 }
 
 /// An outbox row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct OutboxRecord {
     /// Row id.
     pub id: i64,
@@ -141,7 +142,7 @@ pub enum Settle {
 }
 
 /// Outbox rows by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct OutboxCounts {
     /// Waiting (the outbox depth).
     pub pending: u64,
@@ -169,7 +170,7 @@ impl OutboxCounts {
 }
 
 /// A member of a campaign list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct CampaignMember {
     /// Canonical contact id.
     pub contact: String,

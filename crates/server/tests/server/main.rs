@@ -2,6 +2,7 @@
 //! send it, auth on every route, limits, group commit, graceful shutdown.
 
 mod harness;
+mod schemas;
 mod triggers;
 
 use harness::{basic, bearer, signed, Server};
