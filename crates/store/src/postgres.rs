@@ -139,6 +139,7 @@ impl PgStore {
         let mut pg = Pg {
             tx,
             statements: &mut statements,
+            staged: None,
         };
         if kind == Kind::Write {
             pg.tx
@@ -206,6 +207,24 @@ fn model_in(
 pub(crate) struct Pg<'c, 's> {
     tx: Transaction<'c>,
     statements: &'s mut HashMap<&'static str, Statement>,
+    /// Event appends of a large ingest batch, written by one binary COPY.
+    staged: Option<Staged>,
+}
+
+/// Batches at least this large stage their appends for one binary COPY
+/// (smaller ones insert row by row: a COPY costs more round trips).
+const COPY_FROM: usize = 32;
+
+/// Events of an ingest batch not yet written: appended with one binary
+/// `COPY` at the end of the batch, or before anything reads the log.
+#[derive(Default)]
+struct Staged {
+    /// Message ids of the batch that were already stored when it began.
+    stored: std::collections::HashSet<String>,
+    /// Ids staged so far.
+    ids: std::collections::HashSet<String>,
+    /// `(message_id, own_id, ts, body)` in arrival order.
+    rows: Vec<(String, String, i64, String)>,
 }
 
 impl Pg<'_, '_> {
@@ -339,7 +358,66 @@ impl Tx for Pg<'_, '_> {
             .is_empty())
     }
 
+    fn begin_events(&mut self, ids: &[&str]) -> Result<()> {
+        self.staged = None;
+        if ids.len() < COPY_FROM {
+            return Ok(());
+        }
+        let stored = self
+            .query(
+                "SELECT message_id FROM events WHERE message_id = ANY($1)",
+                &[&ids],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        self.staged = Some(Staged {
+            stored,
+            ..Staged::default()
+        });
+        Ok(())
+    }
+
+    fn flush_events(&mut self) -> Result<()> {
+        use postgres::binary_copy::BinaryCopyInWriter;
+        use postgres::types::Type;
+        let Some(staged) = self.staged.as_mut() else {
+            return Ok(());
+        };
+        if staged.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut staged.rows);
+        for (id, ..) in &rows {
+            staged.ids.remove(id);
+            staged.stored.insert(id.clone());
+        }
+        let sink = self
+            .tx
+            .copy_in("COPY events (message_id, own_id, ts, body) FROM STDIN (FORMAT binary)")?;
+        let mut writer =
+            BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT]);
+        for (id, own, ts, body) in &rows {
+            writer.write(&[id, own, ts, body])?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
+        if let Some(staged) = self.staged.as_mut() {
+            if staged.stored.contains(&m.message_id) || staged.ids.contains(&m.message_id) {
+                return Ok(false);
+            }
+            staged.ids.insert(m.message_id.clone());
+            staged.rows.push((
+                m.message_id.clone(),
+                m.own_id().to_string(),
+                m.timestamp.0,
+                body.to_string(),
+            ));
+            return Ok(true);
+        }
         let n = self.execute(
             "INSERT INTO events (message_id, own_id, ts, body) VALUES ($1, $2, $3, $4)
              ON CONFLICT (message_id) DO NOTHING",
@@ -349,6 +427,7 @@ impl Tx for Pg<'_, '_> {
     }
 
     fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
+        self.flush_events()?;
         self.query_opt(
             "SELECT body FROM events WHERE message_id = $1",
             &[&message_id],
@@ -358,6 +437,7 @@ impl Tx for Pg<'_, '_> {
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
+        self.flush_events()?;
         self.execute(
             "UPDATE events SET own_id = $2, ts = $3, body = $4 WHERE message_id = $1",
             &[&m.message_id, &m.own_id(), &m.timestamp.0, &body],
@@ -414,6 +494,7 @@ impl Tx for Pg<'_, '_> {
     }
 
     fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
+        self.flush_events()?;
         Ok(self
             .query("SELECT body FROM events WHERE own_id = $1", &[&own_id])?
             .into_iter()

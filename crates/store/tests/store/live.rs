@@ -48,6 +48,42 @@ fn ingesting_twice_changes_nothing() {
     }
 }
 
+/// One large batch (PostgreSQL stages its appends for one COPY) holding
+/// copies of its own messages and late messages: the same as batch, every
+/// message stored once.
+#[test]
+fn a_large_batch_with_its_own_duplicates_and_late_messages() {
+    let (messages, t) = generated(15, 90, 6);
+    let model = example("b2b");
+    let mut arrival = messages.clone();
+    shuffle(&mut arrival, 6);
+    let copies: Vec<_> = arrival.iter().step_by(3).cloned().collect();
+    let mut batch = Vec::new();
+    for (i, m) in arrival.into_iter().enumerate() {
+        batch.push(m);
+        if i % 3 == 2 {
+            batch.push(copies[i / 3].clone());
+        }
+    }
+    assert!(batch.len() > 64);
+    let unique = messages
+        .iter()
+        .map(|m| &m.message_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        let report = store.ingest(incoming(&batch)).unwrap();
+        assert_eq!(report.accepted, unique);
+        assert_eq!(
+            report.accepted + report.duplicates + report.replaced,
+            batch.len() as u64
+        );
+        assert_eq!(store.stats().unwrap().events, unique);
+        assert_live_equals_batch(store.as_ref(), &model, &messages, t);
+    }
+}
+
 #[test]
 fn a_late_event_refolds_only_its_contact() {
     let (mut messages, t) = generated(20, 90, 5);
