@@ -40,6 +40,74 @@ pub struct SqliteStore {
     /// The compiled active model, by version (recompiled when another
     /// process activates a different one).
     active: RefCell<Option<(u32, Arc<Model>)>>,
+    /// The database file (for the checkpointer's connection).
+    path: std::path::PathBuf,
+    /// Started by the first ingest; see [`Checkpointer`].
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL into the database file from a thread of its own, woken
+/// after each ingest commit (and every half second), so that commits never
+/// do it. SQLite's
+/// automatic checkpoint runs inside the commit that takes the WAL past
+/// 1,000 pages, and that commit (and every request waiting on it) then
+/// also writes and fsyncs the database file. Passive checkpoints never
+/// block the writer or readers; a crash at any point is safe (the WAL
+/// stays authoritative until a checkpoint completes).
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Least time between two checkpoints.
+const CHECKPOINT_EVERY_MS: u64 = 200;
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("leadscore-checkpoint".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                // Woken by ingest commits, and twice a second for the other
+                // writers of this connection (activations, rescores).
+                while !matches!(
+                    woken.recv_timeout(Duration::from_millis(500)),
+                    Err(RecvTimeoutError::Disconnected)
+                ) {
+                    // Errors (a full disk) leave the WAL as it is; the next
+                    // wake-up tries again.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    // At most a few checkpoints a second: wake-ups meanwhile
+                    // coalesce, so small commits do not each cost one.
+                    std::thread::sleep(Duration::from_millis(CHECKPOINT_EVERY_MS));
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StoreError::Database(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Checkpointer {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a checkpoint (a no-op when one is already pending).
+    fn poke(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -109,6 +177,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             active: RefCell::new(None),
+            path: path.to_path_buf(),
+            checkpointer: None,
         })
     }
 
@@ -153,6 +223,10 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
+        if self.checkpointer.is_none() {
+            self.checkpointer = Some(Checkpointer::start(&self.path)?);
+            self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -171,6 +245,9 @@ impl Store for SqliteStore {
             now(),
         )?;
         tx.commit()?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.poke();
+        }
         Ok(report)
     }
 
