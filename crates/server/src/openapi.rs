@@ -783,6 +783,12 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
     let member = generator.subschema_for::<CampaignMember>().to_value();
     let object = |properties: serde_json::Value, required: &[&str]| json!({"type": "object", "properties": properties, "required": required});
     let list = |items: &serde_json::Value| json!({"type": "array", "items": items});
+    // An answer with one (required) field.
+    let one = |field: &str, schema: serde_json::Value| {
+        let mut properties = serde_json::Map::new();
+        properties.insert(field.to_string(), schema);
+        object(serde_json::Value::Object(properties), &[field])
+    };
     let text = json!({"type": "string"});
     let count = json!({"type": "integer", "minimum": 0});
     let number = json!({"type": "number"});
@@ -827,10 +833,7 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                 &["success", "erased"],
             ),
         ),
-        (
-            "History".into(),
-            object(json!({"entries": list(&ledger)}), &["entries"]),
-        ),
+        ("History".into(), one("entries", list(&ledger))),
         (
             "Explained".into(),
             object(
@@ -896,18 +899,9 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                 &["contacts", "tier_grade", "histogram"],
             ),
         ),
-        (
-            "Models".into(),
-            object(json!({"models": list(&model)}), &["models"]),
-        ),
-        (
-            "AddedModel".into(),
-            object(json!({"model": model}), &["model"]),
-        ),
-        (
-            "DryRunAnswer".into(),
-            object(json!({"dry_run": dry_run}), &["dry_run"]),
-        ),
+        ("Models".into(), one("models", list(&model))),
+        ("AddedModel".into(), one("model", model)),
+        ("DryRunAnswer".into(), one("dry_run", dry_run)),
         (
             "Diff".into(),
             object(
@@ -933,7 +927,7 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
         ),
         (
             "ChallengerAttached".into(),
-            object(json!({"challenger": count}), &["challenger"]),
+            one("challenger", count.clone()),
         ),
         (
             "Comparison".into(),
@@ -956,14 +950,8 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                 &["rows", "counts"],
             ),
         ),
-        (
-            "Requeued".into(),
-            object(json!({"requeued": count}), &["requeued"]),
-        ),
-        (
-            "Purged".into(),
-            object(json!({"purged": count}), &["purged"]),
-        ),
+        ("Requeued".into(), one("requeued", count.clone())),
+        ("Purged".into(), one("purged", count.clone())),
         (
             "Members".into(),
             object(
