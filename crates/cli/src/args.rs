@@ -407,7 +407,7 @@ pub enum Command {
     Schema,
     /// Measure fold and end-to-end scoring throughput on generated data.
     #[command(
-        after_help = "Examples:\n  leadscore bench\n  leadscore bench --contacts 20000 --days 365 --out docs/bench.json\n  leadscore bench --store --contacts 100000 --days 365 --out docs/bench-store.json"
+        after_help = "Examples:\n  leadscore bench\n  leadscore bench --contacts 20000 --days 365 --out docs/bench.json\n  leadscore bench --store --contacts 100000 --days 365 --out docs/bench-store.json\n  leadscore bench --server --contacts 100000 --days 21 --out docs/bench-server.json"
     )]
     Bench {
         /// Contacts to generate.
@@ -428,6 +428,11 @@ pub enum Command {
         /// --contacts), webhook delivery throughput and event-to-webhook latency.
         #[arg(long, conflicts_with = "store")]
         triggers: bool,
+        /// Measure the server instead: how soon an event is visible in its contact's score
+        /// through the HTTP API, idle and while 8 clients ingest (store of --contacts generated
+        /// contacts over --days).
+        #[arg(long, conflicts_with_all = ["store", "triggers"])]
+        server: bool,
     },
 }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::stored::{import, Import};
 
-fn import_into(db: &Path, events: &Path) -> Result<f64> {
+pub(super) fn import_into(db: &Path, events: &Path) -> Result<f64> {
     let started = Instant::now();
     import(
         db,

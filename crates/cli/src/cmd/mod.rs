@@ -2,6 +2,7 @@
 //! belongs in the core: it loads, delegates and prints.
 
 mod bench;
+mod bench_server;
 mod bench_store;
 mod bench_triggers;
 mod check;
@@ -238,6 +239,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             triggers: true,
             ..
         } => bench_triggers::run(contacts, out.as_deref()),
+        Command::Bench {
+            contacts,
+            days,
+            out,
+            server: true,
+            ..
+        } => bench_server::run(contacts, days, out.as_deref()),
         Command::Bench {
             contacts,
             days,
