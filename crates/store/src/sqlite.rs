@@ -70,21 +70,35 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("leadscore-checkpoint".into())
             .spawn(move || {
-                use std::sync::mpsc::RecvTimeoutError;
-                // Woken by ingest commits, and twice a second for the other
-                // writers of this connection (activations, rescores).
-                while !matches!(
-                    woken.recv_timeout(Duration::from_millis(500)),
-                    Err(RecvTimeoutError::Disconnected)
-                ) {
-                    // Errors (a full disk) leave the WAL as it is; the next
-                    // wake-up tries again.
+                use std::sync::mpsc::RecvTimeoutError::Disconnected;
+                use std::time::Instant;
+                // Errors (a full disk) leave the WAL as it is; the next
+                // checkpoint tries again.
+                let checkpoint = || {
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    // At most a few checkpoints a second: wake-ups meanwhile
-                    // coalesce, so small commits do not each cost one.
-                    std::thread::sleep(Duration::from_millis(CHECKPOINT_EVERY_MS));
+                };
+                let every = Duration::from_millis(CHECKPOINT_EVERY_MS);
+                let mut last = Instant::now();
+                let mut open = true;
+                while open {
+                    // Woken by ingest commits, and twice a second for the
+                    // other writers of this connection (activations).
+                    open = !matches!(
+                        woken.recv_timeout(Duration::from_millis(500)),
+                        Err(Disconnected)
+                    );
+                    // At most one checkpoint per interval: wake-ups until
+                    // then coalesce; closing the store ends the wait.
+                    while let Some(left) = (last + every).checked_duration_since(Instant::now())
+                    {
+                        if !open || matches!(woken.recv_timeout(left), Err(Disconnected)) {
+                            open = false;
+                            break;
+                        }
+                    }
+                    checkpoint();
+                    last = Instant::now();
                 }
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             })
             .map_err(|e| StoreError::Database(format!("cannot start the checkpointer: {e}")))?;
         Ok(Checkpointer {
