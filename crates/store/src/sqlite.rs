@@ -89,8 +89,7 @@ impl Checkpointer {
                     );
                     // At most one checkpoint per interval: wake-ups until
                     // then coalesce; closing the store ends the wait.
-                    while let Some(left) = (last + every).checked_duration_since(Instant::now())
-                    {
+                    while let Some(left) = (last + every).checked_duration_since(Instant::now()) {
                         if !open || matches!(woken.recv_timeout(left), Err(Disconnected)) {
                             open = false;
                             break;
