@@ -19,7 +19,7 @@ use leadscore_synth::{write_events, Config};
 use serde_json::{json, Value};
 
 use super::bench_store::import_into;
-use super::bench_triggers::percentile;
+use super::bench_triggers::{activate_b2b, percentile, post_track};
 
 /// Clients ingesting in the background.
 const LOADERS: usize = 8;
@@ -41,17 +41,7 @@ async fn probes(
         let body = json!({"userId": user, "event": "Form Submitted",
             "properties": {"form": "demo"}, "messageId": format!("{user}-1"), "timestamp": at});
         let sent = Instant::now();
-        let response = client
-            .post(format!("{base}/v1/track"))
-            .basic_auth(write, Some(""))
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "ingest: {}",
-            response.status()
-        );
+        post_track(client, base, write, &body, "probe").await?;
         loop {
             let answer = client
                 .get(format!("{base}/api/v1/contacts/{user}"))
@@ -89,17 +79,7 @@ async fn load(
         i += 1;
         let body = json!({"userId": format!("load{n}-{}", i % 2_000), "event": "Email Link Clicked",
             "messageId": format!("load{n}-{i}"), "timestamp": leadscore_store::now().to_string()});
-        let response = client
-            .post(format!("{base}/v1/track"))
-            .basic_auth(&write, Some(""))
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "load: {}",
-            response.status()
-        );
+        post_track(&client, &base, &write, &body, "load").await?;
         sent.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
@@ -125,13 +105,7 @@ pub fn run(contacts: u64, days: u32, out: Option<&Path>) -> Result<ExitCode> {
     let (write, read) = (new_key(Scope::Ingest)?, new_key(Scope::Read)?);
     {
         let mut store = SqliteStore::open(&path)?;
-        let version = store
-            .add_model(
-                "examples/b2b.toml",
-                include_str!("../../../../examples/b2b.toml"),
-            )?
-            .version;
-        store.activate(version, &mut |_, _| {})?;
+        activate_b2b(&mut store)?;
         store.add_key(&key_hash(&write), Scope::Ingest, "bench")?;
         store.add_key(&key_hash(&read), Scope::Read, "bench")?;
     }

@@ -78,13 +78,7 @@ pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<Ex
     // Import with live scoring under examples/b2b.toml.
     let db = live_db;
     let mut store = crate::store::open(&db)?;
-    let version = store
-        .add_model(
-            "examples/b2b.toml",
-            include_str!("../../../../examples/b2b.toml"),
-        )?
-        .version;
-    store.activate(version, &mut |_, _| {})?;
+    let version = super::bench_triggers::activate_b2b(store.as_mut())?;
     drop(store);
     let live_s = import_into(&db, &events)?;
 

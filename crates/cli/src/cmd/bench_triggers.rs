@@ -67,6 +67,41 @@ pub(super) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Sends one Segment `track` call with a write key; an answer other than
+/// 2xx is an error naming `what`.
+pub(super) async fn post_track(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+    what: &str,
+) -> Result<()> {
+    let response = client
+        .post(format!("{base}/v1/track"))
+        .basic_auth(key, Some(""))
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{what}: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// Adds `examples/b2b.toml` to a store and activates it; its version.
+pub(super) fn activate_b2b(store: &mut dyn Store) -> Result<u32> {
+    let version = store
+        .add_model(
+            "examples/b2b.toml",
+            include_str!("../../../../examples/b2b.toml"),
+        )?
+        .version;
+    store.activate(version, &mut |_, _| {})?;
+    Ok(version)
+}
+
 /// When each request reached the receiver.
 type Arrivals = Arc<std::sync::Mutex<Vec<Instant>>>;
 
@@ -264,17 +299,7 @@ pub fn run(max_contacts: u64, out: Option<&Path>) -> Result<ExitCode> {
             let n = times.lock().expect("times").len();
             let body = json!({"userId": format!("lat{i}"), "event": "Demo Requested",
                 "messageId": format!("lat{i}"), "timestamp": leadscore_store::now().to_string()});
-            let response = client
-                .post(format!("http://{server}/v1/track"))
-                .basic_auth(&key, Some(""))
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "ingest: {}",
-                response.status()
-            );
+            post_track(&client, &format!("http://{server}"), &key, &body, "ingest").await?;
             let acked = Instant::now();
             let deadline = acked + Duration::from_secs(5);
             loop {
