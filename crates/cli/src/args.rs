@@ -67,15 +67,8 @@ pub enum Command {
         /// Scoring model (TOML). Default: the store's active model.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Segment JSON lines; repeat for several files; `-` reads stdin. Default: the store's log.
-        #[arg(long = "events")]
-        events: Vec<PathBuf>,
-        /// Contacts CSV: one row per contact, other columns become traits.
-        #[arg(long)]
-        contacts: Option<PathBuf>,
-        /// Column of the contacts CSV holding the contact id.
-        #[arg(long, default_value = "id")]
-        id_column: String,
+        #[command(flatten)]
+        log: Log,
         /// Print firings from this time on (RFC 3339 or a date). Default: all.
         #[arg(long)]
         from: Option<String>,
@@ -268,15 +261,8 @@ pub enum Command {
         /// The candidate.
         #[arg(long)]
         challenger: PathBuf,
-        /// Segment JSON lines; repeat for several files. Default: the store's log.
-        #[arg(long = "events")]
-        events: Vec<PathBuf>,
-        /// Contacts CSV: one row per contact, other columns become traits.
-        #[arg(long)]
-        contacts: Option<PathBuf>,
-        /// Column of the contacts CSV holding the contact id.
-        #[arg(long, default_value = "id")]
-        id_column: String,
+        #[command(flatten)]
+        log: Log,
         #[command(flatten)]
         outcomes: OutcomeArgs,
         /// The share of contacts called "the top" (e.g. what sales can call).
@@ -575,12 +561,10 @@ pub struct OutcomeArgs {
     pub positive: Vec<String>,
 }
 
-/// Model and events, shared by `score` and `explain`.
+/// Where the events come from: files (or the store's log) and a contacts
+/// CSV, shared by every command that reads a log.
 #[derive(Debug, clap::Args)]
-pub struct Input {
-    /// Scoring model (TOML). Default: the store's active model.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+pub struct Log {
     /// Segment JSON lines; repeat for several files; `-` reads stdin. Default: the store's log.
     #[arg(long = "events")]
     pub events: Vec<PathBuf>,
@@ -590,6 +574,17 @@ pub struct Input {
     /// Column of the contacts CSV holding the contact id.
     #[arg(long, default_value = "id")]
     pub id_column: String,
+}
+
+/// Model and events, shared by `score`, `explain`, `evaluate` (and built
+/// by `triggers` and `compare`).
+#[derive(Debug, clap::Args)]
+pub struct Input {
+    /// Scoring model (TOML). Default: the store's active model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: Log,
     /// Score as of this time (RFC 3339, or a date = midnight UTC). Default: now.
     #[arg(long)]
     pub as_of: Option<String>,

@@ -113,7 +113,7 @@ pub struct Loaded {
 /// still exact).
 pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
     let as_of = as_of(input.as_of.as_deref())?;
-    let store = if input.model.is_none() || input.events.is_empty() {
+    let store = if input.model.is_none() || input.log.events.is_empty() {
         Some(crate::store::open_existing(db)?)
     } else {
         None
@@ -129,7 +129,7 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
         (None, None) => unreachable!("a store is opened when --model is absent"),
     };
     let (messages, skipped) = match &store {
-        Some(store) if input.events.is_empty() => {
+        Some(store) if input.log.events.is_empty() => {
             let messages = match only {
                 Some(id) => store
                     .contact_messages(id)?
@@ -139,9 +139,9 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
             };
             (vec![messages], Skipped::default())
         }
-        _ => messages(&input.events, input.skip_invalid)?,
+        _ => messages(&input.log.events, input.skip_invalid)?,
     };
-    let contacts_file = match &input.contacts {
+    let contacts_file = match &input.log.contacts {
         None => Vec::new(),
         Some(path) => {
             let file = File::open(path)
@@ -149,7 +149,7 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
             read_contacts(
                 BufReader::new(file),
                 &path.display().to_string(),
-                &input.id_column,
+                &input.log.id_column,
             )?
         }
     };

@@ -1521,11 +1521,19 @@ async fn job(
     Ok(Json(job))
 }
 
+/// The OpenAPI document, built on first request.
+static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// `GET /openapi.json`.
 async fn openapi_json() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string_pretty(&openapi::document()).expect("the description serialises"),
+        DOCUMENT
+            .get_or_init(|| {
+                serde_json::to_string_pretty(&openapi::document())
+                    .expect("the description serialises")
+            })
+            .clone(),
     )
         .into_response()
 }

@@ -76,10 +76,10 @@ pub(crate) trait Tx {
     /// Whether any id was ever erased (skips per-message tombstone checks).
     fn has_tombstones(&mut self) -> Result<bool>;
     fn tombstoned(&mut self, id_hash: &str) -> Result<bool>;
-    /// Called with a batch's message ids before its messages: a backend
-    /// may then stage the batch's appends and write them together
-    /// ([`Tx::flush_events`]), as long as every read of the log sees them.
-    fn begin_events(&mut self, _ids: &[&str]) -> Result<()> {
+    /// Called with a batch before its messages: a backend may then stage
+    /// the batch's appends and write them together ([`Tx::flush_events`]),
+    /// as long as every read of the log sees them.
+    fn begin_events(&mut self, _batch: &[Incoming]) -> Result<()> {
         Ok(())
     }
     /// Writes the staged appends, if any.
@@ -207,12 +207,7 @@ pub(crate) fn ingest(
         firings: Vec::new(),
     };
     let check_tombstones = tx.has_tombstones()?;
-    let ids: Vec<&str> = messages
-        .iter()
-        .map(|i| i.message.message_id.as_str())
-        .collect();
-    tx.begin_events(&ids)?;
-    drop(ids);
+    tx.begin_events(&messages)?;
     for incoming in messages {
         batch.message(tx, check_tombstones, incoming)?;
     }

@@ -644,6 +644,16 @@ pub fn model_under(store: &dyn Store, under: Under) -> Result<(u32, Arc<Model>)>
         Under::Active => store.active_model()?.ok_or(StoreError::NoActiveModel),
         Under::Challenger => store.challenger()?.ok_or(StoreError::NoChallenger),
         Under::Version(version) => {
+            // The active model and the challenger are compiled and kept by
+            // the store; any other version is compiled for this call.
+            for kept in [store.active_model()?, store.challenger()?]
+                .into_iter()
+                .flatten()
+            {
+                if kept.0 == version {
+                    return Ok(kept);
+                }
+            }
             let source = store.model_source(version)?;
             Ok((version, Arc::new(compile(version, "model", &source)?)))
         }

@@ -46,6 +46,8 @@ pub struct PgStore {
     client: RefCell<Client>,
     statements: RefCell<HashMap<&'static str, Statement>>,
     active: RefCell<Option<(u32, Arc<Model>)>>,
+    /// The compiled challenger, by version (see `active`).
+    shadow: RefCell<Option<(u32, Arc<Model>)>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -89,6 +91,7 @@ impl PgStore {
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
             active: RefCell::new(None),
+            shadow: RefCell::new(None),
         })
     }
 
@@ -358,11 +361,15 @@ impl Tx for Pg<'_, '_> {
             .is_empty())
     }
 
-    fn begin_events(&mut self, ids: &[&str]) -> Result<()> {
+    fn begin_events(&mut self, batch: &[Incoming]) -> Result<()> {
         self.staged = None;
-        if ids.len() < COPY_FROM {
+        if batch.len() < COPY_FROM {
             return Ok(());
         }
+        let ids: Vec<&str> = batch
+            .iter()
+            .map(|i| i.message.message_id.as_str())
+            .collect();
         let stored = self
             .query(
                 "SELECT message_id FROM events WHERE message_id = ANY($1)",
@@ -1321,17 +1328,13 @@ impl Store for PgStore {
     }
 
     fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>> {
-        let found = self.read(|pg| {
-            Ok(pg
-                .query_opt(
-                    "SELECT c.version, m.name, m.source FROM challenger c JOIN models m ON m.version = c.version",
-                    &[],
-                )?
-                .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, String>(1), r.get::<_, String>(2))))
-        })?;
-        found
-            .map(|(v, name, source)| Ok((v, Arc::new(compile(v, &name, &source)?))))
-            .transpose()
+        let shadow = &self.shadow;
+        self.read(|pg| {
+            let found = pg
+                .query_opt("SELECT version FROM challenger", &[])?
+                .map(|r| r.get::<_, i32>(0) as u32);
+            found.map(|v| Ok((v, model_in(shadow, pg, v)?))).transpose()
+        })
     }
 
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {

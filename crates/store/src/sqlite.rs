@@ -40,6 +40,8 @@ pub struct SqliteStore {
     /// The compiled active model, by version (recompiled when another
     /// process activates a different one).
     active: RefCell<Option<(u32, Arc<Model>)>>,
+    /// The compiled challenger, by version (see `active`).
+    shadow: RefCell<Option<(u32, Arc<Model>)>>,
     /// The database file (for the checkpointer's connection).
     path: std::path::PathBuf,
     /// Started by the first ingest; see [`Checkpointer`].
@@ -190,6 +192,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             active: RefCell::new(None),
+            shadow: RefCell::new(None),
             path: path.to_path_buf(),
             checkpointer: None,
         })
@@ -893,16 +896,12 @@ impl Store for SqliteStore {
     }
 
     fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>> {
-        let found: Option<(u32, String, String)> = self
+        let found: Option<u32> = self
             .conn
-            .query_row(
-                "SELECT c.version, m.name, m.source FROM challenger c JOIN models m ON m.version = c.version",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_row("SELECT version FROM challenger", [], |r| r.get(0))
             .optional()?;
         found
-            .map(|(v, name, source)| Ok((v, Arc::new(compile(v, &name, &source)?))))
+            .map(|v| Ok((v, model_in(&self.shadow, &self.conn, v)?)))
             .transpose()
     }
 

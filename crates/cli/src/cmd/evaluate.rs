@@ -263,6 +263,38 @@ pub fn compare(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Conversion and lift per bucket (decile or tier), with each bucket's
+/// score range when `scores`.
+fn buckets(
+    out: &mut String,
+    label: &str,
+    rows: &[leadscore_eval::metrics::Bucket],
+    scores: bool,
+) -> std::fmt::Result {
+    let range = if scores { "  scores" } else { "" };
+    writeln!(
+        out,
+        "\n{label:<8} {:>8} {:>9} {:>7} {:>6}{range}",
+        "contacts", "converted", "rate", "lift"
+    )?;
+    for b in rows {
+        write!(
+            out,
+            "{:<8} {:>8} {:>9} {:>6.1}% {:>6.2}",
+            b.name,
+            b.contacts,
+            b.positives,
+            b.rate * 100.0,
+            b.lift
+        )?;
+        if scores {
+            write!(out, "  {:.1}–{:.1}", b.min_score, b.max_score)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 fn table(r: &Report) -> Result<String> {
     let mut out = String::new();
     writeln!(
@@ -286,40 +318,8 @@ fn table(r: &Report) -> Result<String> {
             "median days from reaching the top tier to converting: {days:.1}"
         )?;
     }
-    writeln!(
-        out,
-        "\n{:<8} {:>8} {:>9} {:>7} {:>6}  scores",
-        "decile", "contacts", "converted", "rate", "lift"
-    )?;
-    for b in &r.deciles {
-        writeln!(
-            out,
-            "{:<8} {:>8} {:>9} {:>6.1}% {:>6.2}  {:.1}–{:.1}",
-            b.name,
-            b.contacts,
-            b.positives,
-            b.rate * 100.0,
-            b.lift,
-            b.min_score,
-            b.max_score
-        )?;
-    }
-    writeln!(
-        out,
-        "\n{:<8} {:>8} {:>9} {:>7} {:>6}",
-        "tier", "contacts", "converted", "rate", "lift"
-    )?;
-    for b in &r.tiers {
-        writeln!(
-            out,
-            "{:<8} {:>8} {:>9} {:>6.1}% {:>6.2}",
-            b.name,
-            b.contacts,
-            b.positives,
-            b.rate * 100.0,
-            b.lift
-        )?;
-    }
+    buckets(&mut out, "decile", &r.deciles, true)?;
+    buckets(&mut out, "tier", &r.tiers, false)?;
     writeln!(
         out,
         "\n{:<8} {:<6} {:>8} {:>9} {:>7}",

@@ -46,9 +46,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } => explain::run(&input, db, &contact, json),
         Command::Triggers {
             model,
-            events,
-            contacts,
-            id_column,
+            log,
             from,
             to,
             format,
@@ -56,9 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } => {
             let input = crate::args::Input {
                 model,
-                events,
-                contacts,
-                id_column,
+                log,
                 as_of: to,
                 skip_invalid,
             };
@@ -142,9 +138,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Compare {
             champion,
             challenger,
-            events,
-            contacts,
-            id_column,
+            log,
             outcomes,
             top_share,
             bootstrap,
@@ -153,9 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } => evaluate::compare(
             &crate::args::Input {
                 model: Some(champion),
-                events,
-                contacts,
-                id_column,
+                log,
                 as_of: None,
                 skip_invalid: false,
             },
