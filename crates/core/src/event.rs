@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::json_scan::{self, Field};
 use crate::time::Timestamp;
 
 /// The Segment message types leadscore understands.
@@ -116,7 +117,7 @@ impl LazyObject {
     }
 
     /// Raw JSON text known to be an object (checked by the caller).
-    fn from_raw(raw: Box<RawValue>) -> LazyObject {
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> LazyObject {
         LazyObject {
             raw: Some(raw),
             parsed: OnceLock::new(),
@@ -145,6 +146,16 @@ impl LazyObject {
                 .filter(|b| !b.is_ascii_whitespace())
                 .eq(*b"{}"),
             (None, None) => true,
+        }
+    }
+
+    /// One top-level member read from the raw text without parsing it;
+    /// [`Field::Unknown`] when there is no text or its shape is left to the
+    /// parser ([`LazyObject::get`]).
+    pub(crate) fn scan(&self, key: &str) -> Field<'_> {
+        match &self.raw {
+            Some(raw) => json_scan::field(raw.get(), key),
+            None => Field::Unknown,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod event;
 pub mod fold;
 pub mod identity;
 pub mod incremental;
+mod json_scan;
 pub mod model;
 pub mod rules;
 pub mod score;

@@ -12,6 +12,9 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use crate::event::LazyObject;
+use crate::json_scan::{Field, Scalar};
+
 pub use compile::{CompileError, Names, Place};
 use value::{arithmetic, compare, equal, to_double, to_int, to_string, Arith, Eval, Fail, Val};
 
@@ -32,9 +35,9 @@ pub struct Scope<'a> {
     /// `event`: the track event name or the page/screen name.
     pub event: Option<&'a str>,
     /// `properties`.
-    pub properties: Option<&'a Map<String, Value>>,
+    pub properties: Option<&'a LazyObject>,
     /// `context`.
-    pub context: Option<&'a Map<String, Value>>,
+    pub context: Option<&'a LazyObject>,
     /// `traits` as of the evaluation time.
     pub traits: Option<&'a Map<String, Value>>,
     /// `company` as of the evaluation time.
@@ -349,8 +352,8 @@ fn var<'a>(v: Var, scope: &Scope<'a>) -> Eval<'a> {
     let outcome = || scope.outcome.ok_or(Fail);
     Ok(match v {
         Var::Event => Val::Str(Cow::Borrowed(scope.event.ok_or(Fail)?)),
-        Var::Properties => Val::JsonMap(scope.properties.ok_or(Fail)?),
-        Var::Context => Val::JsonMap(scope.context.ok_or(Fail)?),
+        Var::Properties => Val::JsonMap(scope.properties.ok_or(Fail)?.get()),
+        Var::Context => Val::JsonMap(scope.context.ok_or(Fail)?.get()),
         Var::Traits => Val::JsonMap(scope.traits.ok_or(Fail)?),
         Var::Company => Val::JsonMap(scope.company.ok_or(Fail)?),
         Var::Score => Val::Double(outcome()?.score),
@@ -361,6 +364,25 @@ fn var<'a>(v: Var, scope: &Scope<'a>) -> Eval<'a> {
         Var::Grade => Val::Str(Cow::Borrowed(outcome()?.grade)),
         Var::Stage => Val::Str(Cow::Borrowed(outcome()?.stage)),
         Var::Status => Val::Str(Cow::Borrowed(outcome()?.status)),
+    })
+}
+
+/// The message object a variable names, when it is one kept as text.
+fn lazy<'a>(v: Var, scope: &Scope<'a>) -> Option<&'a LazyObject> {
+    match v {
+        Var::Properties => scope.properties,
+        Var::Context => scope.context,
+        _ => None,
+    }
+}
+
+/// A scalar read from a message's text, typed as parsing would type it.
+fn scalar(found: Scalar<'_>) -> Option<Val<'_>> {
+    Some(match found {
+        Scalar::Null => Val::Null,
+        Scalar::Bool(b) => Val::Bool(b),
+        Scalar::Number(n) => Val::from_number(&n.parse().ok()?),
+        Scalar::Str(s) => Val::Str(Cow::Borrowed(s)),
     })
 }
 
@@ -399,7 +421,14 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
         Node::Var(v) => var(*v, scope),
         Node::Local(i) => locals.get(*i).cloned().ok_or(Fail),
         Node::Select(operand, field) => eval(operand, scope, locals)?.field(field),
-        Node::Path(root, fields) => path(var(*root, scope)?, fields),
+        Node::Path(root, fields) => match (lazy(*root, scope), fields.as_slice()) {
+            (Some(object), [field]) => match object.scan(field) {
+                Field::Found(found) => scalar(found).ok_or(Fail),
+                Field::Missing => Err(Fail),
+                Field::Unknown => path(var(*root, scope)?, fields),
+            },
+            _ => path(var(*root, scope)?, fields),
+        },
         Node::StrTest(method, target, literal) => {
             let target = string_arg(eval(target, scope, locals))?;
             Ok(Val::Bool(match method {
@@ -412,7 +441,17 @@ fn eval<'a>(node: &'a Node, scope: &Scope<'a>, locals: &mut Vec<Val<'a>>) -> Eva
             let value = eval(target, scope, locals)?;
             Ok(Val::Bool(equal(&value, &literal.val()) != *negate))
         }
-        Node::Has(operand, field) => Ok(Val::Bool(eval(operand, scope, locals)?.has_field(field)?)),
+        Node::Has(operand, field) => {
+            let scanned = match **operand {
+                Node::Var(root) => lazy(root, scope).map(|object| object.scan(field)),
+                _ => None,
+            };
+            Ok(Val::Bool(match scanned {
+                Some(Field::Found(_)) => true,
+                Some(Field::Missing) => false,
+                _ => eval(operand, scope, locals)?.has_field(field)?,
+            }))
+        }
         Node::Index(operand, key) => {
             let container = eval(operand, scope, locals)?;
             container.index(&eval(key, scope, locals)?)

@@ -37,22 +37,76 @@ fn check(source: &str, place: Place) -> Result<Condition, CompileError> {
 }
 
 fn holds_on_event(source: &str) -> bool {
-    let properties = object(
+    holds_on(
+        source,
         json!({"path": "/pricing/team", "price": 49.5, "qty": 2, "tags": ["a", "b"],
         "nested": {"k": "v"}}),
-    );
+    )
+}
+
+/// Evaluates `source` on an event with `properties`, given both as a parsed
+/// map and as message text (read by the scanner where it can); both must
+/// agree.
+fn holds_on(source: &str, properties: Value) -> bool {
+    let text = |v: &Value| {
+        LazyObject::from_raw(serde_json::value::RawValue::from_string(v.to_string()).unwrap())
+    };
+    let context = json!({"ip": "1.2.3.4"});
     let traits = object(json!({"country": "DE", "employees": 50.0, "consent": true}));
     let company = object(json!({"industry": "Software"}));
-    let context = object(json!({"ip": "1.2.3.4"}));
-    let scope = Scope {
-        event: Some("Product Viewed"),
-        properties: Some(&properties),
-        context: Some(&context),
-        traits: Some(&traits),
-        company: Some(&company),
-        ..Scope::default()
-    };
-    check(source, Place::Event).unwrap().holds(&scope)
+    let condition = check(source, Place::Event).unwrap();
+    let [parsed, scanned] = [
+        (
+            LazyObject::from_map(object(properties.clone())),
+            LazyObject::from_map(object(context.clone())),
+        ),
+        (text(&properties), text(&context)),
+    ]
+    .map(|(properties, context)| {
+        condition.holds(&Scope {
+            event: Some("Product Viewed"),
+            properties: Some(&properties),
+            context: Some(&context),
+            traits: Some(&traits),
+            company: Some(&company),
+            ..Scope::default()
+        })
+    });
+    assert_eq!(parsed, scanned, "{source} on {properties}");
+    parsed
+}
+
+#[test]
+fn message_text_and_parsed_maps_agree() {
+    let flat = json!({"path": "/pricing/team", "price": 49.5, "qty": 2, "big": 18446744073709551615u64,
+        "neg": -3, "ok": true, "none": null, "e": 1e3});
+    for (source, expected) in [
+        ("properties.path.startsWith('/pricing')", true),
+        ("properties.path == '/pricing/team'", true),
+        ("properties.missing == 'x'", false),
+        // A missing key fails the whole condition, negated or not.
+        ("!(properties.missing == 'x')", false),
+        ("has(properties.none) && properties.none == null", true),
+        ("has(properties.missing)", false),
+        ("properties.price > 49 && properties.qty == 2", true),
+        ("properties.big == 18446744073709551615u", true),
+        ("properties.neg < 0 && properties.e == 1000", true),
+        ("properties.ok", true),
+        ("context.ip == '1.2.3.4' && !has(context.locale)", true),
+        ("properties.qty.startsWith('2')", false),
+    ] {
+        assert_eq!(holds_on(source, flat.clone()), expected, "{source}");
+    }
+    // Escapes and nesting go to the parsed map; the answers are the same.
+    let odd = json!({"path": "/a\"b", "nested": {"k": "v"}, "qty": 2});
+    assert!(holds_on(
+        "properties.path == '/a\"b' && properties.qty == 2",
+        odd.clone()
+    ));
+    assert!(holds_on(
+        "has(properties.nested) && properties.nested.k == 'v'",
+        odd
+    ));
 }
 
 #[test]

@@ -45,18 +45,21 @@ impl<'a> Val<'a> {
         match value {
             Value::Null => Val::Null,
             Value::Bool(b) => Val::Bool(*b),
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Val::Int(i)
-                } else if let Some(u) = n.as_u64() {
-                    Val::UInt(u)
-                } else {
-                    Val::Double(n.as_f64().unwrap_or(f64::NAN))
-                }
-            }
+            Value::Number(n) => Val::from_number(n),
             Value::String(s) => Val::Str(Cow::Borrowed(s)),
             Value::Array(items) => Val::JsonList(items),
             Value::Object(map) => Val::JsonMap(map),
+        }
+    }
+
+    /// Views a JSON number: `int` when it fits, then `uint`, else `double`.
+    pub fn from_number(n: &serde_json::Number) -> Val<'a> {
+        if let Some(i) = n.as_i64() {
+            Val::Int(i)
+        } else if let Some(u) = n.as_u64() {
+            Val::UInt(u)
+        } else {
+            Val::Double(n.as_f64().unwrap_or(f64::NAN))
         }
     }
 

@@ -298,12 +298,14 @@ impl ContactState {
         self.pending_point = Some(message.timestamp);
         match message.kind {
             MessageKind::Identify => {
-                merge(&mut self.traits, &message.traits);
-                self.contact_cache = Derived(None);
+                if merge(&mut self.traits, &message.traits) {
+                    self.contact_cache = Derived(None);
+                }
             }
             MessageKind::Group => {
-                merge(&mut self.company, &message.traits);
-                self.contact_cache = Derived(None);
+                if merge(&mut self.company, &message.traits) {
+                    self.contact_cache = Derived(None);
+                }
             }
             MessageKind::Alias => {}
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => {
@@ -331,8 +333,8 @@ impl ContactState {
         }
         let scope = Scope {
             event: message.name.as_deref(),
-            properties: Some(message.properties.get()),
-            context: Some(message.context.get()),
+            properties: Some(&message.properties),
+            context: Some(&message.context),
             traits: Some(&self.traits),
             company: Some(&self.company),
             activity: None,
@@ -702,14 +704,20 @@ impl ContactState {
 }
 
 /// Merges traits key by key; `null` removes a key.
-fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) {
+/// Merges `traits` into `into` (null removes a key); whether anything
+/// changed. Equal values are left in place: SDKs resend the same traits with
+/// every identify, and an unchanged map keeps the fit/exclusion cache.
+fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) -> bool {
+    let mut changed = false;
     for (key, value) in traits {
         if value.is_null() {
-            into.remove(key);
-        } else {
+            changed |= into.remove(key).is_some();
+        } else if into.get(key) != Some(value) {
             into.insert(key.clone(), value.clone());
+            changed = true;
         }
     }
+    changed
 }
 
 mod snapshot;
