@@ -119,6 +119,9 @@ pub struct ContactState {
     /// Fit total and exclusion as of the last message, while nothing they
     /// depend on has changed (derived data: never persisted or compared).
     contact_cache: Derived<ContactEval>,
+    /// The sum of engagement and streak upper bounds while no award is made
+    /// (derived, like `contact_cache`).
+    awarded_bound: Derived<f64>,
 }
 
 /// A cache inside a value: ignored by equality.
@@ -187,6 +190,7 @@ impl ContactState {
             stage: None,
             pending_point: None,
             contact_cache: Derived(None),
+            awarded_bound: Derived(None),
         }
     }
 
@@ -349,6 +353,7 @@ impl ContactState {
             if rule.when.as_ref().is_none_or(|c| c.holds(&scope))
                 && rule.count(&mut self.streaks[i as usize], at)
             {
+                self.awarded_bound = Derived(None);
                 recorder.award(RuleKind::Streak, i as usize, message);
             }
         }
@@ -357,6 +362,7 @@ impl ContactState {
             if rule.when.as_ref().is_none_or(|c| c.holds(&scope))
                 && rule.occur(&mut self.engagements[i as usize], at)
             {
+                self.awarded_bound = Derived(None);
                 recorder.award(RuleKind::Engagement, i as usize, message);
             }
         }
@@ -379,18 +385,35 @@ impl ContactState {
         // Decay only moves awards toward zero, so this bounds the score at
         // any time from now on; below the next stage there is nothing to do.
         let next_min = model.stages.min_of(self.stage.map_or(0, |s| s + 1));
-        if contact.excluded || next_min.is_some_and(|min| self.score_bound(model, contact) < min) {
+        if contact.excluded {
             return;
+        }
+        if let Some(min) = next_min {
+            let awarded = match self.awarded_bound.0 {
+                Some(cached) => cached,
+                None => {
+                    let fresh = self.awarded_bound(model);
+                    self.awarded_bound = Derived(Some(fresh));
+                    fresh
+                }
+            };
+            if Self::score_bound(model, contact, awarded) < min {
+                return;
+            }
         }
         self.stage = self.stage.max(self.stage_with(model, point, contact));
     }
 
-    /// An upper bound of the score at any time after the last message.
-    fn score_bound(&self, model: &Model, contact: ContactEval) -> f64 {
-        let awarded: f64 = self
-            .awarded(model)
+    /// The most engagement and streak rules can add at any time after the
+    /// last message: decay only moves awards toward zero.
+    fn awarded_bound(&self, model: &Model) -> f64 {
+        self.awarded(model)
             .map(|a| a.awards.upper_bound(a.cap))
-            .sum();
+            .sum()
+    }
+
+    /// An upper bound of the score at any time after the last message.
+    fn score_bound(model: &Model, contact: ContactEval, awarded: f64) -> f64 {
         let inactivity: f64 = model.inactivities.iter().map(|r| r.points.max(0.0)).sum();
         (contact.fit + awarded + inactivity).clamp(model.min, model.max)
     }
