@@ -630,6 +630,12 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_READ_CONNECTIONS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_connections: Option<usize>,
+    /// Milliseconds a key's scope and revocation are trusted after reading
+    /// them (a key revoked with `leadscore keys revoke` stops working within
+    /// this; 0: every request reads its key) [default: 1000].
+    #[arg(long, env = "LEADSCORE_KEY_CACHE_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_cache_ms: Option<u64>,
 }
 
 impl ServeSettings {
@@ -654,6 +660,7 @@ impl ServeSettings {
             ),
             deliver: Some(self.deliver.or(file.deliver).unwrap_or(true)),
             read_connections: Some(self.read_connections.or(file.read_connections).unwrap_or(4)),
+            key_cache_ms: Some(self.key_cache_ms.or(file.key_cache_ms).unwrap_or(1_000)),
         }
     }
 }

@@ -19,18 +19,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use leadscore_core::event::{Message, MessageError, MessageKind};
 use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
 use leadscore_store::{
-    diff_models, key_hash, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Under,
+    diff_models, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Under,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+mod auth;
+use auth::authorize;
 pub mod delivery;
 mod links;
 pub mod openapi;
@@ -62,6 +63,9 @@ pub struct Config {
     /// Connections (opened with `reopen`) that serve reads beside the
     /// writer; 0 or no `reopen`: reads take turns with writes.
     pub read_connections: usize,
+    /// How long a key's scope and revocation are trusted after reading them
+    /// (zero: every request reads its key).
+    pub key_cache: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for Config {
             .field("reopen", &self.reopen.is_some())
             .field("delivery", &self.delivery)
             .field("read_connections", &self.read_connections)
+            .field("key_cache", &self.key_cache)
             .finish()
     }
 }
@@ -86,6 +91,7 @@ impl Default for Config {
             reopen: None,
             delivery: Some(delivery::DeliveryConfig::default()),
             read_connections: 4,
+            key_cache: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -126,7 +132,8 @@ pub async fn run(
     let handle = match &config.reopen {
         Some(open) => handle.with_readers(open.clone(), config.read_connections),
         None => handle,
-    };
+    }
+    .with_key_cache(config.key_cache);
     let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
     let deliverer = match config.delivery.clone() {
         Some(settings) => {
@@ -357,6 +364,8 @@ pub struct StoreHandle {
     changes: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<leadscore_store::LedgerEntry>>>,
     /// Connections for reads (see [`StoreHandle::with_readers`]).
     readers: Option<std::sync::Arc<ReadPool>>,
+    /// API keys read recently (see [`StoreHandle::with_key_cache`]).
+    keys: std::sync::Arc<auth::KeyCache>,
 }
 
 /// Connections for reads beside the worker's, opened on demand up to a
@@ -461,6 +470,7 @@ impl StoreHandle {
                 fired,
                 changes,
                 readers: None,
+                keys: std::sync::Arc::new(auth::KeyCache::new(std::time::Duration::ZERO)),
             },
             worker,
         )
@@ -476,6 +486,13 @@ impl StoreHandle {
                 permits: std::sync::Arc::new(tokio::sync::Semaphore::new(connections)),
             })
         });
+        self
+    }
+
+    /// Keeps each API key's scope and revocation for `ttl` after reading it,
+    /// so requests do not each wait for a read (zero: every request reads).
+    pub fn with_key_cache(mut self, ttl: std::time::Duration) -> StoreHandle {
+        self.keys = std::sync::Arc::new(auth::KeyCache::new(ttl));
         self
     }
 
@@ -554,48 +571,6 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
-    }
-}
-
-/// The key of a request: HTTP Basic with the key as user name (as
-/// Segment's and RudderStack's SDKs send their write key), or a Bearer token.
-fn presented_key(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("authorization")?.to_str().ok()?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.trim().to_string());
-    }
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let user = text.split(':').next().unwrap_or_default();
-    (!user.is_empty()).then(|| user.to_string())
-}
-
-/// Checks the request's key against `needed`.
-async fn authorize(
-    handle: &StoreHandle,
-    headers: &HeaderMap,
-    needed: Scope,
-) -> Result<(), ApiError> {
-    let Some(key) = presented_key(headers) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing API key"));
-    };
-    let hash = key_hash(&key);
-    let found = read(handle, move |store| store.key_by_hash(&hash)).await?;
-    match found {
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown API key")),
-        Some(key) if key.revoked => Err(ApiError::new(StatusCode::UNAUTHORIZED, "revoked API key")),
-        Some(key) if !key.scope.allows(needed) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "this key's scope is {}; {} is needed",
-                key.scope.as_str(),
-                needed.as_str()
-            ),
-        )),
-        Some(_) => Ok(()),
     }
 }
 
@@ -1575,7 +1550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut store = SqliteStore::open(&path).unwrap();
-        let hash = key_hash("k");
+        let hash = leadscore_store::key_hash("k");
         store.add_key(&hash, Scope::Read, "test").unwrap();
         let open: Reopen =
             std::sync::Arc::new(move || Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn Store>));

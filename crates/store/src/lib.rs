@@ -366,10 +366,13 @@ pub fn new_key(scope: Scope) -> Result<String> {
 /// is enough; the key itself is never stored).
 pub fn key_hash(key: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut hex = String::with_capacity(2 * digest.len());
+    for b in digest {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// A leaderboard or segment query over the live scores (as of each

@@ -58,6 +58,7 @@ pub fn run(
             reopen: Some(reopen(db)),
             delivery: deliver.then(leadscore_server::delivery::DeliveryConfig::default),
             read_connections: settings.read_connections.unwrap_or(4),
+            key_cache: std::time::Duration::from_millis(settings.key_cache_ms.unwrap_or(1_000)),
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         Ok::<(), anyhow::Error>(())

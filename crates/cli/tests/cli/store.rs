@@ -730,6 +730,7 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     let from_file = print(&[], &[]);
     assert_eq!(from_file["listen"].as_str(), Some("127.0.0.1:9000"));
     assert_eq!(from_file["log_format"].as_str(), Some("text"));
+    assert_eq!(from_file["key_cache_ms"].as_integer(), Some(1_000));
     let env = print(
         &[
             ("LEADSCORE_LISTEN", "127.0.0.1:7000"),

@@ -152,6 +152,14 @@ impl Server {
         }
     }
 
+    /// Revokes `key` through another connection, as `leadscore keys revoke`
+    /// does while the server runs.
+    pub fn revoke(&self, key: &str) {
+        let mut store = SqliteStore::open(&self.path).unwrap();
+        let id = store.key_by_hash(&key_hash(key)).unwrap().unwrap().id;
+        assert!(store.revoke_key(id).unwrap());
+    }
+
     /// Stops the server (gracefully) and opens its store.
     pub fn stop(mut self) -> SqliteStore {
         let _ = self.stop.take().unwrap().send(());

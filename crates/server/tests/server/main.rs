@@ -187,6 +187,24 @@ fn every_route_checks_its_key() {
     }
 }
 
+/// Keys are kept for `Config::key_cache` (1 s by default) after being
+/// read: a key revoked by another process stops working within that.
+#[test]
+fn a_key_revoked_while_serving_stops_working_within_the_key_cache_time() {
+    let server = Server::start();
+    let event = json!({"userId": "k1", "event": "Signed Up", "messageId": "rk-1"});
+    let auth = basic(&server.write_key);
+    assert_eq!(
+        server.request("POST", "/v1/track", &auth, Some(&event)).0,
+        200
+    );
+    server.revoke(&server.write_key);
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let (status, answer) = server.request("POST", "/v1/track", &auth, Some(&event));
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"], "revoked API key");
+}
+
 #[test]
 fn leaderboard_summary_explanation_events_models_and_erasure() {
     let server = Server::start();
