@@ -102,16 +102,11 @@ pub struct AppState {
     handle: StoreHandle,
     link_secret: Option<std::sync::Arc<[u8]>>,
     reopen: Option<Reopen>,
-    jobs: Jobs,
     /// Turns true when the server starts shutting down (ends streams, which
     /// graceful shutdown would otherwise wait for forever).
     closing: tokio::sync::watch::Receiver<bool>,
     _closer: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
-
-/// Background jobs of this process, by id (a restart forgets them; an
-/// interrupted activation resumes when it is requested again).
-type Jobs = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
 
 impl axum::extract::FromRef<AppState> for StoreHandle {
     fn from_ref(state: &AppState) -> StoreHandle {
@@ -246,7 +241,6 @@ fn router_closing(
             handle,
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
             reopen: config.reopen.clone(),
-            jobs: Jobs::default(),
             closing: closer.subscribe(),
             _closer: closer,
         })
@@ -1440,60 +1434,63 @@ async fn activate(
         ));
     };
     stored(&state.handle, move |store| store.model_source(version)).await?;
-    let id = {
-        let mut jobs = state.jobs.lock().expect("jobs lock");
-        jobs.push(json!({"kind": "activate", "version": version, "state": "running", "done": 0, "total": null}));
-        jobs.len()
-    };
-    let jobs = state.jobs.clone();
-    std::thread::spawn(move || {
-        let update = |f: &dyn Fn(&mut Value)| {
-            if let Some(job) = jobs.lock().expect("jobs lock").get_mut(id - 1) {
-                f(job);
-            }
-        };
-        let result = reopen().and_then(|mut store| {
-            store.activate(version, &mut |done, total| {
-                metrics::gauge!("leadscore_rescore_contacts_done").set(done as f64);
-                metrics::gauge!("leadscore_rescore_contacts_total").set(total as f64);
-                update(&|job| {
-                    job["done"] = done.into();
-                    job["total"] = total.into();
-                })
-            })
-        });
-        update(&|job| match &result {
-            Ok(report) => {
-                job["state"] = "done".into();
-                job["report"] = json!(report);
-            }
-            Err(e) => {
-                job["state"] = "failed".into();
-                job["error"] = e.to_string().into();
-            }
-        });
-    });
+    let job = stored(&state.handle, move |store| {
+        store.add_job("activate", Some(version))
+    })
+    .await?;
+    let id = job.id;
+    std::thread::spawn(move || run_activation(reopen, id, version));
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"job": id, "status": format!("/api/v1/jobs/{id}")})),
     ))
 }
 
-/// `GET /api/v1/jobs/{id}` (admin): state and progress of a background job.
+/// Runs an activation job on connections of its own: one rescoring, one
+/// recording the job's progress (at most once a second) and its end.
+fn run_activation(reopen: Reopen, id: i64, version: u32) {
+    let mut jobs = match reopen() {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(job = id, error = %e, "cannot open a connection for the job");
+            return;
+        }
+    };
+    let mut reported = std::time::Instant::now();
+    let result = reopen().and_then(|mut store| {
+        store.activate(version, &mut |done, total| {
+            metrics::gauge!("leadscore_rescore_contacts_done").set(done as f64);
+            metrics::gauge!("leadscore_rescore_contacts_total").set(total as f64);
+            if reported.elapsed() >= std::time::Duration::from_secs(1) {
+                reported = std::time::Instant::now();
+                let progress = leadscore_store::JobUpdate::Progress { done, total };
+                if let Err(e) = jobs.update_job(id, &progress) {
+                    tracing::warn!(job = id, error = %e, "cannot record the job's progress");
+                }
+            }
+        })
+    });
+    let end = match result {
+        Ok(report) => leadscore_store::JobUpdate::Done(json!(report)),
+        Err(e) => leadscore_store::JobUpdate::Failed(e.to_string()),
+    };
+    if let Err(e) = jobs.update_job(id, &end) {
+        tracing::error!(job = id, error = %e, "cannot record the job's end");
+    }
+}
+
+/// `GET /api/v1/jobs/{id}` (admin): state and progress of a background job
+/// (kept in the store: any process over it answers, after restarts too).
 async fn job(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<usize>,
-) -> Result<Json<Value>, ApiError> {
+    Path(id): Path<i64>,
+) -> Result<Json<leadscore_store::Job>, ApiError> {
     authorize(&state.handle, &headers, Scope::Admin).await?;
-    let jobs = state.jobs.lock().expect("jobs lock");
-    let mut job = id
-        .checked_sub(1)
-        .and_then(|i| jobs.get(i))
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such job"))?;
-    job["id"] = id.into();
-    Ok(Json(job))
+    read(&state.handle, move |store| store.job(id))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such job"))
 }
 
 /// The OpenAPI document, built on first request.

@@ -778,6 +778,7 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
     let dry_run = generator.subschema_for::<DryRun>().to_value();
     let change = generator.subschema_for::<RuleChange>().to_value();
     let firing = generator.subschema_for::<FiringRecord>().to_value();
+    let job = generator.subschema_for::<leadscore_store::Job>().to_value();
     let outbox = generator.subschema_for::<OutboxRecord>().to_value();
     let counts = generator.subschema_for::<OutboxCounts>().to_value();
     let member = generator.subschema_for::<CampaignMember>().to_value();
@@ -913,18 +914,7 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
             "JobStarted".into(),
             object(json!({"job": count, "status": text}), &["job", "status"]),
         ),
-        (
-            "Job".into(),
-            object(
-                json!({
-                    "id": count, "kind": text, "version": count,
-                    "state": {"enum": ["running", "done", "failed"]},
-                    "done": count, "total": {"type": ["integer", "null"]},
-                    "report": free, "error": text,
-                }),
-                &["id", "kind", "state"],
-            ),
-        ),
+        ("Job".into(), job),
         (
             "ChallengerAttached".into(),
             one("challenger", count.clone()),

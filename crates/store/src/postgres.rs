@@ -21,8 +21,9 @@ use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, 
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
-    IngestReport, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome, Param, Progress,
-    Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError, StoredLog,
+    IngestReport, Job, JobUpdate, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome,
+    Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError,
+    StoredLog,
 };
 
 mod embedded {
@@ -1407,6 +1408,55 @@ impl Store for PgStore {
                 &[&(id as i32), &now().0],
             )? == 1)
         })
+    }
+
+    fn add_job(&mut self, kind: &str, version: Option<u32>) -> Result<Job> {
+        let t = now().0;
+        let version = version.map(|v| v as i32);
+        let id: i64 = self.write(|pg| {
+            pg.query_opt(
+                "INSERT INTO jobs (kind, version, state, done, created_at, updated_at) VALUES ($1, $2, 'running', 0, $3, $3) RETURNING id",
+                &[&kind, &version, &t],
+            )?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::Corrupt("no id for a new job".into()))
+        })?;
+        self.job(id)?
+            .ok_or_else(|| StoreError::Corrupt("a job just stored is missing".into()))
+    }
+
+    fn update_job(&mut self, id: i64, update: &JobUpdate) -> Result<()> {
+        let (state, done, total, report, error) = update.columns();
+        self.write(|pg| {
+            pg.execute(
+                "UPDATE jobs SET state = $2, done = coalesce($3, done), total = coalesce($4, total), \
+                 report = coalesce($5, report), error = coalesce($6, error), updated_at = $7 WHERE id = $1",
+                &[&id, &state, &done, &total, &report, &error, &now().0],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn job(&self, id: i64) -> Result<Option<Job>> {
+        let row = self.client.borrow_mut().query_opt(
+            "SELECT id, kind, version::bigint, state, done, total, report, error, created_at, updated_at FROM jobs WHERE id = $1",
+            &[&id],
+        )?;
+        row.map(|r| {
+            Job::from_row((
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+                r.get(8),
+                r.get(9),
+            ))
+        })
+        .transpose()
     }
 
     fn stats(&self) -> Result<Stats> {

@@ -23,8 +23,9 @@ use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, 
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
-    IngestReport, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome, Param, Progress,
-    Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError, StoredLog,
+    IngestReport, Job, JobUpdate, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome,
+    Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError,
+    StoredLog,
 };
 
 mod embedded {
@@ -969,6 +970,51 @@ impl Store for SqliteStore {
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
             params![id, now().0],
         )? == 1)
+    }
+
+    fn add_job(&mut self, kind: &str, version: Option<u32>) -> Result<Job> {
+        let t = now().0;
+        self.conn.execute(
+            "INSERT INTO jobs (kind, version, state, done, created_at, updated_at) VALUES (?1, ?2, 'running', 0, ?3, ?3)",
+            params![kind, version, t],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.job(id)?
+            .ok_or_else(|| StoreError::Corrupt("a job just stored is missing".into()))
+    }
+
+    fn update_job(&mut self, id: i64, update: &JobUpdate) -> Result<()> {
+        let (state, done, total, report, error) = update.columns();
+        self.conn.execute(
+            "UPDATE jobs SET state = ?2, done = coalesce(?3, done), total = coalesce(?4, total), \
+             report = coalesce(?5, report), error = coalesce(?6, error), updated_at = ?7 WHERE id = ?1",
+            params![id, state, done, total, report, error, now().0],
+        )?;
+        Ok(())
+    }
+
+    fn job(&self, id: i64) -> Result<Option<Job>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, kind, version, state, done, total, report, error, created_at, updated_at FROM jobs WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .optional()?
+            .map(Job::from_row)
+            .transpose()
     }
 
     fn stats(&self) -> Result<Stats> {

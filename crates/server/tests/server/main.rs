@@ -602,6 +602,10 @@ fn a_model_is_activated_in_the_background_while_events_keep_coming() {
     assert_eq!(server.get("/api/v1/jobs/99", &admin).0, 404);
     let store = server.stop();
     assert_eq!(store.contact("late").unwrap().unwrap().model_version, 2);
+    // The job is kept in the store: a restarted or another process answers.
+    let kept = store.job(job as i64).unwrap().unwrap();
+    assert_eq!(kept.state, "done");
+    assert_eq!(serde_json::to_value(&kept).unwrap(), finished);
 }
 
 #[test]

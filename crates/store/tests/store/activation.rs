@@ -4,6 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::harness::*;
+use leadscore_store::JobUpdate;
 
 #[test]
 fn events_before_any_model_are_scored_at_activation() {
@@ -94,5 +95,45 @@ fn a_dry_run_reports_impact_without_changing_anything() {
             .collect();
         assert!(moves.windows(2).all(|w| w[0] >= w[1]));
         assert_eq!(store.stats().unwrap(), before);
+    }
+}
+
+#[test]
+fn jobs_are_recorded_with_their_progress_and_end() {
+    for (mut store, _dir) in backends() {
+        let job = store.add_job("activate", Some(2)).unwrap();
+        assert_eq!(
+            (job.kind.as_str(), job.version, job.state.as_str(), job.done),
+            ("activate", Some(2), "running", 0)
+        );
+        assert_eq!(job.total, None);
+        store
+            .update_job(job.id, &JobUpdate::Progress { done: 5, total: 40 })
+            .unwrap();
+        let seen = store.job(job.id).unwrap().unwrap();
+        assert_eq!((seen.done, seen.total), (5, Some(40)));
+        assert!(seen.updated_at >= job.updated_at);
+        store
+            .update_job(
+                job.id,
+                &JobUpdate::Done(serde_json::json!({"contacts": 40})),
+            )
+            .unwrap();
+        let done = store.job(job.id).unwrap().unwrap();
+        assert_eq!(done.state, "done");
+        assert_eq!(done.done, 5, "the end keeps the last progress");
+        assert_eq!(done.report, Some(serde_json::json!({"contacts": 40})));
+        let other = store.add_job("activate", Some(3)).unwrap();
+        assert_ne!(other.id, job.id);
+        store
+            .update_job(
+                other.id,
+                &JobUpdate::Failed("no such model version 3".into()),
+            )
+            .unwrap();
+        let failed = store.job(other.id).unwrap().unwrap();
+        assert_eq!(failed.state, "failed");
+        assert_eq!(failed.error.as_deref(), Some("no such model version 3"));
+        assert_eq!(store.job(other.id + 100).unwrap(), None);
     }
 }
