@@ -401,7 +401,13 @@ impl ContactState {
                 return;
             }
         }
-        self.stage = self.stage.max(self.stage_with(model, point, contact));
+        let (engagement, positive) = self.engagement_parts(model, point);
+        let totals = Self::totals_of(model, contact, engagement);
+        self.stage = self.stage.max(model.stages.rank_of(totals.score));
+        // Each positive award only decays from here on, so their values now
+        // bound them until the next award: a tighter bound than the awards'
+        // undecayed sums, which spares evaluating every later point.
+        self.awarded_bound = Derived(Some(positive));
     }
 
     /// The most engagement and streak rules can add at any time after the
@@ -483,7 +489,10 @@ impl ContactState {
     }
 
     fn totals_with(&self, model: &Model, t: Timestamp, contact: ContactEval) -> Totals {
-        let engagement = self.engagement_at(model, t);
+        Self::totals_of(model, contact, self.engagement_at(model, t))
+    }
+
+    fn totals_of(model: &Model, contact: ContactEval, engagement: f64) -> Totals {
         let raw = contact.fit + engagement;
         Totals {
             fit: contact.fit,
@@ -510,14 +519,27 @@ impl ContactState {
     }
 
     fn engagement_at(&self, model: &Model, t: Timestamp) -> f64 {
-        let awarded: f64 = self.awarded(model).map(|a| a.value_at(t)).sum();
+        self.engagement_parts(model, t).0
+    }
+
+    /// Engagement at `t`, and the sum of the awarded rules' positive values
+    /// at `t` (what awards can add at any later time until the next one).
+    fn engagement_parts(&self, model: &Model, t: Timestamp) -> (f64, f64) {
+        // Sums start at -0.0 as `Iterator::sum` does, so the totals are the
+        // same bits whichever function computes them.
+        let (mut awarded, mut positive) = (-0.0, -0.0);
+        for a in self.awarded(model) {
+            let value = a.value_at(t);
+            awarded += value;
+            positive += value.max(0.0);
+        }
         let inactivity: f64 = model
             .inactivities
             .iter()
             .enumerate()
             .map(|(i, r)| r.value_at(self.inactivity_latest(model, i), t))
             .sum();
-        awarded + inactivity + 0.0
+        (awarded + inactivity + 0.0, positive)
     }
 
     /// The score at `t`, which must not be before the last absorbed message.

@@ -306,6 +306,49 @@ min = 80
     );
 }
 
+/// A stage reached at a point with no award (here: traits raise the fit
+/// while earlier awards are still fresh) counts, even though the score has
+/// decayed below it by the next point and by t.
+#[test]
+fn a_stage_reached_between_awards_is_kept() {
+    let m = model(
+        r#"[score]
+half_life = "1d"
+[[fit]]
+id = "pro"
+when = 'traits.plan == "pro"'
+points = 15
+[[fit]]
+id = "vip"
+when = 'has(traits.vip) && traits.vip'
+points = 20
+[[engagement]]
+id = "demo"
+event = "Demo"
+points = 40
+[[stage]]
+name = "MQL"
+min = 50
+[[stage]]
+name = "SQL"
+min = 70
+"#,
+    );
+    let hour = 1.0 / 24.0;
+    let events = [
+        identify(json!({"plan": "pro"}), 0.0, "0"),
+        track("Demo", hour, "1"),
+        identify(json!({"vip": true}), 2.0 * hour, "2"),
+        track("Noise", 5.0, "3"),
+    ];
+    let s = score_at(&m, &events, 10.0);
+    close(s.score, 35.0 + 40.0 * 0.5f64.powf(10.0 - hour));
+    assert_eq!(
+        s.stage, "SQL",
+        "35 fit + 38.9 engagement at the vip identify"
+    );
+}
+
 #[test]
 fn exclusion_reasons_in_file_order_and_scores_still_computed() {
     let m = model(

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use leadscore_core::batch::{contacts_as_of, contacts_as_of_chunks, ContactLog};
 use leadscore_core::event::Message;
+use leadscore_core::fold::ContactState;
 use leadscore_core::incremental::IncrementalContact;
 use leadscore_core::model::Model;
-use leadscore_core::score::Score;
+use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
 use proptest::prelude::*;
 use serde_json::json;
@@ -163,6 +164,58 @@ proptest! {
                 }
                 let got = live.score_as_of(&model, t);
                 assert_same(&[(id.clone(), expected.clone())], &[(id.clone(), got)]);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// SPEC §3.2 (8) by brute force: the stage is the highest one the score
+    /// reached at an evaluation point <= t (each message's timestamp, and t)
+    /// where the contact was not excluded — each point scored by folding
+    /// the log up to it. The fold skips points it can bound below the next
+    /// stage; this checks the skipping never misses one.
+    #[test]
+    fn the_stage_is_the_highest_reached_at_any_evaluation_point(
+        messages in prop::collection::vec(arb_message(), 1..40),
+        squeeze in prop_oneof![Just(1i64), Just(40)],
+        t_day in 0i64..500,
+    ) {
+        // Squeezed into 10 days, awards pile up past the stages' minimums.
+        let start = Timestamp::from_seconds(START).0;
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .map(|mut m| {
+                m.timestamp = Timestamp(start + (m.timestamp.0 - start) / squeeze);
+                m
+            })
+            .collect();
+        let t = Timestamp::from_seconds(START + t_day * 86_400 / squeeze);
+        for model in models() {
+            for contact in contacts_as_of(messages.clone(), Vec::new(), t) {
+                let mut points: Vec<Timestamp> = contact.messages.iter().map(|m| m.timestamp).collect();
+                points.push(t);
+                points.dedup();
+                let reached = points
+                    .iter()
+                    .filter_map(|&p| {
+                        let prefix: Vec<Message> = contact
+                            .messages
+                            .iter()
+                            .filter(|m| m.timestamp <= p)
+                            .cloned()
+                            .collect();
+                        let score = ContactState::fold(&model, None, &prefix).score_at(&model, p).unwrap();
+                        (score.status == Status::Active).then(|| model.stages.rank_of(score.score)).flatten()
+                    })
+                    .max();
+                let expected = reached.map_or("", |r| model.stages.name(r));
+                let got = contact.score_as_of(&model, t);
+                if got.status == Status::Active {
+                    prop_assert_eq!(got.stage.as_str(), expected, "{} at {}", contact.id, t);
+                }
             }
         }
     }
