@@ -321,7 +321,7 @@ impl ContactState {
     fn absorb_activity(&mut self, model: &Model, message: &Message, recorder: &mut impl Recorder) {
         let at = message.timestamp;
         self.last_activity = Some(at);
-        let Some(id) = message.rule_name().and_then(|name| model.event_id(name)) else {
+        let Some(id) = model.message_event_id(message) else {
             return;
         };
         let dispatch = model.dispatch(id);
@@ -753,6 +753,13 @@ impl ContactState {
 /// changed. Equal values are left in place: SDKs resend the same traits with
 /// every identify, and an unchanged map keeps the fit/exclusion cache.
 fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) -> bool {
+    if into.is_empty() {
+        // The first identify or group: one bulk copy instead of an insert
+        // per key.
+        into.clone_from(traits);
+        into.retain(|_, value| !value.is_null());
+        return !into.is_empty();
+    }
     let mut changed = false;
     for (key, value) in traits {
         if value.is_null() {

@@ -17,6 +17,7 @@ pub use error::{line_column, ModelError, ModelErrors};
 pub use file::{ModelFile, ModelSection, ScoreSection};
 
 use crate::condition::{Condition, Names, Place};
+use crate::event::{Message, MessageKind, PAGE_EVENT, SCREEN_EVENT};
 use crate::rules::engagement::Engagement;
 use crate::rules::exclude::Exclusion;
 use crate::rules::fit::Fit;
@@ -76,6 +77,10 @@ pub struct Model {
     /// Trigger re-evaluation tick.
     pub tick: Duration,
     names: FxHashMap<String, EventId>,
+    /// The ids of `$page` and `$screen` (no hashing for the most common
+    /// messages).
+    page_id: Option<EventId>,
+    screen_id: Option<EventId>,
     dispatch: Vec<Dispatch>,
     activity_names: Vec<String>,
     contact_rules_use_activity: bool,
@@ -281,6 +286,8 @@ impl Model {
             triggers: all(triggers),
             tick,
             names: FxHashMap::default(),
+            page_id: None,
+            screen_id: None,
             dispatch: Vec::new(),
             activity_names: b.slots.0,
             contact_rules_use_activity: false,
@@ -336,6 +343,8 @@ impl Model {
                 list.push(rule);
             }
         }
+        self.page_id = names.get(PAGE_EVENT).copied();
+        self.screen_id = names.get(SCREEN_EVENT).copied();
         self.names = names;
         self.dispatch = dispatch;
     }
@@ -343,6 +352,16 @@ impl Model {
     /// The interned id of an event name, if any rule concerns it.
     pub fn event_id(&self, name: &str) -> Option<EventId> {
         self.names.get(name).copied()
+    }
+
+    /// The interned id of the name rules match `message` by
+    /// ([`Message::rule_name`]), if any rule concerns it.
+    pub fn message_event_id(&self, message: &Message) -> Option<EventId> {
+        match message.kind {
+            MessageKind::Page => self.page_id,
+            MessageKind::Screen => self.screen_id,
+            _ => message.rule_name().and_then(|name| self.event_id(name)),
+        }
     }
 
     /// The rules concerned by an interned event name.
