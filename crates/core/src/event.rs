@@ -153,9 +153,11 @@ impl LazyObject {
     /// [`Field::Unknown`] when there is no text or its shape is left to the
     /// parser ([`LazyObject::get`]).
     pub(crate) fn scan(&self, key: &str) -> Field<'_> {
-        match &self.raw {
-            Some(raw) => json_scan::field(raw.get(), key),
-            None => Field::Unknown,
+        match (&self.raw, self.parsed.get()) {
+            // Once parsed (an object the scanner gave up on, or another
+            // condition needed the map), the map answers.
+            (Some(raw), None) => json_scan::field(raw.get(), key),
+            _ => Field::Unknown,
         }
     }
 
