@@ -566,29 +566,39 @@ pub enum JobUpdate {
     Failed(String),
 }
 
+/// The `jobs` columns an update writes; `None` keeps the stored value.
+pub(crate) struct JobColumns<'u> {
+    pub(crate) state: &'static str,
+    pub(crate) done: Option<i64>,
+    pub(crate) total: Option<i64>,
+    pub(crate) report: Option<String>,
+    pub(crate) error: Option<&'u str>,
+}
+
 impl JobUpdate {
-    /// The state, done count, total, report and error columns to write
-    /// (`None`: keep the stored value).
-    #[allow(clippy::type_complexity)]
-    fn columns(
-        &self,
-    ) -> (
-        &'static str,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-        Option<&str>,
-    ) {
+    /// The columns this update writes.
+    pub(crate) fn columns(&self) -> JobColumns<'_> {
+        let keep = |state| JobColumns {
+            state,
+            done: None,
+            total: None,
+            report: None,
+            error: None,
+        };
         match self {
-            JobUpdate::Progress { done, total } => (
-                "running",
-                Some(*done as i64),
-                Some(*total as i64),
-                None,
-                None,
-            ),
-            JobUpdate::Done(report) => ("done", None, None, Some(report.to_string()), None),
-            JobUpdate::Failed(error) => ("failed", None, None, None, Some(error)),
+            JobUpdate::Progress { done, total } => JobColumns {
+                done: Some(*done as i64),
+                total: Some(*total as i64),
+                ..keep("running")
+            },
+            JobUpdate::Done(report) => JobColumns {
+                report: Some(report.to_string()),
+                ..keep("done")
+            },
+            JobUpdate::Failed(error) => JobColumns {
+                error: Some(error),
+                ..keep("failed")
+            },
         }
     }
 }

@@ -23,9 +23,9 @@ use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, 
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
-    IngestReport, Job, JobUpdate, LedgerEntry, ModelVersion, OutboxCounts, OutboxRecord, Outcome,
-    Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats, Store, StoreError,
-    StoredLog,
+    IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, ModelVersion, OutboxCounts,
+    OutboxRecord, Outcome, Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats,
+    Store, StoreError, StoredLog,
 };
 
 mod embedded {
@@ -984,7 +984,13 @@ impl Store for SqliteStore {
     }
 
     fn update_job(&mut self, id: i64, update: &JobUpdate) -> Result<()> {
-        let (state, done, total, report, error) = update.columns();
+        let JobColumns {
+            state,
+            done,
+            total,
+            report,
+            error,
+        } = update.columns();
         self.conn.execute(
             "UPDATE jobs SET state = ?2, done = coalesce(?3, done), total = coalesce(?4, total), \
              report = coalesce(?5, report), error = coalesce(?6, error), updated_at = ?7 WHERE id = ?1",

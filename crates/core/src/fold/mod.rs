@@ -119,8 +119,10 @@ pub struct ContactState {
     /// Fit total and exclusion as of the last message, while nothing they
     /// depend on has changed (derived data: never persisted or compared).
     contact_cache: Derived<ContactEval>,
-    /// The sum of engagement and streak upper bounds while no award is made
-    /// (derived, like `contact_cache`).
+    /// The most engagement and streak awards can add at any later time
+    /// until the next award: their undecayed sums at first, their positive
+    /// values at the last evaluated stage point once there is one (derived,
+    /// like `contact_cache`).
     awarded_bound: Derived<f64>,
 }
 
@@ -392,7 +394,7 @@ impl ContactState {
             let awarded = match self.awarded_bound.0 {
                 Some(cached) => cached,
                 None => {
-                    let fresh = self.awarded_bound(model);
+                    let fresh = self.undecayed_bound(model);
                     self.awarded_bound = Derived(Some(fresh));
                     fresh
                 }
@@ -412,7 +414,7 @@ impl ContactState {
 
     /// The most engagement and streak rules can add at any time after the
     /// last message: decay only moves awards toward zero.
-    fn awarded_bound(&self, model: &Model) -> f64 {
+    fn undecayed_bound(&self, model: &Model) -> f64 {
         self.awarded(model)
             .map(|a| a.awards.upper_bound(a.cap))
             .sum()
@@ -748,7 +750,6 @@ impl ContactState {
     }
 }
 
-/// Merges traits key by key; `null` removes a key.
 /// Merges `traits` into `into` (null removes a key); whether anything
 /// changed. Equal values are left in place: SDKs resend the same traits with
 /// every identify, and an unchanged map keeps the fit/exclusion cache.
