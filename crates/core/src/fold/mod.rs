@@ -11,6 +11,8 @@
 //! older message than the last absorbed one is refused ([`OutOfOrder`]); the
 //! caller re-folds from its log ([`crate::incremental`] shows how).
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 
 use crate::condition::{Activity, Scope};
@@ -118,7 +120,7 @@ pub struct ContactState {
     pending_point: Option<Timestamp>,
     /// Fit total and exclusion as of the last message, while nothing they
     /// depend on has changed (derived data: never persisted or compared).
-    contact_cache: Derived<ContactEval>,
+    contact_cache: ContactCache,
     /// The most engagement and streak awards can add at any later time
     /// until the next award: their undecayed sums at first, their positive
     /// values at the last evaluated stage point once there is one (derived,
@@ -132,6 +134,18 @@ struct Derived<T>(Option<T>);
 
 impl<T> PartialEq for Derived<T> {
     fn eq(&self, _: &Derived<T>) -> bool {
+        true
+    }
+}
+
+/// Fit total and exclusion as of the last message, filled by the first
+/// reader (`score_at` takes `&self`; a score is often asked for several
+/// times between two messages, by the caller and by trigger searches).
+#[derive(Debug, Clone, Default)]
+struct ContactCache(OnceLock<ContactEval>);
+
+impl PartialEq for ContactCache {
+    fn eq(&self, _: &ContactCache) -> bool {
         true
     }
 }
@@ -191,7 +205,7 @@ impl ContactState {
             inactivity_last: vec![None; model.inactivities.len()],
             stage: None,
             pending_point: None,
-            contact_cache: Derived(None),
+            contact_cache: ContactCache::default(),
             awarded_bound: Derived(None),
         }
     }
@@ -305,12 +319,12 @@ impl ContactState {
         match message.kind {
             MessageKind::Identify => {
                 if merge(&mut self.traits, &message.traits) {
-                    self.contact_cache = Derived(None);
+                    self.contact_cache = ContactCache::default();
                 }
             }
             MessageKind::Group => {
                 if merge(&mut self.company, &message.traits) {
-                    self.contact_cache = Derived(None);
+                    self.contact_cache = ContactCache::default();
                 }
             }
             MessageKind::Alias => {}
@@ -328,7 +342,7 @@ impl ContactState {
         };
         let dispatch = model.dispatch(id);
         if !dispatch.activity_slots.is_empty() {
-            self.contact_cache = Derived(None);
+            self.contact_cache = ContactCache::default();
         }
         for &slot in &dispatch.activity_slots {
             self.activity_counts[slot as usize] += 1;
@@ -374,16 +388,7 @@ impl ContactState {
         if model.stages.is_empty() || self.stage == Some(model.stages.len() - 1) {
             return;
         }
-        let contact = match self.contact_cache.0 {
-            Some(cached) => cached,
-            None => {
-                let fresh = self.contact_eval(model, point);
-                if !model.contact_rules_use_time() {
-                    self.contact_cache = Derived(Some(fresh));
-                }
-                fresh
-            }
-        };
+        let contact = self.contact_at(model, point);
         // Decay only moves awards toward zero, so this bounds the score at
         // any time from now on; below the next stage there is nothing to do.
         let next_min = model.stages.min_of(self.stage.map_or(0, |s| s + 1));
@@ -505,6 +510,18 @@ impl ContactState {
         }
     }
 
+    /// Fit and exclusion at `t` (not before the last message): the cached
+    /// value unless the model's contact rules read `days_since()`.
+    fn contact_at(&self, model: &Model, t: Timestamp) -> ContactEval {
+        if model.contact_rules_use_time() {
+            return self.contact_eval(model, t);
+        }
+        *self
+            .contact_cache
+            .0
+            .get_or_init(|| self.contact_eval(model, t))
+    }
+
     fn contact_eval(&self, model: &Model, t: Timestamp) -> ContactEval {
         self.with_contact_scope(t, |scope| {
             // `+ 0.0` turns the empty sum's -0.0 into 0.0.
@@ -549,7 +566,7 @@ impl ContactState {
         if self.last_timestamp.is_some_and(|last| t < last) {
             return Err(OutOfOrder);
         }
-        let contact = self.contact_eval(model, t);
+        let contact = self.contact_at(model, t);
         let totals = self.totals_with(model, t, contact);
         let reasons: Vec<String> = if totals.excluded {
             self.excluded_by(model, t)
@@ -723,7 +740,7 @@ impl ContactState {
             .enumerate()
             .map(|(i, r)| r.value_at(self.inactivity_latest(model, i), a))
             .sum();
-        let fit = self.contact_eval(model, a).fit;
+        let fit = self.contact_at(model, a).fit;
         (fit, lo + inactivity, hi + inactivity)
     }
 
