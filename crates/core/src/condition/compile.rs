@@ -75,6 +75,8 @@ struct Compiler<'n> {
     locals: Vec<String>,
     uses_activity: bool,
     uses_time: bool,
+    reads_traits: bool,
+    reads_company: bool,
 }
 
 /// A compiled condition tree and what it depends on.
@@ -82,6 +84,8 @@ pub(super) struct Compiled {
     pub(super) root: Node,
     pub(super) uses_activity: bool,
     pub(super) uses_time: bool,
+    pub(super) reads_traits: bool,
+    pub(super) reads_company: bool,
 }
 
 pub(super) fn compile(
@@ -115,12 +119,16 @@ pub(super) fn compile(
         locals: Vec::new(),
         uses_activity: false,
         uses_time: false,
+        reads_traits: false,
+        reads_company: false,
     };
     let root = compiler.node(&ast)?;
     Ok(Compiled {
         root,
         uses_activity: compiler.uses_activity,
         uses_time: compiler.uses_time,
+        reads_traits: compiler.reads_traits,
+        reads_company: compiler.reads_company,
     })
 }
 
@@ -249,7 +257,11 @@ impl Compiler<'_> {
         }
         let variables = self.place.variables();
         match variables.iter().find(|(n, _)| *n == name) {
-            Some((_, v)) => Ok(Node::Var(*v)),
+            Some((_, v)) => {
+                self.reads_traits |= *v == Var::Traits;
+                self.reads_company |= *v == Var::Company;
+                Ok(Node::Var(*v))
+            }
             None => {
                 let known: Vec<&str> = variables.iter().map(|(n, _)| *n).collect();
                 Err(self.error(

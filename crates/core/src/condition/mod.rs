@@ -25,6 +25,8 @@ pub struct Condition {
     root: Node,
     uses_activity: bool,
     uses_time: bool,
+    reads_traits: bool,
+    reads_company: bool,
 }
 
 /// Variables bound by the scorer for one evaluation. `None` fields are not
@@ -206,6 +208,8 @@ impl Condition {
             root: compiled.root,
             uses_activity: compiled.uses_activity,
             uses_time: compiled.uses_time,
+            reads_traits: compiled.reads_traits,
+            reads_company: compiled.reads_company,
         })
     }
 
@@ -224,6 +228,16 @@ impl Condition {
     /// alone, without any new message).
     pub fn uses_time(&self) -> bool {
         self.uses_time
+    }
+
+    /// Whether the condition reads `traits`.
+    pub fn reads_traits(&self) -> bool {
+        self.reads_traits
+    }
+
+    /// Whether the condition reads `company`.
+    pub fn reads_company(&self) -> bool {
+        self.reads_company
     }
 
     /// Evaluates to true only if the expression yields `true`; any failure

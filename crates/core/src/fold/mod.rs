@@ -11,13 +11,13 @@
 //! older message than the last absorbed one is refused ([`OutOfOrder`]); the
 //! caller re-folds from its log ([`crate::incremental`] shows how).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 
 use crate::condition::{Activity, Scope};
 use crate::event::{Message, MessageKind};
-use crate::model::Model;
+use crate::model::{ContactInput, EventId, Model, CONTACT_INPUTS};
 use crate::rules::awards::Awards;
 use crate::rules::engagement::EngagementState;
 use crate::rules::streak::StreakState;
@@ -138,11 +138,51 @@ impl<T> PartialEq for Derived<T> {
     }
 }
 
+/// The event ids of the track names met while folding one log, by the
+/// address of their shared name: a log read through [`crate::event::Names`]
+/// holds each distinct name once, so most lookups are one pointer
+/// comparison instead of hashing the name. Only valid while the log is
+/// borrowed (a live `Arc` is never at the address of another live one).
+#[derive(Default)]
+struct NameCache {
+    slots: [(usize, Option<EventId>); NAME_SLOTS],
+}
+
+const NAME_SLOTS: usize = 16;
+
+impl NameCache {
+    fn event_id(&mut self, model: &Model, message: &Message) -> Option<EventId> {
+        let (MessageKind::Track, Some(name)) = (message.kind, &message.name) else {
+            return model.message_event_id(message);
+        };
+        let address = Arc::as_ptr(name).cast::<u8>() as usize;
+        let slot = &mut self.slots[(address >> 4) % NAME_SLOTS];
+        if slot.0 != address {
+            *slot = (address, model.message_event_id(message));
+        }
+        slot.1
+    }
+}
+
 /// Fit total and exclusion as of the last message, filled by the first
 /// reader (`score_at` takes `&self`; a score is often asked for several
 /// times between two messages, by the caller and by trigger searches).
+/// The whole, and one part per [`ContactInput`] so that an identify keeps
+/// what only reads `company` and a group what only reads `traits`.
 #[derive(Debug, Clone, Default)]
-struct ContactCache(OnceLock<ContactEval>);
+struct ContactCache {
+    whole: OnceLock<ContactEval>,
+    parts: [OnceLock<ContactEval>; CONTACT_INPUTS],
+}
+
+impl ContactCache {
+    /// Forgets the parts that read `input` (and the mixed part).
+    fn changed(&mut self, input: ContactInput) {
+        self.whole = OnceLock::new();
+        self.parts[input as usize] = OnceLock::new();
+        self.parts[ContactInput::Other as usize] = OnceLock::new();
+    }
+}
 
 impl PartialEq for ContactCache {
     fn eq(&self, _: &ContactCache) -> bool {
@@ -155,6 +195,19 @@ impl PartialEq for ContactCache {
 struct ContactEval {
     fit: f64,
     excluded: bool,
+}
+
+impl ContactEval {
+    /// The whole from its parts, always summed in the same order (so every
+    /// path to a fit total gives the same bits).
+    fn combine(parts: [ContactEval; CONTACT_INPUTS]) -> ContactEval {
+        let [a, b, c] = parts;
+        ContactEval {
+            // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+            fit: a.fit + b.fit + c.fit + 0.0,
+            excluded: a.excluded || b.excluded || c.excluded,
+        }
+    }
 }
 
 /// Score components at one instant.
@@ -243,13 +296,15 @@ impl ContactState {
     ) -> ContactState {
         let mut state = ContactState::new(model, base_traits);
         let mut previous: Option<&Message> = None;
+        let mut names = NameCache::default();
         for message in messages {
             // In order by construction: no per-message bookkeeping of the
             // last key, only skipping exact repeats of it.
             if previous.is_some_and(|p| LogKey::of(p) == LogKey::of(message)) {
                 continue;
             }
-            state.apply(model, message, recorder);
+            let event = names.event_id(model, message);
+            state.apply(model, message, event, recorder);
             previous = Some(message);
         }
         if let Some(last) = previous {
@@ -296,7 +351,7 @@ impl ContactState {
                 return if key == last { Ok(()) } else { Err(OutOfOrder) };
             }
         }
-        self.apply(model, message, recorder);
+        self.apply(model, message, model.message_event_id(message), recorder);
         self.remember_last(message);
         Ok(())
     }
@@ -308,8 +363,15 @@ impl ContactState {
         self.last_message_id.push_str(&message.message_id);
     }
 
-    /// Folds in the next message of the log (the caller checked the order).
-    fn apply(&mut self, model: &Model, message: &Message, recorder: &mut impl Recorder) {
+    /// Folds in the next message of the log (the caller checked the order);
+    /// `event` is the message's [`Model::message_event_id`].
+    fn apply(
+        &mut self,
+        model: &Model,
+        message: &Message,
+        event: Option<EventId>,
+        recorder: &mut impl Recorder,
+    ) {
         if let Some(point) = self.pending_point {
             if message.timestamp > point {
                 self.commit_stage(model, point);
@@ -319,30 +381,36 @@ impl ContactState {
         match message.kind {
             MessageKind::Identify => {
                 if merge(&mut self.traits, &message.traits) {
-                    self.contact_cache = ContactCache::default();
+                    self.contact_cache.changed(ContactInput::Traits);
                 }
             }
             MessageKind::Group => {
                 if merge(&mut self.company, &message.traits) {
-                    self.contact_cache = ContactCache::default();
+                    self.contact_cache.changed(ContactInput::Company);
                 }
             }
             MessageKind::Alias => {}
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => {
-                self.absorb_activity(model, message, recorder)
+                self.absorb_activity(model, message, event, recorder)
             }
         }
     }
 
-    fn absorb_activity(&mut self, model: &Model, message: &Message, recorder: &mut impl Recorder) {
+    fn absorb_activity(
+        &mut self,
+        model: &Model,
+        message: &Message,
+        event: Option<EventId>,
+        recorder: &mut impl Recorder,
+    ) {
         let at = message.timestamp;
         self.last_activity = Some(at);
-        let Some(id) = model.message_event_id(message) else {
+        let Some(id) = event else {
             return;
         };
         let dispatch = model.dispatch(id);
         if !dispatch.activity_slots.is_empty() {
-            self.contact_cache = ContactCache::default();
+            self.contact_cache.changed(ContactInput::Other);
         }
         for &slot in &dispatch.activity_slots {
             self.activity_counts[slot as usize] += 1;
@@ -516,23 +584,32 @@ impl ContactState {
         if model.contact_rules_use_time() {
             return self.contact_eval(model, t);
         }
-        *self
-            .contact_cache
-            .0
-            .get_or_init(|| self.contact_eval(model, t))
+        let cache = &self.contact_cache;
+        *cache.whole.get_or_init(|| {
+            ContactEval::combine(ContactInput::ALL.map(|input| {
+                *cache.parts[input as usize].get_or_init(|| self.contact_part(model, input, t))
+            }))
+        })
     }
 
     fn contact_eval(&self, model: &Model, t: Timestamp) -> ContactEval {
+        ContactEval::combine(ContactInput::ALL.map(|input| self.contact_part(model, input, t)))
+    }
+
+    /// Fit points and exclusion of the rules that read `input`.
+    fn contact_part(&self, model: &Model, input: ContactInput, t: Timestamp) -> ContactEval {
+        let part = model.contact_part(input);
         self.with_contact_scope(t, |scope| {
-            // `+ 0.0` turns the empty sum's -0.0 into 0.0.
-            let fit = model
+            let fit = part
                 .fits
                 .iter()
-                .filter_map(|r| r.evaluate(scope))
+                .filter_map(|&i| model.fits[i].evaluate(scope))
                 .map(|m| m.points)
-                .sum::<f64>()
-                + 0.0;
-            let excluded = model.exclusions.iter().any(|r| r.applies(scope));
+                .sum::<f64>();
+            let excluded = part
+                .exclusions
+                .iter()
+                .any(|&i| model.exclusions[i].applies(scope));
             ContactEval { fit, excluded }
         })
     }

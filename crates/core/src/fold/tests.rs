@@ -458,3 +458,62 @@ fn fold_sorts_an_unsorted_log_itself() {
     assert_eq!(sorted, reversed);
     close(reversed.score_at(&m, t).unwrap().engagement, 12.0);
 }
+
+/// Fit and exclusion results are kept between messages by what they read;
+/// each kind of change must refresh exactly the rules that read it.
+#[test]
+fn kept_fit_and_exclusion_follow_each_kind_of_change() {
+    let m = model(
+        r#"[score]
+max = 1000
+[[exclude]]
+id = "unsubscribed"
+when = 'count("Unsubscribed") > 0'
+reason = "unsubscribed"
+[[fit]]
+id = "title"
+when = 'traits.title == "vp"'
+points = 1
+[[fit]]
+id = "size"
+when = 'company.size > 100'
+points = 10
+[[fit]]
+id = "both"
+when = 'traits.title == "vp" && company.size > 100'
+points = 100
+[[fit]]
+id = "active"
+when = 'count("Visit") >= 2'
+points = 1000
+"#,
+    );
+    let group = |size: i64, d: f64, id: &str| json!({"type": "group", "userId": "u", "groupId": "g", "traits": {"size": size}, "timestamp": day(d), "messageId": id});
+    let steps: Vec<(Value, f64, bool)> = vec![
+        (identify(json!({"title": "vp"}), 1.0, "1"), 1.0, false),
+        (group(500, 2.0, "2"), 111.0, false),
+        (identify(json!({"title": "cto"}), 3.0, "3"), 10.0, false),
+        (track("Visit", 4.0, "4"), 10.0, false),
+        (track("Visit", 5.0, "5"), 1010.0, false),
+        (group(50, 6.0, "6"), 1000.0, false),
+        (identify(json!({"title": "vp"}), 7.0, "7"), 1001.0, false),
+        (group(5000, 8.0, "8"), 1111.0, false),
+        (track("Unsubscribed", 9.0, "9"), 1111.0, true),
+    ];
+    let mut state = ContactState::new(&m, None);
+    for (i, (message, fit, excluded)) in steps.into_iter().enumerate() {
+        let message = Message::from_json(message, None, None).unwrap();
+        state.absorb(&m, &message).unwrap();
+        // Asked twice: the second answer comes from what the first kept.
+        for _ in 0..2 {
+            let s = state.score_at(&m, message.timestamp).unwrap();
+            assert_eq!(s.fit, fit, "after message {}", i + 1);
+            assert_eq!(
+                s.status == Status::Excluded,
+                excluded,
+                "after message {}",
+                i + 1
+            );
+        }
+    }
+}

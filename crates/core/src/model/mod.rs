@@ -85,7 +85,56 @@ pub struct Model {
     activity_names: Vec<String>,
     contact_rules_use_activity: bool,
     contact_rules_use_time: bool,
+    contact_parts: [ContactPart; CONTACT_INPUTS],
     trigger_plan: crate::triggers::TriggerPlan,
+}
+
+/// What the contact-level rules (exclude, fit) read, for keeping their
+/// results between messages: an identify only changes what reads `traits`,
+/// a group what reads `company`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactInput {
+    /// Only `traits`.
+    Traits = 0,
+    /// Only `company`.
+    Company = 1,
+    /// Both, neither, or `count()`/`days_since()`.
+    Other = 2,
+}
+
+/// Number of [`ContactInput`]s.
+pub const CONTACT_INPUTS: usize = 3;
+
+impl ContactInput {
+    /// Every input, in the order their parts are summed.
+    pub const ALL: [ContactInput; CONTACT_INPUTS] = [
+        ContactInput::Traits,
+        ContactInput::Company,
+        ContactInput::Other,
+    ];
+
+    fn of<'c>(conditions: impl Iterator<Item = &'c Condition>) -> ContactInput {
+        let (mut traits, mut company, mut activity) = (false, false, false);
+        for c in conditions {
+            traits |= c.reads_traits();
+            company |= c.reads_company();
+            activity |= c.uses_activity();
+        }
+        match (traits, company, activity) {
+            (true, false, false) => ContactInput::Traits,
+            (false, true, false) => ContactInput::Company,
+            _ => ContactInput::Other,
+        }
+    }
+}
+
+/// The exclude and fit rules (indexes, in model order) of one input.
+#[derive(Debug, Clone, Default)]
+pub struct ContactPart {
+    /// Indexes into [`Model::exclusions`].
+    pub exclusions: Vec<usize>,
+    /// Indexes into [`Model::fits`].
+    pub fits: Vec<usize>,
 }
 
 /// Picks one of a [`Dispatch`]'s lists.
@@ -292,6 +341,7 @@ impl Model {
             activity_names: b.slots.0,
             contact_rules_use_activity: false,
             contact_rules_use_time: false,
+            contact_parts: Default::default(),
             trigger_plan: Default::default(),
         };
         let contact_conditions = || {
@@ -303,6 +353,14 @@ impl Model {
         };
         model.contact_rules_use_activity = contact_conditions().any(Condition::uses_activity);
         model.contact_rules_use_time = contact_conditions().any(Condition::uses_time);
+        for (i, rule) in model.exclusions.iter().enumerate() {
+            let input = ContactInput::of(std::iter::once(&rule.when));
+            model.contact_parts[input as usize].exclusions.push(i);
+        }
+        for (i, rule) in model.fits.iter().enumerate() {
+            let input = ContactInput::of(rule.cases.iter().map(|(c, _)| c));
+            model.contact_parts[input as usize].fits.push(i);
+        }
         model.build_dispatch();
         model.trigger_plan = crate::triggers::TriggerPlan::new(&model);
         Ok(model)
@@ -397,6 +455,11 @@ impl Model {
     /// change with t alone).
     pub fn contact_rules_use_time(&self) -> bool {
         self.contact_rules_use_time
+    }
+
+    /// The exclude and fit rules that read only `input`.
+    pub fn contact_part(&self, input: ContactInput) -> &ContactPart {
+        &self.contact_parts[input as usize]
     }
 
     /// A one-line summary of the rules by kind.
