@@ -3,30 +3,14 @@
 //! messages per second; the machine's core count is printed first.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use leadscore_core::batch::{contacts_as_of, ContactLog};
 use leadscore_core::fold::ContactState;
-use leadscore_core::model::Model;
-use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
-use leadscore_synth::{write_events, Config};
+
+mod common;
+use common::{data, model};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn data(contacts: u64) -> (Vec<u8>, Vec<ContactLog>, Timestamp) {
-    let config = Config::new(contacts, 365, 1);
-    let mut jsonl = Vec::new();
-    write_events(&config, &mut jsonl, |_| {}).unwrap();
-    let (messages, _) =
-        read_messages(&jsonl[..], "bench", &ReadOptions::default(), |_| {}).unwrap();
-    let t = Timestamp::from_seconds(config.end());
-    (jsonl.clone(), contacts_as_of(messages, Vec::new(), t), t)
-}
-
-fn model(name: &str) -> Model {
-    let path = format!("{}/../../examples/{name}.toml", env!("CARGO_MANIFEST_DIR"));
-    Model::from_toml(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
-}
 
 fn benches(c: &mut Criterion) {
     eprintln!(

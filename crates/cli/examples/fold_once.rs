@@ -7,12 +7,13 @@
 //!     target/release/examples/fold_once 2000 b2b
 //! ```
 
-use leadscore_core::batch::{contacts_as_of, ContactLog};
+use leadscore_core::batch::ContactLog;
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
-use leadscore_input::{read_messages, ReadOptions};
-use leadscore_synth::{write_events, Config};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,15 +32,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let contacts: u64 = args.next().map_or(2_000, |a| a.parse().expect("contacts"));
     let name = args.next().unwrap_or_else(|| "b2b".into());
-    let path = format!("{}/../../examples/{name}.toml", env!("CARGO_MANIFEST_DIR"));
-    let model = Model::from_toml(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-    let config = Config::new(contacts, 365, 1);
-    let mut jsonl = Vec::new();
-    write_events(&config, &mut jsonl, |_| {}).unwrap();
-    let (messages, _) =
-        read_messages(&jsonl[..], "generated", &ReadOptions::default(), |_| {}).unwrap();
-    let t = Timestamp::from_seconds(config.end());
-    let logs = contacts_as_of(messages, Vec::new(), t);
+    let model = common::model(&name);
+    let (_, logs, t) = common::data(contacts);
     let messages: usize = logs.iter().map(|c| c.messages.len()).sum();
     // Twice: the first pass also parses the properties conditions read.
     let first = fold_all(&model, &logs, t);
