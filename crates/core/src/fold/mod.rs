@@ -167,8 +167,9 @@ impl NameCache {
 /// Fit total and exclusion as of the last message, filled by the first
 /// reader (`score_at` takes `&self`; a score is often asked for several
 /// times between two messages, by the caller and by trigger searches).
-/// The whole, and one part per [`ContactInput`] so that an identify keeps
-/// what only reads `company` and a group what only reads `traits`.
+///
+/// Kept whole and in one part per [`ContactInput`], so that an identify
+/// keeps what only reads `company` and a group what only reads `traits`.
 #[derive(Debug, Clone, Default)]
 struct ContactCache {
     whole: OnceLock<ContactEval>,
