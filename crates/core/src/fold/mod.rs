@@ -500,10 +500,6 @@ impl ContactState {
         (contact.fit + awarded + inactivity).clamp(model.min, model.max)
     }
 
-    fn stage_at(&self, model: &Model, t: Timestamp) -> Option<usize> {
-        self.stage_with(model, t, self.contact_eval(model, t))
-    }
-
     fn stage_with(&self, model: &Model, t: Timestamp, contact: ContactEval) -> Option<usize> {
         if contact.excluded {
             return None;
@@ -662,15 +658,11 @@ impl ContactState {
                 Status::Excluded,
             )
         } else {
-            // Fit and exclusion at the last message equal those at t unless
-            // they read days_since(): no need to evaluate them twice.
-            let pending = self.pending_point.and_then(|p| {
-                if model.contact_rules_use_time() {
-                    self.stage_at(model, p)
-                } else {
-                    self.stage_with(model, p, contact)
-                }
-            });
+            // `contact_at` answers from the cache unless the rules read
+            // days_since() (then at p itself).
+            let pending = self
+                .pending_point
+                .and_then(|p| self.stage_with(model, p, self.contact_at(model, p)));
             let stage = self
                 .stage
                 .max(pending)

@@ -93,7 +93,7 @@ pub struct Model {
 /// results between messages: an identify only changes what reads `traits`,
 /// a group what reads `company`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContactInput {
+pub(crate) enum ContactInput {
     /// Only `traits`.
     Traits = 0,
     /// Only `company`.
@@ -103,11 +103,11 @@ pub enum ContactInput {
 }
 
 /// Number of [`ContactInput`]s.
-pub const CONTACT_INPUTS: usize = 3;
+pub(crate) const CONTACT_INPUTS: usize = 3;
 
 impl ContactInput {
     /// Every input, in the order their parts are summed.
-    pub const ALL: [ContactInput; CONTACT_INPUTS] = [
+    pub(crate) const ALL: [ContactInput; CONTACT_INPUTS] = [
         ContactInput::Traits,
         ContactInput::Company,
         ContactInput::Other,
@@ -130,11 +130,11 @@ impl ContactInput {
 
 /// The exclude and fit rules (indexes, in model order) of one input.
 #[derive(Debug, Clone, Default)]
-pub struct ContactPart {
+pub(crate) struct ContactPart {
     /// Indexes into [`Model::exclusions`].
-    pub exclusions: Vec<usize>,
+    pub(crate) exclusions: Vec<usize>,
     /// Indexes into [`Model::fits`].
-    pub fits: Vec<usize>,
+    pub(crate) fits: Vec<usize>,
 }
 
 /// Picks one of a [`Dispatch`]'s lists.
@@ -458,7 +458,7 @@ impl Model {
     }
 
     /// The exclude and fit rules that read only `input`.
-    pub fn contact_part(&self, input: ContactInput) -> &ContactPart {
+    pub(crate) fn contact_part(&self, input: ContactInput) -> &ContactPart {
         &self.contact_parts[input as usize]
     }
 
