@@ -47,6 +47,8 @@ pub struct SqliteStore {
     path: std::path::PathBuf,
     /// Started by the first ingest; see [`Checkpointer`].
     checkpointer: Option<Checkpointer>,
+    /// See [`WAL_RESTART_BYTES`].
+    wal_limit: u64,
 }
 
 /// Copies the WAL into the database file from a thread of its own, woken
@@ -64,6 +66,22 @@ struct Checkpointer {
 
 /// Least time between two checkpoints.
 const CHECKPOINT_EVERY_MS: u64 = 200;
+
+/// WAL size past which the writer itself finishes the checkpointer's work
+/// after a commit, and to which SQLite truncates the WAL file when it
+/// starts it over (`journal_size_limit`).
+///
+/// SQLite writes the WAL from its beginning again only when a write
+/// transaction starts while every frame is already in the database file.
+/// Beside a writer that commits back to back, the checkpointer's passive
+/// checkpoints never see that moment, so the WAL grew for as long as the
+/// writer was busy (2 GB in a 3.6 M-message import), each new frame
+/// extending the file (the kernel zeroes every new block: 11 % of the
+/// writer's time) and every page read searching a longer WAL index. The
+/// writer, between two of its own transactions, is the one connection that
+/// can catch the checkpoint up to the last frame: what is left is what was
+/// committed since the checkpointer's last pass.
+const WAL_RESTART_BYTES: u64 = 64 << 20;
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer> {
@@ -187,6 +205,7 @@ impl SqliteStore {
             )));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
         embedded::migrations::runner()
             .run(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
@@ -196,7 +215,21 @@ impl SqliteStore {
             shadow: RefCell::new(None),
             path: path.to_path_buf(),
             checkpointer: None,
+            wal_limit: WAL_RESTART_BYTES,
         })
+    }
+
+    /// Sets the WAL size past which ingestion starts the WAL over (64 MiB
+    /// by default; see [`WAL_RESTART_BYTES`]): larger means fewer, longer
+    /// catch-up checkpoints on the writer and more disk for the WAL.
+    pub fn set_wal_limit(&mut self, bytes: u64) -> Result<()> {
+        self.conn.pragma_update(
+            None,
+            "journal_size_limit",
+            bytes.min(i64::MAX as u64) as i64,
+        )?;
+        self.wal_limit = bytes;
+        Ok(())
     }
 
     /// Caps the database size (SQLite `max_page_count`, for this
@@ -208,6 +241,22 @@ impl SqliteStore {
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
         Ok(())
+    }
+
+    /// Checkpoints from the writer's connection when the WAL has grown past
+    /// its limit ([`WAL_RESTART_BYTES`]), so that the next transaction starts it over.
+    /// Passive: it never waits, and fails harmlessly (the WAL is left as it
+    /// is) when the checkpointer is busy or a reader still needs old frames;
+    /// the next commit tries again.
+    fn restart_wal_if_large(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > self.wal_limit);
+        if large {
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
     }
 
     fn active_version(conn: &Connection) -> Result<Option<u32>> {
@@ -265,6 +314,7 @@ impl Store for SqliteStore {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.poke();
         }
+        self.restart_wal_if_large();
         Ok(report)
     }
 
@@ -401,6 +451,7 @@ impl Store for SqliteStore {
             };
             tx.execute("UPDATE activation_job SET cursor = ?1", [&last])?;
             tx.commit()?;
+            self.restart_wal_if_large();
             cursor = Some(last);
             done += n;
             progress(done.min(total), total);

@@ -1,6 +1,7 @@
 //! Live scores equal a batch recompute, whatever the arrival order, batch
 //! sizes and duplicates; late events re-fold only their contact.
 
+use leadscore_store::Store;
 use proptest::prelude::*;
 
 use crate::harness::*;
@@ -230,4 +231,28 @@ fn leaderboard_pages_filters_and_segments() {
         assert!(low.windows(2).all(|w| w[0].score.score <= w[1].score.score));
         assert_eq!(store.segments().unwrap().len(), all.len());
     }
+}
+
+/// A writer that commits back to back keeps its WAL bounded: SQLite only
+/// starts a WAL over when every frame is in the database file as a write
+/// transaction begins, which the checkpointer thread alone never sees.
+#[test]
+fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
+    const LIMIT: u64 = 128 << 10;
+    let (messages, _) = generated(300, 120, 9);
+    let (mut store, _dir, path) = sqlite();
+    store.set_wal_limit(LIMIT).unwrap();
+    activate(&mut store, "b2b");
+    let wal = path.with_extension("db-wal");
+    let mut largest = 0;
+    for chunk in messages.chunks(200) {
+        store.ingest(incoming(chunk)).unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    let database = std::fs::metadata(&path).unwrap().len() + std::fs::metadata(&wal).unwrap().len();
+    assert!(database > 24 * LIMIT, "only {database} bytes written");
+    assert!(
+        largest <= 8 * LIMIT,
+        "the WAL reached {largest} bytes (limit {LIMIT}) over a {database}-byte database"
+    );
 }
