@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,9 +63,40 @@ pub struct SqliteStore {
 struct Checkpointer {
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Set after each pass, taken by the writer's catch-up.
-    passed: Arc<AtomicBool>,
+    /// How far the WAL and the checkpointer's copying of it have got.
+    progress: Arc<WalProgress>,
 }
+
+/// What the writer needs to know to catch a checkpoint up cheaply.
+#[derive(Debug, Default)]
+struct WalProgress {
+    /// Frames in the WAL after the writer's last commit (its WAL hook).
+    frames: AtomicI64,
+    /// Frames that commit added.
+    last_commit: AtomicI64,
+    /// Frames in the WAL at the checkpointer's last pass...
+    pass_frames: AtomicI64,
+    /// ...and how many of them were in the database file after it.
+    pass_copied: AtomicI64,
+}
+
+impl WalProgress {
+    /// Whether what is left for a checkpoint to copy is known (the last
+    /// pass saw the same WAL: one started over since counts from zero) and
+    /// at most [`CATCH_UP_FRAMES`] or one commit's worth, whichever is more
+    /// (`leadscore import` commits thousands of frames at a time).
+    fn nearly_copied(&self) -> bool {
+        let frames = self.frames.load(Ordering::Acquire);
+        let seen = self.pass_frames.load(Ordering::Acquire);
+        let copied = self.pass_copied.load(Ordering::Acquire);
+        let allowed = CATCH_UP_FRAMES.max(self.last_commit.load(Ordering::Acquire));
+        frames >= seen && copied > 0 && frames - copied <= allowed
+    }
+}
+
+/// Frames (4 KiB pages) the writer copies itself, at most, to start the WAL
+/// over: about 10 ms of waiting.
+const CATCH_UP_FRAMES: i64 = 2_048;
 
 /// The WAL file of the database at `path`.
 fn wal_path(path: &Path) -> std::path::PathBuf {
@@ -94,12 +125,10 @@ const CHECKPOINT_EVERY_MS: u64 = 200;
 /// extending the file (the kernel zeroes every new block: 11 % of the
 /// writer's time) and every page read searching a longer WAL index. The
 /// writer, between two of its own transactions, is the one connection that
-/// can catch the checkpoint up to the last frame: what is left is what was
-/// committed since the checkpointer's last pass, and the writer waits for
-/// it (≈ 100 ms under `/v1/batch` at this size, once every ~8 s at full
-/// load). Measured over 30-second `/v1/batch` runs: 1 GiB 589 requests/s,
-/// p99 29 ms; 64 MiB 487/s, p99 72 ms (a catch-up every half second);
-/// without restarts 400/s, p99 34 ms (the WAL grew all along).
+/// can catch the checkpoint up to the last frame, and it waits for that
+/// copy, so it does it once the checkpointer has little left
+/// ([`WalProgress::nearly_copied`]). 30-second `/v1/batch` runs: 564-580
+/// requests/s, p99 16-21 ms; without restarts 400/s, p99 34 ms.
 const WAL_RESTART_BYTES: u64 = 1 << 30;
 
 impl Checkpointer {
@@ -108,8 +137,8 @@ impl Checkpointer {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-        let passed = Arc::new(AtomicBool::new(false));
-        let passed_in_thread = Arc::clone(&passed);
+        let progress = Arc::new(WalProgress::default());
+        let progress_in_thread = Arc::clone(&progress);
         let wal = wal_path(path);
         let thread = std::thread::Builder::new()
             .name("leadscore-checkpoint".into())
@@ -119,8 +148,21 @@ impl Checkpointer {
                 // Errors (a full disk) leave the WAL as it is; the next
                 // checkpoint tries again.
                 let checkpoint = || {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    passed_in_thread.store(true, Ordering::Release);
+                    let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    });
+                    if let Ok((0, frames, copied)) = pass {
+                        progress_in_thread
+                            .pass_frames
+                            .store(frames, Ordering::Release);
+                        progress_in_thread
+                            .pass_copied
+                            .store(copied, Ordering::Release);
+                    }
                 };
                 let mut last = Instant::now();
                 let mut open = true;
@@ -155,7 +197,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
-            passed,
+            progress,
         })
     }
 
@@ -277,18 +319,19 @@ impl SqliteStore {
 
     /// Checkpoints from the writer's connection when the WAL has grown past
     /// its limit ([`WAL_RESTART_BYTES`]), so that the next transaction
-    /// starts it over. Only right after a pass of the checkpointer, so that
-    /// what is left to copy (while the writer waits) is what was committed
-    /// during that pass. Passive: it never waits, and fails harmlessly (the
-    /// WAL is left as it is) when the checkpointer is busy again or a reader
-    /// still needs old frames; a later commit tries again.
+    /// starts it over. Only once the checkpointer (running its passes back
+    /// to back past the limit) has left little to copy
+    /// ([`WalProgress::nearly_copied`]), since the writer waits for that
+    /// copy; past twice the limit, whatever is left. Passive: it never waits, and fails harmlessly (the WAL is
+    /// left as it is) when the checkpointer is in a pass or a reader still
+    /// needs old frames; a later commit tries again.
     fn restart_wal_if_large(&self) {
         let Some(checkpointer) = &self.checkpointer else {
             return; // SQLite's automatic checkpoints are still on
         };
-        if file_len(&wal_path(&self.path)) > self.wal_limit
-            && checkpointer.passed.swap(false, Ordering::Acquire)
-        {
+        let size = file_len(&wal_path(&self.path));
+        let near = || checkpointer.progress.nearly_copied();
+        if size > self.wal_limit && (near() || size > self.wal_limit.saturating_mul(2)) {
             let _ = self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
@@ -326,8 +369,22 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
         if self.checkpointer.is_none() {
-            self.checkpointer = Some(Checkpointer::start(&self.path, self.wal_limit)?);
+            let checkpointer = Checkpointer::start(&self.path, self.wal_limit)?;
             self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            // After the pragma, which replaces any WAL hook.
+            let progress = Arc::clone(&checkpointer.progress);
+            self.conn
+                .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
+                    let frames = i64::from(frames);
+                    let before = progress.frames.swap(frames, Ordering::AcqRel);
+                    if frames > before {
+                        progress
+                            .last_commit
+                            .store(frames - before, Ordering::Release);
+                    }
+                    Ok(())
+                }))?;
+            self.checkpointer = Some(checkpointer);
         }
         let tx = self
             .conn
@@ -1505,5 +1562,33 @@ impl Tx for Sql<'_> {
             .prepare_cached("UPDATE contacts SET triggers = ?2, due = ?3 WHERE id = ?1")?
             .execute(params![contact, triggers, due.map(|t| t.0)])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(frames: i64, last_commit: i64, pass: (i64, i64)) -> WalProgress {
+        WalProgress {
+            frames: AtomicI64::new(frames),
+            last_commit: AtomicI64::new(last_commit),
+            pass_frames: AtomicI64::new(pass.0),
+            pass_copied: AtomicI64::new(pass.1),
+        }
+    }
+
+    #[test]
+    fn the_writer_catches_up_only_when_little_is_left() {
+        // The checkpointer copied all but 1,000 frames of this WAL.
+        assert!(progress(50_000, 100, (49_500, 49_000)).nearly_copied());
+        // ... all but 10,000: too long a wait for small commits ...
+        assert!(!progress(50_000, 100, (45_000, 40_000)).nearly_copied());
+        // ... unless one commit is that large (an import's batch).
+        assert!(progress(50_000, 12_000, (45_000, 40_000)).nearly_copied());
+        // A WAL started over since the last pass: its counts say nothing.
+        assert!(!progress(1_000, 100, (49_500, 49_000)).nearly_copied());
+        // No pass yet.
+        assert!(!progress(1_000, 100, (0, 0)).nearly_copied());
     }
 }
