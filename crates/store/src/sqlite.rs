@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,19 +78,24 @@ struct WalProgress {
     pass_frames: AtomicI64,
     /// ...and how many of them were in the database file after it.
     pass_copied: AtomicI64,
+    /// Set by each pass, taken by a catch-up after large commits.
+    passed: AtomicBool,
 }
 
 impl WalProgress {
-    /// Whether what is left for a checkpoint to copy is known (the last
-    /// pass saw the same WAL: one started over since counts from zero) and
-    /// at most [`CATCH_UP_FRAMES`] or one commit's worth, whichever is more
-    /// (`leadscore import` commits thousands of frames at a time).
-    fn nearly_copied(&self) -> bool {
+    /// Whether the writer should catch the checkpoint up now: once what is
+    /// left to copy is known (the last pass saw the same WAL: one started
+    /// over since counts from zero) and at most [`CATCH_UP_FRAMES`]; or,
+    /// for a writer whose commits are larger than that (`leadscore import`,
+    /// which cares for throughput more than for one wait), right after any
+    /// pass: what is left then is about what it committed during the pass.
+    fn worth_catching_up(&self) -> bool {
         let frames = self.frames.load(Ordering::Acquire);
         let seen = self.pass_frames.load(Ordering::Acquire);
         let copied = self.pass_copied.load(Ordering::Acquire);
-        let allowed = CATCH_UP_FRAMES.max(self.last_commit.load(Ordering::Acquire));
-        frames >= seen && copied > 0 && frames - copied <= allowed
+        let large_commits = self.last_commit.load(Ordering::Acquire) > CATCH_UP_FRAMES;
+        (frames >= seen && copied > 0 && frames - copied <= CATCH_UP_FRAMES)
+            || (large_commits && self.passed.swap(false, Ordering::AcqRel))
     }
 }
 
@@ -127,7 +132,7 @@ const CHECKPOINT_EVERY_MS: u64 = 200;
 /// writer, between two of its own transactions, is the one connection that
 /// can catch the checkpoint up to the last frame, and it waits for that
 /// copy, so it does it once the checkpointer has little left
-/// ([`WalProgress::nearly_copied`]). 30-second `/v1/batch` runs: 564-580
+/// ([`WalProgress::worth_catching_up`]). 30-second `/v1/batch` runs: 564-580
 /// requests/s, p99 16-21 ms; without restarts 400/s, p99 34 ms.
 const WAL_RESTART_BYTES: u64 = 1 << 30;
 
@@ -321,7 +326,7 @@ impl SqliteStore {
     /// its limit ([`WAL_RESTART_BYTES`]), so that the next transaction
     /// starts it over. Only once the checkpointer (running its passes back
     /// to back past the limit) has left little to copy
-    /// ([`WalProgress::nearly_copied`]), since the writer waits for that
+    /// ([`WalProgress::worth_catching_up`]), since the writer waits for that
     /// copy; past twice the limit, whatever is left. Passive: it never waits, and fails harmlessly (the WAL is
     /// left as it is) when the checkpointer is in a pass or a reader still
     /// needs old frames; a later commit tries again.
@@ -330,7 +335,7 @@ impl SqliteStore {
             return; // SQLite's automatic checkpoints are still on
         };
         let size = file_len(&wal_path(&self.path));
-        let near = || checkpointer.progress.nearly_copied();
+        let near = || checkpointer.progress.worth_catching_up();
         if size > self.wal_limit && (near() || size > self.wal_limit.saturating_mul(2)) {
             let _ = self
                 .conn
@@ -1569,26 +1574,29 @@ impl Tx for Sql<'_> {
 mod tests {
     use super::*;
 
-    fn progress(frames: i64, last_commit: i64, pass: (i64, i64)) -> WalProgress {
+    fn progress(frames: i64, last_commit: i64, pass: (i64, i64), passed: bool) -> WalProgress {
         WalProgress {
             frames: AtomicI64::new(frames),
             last_commit: AtomicI64::new(last_commit),
             pass_frames: AtomicI64::new(pass.0),
             pass_copied: AtomicI64::new(pass.1),
+            passed: AtomicBool::new(passed),
         }
     }
 
     #[test]
     fn the_writer_catches_up_only_when_little_is_left() {
         // The checkpointer copied all but 1,000 frames of this WAL.
-        assert!(progress(50_000, 100, (49_500, 49_000)).nearly_copied());
+        assert!(progress(50_000, 100, (49_500, 49_000), false).worth_catching_up());
         // ... all but 10,000: too long a wait for small commits ...
-        assert!(!progress(50_000, 100, (45_000, 40_000)).nearly_copied());
-        // ... unless one commit is that large (an import's batch).
-        assert!(progress(50_000, 12_000, (45_000, 40_000)).nearly_copied());
+        assert!(!progress(50_000, 100, (45_000, 40_000), true).worth_catching_up());
+        // ... but an import's large commits catch up after any pass, once.
+        let large = progress(50_000, 12_000, (45_000, 40_000), true);
+        assert!(large.worth_catching_up());
+        assert!(!large.worth_catching_up());
         // A WAL started over since the last pass: its counts say nothing.
-        assert!(!progress(1_000, 100, (49_500, 49_000)).nearly_copied());
+        assert!(!progress(1_000, 100, (49_500, 49_000), false).worth_catching_up());
         // No pass yet.
-        assert!(!progress(1_000, 100, (0, 0)).nearly_copied());
+        assert!(!progress(1_000, 100, (0, 0), false).worth_catching_up());
     }
 }
