@@ -298,10 +298,16 @@ impl SqliteStore {
         })
     }
 
-    /// Sets the WAL size past which ingestion starts the WAL over (64 MiB
-    /// by default; see [`WAL_RESTART_BYTES`]): larger means fewer, longer
-    /// catch-up checkpoints on the writer and more disk for the WAL.
+    /// Sets the WAL size past which ingestion starts the WAL over (1 GiB by
+    /// default; see [`WAL_RESTART_BYTES`]): smaller means less disk for the
+    /// WAL and more frequent catch-ups on the writer. Only before the first
+    /// ingest, which starts the checkpointer with it.
     pub fn set_wal_limit(&mut self, bytes: u64) -> Result<()> {
+        if self.checkpointer.is_some() {
+            return Err(StoreError::Database(
+                "the WAL limit is set before the first ingest".into(),
+            ));
+        }
         self.conn.pragma_update(
             None,
             "journal_size_limit",
@@ -327,16 +333,19 @@ impl SqliteStore {
     /// starts it over. Only once the checkpointer (running its passes back
     /// to back past the limit) has left little to copy
     /// ([`WalProgress::worth_catching_up`]), since the writer waits for that
-    /// copy; past twice the limit, whatever is left. Passive: it never waits, and fails harmlessly (the WAL is
-    /// left as it is) when the checkpointer is in a pass or a reader still
-    /// needs old frames; a later commit tries again.
+    /// copy; past twice the limit, whatever is left. Passive: it never
+    /// waits, and fails harmlessly (the WAL is left as it is) when the
+    /// checkpointer is in a pass or a reader still needs old frames; a later
+    /// commit tries again.
     fn restart_wal_if_large(&self) {
         let Some(checkpointer) = &self.checkpointer else {
             return; // SQLite's automatic checkpoints are still on
         };
         let size = file_len(&wal_path(&self.path));
-        let near = || checkpointer.progress.worth_catching_up();
-        if size > self.wal_limit && (near() || size > self.wal_limit.saturating_mul(2)) {
+        if size > self.wal_limit
+            && (checkpointer.progress.worth_catching_up()
+                || size > self.wal_limit.saturating_mul(2))
+        {
             let _ = self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));

@@ -255,4 +255,6 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
         largest <= 8 * LIMIT,
         "the WAL reached {largest} bytes (limit {LIMIT}) over a {database}-byte database"
     );
+    // The checkpointer started with the limit: it is not changed afterwards.
+    assert!(store.set_wal_limit(LIMIT * 2).is_err());
 }
