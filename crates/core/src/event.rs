@@ -666,7 +666,7 @@ impl Message {
         }
         if !self.traits.is_empty() {
             out.push_str(",\"traits\":");
-            out.push_str(&Value::Object(self.traits.clone()).to_string());
+            out.push_str(&serde_json::to_string(&self.traits).expect("a JSON map serialises"));
         }
         if !self.context.is_empty() {
             out.push_str(",\"context\":");

@@ -48,6 +48,23 @@ pub(crate) struct Row {
     pub due: Option<Timestamp>,
 }
 
+impl Row {
+    /// Traits as the stored JSON text.
+    pub fn traits_json(&self) -> String {
+        map_json(&self.traits)
+    }
+
+    /// Company traits as the stored JSON text.
+    pub fn company_json(&self) -> String {
+        map_json(&self.company)
+    }
+}
+
+/// A JSON object's text, written from the map without copying it.
+fn map_json(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).expect("a JSON map serialises")
+}
+
 impl From<Row> for ContactRecord {
     fn from(row: Row) -> ContactRecord {
         ContactRecord {

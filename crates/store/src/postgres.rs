@@ -530,8 +530,8 @@ impl Tx for Pg<'_, '_> {
             Table::Next => upsert_row!("contacts_next"),
         };
         let s = &row.score;
-        let traits = Value::Object(row.traits.clone()).to_string();
-        let company = Value::Object(row.company.clone()).to_string();
+        let traits = row.traits_json();
+        let company = row.company_json();
         let reasons = serde_json::to_string(&s.reasons).expect("strings serialise");
         self.execute(
             sql,
