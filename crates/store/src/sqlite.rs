@@ -65,6 +65,8 @@ struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
     /// How far the WAL and the checkpointer's copying of it have got.
     progress: Arc<WalProgress>,
+    /// The WAL file.
+    wal: std::path::PathBuf,
 }
 
 /// What the writer needs to know to catch a checkpoint up cheaply.
@@ -145,6 +147,7 @@ impl Checkpointer {
         let progress = Arc::new(WalProgress::default());
         let progress_in_thread = Arc::clone(&progress);
         let wal = wal_path(path);
+        let wal_in_thread = wal.clone();
         let thread = std::thread::Builder::new()
             .name("leadscore-checkpoint".into())
             .spawn(move || {
@@ -183,7 +186,7 @@ impl Checkpointer {
                     // the limit, passes follow each other, so that what is
                     // left for the writer to copy (see
                     // `SqliteStore::restart_wal_if_large`) stays short.
-                    let every = if file_len(&wal) > wal_limit {
+                    let every = if file_len(&wal_in_thread) > wal_limit {
                         Duration::ZERO
                     } else {
                         Duration::from_millis(CHECKPOINT_EVERY_MS)
@@ -203,6 +206,7 @@ impl Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
             progress,
+            wal,
         })
     }
 
@@ -284,18 +288,19 @@ impl SqliteStore {
             )));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
         embedded::migrations::runner()
             .run(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(SqliteStore {
+        let mut store = SqliteStore {
             conn,
             active: RefCell::new(None),
             shadow: RefCell::new(None),
             path: path.to_path_buf(),
             checkpointer: None,
             wal_limit: WAL_RESTART_BYTES,
-        })
+        };
+        store.set_wal_limit(WAL_RESTART_BYTES)?;
+        Ok(store)
     }
 
     /// Sets the WAL size past which ingestion starts the WAL over (1 GiB by
@@ -341,7 +346,7 @@ impl SqliteStore {
         let Some(checkpointer) = &self.checkpointer else {
             return; // SQLite's automatic checkpoints are still on
         };
-        let size = file_len(&wal_path(&self.path));
+        let size = file_len(&checkpointer.wal);
         if size > self.wal_limit
             && (checkpointer.progress.worth_catching_up()
                 || size > self.wal_limit.saturating_mul(2))
