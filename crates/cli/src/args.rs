@@ -393,7 +393,7 @@ pub enum Command {
     Schema,
     /// Measure fold and end-to-end scoring throughput on generated data.
     #[command(
-        after_help = "Examples:\n  leadscore bench\n  leadscore bench --contacts 20000 --days 365 --out docs/bench.json\n  leadscore bench --store --contacts 100000 --days 365 --out docs/bench-store.json\n  leadscore bench --server --contacts 100000 --days 21 --out docs/bench-server.json"
+        after_help = "Examples:\n  leadscore bench\n  leadscore bench --contacts 20000 --days 365 --out docs/bench.json\n  leadscore bench --store --contacts 100000 --days 365 --out docs/bench-store.json\n  leadscore bench --server --contacts 100000 --days 21 --out docs/bench-server.json\n  LEADSCORE_WRITE_KEY=… leadscore bench --load http://127.0.0.1:8080 --rate 50000 --seconds 30"
     )]
     Bench {
         /// Contacts to generate.
@@ -419,6 +419,31 @@ pub enum Command {
         /// contacts over --days).
         #[arg(long, conflicts_with_all = ["store", "triggers"])]
         server: bool,
+        /// Load a running `leadscore serve` at this URL instead: `/v1/batch` requests offered
+        /// at a fixed --rate (open loop), latency counted from each request's due time.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["store", "triggers", "server"])]
+        load: Option<String>,
+        /// With --load: the write key (`keys create --scope ingest`).
+        #[arg(
+            long,
+            env = "LEADSCORE_WRITE_KEY",
+            hide_env_values = true,
+            requires = "load"
+        )]
+        write_key: Option<String>,
+        /// With --load: events per second offered.
+        #[arg(long, default_value_t = 50_000, requires = "load")]
+        rate: u32,
+        /// With --load: events per request.
+        #[arg(long, default_value_t = 100, requires = "load")]
+        batch_size: u32,
+        /// With --load: how long to offer the load.
+        #[arg(long, default_value_t = 30, requires = "load")]
+        seconds: u32,
+        /// With --load: send a batch's events to consecutive contacts (neighbouring keys,
+        /// fewer pages written per commit) instead of contacts spread by a hash.
+        #[arg(long, requires = "load")]
+        sequential: bool,
     },
 }
 

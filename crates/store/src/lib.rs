@@ -619,6 +619,13 @@ pub struct Outcome {
 /// Progress callback: `(done, total)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// Makes everything a store has committed so far durable (see
+/// [`Store::defer_durability`]).
+pub trait Flush: Send {
+    /// Returns once every transaction committed before the call is on disk.
+    fn flush(&mut self) -> Result<()>;
+}
+
 /// The store: every operation is one transaction; on error nothing of it
 /// is kept.
 pub trait Store: Send {
@@ -626,6 +633,17 @@ pub trait Store: Send {
     /// transaction. Duplicates are acknowledged and ignored; late messages
     /// re-fold their contact only.
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport>;
+
+    /// From now on, lets this connection's commits return before the disk
+    /// has them, and returns what makes them durable, for a caller that
+    /// acknowledges a write only after [`Flush::flush`] has returned (the
+    /// server's writer overlaps that wait with its next transaction). A
+    /// commit not yet flushed is visible to readers and survives a crash of
+    /// the process, but not of the machine. `None` (the default): every
+    /// commit is durable when it returns and nothing is deferred.
+    fn defer_durability(&mut self) -> Result<Option<Box<dyn Flush>>> {
+        Ok(None)
+    }
 
     /// Validates and stores a model as a new immutable version (the same
     /// source twice gives the same version).

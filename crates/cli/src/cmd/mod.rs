@@ -2,6 +2,7 @@
 //! belongs in the core: it loads, delegates and prints.
 
 mod bench;
+mod bench_load;
 mod bench_server;
 mod bench_store;
 mod bench_triggers;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::args::{Args, Command};
 
@@ -224,6 +225,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Schema => {
             emit(&leadscore_core::model::Model::json_schema())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            contacts,
+            out,
+            load: Some(url),
+            write_key,
+            rate,
+            batch_size,
+            seconds,
+            sequential,
+            ..
+        } => {
+            let write_key = write_key
+                .context("--load needs a write key: --write-key or LEADSCORE_WRITE_KEY")?;
+            let plan = bench_load::LoadPlan {
+                url: &url,
+                write_key: &write_key,
+                rate,
+                batch: batch_size,
+                seconds,
+                contacts,
+                sequential,
+            };
+            bench_load::run(&plan, out.as_deref())
         }
         Command::Bench {
             contacts,

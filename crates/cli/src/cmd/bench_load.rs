@@ -1,0 +1,227 @@
+//! `leadscore bench --load URL`: an open-loop load of Segment `/v1/batch`
+//! requests at a fixed rate against a running `leadscore serve`.
+//!
+//! A closed-loop tool such as wrk sends a connection's next request only
+//! when the previous one is answered, so it measures latency at whatever
+//! rate the server saturates at, and a stall delays the requests that
+//! would have been sent during it without counting them ("coordinated
+//! omission"). Here request `i` is due at `start + i × interval` whatever
+//! happened before, is sent on its own task (on a new connection when all
+//! open ones are busy), and its latency runs from the time it was due to
+//! its answer: a stall of the server counts against every request due
+//! during it, as a client sending at that rate would see.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::bench_triggers::percentile;
+
+/// What to send and for how long.
+pub struct LoadPlan<'a> {
+    pub url: &'a str,
+    pub write_key: &'a str,
+    /// Events per second offered.
+    pub rate: u32,
+    /// Events per request.
+    pub batch: u32,
+    pub seconds: u32,
+    /// Distinct contacts the events are spread over.
+    pub contacts: u64,
+    /// Whether a batch's events go to consecutive contacts instead of
+    /// contacts spread by a hash.
+    pub sequential: bool,
+}
+
+/// The contact of event `n`: spread over `contacts` by a hash (SplitMix64),
+/// so that a batch's events land on unrelated contacts as a server-side
+/// source's do, not on neighbouring keys that share pages.
+fn contact_of(n: u64, contacts: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % contacts
+}
+
+/// One `/v1/batch` body: `batch` `Email Link Clicked` events, each with a
+/// message id unique to this run, stamped with the current time (every
+/// event new, none a duplicate).
+fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
+    let now = leadscore_store::now().to_string();
+    let items: Vec<String> = (first..first + u64::from(plan.batch))
+        .map(|n| {
+            let contact = if plan.sequential {
+                n % plan.contacts
+            } else {
+                contact_of(n, plan.contacts)
+            };
+            format!(
+                r#"{{"type":"track","userId":"load-{contact}","event":"Email Link Clicked","messageId":"load-{run}-{n:012}","timestamp":"{now}"}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"batch":[{}]}}"#, items.join(","))
+}
+
+/// The outcome of one request: latency from when it was due, in ms, and
+/// whether the server acknowledged it (2xx).
+type Answer = (f64, bool);
+
+pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCode> {
+    if plan.rate == 0 || plan.batch == 0 || plan.seconds == 0 || plan.contacts == 0 {
+        bail!("--rate, --batch-size, --seconds and --contacts must be at least 1");
+    }
+    let url = format!("{}/v1/batch", plan.url.trim_end_matches('/'));
+    let requests = u64::from(plan.rate) * u64::from(plan.seconds) / u64::from(plan.batch);
+    let interval = Duration::from_secs_f64(f64::from(plan.batch) / f64::from(plan.rate));
+    let run_id = leadscore_store::now().seconds_f64() as u64;
+    // One thread: the load takes as little CPU as it can from the server
+    // it measures on the same machine.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (answers, elapsed) = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()?;
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut answers: Vec<Answer> = Vec::with_capacity(requests as usize);
+        let start = Instant::now();
+        for i in 0..requests {
+            let due = start + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(due).await;
+            while let Some(answer) = tasks.try_join_next() {
+                answers.push(answer?);
+            }
+            let request = client
+                .post(&url)
+                .basic_auth(plan.write_key, Some(""))
+                .header("content-type", "application/json")
+                .body(body(run_id, i * u64::from(plan.batch), plan));
+            tasks.spawn(async move {
+                let ok = match request.send().await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        // The body is read so the connection can be reused.
+                        ok && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                (due.elapsed().as_secs_f64() * 1e3, ok)
+            });
+        }
+        while let Some(answer) = tasks.join_next().await {
+            answers.push(answer?);
+        }
+        Ok::<_, anyhow::Error>((answers, start.elapsed().as_secs_f64()))
+    })?;
+    let failed = answers.iter().filter(|(_, ok)| !ok).count();
+    let latencies: Vec<f64> = answers.iter().map(|(ms, _)| *ms).collect();
+    let acknowledged = (answers.len() - failed) as f64 * f64::from(plan.batch);
+    let (p50, p90, p99, p999, max) = (
+        percentile(latencies.clone(), 0.5),
+        percentile(latencies.clone(), 0.9),
+        percentile(latencies.clone(), 0.99),
+        percentile(latencies.clone(), 0.999),
+        percentile(latencies, 1.0),
+    );
+    eprintln!(
+        "POST /v1/batch, {} events per request, offered {} events/s for {} s: {} requests, \
+         {failed} failed; acknowledged {:.0} events/s; latency from due time p50 {p50:.2} ms, \
+         p90 {p90:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms",
+        plan.batch,
+        plan.rate,
+        plan.seconds,
+        answers.len(),
+        acknowledged / elapsed,
+    );
+    if let Some(path) = out {
+        let figures = json!({
+            "url": url, "events_per_request": plan.batch, "offered_events_per_s": plan.rate,
+            "seconds": plan.seconds, "requests": answers.len(), "failed": failed,
+            "acknowledged_events_per_s": acknowledged / elapsed,
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(sequential: bool) -> LoadPlan<'static> {
+        LoadPlan {
+            url: "http://127.0.0.1:1",
+            write_key: "k",
+            rate: 1,
+            batch: 3,
+            seconds: 1,
+            contacts: 2,
+            sequential,
+        }
+    }
+
+    fn users(text: &str) -> Vec<String> {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let batch = value["batch"].as_array().unwrap();
+        batch
+            .iter()
+            .map(|m| m["userId"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn contacts_are_consecutive_or_spread() {
+        assert_eq!(
+            users(&body(7, 10, &plan(true))),
+            ["load-0", "load-1", "load-0"]
+        );
+        let spread: Vec<String> = (10..13)
+            .map(|n| format!("load-{}", contact_of(n, 2)))
+            .collect();
+        assert_eq!(users(&body(7, 10, &plan(false))), spread);
+    }
+
+    #[test]
+    fn a_body_is_a_segment_batch_of_distinct_new_events() {
+        let text = body(7, 10, &plan(false));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let batch = value["batch"].as_array().unwrap();
+        assert_eq!(batch.len(), 3);
+        let ids: Vec<_> = batch
+            .iter()
+            .map(|m| m["messageId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "load-7-000000000010",
+                "load-7-000000000011",
+                "load-7-000000000012"
+            ]
+        );
+        assert!(batch.iter().all(|m| m["type"] == "track"));
+    }
+
+    #[test]
+    fn events_spread_evenly_over_the_contacts() {
+        let mut counts = [0u32; 100];
+        for n in 0..100_000 {
+            counts[contact_of(n, 100) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}
