@@ -640,7 +640,9 @@ pub trait Store: Send {
     /// server's writer overlaps that wait with its next transaction). A
     /// commit not yet flushed is visible to readers and survives a crash of
     /// the process, but not of the machine. `None` (the default): every
-    /// commit is durable when it returns and nothing is deferred.
+    /// commit is durable when it returns and nothing is deferred. A store
+    /// may also tune itself for many small commits here (SQLite starts its
+    /// WAL over at 64 MiB instead of 1 GiB).
     fn defer_durability(&mut self) -> Result<Option<Box<dyn Flush>>> {
         Ok(None)
     }
