@@ -642,7 +642,7 @@ pub trait Store: Send {
     /// the process, but not of the machine. `None` (the default): every
     /// commit is durable when it returns and nothing is deferred. A store
     /// may also tune itself for many small commits here (SQLite starts its
-    /// WAL over at 64 MiB instead of 1 GiB).
+    /// WAL over at 64 MiB instead of 1 GiB and keeps 64 MiB of pages).
     fn defer_durability(&mut self) -> Result<Option<Box<dyn Flush>>> {
         Ok(None)
     }
