@@ -186,8 +186,8 @@ pub fn firing_key(trigger: &str, contact: &str, at: Timestamp) -> String {
 
 /// A contact touched by the current batch.
 struct Work {
-    /// The stored row as the batch found it.
-    old: Option<Row>,
+    /// Whether the contact had a live row when the batch found it.
+    existed: bool,
     /// The ledger's latest values for the contact (moves with each message).
     current: Option<ScoreFields>,
     /// The live state, or `None` when the contact must be re-folded.
@@ -201,16 +201,89 @@ struct Work {
     cause: String,
 }
 
+/// Contacts' live state as the writer's last batches left it, so that the
+/// next batch touching them neither reads nor decodes their rows again.
+///
+/// Only sound while the connection that keeps it is the only writer of live
+/// rows: its owner empties it whenever anything else may have written
+/// ([`LiveCache::clear`]), and hands batches only what they committed
+/// ([`LiveCache::committed`]). A batch takes the entries it touches out and
+/// puts back, on commit, what it wrote; on any error the entries it took
+/// are simply gone (the rows are read again).
+#[derive(Default)]
+pub(crate) struct LiveCache {
+    /// The model version the entries are under.
+    version: u32,
+    entries: FxHashMap<String, Cached>,
+    /// Written by the batch in progress.
+    pending: Vec<(String, Cached)>,
+}
+
+/// What a live row decodes to.
+struct Cached {
+    state: ContactState,
+    triggers: TriggerState,
+    current: ScoreFields,
+}
+
+/// At most this many contacts in a [`LiveCache`] (a few hundred bytes to a
+/// few kilobytes each); past it, arbitrary entries make room.
+const LIVE_CACHE_CONTACTS: usize = 50_000;
+
+impl LiveCache {
+    /// Forgets everything (another writer may have changed any row).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.pending.clear();
+    }
+
+    /// The batch's writes are committed: they are what the rows now hold.
+    pub fn committed(&mut self) {
+        let room = LIVE_CACHE_CONTACTS.saturating_sub(self.pending.len());
+        if self.entries.len() > room {
+            let mut evict = self.entries.len() - room + LIVE_CACHE_CONTACTS / 8;
+            self.entries.retain(|_, _| {
+                let keep = evict == 0;
+                evict = evict.saturating_sub(1);
+                keep
+            });
+        }
+        self.entries.extend(self.pending.drain(..));
+    }
+
+    /// Whether the cache holds `contact`.
+    #[cfg(test)]
+    pub fn holds(&self, contact: &str) -> bool {
+        self.entries.contains_key(contact)
+    }
+
+    /// Starts a batch under `version`.
+    fn begin(&mut self, version: u32) {
+        self.pending.clear();
+        if self.version != version {
+            self.entries.clear();
+            self.version = version;
+        }
+    }
+}
+
 /// Ingests one batch inside `tx`. With no active model, the log and the
 /// identities are still kept (scores come with the first activation).
+/// `cache`: see [`LiveCache`]; its owner calls [`LiveCache::committed`]
+/// once `tx` commits.
 pub(crate) fn ingest(
     tx: &mut impl Tx,
     model: Option<(&Model, u32)>,
     activating: bool,
     messages: Vec<Incoming>,
     recorded_at: Timestamp,
+    mut cache: Option<&mut LiveCache>,
 ) -> Result<IngestReport> {
+    if let (Some(cache), Some((_, version))) = (cache.as_deref_mut(), model) {
+        cache.begin(version);
+    }
     let mut batch = Batch {
+        cache,
         model,
         recorded_at,
         report: IngestReport {
@@ -232,7 +305,8 @@ pub(crate) fn ingest(
     batch.finish(tx, activating)
 }
 
-struct Batch<'m> {
+struct Batch<'m, 'c> {
+    cache: Option<&'c mut LiveCache>,
     model: Option<(&'m Model, u32)>,
     recorded_at: Timestamp,
     report: IngestReport,
@@ -247,7 +321,7 @@ struct Batch<'m> {
     firings: Vec<(String, Firing, bool)>,
 }
 
-impl Batch<'_> {
+impl Batch<'_, '_> {
     fn message(
         &mut self,
         tx: &mut impl Tx,
@@ -460,6 +534,25 @@ impl Batch<'_> {
         decode: bool,
     ) -> Result<&mut Work> {
         if !self.work.contains_key(contact) {
+            let cached = self
+                .cache
+                .as_deref_mut()
+                .and_then(|c| c.entries.remove(contact));
+            if let Some(cached) = cached {
+                self.gone.remove(contact);
+                self.work.insert(
+                    contact.to_string(),
+                    Work {
+                        existed: true,
+                        current: Some(cached.current),
+                        state: decode.then_some(cached.state),
+                        triggers: Some(cached.triggers),
+                        replayed: false,
+                        cause: "rescore".into(),
+                    },
+                );
+                return Ok(self.work.get_mut(contact).expect("just inserted"));
+            }
             let old = tx.row(Table::Live, contact)?;
             let current = old.as_ref().map(|r| ScoreFields::from(&r.score));
             let state = match &old {
@@ -482,7 +575,7 @@ impl Batch<'_> {
             self.work.insert(
                 contact.to_string(),
                 Work {
-                    old,
+                    existed: old.is_some(),
                     current,
                     state,
                     triggers,
@@ -510,6 +603,9 @@ impl Batch<'_> {
             return Ok(self.report);
         };
         for (contact, into) in std::mem::take(&mut self.gone) {
+            if let Some(cache) = self.cache.as_deref_mut() {
+                cache.entries.remove(&contact);
+            }
             if let Some(row) = tx.row(Table::Live, &contact)? {
                 tx.delete_row(Table::Live, &contact)?;
                 self.record(Some(NewEntry {
@@ -543,8 +639,10 @@ impl Batch<'_> {
             if activating {
                 tx.delete_row(Table::Next, &contact)?;
             }
-            let Some(row) = row_of(model, version, &contact, &state, triggers.as_ref()) else {
-                if work.old.is_some() {
+            // What `row_of` would arm, kept for the cache.
+            let triggers = triggers.unwrap_or_else(|| armed(model, &state, state.last_timestamp()));
+            let Some(row) = row_of(model, version, &contact, &state, Some(&triggers)) else {
+                if work.existed {
                     tx.delete_row(Table::Live, &contact)?;
                 }
                 continue;
@@ -558,11 +656,21 @@ impl Batch<'_> {
                     recorded_at: self.recorded_at,
                     model_version: version,
                     old: work.current,
-                    new: Some(fields),
+                    new: Some(fields.clone()),
                     cause: work.cause,
                 }));
             }
             tx.put_row(Table::Live, &row)?;
+            if let Some(cache) = self.cache.as_deref_mut() {
+                cache.pending.push((
+                    contact,
+                    Cached {
+                        state,
+                        triggers,
+                        current: fields,
+                    },
+                ));
+            }
         }
         let firings = std::mem::take(&mut self.firings);
         let written = write_firings(
@@ -1024,4 +1132,42 @@ pub(crate) fn log_as_of(id: &str, messages: Vec<Message>, t: Timestamp) -> Optio
     contacts_as_of(until, Vec::new(), t)
         .into_iter()
         .find(|c| c.id == canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache never holds more than its bound, and keeps what the
+    /// latest batch wrote.
+    #[test]
+    fn the_live_cache_stays_bounded() {
+        let model = Model::from_toml("m.toml", "[model]\nname = \"m\"\n").unwrap();
+        let entry = || Cached {
+            state: ContactState::new(&model, None),
+            triggers: TriggerState::new(&model),
+            current: ScoreFields {
+                score: 0.0,
+                tier: String::new(),
+                grade: String::new(),
+                stage: String::new(),
+                status: leadscore_core::score::Status::Active,
+            },
+        };
+        let mut cache = LiveCache::default();
+        cache.begin(1);
+        for round in 0..3 {
+            for i in 0..LIVE_CACHE_CONTACTS / 2 + 7 {
+                cache.pending.push((format!("{round}-{i}"), entry()));
+            }
+            cache.committed();
+            assert!(cache.entries.len() <= LIVE_CACHE_CONTACTS);
+            assert!(cache.holds(&format!("{round}-0")) && cache.pending.is_empty());
+        }
+        cache.begin(2);
+        assert!(
+            cache.entries.is_empty(),
+            "another version's states are dropped"
+        );
+    }
 }

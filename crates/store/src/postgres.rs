@@ -704,6 +704,7 @@ impl Store for PgStore {
                 activating,
                 messages,
                 now(),
+                None,
             )
         })
     }

@@ -50,6 +50,13 @@ pub struct SqliteStore {
     checkpointer: Option<Checkpointer>,
     /// See [`WAL_RESTART_BYTES`].
     wal_limit: u64,
+    /// Live rows as this connection's ingests left them (see
+    /// [`engine::LiveCache`]), with what says they still are: SQLite's
+    /// `data_version` (changes when another connection commits) and this
+    /// connection's count of changed rows after its last ingest (changes
+    /// when any other operation here writes).
+    live: engine::LiveCache,
+    live_valid: Option<(i64, u64)>,
 }
 
 /// Copies the WAL into the database file from a thread of its own, woken
@@ -317,6 +324,8 @@ impl SqliteStore {
             path: path.to_path_buf(),
             checkpointer: None,
             wal_limit: WAL_RESTART_BYTES,
+            live: engine::LiveCache::default(),
+            live_valid: None,
         };
         store.set_wal_limit(WAL_RESTART_BYTES)?;
         Ok(store)
@@ -472,14 +481,24 @@ impl Store for SqliteStore {
             .map(|v| model_in(&self.active, &tx, v))
             .transpose()?;
         let activating = Self::job(&tx)?.is_some();
+        // Inside the (immediate) transaction: nobody else writes until it ends.
+        let data_version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.live_valid != Some((data_version, tx.total_changes())) {
+            self.live.clear();
+        }
+        // Until this batch commits, the cache says nothing.
+        self.live_valid = None;
         let report = engine::ingest(
             &mut Sql(&tx),
             model.as_deref().zip(version),
             activating,
             messages,
             now(),
+            Some(&mut self.live),
         )?;
         tx.commit()?;
+        self.live.committed();
+        self.live_valid = Some((data_version, self.conn.total_changes()));
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.poke();
         }
@@ -1644,6 +1663,50 @@ impl Tx for Sql<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn track(user: &str, id: &str, at: &str) -> Incoming {
+        let value = serde_json::json!({"type": "track", "userId": user,
+            "event": "Form Submitted", "messageId": id, "timestamp": at});
+        Incoming::new(leadscore_core::event::Message::from_json(value, None, None).unwrap())
+    }
+
+    /// The writer's cache of live states keeps what its own ingests wrote
+    /// and is emptied when this connection writes anything else or another
+    /// connection commits.
+    #[test]
+    fn the_live_cache_is_dropped_after_any_other_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let source = include_str!("../../../examples/b2b.toml");
+        let version = store.add_model("b2b.toml", source).unwrap().version;
+        store.activate(version, &mut |_, _| {}).unwrap();
+        let ingest = |store: &mut SqliteStore, user: &str, id: &str, at: &str| {
+            store.ingest(vec![track(user, id, at)]).unwrap();
+        };
+        ingest(&mut store, "c", "c1", "2025-01-01T00:00:00Z");
+        ingest(&mut store, "d", "d1", "2025-01-01T00:00:01Z");
+        ingest(&mut store, "c", "c2", "2025-01-01T00:00:02Z");
+        assert!(store.live.holds("c") && store.live.holds("d"));
+        // Another write on this connection.
+        store
+            .add_outcomes(&[crate::Outcome {
+                contact_id: "c".into(),
+                outcome: "won".into(),
+                value: None,
+                at: Timestamp::from_seconds(1_735_689_700),
+            }])
+            .unwrap();
+        ingest(&mut store, "c", "c3", "2025-01-01T00:00:03Z");
+        assert!(store.live.holds("c") && !store.live.holds("d"));
+        // A commit by another connection.
+        ingest(&mut store, "d", "d2", "2025-01-01T00:00:04Z");
+        assert!(store.live.holds("d"));
+        let mut other = SqliteStore::open(&path).unwrap();
+        ingest(&mut other, "e", "e1", "2025-01-01T00:00:05Z");
+        ingest(&mut store, "c", "c4", "2025-01-01T00:00:06Z");
+        assert!(store.live.holds("c") && !store.live.holds("d"));
+    }
 
     /// Deferring durability turns the commit's own sync off, and the flush
     /// syncs the WAL (or finds none left to sync).

@@ -262,3 +262,35 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
     // The checkpointer started with the limit: it is not changed afterwards.
     assert!(store.set_wal_limit(LIMIT * 2).is_err());
 }
+
+/// Two connections to one SQLite file ingesting in turns (as the server's
+/// writer and a `leadscore import` in another process would): each sees
+/// the other's commits, so the live rows equal the batch scores. The
+/// writer's cache of live states must notice the other connection's
+/// commits; without that check this test fails.
+#[test]
+fn sqlite_connections_taking_turns_keep_live_rows_exact() {
+    let (messages, _) = generated(30, 90, 11);
+    let (mut first, _dir, path) = sqlite();
+    activate(&mut first, "b2b");
+    let mut second = leadscore_store::SqliteStore::open(&path).unwrap();
+    let model = example("b2b");
+    let mut sorted = messages.clone();
+    sorted.sort_by_key(|m| m.timestamp);
+    for (i, chunk) in sorted.chunks(37).enumerate() {
+        let store = if i % 2 == 0 { &mut first } else { &mut second };
+        store.ingest(incoming(chunk)).unwrap();
+    }
+    let reference = batch(&model, &messages, sorted.last().unwrap().timestamp);
+    for store in [&first, &second] {
+        for (id, _) in &reference {
+            let live = store.contact(id).unwrap().unwrap();
+            let expected = batch(&model, &messages, live.last_event.unwrap())
+                .into_iter()
+                .find(|(c, _)| c == id)
+                .unwrap()
+                .1;
+            assert_eq!(live.score, expected, "{id}");
+        }
+    }
+}
