@@ -125,10 +125,18 @@ pub fn postgres(url: &str) -> (PgStore, SchemaGuard) {
     )
 }
 
-/// Every backend under test: SQLite always, PostgreSQL when available.
+/// Every backend under test: SQLite always (as the CLI and as the server run
+/// it), PostgreSQL when available.
 pub fn backends() -> Vec<(Box<dyn Store>, Guard)> {
     let (store, dir, _) = sqlite();
-    let mut all: Vec<(Box<dyn Store>, Guard)> = vec![(Box::new(store), Guard::Dir(dir))];
+    // SQLite as the server's writer runs it: commits flushed later, live
+    // states kept between batches.
+    let (mut served, served_dir, _) = sqlite();
+    served.defer_durability().unwrap();
+    let mut all: Vec<(Box<dyn Store>, Guard)> = vec![
+        (Box::new(store), Guard::Dir(dir)),
+        (Box::new(served), Guard::Dir(served_dir)),
+    ];
     if let Some(url) = postgres_url() {
         let (store, guard) = postgres(&url);
         all.push((Box::new(store), Guard::Schema(guard)));

@@ -272,6 +272,8 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
 fn sqlite_connections_taking_turns_keep_live_rows_exact() {
     let (messages, _) = generated(30, 90, 11);
     let (mut first, _dir, path) = sqlite();
+    // As the server's writer does (which turns on its cache of live states).
+    let _flush = first.defer_durability().unwrap();
     activate(&mut first, "b2b");
     let mut second = leadscore_store::SqliteStore::open(&path).unwrap();
     let model = example("b2b");
