@@ -641,8 +641,8 @@ pub trait Store: Send {
     /// commit not yet flushed is visible to readers and survives a crash of
     /// the process, but not of the machine. `None` (the default): every
     /// commit is durable when it returns and nothing is deferred. A store
-    /// may also tune itself for many small commits here (SQLite starts its
-    /// WAL over at 64 MiB instead of 1 GiB and keeps 64 MiB of pages).
+    /// may also tune itself for many small commits here (SQLite keeps
+    /// 64 MiB of pages and the live states its batches wrote).
     fn defer_durability(&mut self) -> Result<Option<Box<dyn Flush>>> {
         Ok(None)
     }

@@ -147,15 +147,6 @@ const CHECKPOINT_EVERY_MS: u64 = 200;
 /// requests/s, p99 16-21 ms; without restarts 400/s, p99 34 ms.
 const WAL_RESTART_BYTES: u64 = 1 << 30;
 
-/// The WAL limit once durability is deferred ([`Store::defer_durability`],
-/// the server): its commits are small and many, and each one waits behind
-/// the one before, so what counts is the writer's time per commit rather
-/// than an import's total. Open-loop `/v1/batch` at 40k events/s, 10-second
-/// runs alternated: p99 40-49 ms at 64 MiB against 88-97 ms at 16 MiB,
-/// 49-67 ms at 256 MiB and 122-160 ms at 1 GiB (where the WAL keeps
-/// growing for 9 seconds).
-const SERVER_WAL_RESTART_BYTES: u64 = 64 << 20;
-
 /// The writer's page cache once durability is deferred (the server), in
 /// KiB (SQLite's negative `cache_size`). SQLite's default 2 MiB holds a
 /// fraction of the pages that events for contacts spread over the store
@@ -443,9 +434,6 @@ impl crate::Flush for WalFlush {
 
 impl Store for SqliteStore {
     fn defer_durability(&mut self) -> Result<Option<Box<dyn crate::Flush>>> {
-        if self.checkpointer.is_none() {
-            self.set_wal_limit(self.wal_limit.min(SERVER_WAL_RESTART_BYTES))?;
-        }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn
             .pragma_update(None, "cache_size", -SERVER_CACHE_KIB)?;
@@ -1732,7 +1720,6 @@ mod tests {
         assert_eq!(mode(&store), 2, "FULL by default");
         let mut flush = store.defer_durability().unwrap().expect("SQLite defers");
         assert_eq!(mode(&store), 1, "NORMAL once deferred");
-        assert_eq!(store.wal_limit, SERVER_WAL_RESTART_BYTES);
         let cache: i64 = store
             .conn
             .query_row("PRAGMA cache_size", [], |r| r.get(0))
