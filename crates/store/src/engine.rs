@@ -214,9 +214,13 @@ struct Work {
 pub(crate) struct LiveCache {
     /// The model version the entries are under.
     version: u32,
-    entries: FxHashMap<String, Cached>,
+    /// Written since the generation began (boxed: a state is large, and
+    /// the maps move their values as they grow).
+    young: FxHashMap<String, Box<Cached>>,
+    /// Written in the generation before, and not touched since.
+    old: FxHashMap<String, Box<Cached>>,
     /// Written by the batch in progress.
-    pending: Vec<(String, Cached)>,
+    pending: Vec<(String, Box<Cached>)>,
 }
 
 /// What a live row decodes to.
@@ -226,43 +230,52 @@ struct Cached {
     current: ScoreFields,
 }
 
-/// At most this many contacts in a [`LiveCache`] (about 2.4 KB each with
-/// `examples/b2b.toml`: 20k contacts added 47 MB to the server's peak
-/// RSS); past it, arbitrary entries make room.
-const LIVE_CACHE_CONTACTS: usize = 20_000;
+/// Contacts per generation of a [`LiveCache`], which holds two (the
+/// current one and the one before) plus a batch: about 2.4 KB each with
+/// `examples/b2b.toml` (20k contacts added 47 MB to the server's peak RSS).
+/// When the current generation is full, the one before is dropped whole:
+/// O(1) per contact, and what was touched in the last two generations
+/// stays (no per-commit scan of the map to evict).
+const LIVE_CACHE_GENERATION: usize = 16_000;
 
 impl LiveCache {
     /// Forgets everything (another writer may have changed any row).
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.young.clear();
+        self.old.clear();
         self.pending.clear();
     }
 
     /// The batch's writes are committed: they are what the rows now hold.
     pub fn committed(&mut self) {
-        let room = LIVE_CACHE_CONTACTS.saturating_sub(self.pending.len());
-        if self.entries.len() > room {
-            let mut evict = self.entries.len() - room + LIVE_CACHE_CONTACTS / 8;
-            self.entries.retain(|_, _| {
-                let keep = evict == 0;
-                evict = evict.saturating_sub(1);
-                keep
-            });
+        for (contact, cached) in self.pending.drain(..) {
+            self.young.insert(contact, cached);
         }
-        self.entries.extend(self.pending.drain(..));
+        if self.young.len() >= LIVE_CACHE_GENERATION {
+            // The maps swap, keeping their capacity.
+            std::mem::swap(&mut self.young, &mut self.old);
+            self.young.clear();
+        }
+    }
+
+    /// Takes `contact` out (a batch is about to change it).
+    fn take(&mut self, contact: &str) -> Option<Box<Cached>> {
+        self.young
+            .remove(contact)
+            .or_else(|| self.old.remove(contact))
     }
 
     /// Whether the cache holds `contact`.
     #[cfg(test)]
     pub fn holds(&self, contact: &str) -> bool {
-        self.entries.contains_key(contact)
+        self.young.contains_key(contact) || self.old.contains_key(contact)
     }
 
     /// Starts a batch under `version`.
     fn begin(&mut self, version: u32) {
         self.pending.clear();
         if self.version != version {
-            self.entries.clear();
+            self.clear();
             self.version = version;
         }
     }
@@ -535,11 +548,9 @@ impl Batch<'_, '_> {
         decode: bool,
     ) -> Result<&mut Work> {
         if !self.work.contains_key(contact) {
-            let cached = self
-                .cache
-                .as_deref_mut()
-                .and_then(|c| c.entries.remove(contact));
+            let cached = self.cache.as_deref_mut().and_then(|c| c.take(contact));
             if let Some(cached) = cached {
+                let cached = *cached;
                 self.gone.remove(contact);
                 self.work.insert(
                     contact.to_string(),
@@ -605,7 +616,7 @@ impl Batch<'_, '_> {
         };
         for (contact, into) in std::mem::take(&mut self.gone) {
             if let Some(cache) = self.cache.as_deref_mut() {
-                cache.entries.remove(&contact);
+                cache.take(&contact);
             }
             if let Some(row) = tx.row(Table::Live, &contact)? {
                 tx.delete_row(Table::Live, &contact)?;
@@ -665,11 +676,11 @@ impl Batch<'_, '_> {
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.pending.push((
                     contact,
-                    Cached {
+                    Box::new(Cached {
                         state,
                         triggers,
                         current: fields,
-                    },
+                    }),
                 ));
             }
         }
@@ -1139,36 +1150,46 @@ pub(crate) fn log_as_of(id: &str, messages: Vec<Message>, t: Timestamp) -> Optio
 mod tests {
     use super::*;
 
-    /// The cache never holds more than its bound, and keeps what the
-    /// latest batch wrote.
+    /// The cache never holds more than two generations and a batch, and
+    /// keeps what the latest batches wrote.
     #[test]
     fn the_live_cache_stays_bounded() {
         let model = Model::from_toml("m.toml", "[model]\nname = \"m\"\n").unwrap();
-        let entry = || Cached {
-            state: ContactState::new(&model, None),
-            triggers: TriggerState::new(&model),
-            current: ScoreFields {
-                score: 0.0,
-                tier: String::new(),
-                grade: String::new(),
-                stage: String::new(),
-                status: leadscore_core::score::Status::Active,
-            },
+        let entry = || {
+            Box::new(Cached {
+                state: ContactState::new(&model, None),
+                triggers: TriggerState::new(&model),
+                current: ScoreFields {
+                    score: 0.0,
+                    tier: String::new(),
+                    grade: String::new(),
+                    stage: String::new(),
+                    status: leadscore_core::score::Status::Active,
+                },
+            })
         };
         let mut cache = LiveCache::default();
         cache.begin(1);
-        for round in 0..3 {
-            for i in 0..LIVE_CACHE_CONTACTS / 2 + 7 {
-                cache.pending.push((format!("{round}-{i}"), entry()));
+        for batch in 0..100 {
+            for i in 0..1_000 {
+                cache.pending.push((format!("{batch}-{i}"), entry()));
             }
             cache.committed();
-            assert!(cache.entries.len() <= LIVE_CACHE_CONTACTS);
-            assert!(cache.holds(&format!("{round}-0")) && cache.pending.is_empty());
+            assert!(cache.young.len() + cache.old.len() <= 2 * LIVE_CACHE_GENERATION + 1_000);
+            assert!(cache.holds(&format!("{batch}-0")) && cache.pending.is_empty());
+            if batch >= 20 {
+                assert!(
+                    cache.holds(&format!("{}-999", batch - 15)),
+                    "the generation before"
+                );
+                assert!(
+                    !cache.holds(&format!("{}-0", batch - 40)),
+                    "older ones dropped"
+                );
+            }
         }
+        assert!(cache.take("99-5").is_some() && !cache.holds("99-5"));
         cache.begin(2);
-        assert!(
-            cache.entries.is_empty(),
-            "another version's states are dropped"
-        );
+        assert!(!cache.holds("99-6"), "another version's states are dropped");
     }
 }
