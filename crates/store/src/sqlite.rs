@@ -434,9 +434,11 @@ impl crate::Flush for WalFlush {
 
 impl Store for SqliteStore {
     fn defer_durability(&mut self) -> Result<Option<Box<dyn crate::Flush>>> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn
             .pragma_update(None, "cache_size", -SERVER_CACHE_KIB)?;
+        // Last of what can fail: an error leaves commits synchronous, as
+        // the caller, told nothing is deferred, expects.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.live.get_or_insert_with(engine::LiveCache::default);
         Ok(Some(Box::new(WalFlush {
             wal: wal_path(&self.path),
