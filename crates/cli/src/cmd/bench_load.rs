@@ -18,8 +18,6 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::bench_triggers::percentile;
-
 /// What to send and for how long.
 pub struct LoadPlan<'a> {
     pub url: &'a str,
@@ -76,6 +74,9 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
     }
     let url = format!("{}/v1/batch", plan.url.trim_end_matches('/'));
     let requests = u64::from(plan.rate) * u64::from(plan.seconds) / u64::from(plan.batch);
+    if requests == 0 {
+        bail!("the plan offers no request: raise --rate or --seconds, or lower --batch-size");
+    }
     let interval = Duration::from_secs_f64(f64::from(plan.batch) / f64::from(plan.rate));
     let run_id = leadscore_store::now().seconds_f64() as u64;
     // One thread: the load takes as little CPU as it can from the server
@@ -120,15 +121,11 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
         Ok::<_, anyhow::Error>((answers, start.elapsed().as_secs_f64()))
     })?;
     let failed = answers.iter().filter(|(_, ok)| !ok).count();
-    let latencies: Vec<f64> = answers.iter().map(|(ms, _)| *ms).collect();
+    let mut latencies: Vec<f64> = answers.iter().map(|(ms, _)| *ms).collect();
+    latencies.sort_by(f64::total_cmp);
     let acknowledged = (answers.len() - failed) as f64 * f64::from(plan.batch);
-    let (p50, p90, p99, p999, max) = (
-        percentile(latencies.clone(), 0.5),
-        percentile(latencies.clone(), 0.9),
-        percentile(latencies.clone(), 0.99),
-        percentile(latencies.clone(), 0.999),
-        percentile(latencies, 1.0),
-    );
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let (p50, p90, p99, p999, max) = (at(0.5), at(0.9), at(0.99), at(0.999), at(1.0));
     eprintln!(
         "POST /v1/batch, {} events per request, offered {} events/s for {} s: {} requests, \
          {failed} failed; acknowledged {:.0} events/s; latency from due time p50 {p50:.2} ms, \
