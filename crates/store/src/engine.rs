@@ -549,45 +549,45 @@ impl Batch<'_, '_> {
     ) -> Result<&mut Work> {
         if !self.work.contains_key(contact) {
             let cached = self.cache.as_deref_mut().and_then(|c| c.take(contact));
-            if let Some(cached) = cached {
-                let cached = *cached;
-                self.gone.remove(contact);
-                self.work.insert(
-                    contact.to_string(),
-                    Work {
-                        existed: true,
-                        current: Some(cached.current),
-                        state: decode.then_some(cached.state),
-                        triggers: Some(cached.triggers),
-                        replayed: false,
-                        cause: "rescore".into(),
-                    },
-                );
-                return Ok(self.work.get_mut(contact).expect("just inserted"));
-            }
-            let old = tx.row(Table::Live, contact)?;
-            let current = old.as_ref().map(|r| ScoreFields::from(&r.score));
-            let state = match &old {
-                _ if !decode => None,
-                None => Some(ContactState::new(model, None)),
-                Some(row) if row.model_version == version => {
-                    ContactState::decode(model, &row.state, row.traits.clone(), row.company.clone())
-                        .ok()
+            let (existed, current, state, triggers) = match cached {
+                Some(cached) => {
+                    let Cached {
+                        state,
+                        triggers,
+                        current,
+                    } = *cached;
+                    (true, Some(current), decode.then_some(state), Some(triggers))
                 }
-                Some(_) => None,
-            };
-            let triggers = match &old {
-                None => Some(TriggerState::new(model)),
-                Some(row) if row.model_version == version => {
-                    TriggerState::decode(model, &row.triggers)
+                None => {
+                    let old = tx.row(Table::Live, contact)?;
+                    let current = old.as_ref().map(|r| ScoreFields::from(&r.score));
+                    let state = match &old {
+                        _ if !decode => None,
+                        None => Some(ContactState::new(model, None)),
+                        Some(row) if row.model_version == version => ContactState::decode(
+                            model,
+                            &row.state,
+                            row.traits.clone(),
+                            row.company.clone(),
+                        )
+                        .ok(),
+                        Some(_) => None,
+                    };
+                    let triggers = match &old {
+                        None => Some(TriggerState::new(model)),
+                        Some(row) if row.model_version == version => {
+                            TriggerState::decode(model, &row.triggers)
+                        }
+                        Some(_) => None,
+                    };
+                    (old.is_some(), current, state, triggers)
                 }
-                Some(_) => None,
             };
             self.gone.remove(contact);
             self.work.insert(
                 contact.to_string(),
                 Work {
-                    existed: old.is_some(),
+                    existed,
                     current,
                     state,
                     triggers,
@@ -651,9 +651,9 @@ impl Batch<'_, '_> {
             if activating {
                 tx.delete_row(Table::Next, &contact)?;
             }
-            // What `row_of` would arm, kept for the cache.
+            // Rows written before triggers existed: armed as of the last message.
             let triggers = triggers.unwrap_or_else(|| armed(model, &state, state.last_timestamp()));
-            let Some(row) = row_of(model, version, &contact, &state, Some(&triggers)) else {
+            let Some(row) = row_of(model, version, &contact, &state, &triggers) else {
                 if work.existed {
                     tx.delete_row(Table::Live, &contact)?;
                 }
@@ -942,18 +942,10 @@ pub(crate) fn row_of(
     version: u32,
     contact: &str,
     state: &ContactState,
-    triggers: Option<&TriggerState>,
+    triggers: &TriggerState,
 ) -> Option<Row> {
     let last = state.last_timestamp()?;
     let score = state.score_at(model, last).expect("at the last message");
-    let armed_now;
-    let triggers = match triggers {
-        Some(t) => t,
-        None => {
-            armed_now = armed(model, state, Some(last));
-            &armed_now
-        }
-    };
     Some(Row {
         id: contact.to_string(),
         model_version: version,
@@ -978,7 +970,7 @@ pub(crate) fn activation_row(
     now: Timestamp,
 ) -> Option<Row> {
     let armed = armed(model, state, state.last_timestamp().map(|l| l.max(now)));
-    row_of(model, version, contact, state, Some(&armed))
+    row_of(model, version, contact, state, &armed)
 }
 
 /// Contacts processed per transaction by activations and dry runs.

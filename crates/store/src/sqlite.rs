@@ -50,15 +50,42 @@ pub struct SqliteStore {
     checkpointer: Option<Checkpointer>,
     /// See [`WAL_RESTART_BYTES`].
     wal_limit: u64,
-    /// Live rows as this connection's ingests left them (see
-    /// [`engine::LiveCache`]), once durability is deferred (the server's
-    /// small commits; an import's large batches load each row once per
-    /// batch anyway, and ran 5 % slower with it), with what says they
-    /// still are: SQLite's `data_version` (changes when another connection
-    /// commits) and this connection's count of changed rows after its last
-    /// ingest (changes when any other operation here writes).
-    live: Option<engine::LiveCache>,
-    live_valid: Option<(i64, u64)>,
+    /// Live rows as this connection's ingests left them, once durability
+    /// is deferred (the server's small commits; an import's large batches
+    /// load each row once per batch anyway, and ran 5 % slower with it).
+    live: Option<WriterCache>,
+}
+
+/// The writer's [`engine::LiveCache`] and what says it still holds what the
+/// rows do: SQLite's `data_version` (changes when another connection
+/// commits) and this connection's count of changed rows (changes when any
+/// other operation on it writes), both as its last ingest left them.
+#[derive(Default)]
+struct WriterCache {
+    states: engine::LiveCache,
+    valid_at: Option<(i64, u64)>,
+    /// `data_version` read inside the batch's transaction: read after the
+    /// commit it could already include another connection's commit.
+    batch_version: i64,
+}
+
+impl WriterCache {
+    /// The cache for a batch in `conn`'s open write transaction: emptied
+    /// unless nothing was written since the last ingest, and saying nothing
+    /// until this batch commits ([`WriterCache::committed`]).
+    fn for_batch(&mut self, conn: &Connection) -> Result<&mut engine::LiveCache> {
+        self.batch_version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.valid_at.take() != Some((self.batch_version, conn.total_changes())) {
+            self.states.clear();
+        }
+        Ok(&mut self.states)
+    }
+
+    /// The batch committed: the cache holds what `conn` wrote.
+    fn committed(&mut self, conn: &Connection) {
+        self.states.committed();
+        self.valid_at = Some((self.batch_version, conn.total_changes()));
+    }
 }
 
 /// Copies the WAL into the database file from a thread of its own, woken
@@ -318,7 +345,6 @@ impl SqliteStore {
             checkpointer: None,
             wal_limit: WAL_RESTART_BYTES,
             live: None,
-            live_valid: None,
         };
         store.set_wal_limit(WAL_RESTART_BYTES)?;
         Ok(store)
@@ -439,7 +465,7 @@ impl Store for SqliteStore {
         // Last of what can fail: an error leaves commits synchronous, as
         // the caller, told nothing is deferred, expects.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.live.get_or_insert_with(engine::LiveCache::default);
+        self.live.get_or_insert_with(WriterCache::default);
         Ok(Some(Box::new(WalFlush {
             wal: wal_path(&self.path),
         })))
@@ -475,27 +501,22 @@ impl Store for SqliteStore {
             .transpose()?;
         let activating = Self::job(&tx)?.is_some();
         // Inside the (immediate) transaction: nobody else writes until it ends.
-        let data_version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        if self.live_valid != Some((data_version, tx.total_changes())) {
-            if let Some(live) = &mut self.live {
-                live.clear();
-            }
-        }
-        // Until this batch commits, the cache says nothing.
-        self.live_valid = None;
+        let live = match &mut self.live {
+            Some(live) => Some(live.for_batch(&tx)?),
+            None => None,
+        };
         let report = engine::ingest(
             &mut Sql(&tx),
             model.as_deref().zip(version),
             activating,
             messages,
             now(),
-            self.live.as_mut(),
+            live,
         )?;
         tx.commit()?;
         if let Some(live) = &mut self.live {
-            live.committed();
+            live.committed(&self.conn);
         }
-        self.live_valid = Some((data_version, self.conn.total_changes()));
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.poke();
         }
@@ -1685,7 +1706,7 @@ mod tests {
         ingest(&mut store, "c", "c1", "2025-01-01T00:00:00Z");
         ingest(&mut store, "d", "d1", "2025-01-01T00:00:01Z");
         ingest(&mut store, "c", "c2", "2025-01-01T00:00:02Z");
-        let holds = |store: &SqliteStore, c: &str| store.live.as_ref().unwrap().holds(c);
+        let holds = |store: &SqliteStore, c: &str| store.live.as_ref().unwrap().states.holds(c);
         assert!(holds(&store, "c") && holds(&store, "d"));
         // Another write on this connection.
         store
