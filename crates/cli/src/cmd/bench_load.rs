@@ -34,14 +34,12 @@ pub struct LoadPlan<'a> {
     pub sequential: bool,
 }
 
-/// The contact of event `n`: spread over `contacts` by a hash (SplitMix64),
-/// so that a batch's events land on unrelated contacts as a server-side
-/// source's do, not on neighbouring keys that share pages.
+/// The contact of event `n`: spread over `contacts` by a hash (the first
+/// SplitMix64 output seeded with `n`), so that a batch's events land on
+/// unrelated contacts as a server-side source's do, not on neighbouring
+/// keys that share pages.
 fn contact_of(n: u64, contacts: u64) -> u64 {
-    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % contacts
+    leadscore_eval::rng::Rng::new(n).below(contacts as usize) as u64
 }
 
 /// One `/v1/batch` body: `batch` `Email Link Clicked` events, each with a
