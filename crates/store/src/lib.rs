@@ -33,6 +33,7 @@ pub use outbox::{
     CampaignMember, Delivery, DeliveryStatus, DueReport, FiringQuery, FiringRecord, OutboxCounts,
     OutboxRecord, Settle,
 };
+mod pcache;
 mod postgres;
 mod sqlite;
 

@@ -307,6 +307,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             why,
         };
+        crate::pcache::install();
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // Every statement of the ingest path stays prepared.
@@ -1783,5 +1784,53 @@ mod tests {
         assert!(!progress(1_000, 100, (49_500, 49_000), false).worth_catching_up());
         // No pass yet.
         assert!(!progress(1_000, 100, (0, 0), false).worth_catching_up());
+    }
+
+    /// Page splits in a database under 1 GiB swap pages through the
+    /// lock-byte page's number; with the swap kept at key 0 the database
+    /// stays intact, across a rollback, a commit and a reopen.
+    #[test]
+    fn page_swaps_go_through_key_zero_and_leave_the_database_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert!(
+            crate::pcache::install(),
+            "SQLite was started before the store"
+        );
+        let conn = &mut store.conn;
+        conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID")
+            .unwrap();
+        // Keys in a scattered order split pages all over the tree.
+        let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let fill = |conn: &mut rusqlite::Connection, range: std::ops::Range<u64>, keep: bool| {
+            let tx = conn.transaction().unwrap();
+            for i in range {
+                tx.execute("INSERT INTO t VALUES (?1, ?2)", (key(i), "x".repeat(200)))
+                    .unwrap();
+            }
+            if keep {
+                tx.commit().unwrap();
+            } // else rolled back on drop
+        };
+        let before = crate::pcache::swaps();
+        fill(conn, 0..20_000, false);
+        fill(conn, 0..20_000, true);
+        assert!(crate::pcache::swaps() > before, "no page was swapped");
+        let count = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        let check = |conn: &rusqlite::Connection| -> String {
+            conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!((count(conn), check(conn).as_str()), (20_000, "ok"));
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            (count(&store.conn), check(&store.conn).as_str()),
+            (20_000, "ok")
+        );
     }
 }

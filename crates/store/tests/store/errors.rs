@@ -20,6 +20,9 @@ fn a_file_that_is_not_sqlite_is_refused_unchanged() {
 fn another_applications_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
+    // The store starts SQLite first, as in the product (it configures
+    // SQLite's page cache, which only works before SQLite starts).
+    drop(SqliteStore::open(dir.path().join("first.db")).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
         .unwrap();
