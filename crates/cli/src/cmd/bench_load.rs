@@ -42,9 +42,26 @@ fn contact_of(n: u64, contacts: u64) -> u64 {
     leadscore_eval::rng::Rng::new(n).below(contacts as usize) as u64
 }
 
+/// The message id of event `n` of run `run`, shaped as the random UUID v4
+/// that Segment's and RudderStack's SDKs send: ids in no order, so each
+/// new event lands on its own page of the store's message-id index, as a
+/// real client's do (increasing ids would all append to its last page).
+fn message_id(run: u64, n: u64) -> String {
+    let mut rng = leadscore_eval::rng::Rng::new(run.rotate_left(32) ^ n);
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
 /// One `/v1/batch` body: `batch` `Email Link Clicked` events, each with a
-/// message id unique to this run, stamped with the current time (every
-/// event new, none a duplicate).
+/// message id unique to this run ([`message_id`]), stamped with the current
+/// time (every event new, none a duplicate).
 fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
     let now = leadscore_store::now().to_string();
     let items: Vec<String> = (first..first + u64::from(plan.batch))
@@ -54,8 +71,9 @@ fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
             } else {
                 contact_of(n, plan.contacts)
             };
+            let id = message_id(run, n);
             format!(
-                r#"{{"type":"track","userId":"load-{contact}","event":"Email Link Clicked","messageId":"load-{run}-{n:012}","timestamp":"{now}"}}"#
+                r#"{{"type":"track","userId":"load-{contact}","event":"Email Link Clicked","messageId":"{id}","timestamp":"{now}"}}"#
             )
         })
         .collect();
@@ -197,14 +215,23 @@ mod tests {
             .iter()
             .map(|m| m["messageId"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            ids,
-            [
-                "load-7-000000000010",
-                "load-7-000000000011",
-                "load-7-000000000012"
-            ]
-        );
+        assert_eq!(ids, [10, 11, 12].map(|n| message_id(7, n)));
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 3);
+        // UUID v4 shape: 8-4-4-4-12 hex digits, version 4, variant 10xx.
+        for id in &ids {
+            let parts: Vec<&str> = id.split('-').collect();
+            let lengths: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+            assert_eq!(lengths, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+                "{id}"
+            );
+            assert!(parts[2].starts_with('4'), "{id}");
+            assert!("89ab".contains(&parts[3][..1]), "{id}");
+        }
+        // Another run, other ids.
+        assert_ne!(message_id(8, 10), message_id(7, 10));
         assert!(batch.iter().all(|m| m["type"] == "track"));
     }
 
