@@ -46,7 +46,7 @@ fn contact_of(n: u64, contacts: u64) -> u64 {
 /// that Segment's and RudderStack's SDKs send: ids in no order, so each
 /// new event lands on its own page of the store's message-id index, as a
 /// real client's do (increasing ids would all append to its last page).
-fn message_id(run: u64, n: u64) -> String {
+pub(crate) fn message_id(run: u64, n: u64) -> String {
     let mut rng = leadscore_eval::rng::Rng::new(run.rotate_left(32) ^ n);
     let (a, b) = (rng.next_u64(), rng.next_u64());
     format!(

@@ -74,11 +74,15 @@ async fn load(
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 ) -> Result<()> {
+    // Random UUID messageIds as SDKs send them; `run` keeps them distinct
+    // from another run's against the same store.
+    let run = leadscore_store::now().0 as u64;
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let body = json!({"userId": format!("load{n}-{}", i % 2_000), "event": "Email Link Clicked",
-            "messageId": format!("load{n}-{i}"), "timestamp": leadscore_store::now().to_string()});
+            "messageId": super::bench_load::message_id(run ^ n as u64, i),
+            "timestamp": leadscore_store::now().to_string()});
         post_track(&client, &base, &write, &body, "load").await?;
         sent.fetch_add(1, Ordering::Relaxed);
     }
