@@ -19,7 +19,6 @@
 
 use rusqlite::ffi;
 use std::ffi::{c_int, c_uint};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// `PENDING_BYTE` in sqlite3.c: the lock-byte page holds this offset.
@@ -39,13 +38,14 @@ static INNER: OnceLock<Inner> = OnceLock::new();
 /// in this process, or refused the configuration).
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 
-/// How many times a page was moved to the lock-byte page's number (for
-/// tests: shows the swap went through this cache).
-static SWAPS: AtomicU64 = AtomicU64::new(0);
+/// How many times a page was moved to the lock-byte page's number, in
+/// tests: shows the swap went through this cache.
+#[cfg(test)]
+static SWAPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 pub(crate) fn swaps() -> u64 {
-    SWAPS.load(Ordering::Relaxed)
+    SWAPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Installs the page cache once per process, before the first connection.
@@ -169,8 +169,9 @@ unsafe extern "C" fn x_rekey(
     new: c_uint,
 ) {
     let c = unsafe { cache(p) };
+    #[cfg(test)]
     if new == c.lock_page {
-        SWAPS.fetch_add(1, Ordering::Relaxed);
+        SWAPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     unsafe { call!(xRekey(c.inner, page, c.key(old), c.key(new))) }
 }
