@@ -635,6 +635,14 @@ pub trait Store: Send {
     /// re-fold their contact only.
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport>;
 
+    /// Tunes this connection for a bulk import of many large batches
+    /// (SQLite keeps 256 MiB of pages instead of 2 MiB: with random
+    /// messageIds every batch touches pages all over the message-id
+    /// index). The default does nothing.
+    fn prepare_bulk_load(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// From now on, lets this connection's commits return before the disk
     /// has them, and returns what makes them durable, for a caller that
     /// acknowledges a write only after [`Flush::flush`] has returned (the

@@ -184,6 +184,13 @@ const WAL_RESTART_BYTES: u64 = 1 << 30;
 /// consecutive contacts no difference.
 const SERVER_CACHE_KIB: i64 = 64 << 10;
 
+/// The page cache of a connection importing ([`Store::prepare_bulk_load`]),
+/// in KiB. With random (UUID) messageIds each 10,000-message batch touches
+/// about 9,000 pages of the message-id index, which SQLite's 2 MiB cache
+/// re-reads from the OS: 3.6 M messages imported at 52k/s against 36–40k/s
+/// (1 GiB: 49k/s); no difference with ids clustered by contact.
+const BULK_CACHE_KIB: i64 = 256 << 10;
+
 impl Checkpointer {
     /// Starts the thread; `wal_limit` as in [`SqliteStore::set_wal_limit`].
     fn start(path: &Path, wal_limit: u64) -> Result<Checkpointer> {
@@ -460,6 +467,12 @@ impl crate::Flush for WalFlush {
 }
 
 impl Store for SqliteStore {
+    fn prepare_bulk_load(&mut self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -BULK_CACHE_KIB)?;
+        Ok(())
+    }
+
     fn defer_durability(&mut self) -> Result<Option<Box<dyn crate::Flush>>> {
         self.conn
             .pragma_update(None, "cache_size", -SERVER_CACHE_KIB)?;
@@ -1727,6 +1740,23 @@ mod tests {
         ingest(&mut other, "e", "e1", "2025-01-01T00:00:05Z");
         ingest(&mut store, "c", "c4", "2025-01-01T00:00:06Z");
         assert!(holds(&store, "c") && !holds(&store, "d"));
+    }
+
+    /// An import's connection keeps a larger page cache; durability is
+    /// unchanged (every commit synchronous).
+    #[test]
+    fn a_bulk_load_gets_the_larger_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path().join("t.db")).unwrap();
+        let pragma = |s: &SqliteStore, name: &str| -> i64 {
+            s.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(pragma(&store, "cache_size"), -2000, "SQLite's default");
+        store.prepare_bulk_load().unwrap();
+        assert_eq!(pragma(&store, "cache_size"), -BULK_CACHE_KIB);
+        assert_eq!(pragma(&store, "synchronous"), 2, "still FULL");
     }
 
     /// Deferring durability turns the commit's own sync off, and the flush

@@ -33,6 +33,7 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
         bail!("nothing to import: give event files (or `-` for stdin) and/or --contacts FILE");
     }
     let mut store = store::open(db)?;
+    store.prepare_bulk_load()?;
     if store.active_model()?.is_none() {
         eprintln!(
             "note: no active model: events are stored but not scored until `leadscore model add FILE --activate`"
