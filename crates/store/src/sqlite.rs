@@ -413,6 +413,12 @@ impl SqliteStore {
         }
     }
 
+    /// Lets this connection's page cache grow to `kib` KiB.
+    fn keep_pages(&self, kib: i64) -> Result<()> {
+        self.conn.pragma_update(None, "cache_size", -kib)?;
+        Ok(())
+    }
+
     fn active_version(conn: &Connection) -> Result<Option<u32>> {
         Ok(conn
             .query_row(
@@ -469,14 +475,11 @@ impl crate::Flush for WalFlush {
 
 impl Store for SqliteStore {
     fn prepare_bulk_load(&mut self) -> Result<()> {
-        self.conn
-            .pragma_update(None, "cache_size", -BULK_CACHE_KIB)?;
-        Ok(())
+        self.keep_pages(BULK_CACHE_KIB)
     }
 
     fn defer_durability(&mut self) -> Result<Option<Box<dyn crate::Flush>>> {
-        self.conn
-            .pragma_update(None, "cache_size", -SERVER_CACHE_KIB)?;
+        self.keep_pages(SERVER_CACHE_KIB)?;
         // Last of what can fail: an error leaves commits synchronous, as
         // the caller, told nothing is deferred, expects.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -1743,17 +1746,20 @@ mod tests {
         assert!(holds(&store, "c") && !holds(&store, "d"));
     }
 
+    /// A pragma's integer value on the store's connection.
+    fn pragma(store: &SqliteStore, name: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// An import's connection keeps a larger page cache; durability is
     /// unchanged (every commit synchronous).
     #[test]
     fn a_bulk_load_gets_the_larger_page_cache() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path().join("t.db")).unwrap();
-        let pragma = |s: &SqliteStore, name: &str| -> i64 {
-            s.conn
-                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-                .unwrap()
-        };
         assert_eq!(pragma(&store, "cache_size"), -2000, "SQLite's default");
         store.prepare_bulk_load().unwrap();
         assert_eq!(pragma(&store, "cache_size"), -BULK_CACHE_KIB);
@@ -1767,19 +1773,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut store = SqliteStore::open(&path).unwrap();
-        let mode = |s: &SqliteStore| -> i64 {
-            s.conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .unwrap()
-        };
-        assert_eq!(mode(&store), 2, "FULL by default");
+        assert_eq!(pragma(&store, "synchronous"), 2, "FULL by default");
         let mut flush = store.defer_durability().unwrap().expect("SQLite defers");
-        assert_eq!(mode(&store), 1, "NORMAL once deferred");
-        let cache: i64 = store
-            .conn
-            .query_row("PRAGMA cache_size", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(cache, -SERVER_CACHE_KIB);
+        assert_eq!(pragma(&store, "synchronous"), 1, "NORMAL once deferred");
+        assert_eq!(pragma(&store, "cache_size"), -SERVER_CACHE_KIB);
         store.add_key("h", crate::Scope::Read, "t").unwrap();
         assert!(wal_path(&path).exists());
         flush.flush().unwrap();
