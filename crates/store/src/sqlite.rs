@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leadscore_core::event::Message;
@@ -118,9 +118,26 @@ struct WalProgress {
     pass_copied: AtomicI64,
     /// Set by each pass, taken by a catch-up after large commits.
     passed: AtomicBool,
+    /// Held for each checkpoint of this store's two connections. SQLite
+    /// refuses a checkpoint while another runs, without waiting: a writer
+    /// past twice the limit waits here instead, so that a checkpointer
+    /// starved of CPU mid-pass (a busy machine, a slow fsync) cannot leave
+    /// the WAL growing for as long as it is starved.
+    checkpoint: Mutex<()>,
+    /// Set while the writer waits for [`WalProgress::checkpoint`]: the
+    /// checkpointer skips its passes meanwhile (the lock is not fair).
+    writer_waiting: AtomicBool,
 }
 
 impl WalProgress {
+    /// Takes this store's turn to checkpoint (a panic holding it leaves
+    /// nothing to repair: SQLite's own lock guards the WAL).
+    fn lock_checkpoints(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.checkpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether the writer should catch the checkpoint up now: once what is
     /// left to copy is known (the last pass saw the same WAL: one started
     /// over since counts from zero) and at most [`CATCH_UP_FRAMES`]; or,
@@ -210,6 +227,10 @@ impl Checkpointer {
                 // Errors (a full disk) leave the WAL as it is; the next
                 // checkpoint tries again.
                 let checkpoint = || {
+                    if progress_in_thread.writer_waiting.load(Ordering::Acquire) {
+                        return; // the writer checkpoints itself
+                    }
+                    let _turn = progress_in_thread.lock_checkpoints();
                     let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
@@ -394,23 +415,34 @@ impl SqliteStore {
     /// starts it over. Only once the checkpointer (running its passes back
     /// to back past the limit) has left little to copy
     /// ([`WalProgress::worth_catching_up`]), since the writer waits for that
-    /// copy; past twice the limit, whatever is left. Passive: it never
-    /// waits, and fails harmlessly (the WAL is left as it is) when the
-    /// checkpointer is in a pass or a reader still needs old frames; a later
-    /// commit tries again.
+    /// copy, and not while the checkpointer is in a pass; past twice the
+    /// limit, whatever is left, after waiting for the checkpointer's pass
+    /// to end. Passive: it leaves frames a reader still needs (the WAL then
+    /// stays as it is), and a later commit tries again.
     fn restart_wal_if_large(&self) {
         let Some(checkpointer) = &self.checkpointer else {
             return; // SQLite's automatic checkpoints are still on
         };
         let size = file_len(&checkpointer.wal);
-        if size > self.wal_limit
-            && (checkpointer.progress.worth_catching_up()
-                || size > self.wal_limit.saturating_mul(2))
-        {
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        }
+        let progress = &checkpointer.progress;
+        let _turn = if size > self.wal_limit.saturating_mul(2) {
+            // Whatever is left: after the checkpointer's pass, if one runs.
+            progress.writer_waiting.store(true, Ordering::Release);
+            let turn = progress.lock_checkpoints();
+            progress.writer_waiting.store(false, Ordering::Release);
+            turn
+        } else if size > self.wal_limit && progress.worth_catching_up() {
+            match progress.checkpoint.try_lock() {
+                Ok(turn) => turn,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return, // in a pass
+            }
+        } else {
+            return;
+        };
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 
     /// Lets this connection's page cache grow to `kib` KiB.
@@ -535,10 +567,12 @@ impl Store for SqliteStore {
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }
+        // Before waking the checkpointer, which would otherwise start a
+        // pass that the catch-up then waits for or gives way to.
+        self.restart_wal_if_large();
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.poke();
         }
-        self.restart_wal_if_large();
         Ok(report)
     }
 
@@ -1795,6 +1829,7 @@ mod tests {
             pass_frames: AtomicI64::new(pass.0),
             pass_copied: AtomicI64::new(pass.1),
             passed: AtomicBool::new(passed),
+            ..WalProgress::default()
         }
     }
 
