@@ -177,24 +177,37 @@ actions = [{{ type = "webhook", url = "http://{receiver_addr}/hook" }}]
     for (round, kill_after) in [40u64, 150, 10].into_iter().enumerate() {
         let (mut child, addr) = serve(&db);
         // A client sends until the server is gone; it is killed meanwhile,
-        // with requests in flight and deliveries under way.
+        // with requests in flight and deliveries under way: a while after
+        // its second acknowledgement (counted, not timed from the start:
+        // on a slow disk each request takes a commit's fsync).
         let key = key.clone();
-        let sender = std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            for n in 0.. {
-                let user = format!("r{round}-{n:04}");
-                if track(&addr, &key, &user) {
-                    acked.push(user);
-                } else if n > 0 {
-                    return acked;
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let sender = std::thread::spawn({
+            let acked = Arc::clone(&acked);
+            move || {
+                for n in 0.. {
+                    let user = format!("r{round}-{n:04}");
+                    if track(&addr, &key, &user) {
+                        acked.lock().unwrap().push(user);
+                    } else if n > 0 {
+                        return;
+                    }
                 }
             }
-            acked
         });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: nothing acknowledged"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(kill_after));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        acknowledged.extend(sender.join().unwrap());
+        sender.join().unwrap();
+        acknowledged.extend(acked.lock().unwrap().drain(..));
     }
     // Restart and let it deliver what is owed.
     let (mut child, _) = serve(&db);
