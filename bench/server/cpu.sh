@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Open-loop /v1/batch load against a fresh copy of a store, printing the
+# load generator's figures and the CPU seconds each server thread used
+# during the load (the writer is `leadscore-write`).
+#
+# usage: cpu.sh RATE SECONDS [extra `serve` flags]
+# env:   L    the leadscore binary (default: target/release/leadscore)
+#        B    the store to copy (default: base.db, built as in docs/performance.md)
+#        KEY  an ingest key of that store (default: the contents of ./wkey)
+#        C    contacts the load spreads over (default 20000)
+#        LOADARGS  more `bench --load` flags, e.g. --sequential
+#        WARM seconds of load before the measured run (default 0; 25 fills
+#             a 1 GiB WAL at 22k events/s, for steady-state figures)
+set -euo pipefail
+L=${L:-target/release/leadscore}
+R=$1; S=${2:-20}; shift 2 || shift $#
+KEY=${KEY:-$(cat wkey)}
+PORT=${PORT:-18181}
+rm -f srv.db srv.db-wal srv.db-shm
+cp "${B:-base.db}" srv.db && sync && sleep 1
+"$L" --db srv.db serve --listen "127.0.0.1:$PORT" --deliver false "$@" > serve.log 2>&1 &
+P=$!
+trap 'kill -INT $P 2>/dev/null; wait $P 2>/dev/null' EXIT
+for _ in $(seq 100); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
+load() {
+  LEADSCORE_WRITE_KEY=$KEY "$L" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
+    --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-}
+}
+if [ "${WARM:-0}" -gt 0 ]; then load "$WARM" 2>&1 | sed 's/^/warm-up: /'; fi
+snap() { for t in /proc/$P/task/*; do echo "$(basename "$t") $(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done; }
+snap > cpu.before
+load "$S"
+snap > cpu.after
+ticks=$(getconf CLK_TCK)
+awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; next} {d=$3-b[$1]; if (d>0) s[$2]+=d} END {for (k in s) printf "%s %.2f s\n", k, s[k]/hz}' cpu.before cpu.after | sort
+grep VmHWM "/proc/$P/status"
