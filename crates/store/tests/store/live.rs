@@ -274,6 +274,7 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
 fn sustained_sqlite_ingest_keeps_the_wal_bounded_on_a_slow_disk() {
     let dir = tempfile::tempdir().unwrap();
     let shim = dir.path().join("slow_sync.so");
+    let mark = dir.path().join("synced");
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/store/slow_sync.c");
     // A C compiler is there: it built the bundled SQLite.
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
@@ -300,6 +301,8 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded_on_a_slow_disk() {
         "{stdout}{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // Not a pass on a fast disk: the shim's fsync ran.
+    assert!(mark.exists(), "the slow fsync was not preloaded");
 }
 
 /// Two connections to one SQLite file ingesting in turns (as the server's
