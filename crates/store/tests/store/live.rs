@@ -293,6 +293,7 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded_on_a_slow_disk() {
         ])
         .env("LD_PRELOAD", &shim)
         .env("SLOW_SYNC_US", "20000")
+        .env("SLOW_SYNC_MARK", &mark)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
