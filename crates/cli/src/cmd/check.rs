@@ -19,7 +19,7 @@ pub fn run(models: &[PathBuf]) -> Result<ExitCode> {
                     model.summary()
                 );
                 if !model.triggers.is_empty() {
-                    text += "  note: triggers are validated; firing them (campaigns, webhooks, CRM) is not supported yet\n";
+                    text += "  note: in a store, triggers record firings into the outbox, delivered by `leadscore serve` or `leadscore outbox deliver` (docs/triggers.md); `leadscore triggers` simulates them offline\n";
                 }
                 super::emit(&text)?
             }
