@@ -8,14 +8,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "leadscore", version, about, propagate_version = true)]
 pub struct Args {
-    /// The store (SQLite file), created on first import.
-    #[arg(
-        long,
-        global = true,
-        env = "LEADSCORE_DB",
-        default_value = "leadscore.db"
-    )]
-    pub db: PathBuf,
+    /// The store (SQLite file), created on first import. Default: leadscore.db, and
+    /// leadscore-demo.db for `demo` and `serve --demo`.
+    #[arg(long, global = true, env = "LEADSCORE_DB")]
+    pub db: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -109,9 +105,10 @@ pub enum Command {
         /// Number of contacts to generate.
         #[arg(long, default_value_t = 2000)]
         contacts: u64,
-        /// SQLite store to (re)create with the demo data.
-        #[arg(long, default_value = crate::cmd::DEMO_STORE)]
-        store: PathBuf,
+        /// SQLite store to (re)create with the demo data (the same as --db; default
+        /// leadscore-demo.db). Only a store the demo built is replaced.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
     /// Import Segment JSON lines (and a contacts CSV) into the store; live scores follow.
     #[command(
@@ -188,9 +185,9 @@ pub enum Command {
         /// Print the effective settings as TOML and exit.
         #[arg(long)]
         print_config: bool,
-        /// Serve demo data: (re)build leadscore-demo.db as `leadscore demo` does (the
-        /// e-commerce example model, 2,000 synthetic contacts), create keys and print
-        /// example requests. --db is ignored.
+        /// Serve demo data: (re)build the demo store (--db, default leadscore-demo.db) as
+        /// `leadscore demo` does (the e-commerce example model, 2,000 synthetic contacts),
+        /// create keys and print example requests. Only a store the demo built is replaced.
         #[arg(long)]
         demo: bool,
     },

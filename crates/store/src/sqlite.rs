@@ -36,6 +36,10 @@ mod embedded {
 /// `PRAGMA application_id` of leadscore databases ("LSCR").
 const APPLICATION_ID: i64 = 0x4C53_4352;
 
+/// `PRAGMA user_version` of a store built by `leadscore demo` ("DEMO"): the
+/// only kind of store the demo may delete and build again.
+const DEMO_MARK: i64 = 0x4445_4D4F;
+
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Connection,
@@ -397,6 +401,17 @@ impl SqliteStore {
         )?;
         self.wal_limit = bytes;
         Ok(())
+    }
+
+    /// Marks this store as demo data, which `leadscore demo` may replace.
+    pub fn mark_as_demo(&self) -> Result<()> {
+        self.conn.pragma_update(None, "user_version", DEMO_MARK)?;
+        Ok(())
+    }
+
+    /// Whether [`SqliteStore::mark_as_demo`] marked this store.
+    pub fn is_demo(&self) -> Result<bool> {
+        Ok(count(&self.conn, "PRAGMA user_version", [])? == DEMO_MARK as u64)
     }
 
     /// Caps the database size (SQLite `max_page_count`, for this

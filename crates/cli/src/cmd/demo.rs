@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use leadscore_core::batch::contacts_as_of;
 use leadscore_core::model::Model;
 use leadscore_core::score::Status;
@@ -139,16 +139,27 @@ pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens a new store at `path`, replacing an earlier demo store there (and
-/// refusing to replace anything that is not one).
+/// Opens a new store at `path`, replacing an earlier demo store there and
+/// refusing to touch anything else: a store of real data at that path
+/// (say `leadscore demo --store leadscore.db`) is left as it is.
 fn fresh_store(path: &Path) -> Result<SqliteStore> {
     if path.exists() {
-        SqliteStore::open(path).with_context(|| {
+        let existing = SqliteStore::open(path).with_context(|| {
             format!(
-                "{} exists and is not a leadscore store; pass --store PATH",
+                "{} exists and is not a leadscore store; choose another path",
                 path.display()
             )
         })?;
+        // Stores named like the default one were built by the demo before
+        // it marked its stores.
+        let legacy = path.file_name() == Some(std::ffi::OsStr::new(STORE));
+        if !existing.is_demo()? && !legacy {
+            bail!(
+                "{} is a leadscore store that the demo did not build: the demo replaces only its own stores; choose another path",
+                path.display()
+            );
+        }
+        drop(existing);
         for suffix in ["", "-wal", "-shm"] {
             let file = format!("{}{suffix}", path.display());
             if Path::new(&file).exists() {
@@ -156,5 +167,7 @@ fn fresh_store(path: &Path) -> Result<SqliteStore> {
             }
         }
     }
-    Ok(SqliteStore::open(path)?)
+    let store = SqliteStore::open(path)?;
+    store.mark_as_demo()?;
+    Ok(store)
 }

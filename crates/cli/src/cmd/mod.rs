@@ -27,12 +27,20 @@ use anyhow::{Context, Result};
 
 use crate::args::{Args, Command};
 
-/// Where `demo` and `serve --demo` put their store.
-pub const DEMO_STORE: &str = demo::STORE;
+/// The store when `--db` and `LEADSCORE_DB` are not given.
+const DEFAULT_STORE: &str = "leadscore.db";
 
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let db = args.db.as_path();
+    // `demo` and `serve --demo` build their own store, elsewhere by default.
+    let demo_db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(demo::STORE));
+    let db = args
+        .db
+        .as_deref()
+        .unwrap_or(std::path::Path::new(DEFAULT_STORE));
     match args.command {
         Command::Check { models } => check::run(&models),
         Command::Score {
@@ -67,7 +75,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             seed,
             out,
         } => generate::run(contacts, days, seed, &out),
-        Command::Demo { contacts, store } => demo::run(contacts, &store),
+        Command::Demo { contacts, store } => demo::run(contacts, &store.unwrap_or(demo_db)),
         Command::Import {
             files,
             contacts,
@@ -105,12 +113,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             print_config,
             demo: true,
         } => {
-            let db = std::path::Path::new(demo::STORE);
             if !print_config {
-                demo::run(2_000, db)?;
-                serve::demo_keys(db, settings.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+                demo::run(2_000, &demo_db)?;
+                serve::demo_keys(
+                    &demo_db,
+                    settings.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+                )?;
             }
-            serve::run(db, settings, config.as_deref(), print_config)
+            serve::run(&demo_db, settings, config.as_deref(), print_config)
         }
         Command::Keys { command } => serve::keys(db, &command),
         Command::Outbox { command } => outbox::run(db, command),

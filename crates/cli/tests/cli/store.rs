@@ -199,6 +199,38 @@ fn the_demo_leaves_a_store_to_explore() {
     assert_eq!(std::fs::read_to_string(&text).unwrap(), "mine");
 }
 
+/// The demo replaces only stores it built: a store of real data given as
+/// its path (`--store` or `--db`, also for `serve --demo`) is refused and
+/// left as it was.
+#[test]
+fn the_demo_never_replaces_a_store_of_real_data() {
+    let (dir, events, _) = generated("30", "30", "3");
+    let db = store_with(&dir, "b2b", &events, None);
+    let before = with_db(&db, &["score", "--as-of", "2025-02-01"]).success();
+    for args in [
+        vec!["demo", "--contacts", "10", "--store", &db],
+        vec!["--db", &db, "demo", "--contacts", "10"],
+        vec!["--db", &db, "serve", "--demo", "--listen", "127.0.0.1:0"],
+    ] {
+        let e = leadscore(&args).failure();
+        assert!(e.contains("that the demo did not build"), "{args:?}: {e}");
+    }
+    assert_eq!(
+        with_db(&db, &["score", "--as-of", "2025-02-01"]).success(),
+        before
+    );
+    // `--db` names where the demo builds its store.
+    let demo = dir.path().join("mine-demo.db").display().to_string();
+    let out = leadscore(&["--db", &demo, "demo", "--contacts", "20"]).success();
+    assert!(
+        out.contains(&format!("leadscore --db {demo} contact")),
+        "{out}"
+    );
+    let status: Value =
+        serde_json::from_str(&with_db(&demo, &["status", "--json"]).success()).unwrap();
+    assert_eq!(status["stats"]["contacts"], 20);
+}
+
 #[test]
 fn importing_again_changes_nothing_and_says_so() {
     let (dir, events, _) = generated("40", "60", "6");
