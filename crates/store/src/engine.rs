@@ -460,18 +460,26 @@ impl Batch<'_, '_> {
         for contact in &before {
             members.extend(tx.members(contact)?);
         }
-        let members: Vec<String> = members.into_iter().collect();
-        let resolved = Identities::from_links(tx.first_links(&members)?);
+        let list: Vec<String> = members.iter().cloned().collect();
+        let resolved = Identities::from_links(tx.first_links(&list)?);
         let mut after = BTreeSet::new();
         let mut moved = false;
-        for id in &members {
-            let new = resolved.canonical(id);
+        for id in &list {
+            let mut new = resolved.canonical(id).to_string();
+            if !members.contains(&new) {
+                // The path left these contacts: an id whose link was
+                // deleted (its message replaced) fell back to its next
+                // link, into another contact. No path from there passes
+                // through these ids (else it would be one of them), so
+                // that contact's canonical id still holds.
+                new = self.canonical(tx, &new)?;
+            }
             if self.canonical(tx, id)? != new {
-                tx.set_identity(id, new)?;
-                self.canonical.insert(id.clone(), new.to_string());
+                tx.set_identity(id, &new)?;
+                self.canonical.insert(id.clone(), new.clone());
                 moved = true;
             }
-            after.insert(new.to_string());
+            after.insert(new);
         }
         if !moved || self.model.is_none() {
             return Ok(BTreeSet::new());
