@@ -313,6 +313,18 @@ proptest! {
                 store.ingest(incoming(chunk)).unwrap();
             }
             assert_live_equals_batch(store.as_ref(), &model, &messages, t);
+            // As of earlier times, from the log stitched as of then.
+            for day in [2, 4, 7] {
+                let past = Timestamp::parse(&format!("2025-01-0{day}T03:00:00Z")).unwrap();
+                for (id, expected) in batch(&model, &messages, past) {
+                    let (canonical, got) = store.score_at(&id, past).unwrap().unwrap();
+                    prop_assert_eq!(&canonical, &id);
+                    prop_assert_eq!(&got, &expected, "{} as of {}", id, past);
+                }
+            }
+            // Another model activated over the stitched log.
+            activate(store.as_mut(), "email");
+            assert_live_equals_batch(store.as_ref(), &example("email"), &messages, t);
         }
     }
 }
