@@ -306,7 +306,7 @@ pub(crate) fn ingest(
         },
         canonical: FxHashMap::default(),
         work: BTreeMap::new(),
-        gone: BTreeMap::new(),
+        gone: BTreeSet::new(),
         ledger: Vec::new(),
         firings: Vec::new(),
     };
@@ -327,8 +327,9 @@ struct Batch<'m, 'c> {
     /// Canonical id of each id met in this batch.
     canonical: FxHashMap<String, String>,
     work: BTreeMap<String, Work>,
-    /// Contacts merged into another one: (gone, into).
-    gone: BTreeMap<String, String>,
+    /// Contacts merged into others, their live rows deleted at the end
+    /// (their history entries are recorded when they vanish).
+    gone: BTreeSet<String>,
     /// History entries of the batch, in order.
     ledger: Vec<NewEntry>,
     /// Firings found by the batch: contact, firing, whether found by a replay.
@@ -491,11 +492,40 @@ impl Batch<'_, '_> {
             self.refold_now(tx, contact, "merge")?;
         }
         for contact in before.difference(&after) {
-            let into = self.canonical(tx, contact)?;
-            self.work.remove(contact);
-            self.gone.insert(contact.clone(), into);
+            self.vanish(tx, contact)?;
         }
         Ok(after)
+    }
+
+    /// Ends a contact whose ids all moved to others: its history entry now
+    /// (closing whatever this batch recorded for it, or its stored score),
+    /// its live row at the end of the batch unless it comes back before.
+    fn vanish(&mut self, tx: &mut impl Tx, contact: &str) -> Result<()> {
+        let Some((model, version)) = self.model else {
+            return Ok(());
+        };
+        let into = self.canonical(tx, contact)?;
+        self.load(tx, contact, model, version, false)?;
+        let work = self.work.remove(contact).expect("just loaded");
+        self.gone.insert(contact.to_string());
+        let Some(old) = work.current else {
+            return Ok(()); // no score recorded (new in this batch, or gone before)
+        };
+        let at = match work.state.as_ref().and_then(ContactState::last_timestamp) {
+            Some(t) => Some(t),
+            None => tx.row(Table::Live, contact)?.and_then(|row| row.last_ts),
+        };
+        self.record(Some(NewEntry {
+            seq: 0,
+            contact: contact.to_string(),
+            at,
+            recorded_at: self.recorded_at,
+            model_version: version,
+            old: Some(old),
+            new: None,
+            cause: format!("merged into {into}"),
+        }));
+        Ok(())
     }
 
     /// Re-folds a contact from its log now, recording the change.
@@ -591,7 +621,12 @@ impl Batch<'_, '_> {
                     (old.is_some(), current, state, triggers)
                 }
             };
-            self.gone.remove(contact);
+            // Back after vanishing in this batch: its history says gone.
+            let current = if self.gone.remove(contact) {
+                None
+            } else {
+                current
+            };
             self.work.insert(
                 contact.to_string(),
                 Work {
@@ -622,23 +657,11 @@ impl Batch<'_, '_> {
         let Some((model, version)) = self.model else {
             return Ok(self.report);
         };
-        for (contact, into) in std::mem::take(&mut self.gone) {
+        for contact in std::mem::take(&mut self.gone) {
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.take(&contact);
             }
-            if let Some(row) = tx.row(Table::Live, &contact)? {
-                tx.delete_row(Table::Live, &contact)?;
-                self.record(Some(NewEntry {
-                    seq: 0,
-                    contact: contact.clone(),
-                    at: row.last_ts,
-                    recorded_at: self.recorded_at,
-                    model_version: version,
-                    old: Some(ScoreFields::from(&row.score)),
-                    new: None,
-                    cause: format!("merged into {into}"),
-                }));
-            }
+            tx.delete_row(Table::Live, &contact)?;
             if activating {
                 tx.delete_row(Table::Next, &contact)?;
             }
@@ -662,8 +685,22 @@ impl Batch<'_, '_> {
             // Rows written before triggers existed: armed as of the last message.
             let triggers = triggers.unwrap_or_else(|| armed(model, &state, state.last_timestamp()));
             let Some(row) = row_of(model, version, &contact, &state, &triggers) else {
+                // No message left (its only ones were replaced by copies
+                // that belong to others).
                 if work.existed {
                     tx.delete_row(Table::Live, &contact)?;
+                }
+                if let Some(old) = work.current {
+                    self.record(Some(NewEntry {
+                        seq: 0,
+                        contact: contact.clone(),
+                        at: None,
+                        recorded_at: self.recorded_at,
+                        model_version: version,
+                        old: Some(old),
+                        new: None,
+                        cause: work.cause,
+                    }));
                 }
                 continue;
             };

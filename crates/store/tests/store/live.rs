@@ -4,7 +4,7 @@
 use leadscore_core::event::Message;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
-use leadscore_store::Store;
+use leadscore_store::{ScoreFields, Store};
 use proptest::prelude::*;
 
 use crate::harness::*;
@@ -223,6 +223,32 @@ fn a_replaced_link_moves_its_id_along_its_next_link() {
     }
 }
 
+/// A contact that appears and is merged into another within one batch:
+/// its history is closed (`merged into …`), so that it never ends on a
+/// score no live row has.
+#[test]
+fn a_contact_merged_in_the_batch_that_made_it_has_a_closed_history() {
+    let jsonl = [
+        r#"{"type":"track","event":"Meeting Booked","userId":"u0","timestamp":"2025-01-01T00:00:00Z","messageId":"m0"}"#,
+        r#"{"type":"track","event":"Meeting Booked","userId":"u3","timestamp":"2025-01-02T00:00:00Z","messageId":"m1"}"#,
+        r#"{"type":"alias","previousId":"u3","userId":"u0","timestamp":"2025-01-03T00:00:00Z","messageId":"m2"}"#,
+    ]
+    .join("\n");
+    let (messages, _) =
+        read_messages(jsonl.as_bytes(), "merged", &ReadOptions::default(), |_| {}).unwrap();
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        let history = store.history("u3").unwrap();
+        let own: Vec<_> = history.iter().filter(|e| e.contact == "u3").collect();
+        assert_eq!(own.len(), 2, "{history:#?}");
+        assert_eq!((own[0].old.is_none(), own[0].new.is_some()), (true, true));
+        assert_eq!(own[1].new, None);
+        assert_eq!(own[1].cause, "merged into u0");
+        assert_eq!(own[1].old, own[0].new);
+    }
+}
+
 /// Random messages over a few user and anonymous ids that stitch them in
 /// every way SPEC §2 allows: messages carrying both ids, aliases (chains
 /// and cycles), identifies and group calls, and messageIds reused with
@@ -290,7 +316,7 @@ fn stitched_log(seed: u64, n: usize) -> (Vec<Message>, Timestamp) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// Live scores equal the batch when ids merge, split the order of
     /// their links and arrive late: whatever the arrival order and batches.
@@ -313,6 +339,16 @@ proptest! {
                 store.ingest(incoming(chunk)).unwrap();
             }
             assert_live_equals_batch(store.as_ref(), &model, &messages, t);
+            // Each contact's history is a chain ending at its live score.
+            for record in store.contacts(None, 1_000).unwrap() {
+                let history = store.history(&record.id).unwrap();
+                let own: Vec<_> = history.iter().filter(|e| e.contact == record.id).collect();
+                for pair in own.windows(2) {
+                    prop_assert_eq!(&pair[0].new, &pair[1].old, "{}: gap in history", record.id);
+                }
+                let last = own.last().and_then(|e| e.new.clone());
+                prop_assert_eq!(last, Some(ScoreFields::from(&record.score)), "{}", record.id);
+            }
             // As of earlier times, from the log stitched as of then.
             for day in [2, 4, 7] {
                 let past = Timestamp::parse(&format!("2025-01-0{day}T03:00:00Z")).unwrap();
