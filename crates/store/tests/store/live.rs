@@ -355,6 +355,17 @@ proptest! {
                 }
                 prop_assert!(ended.values().all(|&e| e), "{}: {:?}", record.id, ended);
             }
+            // Everything sent again, in one batch: nothing changes.
+            let all = leadscore_store::FiringQuery { limit: 100_000, ..Default::default() };
+            let before = (store.stats().unwrap(), store.firings(&all).unwrap().len());
+            let again = store.ingest(incoming(&arrival)).unwrap();
+            prop_assert_eq!((again.accepted, again.replaced), (0, 0));
+            prop_assert_eq!((again.ledger_entries, again.firings), (0, 0));
+            let after = (store.stats().unwrap(), store.firings(&all).unwrap().len());
+            prop_assert_eq!(
+                (after.0.events, after.0.contacts, after.0.ledger_entries, after.1),
+                (before.0.events, before.0.contacts, before.0.ledger_entries, before.1)
+            );
             // As of earlier times, from the log stitched as of then.
             for day in [2, 4, 7] {
                 let past = Timestamp::parse(&format!("2025-01-0{day}T03:00:00Z")).unwrap();
