@@ -3,5 +3,6 @@
 mod examples;
 mod harness;
 mod properties;
+mod reference;
 mod schema;
 mod snapshot;

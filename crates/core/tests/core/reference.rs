@@ -1,0 +1,516 @@
+//! SPEC §3.2 (1)–(7) written out plainly, as a reference for the fold:
+//! random models (engagement rules with `nth`, `limit`, `cap`, decay and a
+//! `when`; streaks; inactivity) over random logs of one contact, each
+//! rule's points compared with the fold's, at random times. The reference
+//! recomputes everything from the sorted log at `t`; the fold keeps running
+//! state, bounds and caches, which is where it could go wrong.
+
+use leadscore_core::batch::contacts_as_of;
+use leadscore_core::event::Message;
+use leadscore_core::incremental::IncrementalContact;
+use leadscore_core::model::Model;
+use leadscore_core::score::Status;
+use leadscore_core::time::{Timestamp, NANOS_PER_SECOND};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::harness::message;
+
+const START: i64 = 1_700_006_400;
+const HOUR: i64 = 3_600;
+const DAY: i64 = 24 * HOUR;
+/// Event names: three tracks and page views.
+const NAMES: [&str; 4] = ["A", "B", "C", "$page"];
+
+/// An engagement rule's `when`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum When {
+    Always,
+    /// `properties.form == "demo"`.
+    Demo,
+    /// `traits.plan == "pro"`, the traits as of the event.
+    Pro,
+}
+
+#[derive(Debug, Clone)]
+struct Engagement {
+    name: usize,
+    points: i32,
+    when: When,
+    nth: Option<(u32, Option<u32>)>,
+    limit: Option<(usize, i64)>,
+    cap: Option<u32>,
+    half_life: Option<Option<i64>>, // None: the model's; Some(None): "none"
+}
+
+#[derive(Debug, Clone)]
+struct Streak {
+    name: usize,
+    reset: Vec<usize>,
+    length: u32,
+    points: i32,
+    cap: Option<u32>,
+    half_life: Option<Option<i64>>,
+}
+
+#[derive(Debug, Clone)]
+struct Inactivity {
+    after: i64,
+    points: i32,
+    events: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    half_life: Option<i64>,
+    min: i32,
+    max: i32,
+    /// A fit rule: points when the plan is "pro" at t, else (optional).
+    fit: Option<(i32, Option<i32>)>,
+    /// Excluded while the plan is "free" at t.
+    exclude_free: bool,
+    engagement: Vec<Engagement>,
+    streaks: Vec<Streak>,
+    inactivity: Vec<Inactivity>,
+}
+
+fn duration(seconds: i64) -> String {
+    if seconds % DAY == 0 {
+        format!("{}d", seconds / DAY)
+    } else {
+        format!("{}h", seconds / HOUR)
+    }
+}
+
+fn half_life_toml(h: Option<Option<i64>>) -> String {
+    match h {
+        None => String::new(),
+        Some(None) => "half_life = \"none\"\n".into(),
+        Some(Some(s)) => format!("half_life = \"{}\"\n", duration(s)),
+    }
+}
+
+impl Spec {
+    fn toml(&self) -> String {
+        let mut t = format!(
+            "[model]\nname = \"random\"\n[score]\nmin = {}\nmax = {}\n",
+            self.min, self.max
+        );
+        if let Some(h) = self.half_life {
+            t += &format!("half_life = \"{}\"\n", duration(h));
+        }
+        if self.exclude_free {
+            t += "[[exclude]]\nid = \"free\"\nwhen = 'traits.plan == \"free\"'\nreason = \"free plan\"\n";
+        }
+        if let Some((points, otherwise)) = self.fit {
+            t += &format!("[[fit]]\nid = \"f\"\ncases = [{{ when = 'traits.plan == \"pro\"', points = {points} }}]\n");
+            if let Some(e) = otherwise {
+                t += &format!("else = {e}\n");
+            }
+        }
+        t += "[[tier]]\nname = \"hot\"\nmin = 40\n[[tier]]\nname = \"cold\"\nmin = 0\n";
+        for (i, e) in self.engagement.iter().enumerate() {
+            t += &format!(
+                "[[engagement]]\nid = \"e{i}\"\nevent = \"{}\"\npoints = {}\n",
+                NAMES[e.name], e.points
+            );
+            match e.when {
+                When::Always => {}
+                When::Demo => t += "when = 'properties.form == \"demo\"'\n",
+                When::Pro => t += "when = 'traits.plan == \"pro\"'\n",
+            }
+            match e.nth {
+                Some((n, None)) => t += &format!("nth = \"{n}..\"\n"),
+                Some((n, Some(m))) if m == n => t += &format!("nth = \"{n}\"\n"),
+                Some((n, Some(m))) => t += &format!("nth = \"{n}..{m}\"\n"),
+                None => {}
+            }
+            if let Some((count, per)) = e.limit {
+                t += &format!(
+                    "limit = {{ count = {count}, per = \"{}\" }}\n",
+                    duration(per)
+                );
+            }
+            if let Some(cap) = e.cap {
+                t += &format!("cap = {cap}\n");
+            }
+            t += &half_life_toml(e.half_life);
+        }
+        for (i, s) in self.streaks.iter().enumerate() {
+            let reset: Vec<String> = s
+                .reset
+                .iter()
+                .map(|r| format!("\"{}\"", NAMES[*r]))
+                .collect();
+            t += &format!(
+                "[[streak]]\nid = \"s{i}\"\nevent = \"{}\"\nreset = [{}]\nlength = {}\npoints = {}\n",
+                NAMES[s.name],
+                reset.join(", "),
+                s.length,
+                s.points
+            );
+            if let Some(cap) = s.cap {
+                t += &format!("cap = {cap}\n");
+            }
+            t += &half_life_toml(s.half_life);
+        }
+        for (i, r) in self.inactivity.iter().enumerate() {
+            t += &format!(
+                "[[inactivity]]\nid = \"i{i}\"\nafter = \"{}\"\npoints = {}\n",
+                duration(r.after),
+                r.points
+            );
+            if let Some(events) = &r.events {
+                let names: Vec<String> = events
+                    .iter()
+                    .map(|e| format!("\"{}\"", NAMES[*e]))
+                    .collect();
+                t += &format!("events = [{}]\n", names.join(", "));
+            }
+        }
+        t
+    }
+}
+
+fn arb_half_life() -> impl Strategy<Value = Option<Option<i64>>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(None)),
+        1 => prop_oneof![Just(12 * HOUR), Just(3 * DAY), Just(30 * DAY)].prop_map(|h| Some(Some(h))),
+    ]
+}
+
+fn arb_cap() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![2 => Just(None), 1 => (1u32..40).prop_map(Some)]
+}
+
+fn arb_spec() -> impl Strategy<Value = Spec> {
+    let engagement = (
+        0..NAMES.len(),
+        -8i32..25,
+        prop_oneof![2 => Just(When::Always), 1 => Just(When::Demo), 1 => Just(When::Pro)],
+        prop_oneof![
+            2 => Just(None),
+            1 => (1u32..4, prop_oneof![Just(None), (0u32..3).prop_map(Some)])
+                .prop_map(|(n, extra)| Some((n, extra.map(|e| n + e)))),
+        ],
+        prop_oneof![
+            2 => Just(None),
+            1 => (1usize..4, prop_oneof![Just(6 * HOUR), Just(DAY), Just(2 * DAY)]).prop_map(Some),
+        ],
+        arb_cap(),
+        arb_half_life(),
+    )
+        .prop_map(
+            |(name, points, when, nth, limit, cap, half_life)| Engagement {
+                name,
+                points,
+                when,
+                nth,
+                limit,
+                cap,
+                half_life,
+            },
+        );
+    let streak = (
+        0..NAMES.len(),
+        0..NAMES.len(),
+        2u32..5,
+        -5i32..20,
+        arb_cap(),
+        arb_half_life(),
+    )
+        .prop_map(|(name, reset, length, points, cap, half_life)| Streak {
+            name,
+            // A counted name may not also reset.
+            reset: if reset == name { vec![] } else { vec![reset] },
+            length,
+            points,
+            cap,
+            half_life,
+        });
+    let inactivity = (
+        prop_oneof![Just(2 * DAY), Just(10 * DAY)],
+        -15i32..0,
+        prop_oneof![Just(None), (0..NAMES.len()).prop_map(|e| Some(vec![e]))],
+    )
+        .prop_map(|(after, points, events)| Inactivity {
+            after,
+            points,
+            events,
+        });
+    (
+        prop_oneof![Just(None), Just(Some(7 * DAY)), Just(Some(DAY))],
+        prop_oneof![Just((0, 100)), Just((-30, 60))],
+        prop_oneof![
+            Just(None),
+            (1i32..30, prop_oneof![Just(None), (-5i32..5).prop_map(Some)]).prop_map(Some)
+        ],
+        any::<bool>(),
+        prop::collection::vec(engagement, 1..5),
+        prop::collection::vec(streak, 0..2),
+        prop::collection::vec(inactivity, 0..2),
+    )
+        .prop_map(
+            |(half_life, (min, max), fit, exclude_free, engagement, streaks, inactivity)| Spec {
+                half_life,
+                min,
+                max,
+                fit,
+                exclude_free,
+                engagement,
+                streaks,
+                inactivity,
+            },
+        )
+}
+
+/// Messages of contact `u` over 20 days, every 6 hours (so ties and exact
+/// window edges happen), some sent twice; ids are unique per content and
+/// say what the reference needs (`e<name>-<step>-<demo>-<n>` for events,
+/// `i<plan>-<step>-<n>` for identifies setting `plan` to pro, free or null).
+fn arb_log() -> impl Strategy<Value = Vec<Message>> {
+    let one = (
+        0..NAMES.len() + 1,
+        0i64..80,
+        any::<bool>(),
+        0u32..1_000,
+        0usize..3,
+    );
+    prop::collection::vec(one, 1..40).prop_map(|raw| {
+        raw.into_iter()
+            .map(|(name, step, demo, n, plan)| {
+                let ts = Timestamp::from_seconds(START + step * 6 * HOUR).to_string();
+                let form = if demo { "demo" } else { "other" };
+                let mut v = if name == NAMES.len() {
+                    let value = [json!("pro"), json!("free"), json!(null)][plan].clone();
+                    json!({"type": "identify", "traits": {"plan": value},
+                           "messageId": format!("i{plan}-{step}-{n}")})
+                } else if NAMES[name] == "$page" {
+                    json!({"type": "page", "name": "Home", "properties": {"form": form},
+                           "messageId": format!("e{name}-{step}-{demo}-{n}")})
+                } else {
+                    json!({"type": "track", "event": NAMES[name], "properties": {"form": form},
+                           "messageId": format!("e{name}-{step}-{demo}-{n}")})
+                };
+                v["userId"] = json!("u");
+                v["timestamp"] = json!(ts);
+                message(v)
+            })
+            .collect()
+    })
+}
+
+/// The plan (0 pro, 1 free) as of `at`: the latest identify at or before it,
+/// in (timestamp, messageId) order; null removes it.
+fn plan_at(identifies: &[(i64, usize)], at: i64) -> Option<usize> {
+    identifies
+        .iter()
+        .take_while(|(t, _)| *t <= at)
+        .last()
+        .and_then(|&(_, plan)| (plan < 2).then_some(plan))
+}
+
+/// An event of the log as the reference sees it.
+struct Event {
+    at: i64,
+    name: usize,
+    demo: bool,
+}
+
+fn decayed(points: f64, at: i64, t: i64, half_life: Option<i64>) -> f64 {
+    match half_life {
+        None => points,
+        Some(h) => points * 0.5f64.powf((t - at) as f64 / h as f64),
+    }
+}
+
+fn capped(sum: f64, cap: Option<u32>) -> f64 {
+    match cap {
+        None => sum,
+        Some(c) => sum.clamp(-f64::from(c), f64::from(c)),
+    }
+}
+
+fn rule_half_life(rule: Option<Option<i64>>, model: Option<i64>) -> Option<i64> {
+    rule.unwrap_or(model)
+}
+
+/// Each rule's points at `t`, by SPEC §3.2, in model order.
+fn reference(spec: &Spec, log: &[Message], t: i64) -> Expected {
+    // The generator writes what each message is into its id.
+    let mut log: Vec<&Message> = log
+        .iter()
+        .filter(|m| m.timestamp <= Timestamp::from_seconds(t))
+        .collect();
+    log.sort_by(|a, b| (a.timestamp, &a.message_id).cmp(&(b.timestamp, &b.message_id)));
+    log.dedup_by(|a, b| a.message_id == b.message_id);
+    let mut identifies = Vec::new();
+    let mut events = Vec::new();
+    for m in log {
+        let at = m.timestamp.0 / NANOS_PER_SECOND;
+        let parts: Vec<&str> = m.message_id[1..].split('-').collect();
+        if m.message_id.starts_with('i') {
+            identifies.push((at, parts[0].parse::<usize>().unwrap()));
+        } else {
+            events.push(Event {
+                at,
+                name: parts[0].parse().unwrap(),
+                demo: parts[2] == "true",
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (i, rule) in spec.engagement.iter().enumerate() {
+        let mut awarded: Vec<i64> = Vec::new();
+        let occurrences = events.iter().filter(|e| {
+            e.name == rule.name
+                && match rule.when {
+                    When::Always => true,
+                    When::Demo => e.demo,
+                    When::Pro => plan_at(&identifies, e.at) == Some(0),
+                }
+        });
+        for (n, e) in occurrences.enumerate() {
+            let n = n as u32 + 1;
+            if let Some((from, to)) = rule.nth {
+                if n < from || to.is_some_and(|to| n > to) {
+                    continue;
+                }
+            }
+            if let Some((count, per)) = rule.limit {
+                let recent = awarded
+                    .iter()
+                    .filter(|&&a| a > e.at - per && a <= e.at)
+                    .count();
+                if recent >= count {
+                    continue;
+                }
+            }
+            awarded.push(e.at);
+        }
+        let half_life = rule_half_life(rule.half_life, spec.half_life);
+        let sum: f64 = awarded
+            .iter()
+            .map(|&at| decayed(f64::from(rule.points), at, t, half_life))
+            .sum();
+        out.push((format!("e{i}"), capped(sum, rule.cap)));
+    }
+    for (i, rule) in spec.streaks.iter().enumerate() {
+        let mut counter = 0;
+        let mut sum = 0.0;
+        let half_life = rule_half_life(rule.half_life, spec.half_life);
+        for e in &events {
+            if rule.reset.contains(&e.name) {
+                counter = 0;
+            } else if e.name == rule.name {
+                counter += 1;
+                if counter == rule.length {
+                    sum += decayed(f64::from(rule.points), e.at, t, half_life);
+                    counter = 0;
+                }
+            }
+        }
+        out.push((format!("s{i}"), capped(sum, rule.cap)));
+    }
+    for (i, rule) in spec.inactivity.iter().enumerate() {
+        let latest = events
+            .iter()
+            .filter(|e| {
+                rule.events
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&e.name))
+            })
+            .map(|e| e.at)
+            .max();
+        let applies = latest.is_some_and(|latest| t - latest >= rule.after);
+        out.push((
+            format!("i{i}"),
+            if applies { f64::from(rule.points) } else { 0.0 },
+        ));
+    }
+    let plan = plan_at(&identifies, t);
+    let fit = match spec.fit {
+        Some((points, _)) if plan == Some(0) => f64::from(points),
+        Some((_, Some(otherwise))) => f64::from(otherwise),
+        _ => 0.0,
+    };
+    Expected {
+        engagement: out,
+        fit,
+        excluded: spec.exclude_free && plan == Some(1),
+    }
+}
+
+/// What SPEC §3.2 gives at t.
+struct Expected {
+    /// Each engagement, streak and inactivity rule's points.
+    engagement: Vec<(String, f64)>,
+    /// The fit total.
+    fit: f64,
+    /// Whether the contact is excluded.
+    excluded: bool,
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_fold_agrees_with_the_spec_written_out(
+        spec in arb_spec(),
+        log in arb_log(),
+        t_step in 0i64..240,
+        resend_every in 1usize..6,
+    ) {
+        let source = spec.toml();
+        let model = Model::from_toml("random.toml", &source)
+            .unwrap_or_else(|e| panic!("{e}\n{source}"));
+        // Every 3 hours: half of the times on the messages' grid.
+        let t = START + t_step * 3 * HOUR;
+        let at = Timestamp::from_seconds(t);
+        let expected = reference(&spec, &log, t);
+        let mut arrival = log.clone();
+        arrival.reverse();
+        let resent: Vec<Message> = arrival.iter().step_by(resend_every).cloned().collect();
+        arrival.extend(resent);
+        let contacts = contacts_as_of(arrival.clone(), Vec::new(), at);
+        let Some(contact) = contacts.first() else {
+            // Nothing at or before t.
+            prop_assert!(log.iter().all(|m| m.timestamp > at));
+            return Ok(());
+        };
+        let (score, explanation) = contact.explain_as_of(&model, at);
+        let mut engagement = 0.0;
+        for (id, points) in &expected.engagement {
+            let got = explanation.rules.iter().find(|r| &r.id == id).map_or(0.0, |r| r.points);
+            prop_assert!(close(got, *points), "{id}: fold {got}, spec {points}\n{source}");
+            engagement += points;
+        }
+        prop_assert!(close(score.engagement, engagement), "engagement {} vs {engagement}\n{source}", score.engagement);
+        prop_assert!(close(score.fit, expected.fit), "fit {} vs {}\n{source}", score.fit, expected.fit);
+        let raw = expected.fit + engagement;
+        prop_assert!(close(score.raw, raw), "raw {} vs {raw}\n{source}", score.raw);
+        let clamped = raw.clamp(f64::from(spec.min), f64::from(spec.max));
+        prop_assert!(close(score.score, clamped), "score {} vs {clamped}\n{source}", score.score);
+        let tier = match () {
+            _ if expected.excluded => "",
+            _ if clamped >= 40.0 => "hot",
+            _ if clamped >= 0.0 => "cold",
+            _ => "",
+        };
+        prop_assert_eq!(score.status == Status::Excluded, expected.excluded, "{}", source);
+        prop_assert_eq!(score.tier.as_str(), tier, "{}", source);
+        // Absorbed one by one, in arrival order (late ones re-fold).
+        let mut live = IncrementalContact::new(&model, None);
+        for m in arrival.iter().filter(|m| m.timestamp <= at) {
+            live.absorb(&model, m.clone());
+        }
+        let incremental = live.score_as_of(&model, at);
+        prop_assert!(close(incremental.score, score.score) && close(incremental.engagement, score.engagement),
+            "incremental {incremental:?} vs batch {score:?}\n{source}");
+    }
+}
