@@ -386,6 +386,44 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Messages that merge, split and arrive late while a model's activation
+    /// is half done (stopped after its first step): once resumed, the new
+    /// model's scores equal the batch over everything.
+    #[test]
+    fn stitching_during_an_interrupted_activation_gives_the_batch_scores(
+        seed in any::<u64>(),
+        n in 10usize..120,
+        split in 1usize..10,
+    ) {
+        let (messages, t) = stitched_log(seed, n);
+        let mut arrival = messages.clone();
+        shuffle(&mut arrival, seed ^ 0x51);
+        let (first, second) = arrival.split_at(arrival.len() * split / 10);
+        for (mut store, _dir) in backends() {
+            activate(store.as_mut(), "b2b");
+            store.ingest(incoming(first)).unwrap();
+            let (file, source) = example_source("email");
+            let version = store.add_model(&file, &source).unwrap().version;
+            let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                store
+                    .activate(version, &mut |done, _| assert!(done == 0, "stopped"))
+                    .unwrap();
+            }));
+            prop_assert!(stopped.is_err());
+            for chunk in second.chunks(3) {
+                store.ingest(incoming(chunk)).unwrap();
+            }
+            assert_live_equals_batch(store.as_ref(), &example("b2b"), &messages, t);
+            let resumed = store.activate(version, &mut |_, _| ()).unwrap().resumed;
+            prop_assert!(resumed);
+            assert_live_equals_batch(store.as_ref(), &example("email"), &messages, t);
+        }
+    }
+}
+
 #[test]
 fn leaderboard_pages_filters_and_segments() {
     use leadscore_store::ScoreQuery;
