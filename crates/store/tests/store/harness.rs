@@ -157,6 +157,23 @@ pub fn activate(store: &mut dyn Store, name: &str) -> u32 {
 }
 
 /// Deterministic shuffle.
+/// `messages` in an arrival order drawn from `seed`, every `resend_every`-th
+/// of them sent again at the end.
+pub fn arrival(messages: &[Message], seed: u64, resend_every: usize) -> Vec<Message> {
+    let mut arrival = messages.to_vec();
+    shuffle(&mut arrival, seed);
+    let resent: Vec<_> = arrival.iter().step_by(resend_every).cloned().collect();
+    arrival.extend(resent);
+    arrival
+}
+
+/// Ingests `messages` in batches of `size`.
+pub fn ingest_in_batches(store: &mut dyn Store, messages: &[Message], size: usize) {
+    for chunk in messages.chunks(size) {
+        store.ingest(incoming(chunk)).unwrap();
+    }
+}
+
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
     let mut state = seed | 1;
     for i in (1..items.len()).rev() {

@@ -167,17 +167,12 @@ proptest! {
     ) {
         let (messages, t) = generated(12, 90, seed % 1000);
         let model = example("b2b");
-        let mut arrival = messages.clone();
-        shuffle(&mut arrival, seed);
-        let resent: Vec<_> = arrival.iter().step_by(resend_every).cloned().collect();
-        arrival.extend(resent);
+        let arrival = arrival(&messages, seed, resend_every);
         // The batch itself does not depend on the order or on resends.
         prop_assert_eq!(batch(&model, &arrival, t), batch(&model, &messages, t));
         for (mut store, _dir) in backends() {
             activate(store.as_mut(), "b2b");
-            for chunk in arrival.chunks(batch_size) {
-                store.ingest(incoming(chunk)).unwrap();
-            }
+            ingest_in_batches(store.as_mut(), &arrival, batch_size);
             assert_live_equals_batch(store.as_ref(), &model, &messages, t);
         }
     }
@@ -331,17 +326,12 @@ proptest! {
     ) {
         let (messages, t) = stitched_log(seed, n);
         let model = example("b2b");
-        let mut arrival = messages.clone();
-        shuffle(&mut arrival, seed ^ 0x9e37);
-        let resent: Vec<_> = arrival.iter().step_by(resend_every).cloned().collect();
-        arrival.extend(resent);
+        let arrival = arrival(&messages, seed, resend_every);
         // The batch itself does not depend on the order or on resends.
         prop_assert_eq!(batch(&model, &arrival, t), batch(&model, &messages, t));
         for (mut store, _dir) in backends() {
             activate(store.as_mut(), "b2b");
-            for chunk in arrival.chunks(batch_size) {
-                store.ingest(incoming(chunk)).unwrap();
-            }
+            ingest_in_batches(store.as_mut(), &arrival, batch_size);
             assert_live_equals_batch(store.as_ref(), &model, &messages, t);
             // Each contact's history is a chain ending at its live score.
             for record in store.contacts(None, 1_000).unwrap() {
@@ -399,8 +389,7 @@ proptest! {
         split in 1usize..10,
     ) {
         let (messages, t) = stitched_log(seed, n);
-        let mut arrival = messages.clone();
-        shuffle(&mut arrival, seed ^ 0x51);
+        let arrival = arrival(&messages, seed, usize::MAX);
         let (first, second) = arrival.split_at(arrival.len() * split / 10);
         for (mut store, _dir) in backends() {
             activate(store.as_mut(), "b2b");
@@ -413,9 +402,7 @@ proptest! {
                     .unwrap();
             }));
             prop_assert!(stopped.is_err());
-            for chunk in second.chunks(3) {
-                store.ingest(incoming(chunk)).unwrap();
-            }
+            ingest_in_batches(store.as_mut(), second, 3);
             assert_live_equals_batch(store.as_ref(), &example("b2b"), &messages, t);
             let resumed = store.activate(version, &mut |_, _| ()).unwrap().resumed;
             prop_assert!(resumed);

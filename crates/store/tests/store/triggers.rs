@@ -99,11 +99,7 @@ fn any_arrival_order_finds_at_least_the_offline_firings_and_resends_add_none() {
     let expected = offline(&model, &messages, t);
     for (mut store, _guard) in backends() {
         activate(store.as_mut(), "ecommerce");
-        let mut arrival = messages.clone();
-        shuffle(&mut arrival, 99);
-        for chunk in arrival.chunks(97) {
-            store.ingest(incoming(chunk)).unwrap();
-        }
+        ingest_in_batches(store.as_mut(), &arrival(&messages, 99, 5), 97);
         while store.fire_due(t, 100).unwrap().contacts > 0 {}
         let got = firing_set(store.as_ref());
         // Late events may reveal crossings after others were delivered;
