@@ -515,6 +515,20 @@ impl Batch<'_, '_> {
             Some(t) => Some(t),
             None => tx.row(Table::Live, contact)?.and_then(|row| row.last_ts),
         };
+        self.record_end(contact, at, version, old, format!("merged into {into}"));
+        Ok(())
+    }
+
+    /// Records that `contact` has no score any more: merged into another,
+    /// or no message left.
+    fn record_end(
+        &mut self,
+        contact: &str,
+        at: Option<Timestamp>,
+        version: u32,
+        old: ScoreFields,
+        cause: String,
+    ) {
         self.record(Some(NewEntry {
             seq: 0,
             contact: contact.to_string(),
@@ -523,9 +537,8 @@ impl Batch<'_, '_> {
             model_version: version,
             old: Some(old),
             new: None,
-            cause: format!("merged into {into}"),
+            cause,
         }));
-        Ok(())
     }
 
     /// Re-folds a contact from its log now, recording the change.
@@ -691,16 +704,7 @@ impl Batch<'_, '_> {
                     tx.delete_row(Table::Live, &contact)?;
                 }
                 if let Some(old) = work.current {
-                    self.record(Some(NewEntry {
-                        seq: 0,
-                        contact: contact.clone(),
-                        at: None,
-                        recorded_at: self.recorded_at,
-                        model_version: version,
-                        old: Some(old),
-                        new: None,
-                        cause: work.cause,
-                    }));
+                    self.record_end(&contact, None, version, old, work.cause);
                 }
                 continue;
             };
