@@ -50,24 +50,32 @@ fn reopening_keeps_everything() {
 
 #[test]
 fn a_full_disk_fails_the_batch_and_keeps_the_store_consistent() {
+    use crate::harness::{activate, assert_live_equals_batch, example, generated, incoming};
     use leadscore_store::Store;
-    let (messages, t) = crate::harness::generated(60, 90, 32);
+    let (messages, t) = generated(60, 90, 32);
     let (half, rest) = messages.split_at(messages.len() / 2);
-    let (mut store, _dir, _) = crate::harness::sqlite();
-    crate::harness::activate(&mut store, "b2b");
-    store.ingest(crate::harness::incoming(half)).unwrap();
-    let before = store.stats().unwrap();
-    store.limit_size(before.bytes + 64 * 1024).unwrap();
-    let e = store.ingest(crate::harness::incoming(rest)).unwrap_err();
-    assert!(e.to_string().contains("full"), "{e}");
-    let after = store.stats().unwrap();
-    assert_eq!(
-        (after.events, after.contacts, after.ledger_entries),
-        (before.events, before.contacts, before.ledger_entries)
-    );
-    crate::harness::assert_live_equals_batch(&store, &crate::harness::example("b2b"), half, t);
-    // Room again: the same batch goes in whole.
-    store.limit_size(1 << 40).unwrap();
-    store.ingest(crate::harness::incoming(rest)).unwrap();
-    crate::harness::assert_live_equals_batch(&store, &crate::harness::example("b2b"), &messages, t);
+    // Also as the server runs it: the live states it keeps between batches
+    // must not outlive a failed one.
+    for served in [false, true] {
+        let (mut store, _dir, _) = crate::harness::sqlite();
+        if served {
+            store.defer_durability().unwrap();
+        }
+        activate(&mut store, "b2b");
+        store.ingest(incoming(half)).unwrap();
+        let before = store.stats().unwrap();
+        store.limit_size(before.bytes + 64 * 1024).unwrap();
+        let e = store.ingest(incoming(rest)).unwrap_err();
+        assert!(e.to_string().contains("full"), "{e}");
+        let after = store.stats().unwrap();
+        assert_eq!(
+            (after.events, after.contacts, after.ledger_entries),
+            (before.events, before.contacts, before.ledger_entries)
+        );
+        assert_live_equals_batch(&store, &example("b2b"), half, t);
+        // Room again: the same batch goes in whole.
+        store.limit_size(1 << 40).unwrap();
+        store.ingest(incoming(rest)).unwrap();
+        assert_live_equals_batch(&store, &example("b2b"), &messages, t);
+    }
 }
