@@ -1,7 +1,6 @@
 //! Live scores equal a batch recompute, whatever the arrival order, batch
 //! sizes and duplicates; late events re-fold only their contact.
 
-use leadscore_core::event::Message;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
 use leadscore_store::{ScoreFields, Store};
@@ -244,72 +243,6 @@ fn a_contact_merged_in_the_batch_that_made_it_has_a_closed_history() {
         assert_eq!(own[1].cause, "merged into u0");
         assert_eq!(own[1].old, own[0].new);
     }
-}
-
-/// Random messages over a few user and anonymous ids that stitch them in
-/// every way SPEC §2 allows: messages carrying both ids, aliases (chains
-/// and cycles), identifies and group calls, and messageIds reused with
-/// different content. Timestamps fall on quarter days, so ties happen.
-fn stitched_log(seed: u64, n: usize) -> (Vec<Message>, Timestamp) {
-    const START: i64 = 1_735_689_600; // 2025-01-01
-    let mut state = seed | 1;
-    let mut next = move |below: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % below
-    };
-    let ids = ["u0", "u1", "u2", "u3", "a0", "a1", "a2", "a3"];
-    let mut lines = Vec::new();
-    for _ in 0..n {
-        let at = Timestamp::from_seconds(START + next(40) as i64 * 21_600).to_string();
-        let user = format!("u{}", next(4));
-        let anon = format!("a{}", next(4));
-        let who = match next(3) {
-            0 => serde_json::json!({ "userId": user }),
-            1 => serde_json::json!({ "anonymousId": anon }),
-            _ => serde_json::json!({ "userId": user, "anonymousId": anon }),
-        };
-        let mut line = match next(8) {
-            0 => {
-                serde_json::json!({"type": "alias", "previousId": ids[next(8) as usize], "userId": user})
-            }
-            1 => serde_json::json!({"type": "identify", "traits": {
-                "job_title": (["VP Sales", "intern"][next(2) as usize]),
-                "email": (["x@competitor.example", "x@buyer.example"][next(2) as usize])}}),
-            2 => serde_json::json!({"type": "group", "groupId": "g", "traits": {
-                "employees": ([10, 300][next(2) as usize]), "country": "US", "industry": "Software"}}),
-            3 => {
-                serde_json::json!({"type": "page", "name": "Pricing", "properties": {"path": "/pricing"}})
-            }
-            4 => {
-                serde_json::json!({"type": "track", "event": "Form Submitted", "properties": {"form": "demo"}})
-            }
-            5 => serde_json::json!({"type": "track", "event": "Meeting Booked"}),
-            6 => serde_json::json!({"type": "track", "event": "Email Link Clicked"}),
-            _ => serde_json::json!({"type": "track", "event": "Unsubscribed"}),
-        };
-        let object = line.as_object_mut().unwrap();
-        if object["type"] != "alias" {
-            object.extend(who.as_object().unwrap().clone());
-        }
-        object.insert("timestamp".into(), at.into());
-        // About one message in six reuses an earlier id.
-        object.insert(
-            "messageId".into(),
-            format!("m{}", next(5 * n as u64 / 6 + 1)).into(),
-        );
-        lines.push(line.to_string());
-    }
-    let jsonl = lines.join("\n");
-    let (messages, _) = read_messages(
-        jsonl.as_bytes(),
-        "stitched",
-        &ReadOptions::default(),
-        |_| {},
-    )
-    .unwrap();
-    (messages, Timestamp::from_seconds(START + 11 * 86_400))
 }
 
 proptest! {

@@ -57,3 +57,41 @@ fn api_keys_are_stored_hashed_with_their_scope_and_can_be_revoked() {
         assert!(Scope::Admin.allows(Scope::Read) && !Scope::Read.allows(Scope::Ingest));
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Erasing one contact of a stitched log (its ids also appear in other
+    /// contacts' messages and links): nothing of it stays or comes back,
+    /// and every other contact still equals the batch of the stored log.
+    #[test]
+    fn erasing_a_stitched_contact_leaves_the_rest_equal_to_the_batch(
+        seed in proptest::prelude::any::<u64>(),
+        n in 10usize..100,
+        pick in proptest::prelude::any::<usize>(),
+    ) {
+        let (messages, t) = stitched_log(seed, n);
+        let model = example("b2b");
+        for (mut store, _dir) in backends() {
+            activate(store.as_mut(), "b2b");
+            ingest_in_batches(store.as_mut(), &arrival(&messages, seed, 4), 7);
+            let contacts = store.contacts(None, 100).unwrap();
+            proptest::prop_assume!(contacts.len() >= 2);
+            let target = &contacts[pick % contacts.len()].id;
+            let ids = store.contact_messages(target).unwrap().unwrap().ids;
+            store.erase(target).unwrap().unwrap();
+            let check = |store: &dyn leadscore_store::Store| {
+                for id in &ids {
+                    assert!(store.contact(id).unwrap().is_none(), "{id} is back");
+                }
+                let log = store.messages().unwrap();
+                assert!(log.iter().all(|m| !ids.iter().any(|id| id == m.own_id())));
+                assert_live_equals_batch(store, &model, &log, t);
+            };
+            check(store.as_ref());
+            // Everything sent again: nothing of it comes back.
+            store.ingest(incoming(&messages)).unwrap();
+            check(store.as_ref());
+        }
+    }
+}
