@@ -109,6 +109,7 @@ impl Spec {
             }
         }
         t += "[[tier]]\nname = \"hot\"\nmin = 40\n[[tier]]\nname = \"cold\"\nmin = 0\n";
+        t += "[[stage]]\nname = \"warm\"\nmin = 20\n[[stage]]\nname = \"ready\"\nmin = 45\n";
         for (i, e) in self.engagement.iter().enumerate() {
             t += &format!(
                 "[[engagement]]\nid = \"e{i}\"\nevent = \"{}\"\npoints = {}\n",
@@ -442,6 +443,33 @@ fn reference(spec: &Spec, log: &[Message], t: i64) -> Expected {
     }
 }
 
+/// SPEC §3.2 (8): the highest stage the score reached at an evaluation
+/// point (each message's timestamp, and t) where the contact was not
+/// excluded; empty while excluded at t.
+fn reference_stage(spec: &Spec, log: &[Message], t: i64) -> &'static str {
+    let mut points: Vec<i64> = log
+        .iter()
+        .map(|m| m.timestamp.0 / NANOS_PER_SECOND)
+        .filter(|&p| p <= t)
+        .chain([t])
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut reached = f64::NEG_INFINITY;
+    for p in points {
+        let e = reference(spec, log, p);
+        if !e.excluded {
+            reached = reached.max(e.score(spec));
+        }
+    }
+    match () {
+        _ if reference(spec, log, t).excluded => "",
+        _ if reached >= 45.0 => "ready",
+        _ if reached >= 20.0 => "warm",
+        _ => "",
+    }
+}
+
 /// What SPEC §3.2 gives at t.
 struct Expected {
     /// Each engagement, streak and inactivity rule's points.
@@ -450,6 +478,13 @@ struct Expected {
     fit: f64,
     /// Whether the contact is excluded.
     excluded: bool,
+}
+
+impl Expected {
+    fn score(&self, spec: &Spec) -> f64 {
+        let engagement: f64 = self.engagement.iter().map(|(_, p)| p).sum();
+        (self.fit + engagement).clamp(f64::from(spec.min), f64::from(spec.max))
+    }
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -504,13 +539,16 @@ proptest! {
         };
         prop_assert_eq!(score.status == Status::Excluded, expected.excluded, "{}", source);
         prop_assert_eq!(score.tier.as_str(), tier, "{}", source);
+        let stage = reference_stage(&spec, &log, t);
+        prop_assert_eq!(score.stage.as_str(), stage, "{}", source);
         // Absorbed one by one, in arrival order (late ones re-fold).
         let mut live = IncrementalContact::new(&model, None);
         for m in arrival.iter().filter(|m| m.timestamp <= at) {
             live.absorb(&model, m.clone());
         }
         let incremental = live.score_as_of(&model, at);
-        prop_assert!(close(incremental.score, score.score) && close(incremental.engagement, score.engagement),
+        prop_assert!(close(incremental.score, score.score) && close(incremental.engagement, score.engagement)
+            && incremental.stage == score.stage,
             "incremental {incremental:?} vs batch {score:?}\n{source}");
     }
 }
