@@ -472,6 +472,47 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded_on_a_slow_disk() {
     assert!(mark.exists(), "the slow fsync was not preloaded");
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The server's writer keeps live states between batches; another
+    /// connection (the CLI) ingesting, erasing and activating models in
+    /// between must never leave it working from stale ones.
+    #[test]
+    fn a_cached_writer_and_another_connection_taking_turns_stay_exact(
+        seed in any::<u64>(),
+        n in 20usize..120,
+        size in 1usize..9,
+        erase_at in 0usize..20,
+        activate_at in 0usize..20,
+    ) {
+        let (messages, t) = stitched_log(seed, n);
+        let (mut first, _dir, path) = sqlite();
+        let _flush = first.defer_durability().unwrap();
+        activate(&mut first, "b2b");
+        let mut second = leadscore_store::SqliteStore::open(&path).unwrap();
+        let mut active = "b2b";
+        for (i, chunk) in arrival(&messages, seed, 5).chunks(size).enumerate() {
+            if i == erase_at {
+                if let Some(c) = second.contacts(None, 1).unwrap().first() {
+                    second.erase(&c.id).unwrap();
+                }
+            }
+            if i == activate_at {
+                active = if active == "b2b" { "email" } else { "b2b" };
+                activate(&mut second, active);
+            }
+            let store = if (seed >> (i % 64)) & 1 == 0 { &mut first } else { &mut second };
+            store.ingest(incoming(chunk)).unwrap();
+        }
+        let log = first.messages().unwrap();
+        prop_assume!(!log.is_empty());
+        for store in [&first, &second] {
+            assert_live_equals_batch(store, &example(active), &log, t);
+        }
+    }
+}
+
 /// Two connections to one SQLite file ingesting in turns (as the server's
 /// writer and a `leadscore import` in another process would): each sees
 /// the other's commits, so the live rows equal the batch scores. The
