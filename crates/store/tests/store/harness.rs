@@ -263,13 +263,17 @@ pub fn stitched_log(seed: u64, n: usize) -> (Vec<Message>, Timestamp) {
         );
         lines.push(line.to_string());
     }
-    let jsonl = lines.join("\n");
-    let (messages, _) = read_messages(
-        jsonl.as_bytes(),
-        "stitched",
-        &ReadOptions::default(),
-        |_| {},
+    (
+        parse_jsonl(&lines),
+        Timestamp::from_seconds(START + 11 * 86_400),
     )
-    .unwrap();
-    (messages, Timestamp::from_seconds(START + 11 * 86_400))
+}
+
+/// Messages from JSON lines the test knows are valid.
+pub fn parse_jsonl<S: AsRef<str>>(lines: &[S]) -> Vec<Message> {
+    let jsonl: Vec<&str> = lines.iter().map(AsRef::as_ref).collect();
+    let jsonl = jsonl.join("\n");
+    read_messages(jsonl.as_bytes(), "test", &ReadOptions::default(), |_| {})
+        .unwrap()
+        .0
 }

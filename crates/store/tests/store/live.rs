@@ -2,7 +2,6 @@
 //! sizes and duplicates; late events re-fold only their contact.
 
 use leadscore_core::time::Timestamp;
-use leadscore_input::{read_messages, ReadOptions};
 use leadscore_store::{ScoreFields, Store};
 use proptest::prelude::*;
 
@@ -189,15 +188,8 @@ fn a_replaced_link_moves_its_id_along_its_next_link() {
         r#"{"type":"track","event":"Form Submitted","anonymousId":"a2","userId":"u1","properties":{"form":"demo"},"timestamp":"2025-01-05T00:00:00Z","messageId":"m2"}"#,
         // An earlier copy of m8 replaces it: a2 is now linked to u1 → u2.
         r#"{"type":"alias","previousId":"a3","userId":"u0","timestamp":"2025-01-02T00:00:00Z","messageId":"m8"}"#,
-    ]
-    .join("\n");
-    let (messages, _) = read_messages(
-        jsonl.as_bytes(),
-        "replaced",
-        &ReadOptions::default(),
-        |_| {},
-    )
-    .unwrap();
+    ];
+    let messages = parse_jsonl(&jsonl);
     let t = Timestamp::parse("2025-01-06T00:00:00Z").unwrap();
     let model = example("b2b");
     for (mut store, _dir) in backends() {
@@ -228,10 +220,8 @@ fn a_contact_merged_in_the_batch_that_made_it_has_a_closed_history() {
         r#"{"type":"track","event":"Meeting Booked","userId":"u0","timestamp":"2025-01-01T00:00:00Z","messageId":"m0"}"#,
         r#"{"type":"track","event":"Meeting Booked","userId":"u3","timestamp":"2025-01-02T00:00:00Z","messageId":"m1"}"#,
         r#"{"type":"alias","previousId":"u3","userId":"u0","timestamp":"2025-01-03T00:00:00Z","messageId":"m2"}"#,
-    ]
-    .join("\n");
-    let (messages, _) =
-        read_messages(jsonl.as_bytes(), "merged", &ReadOptions::default(), |_| {}).unwrap();
+    ];
+    let messages = parse_jsonl(&jsonl);
     for (mut store, _dir) in backends() {
         activate(store.as_mut(), "b2b");
         store.ingest(incoming(&messages)).unwrap();
