@@ -300,6 +300,42 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the chunk size (lines cut anywhere, parsed in
+        /// parallel), every message is read in order and every bad line is
+        /// reported with its own number.
+        #[test]
+        fn chunking_never_changes_messages_or_line_numbers(
+            kinds in proptest::collection::vec(0u8..5, 1..60),
+            chunk_bytes in 1usize..300,
+        ) {
+            let batch = r#"{"batch":[{"type":"identify","userId":"u","timestamp":"2024-01-01T00:00:00Z"},{"type":"page","anonymousId":"a","timestamp":"2024-01-01T00:00:00Z"}]}"#;
+            let mut text = String::new();
+            let (mut messages, mut bad) = (0, Vec::new());
+            for (i, kind) in kinds.iter().enumerate() {
+                match kind {
+                    0 => { text += OK; messages += 1; }
+                    1 => { text += batch; messages += 2; }
+                    2 => {}
+                    3 => { text += "{\"type\":\"track\""; bad.push(i as u64 + 1); }
+                    _ => { text += OK; text.push('\r'); messages += 1; }
+                }
+                text.push('\n');
+            }
+            let options = |skip_invalid| ReadOptions { skip_invalid, chunk_bytes, ..ReadOptions::default() };
+            let (read, skipped) =
+                read_messages(text.as_bytes(), "e.jsonl", &options(true), |_| {}).unwrap();
+            proptest::prop_assert_eq!(read.len(), messages);
+            let lines: Vec<u64> = skipped.first.iter().map(|e| e.line).collect();
+            proptest::prop_assert_eq!(skipped.count, bad.len() as u64);
+            proptest::prop_assert_eq!(&lines[..], &bad[..bad.len().min(options(true).keep_errors)]);
+            match read_messages(text.as_bytes(), "e.jsonl", &options(false), |_| {}) {
+                Ok((all, _)) => proptest::prop_assert!(bad.is_empty() && all.len() == messages),
+                Err(e) => proptest::prop_assert_eq!(Some(e.line), bad.first().copied()),
+            }
+        }
+    }
+
     #[test]
     fn skip_invalid_counts_and_keeps_the_rest() {
         let text = format!("{OK}\nnot json\n{OK}\n{{\"type\":\"track\",\"event\":\"A\",\"userId\":\"u\",\"timestamp\":\"yesterday\"}}\n");
