@@ -238,8 +238,9 @@ fn a_contact_merged_in_the_batch_that_made_it_has_a_closed_history() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Live scores equal the batch when ids merge, split the order of
-    /// their links and arrive late: whatever the arrival order and batches.
+    /// Live scores equal the batch when ids merge and split, links arrive
+    /// out of order and copies replace messages: whatever the arrival order,
+    /// batching and resends.
     #[test]
     fn stitching_in_any_arrival_order_gives_the_batch_scores(
         seed in any::<u64>(),
