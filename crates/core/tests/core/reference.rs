@@ -1,7 +1,9 @@
-//! SPEC §3.2 (1)–(7) written out plainly, as a reference for the fold:
+//! SPEC §3.2 written out plainly, as a reference for the fold:
 //! random models (engagement rules with `nth`, `limit`, `cap`, decay and a
-//! `when`; streaks; inactivity) over random logs of one contact, each
-//! rule's points compared with the fold's, at random times. The reference
+//! `when` on properties or on traits as of the event; streaks; inactivity;
+//! fit with cases, `else` and `days_since`; exclusions with `count`; tiers
+//! and stages) over random logs of one contact, each rule's points and the
+//! labels compared with the fold's, at random times. The reference
 //! recomputes everything from the sorted log at `t`; the fold keeps running
 //! state, bounds and caches, which is where it could go wrong.
 
@@ -101,12 +103,14 @@ impl Spec {
         }
         if self.exclude_free {
             t += "[[exclude]]\nid = \"free\"\nwhen = 'traits.plan == \"free\"'\nreason = \"free plan\"\n";
+            t += "[[exclude]]\nid = \"busy\"\nwhen = 'count(\"C\") >= 3'\nreason = \"busy\"\n";
         }
         if let Some((points, otherwise)) = self.fit {
             t += &format!("[[fit]]\nid = \"f\"\ncases = [{{ when = 'traits.plan == \"pro\"', points = {points} }}]\n");
             if let Some(e) = otherwise {
                 t += &format!("else = {e}\n");
             }
+            t += "[[fit]]\nid = \"recent\"\nwhen = 'days_since(\"B\") < 3.0'\npoints = 7\n";
         }
         t += "[[tier]]\nname = \"hot\"\nmin = 40\n[[tier]]\nname = \"cold\"\nmin = 0\n";
         t += "[[stage]]\nname = \"warm\"\nmin = 20\n[[stage]]\nname = \"ready\"\nmin = 45\n";
@@ -436,10 +440,14 @@ fn reference(spec: &Spec, log: &[Message], t: i64) -> Expected {
         Some((_, Some(otherwise))) => f64::from(otherwise),
         _ => 0.0,
     };
+    // `days_since("B") < 3`: false when there is no B.
+    let last_b = events.iter().filter(|e| e.name == 1).map(|e| e.at).max();
+    let recent = spec.fit.is_some() && last_b.is_some_and(|b| ((t - b) as f64 / DAY as f64) < 3.0);
+    let busy = events.iter().filter(|e| e.name == 2).count() >= 3;
     Expected {
         engagement: out,
-        fit,
-        excluded: spec.exclude_free && plan == Some(1),
+        fit: fit + if recent { 7.0 } else { 0.0 },
+        excluded: spec.exclude_free && (plan == Some(1) || busy),
     }
 }
 
