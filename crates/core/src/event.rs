@@ -224,6 +224,54 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
+/// The items of a `{"batch": [...], "context": {...}}` object, as Segment's
+/// batch call defines them: the batch's `context` applies to every item,
+/// merged key by key under the item's own `context` (the item's keys win).
+/// An error names the `batch` or `context` field when either is not what
+/// it should be.
+pub fn batch_items(mut batch: Map<String, Value>) -> Result<Vec<Value>, MessageError> {
+    let mut items = match batch.remove("batch") {
+        Some(Value::Array(items)) => items,
+        other => {
+            return Err(field_error(
+                "batch",
+                format!(
+                    "expected an array of messages, found {}",
+                    other.as_ref().map_or("nothing", describe)
+                ),
+            ))
+        }
+    };
+    let shared = match batch.remove("context") {
+        None | Some(Value::Null) => return Ok(items),
+        Some(Value::Object(shared)) if shared.is_empty() => return Ok(items),
+        Some(Value::Object(shared)) => shared,
+        Some(other) => {
+            return Err(field_error(
+                "context",
+                format!("expected an object, found {}", describe(&other)),
+            ))
+        }
+    };
+    for item in &mut items {
+        let Value::Object(item) = item else {
+            continue; // reported when the item is read
+        };
+        match item.get_mut("context") {
+            None | Some(Value::Null) => {
+                item.insert("context".into(), Value::Object(shared.clone()));
+            }
+            Some(Value::Object(own)) => {
+                for (key, value) in &shared {
+                    own.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+            Some(_) => {} // reported when the item is read
+        }
+    }
+    Ok(items)
+}
+
 /// Reads an id field: a non-empty string, or a number (Segment SDKs send both).
 fn id_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
     match object.get(field) {
@@ -952,5 +1000,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.timestamp, now);
+    }
+
+    #[test]
+    fn a_batch_context_applies_to_every_item_under_its_own() {
+        let batch = json!({"context": {"ip": "1.2.3.4", "locale": "de"}, "batch": [
+            {"type": "track", "event": "A", "userId": "u"},
+            {"type": "track", "event": "A", "userId": "u", "context": {"locale": "fr"}},
+            {"type": "track", "event": "A", "userId": "u", "context": null},
+        ]});
+        let Value::Object(batch) = batch else {
+            unreachable!()
+        };
+        let items = batch_items(batch).unwrap();
+        assert_eq!(
+            items[0]["context"],
+            json!({"ip": "1.2.3.4", "locale": "de"})
+        );
+        assert_eq!(
+            items[1]["context"],
+            json!({"ip": "1.2.3.4", "locale": "fr"})
+        );
+        assert_eq!(
+            items[2]["context"],
+            json!({"ip": "1.2.3.4", "locale": "de"})
+        );
+        let Value::Object(bad) = json!({"batch": {}}) else {
+            unreachable!()
+        };
+        let e = batch_items(bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field `batch`: expected an array of messages, found an object"
+        );
+        let Value::Object(bad) = json!({"batch": [], "context": "x"}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            batch_items(bad).unwrap_err().field.as_deref(),
+            Some("context")
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::BufRead;
 
-use leadscore_core::event::{Message, MessageError, Names};
+use leadscore_core::event::{batch_items, Message, MessageError, Names};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -112,19 +112,13 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Piece) {
         }
     };
     match value {
-        Value::Object(mut object) if object.contains_key("batch") => match object.remove("batch") {
-            Some(Value::Array(items)) => {
+        Value::Object(object) if object.contains_key("batch") => match batch_items(object) {
+            Ok(items) => {
                 for (i, item) in items.into_iter().enumerate() {
                     out.push(Message::from_json(item, None, None).map_err(|e| error(Some(i), e)));
                 }
             }
-            _ => out.push(Err(error(
-                None,
-                MessageError {
-                    field: Some("batch".into()),
-                    message: "expected an array of messages".into(),
-                },
-            ))),
+            Err(e) => out.push(Err(error(None, e))),
         },
         value => out.push(Message::from_json(value, None, None).map_err(|e| error(None, e))),
     }

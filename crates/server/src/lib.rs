@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use leadscore_core::event::{Message, MessageError, MessageKind};
+use leadscore_core::event::{batch_items, Message, MessageError, MessageKind};
 use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
@@ -707,13 +707,14 @@ async fn batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Ingest).await?;
-    let mut value = json_body(body)?;
-    let Some(Value::Array(items)) = value.get_mut("batch").map(Value::take) else {
+    let Value::Object(object) = json_body(body)? else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "expected {\"batch\": [messages]}",
         ));
     };
+    let items =
+        batch_items(object).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let received = now();
     let mut messages = Vec::with_capacity(items.len());
     let mut errors = Vec::new();

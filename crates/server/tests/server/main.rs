@@ -304,6 +304,47 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
     assert_eq!(server.get("/api/v1/contacts/ann", &read).0, 404);
 }
 
+/// Segment's batch call: the batch's `context` applies to every message,
+/// under the message's own.
+#[test]
+fn a_batch_context_reaches_every_message() {
+    let server = Server::start();
+    let batch = json!({"context": {"ip": "1.2.3.4", "locale": "de"}, "batch": [
+        {"type": "track", "userId": "cat", "event": "A", "messageId": "c1", "timestamp": "2025-01-01T00:00:00Z"},
+        {"type": "track", "userId": "cat", "event": "A", "messageId": "c2", "timestamp": "2025-01-02T00:00:00Z",
+         "context": {"locale": "fr"}},
+    ]});
+    let (status, body) = server.post("/v1/batch", &basic(&server.write_key), &batch);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.get("/api/v1/contacts/cat/events", &bearer(&server.read_key));
+    assert_eq!(status, 200, "{body}");
+    let contexts: Vec<&Value> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["context"])
+        .collect();
+    assert_eq!(
+        contexts,
+        [
+            &json!({"ip": "1.2.3.4", "locale": "de"}),
+            &json!({"ip": "1.2.3.4", "locale": "fr"})
+        ]
+    );
+    let (status, body) = server.post(
+        "/v1/batch",
+        &basic(&server.write_key),
+        &json!({"batch": [], "context": 3}),
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            400,
+            Some("field `context`: expected an object, found a number")
+        )
+    );
+}
+
 #[test]
 fn a_batch_keeps_valid_messages_and_reports_invalid_ones_by_index() {
     let server = Server::start();
