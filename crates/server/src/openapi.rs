@@ -636,6 +636,10 @@ fn schemas(components: ComponentsBuilder) -> ComponentsBuilder {
         .property(
             "batch",
             ArrayBuilder::new().items(Ref::from_schema_name("Message")),
+        )
+        .property(
+            "context",
+            object("applies to every message of the batch, under its own context's keys"),
         );
     let outcome = ObjectBuilder::new()
         .schema_type(Type::Object)
