@@ -5,11 +5,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use leadscore_store::{key_hash, Scope};
+use serde_json::Value;
 
-use crate::{read, ApiError, StoreHandle};
+use crate::{json_body, read, ApiError, StoreHandle};
 
 /// Most keys kept; beyond it the cache starts over (a few keys are normal,
 /// thousands would be someone trying keys — unknown keys are not kept).
@@ -75,16 +78,51 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
     (!user.is_empty()).then(|| user.to_string())
 }
 
+fn missing() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "missing API key")
+}
+
 /// Checks the request's key against `needed`.
 pub(crate) async fn authorize(
     handle: &StoreHandle,
     headers: &HeaderMap,
     needed: Scope,
 ) -> Result<(), ApiError> {
-    let Some(key) = presented_key(headers) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing API key"));
-    };
-    let hash = key_hash(&key);
+    let key = presented_key(headers).ok_or_else(missing)?;
+    check(handle, &key, needed).await
+}
+
+/// The ingest routes' check, which also returns the parsed body: the key
+/// of the Authorization header or, without one, the body's `writeKey`, as
+/// analytics.js sends it (its requests carry no header, so that browsers
+/// send them without a CORS preflight). An unreadable body without a
+/// header is a 401, a body too large a 413.
+pub(crate) async fn authorize_ingest(
+    handle: &StoreHandle,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, ApiError> {
+    if presented_key(headers).is_some() {
+        authorize(handle, headers, Scope::Ingest).await?;
+        return json_body(body);
+    }
+    let value = json_body(body).map_err(|e| {
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            e
+        } else {
+            missing()
+        }
+    })?;
+    match value.get("writeKey") {
+        Some(Value::String(key)) if !key.is_empty() => check(handle, key, Scope::Ingest).await?,
+        _ => return Err(missing()),
+    }
+    Ok(value)
+}
+
+/// Checks a presented key against `needed`.
+async fn check(handle: &StoreHandle, key: &str, needed: Scope) -> Result<(), ApiError> {
+    let hash = key_hash(key);
     let started = Instant::now();
     let known = match handle.keys.get(&hash, started) {
         Some(known) => Some(known),

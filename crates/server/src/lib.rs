@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 mod auth;
-use auth::authorize;
+use auth::{authorize, authorize_ingest};
 pub mod delivery;
 mod links;
 pub mod openapi;
@@ -190,6 +190,14 @@ fn router_closing(
         .route("/v1/alias", post(alias))
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch))
+        // analytics.js's paths: the type's first letter, `b` for batches.
+        .route("/v1/t", post(track))
+        .route("/v1/p", post(page))
+        .route("/v1/s", post(screen))
+        .route("/v1/i", post(identify))
+        .route("/v1/g", post(group))
+        .route("/v1/a", post(alias))
+        .route("/v1/b", post(batch))
         .route("/api/v1/outcomes", post(outcomes));
     let api = Router::new()
         .route("/api/v1/contacts/{id}", get(contact).delete(erase))
@@ -246,8 +254,9 @@ fn router_closing(
         })
 }
 
-/// CORS for the ingest routes (browser SDKs send an Authorization header,
-/// so preflights must allow it).
+/// CORS for the ingest routes (RudderStack's browser SDK sends an
+/// Authorization header, so preflights must allow it; analytics.js sends
+/// `text/plain` without one, which needs no preflight).
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::{header, HeaderName, HeaderValue, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -652,7 +661,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The request body as JSON, or the error to answer.
-fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body.map_err(|e| {
         let status = e.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -672,8 +681,7 @@ async fn single(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&handle, &headers, Scope::Ingest).await?;
-    let value = json_body(body)?;
+    let value = authorize_ingest(&handle, &headers, body).await?;
     let message =
         Message::from_json(value, Some(kind), Some(now())).map_err(|e| ApiError::message(&e))?;
     handle.ingest(vec![Incoming::new(message)]).await?;
@@ -706,8 +714,7 @@ async fn batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&handle, &headers, Scope::Ingest).await?;
-    let Value::Object(object) = json_body(body)? else {
+    let Value::Object(object) = authorize_ingest(&handle, &headers, body).await? else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "expected {\"batch\": [messages]}",

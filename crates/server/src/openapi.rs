@@ -61,6 +61,26 @@ macro_rules! responses {
     };
 }
 
+const SHORT_RESPONSES: &[(u16, &str)] = responses![
+    (200, "committed"),
+    (400, "invalid message"),
+    (413, "body too large")
+];
+
+/// An analytics.js path: the message type's first letter (`b` for a batch).
+const fn short(path: &'static str, summary: &'static str) -> Route {
+    Route {
+        method: "POST",
+        path,
+        access: Access::Ingest,
+        tag: "ingest",
+        summary,
+        body: Some("application/json"),
+        query: &[],
+        responses: SHORT_RESPONSES,
+    }
+}
+
 /// Every route the server answers.
 pub const ROUTES: &[Route] = &[
     Route {
@@ -175,6 +195,13 @@ pub const ROUTES: &[Route] = &[
             (413, "body too large")
         ],
     },
+    short("/v1/t", "Same as /v1/track, as analytics.js calls it (its write key in the body's writeKey, text/plain)."),
+    short("/v1/p", "Same as /v1/page (analytics.js)."),
+    short("/v1/s", "Same as /v1/screen (analytics.js)."),
+    short("/v1/i", "Same as /v1/identify (analytics.js)."),
+    short("/v1/g", "Same as /v1/group (analytics.js)."),
+    short("/v1/a", "Same as /v1/alias (analytics.js)."),
+    short("/v1/b", "Same as /v1/batch (analytics.js's batching mode)."),
     Route {
         method: "POST",
         path: "/api/v1/outcomes",
@@ -588,7 +615,7 @@ pub fn spec() -> OpenApi {
 /// The schema (in `components`) of a route's JSON request body.
 pub fn body_schema(path: &str) -> Option<&'static str> {
     match path {
-        "/v1/batch" | "/v1/import" => Some("Batch"),
+        "/v1/batch" | "/v1/import" | "/v1/b" => Some("Batch"),
         "/api/v1/outcomes" => Some("Outcomes"),
         p if p.starts_with("/v1/") => Some("Message"),
         _ => None,
@@ -691,7 +718,7 @@ pub fn page() -> String {
             rows += &format!("<tr><th colspan=\"4\">{}</th></tr>\n", escape(tag));
         }
         let access = match r.access {
-            Access::Ingest => "write key (Basic)",
+            Access::Ingest => "write key (Basic, or the body's writeKey)",
             Access::Read => "read key",
             Access::Admin => "admin key",
             Access::Signed => "signed link",

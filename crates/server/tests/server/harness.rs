@@ -215,7 +215,13 @@ impl Server {
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
         let mut stream = TcpStream::connect(self.addr).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            head += "Content-Type: application/json\r\n";
+        }
         if !auth.is_empty() {
             head += &format!("Authorization: {auth}\r\n");
         }

@@ -121,6 +121,13 @@ fn every_route_checks_its_key() {
             Needs::Ingest,
             Some(json!({"batch": [typed(track("u", "c", "X"))]})),
         ),
+        ("POST", "/v1/t", Needs::Ingest, Some(track("u", "t1", "X"))),
+        (
+            "POST",
+            "/v1/b",
+            Needs::Ingest,
+            Some(json!({"batch": [typed(track("u", "t2", "X"))]})),
+        ),
         (
             "POST",
             "/api/v1/outcomes",
@@ -302,6 +309,92 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
         200
     );
     assert_eq!(server.get("/api/v1/contacts/ann", &read).0, 404);
+}
+
+/// analytics.js (Segment's browser SDK) sends no Authorization header: its
+/// write key is in the body, the body is `text/plain` (no CORS preflight),
+/// and the paths are the type's first letter (`/v1/t`, …, `/v1/b`).
+#[test]
+fn analytics_js_requests_work_unchanged() {
+    let server = Server::start();
+    let send = |path: &str, body: Value| {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        server.raw("POST", path, "", &bytes, &[("Content-Type", "text/plain")])
+    };
+    let at = "2025-01-01T00:00:00Z";
+    let key = server.write_key.as_str();
+    for (path, body) in [
+        (
+            "/v1/t",
+            json!({"type": "track", "event": "Signed Up", "userId": "js", "messageId": "j1"}),
+        ),
+        (
+            "/v1/p",
+            json!({"type": "page", "name": "Pricing", "anonymousId": "ajs", "messageId": "j2"}),
+        ),
+        (
+            "/v1/s",
+            json!({"type": "screen", "name": "Home", "userId": "js", "messageId": "j3"}),
+        ),
+        (
+            "/v1/i",
+            json!({"type": "identify", "userId": "js", "anonymousId": "ajs", "traits": {"plan": "pro"}, "messageId": "j4"}),
+        ),
+        (
+            "/v1/g",
+            json!({"type": "group", "userId": "js", "groupId": "acme", "traits": {}, "messageId": "j5"}),
+        ),
+        (
+            "/v1/a",
+            json!({"type": "alias", "userId": "js", "previousId": "old-js", "messageId": "j6"}),
+        ),
+        (
+            "/v1/b",
+            json!({"batch": [
+            {"type": "track", "event": "A", "userId": "js", "messageId": "j7", "timestamp": at, "writeKey": key},
+            {"type": "track", "event": "B", "userId": "js", "messageId": "j8", "timestamp": at, "writeKey": key},
+        ], "sentAt": at}),
+        ),
+    ] {
+        let mut body = body;
+        body["writeKey"] = json!(key);
+        body["sentAt"] = json!(at);
+        body["_metadata"] = json!({"bundled": ["Segment.io"]});
+        if body.get("batch").is_none() {
+            body["timestamp"] = json!(at);
+        }
+        let (status, answer) = send(path, body);
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    let (_, events) = server.get("/api/v1/contacts/js/events", &bearer(&server.read_key));
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 8, "{events:?}");
+    // The key is not kept with the events.
+    assert!(!serde_json::to_string(events).unwrap().contains(key));
+    let track = json!({"type": "track", "event": "A", "userId": "js", "timestamp": at});
+    for (write_key, expected) in [
+        (json!(null), 401),
+        (json!(""), 401),
+        (json!("ls_ingest_not_a_key"), 401),
+        (json!(server.read_key), 403),
+    ] {
+        let mut body = track.clone();
+        body["writeKey"] = write_key;
+        assert_eq!(send("/v1/t", body).0, expected);
+    }
+    // Unreadable without a header: nothing says who sends it.
+    let (status, _) = server.raw(
+        "POST",
+        "/v1/t",
+        "",
+        b"{not json",
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!(status, 401);
+    // With a header, the header's key decides.
+    let mut body = track.clone();
+    body["writeKey"] = json!(server.write_key);
+    assert_eq!(server.post("/v1/t", &basic(&server.read_key), &body).0, 403);
 }
 
 /// Segment's batch call: the batch's `context` applies to every message,

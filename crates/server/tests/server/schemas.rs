@@ -162,8 +162,44 @@ fn every_json_answer_matches_its_schema() {
             "/v1/import",
             json!({"batch": [{"type": "identify", "userId": "v", "traits": {"consent": true}, "timestamp": at, "messageId": "b3"}]}),
         ),
+        // analytics.js's paths, its write key in the body.
+        (
+            "/v1/t",
+            json!({"type": "track", "userId": "w", "event": "Signed Up", "timestamp": at, "messageId": "s-t"}),
+        ),
+        (
+            "/v1/p",
+            json!({"type": "page", "userId": "w", "name": "Home", "timestamp": at, "messageId": "s-p"}),
+        ),
+        (
+            "/v1/s",
+            json!({"type": "screen", "userId": "w", "name": "Home", "timestamp": at, "messageId": "s-s"}),
+        ),
+        (
+            "/v1/i",
+            json!({"type": "identify", "userId": "w", "traits": {}, "timestamp": at, "messageId": "s-i"}),
+        ),
+        (
+            "/v1/g",
+            json!({"type": "group", "userId": "w", "groupId": "g", "traits": {}, "timestamp": at, "messageId": "s-g"}),
+        ),
+        (
+            "/v1/a",
+            json!({"type": "alias", "userId": "w", "previousId": "old-w", "timestamp": at, "messageId": "s-a"}),
+        ),
+        (
+            "/v1/b",
+            json!({"batch": [{"type": "track", "userId": "w", "event": "A", "timestamp": at, "messageId": "s-b"}]}),
+        ),
     ] {
-        answer("POST", route, route, server.post(route, &write, &body));
+        let response = if route.len() == "/v1/t".len() {
+            let mut body = body;
+            body["writeKey"] = json!(server.write_key);
+            server.post(route, "", &body)
+        } else {
+            server.post(route, &write, &body)
+        };
+        answer("POST", route, route, response);
     }
     let outcomes = json!({"outcomes": [
         {"contact_id": "u", "outcome": "won", "at": "2025-04-01T00:00:00Z"},
