@@ -102,8 +102,8 @@ pub(crate) async fn authorize_ingest(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Value, ApiError> {
-    if presented_key(headers).is_some() {
-        authorize(handle, headers, Scope::Ingest).await?;
+    if let Some(key) = presented_key(headers) {
+        check(handle, &key, Scope::Ingest).await?;
         return json_body(body);
     }
     let value = json_body(body).map_err(|e| {

@@ -192,7 +192,8 @@ fn every_json_answer_matches_its_schema() {
             json!({"batch": [{"type": "track", "userId": "w", "event": "A", "timestamp": at, "messageId": "s-b"}]}),
         ),
     ] {
-        let response = if route.len() == "/v1/t".len() {
+        // analytics.js's one-letter paths: its key in the body.
+        let response = if route.trim_start_matches("/v1/").len() == 1 {
             let mut body = body;
             body["writeKey"] = json!(server.write_key);
             server.post(route, "", &body)
