@@ -1309,23 +1309,15 @@ async fn scores(
             )))
         }
     };
-    // A cursor is `score~id` of the last row of the previous page.
-    let after = match p.cursor.as_deref() {
-        None => None,
-        Some(c) => {
-            let (score, id) = c
-                .split_once('~')
-                .ok_or_else(|| bad("cursor: malformed".into()))?;
-            Some((
-                score
-                    .parse::<f64>()
-                    .map_err(|_| bad("cursor: malformed".into()))?,
-                id.to_string(),
-            ))
-        }
+    // A cursor is `as_of~score~id`: the time the first page was scored at
+    // (every page is scored as of it) and the last row of the page before.
+    let (at, after) = match p.cursor.as_deref() {
+        None => (now(), None),
+        Some(c) => parse_cursor(c).ok_or_else(|| bad("cursor: malformed".into()))?,
     };
     let limit = p.limit.unwrap_or(50).clamp(1, 1_000);
     let query = ScoreQuery {
+        at: Some(at),
         tier: p.tier,
         grade: p.grade,
         stage: p.stage,
@@ -1338,13 +1330,26 @@ async fn scores(
     };
     let rows = read(&handle, move |store| store.scores(&query)).await?;
     let next = (rows.len() == limit)
-        .then(|| rows.last().map(|r| format!("{}~{}", r.score.score, r.id)))
+        .then(|| {
+            rows.last()
+                .map(|r| format!("{}~{}~{}", at.0, r.score.score, r.id))
+        })
         .flatten();
     let contacts: Vec<Value> = rows
         .into_iter()
         .map(|r| json!({"contact_id": r.id, "score": r.score, "last_event": r.last_event}))
         .collect();
-    Ok(Json(json!({"contacts": contacts, "next_cursor": next})))
+    Ok(Json(
+        json!({"as_of": at, "contacts": contacts, "next_cursor": next}),
+    ))
+}
+
+/// `as_of~score~id` (the id may itself hold `~`).
+fn parse_cursor(cursor: &str) -> Option<(Timestamp, Option<(f64, String)>)> {
+    let mut parts = cursor.splitn(3, '~');
+    let at = Timestamp(parts.next()?.parse().ok()?);
+    let score = parts.next()?.parse().ok()?;
+    Some((at, Some((score, parts.next()?.to_string()))))
 }
 
 async fn summary(
@@ -1352,9 +1357,10 @@ async fn summary(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let (rows, bounds) = read(&handle, |store| {
+    let at = now();
+    let (rows, bounds) = read(&handle, move |store| {
         let bounds = store.active_model()?.map(|(_, m)| (m.min, m.max));
-        Ok((store.segments()?, bounds))
+        Ok((store.segments(Some(at))?, bounds))
     })
     .await?;
     let (min, max) = bounds.unwrap_or((0.0, 100.0));
@@ -1384,7 +1390,7 @@ async fn summary(
         .map(|(i, n)| json!({"from": min + width * i as f64, "to": min + width * (i + 1) as f64, "contacts": n}))
         .collect();
     Ok(Json(
-        json!({"contacts": rows.len(), "excluded": excluded, "tier_grade": cells, "histogram": bins}),
+        json!({"as_of": at, "contacts": rows.len(), "excluded": excluded, "tier_grade": cells, "histogram": bins}),
     ))
 }
 

@@ -287,7 +287,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/scores",
         access: Access::Read,
         tag: "scores",
-        summary: "Leaderboard / segment, keyset-paged.",
+        summary: "Leaderboard / segment, keyset-paged, scored now (decay and inactivity applied).",
         body: None,
         query: &[
             "tier", "grade", "stage", "status", "min", "max", "order", "limit", "cursor",
@@ -299,7 +299,7 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/segments/summary",
         access: Access::Read,
         tag: "scores",
-        summary: "Contacts per tier x grade, excluded count, score histogram.",
+        summary: "Contacts per tier x grade, excluded count, score histogram, scored now.",
         body: None,
         query: &[],
         responses: responses![(200, "summary")],
@@ -914,21 +914,22 @@ fn answer_schemas() -> Vec<(String, serde_json::Value)> {
             "Scores".into(),
             object(
                 json!({
+                    "as_of": timestamp,
                     "contacts": list(&object(json!({"contact_id": text, "score": score, "last_event": {"anyOf": [timestamp, {"type": "null"}]}}), &["contact_id", "score"])),
-                    "next_cursor": {"type": ["string", "null"]},
+                    "next_cursor": {"type": ["string", "null"], "description": "`as_of~score~id`: pass it back as `cursor` for the next page, scored as of the same time"},
                 }),
-                &["contacts"],
+                &["as_of", "contacts"],
             ),
         ),
         (
             "Summary".into(),
             object(
                 json!({
-                    "contacts": count, "excluded": count,
+                    "as_of": timestamp, "contacts": count, "excluded": count,
                     "tier_grade": list(&object(json!({"tier": text, "grade": text, "contacts": count}), &["tier", "grade", "contacts"])),
                     "histogram": list(&object(json!({"from": number, "to": number, "contacts": count}), &["from", "to", "contacts"])),
                 }),
-                &["contacts", "tier_grade", "histogram"],
+                &["as_of", "contacts", "tier_grade", "histogram"],
             ),
         ),
         ("Models".into(), one("models", list(&model))),

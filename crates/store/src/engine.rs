@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    id_hash, ContactRecord, Incoming, IngestReport, LedgerEntry, Result, ScoreFields, StoreError,
+    id_hash, ContactRecord, Incoming, IngestReport, LedgerEntry, Listed, Result, ScoreFields,
+    StoreError,
 };
 
 /// Which contacts table a row goes to.
@@ -63,6 +64,16 @@ impl Row {
 /// A JSON object's text, written from the map without copying it.
 fn map_json(map: &Map<String, Value>) -> String {
     serde_json::to_string(map).expect("a JSON map serialises")
+}
+
+impl From<Row> for Listed {
+    fn from(row: Row) -> Listed {
+        Listed {
+            id: row.id,
+            last_event: row.last_ts,
+            score: row.score,
+        }
+    }
 }
 
 impl From<Row> for ContactRecord {

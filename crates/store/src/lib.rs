@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 
 mod diff;
 mod engine;
+mod listing;
 pub mod outbox;
 
 pub use outbox::{
@@ -253,6 +254,17 @@ pub struct ContactRecord {
     pub state_bytes: usize,
 }
 
+/// A contact in a leaderboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// Canonical id.
+    pub id: String,
+    /// Time of the latest event.
+    pub last_event: Option<Timestamp>,
+    /// Score as of the listing's time ([`ScoreQuery::at`]).
+    pub score: Score,
+}
+
 /// A contact's log as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLog {
@@ -376,10 +388,13 @@ pub fn key_hash(key: &str) -> String {
     hex
 }
 
-/// A leaderboard or segment query over the live scores (as of each
-/// contact's latest event).
+/// A leaderboard or segment query over the live contacts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScoreQuery {
+    /// Scores as of this time (decay, inactivity and `days_since()` moved
+    /// to it; a contact whose latest event is later keeps its score as of
+    /// that event); `None`: each contact's score as of its latest event.
+    pub at: Option<Timestamp>,
     /// Only this tier (`""` = no tier).
     pub tier: Option<String>,
     /// Only this grade.
@@ -409,6 +424,36 @@ pub(crate) enum Param {
 }
 
 impl ScoreQuery {
+    /// Whether a contact with `score` passes the filters and comes after
+    /// the cursor: what [`ScoreQuery::sql`] selects, for scores computed
+    /// outside the database.
+    pub(crate) fn matches(&self, id: &str, score: &Score) -> bool {
+        let label =
+            |wanted: &Option<String>, value: &str| wanted.as_ref().is_none_or(|w| w == value);
+        label(&self.tier, &score.tier)
+            && label(&self.grade, &score.grade)
+            && label(&self.stage, &score.stage)
+            && self.status.is_none_or(|s| s == score.status)
+            && self.min.is_none_or(|min| score.score >= min)
+            && self.max.is_none_or(|max| score.score <= max)
+            && self.after.as_ref().is_none_or(|after| {
+                self.order((score.score, id), (after.0, &after.1)) == std::cmp::Ordering::Greater
+            })
+    }
+
+    /// The order of [`ScoreQuery::sql`]: by score (highest first unless
+    /// `ascending`), then by id.
+    pub(crate) fn order(&self, a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
+        // As SQL compares: -0.0 equals 0.0 (scores are never NaN).
+        let (low, high) = if self.ascending {
+            (a.0, b.0)
+        } else {
+            (b.0, a.0)
+        };
+        let by_score = low.partial_cmp(&high).unwrap_or(std::cmp::Ordering::Equal);
+        by_score.then_with(|| a.1.cmp(b.1))
+    }
+
     /// The `WHERE … ORDER BY … LIMIT …` part and its parameters, with
     /// `placeholder(n)` for the n-th (1-based) parameter.
     pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Param>) {
@@ -706,11 +751,11 @@ pub trait Store: Send {
     fn stats(&self) -> Result<Stats>;
 
     /// Live contacts matching `query`, in score order.
-    fn scores(&self, query: &ScoreQuery) -> Result<Vec<ContactRecord>>;
+    fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>>;
 
     /// `(tier, grade, status, score)` of every live contact (for segment
-    /// summaries).
-    fn segments(&self) -> Result<Vec<(String, String, Status, f64)>>;
+    /// summaries), as of `at` as in [`ScoreQuery::at`].
+    fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>>;
 
     /// Evaluates the triggers of contacts whose due time is at or before
     /// `now` (at most `limit` of them, earliest first), recording firings.

@@ -18,10 +18,11 @@ use postgres::{Client, NoTls, Statement, Transaction};
 use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
+use crate::listing::Scan;
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
-    IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, ModelVersion, OutboxCounts,
+    IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, Listed, ModelVersion, OutboxCounts,
     OutboxRecord, Outcome, Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats,
     Store, StoreError, StoredLog,
 };
@@ -298,6 +299,44 @@ macro_rules! upsert_row {
 
 fn json_map(text: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
+impl Pg<'_, '_> {
+    /// Up to `limit` live rows after id `after`, in id order; without
+    /// `traits`, only what a listing reads (traits, company and trigger state
+    /// left empty).
+    fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
+        const WITH: &str = concat!(
+            "SELECT ",
+            row_columns!(),
+            " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
+        );
+        const WITHOUT: &str = "SELECT id, model_version, state, '{}'::text, '{}'::text, last_ts, score, raw, fit, engagement, \
+             tier, grade, stage, status, reasons, NULL::bytea, NULL::bigint FROM contacts WHERE id > $1 ORDER BY id LIMIT $2";
+        self.query(
+            if traits { WITH } else { WITHOUT },
+            &[&after.unwrap_or(""), &(limit as i64)],
+        )?
+        .iter()
+        .map(read_row)
+        .collect()
+    }
+
+    /// The scan a listing as of `at` needs (see [`Scan::of`]).
+    fn scan(
+        &mut self,
+        cache: &RefCell<Option<(u32, Arc<Model>)>>,
+        at: Option<Timestamp>,
+    ) -> Result<Option<Scan>> {
+        if at.is_none() {
+            return Ok(None);
+        }
+        let active = match PgStore::active_version(&mut self.tx)? {
+            Some(version) => Some((version, model_in(cache, self, version)?)),
+            None => None,
+        };
+        Ok(Scan::of(at, active))
+    }
 }
 
 fn read_row(r: &postgres::Row) -> Result<Row> {
@@ -928,17 +967,11 @@ impl Store for PgStore {
 
     fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
         self.read(|pg| {
-            pg.query(
-                concat!(
-                    "SELECT ",
-                    row_columns!(),
-                    " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
-                ),
-                &[&after.unwrap_or(""), &(limit as i64)],
-            )?
-            .iter()
-            .map(|r| read_row(r).map(ContactRecord::from))
-            .collect()
+            Ok(pg
+                .live_rows(after, limit, true)?
+                .into_iter()
+                .map(ContactRecord::from)
+                .collect())
         })
     }
 
@@ -1093,40 +1126,51 @@ impl Store for PgStore {
         })
     }
 
-    fn scores(&self, query: &ScoreQuery) -> Result<Vec<ContactRecord>> {
-        let (tail, params) = query.sql(|n| format!("${n}"));
-        let sql = format!("SELECT {} FROM contacts {tail}", row_columns!());
-        let values: Vec<Box<dyn ToSql + Sync>> = params
-            .into_iter()
-            .map(|p| -> Box<dyn ToSql + Sync> {
-                match p {
-                    Param::Text(t) => Box::new(t),
-                    Param::Real(r) => Box::new(r),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
-        self.client
-            .borrow_mut()
-            .query(&sql, &refs)?
-            .iter()
-            .map(|r| read_row(r).map(ContactRecord::from))
-            .collect()
+    fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
+        let cache = &self.active;
+        self.read(|pg| {
+            if let Some(scan) = pg.scan(cache, query.at)? {
+                let traits = scan.needs_traits();
+                return scan.select(query, |after, n| pg.live_rows(after, n, traits));
+            }
+            let (tail, params) = query.sql(|n| format!("${n}"));
+            let sql = format!("SELECT {} FROM contacts {tail}", row_columns!());
+            let values: Vec<Box<dyn ToSql + Sync>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn ToSql + Sync> {
+                    match p {
+                        Param::Text(t) => Box::new(t),
+                        Param::Real(r) => Box::new(r),
+                        Param::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+            pg.tx
+                .query(&sql, &refs)?
+                .iter()
+                .map(|r| read_row(r).map(Listed::from))
+                .collect()
+        })
     }
 
-    fn segments(&self) -> Result<Vec<(String, String, Status, f64)>> {
-        self.client
-            .borrow_mut()
-            .query("SELECT tier, grade, status, score FROM contacts", &[])?
-            .iter()
-            .map(|r| {
-                let status: String = r.get(2);
-                let status = Status::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                Ok((r.get(0), r.get(1), status, r.get(3)))
-            })
-            .collect()
+    fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>> {
+        let cache = &self.active;
+        self.read(|pg| {
+            if let Some(scan) = pg.scan(cache, at)? {
+                let traits = scan.needs_traits();
+                return scan.segments(|after, n| pg.live_rows(after, n, traits));
+            }
+            pg.query("SELECT tier, grade, status, score FROM contacts", &[])?
+                .iter()
+                .map(|r| {
+                    let status: String = r.get(2);
+                    let status = Status::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                    Ok((r.get(0), r.get(1), status, r.get(3)))
+                })
+                .collect()
+        })
     }
 
     fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport> {

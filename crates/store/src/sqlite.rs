@@ -21,10 +21,11 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use crate::engine::{self, DryRunBuilder, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
+use crate::listing::Scan;
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
-    IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, ModelVersion, OutboxCounts,
+    IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, Listed, ModelVersion, OutboxCounts,
     OutboxRecord, Outcome, Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats,
     Store, StoreError, StoredLog,
 };
@@ -481,6 +482,19 @@ impl SqliteStore {
         model_in(&self.active, &self.conn, version)
     }
 
+    /// The scan a listing as of `at` needs (see [`Scan::of`]), reading the
+    /// active model through `conn`.
+    fn scan(&self, conn: &Connection, at: Option<Timestamp>) -> Result<Option<Scan>> {
+        if at.is_none() {
+            return Ok(None);
+        }
+        let active = match Self::active_version(conn)? {
+            Some(version) => Some((version, model_in(&self.active, conn, version)?)),
+            None => None,
+        };
+        Ok(Scan::of(at, active))
+    }
+
     fn job(conn: &Connection) -> Result<Option<(u32, Option<String>)>> {
         Ok(conn
             .query_row("SELECT version, cursor FROM activation_job", [], |r| {
@@ -814,15 +828,10 @@ impl Store for SqliteStore {
     }
 
     fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM contacts WHERE id > ?1 ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], read_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(ContactRecord::from(row??));
-        }
-        Ok(out)
+        Ok(live_rows(&self.conn, after, limit, true)?
+            .into_iter()
+            .map(ContactRecord::from)
+            .collect())
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
@@ -956,7 +965,13 @@ impl Store for SqliteStore {
         Ok(Some(report))
     }
 
-    fn scores(&self, query: &ScoreQuery) -> Result<Vec<ContactRecord>> {
+    fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
+        // One snapshot for the model and every step of a scan.
+        let tx = self.conn.unchecked_transaction()?;
+        if let Some(scan) = self.scan(&tx, query.at)? {
+            let traits = scan.needs_traits();
+            return scan.select(query, |after, n| live_rows(&tx, after, n, traits));
+        }
         let (tail, params) = query.sql(|n| format!("?{n}"));
         let mut stmt = self
             .conn
@@ -967,13 +982,16 @@ impl Store for SqliteStore {
             Param::Int(i) => rusqlite::types::Value::Integer(i),
         });
         let rows = stmt.query_map(rusqlite::params_from_iter(values), read_row)?;
-        rows.map(|r| Ok(ContactRecord::from(r??))).collect()
+        rows.map(|r| Ok(Listed::from(r??))).collect()
     }
 
-    fn segments(&self) -> Result<Vec<(String, String, Status, f64)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tier, grade, status, score FROM contacts")?;
+    fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>> {
+        let tx = self.conn.unchecked_transaction()?;
+        if let Some(scan) = self.scan(&tx, at)? {
+            let traits = scan.needs_traits();
+            return scan.segments(|after, n| live_rows(&tx, after, n, traits));
+        }
+        let mut stmt = tx.prepare("SELECT tier, grade, status, score FROM contacts")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -1414,8 +1432,31 @@ fn json_map(text: &str) -> Result<Map<String, Value>> {
 }
 
 const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due";
+/// [`ROW_COLUMNS`] for listings: empty traits and company, no trigger state.
+const ROW_COLUMNS_NO_TRAITS: &str = "id, model_version, state, '{}', '{}', last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, NULL, NULL";
 
 /// Reads a contacts row (columns [`ROW_COLUMNS`]).
+/// Up to `limit` live rows after id `after`, in id order; without
+/// `traits`, only what a listing reads (traits, company and trigger state
+/// left empty).
+fn live_rows(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+    traits: bool,
+) -> Result<Vec<Row>> {
+    let columns = if traits {
+        ROW_COLUMNS
+    } else {
+        ROW_COLUMNS_NO_TRAITS
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns} FROM contacts WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], read_row)?;
+    rows.map(|row| row?).collect()
+}
+
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
     let traits: String = r.get(3)?;
     let company: String = r.get(4)?;

@@ -329,6 +329,11 @@ impl ContactState {
         &self.company
     }
 
+    /// Traits and company traits, giving the state up.
+    pub fn into_traits(self) -> (Map<String, Value>, Map<String, Value>) {
+        (self.traits, self.company)
+    }
+
     /// Absorbs the next message of the log.
     pub fn absorb(&mut self, model: &Model, message: &Message) -> Result<(), OutOfOrder> {
         self.absorb_recorded(model, message, &mut ())
@@ -640,13 +645,62 @@ impl ContactState {
         if self.last_timestamp.is_some_and(|last| t < last) {
             return Err(OutOfOrder);
         }
-        let contact = self.contact_at(model, t);
-        let totals = self.totals_with(model, t, contact);
-        let reasons: Vec<String> = if totals.excluded {
-            self.excluded_by(model, t)
-                .into_iter()
-                .map(|e| e.reason)
-                .collect()
+        Ok(self.score_with(
+            model,
+            t,
+            |at| self.contact_at(model, at),
+            || {
+                self.excluded_by(model, t)
+                    .into_iter()
+                    .map(|e| e.reason)
+                    .collect()
+            },
+        ))
+    }
+
+    /// The score at `t` (not before the last absorbed message) from `known`,
+    /// the score as of the last message, when the model's contact rules do
+    /// not read time: their fit points, exclusion and reasons then stand
+    /// until the next message, and only engagement (decay, inactivity) and
+    /// the labels move. The contact rules are not evaluated, so a state
+    /// decoded without its traits answers. `None` when the model's contact
+    /// rules read time.
+    pub fn score_after(
+        &self,
+        model: &Model,
+        t: Timestamp,
+        known: &Score,
+    ) -> Result<Option<Score>, OutOfOrder> {
+        if self.last_timestamp.is_some_and(|last| t < last) {
+            return Err(OutOfOrder);
+        }
+        if model.contact_rules_use_time() {
+            return Ok(None);
+        }
+        let contact = ContactEval {
+            fit: known.fit,
+            excluded: known.status == Status::Excluded,
+        };
+        Ok(Some(self.score_with(
+            model,
+            t,
+            |_| contact,
+            || known.reasons.clone(),
+        )))
+    }
+
+    /// The score at `t` with the contact rules' value at any time from
+    /// `contact_at` and the exclusion reasons (when excluded) from `reasons`.
+    fn score_with(
+        &self,
+        model: &Model,
+        t: Timestamp,
+        contact_at: impl Fn(Timestamp) -> ContactEval,
+        reasons: impl FnOnce() -> Vec<String>,
+    ) -> Score {
+        let totals = self.totals_with(model, t, contact_at(t));
+        let reasons = if totals.excluded {
+            reasons()
         } else {
             Vec::new()
         };
@@ -662,7 +716,7 @@ impl ContactState {
             // days_since() (then at p itself).
             let pending = self
                 .pending_point
-                .and_then(|p| self.stage_with(model, p, self.contact_at(model, p)));
+                .and_then(|p| self.stage_with(model, p, contact_at(p)));
             let stage = self
                 .stage
                 .max(pending)
@@ -674,7 +728,7 @@ impl ContactState {
                 Status::Active,
             )
         };
-        Ok(Score {
+        Score {
             score: totals.score,
             raw: totals.raw,
             fit: totals.fit,
@@ -684,7 +738,7 @@ impl ContactState {
             stage,
             status,
             reasons,
-        })
+        }
     }
 
     /// Every contributing rule at `t` (>= the last message), with the message
@@ -861,6 +915,8 @@ fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) -> bool {
 }
 
 mod snapshot;
+
+pub(crate) use snapshot::fingerprint;
 
 pub use snapshot::SnapshotError;
 

@@ -41,7 +41,7 @@ impl std::error::Error for SnapshotError {}
 
 /// A stable 32-bit fingerprint of what the state layout depends on: rule
 /// kinds, ids and order, and `count()`/`days_since()` slots.
-fn fingerprint(model: &Model) -> u32 {
+pub(crate) fn fingerprint(model: &Model) -> u32 {
     let mut text = String::new();
     for r in &model.engagements {
         text.push_str("e:");
@@ -210,7 +210,8 @@ impl ContactState {
             origin: self.last_timestamp.unwrap_or_default(),
         };
         w.bytes.push(VERSION);
-        w.bytes.extend_from_slice(&fingerprint(model).to_le_bytes());
+        w.bytes
+            .extend_from_slice(&model.snapshot_fingerprint().to_le_bytes());
         match self.last_timestamp {
             None => w.bytes.push(0),
             Some(ts) => {
@@ -282,7 +283,7 @@ impl ContactState {
         for b in &mut print {
             *b = r.u8()?;
         }
-        if u32::from_le_bytes(print) != fingerprint(model) {
+        if u32::from_le_bytes(print) != model.snapshot_fingerprint() {
             return r.fail("written for another model (rules differ)");
         }
         let mut state = ContactState::new(model, None);

@@ -87,6 +87,8 @@ pub struct Model {
     contact_rules_use_time: bool,
     contact_parts: [ContactPart; CONTACT_INPUTS],
     trigger_plan: crate::triggers::TriggerPlan,
+    /// What stored states of this model are checked against.
+    snapshot_fingerprint: u32,
 }
 
 /// What the contact-level rules (exclude, fit) read, for keeping their
@@ -343,6 +345,7 @@ impl Model {
             contact_rules_use_time: false,
             contact_parts: Default::default(),
             trigger_plan: Default::default(),
+            snapshot_fingerprint: 0,
         };
         let contact_conditions = || {
             model
@@ -363,6 +366,7 @@ impl Model {
         }
         model.build_dispatch();
         model.trigger_plan = crate::triggers::TriggerPlan::new(&model);
+        model.snapshot_fingerprint = crate::fold::fingerprint(&model);
         Ok(model)
     }
 
@@ -446,6 +450,12 @@ impl Model {
         text
     }
 
+    /// The fingerprint of the state layout (computed once; every encoded
+    /// state carries it).
+    pub(crate) fn snapshot_fingerprint(&self) -> u32 {
+        self.snapshot_fingerprint
+    }
+
     /// What the trigger engine needs to know about the conditions.
     pub fn trigger_plan(&self) -> &crate::triggers::TriggerPlan {
         &self.trigger_plan
@@ -455,6 +465,18 @@ impl Model {
     /// change with t alone).
     pub fn contact_rules_use_time(&self) -> bool {
         self.contact_rules_use_time
+    }
+
+    /// Whether a contact's score can change with time alone, between its
+    /// messages: decaying engagement or streak points, inactivity rules, or
+    /// fit and exclusion conditions reading `days_since()`. When false, the
+    /// score as of a contact's latest message is its score at every later
+    /// time.
+    pub fn moves_with_time(&self) -> bool {
+        self.contact_rules_use_time
+            || !self.inactivities.is_empty()
+            || self.engagements.iter().any(|r| r.half_life.is_some())
+            || self.streaks.iter().any(|r| r.half_life.is_some())
     }
 
     /// The exclude and fit rules that read only `input`.

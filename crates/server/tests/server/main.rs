@@ -227,17 +227,22 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
             );
         }
     }
-    // Two pages of two, then one: every contact once, highest first.
+    // Two pages of two, then one: every contact once, highest first, all
+    // scored as of the first page's time (the events are from March 2025:
+    // their points have decayed since, and the list shows them decayed).
     let mut seen = Vec::new();
+    let mut as_of = None;
     let mut path = "/api/v1/scores?limit=2".to_string();
     loop {
         let (status, page) = server.get(&path, &read);
         assert_eq!(status, 200, "{page}");
+        let time = page["as_of"].as_str().unwrap().to_string();
+        assert_eq!(as_of.get_or_insert_with(|| time.clone()), &time, "{page}");
         for c in page["contacts"].as_array().unwrap() {
-            seen.push((
-                c["score"]["score"].as_f64().unwrap(),
-                c["contact_id"].as_str().unwrap().to_string(),
-            ));
+            let id = c["contact_id"].as_str().unwrap().to_string();
+            let (_, then) = server.get(&format!("/api/v1/contacts/{id}/score?as_of={time}"), &read);
+            assert_eq!(c["score"], then["score"], "{id}");
+            seen.push((c["score"]["score"].as_f64().unwrap(), id));
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/api/v1/scores?limit=2&cursor={cursor}"),
@@ -246,9 +251,22 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
     }
     assert_eq!(seen.len(), 5, "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0));
+    let (_, stored) = server.get("/api/v1/contacts/eve/history", &read);
+    let entries = stored["entries"].as_array().unwrap();
+    let at_last_event = entries.last().unwrap()["new"]["score"].as_f64().unwrap();
+    let eve = seen.iter().find(|(_, id)| id == "eve").unwrap().0;
+    assert!(
+        eve < at_last_event,
+        "eve: {eve} listed, {at_last_event} at her last event"
+    );
     let (_, bad) = server.get("/api/v1/scores?order=sideways", &read);
     assert!(bad["error"].as_str().unwrap().contains("order"), "{bad}");
+    for cursor in ["12~ann", "x~1~ann", "1~x~ann", "1~2"] {
+        let (status, bad) = server.get(&format!("/api/v1/scores?cursor={cursor}"), &read);
+        assert_eq!(status, 400, "{cursor}: {bad}");
+    }
     let (_, summary) = server.get("/api/v1/segments/summary", &read);
+    assert!(summary["as_of"].is_string(), "{summary}");
     let binned: u64 = summary["histogram"]
         .as_array()
         .unwrap()

@@ -151,7 +151,12 @@ pub fn incoming(messages: &[Message]) -> Vec<Incoming> {
 /// Adds and activates an example model.
 pub fn activate(store: &mut dyn Store, name: &str) -> u32 {
     let (file, source) = example_source(name);
-    let version = store.add_model(&file, &source).unwrap().version;
+    activate_source(store, &file, &source)
+}
+
+/// Adds and activates a model from its source.
+pub fn activate_source(store: &mut dyn Store, file: &str, source: &str) -> u32 {
+    let version = store.add_model(file, source).unwrap().version;
     store.activate(version, &mut |_, _| {}).unwrap();
     version
 }

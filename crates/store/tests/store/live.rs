@@ -335,61 +335,6 @@ proptest! {
     }
 }
 
-#[test]
-fn leaderboard_pages_filters_and_segments() {
-    use leadscore_store::ScoreQuery;
-    let (messages, _) = generated(60, 90, 41);
-    for (mut store, _guard) in backends() {
-        activate(store.as_mut(), "b2b");
-        store.ingest(incoming(&messages)).unwrap();
-        let all = store.contacts(None, 1_000).unwrap();
-        // Pages of 7, highest first, ties by id: together, every contact once.
-        let mut seen = Vec::new();
-        let mut query = ScoreQuery {
-            limit: 7,
-            ..ScoreQuery::default()
-        };
-        loop {
-            let page = store.scores(&query).unwrap();
-            let Some(last) = page.last() else { break };
-            query.after = Some((last.score.score, last.id.clone()));
-            seen.extend(page.into_iter().map(|r| (r.score.score, r.id)));
-        }
-        assert_eq!(seen.len(), all.len());
-        assert!(seen
-            .windows(2)
-            .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)));
-        // Filters select exactly the matching contacts.
-        let warm = ScoreQuery {
-            tier: Some("warm".into()),
-            min: Some(10.0),
-            limit: 1_000,
-            ..ScoreQuery::default()
-        };
-        let got: Vec<String> = store
-            .scores(&warm)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        let mut expected: Vec<(f64, String)> = all
-            .iter()
-            .filter(|r| r.score.tier == "warm" && r.score.score >= 10.0)
-            .map(|r| (r.score.score, r.id.clone()))
-            .collect();
-        expected.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        assert_eq!(got, expected.into_iter().map(|e| e.1).collect::<Vec<_>>());
-        let ascending = ScoreQuery {
-            ascending: true,
-            limit: 3,
-            ..ScoreQuery::default()
-        };
-        let low = store.scores(&ascending).unwrap();
-        assert!(low.windows(2).all(|w| w[0].score.score <= w[1].score.score));
-        assert_eq!(store.segments().unwrap().len(), all.len());
-    }
-}
-
 /// A writer that commits back to back keeps its WAL bounded: SQLite only
 /// starts a WAL over when every frame is in the database file as a write
 /// transaction begins, which a checkpointer passing every 200 ms never sees.

@@ -5,6 +5,7 @@ mod harness;
 
 mod activation;
 mod errors;
+mod listing;
 mod live;
 mod models;
 mod privacy;
