@@ -833,6 +833,7 @@ pub fn write_canonical(value: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{prop_oneof, BoxedStrategy, Just, Strategy};
     use serde_json::json;
 
     fn parse(value: Value) -> Result<Message, MessageError> {
@@ -944,6 +945,106 @@ mod tests {
             .unwrap_err()
             .message
             .starts_with("malformed JSON"));
+    }
+
+    /// A field's value: the right shape most of the time, else anything
+    /// an SDK or a hand-written client might send.
+    fn arb_field(good: BoxedStrategy<Value>) -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            6 => good.prop_map(Some),
+            1 => Just(None),
+            1 => prop_oneof![
+                Just(Value::Null),
+                Just(json!("")),
+                Just(json!(7)),
+                Just(json!(-1.5e300)),
+                Just(json!(true)),
+                Just(json!([1, "a"])),
+                Just(json!({"k": {"n": null}})),
+                "[ -~]{0,6}".prop_map(Value::from),
+            ]
+            .prop_map(Some),
+        ]
+    }
+
+    fn arb_text() -> BoxedStrategy<Value> {
+        prop_oneof![
+            "[a-z]{1,4}".prop_map(Value::from),
+            Just(json!("é\"\\\u{1F600}\n")),
+            Just(json!(42)),
+        ]
+        .boxed()
+    }
+
+    fn arb_time() -> BoxedStrategy<Value> {
+        prop_oneof![
+            Just(json!("2024-01-01T00:00:00Z")),
+            Just(json!("2024-02-29T23:59:59.123456789+05:30")),
+            Just(json!("2024-01-01T00:00:00.5-08:00")),
+            Just(json!("2024-01-01")),
+            Just(json!("2024-13-01T00:00:00Z")),
+        ]
+        .boxed()
+    }
+
+    fn arb_object() -> BoxedStrategy<Value> {
+        prop_oneof![
+            Just(json!({})),
+            Just(json!({"form": "demo", "n": 3, "deep": {"a": [1, {"b": null}]}})),
+            Just(json!({"plan": "pro", "email": "a@b.example"})),
+        ]
+        .boxed()
+    }
+
+    proptest::proptest! {
+        /// The typed fast path over the text and the general path over the
+        /// parsed value agree on every message, valid or not, in any key
+        /// order: same message, or both an error (the fast path hands every
+        /// case it does not take to the general one).
+        #[test]
+        fn the_fast_path_agrees_with_the_general_one_on_any_message(
+            kind in arb_field(prop_oneof![
+                Just(json!("track")), Just(json!("page")), Just(json!("screen")),
+                Just(json!("identify")), Just(json!("group")), Just(json!("alias")),
+                Just(json!("batch")), Just(json!("Track")),
+            ].boxed()),
+            fields in (
+                arb_field(arb_text()), arb_field(arb_text()), arb_field(arb_text()),
+                arb_field(arb_text()), arb_field(arb_text()), arb_field(arb_text()),
+                arb_field(arb_time()), arb_field(arb_time()),
+                arb_field(arb_object()), arb_field(arb_object()), arb_field(arb_object()),
+            ),
+            received in proptest::option::of(0i64..2_000_000_000),
+            order in proptest::collection::vec(proptest::num::usize::ANY, 12),
+        ) {
+            let (user, anonymous, event, name, previous, group, timestamp, original,
+                 properties, traits, context) = fields;
+            let keys = ["type", "userId", "anonymousId", "event", "name", "previousId",
+                        "groupId", "timestamp", "originalTimestamp", "properties", "traits",
+                        "context"];
+            let values = [kind, user, anonymous, event, name, previous, group, timestamp,
+                          original, properties, traits, context];
+            let mut members: Vec<(usize, String)> = keys
+                .iter()
+                .zip(values)
+                .enumerate()
+                .filter_map(|(i, (k, v))| v.map(|v| (order[i], format!("{}:{v}", json!(k)))))
+                .collect();
+            members.sort();
+            let text = format!(
+                "{{{}}}",
+                members.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join(",")
+            );
+            let received = received.map(Timestamp::from_seconds);
+            let value: Value = serde_json::from_str(&text).unwrap();
+            let general = Message::from_json(value, None, received);
+            let fast = Message::from_json_text(text.as_bytes(), received);
+            match (&fast, &general) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b, "{}", text),
+                (Err(_), Err(_)) => {}
+                _ => proptest::prop_assert!(false, "{text}\nfast {fast:?}\ngeneral {general:?}"),
+            }
+        }
     }
 
     #[test]
