@@ -242,9 +242,9 @@ fn router_closing(
         .merge(links)
         .merge(metrics)
         .fallback(unknown_route)
-        .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(axum::middleware::from_fn(count_requests))
         .with_state(AppState {
             handle,
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
@@ -294,29 +294,40 @@ fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     })
 }
 
-/// Counts requests by route and status.
+/// Errors that axum or a layer answer with an empty body (405 for a known
+/// route and another method, the decompression layer's 415 for an encoding
+/// it does not know) get the JSON error body every other error has, with
+/// their `allow` or `accept-encoding` header kept.
+fn with_json_body(response: Response) -> Response {
+    use axum::http::header::{ACCEPT_ENCODING, ALLOW, CONTENT_TYPE};
+    let status = response.status();
+    let failed = status.is_client_error() || status.is_server_error();
+    if !failed || response.headers().contains_key(CONTENT_TYPE) {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route (see /docs)",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported Content-Encoding (accepted: gzip)",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    let mut answer = ApiError::new(status, message).into_response();
+    for name in [ALLOW, ACCEPT_ENCODING] {
+        if let Some(value) = response.headers().get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}
+
+/// Counts requests by route and status (the outermost layer: it sees every
+/// answer, the decompression layer's too).
 async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
-    let mut response = next.run(request).await;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        // Known route, other method: a JSON error like every other (axum's
-        // own answer has an empty body). CORS preflights never get here.
-        let allow = response.headers().get(axum::http::header::ALLOW).cloned();
-        response = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this route (see /docs)",
-        )
-        .into_response();
-        if let Some(allow) = allow {
-            response
-                .headers_mut()
-                .insert(axum::http::header::ALLOW, allow);
-        }
-    }
+    let response = with_json_body(next.run(request).await);
     let status = response.status().as_u16().to_string();
     tracing::info!(
         route = %route,

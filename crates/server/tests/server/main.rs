@@ -1,6 +1,7 @@
 //! The server over a real socket on 127.0.0.1: ingestion as Segment's SDKs
 //! send it, auth on every route, limits, group commit, graceful shutdown.
 
+mod garbage;
 mod harness;
 mod schemas;
 mod triggers;
