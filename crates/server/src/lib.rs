@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -294,25 +294,35 @@ fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     })
 }
 
-/// Errors that axum or a layer answer with an empty body (405 for a known
-/// route and another method, the decompression layer's 415 for an encoding
-/// it does not know) get the JSON error body every other error has, with
-/// their `allow` or `accept-encoding` header kept.
-fn with_json_body(response: Response) -> Response {
+/// Errors that axum or a layer answer in plain text or with an empty body
+/// (axum's path, query and body rejections; 405 for a known route and
+/// another method; the decompression layer's 415 for an encoding it does
+/// not know) get the JSON error body every other error has, their text as
+/// its message, with their `allow` or `accept-encoding` header kept.
+async fn with_json_body(response: Response) -> Response {
     use axum::http::header::{ACCEPT_ENCODING, ALLOW, CONTENT_TYPE};
     let status = response.status();
-    let failed = status.is_client_error() || status.is_server_error();
-    if !failed || response.headers().contains_key(CONTENT_TYPE) {
+    let plain = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
     let message = match status {
+        _ if !text.trim().is_empty() => text.trim(),
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route (see /docs)",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported Content-Encoding (accepted: gzip)",
         _ => status.canonical_reason().unwrap_or("error"),
     };
     let mut answer = ApiError::new(status, message).into_response();
     for name in [ALLOW, ACCEPT_ENCODING] {
-        if let Some(value) = response.headers().get(&name) {
+        if let Some(value) = parts.headers.get(&name) {
             answer.headers_mut().insert(name, value.clone());
         }
     }
@@ -327,7 +337,7 @@ async fn count_requests(request: axum::extract::Request, next: axum::middleware:
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
-    let response = with_json_body(next.run(request).await);
+    let response = with_json_body(next.run(request).await).await;
     let status = response.status().as_u16().to_string();
     tracing::info!(
         route = %route,
@@ -795,16 +805,42 @@ async fn contact(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such contact"))
 }
 
+/// `from` and `to` of a history request (RFC 3339).
+#[derive(Debug, Deserialize)]
+struct Span {
+    from: Option<String>,
+    to: Option<String>,
+}
+
 async fn history(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<Span>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let span = params(query)?;
+    let bound = |name: &str, text: Option<String>| -> Result<Option<Timestamp>, ApiError> {
+        text.map(|t| {
+            Timestamp::parse(&t)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+        })
+        .transpose()
+    };
+    let (from, to) = (bound("from", span.from)?, bound("to", span.to)?);
     let entries = read(&handle, move |store| store.history(&id)).await?;
     if entries.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such contact"));
     }
+    // An entry's time is the event time its score is as of, else (a merge
+    // away, an erasure) when it was recorded; `from` <= time < `to`.
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| {
+            let time = e.at.unwrap_or(e.recorded_at);
+            from.is_none_or(|f| time >= f) && to.is_none_or(|t| time < t)
+        })
+        .collect();
     Ok(Json(json!({ "entries": entries })))
 }
 
@@ -1001,9 +1037,10 @@ async fn stream_scores(
 async fn attach_challenger(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    Path(version): Path<u32>,
+    version: Result<Path<u32>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
+    let version = path(version)?;
     stored(&handle, move |store| store.set_challenger(Some(version))).await?;
     Ok(Json(json!({ "challenger": version })))
 }
@@ -1075,10 +1112,19 @@ async fn compare_models(
     Ok(Json(answer))
 }
 
-/// Query parameters, or a 400 naming what is wrong with them.
+/// Query parameters, or a 400 naming what is wrong with them (handlers
+/// take the query as a `Result` and call this after checking the key).
 fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// A typed path parameter, or the 400 to answer; as [`params`], so that
+/// the key is checked first (an extractor that fails would answer before
+/// the handler runs).
+fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(p)| p)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
@@ -1189,9 +1235,10 @@ async fn score_as_of(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<AsOf>,
+    query: Result<Query<AsOf>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let q = params(query)?;
     let t = parse_time(q.as_of.as_deref())?;
     let found = read(&handle, move |store| store.score_at(&id, t)).await?;
     let (contact, score) = found.ok_or_else(not_found)?;
@@ -1237,9 +1284,10 @@ async fn events(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(page): Query<Page>,
+    query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let page = params(query)?;
     let log = read(&handle, move |store| store.contact_messages(&id))
         .await?
         .ok_or_else(not_found)?;
@@ -1300,9 +1348,10 @@ struct ScoresParams {
 async fn scores(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    Query(p): Query<ScoresParams>,
+    query: Result<Query<ScoresParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let p = params(query)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let status = match p.status.as_deref() {
         None => None,
@@ -1429,10 +1478,11 @@ fn text_body(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
 async fn add_model(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    Query(q): Query<ModelName>,
+    query: Result<Query<ModelName>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
+    let q = params(query)?;
     let source = text_body(body)?;
     let name = q.name.unwrap_or_else(|| "model.toml".into());
     let added = stored(&handle, move |store| store.add_model(&name, &source)).await?;
@@ -1442,10 +1492,11 @@ async fn add_model(
 async fn dry_run(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    Query(q): Query<ModelName>,
+    query: Result<Query<ModelName>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
+    let q = params(query)?;
     let source = text_body(body)?;
     let name = q.name.unwrap_or_else(|| "candidate.toml".into());
     let candidate = Model::from_toml(&name, &source)
@@ -1460,9 +1511,10 @@ async fn dry_run(
 async fn diff(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    Path((old, new)): Path<(u32, u32)>,
+    versions: Result<Path<(u32, u32)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
+    let (old, new) = path(versions)?;
     let (a, b) = read(&handle, move |store| {
         Ok((store.model_source(old)?, store.model_source(new)?))
     })
@@ -1532,9 +1584,10 @@ async fn outcomes(
 async fn activate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(version): Path<u32>,
+    version: Result<Path<u32>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state.handle, &headers, Scope::Admin).await?;
+    let version = path(version)?;
     let Some(reopen) = state.reopen.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1592,9 +1645,10 @@ fn run_activation(reopen: Reopen, id: i64, version: u32) {
 async fn job(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<leadscore_store::Job>, ApiError> {
     authorize(&state.handle, &headers, Scope::Admin).await?;
+    let id = path(id)?;
     read(&state.handle, move |store| store.job(id))
         .await?
         .map(Json)

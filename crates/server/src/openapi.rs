@@ -237,10 +237,10 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/contacts/{id}/history",
         access: Access::Read,
         tag: "contacts",
-        summary: "Every change of score, tier, grade, stage, status and its cause.",
+        summary: "Every change of score, tier, grade, stage, status and its cause (from <= time < to).",
         body: None,
-        query: &[],
-        responses: responses![(200, "entries"), (404, "no such contact")],
+        query: &["from", "to"],
+        responses: responses![(200, "entries"), (400, "bad time"), (404, "no such contact")],
     },
     Route {
         method: "GET",

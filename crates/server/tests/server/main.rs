@@ -254,6 +254,27 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
     assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0));
     let (_, stored) = server.get("/api/v1/contacts/eve/history", &read);
     let entries = stored["entries"].as_array().unwrap();
+    // A span of the history: entries whose event time is in [from, to).
+    let (from, to) = ("2025-03-02T10:00:00Z", "2025-03-04T10:00:00Z");
+    let (status, span) = server.get(
+        &format!("/api/v1/contacts/eve/history?from={from}&to={to}"),
+        &read,
+    );
+    assert_eq!(status, 200, "{span}");
+    let times: Vec<&str> = span["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        ["2025-03-02T10:00:00Z", "2025-03-03T10:00:00Z"],
+        "{span}"
+    );
+    let (status, bad) = server.get("/api/v1/contacts/eve/history?from=soon", &read);
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().starts_with("from:"), "{bad}");
     let at_last_event = entries.last().unwrap()["new"]["score"].as_f64().unwrap();
     let eve = seen.iter().find(|(_, id)| id == "eve").unwrap().0;
     assert!(
@@ -874,6 +895,23 @@ fn unknown_routes_and_methods_answer_json_and_health_checks_work() {
         (405, json!(false)),
         "{body}"
     );
+    // Rejected paths and parameters answer JSON too, and only after the
+    // key is checked.
+    let (read, admin) = (bearer(&server.read_key), bearer(&server.admin_key));
+    for (method, path, key) in [
+        ("GET", "/api/v1/scores?min=abc", &read),
+        ("GET", "/api/v1/scores?limit=-1", &read),
+        ("GET", "/api/v1/contacts/u/events?cursor=x", &read),
+        ("GET", "/api/v1/jobs/x", &admin),
+        ("POST", "/api/v1/models/abc/activate", &admin),
+        ("GET", "/api/v1/models/1/diff/x", &read),
+    ] {
+        let (status, body) = server.request(method, path, key, None);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+        let (status, body) = server.request(method, path, "", None);
+        assert_eq!(status, 401, "{path}: {body}");
+    }
     assert_eq!(server.get("/healthz", "").1["status"], "ok");
     let (status, ready) = server.get("/readyz", "");
     assert_eq!(
