@@ -807,6 +807,7 @@ async fn contact(
 
 /// `from` and `to` of a history request (RFC 3339).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Span {
     from: Option<String>,
     to: Option<String>,
@@ -845,6 +846,7 @@ async fn history(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FiringsQuery {
     trigger: Option<String>,
     contact: Option<String>,
@@ -875,6 +877,7 @@ async fn firings(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OutboxQuery {
     status: Option<String>,
     limit: Option<usize>,
@@ -904,9 +907,27 @@ async fn outbox(
     Ok(Json(json!({ "rows": rows, "counts": counts })))
 }
 
+/// Which dead letters: `id=N` or `all=true`, as the CLI's `--id`/`--all`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct IdQuery {
     id: Option<i64>,
+    #[serde(default)]
+    all: bool,
+}
+
+impl IdQuery {
+    /// One dead letter (`Some`) or all of them (`None`).
+    fn which(self) -> Result<Option<i64>, ApiError> {
+        match (self.id, self.all) {
+            (Some(id), false) => Ok(Some(id)),
+            (None, true) => Ok(None),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "give either id=N (one dead letter) or all=true (every one)",
+            )),
+        }
+    }
 }
 
 async fn outbox_retry(
@@ -915,8 +936,8 @@ async fn outbox_retry(
     query: Result<Query<IdQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
-    let q = params(query)?;
-    let n = stored(&handle, move |store| store.retry_dead(q.id, now())).await?;
+    let which = params(query)?.which()?;
+    let n = stored(&handle, move |store| store.retry_dead(which, now())).await?;
     Ok(Json(json!({ "requeued": n })))
 }
 
@@ -926,12 +947,13 @@ async fn outbox_purge(
     query: Result<Query<IdQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
-    let q = params(query)?;
-    let n = stored(&handle, move |store| store.purge_dead(q.id)).await?;
+    let which = params(query)?.which()?;
+    let n = stored(&handle, move |store| store.purge_dead(which)).await?;
     Ok(Json(json!({ "purged": n })))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MembersQuery {
     since: Option<String>,
     limit: Option<usize>,
@@ -967,6 +989,7 @@ async fn campaign_members(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StreamQuery {
     contact: Option<String>,
 }
@@ -1046,6 +1069,7 @@ async fn attach_challenger(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CompareQuery {
     as_of_policy: Option<String>,
     positive: Option<String>,
@@ -1211,6 +1235,7 @@ fn not_found() -> ApiError {
 
 /// `as_of`: RFC 3339; default now.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AsOf {
     as_of: Option<String>,
 }
@@ -1218,6 +1243,7 @@ struct AsOf {
 /// `as_of` as above; `model`: `active` (default), `challenger` (scored in
 /// shadow) or a stored version number.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Explain {
     as_of: Option<String>,
     model: Option<String>,
@@ -1275,6 +1301,7 @@ async fn explanation(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Page {
     cursor: Option<usize>,
     limit: Option<usize>,
@@ -1333,6 +1360,7 @@ async fn erase(
 
 /// Leaderboard parameters.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ScoresParams {
     tier: Option<String>,
     grade: Option<String>,
@@ -1464,6 +1492,7 @@ async fn models(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ModelName {
     name: Option<String>,
 }

@@ -429,7 +429,7 @@ pub const ROUTES: &[Route] = &[
         tag: "triggers",
         summary: "Puts dead letters back in the queue (`id`, or all).",
         body: None,
-        query: &["id"],
+        query: &["id", "all"],
         responses: responses![(200, "how many"), (400, "bad parameter")],
     },
     Route {
@@ -439,7 +439,7 @@ pub const ROUTES: &[Route] = &[
         tag: "triggers",
         summary: "Deletes dead letters (`id`, or all).",
         body: None,
-        query: &["id"],
+        query: &["id", "all"],
         responses: responses![(200, "how many"), (400, "bad parameter")],
     },
     Route {

@@ -319,8 +319,14 @@ fn a_crossing_is_delivered_to_every_action_with_the_exact_requests() {
         assert!(start.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Without id or all, nothing is purged.
+    for bad in ["/api/v1/outbox/purge", "/api/v1/outbox/purge?id=1&all=true"] {
+        let (status, refused) = server.post(bad, &bearer(&server.admin_key), &json!({}));
+        assert_eq!(status, 400, "{bad}: {refused}");
+    }
+    assert_eq!(outbox(&server)["counts"]["dead"], 1);
     let (status, purged) = server.post(
-        "/api/v1/outbox/purge",
+        "/api/v1/outbox/purge?all=true",
         &bearer(&server.admin_key),
         &json!({}),
     );
