@@ -159,6 +159,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Leaderboard: the store's contacts by score now (decay applied), filtered by tier, grade,
+    /// stage, status or score; or counts per tier × grade and a score histogram.
+    #[command(
+        after_help = "Examples:\n  leadscore top\n  leadscore top --tier hot --grade A --limit 50\n  leadscore top --min 40 --max 70 --json\n  leadscore top --summary"
+    )]
+    Top {
+        /// Only this tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only this grade.
+        #[arg(long)]
+        grade: Option<String>,
+        /// Only this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only active or only excluded contacts.
+        #[arg(long, value_parser = ["active", "excluded"])]
+        status: Option<String>,
+        /// Score at least.
+        #[arg(long)]
+        min: Option<f64>,
+        /// Score at most.
+        #[arg(long)]
+        max: Option<f64>,
+        /// Lowest scores first.
+        #[arg(long)]
+        ascending: bool,
+        /// Contacts at most.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+        /// Counts per tier × grade and a score histogram instead of contacts.
+        #[arg(long, conflicts_with_all = ["tier", "grade", "stage", "status", "min", "max", "ascending", "limit"])]
+        summary: bool,
+        /// Print JSON (lines of contacts, or the summary object).
+        #[arg(long)]
+        json: bool,
+    },
     /// A contact's score history: every change of score, tier, grade, stage or status, and why.
     #[command(
         after_help = "Examples:\n  leadscore history --contact u00000042\n  leadscore history --contact u00000042 --json"

@@ -24,7 +24,7 @@ use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
 use leadscore_store::{
-    diff_models, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Under,
+    diff_models, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Summary, Under,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -1451,34 +1451,9 @@ async fn summary(
         Ok((store.segments(Some(at))?, bounds))
     })
     .await?;
-    let (min, max) = bounds.unwrap_or((0.0, 100.0));
-    const BINS: usize = 10;
-    let width = ((max - min) / BINS as f64).max(f64::MIN_POSITIVE);
-    let mut matrix: std::collections::BTreeMap<(String, String), u64> = Default::default();
-    let mut histogram = [0u64; BINS];
-    let mut excluded = 0u64;
-    for (tier, grade, status, score) in &rows {
-        if *status == Status::Excluded {
-            excluded += 1;
-            continue;
-        }
-        *matrix.entry((tier.clone(), grade.clone())).or_default() += 1;
-        let bin = (((score - min) / width).floor().max(0.0) as usize).min(BINS - 1);
-        histogram[bin] += 1;
-    }
-    let cells: Vec<Value> = matrix
-        .into_iter()
-        .map(
-            |((tier, grade), contacts)| json!({"tier": tier, "grade": grade, "contacts": contacts}),
-        )
-        .collect();
-    let bins: Vec<Value> = histogram
-        .iter()
-        .enumerate()
-        .map(|(i, n)| json!({"from": min + width * i as f64, "to": min + width * (i + 1) as f64, "contacts": n}))
-        .collect();
+    let summary = Summary::of(&rows, bounds.unwrap_or((0.0, 100.0)), Some(at));
     Ok(Json(
-        json!({"as_of": at, "contacts": rows.len(), "excluded": excluded, "tier_grade": cells, "histogram": bins}),
+        serde_json::to_value(summary).expect("a summary serialises"),
     ))
 }
 

@@ -415,6 +415,94 @@ pub struct ScoreQuery {
     pub limit: usize,
 }
 
+/// Contacts per tier × grade (active ones), excluded count and a score
+/// histogram: the segment summary of `Store::segments`'s rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// The time the scores are as of.
+    pub as_of: Option<Timestamp>,
+    /// Live contacts.
+    pub contacts: u64,
+    /// Of which excluded.
+    pub excluded: u64,
+    /// Active contacts per tier and grade (`""`: none), in name order.
+    pub tier_grade: Vec<SummaryCell>,
+    /// Active contacts per tenth of the model's score range.
+    pub histogram: Vec<SummaryBin>,
+}
+
+/// One tier × grade cell of a [`Summary`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryCell {
+    /// Tier name (`""`: none).
+    pub tier: String,
+    /// Grade name (`""`: none).
+    pub grade: String,
+    /// Active contacts in both.
+    pub contacts: u64,
+}
+
+/// One bin of a [`Summary`]'s histogram: `from <= score < to` (the last
+/// bin holds its upper bound too).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryBin {
+    /// Lowest score of the bin.
+    pub from: f64,
+    /// Highest score of the bin (excluded but for the last bin).
+    pub to: f64,
+    /// Active contacts in it.
+    pub contacts: u64,
+}
+
+impl Summary {
+    /// Bins of the histogram.
+    pub const BINS: usize = 10;
+
+    /// The summary of `rows` (`(tier, grade, status, score)`) over the
+    /// score range `[min, max]`.
+    pub fn of(
+        rows: &[(String, String, Status, f64)],
+        (min, max): (f64, f64),
+        as_of: Option<Timestamp>,
+    ) -> Summary {
+        let width = ((max - min) / Self::BINS as f64).max(f64::MIN_POSITIVE);
+        let mut matrix: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        let mut histogram = [0u64; Self::BINS];
+        let mut excluded = 0;
+        for (tier, grade, status, score) in rows {
+            if *status == Status::Excluded {
+                excluded += 1;
+                continue;
+            }
+            *matrix.entry((tier, grade)).or_default() += 1;
+            let bin = (((score - min) / width).floor().max(0.0) as usize).min(Self::BINS - 1);
+            histogram[bin] += 1;
+        }
+        Summary {
+            as_of,
+            contacts: rows.len() as u64,
+            excluded,
+            tier_grade: matrix
+                .into_iter()
+                .map(|((tier, grade), contacts)| SummaryCell {
+                    tier: tier.to_string(),
+                    grade: grade.to_string(),
+                    contacts,
+                })
+                .collect(),
+            histogram: histogram
+                .iter()
+                .enumerate()
+                .map(|(i, &contacts)| SummaryBin {
+                    from: min + width * i as f64,
+                    to: min + width * (i + 1) as f64,
+                    contacts,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A query parameter, in a backend-neutral form.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Param {

@@ -130,6 +130,8 @@ pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
             "         leadscore --db {db} history --contact {}",
             top.id
         )?;
+        writeln!(out, "         leadscore --db {db} top --tier hot")?;
+        writeln!(out, "         leadscore --db {db} top --summary")?;
         writeln!(
             out,
             "         leadscore --db {db} model dry-run examples/b2b.toml"

@@ -99,6 +99,38 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Model { command } => model::run(db, &command),
         Command::Contact { id, as_of, json } => stored::contact(db, &id, as_of.as_deref(), json),
         Command::History { contact, json } => stored::history(db, &contact, json),
+        Command::Top {
+            tier,
+            grade,
+            stage,
+            status,
+            min,
+            max,
+            ascending,
+            limit,
+            summary,
+            json,
+        } => {
+            let query = leadscore_store::ScoreQuery {
+                at: Some(leadscore_store::now()),
+                tier,
+                grade,
+                stage,
+                status: status
+                    .as_deref()
+                    .and_then(leadscore_core::score::Status::parse),
+                min,
+                max,
+                ascending,
+                after: None,
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            };
+            if summary {
+                stored::summary(db, json)
+            } else {
+                stored::top(db, &query, json)
+            }
+        }
         Command::Rescore => stored::rescore(db),
         Command::Status { json } => stored::status(db, json),
         Command::Serve {

@@ -1,4 +1,4 @@
-//! Commands on the store: import, contact, history, rescore, erase, export.
+//! Commands on the store: import, contact, history, top, rescore, erase, export.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use leadscore_core::event::Message;
 use leadscore_input::{for_each_chunk, read_contacts_mapped, ColumnMap, ReadOptions, Skipped};
-use leadscore_store::{Incoming, IngestReport};
+use leadscore_store::{Incoming, IngestReport, ScoreQuery, Summary};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -232,6 +232,144 @@ pub fn contact(db: &Path, id: &str, as_of: Option<&str>, json: bool) -> Result<E
                 writeln!(out, "  {label:<11} {}", Value::Object(map.clone()))?;
             }
         }
+    }
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store's leaderboard as of `query.at`.
+pub fn top(db: &Path, query: &ScoreQuery, json: bool) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    if store.active_model()?.is_none() {
+        bail!("no active model: `leadscore model add FILE --activate` first");
+    }
+    let rows = store.scores(query)?;
+    let at = query.at.expect("the leaderboard is as of a time");
+    let mut out = String::new();
+    if json {
+        for r in &rows {
+            let line = json!({"contact_id": r.id, "as_of": at, "score": r.score, "last_event": r.last_event});
+            writeln!(out, "{line}")?;
+        }
+        super::emit(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let filters: Vec<String> = [
+        ("tier", query.tier.clone()),
+        ("grade", query.grade.clone()),
+        ("stage", query.stage.clone()),
+        ("status", query.status.map(|s| s.as_str().to_string())),
+        ("min", query.min.map(|m| m.to_string())),
+        ("max", query.max.map(|m| m.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| format!("{name} {v}")))
+    .collect();
+    let order = if query.ascending { "lowest" } else { "top" };
+    write!(out, "{order} {} as of {at}", rows.len())?;
+    if !filters.is_empty() {
+        write!(out, " ({})", filters.join(", "))?;
+    }
+    writeln!(out)?;
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0).max(7);
+    writeln!(
+        out,
+        "{:>4}  {:<width$}  {:>7}  {:<8} {:<6} {:<8} last event",
+        "#", "contact", "score", "tier", "grade", "stage"
+    )?;
+    for (i, r) in rows.iter().enumerate() {
+        let last = r
+            .last_event
+            .map_or_else(|| "-".to_string(), |t| t.to_string());
+        writeln!(
+            out,
+            "{:>4}  {:<width$}  {:>7.2}  {:<8} {:<6} {:<8} {last}",
+            i + 1,
+            r.id,
+            r.score.score,
+            dash(&r.score.tier),
+            dash(&r.score.grade),
+            dash(&r.score.stage),
+        )?;
+    }
+    super::emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Contacts per tier × grade and the score histogram, as of now.
+pub fn summary(db: &Path, json: bool) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    let Some((_, model)) = store.active_model()? else {
+        bail!("no active model: `leadscore model add FILE --activate` first");
+    };
+    let at = leadscore_store::now();
+    let summary = Summary::of(&store.segments(Some(at))?, (model.min, model.max), Some(at));
+    if json {
+        super::emit(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{} contacts as of {at}, {} excluded",
+        summary.contacts, summary.excluded
+    )?;
+    // Tiers down, grades across, highest first; "-" for none.
+    let highest_first = |labels: &leadscore_core::rules::labels::Labels| -> Vec<String> {
+        let mut names: Vec<String> = labels.iter().map(|(n, _)| n.to_string()).collect();
+        names.reverse();
+        names.push(String::new());
+        names
+    };
+    let (tiers, grades) = (highest_first(&model.tiers), highest_first(&model.grades));
+    let count = |tier: &str, grade: &str| {
+        summary
+            .tier_grade
+            .iter()
+            .find(|c| c.tier == tier && c.grade == grade)
+            .map_or(0, |c| c.contacts)
+    };
+    fn label(s: &str) -> &str {
+        if s.is_empty() {
+            "-"
+        } else {
+            s
+        }
+    }
+    write!(out, "\n{:<10}", "tier/grade")?;
+    for g in &grades {
+        write!(out, " {:>8}", label(g))?;
+    }
+    writeln!(out)?;
+    for t in &tiers {
+        write!(out, "{:<10}", label(t))?;
+        for g in &grades {
+            write!(out, " {:>8}", count(t, g))?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "\nscore")?;
+    let most = summary
+        .histogram
+        .iter()
+        .map(|b| b.contacts)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for b in &summary.histogram {
+        let bar = "#".repeat((b.contacts * 40).div_ceil(most) as usize);
+        writeln!(
+            out,
+            "{:>7.1} - {:<7.1} {:>8}  {bar}",
+            b.from, b.to, b.contacts
+        )?;
     }
     super::emit(&out)?;
     Ok(ExitCode::SUCCESS)

@@ -299,6 +299,89 @@ fn model_versions_diff_dry_run_and_rollback() {
     assert!(e.contains("bad.toml:5:") && e.contains("`f`"), "{e}");
 }
 
+/// `top` lists the store's contacts by their score now (as `contact` scores
+/// each at the same time), filters select, and `--summary` counts them all.
+#[test]
+fn top_lists_contacts_by_their_score_now() {
+    let (dir, events, _) = generated("80", "60", "12");
+    let db = store_with(&dir, "b2b", &events, None);
+    let parse = |text: String| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = parse(with_db(&db, &["top", "--limit", "1000", "--json"]).success());
+    let status: Value =
+        serde_json::from_str(&with_db(&db, &["status", "--json"]).success()).unwrap();
+    assert_eq!(
+        all.len() as u64,
+        status["stats"]["contacts"].as_u64().unwrap()
+    );
+    let score = |c: &Value| c["score"]["score"].as_f64().unwrap();
+    assert!(all.windows(2).all(|w| score(&w[0]) >= score(&w[1])));
+    for c in all.iter().take(5) {
+        let id = c["contact_id"].as_str().unwrap();
+        let as_of = c["as_of"].as_str().unwrap();
+        let one: Value = serde_json::from_str(
+            &with_db(&db, &["contact", id, "--as-of", as_of, "--json"]).success(),
+        )
+        .unwrap();
+        assert_eq!(one["score"], c["score"], "{id}");
+    }
+    // A tier and a floor select exactly the contacts with both. Scores
+    // decay between two runs, so the floor lies between two scores.
+    let tier = all[0]["score"]["tier"].as_str().unwrap();
+    let gap = (all.len() / 4..all.len() - 1)
+        .find(|&k| score(&all[k]) - score(&all[k + 1]) > 1e-3)
+        .unwrap();
+    let floor = (score(&all[gap]) + score(&all[gap + 1])) / 2.0;
+    let picked = parse(
+        with_db(
+            &db,
+            &[
+                "top",
+                "--tier",
+                tier,
+                "--min",
+                &floor.to_string(),
+                "--limit",
+                "1000",
+                "--json",
+            ],
+        )
+        .success(),
+    );
+    let wanted = all
+        .iter()
+        .filter(|c| c["score"]["tier"] == tier && score(c) >= floor)
+        .count();
+    assert!(wanted > 0);
+    assert_eq!(picked.len(), wanted);
+    // The table: a title, a header and one row per contact.
+    let table = with_db(&db, &["top", "--limit", "3"]).success();
+    assert!(table.starts_with("top 3 as of "), "{table}");
+    assert_eq!(table.lines().count(), 5, "{table}");
+    // The summary counts every contact once.
+    let summary: Value =
+        serde_json::from_str(&with_db(&db, &["top", "--summary", "--json"]).success()).unwrap();
+    let cells: u64 = summary["tier_grade"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["contacts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summary["contacts"].as_u64().unwrap(), all.len() as u64);
+    assert_eq!(
+        cells + summary["excluded"].as_u64().unwrap(),
+        all.len() as u64
+    );
+    let text = with_db(&db, &["top", "--summary"]).success();
+    assert!(
+        text.contains("tier/grade") && text.contains("score"),
+        "{text}"
+    );
+}
+
 #[test]
 fn history_erase_and_export() {
     let (dir, events, _) = generated("30", "60", "8");

@@ -903,7 +903,11 @@ fn unknown_routes_and_methods_answer_json_and_health_checks_work() {
         ("GET", "/api/v1/scores?limit=-1", &read),
         // A misspelt filter must not answer the unfiltered list.
         ("GET", "/api/v1/scores?teir=hot", &read),
-        ("GET", "/api/v1/contacts/u/history?form=2025-01-01T00:00:00Z", &read),
+        (
+            "GET",
+            "/api/v1/contacts/u/history?form=2025-01-01T00:00:00Z",
+            &read,
+        ),
         ("GET", "/api/v1/contacts/u/events?cursor=x", &read),
         ("GET", "/api/v1/jobs/x", &admin),
         ("POST", "/api/v1/models/abc/activate", &admin),
