@@ -1130,8 +1130,7 @@ impl Store for PgStore {
         let cache = &self.active;
         self.read(|pg| {
             if let Some(scan) = pg.scan(cache, query.at)? {
-                let traits = scan.needs_traits();
-                return scan.select(query, |after, n| pg.live_rows(after, n, traits));
+                return scan.select(query, |after, n, traits| pg.live_rows(after, n, traits));
             }
             let (tail, params) = query.sql(|n| format!("${n}"));
             let sql = format!("SELECT {} FROM contacts {tail}", row_columns!());
@@ -1158,8 +1157,7 @@ impl Store for PgStore {
         let cache = &self.active;
         self.read(|pg| {
             if let Some(scan) = pg.scan(cache, at)? {
-                let traits = scan.needs_traits();
-                return scan.segments(|after, n| pg.live_rows(after, n, traits));
+                return scan.segments(|after, n, traits| pg.live_rows(after, n, traits));
             }
             pg.query("SELECT tier, grade, status, score FROM contacts", &[])?
                 .iter()

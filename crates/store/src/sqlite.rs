@@ -969,8 +969,7 @@ impl Store for SqliteStore {
         // One snapshot for the model and every step of a scan.
         let tx = self.conn.unchecked_transaction()?;
         if let Some(scan) = self.scan(&tx, query.at)? {
-            let traits = scan.needs_traits();
-            return scan.select(query, |after, n| live_rows(&tx, after, n, traits));
+            return scan.select(query, |after, n, traits| live_rows(&tx, after, n, traits));
         }
         let (tail, params) = query.sql(|n| format!("?{n}"));
         let mut stmt = self
@@ -988,8 +987,7 @@ impl Store for SqliteStore {
     fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>> {
         let tx = self.conn.unchecked_transaction()?;
         if let Some(scan) = self.scan(&tx, at)? {
-            let traits = scan.needs_traits();
-            return scan.segments(|after, n| live_rows(&tx, after, n, traits));
+            return scan.segments(|after, n, traits| live_rows(&tx, after, n, traits));
         }
         let mut stmt = tx.prepare("SELECT tier, grade, status, score FROM contacts")?;
         let rows = stmt.query_map([], |r| {

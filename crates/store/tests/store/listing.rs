@@ -23,6 +23,13 @@ fn still_b2b() -> String {
     format!("{}{}", &source[..start], &source[end..])
 }
 
+/// `examples/b2b.toml` with a fit rule on `days_since()`: a scan then
+/// reads traits and evaluates fit and exclusion at the listing's time.
+fn timed_b2b() -> String {
+    let (_, source) = example_source("b2b");
+    format!("{source}\n[[fit]]\nid = \"recent-form\"\nwhen = 'days_since(\"Form Submitted\") < 30.0'\npoints = 5\n")
+}
+
 /// Every live contact with the score a listing as of `at` must show: the
 /// stored one for `None` and for contacts with events after `at`, else the
 /// batch score at `at`.
@@ -73,18 +80,21 @@ fn listed(store: &dyn Store, query: &ScoreQuery) -> Vec<(String, Score)> {
 fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
     let (messages, end) = generated(60, 90, 41);
     let (b2b_file, b2b) = example_source("b2b");
-    let still = still_b2b();
+    let (still, timed) = (still_b2b(), timed_b2b());
     let day = 86_400 * NANOS_PER_SECOND;
     let mut times: Vec<Timestamp> = messages.iter().map(|m| m.timestamp).collect();
     times.sort_unstable();
     let middle = times[times.len() / 2];
-    for (file, source, moves) in [
-        (b2b_file.as_str(), &b2b, true),
-        ("still.toml", &still, false),
+    for (file, source, moves, timed) in [
+        (b2b_file.as_str(), &b2b, true, false),
+        ("still.toml", &still, false, false),
+        ("timed.toml", &timed, true, true),
     ] {
         let model = Model::from_toml(file, source).unwrap();
-        // Both ways of answering are exercised.
+        // Every way of answering is exercised: the index, a scan with the
+        // stored fit, a scan that evaluates fit at the listing's time.
         assert_eq!(model.moves_with_time(), moves, "{file}");
+        assert_eq!(model.contact_rules_use_time(), timed, "{file}");
         for (mut store, _guard) in backends() {
             activate_source(store.as_mut(), file, source);
             store.ingest(incoming(&messages)).unwrap();
