@@ -24,7 +24,7 @@ use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
 use leadscore_store::{
-    diff_models, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Summary, Under,
+    diff_models, now, Incoming, IngestReport, Scope, ScoreQuery, Store, StoreError, Under,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -1446,12 +1446,7 @@ async fn summary(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let at = now();
-    let (rows, bounds) = read(&handle, move |store| {
-        let bounds = store.active_model()?.map(|(_, m)| (m.min, m.max));
-        Ok((store.segments(Some(at))?, bounds))
-    })
-    .await?;
-    let summary = Summary::of(&rows, bounds.unwrap_or((0.0, 100.0)), Some(at));
+    let summary = read(&handle, move |store| store.summary(Some(at))).await?;
     Ok(Json(
         serde_json::to_value(summary).expect("a summary serialises"),
     ))

@@ -416,7 +416,7 @@ pub struct ScoreQuery {
 }
 
 /// Contacts per tier × grade (active ones), excluded count and a score
-/// histogram: the segment summary of `Store::segments`'s rows.
+/// histogram: the segment summary ([`Store::summary`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     /// The time the scores are as of.
@@ -457,40 +457,70 @@ pub struct SummaryBin {
 impl Summary {
     /// Bins of the histogram.
     pub const BINS: usize = 10;
+}
 
-    /// The summary of `rows` (`(tier, grade, status, score)`) over the
-    /// score range `[min, max]`.
-    pub fn of(
-        rows: &[(String, String, Status, f64)],
-        (min, max): (f64, f64),
-        as_of: Option<Timestamp>,
-    ) -> Summary {
-        let width = ((max - min) / Self::BINS as f64).max(f64::MIN_POSITIVE);
-        let mut matrix: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        let mut histogram = [0u64; Self::BINS];
-        let mut excluded = 0;
-        for (tier, grade, status, score) in rows {
-            if *status == Status::Excluded {
-                excluded += 1;
-                continue;
-            }
-            *matrix.entry((tier, grade)).or_default() += 1;
-            let bin = (((score - min) / width).floor().max(0.0) as usize).min(Self::BINS - 1);
-            histogram[bin] += 1;
+/// Builds a [`Summary`] one contact at a time (a store streams its rows
+/// into it: nothing per contact is kept).
+#[derive(Debug, Clone)]
+pub struct SummaryBuilder {
+    min: f64,
+    width: f64,
+    contacts: u64,
+    excluded: u64,
+    matrix: BTreeMap<(String, String), u64>,
+    histogram: [u64; Summary::BINS],
+}
+
+impl SummaryBuilder {
+    /// A summary over the score range `[min, max]` (the active model's;
+    /// 0–100 without one).
+    pub fn new(model: Option<&Model>) -> SummaryBuilder {
+        let (min, max) = model.map_or((0.0, 100.0), |m| (m.min, m.max));
+        SummaryBuilder {
+            min,
+            width: ((max - min) / Summary::BINS as f64).max(f64::MIN_POSITIVE),
+            contacts: 0,
+            excluded: 0,
+            matrix: BTreeMap::new(),
+            histogram: [0; Summary::BINS],
         }
+    }
+
+    /// Counts one contact.
+    pub fn add(&mut self, tier: &str, grade: &str, status: Status, score: f64) {
+        self.contacts += 1;
+        if status == Status::Excluded {
+            self.excluded += 1;
+            return;
+        }
+        match self.matrix.get_mut(&(tier.to_string(), grade.to_string())) {
+            Some(n) => *n += 1,
+            None => {
+                self.matrix.insert((tier.to_string(), grade.to_string()), 1);
+            }
+        }
+        let bin = ((score - self.min) / self.width).floor().max(0.0) as usize;
+        self.histogram[bin.min(Summary::BINS - 1)] += 1;
+    }
+
+    /// The summary, as of `as_of`.
+    pub fn finish(self, as_of: Option<Timestamp>) -> Summary {
+        let (min, width) = (self.min, self.width);
         Summary {
             as_of,
-            contacts: rows.len() as u64,
-            excluded,
-            tier_grade: matrix
+            contacts: self.contacts,
+            excluded: self.excluded,
+            tier_grade: self
+                .matrix
                 .into_iter()
                 .map(|((tier, grade), contacts)| SummaryCell {
-                    tier: tier.to_string(),
-                    grade: grade.to_string(),
+                    tier,
+                    grade,
                     contacts,
                 })
                 .collect(),
-            histogram: histogram
+            histogram: self
+                .histogram
                 .iter()
                 .enumerate()
                 .map(|(i, &contacts)| SummaryBin {
@@ -841,9 +871,9 @@ pub trait Store: Send {
     /// Live contacts matching `query`, in score order.
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>>;
 
-    /// `(tier, grade, status, score)` of every live contact (for segment
-    /// summaries), as of `at` as in [`ScoreQuery::at`].
-    fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>>;
+    /// Live contacts per tier × grade and a score histogram over the active
+    /// model's range, scored as of `at` as in [`ScoreQuery::at`].
+    fn summary(&self, at: Option<Timestamp>) -> Result<Summary>;
 
     /// Evaluates the triggers of contacts whose due time is at or before
     /// `now` (at most `limit` of them, earliest first), recording firings.
@@ -1090,5 +1120,35 @@ mod job_tests {
             "interrupted"
         );
         assert_eq!(job("done").seen_at(Timestamp(silence + 1)).state, "done");
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_counts_cells_bins_and_exclusions() {
+        let mut b = SummaryBuilder::new(None);
+        for (tier, grade, status, score) in [
+            ("hot", "A", Status::Active, 95.0),
+            ("hot", "A", Status::Active, 100.0),
+            ("", "", Status::Excluded, 0.0),
+            ("cold", "B", Status::Active, -5.0),
+            ("cold", "B", Status::Active, 10.0),
+        ] {
+            b.add(tier, grade, status, score);
+        }
+        let s = b.finish(None);
+        assert_eq!((s.contacts, s.excluded), (5, 1));
+        let cells: Vec<_> = s
+            .tier_grade
+            .iter()
+            .map(|c| (c.tier.as_str(), c.grade.as_str(), c.contacts))
+            .collect();
+        assert_eq!(cells, [("cold", "B", 2), ("hot", "A", 2)]);
+        let bins: Vec<u64> = s.histogram.iter().map(|b| b.contacts).collect();
+        assert_eq!(bins, [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!((s.histogram[1].from, s.histogram[1].to), (10.0, 20.0));
     }
 }

@@ -12,11 +12,10 @@ use std::sync::Arc;
 
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
-use leadscore_core::score::Status;
 use leadscore_core::time::Timestamp;
 
 use crate::engine::Row;
-use crate::{Listed, Result, ScoreQuery, StoreError};
+use crate::{Listed, Result, ScoreQuery, StoreError, Summary, SummaryBuilder};
 
 /// Live rows read per step of a scan.
 const STEP: usize = 1_000;
@@ -114,15 +113,16 @@ impl Scan {
         Ok(kept)
     }
 
-    /// `(tier, grade, status, score)` of every live contact.
-    pub(crate) fn segments(
+    /// The segment summary of every live contact.
+    pub(crate) fn summary(
         &self,
         page: impl FnMut(Option<&str>, usize, bool) -> Result<Vec<Row>>,
-    ) -> Result<Vec<(String, String, Status, f64)>> {
-        let mut out = Vec::new();
+    ) -> Result<Summary> {
+        let mut summary = SummaryBuilder::new(Some(&self.model));
         self.run(page, |r| {
-            out.push((r.score.tier, r.score.grade, r.score.status, r.score.score))
+            let s = r.score;
+            summary.add(&s.tier, &s.grade, s.status, s.score);
         })?;
-        Ok(out)
+        Ok(summary.finish(Some(self.at)))
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
     IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, Listed, ModelVersion, OutboxCounts,
     OutboxRecord, Outcome, Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats,
-    Store, StoreError, StoredLog,
+    Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 mod embedded {
@@ -1153,21 +1153,29 @@ impl Store for PgStore {
         })
     }
 
-    fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>> {
+    fn summary(&self, at: Option<Timestamp>) -> Result<Summary> {
         let cache = &self.active;
         self.read(|pg| {
             if let Some(scan) = pg.scan(cache, at)? {
-                return scan.segments(|after, n, traits| pg.live_rows(after, n, traits));
+                return scan.summary(|after, n, traits| pg.live_rows(after, n, traits));
             }
-            pg.query("SELECT tier, grade, status, score FROM contacts", &[])?
-                .iter()
-                .map(|r| {
-                    let status: String = r.get(2);
-                    let status = Status::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                    Ok((r.get(0), r.get(1), status, r.get(3)))
-                })
-                .collect()
+            let model = match PgStore::active_version(&mut pg.tx)? {
+                Some(version) => Some(model_in(cache, pg, version)?),
+                None => None,
+            };
+            let mut summary = SummaryBuilder::new(model.as_deref());
+            use postgres::fallible_iterator::FallibleIterator;
+            let mut rows = pg.tx.query_raw(
+                "SELECT tier, grade, status, score FROM contacts",
+                std::iter::empty::<&str>(),
+            )?;
+            while let Some(r) = rows.next()? {
+                let status: &str = r.get(2);
+                let status = Status::parse(status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                summary.add(r.get(0), r.get(1), status, r.get(3));
+            }
+            Ok(summary.finish(at))
         })
     }
 

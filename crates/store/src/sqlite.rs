@@ -27,7 +27,7 @@ use crate::{
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
     IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, Listed, ModelVersion, OutboxCounts,
     OutboxRecord, Outcome, Param, Progress, Result, Scope, ScoreFields, ScoreQuery, Settle, Stats,
-    Store, StoreError, StoredLog,
+    Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 mod embedded {
@@ -984,27 +984,30 @@ impl Store for SqliteStore {
         rows.map(|r| Ok(Listed::from(r??))).collect()
     }
 
-    fn segments(&self, at: Option<Timestamp>) -> Result<Vec<(String, String, Status, f64)>> {
+    fn summary(&self, at: Option<Timestamp>) -> Result<Summary> {
         let tx = self.conn.unchecked_transaction()?;
         if let Some(scan) = self.scan(&tx, at)? {
-            return scan.segments(|after, n, traits| live_rows(&tx, after, n, traits));
+            return scan.summary(|after, n, traits| live_rows(&tx, after, n, traits));
         }
+        let model = match Self::active_version(&tx)? {
+            Some(version) => Some(model_in(&self.active, &tx, version)?),
+            None => None,
+        };
+        let mut summary = SummaryBuilder::new(model.as_deref());
         let mut stmt = tx.prepare("SELECT tier, grade, status, score FROM contacts")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (tier, grade, status, score) = row?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let status: String = r.get(2)?;
             let status = Status::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-            Ok((tier, grade, status, score))
-        })
-        .collect()
+            summary.add(
+                &r.get::<_, String>(0)?,
+                &r.get::<_, String>(1)?,
+                status,
+                r.get(3)?,
+            );
+        }
+        Ok(summary.finish(at))
     }
 
     fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport> {

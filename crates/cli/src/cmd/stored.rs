@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use leadscore_core::event::Message;
 use leadscore_input::{for_each_chunk, read_contacts_mapped, ColumnMap, ReadOptions, Skipped};
-use leadscore_store::{Incoming, IngestReport, ScoreQuery, Summary};
+use leadscore_store::{Incoming, IngestReport, ScoreQuery};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -310,7 +310,7 @@ pub fn summary(db: &Path, json: bool) -> Result<ExitCode> {
         bail!("no active model: `leadscore model add FILE --activate` first");
     };
     let at = leadscore_store::now();
-    let summary = Summary::of(&store.segments(Some(at))?, (model.min, model.max), Some(at));
+    let summary = store.summary(Some(at))?;
     if json {
         super::emit(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);

@@ -7,7 +7,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::{Timestamp, NANOS_PER_SECOND};
-use leadscore_store::{ScoreQuery, Store};
+use leadscore_store::{ScoreQuery, Store, SummaryBuilder};
 
 use crate::harness::*;
 
@@ -174,19 +174,11 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
                     assert_eq!(listed(store, &low), wanted, "{context}");
                 }
                 // The segment summary counts the same scores.
-                let mut segments = store.segments(at).unwrap();
-                let mut wanted: Vec<_> = all
-                    .into_iter()
-                    .map(|(_, s)| (s.tier, s.grade, s.status, s.score))
-                    .collect();
-                let key = |a: &(String, String, Status, f64), b: &(String, String, Status, f64)| {
-                    (&a.0, &a.1, a.2.as_str())
-                        .cmp(&(&b.0, &b.1, b.2.as_str()))
-                        .then(a.3.total_cmp(&b.3))
-                };
-                segments.sort_by(key);
-                wanted.sort_by(key);
-                assert_eq!(segments, wanted, "{context}");
+                let mut wanted = SummaryBuilder::new(Some(&model));
+                for (_, s) in &all {
+                    wanted.add(&s.tier, &s.grade, s.status, s.score);
+                }
+                assert_eq!(store.summary(at).unwrap(), wanted.finish(at), "{context}");
             }
         }
     }
