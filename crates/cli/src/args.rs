@@ -329,16 +329,21 @@ pub enum Command {
         #[arg(long, requires = "events")]
         contacts: Option<PathBuf>,
         /// With --events: the outcomes file (CSV or JSON lines, as for evaluate).
-        #[arg(long, required_unless_present_any = ["table", "outcome_event"])]
+        #[arg(long, required_unless_present_any = ["table", "outcome_event"], conflicts_with = "table")]
         outcomes: Option<PathBuf>,
         /// With --events, instead of --outcomes: an event that is the conversion.
-        #[arg(long, conflicts_with = "outcomes")]
+        #[arg(long, conflicts_with_all = ["outcomes", "table"])]
         outcome_event: Option<String>,
         /// With --events: when each contact is observed (fixed:DATE, before:DURATION, after-first-seen:DURATION).
-        #[arg(long, default_value = "before:7d")]
+        #[arg(long, default_value = "before:7d", conflicts_with = "table")]
         as_of_policy: String,
         /// With --events: outcomes that count as converted (comma-separated).
-        #[arg(long, default_value = "converted,won", value_delimiter = ',')]
+        #[arg(
+            long,
+            default_value = "converted,won",
+            value_delimiter = ',',
+            conflicts_with = "table"
+        )]
         positive: Vec<String>,
         /// With --events: also count each event with this half-life (repeat, e.g. 7d, 30d);
         /// written as engagement rules that decay the same way.
@@ -352,10 +357,10 @@ pub enum Command {
         #[arg(long, default_value = "id")]
         id_column: String,
         /// Column holding the outcome (1/true/yes = converted).
-        #[arg(long, required_unless_present_any = ["positives", "events"])]
+        #[arg(long, required_unless_present_any = ["positives", "events"], conflicts_with = "events")]
         label: Option<String>,
         /// Instead of --label: a CSV whose first column lists the converted ids.
-        #[arg(long, conflicts_with = "label")]
+        #[arg(long, conflicts_with_all = ["label", "events"])]
         positives: Option<PathBuf>,
         /// Leave a column out (repeat): identifiers, columns filled in by sales.
         #[arg(long)]
@@ -364,7 +369,7 @@ pub enum Command {
         #[arg(long)]
         missing: Vec<String>,
         /// A date column (YYYY-MM-DD…) to turn into month and weekday features (repeat).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "events")]
         date: Vec<String>,
         /// Levels seen fewer times are grouped as other.
         #[arg(long, default_value_t = 30)]
@@ -375,9 +380,9 @@ pub enum Command {
         /// L2 penalty of the regression.
         #[arg(long, default_value_t = 1.0)]
         l2: f64,
-        /// Cross-validation folds (stratified).
-        #[arg(long, default_value_t = 5)]
-        folds: usize,
+        /// Cross-validation folds (stratified), at least 2.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+        folds: u16,
         /// Seed of the folds.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -433,8 +438,8 @@ pub enum Command {
         /// Contacts to generate.
         #[arg(long, default_value_t = 10_000)]
         contacts: u64,
-        /// Days of activity.
-        #[arg(long, default_value_t = 365)]
+        /// Days of activity (not with --triggers or --load, which make their own).
+        #[arg(long, default_value_t = 365, conflicts_with_all = ["triggers", "load"])]
         days: u32,
         /// Also write the figures as JSON to this file.
         #[arg(long)]

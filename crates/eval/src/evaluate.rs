@@ -90,6 +90,23 @@ pub struct Settings {
     pub max_top_share: f64,
 }
 
+impl Settings {
+    /// Settings a report can be made with: at least one resample, a share
+    /// between 0 and 1.
+    pub fn check(&self) -> Result<(), String> {
+        if self.resamples == 0 {
+            return Err("bootstrap resamples: at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.max_top_share) {
+            return Err(format!(
+                "the top tier's largest share: between 0 and 1, found {}",
+                self.max_top_share
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
@@ -385,6 +402,7 @@ pub fn evaluate(
 
 /// The report of scored points.
 pub fn report(model: &Model, p: Points, settings: &Settings) -> Result<Report, String> {
+    settings.check()?;
     let top = model
         .tiers
         .iter()
@@ -544,6 +562,17 @@ pub fn top_rate(
     Ok(order[..k].iter().filter(|&&i| labels[i]).count() as f64 / k as f64)
 }
 
+/// A share of contacts called the top: above 0, at most 1.
+pub fn check_top_share(share: f64) -> Result<(), String> {
+    if share > 0.0 && share <= 1.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the top share: above 0 and at most 1, found {share}"
+        ))
+    }
+}
+
 /// Compares two models' rankings of the same contacts at the same
 /// decision times, with paired bootstrap intervals.
 pub fn compare(
@@ -552,6 +581,8 @@ pub fn compare(
     top_share: f64,
     settings: &Settings,
 ) -> Result<Comparison, String> {
+    settings.check()?;
+    check_top_share(top_share)?;
     if champion.ids != challenger.ids {
         return Err("the two models were scored on different contacts".into());
     }

@@ -18,6 +18,8 @@ pub enum MetricError {
     },
     /// Scores and labels of different lengths.
     Mismatch,
+    /// A bootstrap of no resample.
+    NoResamples,
 }
 
 impl std::fmt::Display for MetricError {
@@ -32,6 +34,7 @@ impl std::fmt::Display for MetricError {
                 "AUC needs both outcomes: {positives} positive and {negatives} negative contacts"
             ),
             MetricError::Mismatch => write!(f, "scores and outcomes differ in length"),
+            MetricError::NoResamples => write!(f, "a bootstrap needs at least one resample"),
         }
     }
 }
@@ -121,6 +124,9 @@ fn percentile_interval(
     seed: u64,
     mut value: impl FnMut(&[usize]) -> Result<f64, MetricError>,
 ) -> Result<Interval, MetricError> {
+    if resamples == 0 {
+        return Err(MetricError::NoResamples);
+    }
     let positives: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
     let negatives: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
     let mut rng = Rng::new(seed);

@@ -1098,6 +1098,8 @@ async fn compare_models(
         .map(|p| p.trim().to_string())
         .collect();
     let top_share = q.top_share.unwrap_or(0.1);
+    leadscore_eval::evaluate::check_top_share(top_share)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let (champion, challenger, messages, outcomes) = read(&handle, |store| {
         Ok((
             store.active_model()?,

@@ -251,7 +251,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             min_support,
             bins,
             l2,
-            folds,
+            folds: usize::from(folds),
             seed,
             out: out.as_deref(),
             json,

@@ -146,7 +146,7 @@ pub fn run(args: Args<'_>) -> Result<ExitCode> {
             exclude: args.exclude.clone(),
         },
         lambda: args.l2,
-        folds: args.folds.max(2),
+        folds: args.folds,
         seed: args.seed,
         name,
     };

@@ -160,6 +160,17 @@ fn evaluate_prints_the_ranking_report() {
     ])
     .failure();
     assert!(bad.contains("expected fixed:DATE"), "{bad}");
+    // Settings no report can be made with: an error, never a panic.
+    for (flag, value, says) in [
+        ("--bootstrap", "0", "at least 1"),
+        ("--max-top-share", "1.5", "between 0 and 1"),
+    ] {
+        let mut bad_args = args[..args.len() - 2].to_vec();
+        bad_args.extend([flag, value]);
+        let bad = leadscore(&bad_args);
+        assert_eq!(bad.code, 1, "{flag} {value}: {}", bad.stderr);
+        assert!(bad.stderr.contains(says), "{flag} {value}: {}", bad.stderr);
+    }
 }
 
 /// Champion vs challenger on the fixtures, and a monthly drift table.
@@ -187,6 +198,13 @@ fn compare_gives_a_verdict_and_evaluate_a_monthly_table() {
         "0.34",
     ];
     assert_snapshot!(leadscore(&args).success());
+    for share in ["0", "1.2"] {
+        let mut bad_args = args.to_vec();
+        bad_args[args.len() - 1] = share;
+        let bad = leadscore(&bad_args);
+        assert_eq!(bad.code, 1, "--top-share {share}: {}", bad.stderr);
+        assert!(bad.stderr.contains("top share"), "{}", bad.stderr);
+    }
     let monthly = leadscore(&[
         "evaluate",
         "--model",

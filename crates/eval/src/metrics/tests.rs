@@ -108,3 +108,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_bootstrap_of_no_resample_is_an_error_not_a_panic() {
+    let (scores, labels) = ([0.9, 0.1, 0.6, 0.4], [true, false, true, false]);
+    assert_eq!(
+        bootstrap(&scores, &labels, 0, 1, roc_auc).unwrap_err(),
+        MetricError::NoResamples
+    );
+}

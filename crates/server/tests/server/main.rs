@@ -1096,6 +1096,8 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
     assert_eq!((status, score(&same)), (200, score(&active)));
     assert_eq!(explained("&model=newest").0, 400);
     assert_eq!(explained("&model=99").0, 404);
+    let (status, bad) = server.get("/api/v1/models/compare?top_share=0", &read);
+    assert_eq!(status, 400, "{bad}");
     let (status, c) = server.get("/api/v1/models/compare", &read);
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["challenger"], version);
