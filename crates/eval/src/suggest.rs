@@ -30,6 +30,31 @@ pub struct TrainConfig {
     pub name: String,
 }
 
+impl TrainConfig {
+    /// Settings training can run with on `positives` and `negatives` rows:
+    /// a finite, non-negative penalty, at least 2 folds and no more folds
+    /// than rows of either outcome (each fold needs both to rank).
+    pub fn check(&self, positives: usize, negatives: usize) -> Result<(), String> {
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return Err(format!(
+                "the L2 penalty: a number at least 0, found {}",
+                self.lambda
+            ));
+        }
+        if self.features.bins == 0 {
+            return Err("numeric bins: at least 1".into());
+        }
+        let fewest = positives.min(negatives);
+        if self.folds < 2 || self.folds > fewest {
+            return Err(format!(
+                "{} folds: between 2 and the number of contacts of the rarer outcome ({positives} converted, {negatives} not)",
+                self.folds
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> TrainConfig {
         TrainConfig {
@@ -134,6 +159,7 @@ pub fn train_rows(
         }
         .to_string());
     }
+    config.check(positives, labels.len() - positives)?;
     let folds = stratified_folds(labels, config.folds, config.seed);
     let (mut fold_auc_model, mut fold_auc_toml) = (Vec::new(), Vec::new());
     for k in 0..config.folds {

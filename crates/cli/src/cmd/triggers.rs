@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use leadscore_core::fold::sort_log;
 use leadscore_core::time::Timestamp;
 use leadscore_core::triggers::simulate;
@@ -34,6 +34,9 @@ pub fn run(input: &Input, db: &Path, from: Option<&str>, format: Format) -> Resu
     load::report_skipped(&loaded.skipped);
     let model = &loaded.model;
     let to = loaded.as_of;
+    if let Some(from) = from.filter(|from| *from > to) {
+        bail!("--from {from} is after the end of the period ({to})");
+    }
     let mut rows: Vec<Row> = loaded
         .contacts
         .into_par_iter()

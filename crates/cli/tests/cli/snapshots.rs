@@ -126,6 +126,11 @@ fn triggers_prints_every_firing_of_the_period() {
     let mut later = all.to_vec();
     later.extend(["--from", "2025-03-20", "--format", "jsonl"]);
     assert_snapshot!(leadscore(&later).success());
+    let mut backwards = all.to_vec();
+    backwards.extend(["--from", "2026-01-01"]);
+    assert!(leadscore(&backwards)
+        .failure()
+        .contains("is after the end of the period"));
 }
 
 /// Point-in-time evaluation on the fixtures' outcomes (alice won, bob lost,

@@ -349,3 +349,47 @@ fn training_rows_carry_decayed_counts_and_recency() {
     );
     assert_eq!(row["days_since:Clicked"], json!(7.0));
 }
+
+#[test]
+fn settings_training_cannot_run_with_are_refused() {
+    let (rows, labels) = planted(60, 3);
+    let positives = labels.iter().filter(|l| **l).count();
+    for (config, says) in [
+        (
+            TrainConfig {
+                lambda: f64::NAN,
+                ..TrainConfig::default()
+            },
+            "L2 penalty",
+        ),
+        (
+            TrainConfig {
+                lambda: -1.0,
+                ..TrainConfig::default()
+            },
+            "L2 penalty",
+        ),
+        (
+            TrainConfig {
+                folds: 1,
+                ..TrainConfig::default()
+            },
+            "folds",
+        ),
+        (
+            TrainConfig {
+                folds: positives.min(60 - positives) + 1,
+                ..TrainConfig::default()
+            },
+            "folds",
+        ),
+    ] {
+        let err = train_table(&rows, &labels, &config).unwrap_err();
+        assert!(err.contains(says), "{err}");
+    }
+    let mut config = TrainConfig::default();
+    config.features.bins = 0;
+    assert!(train_table(&rows, &labels, &config)
+        .unwrap_err()
+        .contains("bins"));
+}
