@@ -28,16 +28,7 @@ pub fn as_of(text: Option<&str>) -> Result<Timestamp> {
     match text {
         None => Ok(leadscore_store::now()),
         Some(text) => {
-            if let Ok(date) = text.parse::<jiff::civil::Date>() {
-                if !text.contains('T') {
-                    let ts = date
-                        .to_zoned(jiff::tz::TimeZone::UTC)
-                        .context("date out of range")?
-                        .timestamp();
-                    return Ok(Timestamp(ts.as_nanosecond() as i64));
-                }
-            }
-            Timestamp::parse(text).map_err(|e| anyhow::anyhow!("--as-of: {e}"))
+            Timestamp::parse_date_or_time(text).map_err(|e| anyhow::anyhow!("--as-of: {e}"))
         }
     }
 }

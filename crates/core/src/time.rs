@@ -28,6 +28,25 @@ impl Timestamp {
             .map_err(|_| format!("timestamp {text:?} is outside the years 1678..2262"))
     }
 
+    /// Parses a date (`YYYY-MM-DD`, midnight UTC) or an RFC 3339
+    /// timestamp: how people give "as of" times on a command line or in a
+    /// query string.
+    pub fn parse_date_or_time(text: &str) -> Result<Timestamp, String> {
+        if !text.contains('T') {
+            if let Ok(date) = text.parse::<jiff::civil::Date>() {
+                let outside = || format!("date {text:?} is outside the years 1678..2262");
+                let ts = date
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .map_err(|_| outside())?
+                    .timestamp();
+                return i64::try_from(ts.as_nanosecond())
+                    .map(Timestamp)
+                    .map_err(|_| outside());
+            }
+        }
+        Timestamp::parse(text).map_err(|e| format!("{e}; or a date, YYYY-MM-DD"))
+    }
+
     /// Seconds since the epoch as a float (for decay arithmetic).
     pub fn seconds_f64(self) -> f64 {
         self.0 as f64 / NANOS_PER_SECOND as f64
@@ -254,6 +273,23 @@ impl fmt::Display for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_times_as_people_give_them() {
+        let midnight = Timestamp::parse("2025-03-01T00:00:00Z").unwrap();
+        assert_eq!(Timestamp::parse_date_or_time("2025-03-01"), Ok(midnight));
+        assert_eq!(
+            Timestamp::parse_date_or_time("2025-03-01T01:00:00+01:00"),
+            Ok(midnight)
+        );
+        for outside in ["2300-01-01", "1600-01-01", "9999-12-31"] {
+            let err = Timestamp::parse_date_or_time(outside).unwrap_err();
+            assert!(err.contains("outside the years"), "{outside}: {err}");
+        }
+        assert!(Timestamp::parse_date_or_time("soon")
+            .unwrap_err()
+            .contains("or a date"));
+    }
     use proptest::prelude::*;
 
     fn by_jiff(text: &str) -> Option<i64> {

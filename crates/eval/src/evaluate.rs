@@ -35,9 +35,7 @@ impl Policy {
             format!("--as-of-policy {text:?}: expected fixed:DATE, before:DURATION or after-first-seen:DURATION")
         })?;
         match kind {
-            "fixed" => Timestamp::parse(value)
-                .or_else(|_| Timestamp::parse(&format!("{value}T00:00:00Z")))
-                .map(Policy::Fixed),
+            "fixed" => Timestamp::parse_date_or_time(value).map(Policy::Fixed),
             "before" => Duration::parse(value).map(Policy::Before),
             "after-first-seen" => Duration::parse(value).map(Policy::AfterFirstSeen),
             other => Err(format!(

@@ -823,7 +823,7 @@ async fn history(
     let span = params(query)?;
     let bound = |name: &str, text: Option<String>| -> Result<Option<Timestamp>, ApiError> {
         text.map(|t| {
-            Timestamp::parse(&t)
+            Timestamp::parse_date_or_time(&t)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
         })
         .transpose()
@@ -1254,7 +1254,7 @@ struct Explain {
 fn parse_time(text: Option<&str>) -> Result<Timestamp, ApiError> {
     match text {
         None => Ok(now()),
-        Some(t) => Timestamp::parse(t)
+        Some(t) => Timestamp::parse_date_or_time(t)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("as_of: {e}"))),
     }
 }

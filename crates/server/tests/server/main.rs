@@ -272,6 +272,12 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
         ["2025-03-02T10:00:00Z", "2025-03-03T10:00:00Z"],
         "{span}"
     );
+    // Dates work too (midnight UTC), as on the command line.
+    let (_, by_date) = server.get(
+        "/api/v1/contacts/eve/history?from=2025-03-02&to=2025-03-04",
+        &read,
+    );
+    assert_eq!(by_date, span);
     let (status, bad) = server.get("/api/v1/contacts/eve/history?from=soon", &read);
     assert_eq!(status, 400, "{bad}");
     assert!(bad["error"].as_str().unwrap().starts_with("from:"), "{bad}");
