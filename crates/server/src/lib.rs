@@ -1531,7 +1531,8 @@ struct PostedOutcome {
     contact_id: String,
     outcome: String,
     value: Option<f64>,
-    at: Option<Timestamp>,
+    /// RFC 3339 or a date (midnight UTC), as in outcome files.
+    at: Option<String>,
 }
 
 /// `POST /api/v1/outcomes` (ingest scope, as CRMs push them): one outcome
@@ -1565,11 +1566,20 @@ async fn outcomes(
                 format!("outcomes[{index}]: contact_id and outcome must not be empty"),
             ));
         }
+        let at = match o.at.as_deref() {
+            None => received,
+            Some(at) => Timestamp::parse_date_or_time(at).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("outcomes[{index}]: at: {e}"),
+                )
+            })?,
+        };
         parsed.push(leadscore_store::Outcome {
             contact_id: o.contact_id,
             outcome: o.outcome,
             value: o.value,
-            at: o.at.unwrap_or(received),
+            at,
         });
     }
     let count = parsed.len();

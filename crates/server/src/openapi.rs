@@ -683,7 +683,10 @@ fn schemas(components: ComponentsBuilder) -> ComponentsBuilder {
                 .schema_type(Type::Number)
                 .description(Some("deal value")),
         )
-        .property("at", text("RFC 3339; default: now"));
+        .property(
+            "at",
+            text("RFC 3339, or a date (midnight UTC); default: now"),
+        );
     let outcomes = OneOfBuilder::new()
         .item(Ref::from_schema_name("Outcome"))
         .item(

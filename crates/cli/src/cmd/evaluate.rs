@@ -35,10 +35,16 @@ fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
                     format!("{name}:{}: field `{f}` missing or not a string", i + 1)
                 })
             };
+            let value = match &v["value"] {
+                serde_json::Value::Null => None,
+                number => Some(number.as_f64().with_context(|| {
+                    format!("{name}:{}: field `value`: not a number: {number}", i + 1)
+                })?),
+            };
             out.push(Outcome {
                 contact_id: field("contact_id")?,
                 outcome: field("outcome")?,
-                value: v["value"].as_f64(),
+                value,
                 at: parse_at(&field("at")?, i + 1)?,
             });
         }

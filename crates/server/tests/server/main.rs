@@ -692,10 +692,11 @@ fn outcomes_are_recorded_for_evaluation() {
     let (status, body) = server.post("/api/v1/outcomes", &key, &json!({"outcomes": [
         {"contact_id": "ann", "outcome": "won", "value": 5000.0, "at": "2025-04-01T00:00:00+02:00"},
         {"contact_id": "ben", "outcome": "disqualified"},
+        {"contact_id": "dee", "outcome": "lost", "at": "2025-05-02"},
     ]}));
     assert_eq!(
         (status, body["recorded"].clone()),
-        (201, json!(2)),
+        (201, json!(3)),
         "{body}"
     );
     let (status, body) = server.post(
@@ -717,9 +718,10 @@ fn outcomes_are_recorded_for_evaluation() {
     assert_eq!(status, 400, "{body}");
     let store = server.stop();
     let recorded = store.outcomes().unwrap();
-    assert_eq!(recorded.len(), 2, "a rejected request stores nothing");
+    assert_eq!(recorded.len(), 3, "a rejected request stores nothing");
     assert_eq!(recorded[0].at.to_string(), "2025-03-31T22:00:00Z");
     assert_eq!(recorded[1].outcome, "disqualified");
+    assert_eq!(recorded[2].at.to_string(), "2025-05-02T00:00:00Z");
 }
 
 #[test]
