@@ -110,6 +110,17 @@ pub fn read_contacts_mapped(
             None => Some(h.to_string()),
         })
         .collect();
+    // Two columns becoming the same trait would keep one silently.
+    let mut seen = std::collections::BTreeMap::new();
+    for (header, name) in headers.iter().zip(&names) {
+        let Some(name) = name else { continue };
+        if let Some(first) = seen.insert(name.as_str(), header) {
+            return Err(error(
+                1,
+                format!("columns `{first}` and `{header}` would both become trait `{name}`"),
+            ));
+        }
+    }
     let mut rows = Vec::new();
     for record in csv.records() {
         let record = record.map_err(|e| {
@@ -185,5 +196,17 @@ mod tests {
         assert_eq!(e.to_string(), "c.csv:3: empty `id`");
         let e = read_contacts("id,x\na,1\nb,2,3\n".as_bytes(), "c.csv", "id").unwrap_err();
         assert!(e.to_string().starts_with("c.csv:3: malformed CSV"), "{e}");
+        let e = read_contacts("id,plan,plan\na,x,y\n".as_bytes(), "c.csv", "id").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.csv:1: columns `plan` and `plan` would both become trait `plan`"
+        );
+        let map = ColumnMap::from([("Plan".to_string(), Some("plan".to_string()))]);
+        let e = read_contacts_mapped("id,plan,Plan\na,x,y\n".as_bytes(), "c.csv", "id", &map)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.csv:1: columns `plan` and `Plan` would both become trait `plan`"
+        );
     }
 }
