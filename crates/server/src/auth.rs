@@ -93,16 +93,20 @@ pub(crate) async fn authorize(
 }
 
 /// The ingest routes' check, which also returns the parsed body: the key
-/// of the Authorization header or, without one, the body's `writeKey`, as
-/// analytics.js sends it (its requests carry no header, so that browsers
-/// send them without a CORS preflight). An unreadable body without a
-/// header is a 401, a body too large a 413.
+/// of the Authorization header; without one, `query_key` (the beacon
+/// route's `?writeKey=`, as RudderStack's SDK sends it with
+/// `navigator.sendBeacon`, which cannot set headers); else the body's
+/// `writeKey`, as analytics.js sends it (its requests carry no header, so
+/// that browsers send them without a CORS preflight). An unreadable body
+/// without a key elsewhere is a 401, a body too large a 413.
 pub(crate) async fn authorize_ingest(
     handle: &StoreHandle,
     headers: &HeaderMap,
+    query_key: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Value, ApiError> {
-    if let Some(key) = presented_key(headers) {
+    let presented = presented_key(headers).or_else(|| query_key.map(str::to_string));
+    if let Some(key) = presented.filter(|k| !k.is_empty()) {
         check(handle, &key, Scope::Ingest).await?;
         return json_body(body);
     }

@@ -198,6 +198,7 @@ fn router_closing(
         .route("/v1/g", post(group))
         .route("/v1/a", post(alias))
         .route("/v1/b", post(batch))
+        .route("/beacon/v1/batch", post(beacon_batch))
         .route("/api/v1/outcomes", post(outcomes));
     let api = Router::new()
         .route("/api/v1/contacts/{id}", get(contact).delete(erase))
@@ -702,7 +703,7 @@ async fn single(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let value = authorize_ingest(&handle, &headers, body).await?;
+    let value = authorize_ingest(&handle, &headers, None, body).await?;
     let message =
         Message::from_json(value, Some(kind), Some(now())).map_err(|e| ApiError::message(&e))?;
     handle.ingest(vec![Incoming::new(message)]).await?;
@@ -735,7 +736,36 @@ async fn batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Value::Object(object) = authorize_ingest(&handle, &headers, body).await? else {
+    let value = authorize_ingest(&handle, &headers, None, body).await?;
+    ingest_batch(&handle, value).await
+}
+
+/// `?writeKey=` of the beacon route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BeaconKey {
+    #[serde(rename = "writeKey")]
+    write_key: Option<String>,
+}
+
+/// `POST /beacon/v1/batch?writeKey=KEY`: a batch as RudderStack's browser
+/// SDK sends it with `useBeacon` (`navigator.sendBeacon` cannot set an
+/// Authorization header, so the write key is in the query string, as
+/// RudderStack's own gateway takes it).
+async fn beacon_batch(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<BeaconKey>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let key = query.ok().and_then(|Query(q)| q.write_key);
+    let value = authorize_ingest(&handle, &headers, key.as_deref(), body).await?;
+    ingest_batch(&handle, value).await
+}
+
+/// Validates and commits a batch body, keeping its valid messages.
+async fn ingest_batch(handle: &StoreHandle, value: Value) -> Result<Json<Value>, ApiError> {
+    let Value::Object(object) = value else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "expected {\"batch\": [messages]}",

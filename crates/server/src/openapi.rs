@@ -204,6 +204,16 @@ pub const ROUTES: &[Route] = &[
     short("/v1/b", "Same as /v1/batch (analytics.js's batching mode)."),
     Route {
         method: "POST",
+        path: "/beacon/v1/batch",
+        access: Access::Ingest,
+        tag: "ingest",
+        summary: "Same as /v1/batch with the write key as ?writeKey= (RudderStack's SDK with useBeacon: sendBeacon cannot set headers).",
+        body: Some("application/json"),
+        query: &["writeKey"],
+        responses: SHORT_RESPONSES,
+    },
+    Route {
+        method: "POST",
         path: "/api/v1/outcomes",
         access: Access::Ingest,
         tag: "outcomes",
@@ -615,7 +625,7 @@ pub fn spec() -> OpenApi {
 /// The schema (in `components`) of a route's JSON request body.
 pub fn body_schema(path: &str) -> Option<&'static str> {
     match path {
-        "/v1/batch" | "/v1/import" | "/v1/b" => Some("Batch"),
+        "/v1/batch" | "/v1/import" | "/v1/b" | "/beacon/v1/batch" => Some("Batch"),
         "/api/v1/outcomes" => Some("Outcomes"),
         p if p.starts_with("/v1/") => Some("Message"),
         _ => None,
@@ -721,7 +731,9 @@ pub fn page() -> String {
             rows += &format!("<tr><th colspan=\"4\">{}</th></tr>\n", escape(tag));
         }
         let access = match r.access {
-            Access::Ingest => "write key (Basic, or the body's writeKey)",
+            Access::Ingest => {
+                "write key (Basic, the body's writeKey, or ?writeKey= on the beacon route)"
+            }
             Access::Read => "read key",
             Access::Admin => "admin key",
             Access::Signed => "signed link",

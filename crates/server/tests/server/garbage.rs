@@ -117,6 +117,7 @@ fn garbage_gets_a_documented_json_answer_and_the_server_keeps_serving() {
         Just("/v1/import"),
         Just("/v1/b"),
         Just("/v1/t"),
+        Just("/beacon/v1/batch"),
         Just("/api/v1/outcomes"),
     ];
     let mut runner = TestRunner::new(Config::with_cases(512));

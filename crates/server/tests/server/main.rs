@@ -131,6 +131,12 @@ fn every_route_checks_its_key() {
         ),
         (
             "POST",
+            "/beacon/v1/batch",
+            Needs::Ingest,
+            Some(json!({"batch": [typed(track("u", "t3", "X"))]})),
+        ),
+        (
+            "POST",
             "/api/v1/outcomes",
             Needs::Ingest,
             Some(json!({"contact_id": "u", "outcome": "won", "value": 1200.0})),
@@ -441,6 +447,42 @@ fn analytics_js_requests_work_unchanged() {
     let mut body = track.clone();
     body["writeKey"] = json!(server.write_key);
     assert_eq!(server.post("/v1/t", &basic(&server.read_key), &body).0, 403);
+}
+
+/// RudderStack's browser SDK with `useBeacon`: `navigator.sendBeacon`
+/// posts `{"batch": [...]}` to `/beacon/v1/batch?writeKey=KEY`, with no
+/// header to carry the key.
+#[test]
+fn rudderstack_beacon_requests_work_unchanged() {
+    let server = Server::start();
+    let body = json!({"batch": [
+        {"type": "track", "event": "A", "userId": "rs", "messageId": "r1", "timestamp": "2025-01-01T00:00:00Z"},
+        {"type": "page", "name": "Home", "anonymousId": "ars", "messageId": "r2", "timestamp": "2025-01-01T00:00:01Z"},
+    ], "sentAt": "2025-01-01T00:00:02Z"});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let send = |query: &str| {
+        let path = format!("/beacon/v1/batch{query}");
+        server.raw(
+            "POST",
+            &path,
+            "",
+            &bytes,
+            &[("Content-Type", "text/plain;charset=UTF-8")],
+        )
+    };
+    let (status, answer) = send(&format!("?writeKey={}", server.write_key));
+    assert_eq!(status, 200, "{answer}");
+    let (_, events) = server.get("/api/v1/contacts/rs/events", &bearer(&server.read_key));
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    for (query, expected) in [
+        (String::new(), 401),
+        ("?writeKey=".to_string(), 401),
+        ("?writeKey=ls_ingest_not_a_key".to_string(), 401),
+        (format!("?writeKey={}", server.revoked_key), 401),
+        (format!("?writeKey={}", server.read_key), 403),
+    ] {
+        assert_eq!(send(&query).0, expected, "{query}");
+    }
 }
 
 /// Segment's batch call: the batch's `context` applies to every message,
