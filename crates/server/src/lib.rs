@@ -36,7 +36,7 @@ pub mod delivery;
 mod links;
 pub mod openapi;
 
-pub use links::sign_link;
+pub use links::{redirect_allowed, sign_link};
 
 /// Opens another connection to the same store (for background jobs such as
 /// a model activation, which must not hold up ingestion).

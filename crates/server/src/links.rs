@@ -64,6 +64,12 @@ fn verified(
     }
 }
 
+/// Whether a click link may redirect to `url`: http(s) only, so that a
+/// signed link can never become a `javascript:` or `data:` redirect.
+pub fn redirect_allowed(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
 /// The event a link records: `u` (userId) or `a` (anonymousId), `c`
 /// (campaign), and for clicks `url`.
 fn event(name: &str, params: &BTreeMap<String, String>) -> Result<Message, ApiError> {
@@ -119,7 +125,7 @@ pub(crate) async fn click(
     verified(&state, "/t/click", &params)?;
     let url = params
         .get("url")
-        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .filter(|u| redirect_allowed(u))
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "url: an http(s) URL is needed"))?;
     let message = event("Email Link Clicked", &params)?;

@@ -134,6 +134,16 @@ pub fn sign(
     let Some(secret) = link_secret() else {
         bail!("set LEADSCORE_LINK_SECRET (the same value as the server's) to sign links");
     };
+    // What the server would refuse is refused here, before it is mailed.
+    if user.trim().is_empty() {
+        bail!("--user: an id is needed");
+    }
+    if !leadscore_server::redirect_allowed(base) {
+        bail!("--base: the server's http(s) URL is needed, found {base:?}");
+    }
+    if let Some(url) = click.filter(|url| !leadscore_server::redirect_allowed(url)) {
+        bail!("--click: links may only lead to http(s) URLs, found {url:?}");
+    }
     let mut params = std::collections::BTreeMap::new();
     params.insert("u".to_string(), user.to_string());
     if let Some(c) = campaign {

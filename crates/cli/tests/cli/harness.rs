@@ -48,7 +48,15 @@ fn command(args: &[&str]) -> Command {
 /// Runs `leadscore ARGS` with the fixtures directory as working directory
 /// (so error messages show short relative paths).
 pub fn leadscore(args: &[&str]) -> Run {
-    let output = command(args).output().expect("leadscore runs");
+    leadscore_env(args, &[])
+}
+
+/// [`leadscore`] with these environment variables set.
+pub fn leadscore_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output = command(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("leadscore runs");
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),

@@ -292,3 +292,75 @@ fn an_event_can_be_the_outcome() {
     ]);
     assert_eq!(both.code, 2, "--outcome-event and --outcomes conflict");
 }
+
+/// `leadscore link` signs what the server verifies, and refuses what the
+/// server would refuse (so a bad link is never mailed).
+#[test]
+fn link_signs_what_the_server_accepts_and_refuses_the_rest() {
+    let env = [("LEADSCORE_LINK_SECRET", "s3cret")];
+    let out = crate::harness::leadscore_env(
+        &[
+            "link",
+            "--base",
+            "https://mail.example/",
+            "--user",
+            "u1",
+            "--campaign",
+            "spring",
+            "--click",
+            "https://shop.example/a?b=c&d=é",
+        ],
+        &env,
+    )
+    .success();
+    let (path, query) = out.trim().split_once('?').unwrap();
+    assert_eq!(path, "https://mail.example/t/click");
+    let mut params: std::collections::BTreeMap<String, String> = query
+        .split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            let bytes: Vec<u8> = v.bytes().collect();
+            let mut decoded = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    decoded.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                } else {
+                    decoded.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            (k.to_string(), String::from_utf8(decoded).unwrap())
+        })
+        .collect();
+    assert_eq!(params["url"], "https://shop.example/a?b=c&d=é");
+    let sig = params.remove("sig").unwrap();
+    assert_eq!(
+        sig,
+        leadscore_server::sign_link(b"s3cret", "/t/click", &params)
+    );
+    for (args, says) in [
+        (
+            vec![
+                "--base",
+                "https://x",
+                "--user",
+                "u1",
+                "--click",
+                "javascript:alert(1)",
+            ],
+            "--click",
+        ),
+        (vec!["--base", "ftp://x", "--user", "u1"], "--base"),
+        (vec!["--base", "https://x", "--user", " "], "--user"),
+    ] {
+        let mut all = vec!["link"];
+        all.extend(args);
+        let e = crate::harness::leadscore_env(&all, &env).failure();
+        assert!(e.contains(says), "{e}");
+    }
+    let e = leadscore(&["link", "--base", "https://x", "--user", "u1"]).failure();
+    assert!(e.contains("LEADSCORE_LINK_SECRET"), "{e}");
+}
