@@ -25,6 +25,9 @@ pub fn run(
         }
     };
     let settings = settings.resolve(file);
+    if let Some(limit) = settings.body_limit.filter(|&n| n < 1024) {
+        bail!("body_limit: at least 1024 bytes (a Segment message may be 32 KB), found {limit}");
+    }
     if print_config {
         super::emit(&toml::to_string(&settings)?)?;
         return Ok(ExitCode::SUCCESS);

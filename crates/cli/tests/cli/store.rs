@@ -860,10 +860,13 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     assert_eq!(env["cors_origins"].as_array().unwrap().len(), 2);
     let flags = print(
         &[("LEADSCORE_LISTEN", "127.0.0.1:7000")],
-        &["--listen", "127.0.0.1:6000", "--body-limit", "5"],
+        &["--listen", "127.0.0.1:6000", "--body-limit", "5000"],
     );
     assert_eq!(flags["listen"].as_str(), Some("127.0.0.1:6000"));
-    assert_eq!(flags["body_limit"].as_integer(), Some(5));
+    assert_eq!(flags["body_limit"].as_integer(), Some(5000));
+    // A limit no message fits in is refused, not served.
+    let tiny = leadscore(&["serve", "--body-limit", "5", "--print-config"]).failure();
+    assert!(tiny.contains("body_limit: at least 1024"), "{tiny}");
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();
     let bad = leadscore(&[
         "serve",
