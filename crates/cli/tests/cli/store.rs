@@ -822,7 +822,7 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     let file = dir.path().join("serve.toml");
     std::fs::write(
         &file,
-        "listen = \"127.0.0.1:9000\"\nbody_limit = 1000\ncors_origins = [\"https://a.example\"]\n",
+        "listen = \"127.0.0.1:9000\"\nbody_limit = 10000\ncors_origins = [\"https://a.example\"]\n",
     )
     .unwrap();
     let file = file.display().to_string();
