@@ -21,6 +21,7 @@ fn check_reports_model_errors_with_places() {
         "bad-duration",
         "bad-duplicate",
         "bad-streak",
+        "bad-label",
     ] {
         assert_snapshot!(bad, leadscore(&["check", &format!("{bad}.toml")]).failure());
     }

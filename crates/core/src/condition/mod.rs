@@ -184,6 +184,105 @@ enum Node {
     Comprehension(Box<Comprehension>),
 }
 
+impl Node {
+    /// Calls `f` on each direct child.
+    fn for_each_child(&self, f: &mut dyn FnMut(&Node)) {
+        match self {
+            Node::Literal(_)
+            | Node::Var(_)
+            | Node::Local(_)
+            | Node::Path(..)
+            | Node::Count(_)
+            | Node::DaysSince(_) => {}
+            Node::Select(x, _)
+            | Node::Has(x, _)
+            | Node::Not(x)
+            | Node::Neg(x)
+            | Node::InLiterals(x, _)
+            | Node::StrTest(_, x, _)
+            | Node::EqLiteral(_, x, _)
+            | Node::Matches(x, _)
+            | Node::Convert(_, x)
+            | Node::NotStrictlyFalse(x) => f(x),
+            Node::Index(a, b)
+            | Node::And(a, b)
+            | Node::Or(a, b)
+            | Node::Compare(_, a, b)
+            | Node::Arith(_, a, b)
+            | Node::In(a, b) => {
+                f(a);
+                f(b);
+            }
+            Node::Ternary(a, b, c) => {
+                f(a);
+                f(b);
+                f(c);
+            }
+            Node::List(items) => items.iter().for_each(f),
+            Node::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                f(k);
+                f(v);
+            }),
+            Node::Method(_, x, args) => {
+                f(x);
+                args.iter().for_each(f);
+            }
+            Node::Comprehension(c) => {
+                for n in [&c.range, &c.init, &c.cond, &c.step, &c.result] {
+                    f(n);
+                }
+            }
+        }
+    }
+}
+
+/// A label a trigger condition can compare with a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// `tier`.
+    Tier,
+    /// `grade`.
+    Grade,
+    /// `stage`.
+    Stage,
+    /// `status`.
+    Status,
+}
+
+impl Condition {
+    /// The names the condition compares a label with, as written:
+    /// `tier == "hot"`, `stage != "SQL"`, `grade in ["A", "B"]` (for
+    /// checking them against the model's names).
+    pub fn label_literals(&self) -> Vec<(Label, String)> {
+        fn label(node: &Node) -> Option<Label> {
+            match node {
+                Node::Var(Var::Tier) => Some(Label::Tier),
+                Node::Var(Var::Grade) => Some(Label::Grade),
+                Node::Var(Var::Stage) => Some(Label::Stage),
+                Node::Var(Var::Status) => Some(Label::Status),
+                _ => None,
+            }
+        }
+        fn visit(node: &Node, out: &mut Vec<(Label, String)>) {
+            let found = match node {
+                Node::EqLiteral(_, x, lit) => label(x).map(|l| (l, std::slice::from_ref(lit))),
+                Node::InLiterals(x, lits) => label(x).map(|l| (l, lits.as_slice())),
+                _ => None,
+            };
+            if let Some((l, literals)) = found {
+                out.extend(literals.iter().filter_map(|lit| match lit {
+                    Literal::Str(s) => Some((l, s.clone())),
+                    _ => None,
+                }));
+            }
+            node.for_each_child(&mut |child| visit(child, out));
+        }
+        let mut out = Vec::new();
+        visit(&self.root, &mut out);
+        out
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Comprehension {
     range: Node,
@@ -288,58 +387,13 @@ impl Condition {
 impl TimeTerms {
     fn walk(&mut self, node: &Node) {
         match node {
-            Node::Compare(_, a, b) => {
-                if !(self.compared(a, b) || self.compared(b, a)) {
-                    self.walk(a);
-                    self.walk(b);
-                }
-            }
-            Node::EqLiteral(_, a, lit) => {
-                if !self.compared(a, &Node::Literal(lit.clone())) {
-                    self.walk(a);
-                }
-            }
+            Node::Compare(_, a, b) if self.compared(a, b) || self.compared(b, a) => {}
+            Node::EqLiteral(_, a, lit) if self.compared(a, &Node::Literal(lit.clone())) => {}
             Node::Var(Var::Score | Var::Raw | Var::Engagement) | Node::DaysSince(_) => {
                 self.opaque = true
             }
             Node::Var(Var::Tier | Var::Stage) => self.labels = true,
-            Node::Literal(_) | Node::Var(_) | Node::Local(_) | Node::Path(..) | Node::Count(_) => {}
-            Node::Select(x, _)
-            | Node::Has(x, _)
-            | Node::Not(x)
-            | Node::Neg(x)
-            | Node::InLiterals(x, _)
-            | Node::StrTest(_, x, _)
-            | Node::Matches(x, _)
-            | Node::Convert(_, x)
-            | Node::NotStrictlyFalse(x) => self.walk(x),
-            Node::Index(a, b)
-            | Node::And(a, b)
-            | Node::Or(a, b)
-            | Node::Arith(_, a, b)
-            | Node::In(a, b) => {
-                self.walk(a);
-                self.walk(b);
-            }
-            Node::Ternary(a, b, c) => {
-                self.walk(a);
-                self.walk(b);
-                self.walk(c);
-            }
-            Node::List(items) => items.iter().for_each(|n| self.walk(n)),
-            Node::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-                self.walk(k);
-                self.walk(v);
-            }),
-            Node::Method(_, x, args) => {
-                self.walk(x);
-                args.iter().for_each(|n| self.walk(n));
-            }
-            Node::Comprehension(c) => {
-                for n in [&c.range, &c.init, &c.cond, &c.step, &c.result] {
-                    self.walk(n);
-                }
-            }
+            _ => node.for_each_child(&mut |child| self.walk(child)),
         }
     }
 

@@ -251,3 +251,24 @@ fn rejects_unknown_variables_functions_and_syntax_with_offsets() {
     assert!(e.message.contains("string literal"), "{}", e.message);
     assert!(check("   ", Place::Contact).is_err());
 }
+
+#[test]
+fn label_names_are_found_wherever_they_are_compared() {
+    let c = check(
+        r#"(tier == "hot" || !(stage != "SQL")) && (score > 3 ? grade in ["A", "B", 1] : status == "active") && traits.tier == "x""#,
+        Place::Trigger,
+    )
+    .unwrap();
+    let mut found = c.label_literals();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        found,
+        [
+            (Label::Grade, "A".to_string()),
+            (Label::Grade, "B".to_string()),
+            (Label::Stage, "SQL".to_string()),
+            (Label::Status, "active".to_string()),
+            (Label::Tier, "hot".to_string()),
+        ]
+    );
+}

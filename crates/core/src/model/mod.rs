@@ -316,7 +316,11 @@ impl Model {
         let tiers = Labels::build("tier", &file.tier, &mut b);
         let grades = Labels::build("grade", &file.grade, &mut b);
         let stages = Labels::build("stage", &file.stage, &mut b);
-        let triggers: Vec<_> = file.trigger.iter().map(|c| c.build(&mut b)).collect();
+        let triggers: Vec<_> = file
+            .trigger
+            .iter()
+            .map(|c| c.build(&mut b, [&tiers, &grades, &stages]))
+            .collect();
         let tick = file.triggers.tick(&mut b);
         if !b.errors.list.is_empty() {
             return Err(ModelErrors(b.errors.list));

@@ -6,8 +6,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::condition::{Condition, Place};
+use crate::condition::{Condition, Label, Place};
 use crate::model::Build;
+use crate::rules::labels::Labels;
 use crate::time::Duration;
 
 /// A trigger as written in the model.
@@ -127,7 +128,9 @@ pub struct Trigger {
 }
 
 impl TriggerConfig {
-    pub(crate) fn build(&self, b: &mut Build<'_>) -> Option<Trigger> {
+    /// The trigger, with its condition's label names checked against the
+    /// model's `[tiers, grades, stages]`.
+    pub(crate) fn build(&self, b: &mut Build<'_>, labels: [&Labels; 3]) -> Option<Trigger> {
         let id = self.id.get_ref();
         let here = Some(id.as_str());
         if self.actions.is_empty() {
@@ -152,10 +155,44 @@ impl TriggerConfig {
                 _ => {}
             }
         }
-        let when = b.condition(&self.when, Place::Trigger, id);
+        let when = b.condition(&self.when, Place::Trigger, id)?;
+        // A name the label never takes (a typo, a renamed tier) would make
+        // the trigger fire never, or always.
+        for (label, name) in when.label_literals() {
+            let (kind, plural, names): (&str, &str, Vec<&str>) = match label {
+                Label::Tier => ("tier", "tiers", labels[0].iter().map(|(n, _)| n).collect()),
+                Label::Grade => (
+                    "grade",
+                    "grades",
+                    labels[1].iter().map(|(n, _)| n).collect(),
+                ),
+                Label::Stage => (
+                    "stage",
+                    "stages",
+                    labels[2].iter().map(|(n, _)| n).collect(),
+                ),
+                Label::Status => ("status", "statuses", vec!["active", "excluded"]),
+            };
+            // "" is a label's value for none (never a status's).
+            let none = label != Label::Status;
+            if !(names.contains(&name.as_str()) || (none && name.is_empty())) {
+                let mut known: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+                if none {
+                    known.push("\"\" for none".into());
+                }
+                b.errors.span(
+                    self.when.span(),
+                    here,
+                    format!(
+                        "`{kind}` is never {name:?}: the model's {plural} are {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
         Some(Trigger {
             id: id.clone(),
-            when: when?,
+            when,
             actions: self.actions.clone(),
             once: self.once,
             late: self.late,
