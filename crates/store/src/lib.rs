@@ -1091,7 +1091,7 @@ fn validate(name: &str, source: &str) -> Result<String> {
 
 /// Compiles stored model source.
 fn compile(version: u32, name: &str, source: &str) -> Result<Model> {
-    Model::from_toml(&format!("{name} (v{version})"), source)
+    Model::from_stored_toml(&format!("{name} (v{version})"), source)
         .map_err(|e| StoreError::Model(e.to_string()))
 }
 

@@ -163,6 +163,9 @@ pub(crate) struct Build<'s> {
     pub(crate) errors: Errors<'s>,
     slots: Slots,
     default_half_life: Option<f64>,
+    /// Also refuse models that would run but cannot be what was meant
+    /// (not for versions a store accepted earlier).
+    pub(crate) lint: bool,
 }
 
 impl Build<'_> {
@@ -261,6 +264,19 @@ impl Build<'_> {
 impl Model {
     /// Parses, checks and compiles a model. `file` is used in error places.
     pub fn from_toml(file: &str, source: &str) -> Result<Model, ModelErrors> {
+        Model::parse(file, source, true)
+    }
+
+    /// [`Model::from_toml`] for a version a store accepted earlier: without
+    /// the checks that refuse models that would run but cannot be what was
+    /// meant (a trigger on a tier the model does not have), so that a store
+    /// keeps working when a later release adds such a check. New models are
+    /// always checked with [`Model::from_toml`].
+    pub fn from_stored_toml(file: &str, source: &str) -> Result<Model, ModelErrors> {
+        Model::parse(file, source, false)
+    }
+
+    fn parse(file: &str, source: &str, lint: bool) -> Result<Model, ModelErrors> {
         let mut errors = Errors::new(file, source);
         let parsed: ModelFile = match toml::from_str(source) {
             Ok(parsed) => parsed,
@@ -271,14 +287,15 @@ impl Model {
                 return Err(ModelErrors(errors.list));
             }
         };
-        Model::compile(&parsed, errors)
+        Model::compile(&parsed, errors, lint)
     }
 
-    fn compile(file: &ModelFile, errors: Errors<'_>) -> Result<Model, ModelErrors> {
+    fn compile(file: &ModelFile, errors: Errors<'_>, lint: bool) -> Result<Model, ModelErrors> {
         let mut b = Build {
             errors,
             slots: Slots::default(),
             default_half_life: None,
+            lint,
         };
         if file.model.name.get_ref().trim().is_empty() {
             b.errors.span(

@@ -117,3 +117,27 @@ fn dispatch_interns_names_once() {
     assert!(m.contact_rules_use_activity());
     assert_eq!(m.summary(), "0 exclude, 1 fit, 2 engagement, 1 streak, 0 inactivity, 0 tier, 0 grade, 0 stage, 0 trigger");
 }
+
+#[test]
+fn stored_versions_skip_the_checks_added_for_new_models() {
+    let source = r#"
+[model]
+name = "m"
+
+[[tier]]
+name = "hot"
+min = 40
+
+[[trigger]]
+id = "t"
+when = 'tier == "Hot"'
+actions = [{ type = "campaign", campaign = "c" }]
+"#;
+    let err = Model::from_toml("m.toml", source).unwrap_err().to_string();
+    assert!(err.contains("`tier` is never \"Hot\""), "{err}");
+    // A store that accepted this version before the check keeps working.
+    assert!(Model::from_stored_toml("m.toml", source).is_ok());
+    // Every other check still applies to stored versions.
+    let broken = source.replace("min = 40", "min = nan");
+    assert!(Model::from_stored_toml("m.toml", &broken).is_err());
+}

@@ -158,7 +158,12 @@ impl TriggerConfig {
         let when = b.condition(&self.when, Place::Trigger, id)?;
         // A name the label never takes (a typo, a renamed tier) would make
         // the trigger fire never, or always.
-        for (label, name) in when.label_literals() {
+        let checked = if b.lint {
+            when.label_literals()
+        } else {
+            Vec::new()
+        };
+        for (label, name) in checked {
             let (kind, plural, names): (&str, &str, Vec<&str>) = match label {
                 Label::Tier => ("tier", "tiers", labels[0].iter().map(|(n, _)| n).collect()),
                 Label::Grade => (
