@@ -1448,7 +1448,16 @@ async fn scores(
         after,
         limit,
     };
-    let rows = read(&handle, move |store| store.scores(&query)).await?;
+    let rows = read(&handle, move |store| {
+        if let Some((_, model)) = store.active_model()? {
+            if let Err(e) = query.check(&model) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(store.scores(&query)?))
+    })
+    .await?
+    .map_err(bad)?;
     let next = (rows.len() == limit)
         .then(|| {
             rows.last()

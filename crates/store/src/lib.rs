@@ -542,6 +542,33 @@ pub(crate) enum Param {
 }
 
 impl ScoreQuery {
+    /// Refuses a filter on a tier, grade or stage `model` does not define
+    /// (`""`, none, is always allowed): a misspelt name would answer an
+    /// empty list that reads as "nobody is hot today".
+    pub fn check(&self, model: &Model) -> std::result::Result<(), String> {
+        for (kind, plural, wanted, labels) in [
+            ("tier", "tiers", &self.tier, &model.tiers),
+            ("grade", "grades", &self.grade, &model.grades),
+            ("stage", "stages", &self.stage, &model.stages),
+        ] {
+            let Some(wanted) = wanted.as_deref().filter(|w| !w.is_empty()) else {
+                continue;
+            };
+            if !labels.iter().any(|(name, _)| name == wanted) {
+                let names: Vec<String> = labels.iter().map(|(n, _)| format!("{n:?}")).collect();
+                return Err(format!(
+                    "{kind}: the active model has no {kind} {wanted:?} ({plural}: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a contact with `score` passes the filters and comes after
     /// the cursor: what [`ScoreQuery::sql`] selects, for scores computed
     /// outside the database.

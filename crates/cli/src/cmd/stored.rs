@@ -240,9 +240,10 @@ pub fn contact(db: &Path, id: &str, as_of: Option<&str>, json: bool) -> Result<E
 /// The store's leaderboard as of `query.at`.
 pub fn top(db: &Path, query: &ScoreQuery, json: bool) -> Result<ExitCode> {
     let store = store::open_existing(db)?;
-    if store.active_model()?.is_none() {
+    let Some((_, model)) = store.active_model()? else {
         bail!("no active model: `leadscore model add FILE --activate` first");
-    }
+    };
+    query.check(&model).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let rows = store.scores(query)?;
     let at = query.at.expect("the leaderboard is as of a time");
     let mut out = String::new();

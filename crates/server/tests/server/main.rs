@@ -953,6 +953,9 @@ fn unknown_routes_and_methods_answer_json_and_health_checks_work() {
         ("GET", "/api/v1/scores?limit=-1", &read),
         // A misspelt filter must not answer the unfiltered list.
         ("GET", "/api/v1/scores?teir=hot", &read),
+        // So must a tier the model does not have (an empty list would read
+        // as "nobody is hot").
+        ("GET", "/api/v1/scores?tier=Hot", &read),
         (
             "GET",
             "/api/v1/contacts/u/history?form=2025-01-01T00:00:00Z",
