@@ -740,9 +740,9 @@ async fn batch(
     ingest_batch(&handle, value).await
 }
 
-/// `?writeKey=` of the beacon route.
+/// `?writeKey=` of the beacon route (other parameters an SDK adds are
+/// left alone: this route's only reader is an SDK, not a person typing).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct BeaconKey {
     #[serde(rename = "writeKey")]
     write_key: Option<String>,
@@ -758,7 +758,7 @@ async fn beacon_batch(
     query: Result<Query<BeaconKey>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = query.ok().and_then(|Query(q)| q.write_key);
+    let key = params(query)?.write_key;
     let value = authorize_ingest(&handle, &headers, key.as_deref(), body).await?;
     ingest_batch(&handle, value).await
 }

@@ -470,7 +470,7 @@ fn rudderstack_beacon_requests_work_unchanged() {
             &[("Content-Type", "text/plain;charset=UTF-8")],
         )
     };
-    let (status, answer) = send(&format!("?writeKey={}", server.write_key));
+    let (status, answer) = send(&format!("?writeKey={}&v=3", server.write_key));
     assert_eq!(status, 200, "{answer}");
     let (_, events) = server.get("/api/v1/contacts/rs/events", &bearer(&server.read_key));
     assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
