@@ -32,14 +32,14 @@ impl Policy {
     /// Parses `fixed:DATE`, `before:7d` or `after-first-seen:30d`.
     pub fn parse(text: &str) -> Result<Policy, String> {
         let (kind, value) = text.split_once(':').ok_or_else(|| {
-            format!("--as-of-policy {text:?}: expected fixed:DATE, before:DURATION or after-first-seen:DURATION")
+            format!("as-of policy {text:?}: expected fixed:DATE, before:DURATION or after-first-seen:DURATION")
         })?;
         match kind {
             "fixed" => Timestamp::parse_date_or_time(value).map(Policy::Fixed),
             "before" => Duration::parse(value).map(Policy::Before),
             "after-first-seen" => Duration::parse(value).map(Policy::AfterFirstSeen),
             other => Err(format!(
-                "--as-of-policy: unknown kind {other:?} (fixed, before, after-first-seen)"
+                "as-of policy: unknown kind {other:?} (fixed, before, after-first-seen)"
             )),
         }
     }

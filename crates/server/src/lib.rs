@@ -1000,7 +1000,7 @@ async fn campaign_members(
     let since = match q.since.as_deref() {
         None => None,
         Some(text) => Some(
-            Timestamp::parse(text)
+            Timestamp::parse_date_or_time(text)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("since: {e}")))?,
         ),
     };
@@ -1435,6 +1435,12 @@ async fn scores(
         None => (now(), None),
         Some(c) => parse_cursor(c).ok_or_else(|| bad("cursor: malformed".into()))?,
     };
+    if let Some((name, _)) = [("min", p.min), ("max", p.max)]
+        .into_iter()
+        .find(|(_, v)| v.is_some_and(f64::is_nan))
+    {
+        return Err(bad(format!("{name}: a number is needed, found NaN")));
+    }
     let limit = p.limit.unwrap_or(50).clamp(1, 1_000);
     let query = ScoreQuery {
         at: Some(at),

@@ -956,6 +956,7 @@ fn unknown_routes_and_methods_answer_json_and_health_checks_work() {
         // So must a tier the model does not have (an empty list would read
         // as "nobody is hot").
         ("GET", "/api/v1/scores?tier=Hot", &read),
+        ("GET", "/api/v1/scores?min=NaN", &read),
         (
             "GET",
             "/api/v1/contacts/u/history?form=2025-01-01T00:00:00Z",
