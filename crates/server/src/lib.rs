@@ -1130,12 +1130,33 @@ async fn compare_models(
     let top_share = q.top_share.unwrap_or(0.1);
     leadscore_eval::evaluate::check_top_share(top_share)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let (champion, challenger, messages, outcomes) = read(&handle, |store| {
+    // Only contacts with a recorded outcome are compared: their logs, not
+    // the whole store's (a million contacts' events do not fit in memory).
+    let at = now();
+    let (champion, challenger, contacts, outcomes) = read(&handle, move |store| {
+        let outcomes = store.outcomes()?;
+        let mut logs = std::collections::BTreeMap::new();
+        for o in &outcomes {
+            if let Some(log) = store.contact_messages(&o.contact_id)? {
+                logs.entry(log.contact.clone()).or_insert(log.messages);
+            }
+        }
+        let contacts: Vec<leadscore_core::batch::ContactLog> = logs
+            .into_iter()
+            .map(|(id, mut messages)| {
+                messages.retain(|m| m.timestamp <= at);
+                leadscore_core::batch::ContactLog {
+                    id,
+                    base_traits: None,
+                    messages,
+                }
+            })
+            .collect();
         Ok((
             store.active_model()?,
             store.challenger()?,
-            store.messages()?,
-            store.outcomes()?,
+            contacts,
+            outcomes,
         ))
     })
     .await?;
@@ -1152,7 +1173,6 @@ async fn compare_models(
                 .map(|o| (o.contact_id.as_str(), o.outcome.as_str(), o.at)),
             &positive,
         );
-        let contacts = leadscore_core::batch::contacts_as_of(messages, Vec::new(), now());
         let a = points(&champion, &contacts, &known, policy)?;
         let b = points(&challenger, &contacts, &known, policy)?;
         let c = compare(&a, &b, top_share, &Settings::default())?;

@@ -1131,6 +1131,36 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
         let (status, _) = server.post("/api/v1/outcomes", &basic(&server.write_key), &outcome);
         assert_eq!(status, 201);
     }
+    // Contacts without an outcome, and one whose outcome is recorded under
+    // the anonymous id its identify linked.
+    let mut others: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"type": "track", "userId": format!("n{i}"), "event": "Form Submitted",
+            "messageId": format!("n{i}-f"), "timestamp": "2025-03-02T10:00:00Z",
+            "properties": {"form": "demo"}})
+        })
+        .collect();
+    others.push(
+        json!({"type": "page", "anonymousId": "anon-s", "name": "Pricing",
+        "messageId": "s-p", "timestamp": "2025-03-01T08:00:00Z"}),
+    );
+    others.push(
+        json!({"type": "identify", "userId": "s", "anonymousId": "anon-s",
+        "messageId": "s-i", "timestamp": "2025-03-01T09:00:00Z", "traits": {"consent": true}}),
+    );
+    let (status, _) = server.post(
+        "/v1/batch",
+        &basic(&server.write_key),
+        &json!({"batch": others}),
+    );
+    assert_eq!(status, 200);
+    let outcome = json!({"contact_id": "anon-s", "outcome": "won", "at": "2025-04-01T00:00:00Z"});
+    assert_eq!(
+        server
+            .post("/api/v1/outcomes", &basic(&server.write_key), &outcome)
+            .0,
+        201
+    );
     // One contact in shadow: the challenger gives no points for the form.
     let explained = |model: &str| {
         server.get(
@@ -1155,7 +1185,7 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
     let (status, c) = server.get("/api/v1/models/compare", &read);
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["challenger"], version);
-    assert_eq!(c["comparison"]["contacts"], 12);
+    assert_eq!(c["comparison"]["contacts"], 13);
     assert!(
         c["comparison"]["champion_auc"].as_f64().unwrap()
             > c["comparison"]["challenger_auc"].as_f64().unwrap(),
@@ -1168,4 +1198,27 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
             .starts_with("the champion"),
         "{c}"
     );
+    // The same comparison as over the whole log, as `leadscore compare`
+    // computes it (the server reads only the contacts with outcomes).
+    let store = server.stop();
+    use leadscore_eval::evaluate::{compare, outcomes_by_contact, points, Policy, Settings};
+    let recorded = store.outcomes().unwrap();
+    let known = outcomes_by_contact(
+        recorded
+            .iter()
+            .map(|o| (o.contact_id.as_str(), o.outcome.as_str(), o.at)),
+        &["converted".to_string(), "won".to_string()],
+    );
+    let contacts = leadscore_core::batch::contacts_as_of(
+        store.messages().unwrap(),
+        Vec::new(),
+        leadscore_store::now(),
+    );
+    let policy = Policy::parse("before:7d").unwrap();
+    let (_, champion) = store.active_model().unwrap().unwrap();
+    let (_, challenger) = store.challenger().unwrap().unwrap();
+    let a = points(&champion, &contacts, &known, policy).unwrap();
+    let b = points(&challenger, &contacts, &known, policy).unwrap();
+    let expected = compare(&a, &b, 0.1, &Settings::default()).unwrap();
+    assert_eq!(c["comparison"], serde_json::to_value(expected).unwrap());
 }
