@@ -212,6 +212,16 @@ pub fn for_each_chunk<E: From<InputError>>(
     let mut skipped = Skipped::default();
     let mut first_line: u64 = 1;
     let mut bytes_read: u64 = 0;
+    // A UTF-8 byte order mark, as Windows tools write one, is not JSON.
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if reader
+        .fill_buf()
+        .map_err(|e| io_error(1, e))?
+        .starts_with(BOM)
+    {
+        reader.consume(BOM.len());
+        bytes_read += BOM.len() as u64;
+    }
     let mut chunk: Vec<u8> = Vec::with_capacity(options.chunk_bytes + 4096);
     loop {
         chunk.clear();
@@ -275,6 +285,15 @@ mod tests {
         let (messages, skipped) = read(&text, false).unwrap();
         assert_eq!(messages.len(), 4);
         assert_eq!(skipped.count, 0);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_the_first_message() {
+        let (messages, _) = read(&format!("\u{FEFF}{OK}\n{OK}\n"), false).unwrap();
+        assert_eq!(messages.len(), 2);
+        // Only at the start of the file: elsewhere it is malformed JSON.
+        let e = read(&format!("{OK}\n\u{FEFF}{OK}\n"), false).unwrap_err();
+        assert_eq!(e.line, 2);
     }
 
     #[test]
