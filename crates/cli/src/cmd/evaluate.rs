@@ -17,6 +17,8 @@ use crate::load;
 fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read outcomes {}", path.display()))?;
+    // A byte order mark (Windows tools write one) is neither JSON nor a header.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
     let name = path.display();
     let parse_at = |text: &str, line: usize| {
         load::as_of(Some(text)).with_context(|| format!("{name}:{line}: field `at`"))

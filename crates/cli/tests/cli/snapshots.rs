@@ -152,7 +152,27 @@ fn evaluate_prints_the_ranking_report() {
         "--bootstrap",
         "200",
     ];
-    assert_snapshot!(leadscore(&args).success());
+    let report = leadscore(&args).success();
+    assert_snapshot!(report);
+    // The same outcomes as JSON lines behind a byte order mark (as Windows
+    // tools write files): the same report.
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("outcomes.jsonl");
+    let lines = [
+        r#"{"contact_id":"alice","outcome":"won","at":"2025-04-01T00:00:00Z","value":12000}"#,
+        r#"{"contact_id":"bob","outcome":"lost","at":"2025-04-02T00:00:00Z"}"#,
+        r#"{"contact_id":"carol","outcome":"disqualified","at":"2025-04-03T00:00:00Z"}"#,
+        r#"{"contact_id":"anon-1","outcome":"converted","at":"2025-05-01T00:00:00Z"}"#,
+    ];
+    std::fs::write(&jsonl, format!("\u{FEFF}{}\n", lines.join("\n"))).unwrap();
+    let jsonl = jsonl.display().to_string();
+    let mut from_jsonl = args.to_vec();
+    let at = from_jsonl
+        .iter()
+        .position(|a| *a == "outcomes.csv")
+        .unwrap();
+    from_jsonl[at] = &jsonl;
+    assert_eq!(leadscore(&from_jsonl).success(), report);
     let bad = leadscore(&[
         "evaluate",
         "--model",
