@@ -21,13 +21,21 @@ pub struct ContactsError {
     pub message: String,
 }
 
+/// A cell as a trait: a boolean (`true`/`false` in any case, as
+/// spreadsheets write them), a number, else text. Identifiers that only
+/// look like numbers keep their text: a leading zero (postal code `01067`)
+/// or a plus sign (phone number `+4930…`) would be lost as a number.
 fn cell_value(cell: &str) -> Option<Value> {
     if cell.is_empty() {
         return None;
     }
+    let unsigned = cell.strip_prefix('-').unwrap_or(cell).as_bytes();
+    let identifier = cell.starts_with('+')
+        || (unsigned.len() > 1 && unsigned[0] == b'0' && unsigned[1].is_ascii_digit());
     Some(match cell {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
+        _ if cell.eq_ignore_ascii_case("true") => Value::Bool(true),
+        _ if cell.eq_ignore_ascii_case("false") => Value::Bool(false),
+        _ if identifier => Value::String(cell.to_string()),
         _ => {
             if let Ok(i) = cell.parse::<i64>() {
                 Value::Number(i.into())
@@ -159,6 +167,20 @@ mod tests {
         assert_eq!(
             Value::Object(rows[0].1.clone()),
             json!({"country": "DE", "employees": 50, "budget": 1.5, "consent": true})
+        );
+    }
+
+    #[test]
+    fn identifiers_that_look_like_numbers_keep_their_text() {
+        let rows = read_contacts(
+            "id,zip,phone,n,neg,f,zero,ok\nu1,01067,+4930123,42,-7,0.5,0,TRUE\n".as_bytes(),
+            "c.csv",
+            "id",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(rows[0].1.clone()),
+            json!({"zip": "01067", "phone": "+4930123", "n": 42, "neg": -7, "f": 0.5, "zero": 0, "ok": true})
         );
     }
 
