@@ -851,14 +851,8 @@ async fn history(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let span = params(query)?;
-    let bound = |name: &str, text: Option<String>| -> Result<Option<Timestamp>, ApiError> {
-        text.map(|t| {
-            Timestamp::parse_date_or_time(&t)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
-        })
-        .transpose()
-    };
-    let (from, to) = (bound("from", span.from)?, bound("to", span.to)?);
+    let from = time_param("from", span.from.as_deref())?;
+    let to = time_param("to", span.to.as_deref())?;
     let entries = read(&handle, move |store| store.history(&id)).await?;
     if entries.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such contact"));
@@ -997,13 +991,7 @@ async fn campaign_members(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let q = params(query)?;
-    let since = match q.since.as_deref() {
-        None => None,
-        Some(text) => Some(
-            Timestamp::parse_date_or_time(text)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("since: {e}")))?,
-        ),
-    };
+    let since = time_param("since", q.since.as_deref())?;
     let limit = page_limit(q.limit);
     let campaign = name.clone();
     let members = read(&handle, move |store| {
@@ -1302,11 +1290,17 @@ struct Explain {
 }
 
 fn parse_time(text: Option<&str>) -> Result<Timestamp, ApiError> {
-    match text {
-        None => Ok(now()),
-        Some(t) => Timestamp::parse_date_or_time(t)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("as_of: {e}"))),
-    }
+    Ok(time_param("as_of", text)?.unwrap_or_else(now))
+}
+
+/// An optional time parameter (RFC 3339 or a date, midnight UTC), or a 400
+/// naming it.
+fn time_param(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_date_or_time(t)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+    })
+    .transpose()
 }
 
 async fn score_as_of(
@@ -1631,15 +1625,8 @@ async fn outcomes(
                 format!("outcomes[{index}]: contact_id and outcome must not be empty"),
             ));
         }
-        let at = match o.at.as_deref() {
-            None => received,
-            Some(at) => Timestamp::parse_date_or_time(at).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("outcomes[{index}]: at: {e}"),
-                )
-            })?,
-        };
+        let at =
+            time_param(&format!("outcomes[{index}]: at"), o.at.as_deref())?.unwrap_or(received);
         parsed.push(leadscore_store::Outcome {
             contact_id: o.contact_id,
             outcome: o.outcome,
