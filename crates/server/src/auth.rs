@@ -12,7 +12,9 @@ use base64::Engine as _;
 use leadscore_store::{key_hash, Scope};
 use serde_json::Value;
 
-use crate::{json_body, read, ApiError, StoreHandle};
+use crate::request::json_body;
+use crate::worker::read;
+use crate::{ApiError, StoreHandle};
 
 /// Most keys kept; beyond it the cache starts over (a few keys are normal,
 /// thousands would be someone trying keys — unknown keys are not kept).

@@ -1,0 +1,59 @@
+//! Error answers: a status and a JSON body, and how store errors map to them.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use leadscore_core::event::MessageError;
+use leadscore_store::StoreError;
+use serde_json::{json, Value};
+
+/// An error answer: status and a JSON body `{"success": false, "error": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({"success": false, "error": message.into()}),
+        }
+    }
+
+    pub(crate) fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    }
+
+    pub(crate) fn message(e: &MessageError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"success": false, "error": e.message, "field": e.field}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NoActiveModel | StoreError::NoChallenger => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
+        StoreError::NoSuchVersion(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        StoreError::Model(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+pub(crate) fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such contact")
+}

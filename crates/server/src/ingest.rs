@@ -1,0 +1,176 @@
+//! Ingestion: the Segment HTTP tracking API (single messages, batches, the
+//! beacon route) and outcomes pushed by CRMs.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use leadscore_core::event::{batch_items, Message, MessageKind};
+use leadscore_store::{now, Incoming, Scope};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{authorize, authorize_ingest};
+use crate::error::ApiError;
+use crate::request::{json_body, params, time_param};
+use crate::worker::{stored, StoreHandle};
+
+pub(crate) async fn single(
+    kind: MessageKind,
+    handle: StoreHandle,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let value = authorize_ingest(&handle, &headers, None, body).await?;
+    let message =
+        Message::from_json(value, Some(kind), Some(now())).map_err(|e| ApiError::message(&e))?;
+    handle.ingest(vec![Incoming::new(message)]).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+macro_rules! single_route {
+    ($name:ident, $kind:expr) => {
+        pub(crate) async fn $name(
+            State(handle): State<StoreHandle>,
+            headers: HeaderMap,
+            body: Result<Bytes, BytesRejection>,
+        ) -> Result<Json<Value>, ApiError> {
+            single($kind, handle, headers, body).await
+        }
+    };
+}
+
+single_route!(track, MessageKind::Track);
+single_route!(page, MessageKind::Page);
+single_route!(screen, MessageKind::Screen);
+single_route!(identify, MessageKind::Identify);
+single_route!(group, MessageKind::Group);
+single_route!(alias, MessageKind::Alias);
+
+/// `{"batch": [...]}`: valid messages are kept even when others are not;
+/// each invalid one is reported by its index (and field). All invalid: 400.
+pub(crate) async fn batch(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let value = authorize_ingest(&handle, &headers, None, body).await?;
+    ingest_batch(&handle, value).await
+}
+
+/// `?writeKey=` of the beacon route (other parameters an SDK adds are
+/// left alone: this route's only reader is an SDK, not a person typing).
+#[derive(Deserialize)]
+pub(crate) struct BeaconKey {
+    #[serde(rename = "writeKey")]
+    write_key: Option<String>,
+}
+
+/// `POST /beacon/v1/batch?writeKey=KEY`: a batch as RudderStack's browser
+/// SDK sends it with `useBeacon` (`navigator.sendBeacon` cannot set an
+/// Authorization header, so the write key is in the query string, as
+/// RudderStack's own gateway takes it).
+pub(crate) async fn beacon_batch(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    query: Result<Query<BeaconKey>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let key = params(query)?.write_key;
+    let value = authorize_ingest(&handle, &headers, key.as_deref(), body).await?;
+    ingest_batch(&handle, value).await
+}
+
+/// Validates and commits a batch body, keeping its valid messages.
+async fn ingest_batch(handle: &StoreHandle, value: Value) -> Result<Json<Value>, ApiError> {
+    let Value::Object(object) = value else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "expected {\"batch\": [messages]}",
+        ));
+    };
+    let items =
+        batch_items(object).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let received = now();
+    let mut messages = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match Message::from_json(item, None, Some(received)) {
+            Ok(message) => messages.push(Incoming::new(message)),
+            Err(e) => errors.push(json!({"index": index, "field": e.field, "error": e.message})),
+        }
+    }
+    if messages.is_empty() && !errors.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"success": false, "error": "no valid message", "errors": errors}),
+        });
+    }
+    let accepted = messages.len();
+    handle.ingest(messages).await?;
+    Ok(Json(if errors.is_empty() {
+        json!({"success": true})
+    } else {
+        json!({"success": true, "accepted": accepted, "errors": errors})
+    }))
+}
+
+/// One outcome as posted; `at` defaults to now.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostedOutcome {
+    contact_id: String,
+    outcome: String,
+    value: Option<f64>,
+    /// RFC 3339 or a date (midnight UTC), as in outcome files.
+    at: Option<String>,
+}
+
+/// `POST /api/v1/outcomes` (ingest scope, as CRMs push them): one outcome
+/// or `{"outcomes": [...]}`; all are checked before any is stored.
+pub(crate) async fn outcomes(
+    State(handle): State<StoreHandle>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&handle, &headers, Scope::Ingest).await?;
+    let mut value = json_body(body)?;
+    let items = match value.get_mut("outcomes").map(Value::take) {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "outcomes: expected an array",
+            ))
+        }
+        None => vec![value],
+    };
+    let received = now();
+    let mut parsed = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let o: PostedOutcome = serde_json::from_value(item).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("outcomes[{index}]: {e}"))
+        })?;
+        if o.contact_id.trim().is_empty() || o.outcome.trim().is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("outcomes[{index}]: contact_id and outcome must not be empty"),
+            ));
+        }
+        let at =
+            time_param(&format!("outcomes[{index}]: at"), o.at.as_deref())?.unwrap_or(received);
+        parsed.push(leadscore_store::Outcome {
+            contact_id: o.contact_id,
+            outcome: o.outcome,
+            value: o.value,
+            at,
+        });
+    }
+    let count = parsed.len();
+    stored(&handle, move |store| store.add_outcomes(&parsed)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"success": true, "recorded": count})),
+    ))
+}

@@ -1,0 +1,425 @@
+//! The thread that owns the store: group commit of ingests, flushes that
+//! answer commits once durable, and the pool of read connections beside it.
+
+use axum::http::StatusCode;
+use leadscore_store::{Incoming, IngestReport, Store, StoreError};
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{store_error, ApiError};
+use crate::Reopen;
+
+/// What answers a commit once its durability is known: `Err` when the
+/// flush failed (the commit is then visible but not known to be on disk).
+type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A job on the store; it returns how to answer once its commit is durable.
+pub(crate) type Job = Box<dyn FnOnce(&mut dyn Store) -> Ack + Send>;
+
+/// One group commit on the worker, with its metrics.
+pub(crate) fn commit(
+    store: &mut dyn Store,
+    messages: Vec<Incoming>,
+) -> Result<IngestReport, String> {
+    let count = messages.len() as u64;
+    let started = std::time::Instant::now();
+    metrics::histogram!("leadscore_ingest_batch_messages").record(count as f64);
+    let result = store.ingest(messages).map_err(|e| e.to_string());
+    metrics::histogram!("leadscore_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("leadscore_ingest_transactions_total").increment(1);
+    match &result {
+        Ok(report) => {
+            tracing::debug!(
+                accepted = report.accepted,
+                duplicates = report.duplicates,
+                "ingest committed"
+            );
+            metrics::counter!("leadscore_score_updates_total")
+                .increment(report.changes.len() as u64);
+            metrics::counter!("leadscore_messages_total", "outcome" => "accepted")
+                .increment(report.accepted);
+            metrics::counter!("leadscore_messages_total", "outcome" => "duplicate")
+                .increment(report.duplicates);
+            for (trigger, n) in &report.firings_by_trigger {
+                metrics::counter!("leadscore_trigger_firings_total", "trigger" => trigger.clone())
+                    .increment(*n);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ingest failed");
+            metrics::counter!("leadscore_messages_total", "outcome" => "failed").increment(count);
+        }
+    }
+    result
+}
+
+/// The thread that flushes commits and then answers them, in commit order.
+struct Acks {
+    queue: std::sync::mpsc::Sender<Ack>,
+    thread: JoinHandle<()>,
+}
+
+impl Acks {
+    fn start(mut flush: Box<dyn leadscore_store::Flush>) -> Acks {
+        let (queue, waiting) = std::sync::mpsc::channel::<Ack>();
+        let thread = std::thread::Builder::new()
+            .name("leadscore-flush".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    // One flush for every commit made since the last one.
+                    let acks: Vec<Ack> = std::iter::once(first).chain(waiting.try_iter()).collect();
+                    let started = std::time::Instant::now();
+                    let durable = flush
+                        .flush()
+                        .map_err(|e| format!("the commit is not confirmed durable: {e}"));
+                    metrics::histogram!("leadscore_ingest_flush_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if let Err(e) = &durable {
+                        tracing::error!(error = %e, "flush failed");
+                    }
+                    for ack in acks {
+                        ack(durable.clone());
+                    }
+                }
+            })
+            .expect("the OS starts the flush thread");
+        Acks { queue, thread }
+    }
+
+    fn push(&self, ack: Ack) {
+        // The thread lives until `finish`; were it gone, answer unflushed
+        // rather than never.
+        if let Err(std::sync::mpsc::SendError(ack)) = self.queue.send(ack) {
+            ack(Err("the flush thread stopped".into()));
+        }
+    }
+
+    /// Flushes and answers what is queued, then stops the thread.
+    fn finish(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+enum Work {
+    Ingest(Vec<Incoming>, oneshot::Sender<Result<IngestReport, String>>),
+    Run(Job),
+}
+
+/// Sends work to the thread that owns the store.
+#[derive(Clone)]
+pub struct StoreHandle {
+    work: mpsc::UnboundedSender<Work>,
+    /// Signalled when a commit recorded trigger firings (wakes delivery).
+    fired: std::sync::Arc<tokio::sync::Notify>,
+    /// Score changes of each commit (for `GET /stream/scores`).
+    changes: tokio::sync::broadcast::Sender<std::sync::Arc<Vec<leadscore_store::LedgerEntry>>>,
+    /// Connections for reads (see [`StoreHandle::with_readers`]).
+    readers: Option<std::sync::Arc<ReadPool>>,
+    /// API keys read recently (see [`StoreHandle::with_key_cache`]).
+    pub(crate) keys: std::sync::Arc<crate::auth::KeyCache>,
+}
+
+/// Connections for reads beside the worker's, opened on demand up to a
+/// limit and kept.
+struct ReadPool {
+    open: Reopen,
+    idle: std::sync::Mutex<Vec<Box<dyn Store>>>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl StoreHandle {
+    /// Starts the worker thread that owns `store`.
+    ///
+    /// When the store can defer durability ([`Store::defer_durability`]),
+    /// the worker commits and goes on with the next transaction while a
+    /// second thread flushes the commits to disk and only then answers
+    /// them: the wait for the disk overlaps the next transaction instead of
+    /// stalling the writer, and one flush covers every commit before it.
+    pub fn start(mut store: Box<dyn Store>) -> (StoreHandle, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+        let fired = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = fired.clone();
+        let (changes, _) = tokio::sync::broadcast::channel(1_024);
+        let publish = changes.clone();
+        // Named so a profiler or `top -H` shows the writer's share.
+        let worker = std::thread::Builder::new()
+            .name("leadscore-writer".into())
+            .spawn(move || {
+                let flush = store.defer_durability().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "commits wait for the disk one by one");
+                    None
+                });
+                let acks = flush.map(Acks::start);
+                let answer = |ack: Ack| match &acks {
+                    Some(acks) => acks.push(ack),
+                    None => ack(Ok(())),
+                };
+                let mut next = rx.blocking_recv();
+                while let Some(work) = next.take() {
+                    match work {
+                        Work::Run(job) => answer(job(store.as_mut())),
+                        Work::Ingest(messages, reply) => {
+                            // Group commit: every ingest already waiting joins
+                            // this transaction.
+                            let mut messages = messages;
+                            let mut replies = vec![reply];
+                            loop {
+                                match rx.try_recv() {
+                                    Ok(Work::Ingest(more, reply)) => {
+                                        messages.extend(more);
+                                        replies.push(reply);
+                                    }
+                                    Ok(other) => {
+                                        next = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            let result = commit(store.as_mut(), messages);
+                            let (publish, notify) = (publish.clone(), notify.clone());
+                            answer(Box::new(move |durable| {
+                                let result = durable.and(result).map(|mut report| {
+                                    let changes = std::mem::take(&mut report.changes);
+                                    if !changes.is_empty() && publish.receiver_count() > 0 {
+                                        let _ = publish.send(std::sync::Arc::new(changes));
+                                    }
+                                    if report.firings > 0 {
+                                        notify.notify_one();
+                                    }
+                                    report
+                                });
+                                for reply in replies {
+                                    let _ = reply.send(result.clone());
+                                }
+                            }));
+                        }
+                    }
+                    if next.is_none() {
+                        next = rx.blocking_recv();
+                    }
+                }
+                // Every commit is answered before the worker ends.
+                if let Some(acks) = acks {
+                    acks.finish();
+                }
+            })
+            .expect("the OS starts the writer thread");
+        (
+            StoreHandle {
+                work: tx,
+                fired,
+                changes,
+                readers: None,
+                keys: std::sync::Arc::new(crate::auth::KeyCache::new(std::time::Duration::ZERO)),
+            },
+            worker,
+        )
+    }
+
+    /// Serves reads from up to `connections` more connections opened with
+    /// `open` (0: reads run on the worker, between writes).
+    pub fn with_readers(mut self, open: Reopen, connections: usize) -> StoreHandle {
+        self.readers = (connections > 0).then(|| {
+            std::sync::Arc::new(ReadPool {
+                open,
+                idle: std::sync::Mutex::new(Vec::new()),
+                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(connections)),
+            })
+        });
+        self
+    }
+
+    /// Keeps each API key's scope and revocation for `ttl` after reading it,
+    /// so requests do not each wait for a read (zero: every request reads).
+    pub fn with_key_cache(mut self, ttl: std::time::Duration) -> StoreHandle {
+        self.keys = std::sync::Arc::new(crate::auth::KeyCache::new(ttl));
+        self
+    }
+
+    /// Score changes of every commit from now on.
+    pub fn subscribe(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Vec<leadscore_store::LedgerEntry>>> {
+        self.changes.subscribe()
+    }
+
+    /// Completes when a commit has recorded trigger firings since the last
+    /// time it completed.
+    pub async fn fired(&self) {
+        self.fired.notified().await
+    }
+
+    /// Runs `f` on the store (in the worker thread) and returns its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let value = f(store);
+            Box::new(move |durable: Result<(), String>| {
+                let _ = reply.send(durable.map(|()| value));
+            })
+        });
+        self.work
+            .send(Work::Run(job))
+            .map_err(|_| ApiError::unavailable())?;
+        answer
+            .await
+            .map_err(|_| ApiError::unavailable())?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+    }
+
+    /// Commits messages (with whatever else is waiting) and returns once
+    /// they are durable.
+    pub(crate) async fn ingest(&self, messages: Vec<Incoming>) -> Result<IngestReport, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.work
+            .send(Work::Ingest(messages, reply))
+            .map_err(|_| ApiError::unavailable())?;
+        answer
+            .await
+            .map_err(|_| ApiError::unavailable())?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+    }
+}
+
+/// Runs a store call whose own errors become 503s (a 404 is the caller's).
+pub(crate) async fn stored<T: Send + 'static>(
+    handle: &StoreHandle,
+    f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    handle.call(f).await?.map_err(store_error)
+}
+
+/// Runs a read on a connection of the read pool (beside the worker, so
+/// reads neither wait for nor delay ingestion), or on the worker when the
+/// server has no pool. Every committed write is visible to it: SQLite WAL
+/// readers and PostgreSQL connections see what was committed before the
+/// read began.
+pub(crate) async fn read<T: Send + 'static>(
+    handle: &StoreHandle,
+    f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let Some(pool) = handle.readers.clone() else {
+        return stored(handle, f).await;
+    };
+    let permit = pool
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => (pool.open)()?,
+        };
+        let result = f(conn.as_mut());
+        // A connection whose database failed is dropped, not reused.
+        if !matches!(result, Err(StoreError::Database(_))) {
+            if let Ok(mut idle) = pool.idle.lock() {
+                idle.push(conn);
+            }
+        }
+        result
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(store_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadscore_store::{Scope, SqliteStore};
+
+    /// A flush that counts its calls, failing when told to.
+    struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>, bool);
+
+    impl leadscore_store::Flush for Counted {
+        fn flush(&mut self) -> leadscore_store::Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.1 {
+                return Err(leadscore_store::StoreError::Database("disk gone".into()));
+            }
+            Ok(())
+        }
+    }
+
+    /// Each commit is answered only after a flush that began after it, in
+    /// commit order, with the flush's error when it fails; stopping answers
+    /// everything queued.
+    #[test]
+    fn commits_are_answered_after_their_flush() {
+        for fails in [false, true] {
+            let flushes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let acks = Acks::start(Box::new(Counted(flushes.clone(), fails)));
+            let (answered, answers) = std::sync::mpsc::channel();
+            for i in 0..5 {
+                let (flushes, answered) = (flushes.clone(), answered.clone());
+                let flushed_before = flushes.load(std::sync::atomic::Ordering::SeqCst);
+                acks.push(Box::new(move |durable| {
+                    let now = flushes.load(std::sync::atomic::Ordering::SeqCst);
+                    let _ = answered.send((i, now > flushed_before, durable));
+                }));
+            }
+            acks.finish();
+            let got: Vec<_> = answers.try_iter().collect();
+            assert_eq!(got.len(), 5);
+            for (n, (i, flushed, durable)) in got.into_iter().enumerate() {
+                assert_eq!(i, n, "answered in commit order");
+                assert!(flushed, "answer {i} came before a flush after its commit");
+                match durable {
+                    Ok(()) => assert!(!fails),
+                    Err(e) => assert!(fails && e.contains("not confirmed durable"), "{e}"),
+                }
+            }
+        }
+    }
+
+    /// A read is answered by the pool while the worker is busy (here:
+    /// blocked until the read has returned, which would deadlock if the
+    /// read queued behind it), and sees what the worker committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_queue_behind_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let hash = leadscore_store::key_hash("k");
+        store.add_key(&hash, Scope::Read, "test").unwrap();
+        let open: Reopen =
+            std::sync::Arc::new(move || Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn Store>));
+        let (handle, worker) = StoreHandle::start(Box::new(store));
+        let handle = handle.with_readers(open, 2);
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let worker_handle = handle.clone();
+        let busy = tokio::spawn(async move {
+            worker_handle
+                .call(move |_| {
+                    let _ = started.send(());
+                    blocked.recv().ok()
+                })
+                .await
+                .map_err(|_| "worker gone")
+        });
+        running.await.unwrap();
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            read(&handle, move |store| store.key_by_hash(&hash)),
+        )
+        .await
+        .expect("the read waited for the busy worker");
+        assert_eq!(found.unwrap().unwrap().scope, Scope::Read);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        drop(handle);
+        worker.join().unwrap();
+    }
+}
