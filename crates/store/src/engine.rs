@@ -887,7 +887,7 @@ pub(crate) fn fire_due(
     Ok(report)
 }
 
-/// What one [`fire_due`] call did.
+/// What one [`Store::fire_due`](crate::Store::fire_due) call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DueReport {
     /// Contacts whose due time had come.

@@ -8,14 +8,285 @@
 //! `docs/performance.md`). Otherwise the stored scores are the scores at
 //! `at` and the database's score index answers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
+use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
+use serde::Serialize;
 
 use crate::engine::Row;
-use crate::{Listed, Result, ScoreQuery, StoreError, Summary, SummaryBuilder};
+use crate::{Listed, Result, StoreError};
+
+/// A leaderboard or segment query over the live contacts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoreQuery {
+    /// Scores as of this time (decay, inactivity and `days_since()` moved
+    /// to it; a contact whose latest event is later keeps its score as of
+    /// that event); `None`: each contact's score as of its latest event.
+    pub at: Option<Timestamp>,
+    /// Only this tier (`""` = no tier).
+    pub tier: Option<String>,
+    /// Only this grade.
+    pub grade: Option<String>,
+    /// Only this stage.
+    pub stage: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Score at least.
+    pub min: Option<f64>,
+    /// Score at most.
+    pub max: Option<f64>,
+    /// Lowest scores first (default: highest first).
+    pub ascending: bool,
+    /// Continue after this `(score, id)` (the last row of the previous page).
+    pub after: Option<(f64, String)>,
+    /// Rows at most.
+    pub limit: usize,
+}
+
+/// Contacts per tier × grade (active ones), excluded count and a score
+/// histogram: the segment summary ([`crate::Store::summary`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// The time the scores are as of.
+    pub as_of: Option<Timestamp>,
+    /// Live contacts.
+    pub contacts: u64,
+    /// Of which excluded.
+    pub excluded: u64,
+    /// Active contacts per tier and grade (`""`: none), in name order.
+    pub tier_grade: Vec<SummaryCell>,
+    /// Active contacts per tenth of the model's score range.
+    pub histogram: Vec<SummaryBin>,
+}
+
+/// One tier × grade cell of a [`Summary`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryCell {
+    /// Tier name (`""`: none).
+    pub tier: String,
+    /// Grade name (`""`: none).
+    pub grade: String,
+    /// Active contacts in both.
+    pub contacts: u64,
+}
+
+/// One bin of a [`Summary`]'s histogram: `from <= score < to` (the last
+/// bin holds its upper bound too).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryBin {
+    /// Lowest score of the bin.
+    pub from: f64,
+    /// Highest score of the bin (excluded but for the last bin).
+    pub to: f64,
+    /// Active contacts in it.
+    pub contacts: u64,
+}
+
+impl Summary {
+    /// Bins of the histogram.
+    pub const BINS: usize = 10;
+}
+
+/// Builds a [`Summary`] one contact at a time (a store streams its rows
+/// into it: nothing per contact is kept).
+#[derive(Debug, Clone)]
+pub struct SummaryBuilder {
+    min: f64,
+    width: f64,
+    contacts: u64,
+    excluded: u64,
+    matrix: BTreeMap<(String, String), u64>,
+    histogram: [u64; Summary::BINS],
+}
+
+impl SummaryBuilder {
+    /// A summary over the score range `[min, max]` (the active model's;
+    /// 0–100 without one).
+    pub fn new(model: Option<&Model>) -> SummaryBuilder {
+        let (min, max) = model.map_or((0.0, 100.0), |m| (m.min, m.max));
+        SummaryBuilder {
+            min,
+            width: ((max - min) / Summary::BINS as f64).max(f64::MIN_POSITIVE),
+            contacts: 0,
+            excluded: 0,
+            matrix: BTreeMap::new(),
+            histogram: [0; Summary::BINS],
+        }
+    }
+
+    /// Counts one contact.
+    pub fn add(&mut self, tier: &str, grade: &str, status: Status, score: f64) {
+        self.contacts += 1;
+        if status == Status::Excluded {
+            self.excluded += 1;
+            return;
+        }
+        match self.matrix.get_mut(&(tier.to_string(), grade.to_string())) {
+            Some(n) => *n += 1,
+            None => {
+                self.matrix.insert((tier.to_string(), grade.to_string()), 1);
+            }
+        }
+        let bin = ((score - self.min) / self.width).floor().max(0.0) as usize;
+        self.histogram[bin.min(Summary::BINS - 1)] += 1;
+    }
+
+    /// The summary, as of `as_of`.
+    pub fn finish(self, as_of: Option<Timestamp>) -> Summary {
+        let (min, width) = (self.min, self.width);
+        Summary {
+            as_of,
+            contacts: self.contacts,
+            excluded: self.excluded,
+            tier_grade: self
+                .matrix
+                .into_iter()
+                .map(|((tier, grade), contacts)| SummaryCell {
+                    tier,
+                    grade,
+                    contacts,
+                })
+                .collect(),
+            histogram: self
+                .histogram
+                .iter()
+                .enumerate()
+                .map(|(i, &contacts)| SummaryBin {
+                    from: min + width * i as f64,
+                    to: min + width * (i + 1) as f64,
+                    contacts,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A query parameter, in a backend-neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Text(String),
+    Real(f64),
+    Int(i64),
+}
+
+impl ScoreQuery {
+    /// Refuses a filter on a tier, grade or stage `model` does not define
+    /// (`""`, none, is always allowed): a misspelt name would answer an
+    /// empty list that reads as "nobody is hot today".
+    pub fn check(&self, model: &Model) -> std::result::Result<(), String> {
+        for (kind, plural, wanted, labels) in [
+            ("tier", "tiers", &self.tier, &model.tiers),
+            ("grade", "grades", &self.grade, &model.grades),
+            ("stage", "stages", &self.stage, &model.stages),
+        ] {
+            let Some(wanted) = wanted.as_deref().filter(|w| !w.is_empty()) else {
+                continue;
+            };
+            if !labels.iter().any(|(name, _)| name == wanted) {
+                let names: Vec<String> = labels.iter().map(|(n, _)| format!("{n:?}")).collect();
+                return Err(format!(
+                    "{kind}: the active model has no {kind} {wanted:?} ({plural}: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a contact with `score` passes the filters and comes after
+    /// the cursor: what [`ScoreQuery::sql`] selects, for scores computed
+    /// outside the database.
+    pub(crate) fn matches(&self, id: &str, score: &Score) -> bool {
+        let label =
+            |wanted: &Option<String>, value: &str| wanted.as_ref().is_none_or(|w| w == value);
+        label(&self.tier, &score.tier)
+            && label(&self.grade, &score.grade)
+            && label(&self.stage, &score.stage)
+            && self.status.is_none_or(|s| s == score.status)
+            && self.min.is_none_or(|min| score.score >= min)
+            && self.max.is_none_or(|max| score.score <= max)
+            && self.after.as_ref().is_none_or(|after| {
+                self.order((score.score, id), (after.0, &after.1)) == std::cmp::Ordering::Greater
+            })
+    }
+
+    /// The order of [`ScoreQuery::sql`]: by score (highest first unless
+    /// `ascending`), then by id.
+    pub(crate) fn order(&self, a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
+        // As SQL compares: -0.0 equals 0.0 (scores are never NaN).
+        let (low, high) = if self.ascending {
+            (a.0, b.0)
+        } else {
+            (b.0, a.0)
+        };
+        let by_score = low.partial_cmp(&high).unwrap_or(std::cmp::Ordering::Equal);
+        by_score.then_with(|| a.1.cmp(b.1))
+    }
+
+    /// The `WHERE … ORDER BY … LIMIT …` part and its parameters, with
+    /// `placeholder(n)` for the n-th (1-based) parameter.
+    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+        let mut params = Vec::new();
+        let next = |p: Param, params: &mut Vec<Param>| {
+            params.push(p);
+            placeholder(params.len())
+        };
+        let mut clauses = Vec::new();
+        for (column, value) in [
+            ("tier", &self.tier),
+            ("grade", &self.grade),
+            ("stage", &self.stage),
+        ] {
+            if let Some(value) = value {
+                clauses.push(format!(
+                    "{column} = {}",
+                    next(Param::Text(value.clone()), &mut params)
+                ));
+            }
+        }
+        if let Some(status) = self.status {
+            clauses.push(format!(
+                "status = {}",
+                next(Param::Text(status.as_str().into()), &mut params)
+            ));
+        }
+        if let Some(min) = self.min {
+            clauses.push(format!("score >= {}", next(Param::Real(min), &mut params)));
+        }
+        if let Some(max) = self.max {
+            clauses.push(format!("score <= {}", next(Param::Real(max), &mut params)));
+        }
+        let (cmp, order) = if self.ascending {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        if let Some((score, id)) = &self.after {
+            let a = next(Param::Real(*score), &mut params);
+            let b = next(Param::Real(*score), &mut params);
+            let c = next(Param::Text(id.clone()), &mut params);
+            clauses.push(format!("(score {cmp} {a} OR (score = {b} AND id > {c}))"));
+        }
+        let limit = next(Param::Int(self.limit as i64), &mut params);
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        (
+            format!("{filter} ORDER BY score {order}, id ASC LIMIT {limit}"),
+            params,
+        )
+    }
+}
 
 /// Live rows read per step of a scan.
 const STEP: usize = 1_000;
@@ -124,5 +395,35 @@ impl Scan {
             summary.add(&s.tier, &s.grade, s.status, s.score);
         })?;
         Ok(summary.finish(Some(self.at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_counts_cells_bins_and_exclusions() {
+        let mut b = SummaryBuilder::new(None);
+        for (tier, grade, status, score) in [
+            ("hot", "A", Status::Active, 95.0),
+            ("hot", "A", Status::Active, 100.0),
+            ("", "", Status::Excluded, 0.0),
+            ("cold", "B", Status::Active, -5.0),
+            ("cold", "B", Status::Active, 10.0),
+        ] {
+            b.add(tier, grade, status, score);
+        }
+        let s = b.finish(None);
+        assert_eq!((s.contacts, s.excluded), (5, 1));
+        let cells: Vec<_> = s
+            .tier_grade
+            .iter()
+            .map(|c| (c.tier.as_str(), c.grade.as_str(), c.contacts))
+            .collect();
+        assert_eq!(cells, [("cold", "B", 2), ("hot", "A", 2)]);
+        let bins: Vec<u64> = s.histogram.iter().map(|b| b.contacts).collect();
+        assert_eq!(bins, [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!((s.histogram[1].from, s.histogram[1].to), (10.0, 20.0));
     }
 }

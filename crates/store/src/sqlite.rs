@@ -386,7 +386,7 @@ impl SqliteStore {
     }
 
     /// Sets the WAL size past which ingestion starts the WAL over (1 GiB by
-    /// default; see [`WAL_RESTART_BYTES`]): smaller means less disk for the
+    /// default): smaller means less disk for the
     /// WAL and more frequent catch-ups on the writer. Only before the first
     /// ingest, which starts the checkpointer with it.
     pub fn set_wal_limit(&mut self, bytes: u64) -> Result<()> {
