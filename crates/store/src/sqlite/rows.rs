@@ -1,0 +1,423 @@
+//! Rows in and out of SQLite: the engine's transaction interface ([`Tx`])
+//! over one connection, and the decoding of live rows, keys and models.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use leadscore_core::event::Message;
+use leadscore_core::model::Model;
+use leadscore_core::score::{Score, Status};
+use leadscore_core::time::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
+use crate::{compile, ApiKey, Result, Scope, ScoreFields, StoreError};
+
+pub(super) fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>> {
+    let scope: String = r.get(1)?;
+    Ok(match Scope::parse(&scope) {
+        Some(scope) => Ok(ApiKey {
+            id: r.get(0)?,
+            scope,
+            label: r.get(2)?,
+            created_at: Timestamp(r.get(3)?),
+            revoked: r.get::<_, Option<i64>>(4)?.is_some(),
+        }),
+        None => Err(StoreError::Corrupt(format!("key scope {scope:?}"))),
+    })
+}
+
+/// The compiled model of `version`: cached, or compiled from its stored
+/// source read through `conn`.
+pub(super) fn model_in(
+    cache: &RefCell<Option<(u32, Arc<Model>)>>,
+    conn: &Connection,
+    version: u32,
+) -> Result<Arc<Model>> {
+    if let Some((v, model)) = &*cache.borrow() {
+        if *v == version {
+            return Ok(model.clone());
+        }
+    }
+    let (name, source): (String, String) = conn
+        .query_row(
+            "SELECT name, source FROM models WHERE version = ?1",
+            [version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::NoSuchVersion(version))?;
+    let model = Arc::new(compile(version, &name, &source)?);
+    *cache.borrow_mut() = Some((version, model.clone()));
+    Ok(model)
+}
+
+/// A single non-negative integer result.
+pub(super) fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
+    let n: i64 = conn.query_row(sql, params, |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+pub(super) fn fields(text: &str) -> Result<ScoreFields> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("ledger entry: {e}")))
+}
+
+pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
+pub(super) const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due";
+/// [`ROW_COLUMNS`] for listings: empty traits and company, no trigger state.
+pub(super) const ROW_COLUMNS_NO_TRAITS: &str = "id, model_version, state, '{}', '{}', last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, NULL, NULL";
+
+/// Reads a contacts row (columns [`ROW_COLUMNS`]).
+/// Up to `limit` live rows after id `after`, in id order; without
+/// `traits`, only what a listing reads (traits, company and trigger state
+/// left empty).
+pub(super) fn live_rows(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+    traits: bool,
+) -> Result<Vec<Row>> {
+    let columns = if traits {
+        ROW_COLUMNS
+    } else {
+        ROW_COLUMNS_NO_TRAITS
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns} FROM contacts WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], read_row)?;
+    rows.map(|row| row?).collect()
+}
+
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
+    let traits: String = r.get(3)?;
+    let company: String = r.get(4)?;
+    let status: String = r.get(13)?;
+    let reasons: String = r.get(14)?;
+    let row = (|| -> Result<Row> {
+        Ok(Row {
+            id: r.get(0)?,
+            model_version: r.get(1)?,
+            state: r.get(2)?,
+            traits: json_map(&traits)?,
+            company: json_map(&company)?,
+            last_ts: r.get::<_, Option<i64>>(5)?.map(Timestamp),
+            score: Score {
+                score: r.get(6)?,
+                raw: r.get(7)?,
+                fit: r.get(8)?,
+                engagement: r.get(9)?,
+                tier: r.get(10)?,
+                grade: r.get(11)?,
+                stage: r.get(12)?,
+                status: Status::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+                reasons: serde_json::from_str(&reasons)
+                    .map_err(|e| StoreError::Corrupt(format!("reasons: {e}")))?,
+            },
+            triggers: r.get::<_, Option<Vec<u8>>>(15)?.unwrap_or_default(),
+            due: r.get::<_, Option<i64>>(16)?.map(Timestamp),
+        })
+    })();
+    Ok(row)
+}
+
+/// The engine's view of a connection inside a transaction.
+pub(super) struct Sql<'c>(pub(super) &'c Connection);
+
+impl Tx for Sql<'_> {
+    fn has_tombstones(&mut self) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM tombstones LIMIT 1")?
+            .exists([])?)
+    }
+
+    fn tombstoned(&mut self, id_hash: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM tombstones WHERE id_hash = ?1")?
+            .exists([id_hash])?)
+    }
+
+    fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
+        let n = self
+            .0
+            .prepare_cached(
+                "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (message_id) DO NOTHING",
+            )?
+            .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+        Ok(n == 1)
+    }
+
+    fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
+        let body: Option<String> = self
+            .0
+            .prepare_cached("SELECT body FROM events WHERE message_id = ?1")?
+            .query_row([message_id], |r| r.get(0))
+            .optional()?;
+        body.map(|b| engine::parse_stored(&b)).transpose()
+    }
+
+    fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE message_id = ?1",
+            )?
+            .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+        Ok(())
+    }
+
+    fn insert_link(&mut self, from: &str, to: &str, ts: Timestamp, message_id: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO links (from_id, ts, message_id, to_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![from, ts.0, message_id, to])?;
+        Ok(())
+    }
+
+    fn delete_links_of(&mut self, message_id: &str) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM links WHERE message_id = ?1")?
+            .execute([message_id])?;
+        Ok(())
+    }
+
+    fn first_links(&mut self, from_ids: &[String]) -> Result<Vec<(String, String)>> {
+        // No ORDER BY in the hot statements: SQLite re-prepares a statement
+        // with one on every new binding (measured: every call). The earliest
+        // link is chosen here instead.
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT ts, message_id, to_id FROM links WHERE from_id = ?1")?;
+        let mut links = Vec::new();
+        for from in from_ids {
+            let rows = stmt.query_map([from], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut first: Option<(i64, String, String)> = None;
+            for row in rows {
+                let row = row?;
+                if first.as_ref().is_none_or(|f| (row.0, &row.1) < (f.0, &f.1)) {
+                    first = Some(row);
+                }
+            }
+            if let Some((_, _, to)) = first {
+                links.push((from.clone(), to));
+            }
+        }
+        Ok(links)
+    }
+
+    fn identity(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT contact FROM identities WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_identity(&mut self, id: &str, contact: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO identities (id, contact) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET contact = excluded.contact",
+            )?
+            .execute([id, contact])?;
+        Ok(())
+    }
+
+    fn members(&mut self, contact: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT id FROM identities WHERE contact = ?1")?;
+        let rows = stmt.query_map([contact], |r| r.get(0))?;
+        let mut ids: Vec<String> = rows.collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT body FROM events WHERE own_id = ?1")?;
+        let rows = stmt.query_map([own_id], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {
+        let sql = match table {
+            Table::Live => format!("SELECT {ROW_COLUMNS} FROM contacts WHERE id = ?1"),
+            Table::Next => format!("SELECT {ROW_COLUMNS} FROM contacts_next WHERE id = ?1"),
+        };
+        self.0
+            .prepare_cached(&sql)?
+            .query_row([id], read_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
+        let sql = match table {
+            Table::Live => "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        };
+        let s = &row.score;
+        self.0.prepare_cached(sql)?.execute(params![
+            row.id,
+            row.model_version,
+            row.state,
+            row.traits_json(),
+            row.company_json(),
+            row.last_ts.map(|t| t.0),
+            s.score,
+            s.raw,
+            s.fit,
+            s.engagement,
+            s.tier,
+            s.grade,
+            s.stage,
+            s.status.as_str(),
+            serde_json::to_string(&s.reasons).expect("strings serialise"),
+            row.triggers,
+            row.due.map(|t| t.0),
+        ])?;
+        Ok(())
+    }
+
+    fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
+        let sql = match table {
+            Table::Live => "DELETE FROM contacts WHERE id = ?1",
+            Table::Next => "DELETE FROM contacts_next WHERE id = ?1",
+        };
+        self.0.prepare_cached(sql)?.execute([id])?;
+        Ok(())
+    }
+
+    fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()> {
+        // Many rows per statement: one statement step per 64 entries.
+        const ROWS: usize = 64;
+        const INSERT: &str =
+            "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
+        let many = format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", "));
+        let one = format!("{INSERT}(?, ?, ?, ?, ?, ?, ?)");
+        let values = |group: &[NewEntry]| {
+            use rusqlite::types::Value as V;
+            let text = |t: Option<String>| t.map_or(V::Null, V::Text);
+            let mut values = Vec::with_capacity(7 * group.len());
+            for e in group {
+                values.extend([
+                    V::Text(e.contact.clone()),
+                    e.at.map_or(V::Null, |t| V::Integer(t.0)),
+                    V::Integer(e.recorded_at.0),
+                    V::Integer(i64::from(e.model_version)),
+                    text(engine::fields_json(e.old.as_ref())),
+                    text(engine::fields_json(e.new.as_ref())),
+                    V::Text(e.cause.clone()),
+                ]);
+            }
+            rusqlite::params_from_iter(values)
+        };
+        let full = entries.len() / ROWS * ROWS;
+        let mut stmt = self.0.prepare_cached(&many)?;
+        for group in entries[..full].chunks(ROWS) {
+            stmt.execute(values(group))?;
+        }
+        let mut stmt = self.0.prepare_cached(&one)?;
+        for entry in &entries[full..] {
+            stmt.execute(values(std::slice::from_ref(entry)))?;
+        }
+        Ok(())
+    }
+
+    fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT DISTINCT contact FROM identities WHERE contact > ?1 ORDER BY contact LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_firing(&mut self, f: &NewFiring) -> Result<Option<i64>> {
+        let inserted = self.0.prepare_cached(
+            "INSERT OR IGNORE INTO firings (key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?.execute(params![
+            f.key,
+            f.trigger,
+            f.contact,
+            f.at.0,
+            f.recorded_at.0,
+            f.late,
+            f.model_version,
+            f.score,
+            f.explanation,
+        ])?;
+        Ok((inserted == 1).then(|| self.0.last_insert_rowid()))
+    }
+
+    fn fired_before(&mut self, contact: &str, trigger: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT 1 FROM firings WHERE contact = ?1 AND trigger_id = ?2 LIMIT 1")?
+            .exists(params![contact, trigger])?)
+    }
+
+    fn enqueue(&mut self, d: &NewDelivery) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO outbox (firing, key, destination, payload, status, next_attempt, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+            )?
+            .execute(params![d.firing, d.key, d.destination, d.payload, d.at.0])?;
+        Ok(())
+    }
+
+    fn enrol(
+        &mut self,
+        campaign: &str,
+        firing: i64,
+        contact: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO campaign_members (campaign, firing, contact, at, enrolled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![campaign, firing, contact, at.0, now.0])?;
+        Ok(())
+    }
+
+    fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id FROM contacts WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now.0, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_triggers(
+        &mut self,
+        contact: &str,
+        triggers: &[u8],
+        due: Option<Timestamp>,
+    ) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE contacts SET triggers = ?2, due = ?3 WHERE id = ?1")?
+            .execute(params![contact, triggers, due.map(|t| t.0)])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+use super::*;
+
+fn track(user: &str, id: &str, at: &str) -> Incoming {
+    let value = serde_json::json!({"type": "track", "userId": user,
+        "event": "Form Submitted", "messageId": id, "timestamp": at});
+    Incoming::new(leadscore_core::event::Message::from_json(value, None, None).unwrap())
+}
+
+/// The writer's cache of live states keeps what its own ingests wrote
+/// and is emptied when this connection writes anything else or another
+/// connection commits.
+#[test]
+fn the_live_cache_is_dropped_after_any_other_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability().unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let version = store.add_model("b2b.toml", source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    let ingest = |store: &mut SqliteStore, user: &str, id: &str, at: &str| {
+        store.ingest(vec![track(user, id, at)]).unwrap();
+    };
+    ingest(&mut store, "c", "c1", "2025-01-01T00:00:00Z");
+    ingest(&mut store, "d", "d1", "2025-01-01T00:00:01Z");
+    ingest(&mut store, "c", "c2", "2025-01-01T00:00:02Z");
+    let holds = |store: &SqliteStore, c: &str| store.live.as_ref().unwrap().states.holds(c);
+    assert!(holds(&store, "c") && holds(&store, "d"));
+    // Another write on this connection.
+    store
+        .add_outcomes(&[crate::Outcome {
+            contact_id: "c".into(),
+            outcome: "won".into(),
+            value: None,
+            at: Timestamp::from_seconds(1_735_689_700),
+        }])
+        .unwrap();
+    ingest(&mut store, "c", "c3", "2025-01-01T00:00:03Z");
+    assert!(holds(&store, "c") && !holds(&store, "d"));
+    // A commit by another connection.
+    ingest(&mut store, "d", "d2", "2025-01-01T00:00:04Z");
+    assert!(holds(&store, "d"));
+    let mut other = SqliteStore::open(&path).unwrap();
+    ingest(&mut other, "e", "e1", "2025-01-01T00:00:05Z");
+    ingest(&mut store, "c", "c4", "2025-01-01T00:00:06Z");
+    assert!(holds(&store, "c") && !holds(&store, "d"));
+}
+
+/// A pragma's integer value on the store's connection.
+fn pragma(store: &SqliteStore, name: &str) -> i64 {
+    store
+        .conn
+        .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// An import's connection keeps a larger page cache; durability is
+/// unchanged (every commit synchronous).
+#[test]
+fn a_bulk_load_gets_the_larger_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("t.db")).unwrap();
+    assert_eq!(pragma(&store, "cache_size"), -2000, "SQLite's default");
+    store.prepare_bulk_load().unwrap();
+    assert_eq!(pragma(&store, "cache_size"), -BULK_CACHE_KIB);
+    assert_eq!(pragma(&store, "synchronous"), 2, "still FULL");
+}
+
+/// Deferring durability turns the commit's own sync off, and the flush
+/// syncs the WAL (or finds none left to sync).
+#[test]
+fn deferred_commits_are_flushed_through_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(pragma(&store, "synchronous"), 2, "FULL by default");
+    let mut flush = store.defer_durability().unwrap().expect("SQLite defers");
+    assert_eq!(pragma(&store, "synchronous"), 1, "NORMAL once deferred");
+    assert_eq!(pragma(&store, "cache_size"), -SERVER_CACHE_KIB);
+    store.add_key("h", crate::Scope::Read, "t").unwrap();
+    assert!(wal_path(&path).exists());
+    flush.flush().unwrap();
+    drop(store);
+    assert!(
+        !wal_path(&path).exists(),
+        "the last connection removes the WAL"
+    );
+    flush.flush().unwrap();
+}
+
+/// Page splits in a database under 1 GiB swap pages through the
+/// lock-byte page's number; with the swap kept at key 0 the database
+/// stays intact, across a rollback, a commit and a reopen.
+#[test]
+fn page_swaps_go_through_key_zero_and_leave_the_database_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert!(
+        crate::pcache::install(),
+        "SQLite was started before the store"
+    );
+    let conn = &mut store.conn;
+    conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID")
+        .unwrap();
+    // Keys in a scattered order split pages all over the tree.
+    let key = |i: u64| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let fill = |conn: &mut rusqlite::Connection, range: std::ops::Range<u64>, keep: bool| {
+        let tx = conn.transaction().unwrap();
+        for i in range {
+            tx.execute("INSERT INTO t VALUES (?1, ?2)", (key(i), "x".repeat(200)))
+                .unwrap();
+        }
+        if keep {
+            tx.commit().unwrap();
+        } // else rolled back on drop
+    };
+    let before = crate::pcache::swaps();
+    fill(conn, 0..20_000, false);
+    fill(conn, 0..20_000, true);
+    assert!(crate::pcache::swaps() > before, "no page was swapped");
+    let count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    };
+    let check = |conn: &rusqlite::Connection| -> String {
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((count(conn), check(conn).as_str()), (20_000, "ok"));
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        (count(&store.conn), check(&store.conn).as_str()),
+        (20_000, "ok")
+    );
+}
