@@ -1,0 +1,384 @@
+//! Live scoring over a transaction, independent of the backend: message
+//! deduplication, identity stitching, in-order absorb or re-fold, ledger
+//! entries, activation and dry runs. A backend provides [`Tx`].
+
+use leadscore_core::batch::{contacts_as_of, ContactLog};
+use leadscore_core::event::Message;
+use leadscore_core::fold::{sort_log, ContactState};
+use leadscore_core::identity::Identities;
+use leadscore_core::model::Model;
+use leadscore_core::score::Score;
+use leadscore_core::time::Timestamp;
+use leadscore_core::triggers::{replay, Firing, TriggerState};
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+mod dry_run;
+mod ingest;
+mod triggers;
+
+pub(crate) use dry_run::DryRunBuilder;
+pub use dry_run::{DryRun, Mover};
+pub(crate) use ingest::{ingest, LiveCache};
+use triggers::armed;
+pub use triggers::DueReport;
+pub(crate) use triggers::{fire_due, write_firings};
+
+use crate::{
+    id_hash, ContactRecord, Incoming, LedgerEntry, Listed, Result, ScoreFields, StoreError,
+};
+
+/// Which contacts table a row goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// Live rows under the active model.
+    Live,
+    /// Rows of a model being activated.
+    Next,
+}
+
+/// A contact row.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub id: String,
+    pub model_version: u32,
+    pub state: Vec<u8>,
+    pub traits: Map<String, Value>,
+    pub company: Map<String, Value>,
+    pub last_ts: Option<Timestamp>,
+    pub score: Score,
+    /// The encoded [`TriggerState`] (empty: none yet).
+    pub triggers: Vec<u8>,
+    /// The next time-based trigger evaluation point.
+    pub due: Option<Timestamp>,
+}
+
+impl Row {
+    /// Traits as the stored JSON text.
+    pub fn traits_json(&self) -> String {
+        map_json(&self.traits)
+    }
+
+    /// Company traits as the stored JSON text.
+    pub fn company_json(&self) -> String {
+        map_json(&self.company)
+    }
+}
+
+/// A JSON object's text, written from the map without copying it.
+fn map_json(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).expect("a JSON map serialises")
+}
+
+impl From<Row> for Listed {
+    fn from(row: Row) -> Listed {
+        Listed {
+            id: row.id,
+            last_event: row.last_ts,
+            score: row.score,
+        }
+    }
+}
+
+impl From<Row> for ContactRecord {
+    fn from(row: Row) -> ContactRecord {
+        ContactRecord {
+            state_bytes: row.state.len(),
+            id: row.id,
+            model_version: row.model_version,
+            last_event: row.last_ts,
+            score: row.score,
+            traits: row.traits,
+            company: row.company,
+        }
+    }
+}
+
+/// A ledger entry to append (buffered for the batch, written at its end in
+/// as few statements as the backend can); its `seq` is given on insert.
+pub(crate) type NewEntry = LedgerEntry;
+
+/// `old`/`new` as the ledger's JSON text.
+pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
+    fields.map(|f| serde_json::to_string(f).expect("score fields serialise"))
+}
+
+/// What the engine needs from a backend, inside one transaction.
+pub(crate) trait Tx {
+    /// Whether any id was ever erased (skips per-message tombstone checks).
+    fn has_tombstones(&mut self) -> Result<bool>;
+    fn tombstoned(&mut self, id_hash: &str) -> Result<bool>;
+    /// Called with a batch before its messages: a backend may then stage
+    /// the batch's appends and write them together ([`Tx::flush_events`]),
+    /// as long as every read of the log sees them.
+    fn begin_events(&mut self, _batch: &[Incoming]) -> Result<()> {
+        Ok(())
+    }
+    /// Writes the staged appends, if any.
+    fn flush_events(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Appends an event; `false` when its message id is already stored.
+    fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool>;
+    fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>>;
+    fn replace_event(&mut self, m: &Message, body: &str) -> Result<()>;
+    fn insert_link(&mut self, from: &str, to: &str, ts: Timestamp, message_id: &str) -> Result<()>;
+    fn delete_links_of(&mut self, message_id: &str) -> Result<()>;
+    /// The effective (earliest) link of each of `from_ids` that has one.
+    fn first_links(&mut self, from_ids: &[String]) -> Result<Vec<(String, String)>>;
+    fn identity(&mut self, id: &str) -> Result<Option<String>>;
+    fn set_identity(&mut self, id: &str, contact: &str) -> Result<()>;
+    fn members(&mut self, contact: &str) -> Result<Vec<String>>;
+    /// The stored JSON of every event whose own id is `own_id`.
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>>;
+    fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>>;
+    fn put_row(&mut self, table: Table, row: &Row) -> Result<()>;
+    fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
+    /// Appends entries in order.
+    fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()>;
+    /// Records a firing; `None` when its key is already recorded.
+    fn insert_firing(&mut self, firing: &NewFiring) -> Result<Option<i64>>;
+    /// Whether `trigger` ever fired for `contact`.
+    fn fired_before(&mut self, contact: &str, trigger: &str) -> Result<bool>;
+    /// Queues the delivery of one action of a firing.
+    fn enqueue(&mut self, delivery: &NewDelivery) -> Result<()>;
+    /// Adds a contact to a campaign list.
+    fn enrol(
+        &mut self,
+        campaign: &str,
+        firing: i64,
+        contact: &str,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Contacts whose due time is at or before `now`, earliest first.
+    fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>>;
+    /// Updates a live row's trigger state and due time.
+    fn set_triggers(
+        &mut self,
+        contact: &str,
+        triggers: &[u8],
+        due: Option<Timestamp>,
+    ) -> Result<()>;
+    /// Canonical contacts after `after` in id order, at most `limit`.
+    fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+}
+
+/// A firing to record.
+#[derive(Debug, Clone)]
+pub(crate) struct NewFiring {
+    pub key: String,
+    pub trigger: String,
+    pub contact: String,
+    pub at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub late: bool,
+    pub model_version: u32,
+    pub score: String,
+    pub explanation: String,
+}
+
+/// One action of a firing to deliver.
+#[derive(Debug, Clone)]
+pub(crate) struct NewDelivery {
+    pub firing: i64,
+    pub key: String,
+    pub destination: String,
+    pub payload: String,
+    pub at: Timestamp,
+}
+
+/// A firing whose time is more than this before it is recorded is marked
+/// late (downtime, late events, imports of history).
+pub const LATE_AFTER_SECONDS: i64 = 300;
+
+/// The idempotency key of a firing: SHA-256 of trigger, contact and time.
+pub fn firing_key(trigger: &str, contact: &str, at: Timestamp) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{trigger}\0{contact}\0{}", at.0).as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the message concerns an erased id.
+fn erased(tx: &mut impl Tx, m: &Message) -> Result<bool> {
+    for id in [
+        m.user_id.as_deref(),
+        m.anonymous_id.as_deref(),
+        m.previous_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if tx.tombstoned(&id_hash(id))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Reads back a stored message.
+pub(crate) fn parse_stored(body: &str) -> Result<Message> {
+    Message::from_json_text(body.as_bytes(), None)
+        .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+}
+
+/// The stored JSON of a contact's events, with the ids they came under.
+fn contact_bodies(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let members = tx.members(contact)?;
+    let mut bodies = Vec::new();
+    for id in &members {
+        bodies.extend(tx.event_bodies(id)?);
+    }
+    Ok((members, bodies))
+}
+
+fn parse_log(bodies: &[String]) -> Result<Vec<Message>> {
+    let mut messages = bodies
+        .iter()
+        .map(|b| parse_stored(b))
+        .collect::<Result<Vec<_>>>()?;
+    sort_log(&mut messages);
+    Ok(messages)
+}
+
+/// A contact's messages, in log order, with the ids they came under.
+pub(crate) fn contact_log(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<Message>)> {
+    let (members, bodies) = contact_bodies(tx, contact)?;
+    Ok((members, parse_log(&bodies)?))
+}
+
+/// Folds a contact from its log under `model`.
+pub(crate) fn fold_contact(tx: &mut impl Tx, model: &Model, contact: &str) -> Result<ContactState> {
+    let (_, messages) = contact_log(tx, contact)?;
+    Ok(ContactState::fold(model, None, &messages))
+}
+
+/// Re-folds a contact from its log and replays its triggers up to where
+/// they had been evaluated (`old`), reporting every edge of the replay:
+/// the caller records those not recorded yet.
+pub(crate) fn fold_with_triggers(
+    tx: &mut impl Tx,
+    model: &Model,
+    contact: &str,
+    old: Option<&TriggerState>,
+) -> Result<(ContactState, TriggerState, Vec<Firing>)> {
+    let (_, messages) = contact_log(tx, contact)?;
+    if model.triggers.is_empty() {
+        let state = ContactState::fold(model, None, &messages);
+        return Ok((state, TriggerState::new(model), Vec::new()));
+    }
+    let last = messages.last().map(|m| m.timestamp);
+    let until = old.and_then(TriggerState::at).max(last).unwrap_or_default();
+    Ok(replay(
+        model,
+        None,
+        &messages,
+        until,
+        old.and_then(TriggerState::since),
+    ))
+}
+
+/// Folds many contacts: their logs are read in turn (one connection), then
+/// parsed and folded on all cores.
+pub(crate) fn fold_many(
+    tx: &mut impl Tx,
+    model: &Model,
+    contacts: &[String],
+) -> Result<Vec<(String, ContactState)>> {
+    let mut logs = Vec::with_capacity(contacts.len());
+    for contact in contacts {
+        logs.push((contact.clone(), contact_bodies(tx, contact)?.1));
+    }
+    logs.into_par_iter()
+        .map(|(contact, bodies)| {
+            let messages = parse_log(&bodies)?;
+            Ok((contact, ContactState::fold(model, None, &messages)))
+        })
+        .collect()
+}
+
+/// The row for a folded state (`None` when it has no message).
+pub(crate) fn row_of(
+    model: &Model,
+    version: u32,
+    contact: &str,
+    state: &ContactState,
+    triggers: &TriggerState,
+) -> Option<Row> {
+    let last = state.last_timestamp()?;
+    let score = state.score_at(model, last).expect("at the last message");
+    Some(Row {
+        id: contact.to_string(),
+        model_version: version,
+        state: state.encode(model),
+        traits: state.traits().clone(),
+        company: state.company().clone(),
+        last_ts: Some(last),
+        score,
+        triggers: triggers.encode(),
+        due: triggers.next_point(model, state),
+    })
+}
+
+/// The row of a contact under a model being activated at `now`: its
+/// triggers start from what is true then (history before the activation is
+/// not the new model's to act on).
+pub(crate) fn activation_row(
+    model: &Model,
+    version: u32,
+    contact: &str,
+    state: &ContactState,
+    now: Timestamp,
+) -> Option<Row> {
+    let armed = armed(model, state, state.last_timestamp().map(|l| l.max(now)));
+    row_of(model, version, contact, state, &armed)
+}
+
+/// Contacts processed per transaction by activations and dry runs.
+pub(crate) const CONTACTS_PER_STEP: usize = 512;
+
+/// Fills the next-rows table for an activation from `cursor` on, one
+/// transaction per step (through `step`), returning contacts done.
+pub(crate) fn activation_step(
+    tx: &mut impl Tx,
+    model: &Model,
+    version: u32,
+    cursor: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<(String, u64)>> {
+    let contacts = tx.contacts_after(cursor, CONTACTS_PER_STEP)?;
+    let Some(last) = contacts.last().cloned() else {
+        return Ok(None);
+    };
+    for (contact, state) in fold_many(tx, model, &contacts)? {
+        if let Some(row) = activation_row(model, version, &contact, &state, now) {
+            tx.put_row(Table::Next, &row)?;
+        }
+    }
+    Ok(Some((last, contacts.len() as u64)))
+}
+
+/// A contact's score at `t` from its log, stitched as of `t`: the contact
+/// that `id` belonged to at `t`, and its score (`None` if it had no message
+/// by then).
+pub(crate) fn score_from_log(
+    model: &Model,
+    id: &str,
+    messages: Vec<Message>,
+    t: Timestamp,
+) -> Option<(String, Score)> {
+    log_as_of(id, messages, t).map(|c| {
+        let score = c.score_as_of(model, t);
+        (c.id, score)
+    })
+}
+
+/// The log of the contact `id` belonged to at `t`, stitched as of `t`, from
+/// a log holding (at least) all of that contact's messages.
+pub(crate) fn log_as_of(id: &str, messages: Vec<Message>, t: Timestamp) -> Option<ContactLog> {
+    let until: Vec<Message> = messages.into_iter().filter(|m| m.timestamp <= t).collect();
+    let canonical = Identities::from_messages(&until).canonical(id).to_string();
+    contacts_as_of(until, Vec::new(), t)
+        .into_iter()
+        .find(|c| c.id == canonical)
+}
