@@ -341,7 +341,7 @@ proptest! {
 /// At this test's light write rate either half of the remedy (the
 /// checkpointer's back-to-back passes past the limit, the writer's own
 /// catch-up) keeps the WAL bounded; without both it reached 9.9 MB. When
-/// the writer catches up is a unit test of `WalProgress` in `sqlite.rs`.
+/// the writer catches up is a unit test of `WalProgress` in `sqlite/wal.rs`.
 #[test]
 fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
     const LIMIT: u64 = 128 << 10;
