@@ -583,6 +583,10 @@ pub enum ModelCommand {
     DryRun {
         /// Candidate model file (TOML).
         file: PathBuf,
+        /// Compare both models' scores as of this time instead of now
+        /// (RFC 3339 or a date).
+        #[arg(long)]
+        as_of: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::auth::authorize;
 use crate::error::{store_error, ApiError};
-use crate::request::{params, path, text_body};
+use crate::request::{params, parse_time, path, text_body};
 use crate::worker::{read, stored, StoreHandle};
 use crate::{AppState, Reopen};
 
@@ -149,20 +149,30 @@ pub(crate) async fn add_model(
     Ok((StatusCode::CREATED, Json(json!({ "model": added }))))
 }
 
+/// `name` of the candidate (in its errors); `as_of`: when both models
+/// score (default now).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DryRunQuery {
+    name: Option<String>,
+    as_of: Option<String>,
+}
+
 pub(crate) async fn dry_run(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
-    query: Result<Query<ModelName>, QueryRejection>,
+    query: Result<Query<DryRunQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Admin).await?;
     let q = params(query)?;
     let source = text_body(body)?;
+    let at = parse_time(q.as_of.as_deref())?;
     let name = q.name.unwrap_or_else(|| "candidate.toml".into());
     let candidate = Model::from_toml(&name, &source)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let report = read(&handle, move |store| {
-        store.dry_run(&candidate, &mut |_, _| {})
+        store.dry_run(&candidate, at, &mut |_, _| {})
     })
     .await?;
     Ok(Json(json!({ "dry_run": report })))

@@ -393,8 +393,9 @@ pub trait Store: Send {
     /// completes, the previous scores stay in place; the switch is atomic.
     fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport>;
 
-    /// Scores every contact under `candidate` without storing anything.
-    fn dry_run(&self, candidate: &Model, progress: Progress<'_>) -> Result<DryRun>;
+    /// Scores every contact under `candidate` as of `at`, beside its score
+    /// under the active model at the same time, without storing anything.
+    fn dry_run(&self, candidate: &Model, at: Timestamp, progress: Progress<'_>) -> Result<DryRun>;
 
     /// The stored record of a contact, by any of its ids.
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>>;

@@ -313,7 +313,7 @@ impl Scan {
     /// latest event is after `at` keeps its score as of that event (a
     /// listing does not fold logs back in time), as does a row of another
     /// model version (none is left once an activation switches).
-    fn listed(&self, row: Row) -> Result<Listed> {
+    pub(crate) fn listed(&self, row: Row) -> Result<Listed> {
         if row.model_version != self.version || row.last_ts.is_none_or(|last| last > self.at) {
             return Ok(Listed::from(row));
         }

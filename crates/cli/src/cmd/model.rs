@@ -20,7 +20,7 @@ pub fn run(db: &Path, command: &ModelCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Diff { old, new } => diff(db, *old, *new),
-        ModelCommand::DryRun { file, json } => dry_run(db, file, *json),
+        ModelCommand::DryRun { file, as_of, json } => dry_run(db, file, as_of.as_deref(), *json),
         ModelCommand::Activate { number } => {
             let mut store = store::open_existing(db)?;
             activate_with_bar(store.as_mut(), *number, "activating")?;
@@ -133,11 +133,12 @@ fn diff(db: &Path, old: u32, new: u32) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dry_run(db: &Path, file: &Path, json: bool) -> Result<ExitCode> {
+fn dry_run(db: &Path, file: &Path, as_of: Option<&str>, json: bool) -> Result<ExitCode> {
     let candidate = load::model(file)?;
+    let at = load::as_of(as_of)?;
     let store = store::open_existing(db)?;
     let bar = progress::items(0, "dry run");
-    let report = store.dry_run(&candidate, &mut |done, total| {
+    let report = store.dry_run(&candidate, at, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;
@@ -149,9 +150,10 @@ fn dry_run(db: &Path, file: &Path, json: bool) -> Result<ExitCode> {
     let mut out = String::new();
     writeln!(
         out,
-        "dry run of {} over {} contact(s)",
+        "dry run of {} over {} contact(s), both models as of {}",
         file.display(),
-        report.contacts
+        report.contacts,
+        report.as_of
     )?;
     writeln!(out, "contacts changing tier: {}", report.tier_changes)?;
     writeln!(out, "\n{:<16} {:>8} {:>8}", "tier", "now", "after")?;

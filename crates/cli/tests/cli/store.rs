@@ -262,9 +262,27 @@ fn model_versions_diff_dry_run_and_rollback() {
     let changed = changed.display().to_string();
     let dry = with_db(&db, &["model", "dry-run", &changed]).success();
     assert!(
-        dry.contains("dry run of") && dry.contains("top movers"),
+        dry.contains("dry run of")
+            && dry.contains("both models as of")
+            && dry.contains("top movers"),
         "{dry}"
     );
+    let dated = with_db(
+        &db,
+        &[
+            "model",
+            "dry-run",
+            &changed,
+            "--as-of",
+            "2031-01-01",
+            "--json",
+        ],
+    )
+    .success();
+    let dated: serde_json::Value = serde_json::from_str(&dated).unwrap();
+    assert_eq!(dated["as_of"], "2031-01-01T00:00:00Z", "{dated}");
+    let bad = with_db(&db, &["model", "dry-run", &changed, "--as-of", "soon"]).failure();
+    assert!(bad.contains("--as-of"), "{bad}");
     with_db(&db, &["model", "add", &changed]).success();
     let list = with_db(&db, &["model", "list"]).success();
     assert_eq!(list.lines().count(), 3, "{list}");

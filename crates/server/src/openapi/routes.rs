@@ -329,10 +329,10 @@ pub const ROUTES: &[Route] = &[
         path: "/api/v1/models/dry-run",
         access: Access::Admin,
         tag: "models",
-        summary: "Impact of a candidate model (TOML body), nothing stored.",
+        summary: "Impact of a candidate model (TOML body), nothing stored: both models score every contact as of the same time (as_of, default now).",
         body: Some("application/toml"),
-        query: &["name"],
-        responses: responses![(200, "impact"), (422, "invalid model")],
+        query: &["name", "as_of"],
+        responses: responses![(200, "impact"), (400, "bad as_of"), (422, "invalid model")],
     },
     Route {
         method: "GET",

@@ -351,6 +351,19 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
     assert_eq!(added["model"]["version"], 2);
     let (_, diff) = server.get("/api/v1/models/1/diff/2", &read);
     assert!(!diff["changes"].as_array().unwrap().is_empty(), "{diff}");
+    // A dry run scores both models as of the time asked (default now).
+    let email = include_str!("../../../../examples/email.toml");
+    let (status, dry) = server.text(
+        "POST",
+        "/api/v1/models/dry-run?as_of=2031-01-01",
+        &admin,
+        email,
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["dry_run"]["as_of"], "2031-01-01T00:00:00Z", "{dry}");
+    let (status, bad) = server.text("POST", "/api/v1/models/dry-run?as_of=soon", &admin, email);
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("as_of"), "{bad}");
     // GDPR.
     let (_, export) = server.get("/api/v1/contacts/ann/export", &admin);
     assert_eq!(export["events"].as_array().unwrap().len(), 1);

@@ -3,9 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use leadscore_core::model::Model;
 use leadscore_core::score::Score;
+use leadscore_core::time::Timestamp;
 use schemars::JsonSchema;
 use serde::Serialize;
+
+use super::{fold_many, Table, Tx, CONTACTS_PER_STEP};
+use crate::listing::Scan;
+use crate::{Progress, Result};
 
 /// A contact whose score moves most under a candidate model.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -22,9 +28,13 @@ pub struct Mover {
     pub tier_after: String,
 }
 
-/// The impact of a candidate model on the stored contacts.
+/// The impact of a candidate model on the stored contacts, both models
+/// scoring each contact as of the same time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct DryRun {
+    /// The time both models score at (a contact whose latest event is
+    /// later is compared as of that event).
+    pub as_of: Timestamp,
     /// Contacts scored.
     pub contacts: u64,
     /// Contacts whose tier changes.
@@ -72,7 +82,7 @@ const TOP_MOVERS: usize = 10;
 
 /// Accumulates a dry run, contact by contact.
 #[derive(Default)]
-pub(crate) struct DryRunBuilder {
+struct DryRunBuilder {
     report: DryRun,
     before: Vec<f64>,
     after: Vec<f64>,
@@ -115,10 +125,54 @@ impl DryRunBuilder {
         movers.truncate(TOP_MOVERS);
     }
 
-    pub fn finish(mut self) -> DryRun {
+    pub fn finish(mut self, as_of: Timestamp) -> DryRun {
         self.trim();
+        self.report.as_of = as_of;
         self.report.score_before = Distribution::of(self.before);
         self.report.score_after = Distribution::of(self.after);
         self.report
     }
+}
+
+/// Folds every contact under `candidate` and compares its score as of `at`
+/// with the active model's at the same time: `scan` scores the live rows at
+/// `at` when the active model's scores move with time, else the stored
+/// scores are those scores. `total`: the contacts to expect, for progress.
+pub(crate) fn dry_run(
+    tx: &mut impl Tx,
+    candidate: &Model,
+    at: Timestamp,
+    scan: Option<&Scan>,
+    total: u64,
+    progress: Progress<'_>,
+) -> Result<DryRun> {
+    let mut builder = DryRunBuilder::default();
+    let mut cursor: Option<String> = None;
+    let mut done = 0;
+    loop {
+        let contacts = tx.contacts_after(cursor.as_deref(), CONTACTS_PER_STEP)?;
+        let Some(last) = contacts.last().cloned() else {
+            break;
+        };
+        for (contact, state) in fold_many(tx, candidate, &contacts)? {
+            let Some(latest) = state.last_timestamp() else {
+                continue;
+            };
+            let after = state
+                .score_at(candidate, at.max(latest))
+                .expect("not before the latest message");
+            let before = match tx.row(Table::Live, &contact)? {
+                Some(row) => Some(match scan {
+                    Some(scan) => scan.listed(row)?.score,
+                    None => row.score,
+                }),
+                None => None,
+            };
+            builder.add(&contact, before.as_ref(), &after);
+        }
+        done += contacts.len() as u64;
+        progress(done.min(total), total);
+        cursor = Some(last);
+    }
+    Ok(builder.finish(at))
 }

@@ -17,7 +17,7 @@ mod dry_run;
 mod ingest;
 mod triggers;
 
-pub(crate) use dry_run::DryRunBuilder;
+pub(crate) use dry_run::dry_run;
 pub use dry_run::{DryRun, Mover};
 pub(crate) use ingest::{ingest, LiveCache};
 use triggers::armed;

@@ -16,7 +16,7 @@ use leadscore_core::time::Timestamp;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::engine::{self, DryRunBuilder, Table, Tx};
+use crate::engine::{self, Table, Tx};
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
     Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
@@ -398,32 +398,12 @@ impl Store for PgStore {
         Ok(report)
     }
 
-    fn dry_run(&self, candidate: &Model, progress: Progress<'_>) -> Result<DryRun> {
+    fn dry_run(&self, candidate: &Model, at: Timestamp, progress: Progress<'_>) -> Result<DryRun> {
+        let cache = &self.active;
         self.read(|pg| {
             let total = pg.count("SELECT count(DISTINCT contact) FROM identities", &[])?;
-            let mut builder = DryRunBuilder::default();
-            let mut cursor: Option<String> = None;
-            let mut done = 0;
-            loop {
-                let contacts = pg.contacts_after(cursor.as_deref(), engine::CONTACTS_PER_STEP)?;
-                let Some(last) = contacts.last().cloned() else {
-                    break;
-                };
-                for (contact, state) in engine::fold_many(pg, candidate, &contacts)? {
-                    let Some(after) = state
-                        .last_timestamp()
-                        .map(|t| state.score_at(candidate, t).expect("at the last message"))
-                    else {
-                        continue;
-                    };
-                    let before = pg.row(Table::Live, &contact)?.map(|r| r.score);
-                    builder.add(&contact, before.as_ref(), &after);
-                }
-                done += contacts.len() as u64;
-                progress(done.min(total), total);
-                cursor = Some(last);
-            }
-            Ok(builder.finish())
+            let scan = pg.scan(cache, Some(at))?;
+            engine::dry_run(pg, candidate, at, scan.as_ref(), total, progress)
         })
     }
 

@@ -20,7 +20,7 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-use crate::engine::{self, DryRunBuilder, Table, Tx};
+use crate::engine::{self, Table, Tx};
 use crate::listing::Scan;
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
@@ -541,32 +541,11 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
-    fn dry_run(&self, candidate: &Model, progress: Progress<'_>) -> Result<DryRun> {
+    fn dry_run(&self, candidate: &Model, at: Timestamp, progress: Progress<'_>) -> Result<DryRun> {
         let tx = self.conn.unchecked_transaction()?;
         let total = count(&tx, "SELECT count(DISTINCT contact) FROM identities", [])?;
-        let mut builder = DryRunBuilder::default();
-        let mut cursor: Option<String> = None;
-        let mut done = 0;
-        loop {
-            let contacts = Sql(&tx).contacts_after(cursor.as_deref(), engine::CONTACTS_PER_STEP)?;
-            let Some(last) = contacts.last().cloned() else {
-                break;
-            };
-            for (contact, state) in engine::fold_many(&mut Sql(&tx), candidate, &contacts)? {
-                let Some(after) = state
-                    .last_timestamp()
-                    .map(|t| state.score_at(candidate, t).expect("at the last message"))
-                else {
-                    continue;
-                };
-                let before = Sql(&tx).row(Table::Live, &contact)?.map(|r| r.score);
-                builder.add(&contact, before.as_ref(), &after);
-            }
-            done += contacts.len() as u64;
-            progress(done.min(total), total);
-            cursor = Some(last);
-        }
-        Ok(builder.finish())
+        let scan = self.scan(&tx, Some(at))?;
+        engine::dry_run(&mut Sql(&tx), candidate, at, scan.as_ref(), total, progress)
     }
 
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {

@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::harness::*;
-use leadscore_store::JobUpdate;
+use leadscore_store::{now, JobUpdate};
 
 #[test]
 fn events_before_any_model_are_scored_at_activation() {
@@ -72,6 +72,39 @@ fn an_interrupted_activation_keeps_old_scores_and_resumes() {
     }
 }
 
+/// Both sides of a dry run are scores as of its time: the active model's
+/// is what the store answers then (engagement decayed since the latest
+/// events), the candidate's a batch recompute at that time.
+#[test]
+fn a_dry_run_compares_both_models_as_of_its_time() {
+    let (messages, end) = generated(60, 90, 15);
+    let later = leadscore_core::time::Timestamp(end.0 + 90 * 86_400 * 1_000_000_000);
+    let tiers = |model: &str, at| {
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for (_, score) in batch(&example(model), &messages, at) {
+            *counts.entry(score.tier).or_default() += 1;
+        }
+        counts
+    };
+    assert_ne!(
+        tiers("b2b", end),
+        tiers("b2b", later),
+        "decay must move tiers between the two times, or this test says nothing"
+    );
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "b2b");
+        store.ingest(incoming(&messages)).unwrap();
+        for at in [end, later] {
+            let run = store
+                .dry_run(&example("email"), at, &mut |_, _| {})
+                .unwrap();
+            assert_eq!(run.as_of, at);
+            assert_eq!(run.tiers_before, tiers("b2b", at), "active model at {at}");
+            assert_eq!(run.tiers_after, tiers("email", at), "candidate at {at}");
+        }
+    }
+}
+
 #[test]
 fn a_dry_run_reports_impact_without_changing_anything() {
     let (messages, _) = generated(40, 90, 14);
@@ -79,12 +112,16 @@ fn a_dry_run_reports_impact_without_changing_anything() {
         activate(store.as_mut(), "b2b");
         store.ingest(incoming(&messages)).unwrap();
         let before = store.stats().unwrap();
-        let same = store.dry_run(&example("b2b"), &mut |_, _| {}).unwrap();
+        let same = store
+            .dry_run(&example("b2b"), now(), &mut |_, _| {})
+            .unwrap();
         assert_eq!(same.contacts, before.contacts);
         assert_eq!(same.tier_changes, 0);
         assert_eq!(same.tiers_before, same.tiers_after);
         assert!(same.top_movers.iter().all(|m| m.before == m.after));
-        let other = store.dry_run(&example("email"), &mut |_, _| {}).unwrap();
+        let other = store
+            .dry_run(&example("email"), now(), &mut |_, _| {})
+            .unwrap();
         assert_eq!(other.contacts, before.contacts);
         assert!(other.tier_changes > 0);
         assert!(other.top_movers.len() <= 10);
