@@ -161,7 +161,14 @@ fn fresh_store(path: &Path) -> Result<SqliteStore> {
                 path.display()
             );
         }
-        drop(existing);
+        // Deleting the files under a running `serve --demo` would lose what
+        // it acknowledged since: refuse while anything has the store open.
+        existing.close_exclusive().map_err(|e| {
+            anyhow::anyhow!(
+                "{} is in use ({e}): stop the server or program using it (a running `leadscore serve --demo`?), or choose another path",
+                path.display()
+            )
+        })?;
         for suffix in ["", "-wal", "-shm"] {
             let file = format!("{}{suffix}", path.display());
             if Path::new(&file).exists() {

@@ -229,6 +229,16 @@ fn the_demo_never_replaces_a_store_of_real_data() {
     let status: Value =
         serde_json::from_str(&with_db(&demo, &["status", "--json"]).success()).unwrap();
     assert_eq!(status["stats"]["contacts"], 20);
+    // Not while it is open elsewhere (a running `serve --demo`): deleting
+    // its files would take the data from under that connection.
+    let held = leadscore_store::SqliteStore::open(&demo).unwrap();
+    let e = leadscore(&["--db", &demo, "demo", "--contacts", "5"]).failure();
+    assert!(e.contains("is in use"), "{e}");
+    let status: Value =
+        serde_json::from_str(&with_db(&demo, &["status", "--json"]).success()).unwrap();
+    assert_eq!(status["stats"]["contacts"], 20, "left as it was");
+    drop(held);
+    leadscore(&["--db", &demo, "demo", "--contacts", "5"]).success();
 }
 
 #[test]

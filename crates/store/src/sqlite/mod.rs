@@ -225,6 +225,24 @@ impl SqliteStore {
         Ok(count(&self.conn, "PRAGMA user_version", [])? == DEMO_MARK as u64)
     }
 
+    /// Closes the store after taking it out of WAL mode, which SQLite
+    /// allows only to the one connection open on the database: an error
+    /// (without waiting) while another one, in this process or another (a
+    /// running server), has it open. For a caller about to delete its files,
+    /// which would take the data from under that connection.
+    pub fn close_exclusive(self) -> Result<()> {
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(StoreError::Database(format!(
+                "the database stays in {mode} mode: another connection has it open"
+            )));
+        }
+        Ok(())
+    }
+
     /// Caps the database size (SQLite `max_page_count`, for this
     /// connection): a transaction that would grow it further fails with
     /// "database or disk is full" and is rolled back, like a full disk.
