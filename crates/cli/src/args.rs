@@ -84,7 +84,7 @@ pub enum Command {
     )]
     Generate {
         /// Number of contacts.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         contacts: u64,
         /// Length of the period in days (from 2025-01-01).
         #[arg(long, default_value_t = 180)]
@@ -103,7 +103,7 @@ pub enum Command {
     )]
     Demo {
         /// Number of contacts to generate.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
         contacts: u64,
         /// SQLite store to (re)create with the demo data (the same as --db; default
         /// leadscore-demo.db). Only a store the demo built is replaced.
@@ -436,7 +436,7 @@ pub enum Command {
     )]
     Bench {
         /// Contacts to generate.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         contacts: u64,
         /// Days of activity (not with --triggers or --load, which make their own).
         #[arg(long, default_value_t = 365, conflicts_with_all = ["triggers", "load"])]

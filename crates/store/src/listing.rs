@@ -175,9 +175,16 @@ pub(crate) enum Param {
 
 impl ScoreQuery {
     /// Refuses a filter on a tier, grade or stage `model` does not define
-    /// (`""`, none, is always allowed): a misspelt name would answer an
-    /// empty list that reads as "nobody is hot today".
+    /// (`""`, none, is always allowed), and a `min` above `max`: either
+    /// would answer an empty list that reads as "nobody is hot today".
     pub fn check(&self, model: &Model) -> std::result::Result<(), String> {
+        if let (Some(min), Some(max)) = (self.min, self.max) {
+            if min > max {
+                return Err(format!(
+                    "min {min} is above max {max}: no score is in that range"
+                ));
+            }
+        }
         for (kind, plural, wanted, labels) in [
             ("tier", "tiers", &self.tier, &model.tiers),
             ("grade", "grades", &self.grade, &model.grades),

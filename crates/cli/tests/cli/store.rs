@@ -388,6 +388,8 @@ fn top_lists_contacts_by_their_score_now() {
     // A tier the model does not have is an error, not an empty list.
     let e = with_db(&db, &["top", "--tier", "Hot"]).failure();
     assert!(e.contains("no tier \"Hot\""), "{e}");
+    let e = with_db(&db, &["top", "--min", "50", "--max", "10"]).failure();
+    assert!(e.contains("min 50 is above max 10"), "{e}");
     // The table: a title, a header and one row per contact.
     let table = with_db(&db, &["top", "--limit", "3"]).success();
     assert!(table.starts_with("top 3 as of "), "{table}");

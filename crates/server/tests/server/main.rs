@@ -970,6 +970,7 @@ fn unknown_routes_and_methods_answer_json_and_health_checks_work() {
         // as "nobody is hot").
         ("GET", "/api/v1/scores?tier=Hot", &read),
         ("GET", "/api/v1/scores?min=NaN", &read),
+        ("GET", "/api/v1/scores?min=50&max=10", &read),
         (
             "GET",
             "/api/v1/contacts/u/history?form=2025-01-01T00:00:00Z",
