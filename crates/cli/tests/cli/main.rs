@@ -3,6 +3,8 @@
 mod crash;
 mod golden;
 mod harness;
+mod recovery;
+mod serve;
 mod snapshots;
 mod store;
 mod train;

@@ -1,0 +1,191 @@
+//! `leadscore serve` as a process: JSON logs and graceful stop on SIGTERM,
+//! settings from flags, environment and file, and the outbox commands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::harness::{example, generated, leadscore};
+use crate::store::{store_with, with_db};
+
+#[test]
+fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("serve.db").display().to_string();
+    with_db(&db, &["model", "add", &example("email"), "--activate"]).success();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "--db",
+            &db,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server logs before it listens")
+            .unwrap();
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        logged.push(record.clone());
+        if record["fields"]["message"] == "listening" {
+            break record["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    for line in lines {
+        logged.push(serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    assert!(child.wait().unwrap().success());
+    let messages: Vec<&str> = logged
+        .iter()
+        .filter_map(|r| r["fields"]["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .contains(&"no ingest key yet: create one with `leadscore keys create --scope ingest`"),
+        "{messages:?}"
+    );
+    assert!(
+        logged.iter().any(|r| r["fields"]["message"] == "request"
+            && r["fields"]["route"] == "/healthz"
+            && r["fields"]["status"] == "200"),
+        "{logged:?}"
+    );
+    assert_eq!(
+        messages.last(),
+        Some(&"stopped: every acknowledged event is committed"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn serve_settings_come_from_flags_then_environment_then_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9000\"\nbody_limit = 10000\ncors_origins = [\"https://a.example\"]\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let print = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+        command
+            .args(["serve", "--config", &file, "--print-config"])
+            .args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        toml::from_str::<toml::Table>(&String::from_utf8(out.stdout).unwrap()).unwrap()
+    };
+    let from_file = print(&[], &[]);
+    assert_eq!(from_file["listen"].as_str(), Some("127.0.0.1:9000"));
+    assert_eq!(from_file["log_format"].as_str(), Some("text"));
+    assert_eq!(from_file["key_cache_ms"].as_integer(), Some(1_000));
+    let env = print(
+        &[
+            ("LEADSCORE_LISTEN", "127.0.0.1:7000"),
+            (
+                "LEADSCORE_CORS_ORIGINS",
+                "https://b.example,https://c.example",
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(env["listen"].as_str(), Some("127.0.0.1:7000"));
+    assert_eq!(env["cors_origins"].as_array().unwrap().len(), 2);
+    let flags = print(
+        &[("LEADSCORE_LISTEN", "127.0.0.1:7000")],
+        &["--listen", "127.0.0.1:6000", "--body-limit", "5000"],
+    );
+    assert_eq!(flags["listen"].as_str(), Some("127.0.0.1:6000"));
+    assert_eq!(flags["body_limit"].as_integer(), Some(5000));
+    // A limit no message fits in is refused, not served.
+    let tiny = leadscore(&["serve", "--body-limit", "5", "--print-config"]).failure();
+    assert!(tiny.contains("body_limit: at least 1024"), "{tiny}");
+    std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();
+    let bad = leadscore(&[
+        "serve",
+        "--config",
+        &dir.path().join("bad.toml").display().to_string(),
+        "--print-config",
+    ])
+    .failure();
+    assert!(bad.contains("unknown field `lisen`"), "{bad}");
+}
+
+#[test]
+fn outbox_lists_delivers_and_reports_firings() {
+    let (dir, events, _) = generated("300", "200", "5");
+    let db = store_with(&dir, "email", &events, None);
+    let firings = with_db(&db, &["outbox", "firings", "--trigger", "list-hygiene"]).success();
+    let n = firings.lines().count();
+    assert!(
+        n > 0,
+        "the email model's list-hygiene trigger fires on this data"
+    );
+    for line in firings.lines() {
+        let f: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(f["trigger"], "list-hygiene");
+        assert_eq!(f["late"], true, "imported history is late");
+    }
+    let listed: Value =
+        serde_json::from_str(&with_db(&db, &["outbox", "list", "--json"]).success()).unwrap();
+    assert_eq!(listed["counts"]["pending"], n as u64);
+    let run = with_db(&db, &["outbox", "deliver"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{n} delivered, 0 to retry, 0 dead")),
+        "{}",
+        run.stderr
+    );
+    let table = with_db(
+        &db,
+        &["outbox", "list", "--status", "delivered", "--limit", "1"],
+    )
+    .success();
+    assert!(
+        table.starts_with(&format!("0 pending, {n} delivered, 0 dead\n")),
+        "{table}"
+    );
+    assert!(table.contains(" log "), "{table}");
+    let missing = with_db(&db, &["outbox", "retry", "--id", "999999"]).failure();
+    assert!(missing.contains("no dead letter 999999"), "{missing}");
+    let purge = with_db(&db, &["outbox", "purge", "--all"]);
+    assert!(
+        purge.stderr.contains("0 dead letter(s) deleted"),
+        "{}",
+        purge.stderr
+    );
+    let bad = with_db(&db, &["outbox", "list", "--status", "lost"]).failure();
+    assert!(bad.contains("expected pending, delivered or dead"), "{bad}");
+}
