@@ -1,3 +1,5 @@
+//! Unit tests of conditions: CEL compiled and evaluated against events and contacts.
+
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};

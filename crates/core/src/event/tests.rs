@@ -1,3 +1,5 @@
+//! Unit tests of messages: parsing paths, errors by field, batches, canonical forms.
+
 use super::*;
 use proptest::prelude::{prop_oneof, BoxedStrategy, Just, Strategy};
 use serde_json::json;

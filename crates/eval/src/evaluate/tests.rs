@@ -1,3 +1,5 @@
+//! Unit tests of point-in-time evaluation: decision times, leakage, reports, comparison and drift.
+
 use super::*;
 use leadscore_core::batch::contacts_as_of;
 use leadscore_core::event::Message;

@@ -1,3 +1,5 @@
+//! Unit tests of delivery: webhook signatures, CRM requests, permanent errors.
+
 use super::*;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};

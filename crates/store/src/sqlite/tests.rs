@@ -1,3 +1,5 @@
+//! Unit tests of the SQLite backend: the writer's live cache, page caches, deferred flushes, page swaps.
+
 use super::*;
 
 fn track(user: &str, id: &str, at: &str) -> Incoming {
