@@ -1,4 +1,5 @@
-//! Unit tests of the SQLite backend: the writer's live cache, page caches, deferred flushes, page swaps.
+//! Unit tests of the SQLite backend: the writer's live cache, page caches, deferred
+//! flushes, page swaps.
 
 use super::*;
 
