@@ -209,7 +209,12 @@ async fn shutdown_signal() {
 }
 
 pub fn keys(db: &Path, command: &KeysCommand) -> Result<ExitCode> {
-    let mut store = store::open(db)?;
+    // A key may be created before the first import (to set up a server);
+    // listing or revoking needs a store that exists.
+    let mut store = match command {
+        KeysCommand::Create { .. } => store::open(db)?,
+        KeysCommand::List | KeysCommand::Revoke { .. } => store::open_existing(db)?,
+    };
     match command {
         KeysCommand::Create { scope, label } => {
             let Some(scope) = Scope::parse(scope) else {

@@ -460,9 +460,11 @@ fn bad_stores_give_clear_errors() {
     assert!(e.contains("not a leadscore database"), "{e}");
     assert_eq!(std::fs::read_to_string(&text).unwrap(), "not a database\n");
     let missing = dir.path().join("missing.db").display().to_string();
-    let e = with_db(&missing, &["score"]).failure();
-    assert!(e.contains("no store at"), "{e}");
-    assert!(!dir.path().join("missing.db").exists());
+    for args in [&["score"][..], &["keys", "list"], &["keys", "revoke", "1"]] {
+        let e = with_db(&missing, args).failure();
+        assert!(e.contains("no store at"), "{args:?}: {e}");
+        assert!(!dir.path().join("missing.db").exists(), "{args:?}");
+    }
     // A leadscore store whose pages were overwritten: an error, no panic.
     let (gen, events, _) = generated("20", "30", "12");
     let corrupt = gen.path().join("corrupt.db");
