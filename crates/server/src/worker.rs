@@ -336,7 +336,7 @@ pub(crate) async fn read<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leadscore_store::{Scope, SqliteStore};
+    use leadscore_store::{Admin as _, Scope, SqliteStore};
 
     /// A flush that counts its calls, failing when told to.
     struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>, bool);

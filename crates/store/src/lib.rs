@@ -2,7 +2,8 @@
 //! links, each contact's live state and score under the active model, the
 //! score history (ledger), and model versions.
 //!
-//! One [`Store`] trait; [`SqliteStore`] is the embedded implementation
+//! One [`Store`] trait (with its parts [`Outbox`], trigger delivery, and
+//! [`Admin`], outcomes, keys and jobs); [`SqliteStore`] is the embedded implementation
 //! (`./leadscore.db` by default) and [`PgStore`] the PostgreSQL one
 //! (`--db postgres://…`). The scoring logic that both backends share
 //! (deduplication, stitching, in-order absorb versus re-fold, ledger entries)
@@ -343,9 +344,91 @@ pub trait Flush: Send {
     fn flush(&mut self) -> Result<()>;
 }
 
+/// Trigger firings and their delivery: due-time evaluation, the outbox that
+/// delivery workers claim from and settle into, dead letters, campaign
+/// lists. Every operation is one transaction, as in [`Store`].
+pub trait Outbox: Send {
+    /// Evaluates the triggers of contacts whose due time is at or before
+    /// `now` (at most `limit` of them, earliest first), recording firings.
+    fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport>;
+
+    /// The earliest due time of any contact.
+    fn next_due(&self) -> Result<Option<Timestamp>>;
+
+    /// Recorded firings, oldest first.
+    fn firings(&self, query: &FiringQuery) -> Result<Vec<FiringRecord>>;
+
+    /// Claims up to `limit` pending deliveries due at `now`, leasing them
+    /// until `lease_until` (a worker that dies lets the lease expire and the
+    /// row is claimed again: at-least-once). Several processes may claim
+    /// concurrently without getting the same row.
+    fn claim(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Records how claimed deliveries ended (one transaction).
+    fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()>;
+
+    /// Outbox rows (of one status, or all), newest first.
+    fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>>;
+
+    /// Puts dead letters (one, or all) back in the queue; returns how many.
+    fn retry_dead(&mut self, id: Option<i64>, now: Timestamp) -> Result<u64>;
+
+    /// Deletes dead letters (one, or all); returns how many.
+    fn purge_dead(&mut self, id: Option<i64>) -> Result<u64>;
+
+    /// Outbox rows by status.
+    fn outbox_counts(&self) -> Result<OutboxCounts>;
+
+    /// Members of a campaign list enrolled at or after `since`, oldest first.
+    fn campaign_members(
+        &self,
+        campaign: &str,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<CampaignMember>>;
+}
+
+/// What the store keeps beside the log and the scores: sales outcomes, API
+/// keys (their hashes) and background jobs. Every operation is one
+/// transaction, as in [`Store`].
+pub trait Admin: Send {
+    /// Records outcomes.
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()>;
+
+    /// Every recorded outcome, in the order recorded.
+    fn outcomes(&self) -> Result<Vec<Outcome>>;
+
+    /// Stores a key's hash with its scope.
+    fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey>;
+
+    /// The key with this hash, if any (revoked ones included).
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+
+    /// Every key, oldest first.
+    fn keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key; `false` if there is no such key.
+    fn revoke_key(&mut self, id: i64) -> Result<bool>;
+
+    /// Records a new running job.
+    fn add_job(&mut self, kind: &str, version: Option<u32>) -> Result<Job>;
+
+    /// Records a job's progress or end.
+    fn update_job(&mut self, id: i64, update: &JobUpdate) -> Result<()>;
+
+    /// A job by id, as seen now.
+    fn job(&self, id: i64) -> Result<Option<Job>>;
+}
+
 /// The store: every operation is one transaction; on error nothing of it
-/// is kept.
-pub trait Store: Send {
+/// is kept. Trigger delivery and the admin records are its parts
+/// [`Outbox`] and [`Admin`].
+pub trait Store: Outbox + Admin + Send {
     /// Appends messages to the log and updates live scores, in one
     /// transaction. Duplicates are acknowledged and ignored; late messages
     /// re-fold their contact only.
@@ -429,83 +512,12 @@ pub trait Store: Send {
     /// model's range, scored as of `at` as in [`ScoreQuery::at`].
     fn summary(&self, at: Option<Timestamp>) -> Result<Summary>;
 
-    /// Evaluates the triggers of contacts whose due time is at or before
-    /// `now` (at most `limit` of them, earliest first), recording firings.
-    fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport>;
-
-    /// The earliest due time of any contact.
-    fn next_due(&self) -> Result<Option<Timestamp>>;
-
-    /// Recorded firings, oldest first.
-    fn firings(&self, query: &FiringQuery) -> Result<Vec<FiringRecord>>;
-
-    /// Claims up to `limit` pending deliveries due at `now`, leasing them
-    /// until `lease_until` (a worker that dies lets the lease expire and the
-    /// row is claimed again: at-least-once). Several processes may claim
-    /// concurrently without getting the same row.
-    fn claim(
-        &mut self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Delivery>>;
-
-    /// Records how claimed deliveries ended (one transaction).
-    fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()>;
-
-    /// Outbox rows (of one status, or all), newest first.
-    fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>>;
-
-    /// Puts dead letters (one, or all) back in the queue; returns how many.
-    fn retry_dead(&mut self, id: Option<i64>, now: Timestamp) -> Result<u64>;
-
-    /// Deletes dead letters (one, or all); returns how many.
-    fn purge_dead(&mut self, id: Option<i64>) -> Result<u64>;
-
-    /// Outbox rows by status.
-    fn outbox_counts(&self) -> Result<OutboxCounts>;
-
-    /// Members of a campaign list enrolled at or after `since`, oldest first.
-    fn campaign_members(
-        &self,
-        campaign: &str,
-        since: Option<Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<CampaignMember>>;
-
     /// Attaches a stored version as the challenger of the active model
     /// (`None` detaches it).
     fn set_challenger(&mut self, version: Option<u32>) -> Result<()>;
 
     /// The attached challenger version and its compiled model.
     fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>>;
-
-    /// Records outcomes.
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()>;
-
-    /// Every recorded outcome, in the order recorded.
-    fn outcomes(&self) -> Result<Vec<Outcome>>;
-
-    /// Stores a key's hash with its scope.
-    fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey>;
-
-    /// The key with this hash, if any (revoked ones included).
-    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
-
-    /// Every key, oldest first.
-    fn keys(&self) -> Result<Vec<ApiKey>>;
-
-    /// Revokes a key; `false` if there is no such key.
-    fn revoke_key(&mut self, id: i64) -> Result<bool>;
-
-    /// Records a new running job.
-    fn add_job(&mut self, kind: &str, version: Option<u32>) -> Result<Job>;
-
-    /// Records a job's progress or end.
-    fn update_job(&mut self, id: i64, update: &JobUpdate) -> Result<()>;
-
-    /// A job by id, as seen now.
-    fn job(&self, id: i64) -> Result<Option<Job>>;
 }
 
 /// Which stored model to score under.

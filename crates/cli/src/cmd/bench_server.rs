@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::bench_store::import_into;
 use super::bench_triggers::{activate_b2b, percentile, post_track};
+use leadscore_store::Admin as _;
 
 /// Clients ingesting in the background.
 const LOADERS: usize = 8;

@@ -20,6 +20,7 @@ use leadscore_core::event::Message;
 use leadscore_core::time::Timestamp;
 use leadscore_server::delivery::{Deliverer, DeliveryConfig};
 use leadscore_server::StoreHandle;
+use leadscore_store::{Admin as _, Outbox as _};
 use leadscore_store::{Incoming, SqliteStore, Store};
 use serde_json::{json, Value};
 

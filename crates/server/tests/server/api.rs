@@ -3,6 +3,7 @@
 
 use crate::harness::{basic, bearer, Server};
 use crate::track;
+use leadscore_store::Admin as _;
 use leadscore_store::Store as _;
 use serde_json::{json, Value};
 

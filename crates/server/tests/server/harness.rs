@@ -11,6 +11,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
+use leadscore_store::Admin as _;
 use leadscore_store::{key_hash, new_key, Scope, SqliteStore, Store};
 use serde_json::Value;
 

@@ -139,7 +139,7 @@ pub(crate) fn fire_due(
     Ok(report)
 }
 
-/// What one [`Store::fire_due`](crate::Store::fire_due) call did.
+/// What one [`Outbox::fire_due`](crate::Outbox::fire_due) call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DueReport {
     /// Contacts whose due time had come.

@@ -18,11 +18,9 @@ use postgres::{Client, NoTls, Statement};
 
 use crate::engine::{self, Table, Tx};
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ApiKey, CampaignMember, ContactRecord,
-    Delivery, DeliveryStatus, DryRun, DueReport, EraseReport, FiringQuery, FiringRecord, Incoming,
-    IngestReport, Job, JobColumns, JobUpdate, LedgerEntry, Listed, ModelVersion, OutboxCounts,
-    OutboxRecord, Outcome, Param, Progress, Result, Scope, ScoreQuery, Settle, Stats, Store,
-    StoreError, StoredLog, Summary, SummaryBuilder,
+    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
+    IngestReport, LedgerEntry, Listed, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
+    Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 /// The columns of a contacts row, in [`read_row`]'s order.
@@ -32,9 +30,11 @@ macro_rules! row_columns {
     };
 }
 
+mod admin;
+mod outbox;
 mod rows;
 
-use rows::{fields, model_in, read_key, read_row, read_row_from, Pg};
+use rows::{fields, model_in, read_row, read_row_from, Pg};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -628,190 +628,6 @@ impl Store for PgStore {
         })
     }
 
-    fn fire_due(&mut self, now: Timestamp, limit: usize) -> Result<DueReport> {
-        let cache = &self.active;
-        self.write(|pg| {
-            let Some(version) = PgStore::active_version(&mut pg.tx)? else {
-                return Ok(DueReport::default());
-            };
-            let model = model_in(cache, pg, version)?;
-            engine::fire_due(pg, &model, version, now, limit)
-        })
-    }
-
-    fn next_due(&self) -> Result<Option<Timestamp>> {
-        self.read(|pg| {
-            Ok(pg
-                .query_opt("SELECT min(due) FROM contacts", &[])?
-                .and_then(|r| r.get::<_, Option<i64>>(0))
-                .map(Timestamp))
-        })
-    }
-
-    fn firings(&self, q: &FiringQuery) -> Result<Vec<FiringRecord>> {
-        self.read(|pg| {
-            pg.query(
-                "SELECT seq, key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation
-                 FROM firings
-                 WHERE seq > $1 AND ($2::TEXT IS NULL OR trigger_id = $2) AND ($3::TEXT IS NULL OR contact = $3)
-                 ORDER BY seq LIMIT $4",
-                &[&q.after.unwrap_or(0), &q.trigger, &q.contact, &(q.limit as i64)],
-            )?
-            .into_iter()
-            .map(|r| {
-                Ok(FiringRecord {
-                    seq: r.get(0),
-                    key: r.get(1),
-                    trigger: r.get(2),
-                    contact: r.get(3),
-                    at: Timestamp(r.get(4)),
-                    recorded_at: Timestamp(r.get(5)),
-                    late: r.get(6),
-                    model_version: r.get::<_, i32>(7) as u32,
-                    score: crate::outbox::json_value(r.get(8))?,
-                    explanation: crate::outbox::json_value(r.get(9))?,
-                })
-            })
-            .collect()
-        })
-    }
-
-    fn claim(
-        &mut self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<Delivery>> {
-        let rows = self.unlocked(|pg| {
-            pg.query(
-                "UPDATE outbox SET next_attempt = $2, attempts = attempts + 1
-                 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt <= $1
-                              ORDER BY next_attempt, id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, key, destination, payload, attempts",
-                &[&now.0, &lease_until.0, &(limit as i64)],
-            )
-        })?;
-        let mut out = rows
-            .into_iter()
-            .map(|r| {
-                let (action, body) = crate::outbox::split_payload(r.get(3))?;
-                Ok(Delivery {
-                    id: r.get(0),
-                    key: r.get(1),
-                    destination: r.get(2),
-                    action,
-                    body,
-                    attempt: r.get::<_, i32>(4) as u32,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by_key(|d| d.id);
-        Ok(out)
-    }
-
-    fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()> {
-        self.unlocked(|pg| {
-            for (id, result) in results {
-                match result {
-                    Settle::Delivered => pg.execute(
-                        "UPDATE outbox SET status = 'delivered', delivered_at = $2, last_error = NULL WHERE id = $1",
-                        &[id, &now.0],
-                    )?,
-                    Settle::Retry { at, error } => pg.execute(
-                        "UPDATE outbox SET next_attempt = $2, last_error = $3 WHERE id = $1 AND status = 'pending'",
-                        &[id, &at.0, error],
-                    )?,
-                    Settle::Dead { error } => pg.execute(
-                        "UPDATE outbox SET status = 'dead', last_error = $2 WHERE id = $1 AND status = 'pending'",
-                        &[id, error],
-                    )?,
-                };
-            }
-            Ok(())
-        })
-    }
-
-    fn outbox(&self, status: Option<DeliveryStatus>, limit: usize) -> Result<Vec<OutboxRecord>> {
-        self.read(|pg| {
-            pg.query(
-                "SELECT id, firing, key, destination, status, attempts, next_attempt, last_error, created_at, delivered_at
-                 FROM outbox WHERE ($1::TEXT IS NULL OR status = $1) ORDER BY id DESC LIMIT $2",
-                &[&status.map(|s| s.as_str()), &(limit as i64)],
-            )?
-            .into_iter()
-            .map(|r| {
-                let status: String = r.get(4);
-                Ok(OutboxRecord {
-                    id: r.get(0),
-                    firing: r.get(1),
-                    key: r.get(2),
-                    destination: r.get(3),
-                    status: DeliveryStatus::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("outbox status {status:?}")))?,
-                    attempts: r.get::<_, i32>(5) as u32,
-                    next_attempt: Timestamp(r.get(6)),
-                    last_error: r.get(7),
-                    created_at: Timestamp(r.get(8)),
-                    delivered_at: r.get::<_, Option<i64>>(9).map(Timestamp),
-                })
-            })
-            .collect()
-        })
-    }
-
-    fn retry_dead(&mut self, id: Option<i64>, now: Timestamp) -> Result<u64> {
-        self.unlocked(|pg| {
-            pg.execute(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt = $2
-                 WHERE status = 'dead' AND ($1::BIGINT IS NULL OR id = $1)",
-                &[&id, &now.0],
-            )
-        })
-    }
-
-    fn purge_dead(&mut self, id: Option<i64>) -> Result<u64> {
-        self.unlocked(|pg| {
-            pg.execute(
-                "DELETE FROM outbox WHERE status = 'dead' AND ($1::BIGINT IS NULL OR id = $1)",
-                &[&id],
-            )
-        })
-    }
-
-    fn outbox_counts(&self) -> Result<OutboxCounts> {
-        self.read(|pg| {
-            let mut counts = OutboxCounts::default();
-            for r in pg.query("SELECT status, count(*) FROM outbox GROUP BY status", &[])? {
-                counts.add(r.get(0), r.get::<_, i64>(1) as u64)?;
-            }
-            Ok(counts)
-        })
-    }
-
-    fn campaign_members(
-        &self,
-        campaign: &str,
-        since: Option<Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<CampaignMember>> {
-        self.read(|pg| {
-            Ok(pg
-                .query(
-                    "SELECT contact, firing, at, enrolled_at FROM campaign_members
-                     WHERE campaign = $1 AND enrolled_at >= $2 ORDER BY enrolled_at, firing LIMIT $3",
-                    &[&campaign, &since.map_or(i64::MIN, |t| t.0), &(limit as i64)],
-                )?
-                .into_iter()
-                .map(|r| CampaignMember {
-                    contact: r.get(0),
-                    firing: r.get(1),
-                    at: Timestamp(r.get(2)),
-                    enrolled_at: Timestamp(r.get(3)),
-                })
-                .collect())
-        })
-    }
-
     fn set_challenger(&mut self, version: Option<u32>) -> Result<()> {
         if let Some(v) = version {
             self.model_source(v)?;
@@ -836,133 +652,6 @@ impl Store for PgStore {
                 .map(|r| r.get::<_, i32>(0) as u32);
             found.map(|v| Ok((v, model_in(shadow, pg, v)?))).transpose()
         })
-    }
-
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
-        self.write(|pg| {
-            let recorded = now().0;
-            for o in outcomes {
-                pg.execute(
-                    "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at) VALUES ($1, $2, $3, $4, $5)",
-                    &[&o.contact_id, &o.outcome, &o.value, &o.at.0, &recorded],
-                )?;
-            }
-            Ok(())
-        })
-    }
-
-    fn outcomes(&self) -> Result<Vec<Outcome>> {
-        self.read(|pg| {
-            Ok(pg
-                .query(
-                    "SELECT contact_id, outcome, value, at FROM outcomes ORDER BY seq",
-                    &[],
-                )?
-                .into_iter()
-                .map(|r| Outcome {
-                    contact_id: r.get(0),
-                    outcome: r.get(1),
-                    value: r.get(2),
-                    at: Timestamp(r.get(3)),
-                })
-                .collect())
-        })
-    }
-
-    fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey> {
-        self.write(|pg| {
-            pg.execute(
-                "INSERT INTO api_keys (hash, scope, label, created_at) VALUES ($1, $2, $3, $4)",
-                &[&hash, &scope.as_str(), &label, &now().0],
-            )?;
-            Ok(())
-        })?;
-        self.key_by_hash(hash)?
-            .ok_or_else(|| StoreError::Corrupt("a key just stored is missing".into()))
-    }
-
-    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
-        let row = self.client.borrow_mut().query_opt(
-            "SELECT id::bigint, scope, label, created_at, revoked_at FROM api_keys WHERE hash = $1",
-            &[&hash],
-        )?;
-        row.map(|r| read_key(&r)).transpose()
-    }
-
-    fn keys(&self) -> Result<Vec<ApiKey>> {
-        self.client
-            .borrow_mut()
-            .query(
-                "SELECT id::bigint, scope, label, created_at, revoked_at FROM api_keys ORDER BY id",
-                &[],
-            )?
-            .iter()
-            .map(read_key)
-            .collect()
-    }
-
-    fn revoke_key(&mut self, id: i64) -> Result<bool> {
-        self.write(|pg| {
-            Ok(pg.execute(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1",
-                &[&(id as i32), &now().0],
-            )? == 1)
-        })
-    }
-
-    fn add_job(&mut self, kind: &str, version: Option<u32>) -> Result<Job> {
-        let t = now().0;
-        let version = version.map(|v| v as i32);
-        let id: i64 = self.write(|pg| {
-            pg.query_opt(
-                "INSERT INTO jobs (kind, version, state, done, created_at, updated_at) VALUES ($1, $2, 'running', 0, $3, $3) RETURNING id",
-                &[&kind, &version, &t],
-            )?
-            .map(|r| r.get(0))
-            .ok_or_else(|| StoreError::Corrupt("no id for a new job".into()))
-        })?;
-        self.job(id)?
-            .ok_or_else(|| StoreError::Corrupt("a job just stored is missing".into()))
-    }
-
-    fn update_job(&mut self, id: i64, update: &JobUpdate) -> Result<()> {
-        let JobColumns {
-            state,
-            done,
-            total,
-            report,
-            error,
-        } = update.columns();
-        self.write(|pg| {
-            pg.execute(
-                "UPDATE jobs SET state = $2, done = coalesce($3, done), total = coalesce($4, total), \
-                 report = coalesce($5, report), error = coalesce($6, error), updated_at = $7 WHERE id = $1",
-                &[&id, &state, &done, &total, &report, &error, &now().0],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn job(&self, id: i64) -> Result<Option<Job>> {
-        let row = self.client.borrow_mut().query_opt(
-            "SELECT id, kind, version::bigint, state, done, total, report, error, created_at, updated_at FROM jobs WHERE id = $1",
-            &[&id],
-        )?;
-        row.map(|r| {
-            Job::from_row((
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                r.get(3),
-                r.get(4),
-                r.get(5),
-                r.get(6),
-                r.get(7),
-                r.get(8),
-                r.get(9),
-            ))
-        })
-        .transpose()
     }
 
     fn stats(&self) -> Result<Stats> {

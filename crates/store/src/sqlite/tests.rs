@@ -2,6 +2,7 @@
 //! flushes, page swaps.
 
 use super::*;
+use crate::Admin as _;
 
 fn track(user: &str, id: &str, at: &str) -> Incoming {
     let value = serde_json::json!({"type": "track", "userId": user,

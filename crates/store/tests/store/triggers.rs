@@ -13,6 +13,7 @@ use leadscore_store::{DeliveryStatus, FiringQuery, Settle, Store};
 use serde_json::json;
 
 use crate::harness::*;
+use leadscore_store::Outbox as _;
 
 const DAY: i64 = 86_400;
 
