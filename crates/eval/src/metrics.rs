@@ -212,8 +212,12 @@ pub struct Bucket {
     pub max_score: f64,
 }
 
-/// Conversion and lift per score decile, top decile first (ties broken by
-/// position, so deciles have equal sizes up to one contact).
+/// Conversion and lift per score decile, top decile first. Deciles are
+/// taken by position (equal sizes up to one contact), except that contacts
+/// with the same score are never split: deciles that a run of equal scores
+/// straddles are reported as one bucket named by its range (`6–10` when
+/// the bottom half all scored 0), whose rate is then not an artefact of
+/// how ties were ordered.
 pub fn deciles(scores: &[f64], labels: &[bool]) -> Vec<Bucket> {
     let n = scores.len();
     if n == 0 {
@@ -222,12 +226,26 @@ pub fn deciles(scores: &[f64], labels: &[bool]) -> Vec<Bucket> {
     let overall = labels.iter().filter(|l| **l).count() as f64 / n as f64;
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    (0..10)
-        .filter_map(|d| {
-            let rows = &order[d * n / 10..(d + 1) * n / 10];
-            bucket(format!("{}", d + 1), rows, scores, labels, overall)
-        })
-        .collect()
+    // Deciles `first..=d` so far; a boundary between equal scores joins
+    // the next decile to them.
+    let mut buckets = Vec::new();
+    let mut first = 0;
+    for d in 0..10 {
+        let end = (d + 1) * n / 10;
+        let tied = end > 0 && end < n && scores[order[end - 1]] == scores[order[end]];
+        if d < 9 && tied {
+            continue;
+        }
+        let name = if first == d {
+            format!("{}", d + 1)
+        } else {
+            format!("{}–{}", first + 1, d + 1)
+        };
+        let rows = &order[first * n / 10..end];
+        buckets.extend(bucket(name, rows, scores, labels, overall));
+        first = d + 1;
+    }
+    buckets
 }
 
 /// A bucket of the given rows (`None` when empty).

@@ -82,6 +82,28 @@ fn deciles_thresholds_and_psi_by_hand() {
     assert!(psi(&scores, &shifted) > 0.25);
 }
 
+/// Equal scores stay in one bucket: the deciles a run of ties straddles
+/// are reported together, named by their range.
+#[test]
+fn deciles_never_split_equal_scores() {
+    // 10, 9, 8, 7, then sixteen zeros; a tie also across deciles 1 and 2.
+    let mut scores = vec![10.0, 9.0, 9.0, 7.0];
+    scores.extend([0.0; 16]);
+    let labels: Vec<bool> = (0..20).map(|i| i % 3 == 0).collect();
+    let d = deciles(&scores, &labels);
+    let got: Vec<(&str, usize)> = d.iter().map(|b| (b.name.as_str(), b.contacts)).collect();
+    assert_eq!(got, [("1–2", 4), ("3–10", 16)]);
+    assert_eq!((d[1].min_score, d[1].max_score), (0.0, 0.0));
+    assert_eq!(d[1].positives, labels[4..].iter().filter(|l| **l).count());
+    // Distinct scores: ten deciles of two, as before.
+    let distinct: Vec<f64> = (0..20).map(f64::from).collect();
+    let names: Vec<String> = deciles(&distinct, &labels)
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, (1..=10).map(|d| d.to_string()).collect::<Vec<_>>());
+}
+
 proptest! {
     #[test]
     fn auc_is_symmetric_and_invariant_under_monotone_maps(
