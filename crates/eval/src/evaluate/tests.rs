@@ -169,3 +169,23 @@ fn policies_parse_with_clear_errors() {
         .unwrap_err()
         .contains("unknown kind"));
 }
+
+/// Ties at the cut count at their conversion rate, whatever their order.
+#[test]
+fn top_rate_does_not_depend_on_the_order_of_ties() {
+    // Four contacts tie at the top, one of them converted; the top quarter
+    // takes two of them: 1/4 of a conversion each, in any order.
+    let scores = [5.0, 5.0, 5.0, 5.0, 1.0, 1.0, 0.0, 0.0];
+    for first in 0..4 {
+        let mut labels = [false; 8];
+        labels[first] = true;
+        assert_eq!(top_rate(&scores, &labels, 0.25).unwrap(), 0.25, "{first}");
+    }
+    // No tie at the cut: the plain share.
+    let labels = [true, false, false, false, true, true, false, false];
+    assert_eq!(top_rate(&scores, &labels, 0.75).unwrap(), 3.0 / 6.0);
+    assert_eq!(
+        top_rate(&[3.0, 2.0, 1.0], &[true, false, true], 0.34).unwrap(),
+        0.5
+    );
+}
