@@ -25,6 +25,9 @@ const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
 pub const STORE: &str = "leadscore-demo.db";
 
 pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
+    // The store first: a path the demo may not replace is refused before
+    // anything is generated or printed.
+    let mut store = fresh_store(store_path)?;
     let model =
         Model::from_toml("examples/ecommerce.toml", MODEL).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = Config::new(contacts, 240, 42);
@@ -86,7 +89,6 @@ pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
     super::emit(&out)?;
 
     // The same events in the embedded store: live scores and history.
-    let mut store = fresh_store(store_path)?;
     let version = store.add_model("examples/ecommerce.toml", MODEL)?.version;
     store.activate(version, &mut |_, _| {})?;
     let incoming: Vec<Incoming> =

@@ -233,7 +233,13 @@ fn the_demo_never_replaces_a_store_of_real_data() {
     // Not while it is open elsewhere (a running `serve --demo`): deleting
     // its files would take the data from under that connection.
     let held = leadscore_store::SqliteStore::open(&demo).unwrap();
-    let e = leadscore(&["--db", &demo, "demo", "--contacts", "5"]).failure();
+    let refused = leadscore(&["--db", &demo, "demo", "--contacts", "5"]);
+    assert!(
+        refused.stdout.is_empty(),
+        "refused before the tour: {}",
+        refused.stdout
+    );
+    let e = refused.failure();
     assert!(e.contains("is in use"), "{e}");
     let status: Value =
         serde_json::from_str(&with_db(&demo, &["status", "--json"]).success()).unwrap();
