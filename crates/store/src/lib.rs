@@ -655,6 +655,36 @@ fn validate(name: &str, source: &str) -> Result<String> {
     ))
 }
 
+/// A connection's compiled model of one version (the active model, or the
+/// challenger), compiled once and kept until another version is asked for.
+#[derive(Default)]
+pub(crate) struct ModelCache(std::cell::RefCell<Option<(u32, Arc<Model>)>>);
+
+impl ModelCache {
+    /// The compiled model of `version`: the cached one, else compiled from
+    /// the `(name, source)` that `load` reads from the store.
+    pub(crate) fn get(
+        &self,
+        version: u32,
+        load: impl FnOnce() -> Result<(String, String)>,
+    ) -> Result<Arc<Model>> {
+        if let Some((v, model)) = &*self.0.borrow() {
+            if *v == version {
+                return Ok(model.clone());
+            }
+        }
+        let (name, source) = load()?;
+        let model = Arc::new(compile(version, &name, &source)?);
+        self.set(version, model.clone());
+        Ok(model)
+    }
+
+    /// Caches `model` as the compiled `version` (after an activation).
+    pub(crate) fn set(&self, version: u32, model: Arc<Model>) {
+        *self.0.borrow_mut() = Some((version, model));
+    }
+}
+
 /// Compiles stored model source.
 fn compile(version: u32, name: &str, source: &str) -> Result<Model> {
     Model::from_stored_toml(&format!("{name} (v{version})"), source)

@@ -19,8 +19,8 @@ use postgres::{Client, NoTls, Statement};
 use crate::engine::{self, Table, Tx};
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
-    IngestReport, LedgerEntry, Listed, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
-    Store, StoreError, StoredLog, Summary, SummaryBuilder,
+    IngestReport, LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result,
+    ScoreQuery, Stats, Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 /// The columns of a contacts row, in [`read_row`]'s order.
@@ -56,9 +56,9 @@ impl From<postgres::Error> for StoreError {
 pub struct PgStore {
     client: RefCell<Client>,
     statements: RefCell<HashMap<&'static str, Statement>>,
-    active: RefCell<Option<(u32, Arc<Model>)>>,
+    active: ModelCache,
     /// The compiled challenger, by version (see `active`).
-    shadow: RefCell<Option<(u32, Arc<Model>)>>,
+    shadow: ModelCache,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -101,8 +101,8 @@ impl PgStore {
         Ok(PgStore {
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
-            active: RefCell::new(None),
-            shadow: RefCell::new(None),
+            active: ModelCache::default(),
+            shadow: ModelCache::default(),
         })
     }
 
@@ -116,22 +116,17 @@ impl PgStore {
     }
 
     fn compiled(&self, version: u32) -> Result<Arc<Model>> {
-        if let Some((v, model)) = &*self.active.borrow() {
-            if *v == version {
-                return Ok(model.clone());
-            }
-        }
-        let row = self
-            .client
-            .borrow_mut()
-            .query_opt(
-                "SELECT name, source FROM models WHERE version = $1",
-                &[&(version as i32)],
-            )?
-            .ok_or(StoreError::NoSuchVersion(version))?;
-        let model = Arc::new(compile(version, row.get(0), row.get(1))?);
-        *self.active.borrow_mut() = Some((version, model.clone()));
-        Ok(model)
+        self.active.get(version, || {
+            let row = self
+                .client
+                .borrow_mut()
+                .query_opt(
+                    "SELECT name, source FROM models WHERE version = $1",
+                    &[&(version as i32)],
+                )?
+                .ok_or(StoreError::NoSuchVersion(version))?;
+            Ok((row.get(0), row.get(1)))
+        })
     }
 
     /// Runs `f` in a transaction of `kind` and commits it.
@@ -393,7 +388,7 @@ impl Store for PgStore {
         })?;
         report.changed = changed;
         report.contacts = contacts;
-        *self.active.borrow_mut() = Some((version, Arc::new(model)));
+        self.active.set(version, Arc::new(model));
         progress(total, total);
         Ok(report)
     }

@@ -2,7 +2,6 @@
 //! ([`Tx`]) over one transaction and the connection's prepared statements
 //! (event appends of large batches by binary `COPY`), and row decoding.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,29 +16,24 @@ use serde_json::{Map, Value};
 use super::PgStore;
 use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
 use crate::listing::Scan;
-use crate::{compile, ApiKey, Incoming, Result, Scope, ScoreFields, StoreError};
+use crate::{ApiKey, Incoming, ModelCache, Result, Scope, ScoreFields, StoreError};
 
 /// The compiled model of `version`, from the cache or compiled from its
 /// stored source inside the current transaction.
 pub(super) fn model_in(
-    cache: &RefCell<Option<(u32, Arc<Model>)>>,
+    cache: &ModelCache,
     pg: &mut Pg<'_, '_>,
     version: u32,
 ) -> Result<Arc<Model>> {
-    if let Some((v, model)) = &*cache.borrow() {
-        if *v == version {
-            return Ok(model.clone());
-        }
-    }
-    let row = pg
-        .query_opt(
-            "SELECT name, source FROM models WHERE version = $1",
-            &[&(version as i32)],
-        )?
-        .ok_or(StoreError::NoSuchVersion(version))?;
-    let model = Arc::new(compile(version, row.get(0), row.get(1))?);
-    *cache.borrow_mut() = Some((version, model.clone()));
-    Ok(model)
+    cache.get(version, || {
+        let row = pg
+            .query_opt(
+                "SELECT name, source FROM models WHERE version = $1",
+                &[&(version as i32)],
+            )?
+            .ok_or(StoreError::NoSuchVersion(version))?;
+        Ok((row.get(0), row.get(1)))
+    })
 }
 
 /// A transaction plus the connection's prepared statements.
@@ -165,7 +159,7 @@ impl Pg<'_, '_> {
     /// The scan a listing as of `at` needs (see [`Scan::of`]).
     pub(super) fn scan(
         &mut self,
-        cache: &RefCell<Option<(u32, Arc<Model>)>>,
+        cache: &ModelCache,
         at: Option<Timestamp>,
     ) -> Result<Option<Scan>> {
         if at.is_none() {

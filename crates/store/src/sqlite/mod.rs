@@ -5,7 +5,6 @@
 //! first could not upgrade to writing after another commit, while an
 //! immediate one waits its turn (busy timeout).
 
-use std::cell::RefCell;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -23,8 +22,8 @@ use crate::engine::{self, Table, Tx};
 use crate::listing::Scan;
 use crate::{
     compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
-    IngestReport, LedgerEntry, Listed, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
-    Store, StoreError, StoredLog, Summary, SummaryBuilder,
+    IngestReport, LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result,
+    ScoreQuery, Stats, Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 mod admin;
@@ -51,9 +50,9 @@ pub struct SqliteStore {
     conn: Connection,
     /// The compiled active model, by version (recompiled when another
     /// process activates a different one).
-    active: RefCell<Option<(u32, Arc<Model>)>>,
+    active: ModelCache,
     /// The compiled challenger, by version (see `active`).
-    shadow: RefCell<Option<(u32, Arc<Model>)>>,
+    shadow: ModelCache,
     /// The database file (for the checkpointer's connection).
     path: std::path::PathBuf,
     /// Started by the first ingest; see [`Checkpointer`].
@@ -183,8 +182,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let mut store = SqliteStore {
             conn,
-            active: RefCell::new(None),
-            shadow: RefCell::new(None),
+            active: ModelCache::default(),
+            shadow: ModelCache::default(),
             path: path.to_path_buf(),
             checkpointer: None,
             wal_limit: WAL_RESTART_BYTES,
@@ -553,7 +552,7 @@ impl Store for SqliteStore {
         )?;
         tx.execute("DELETE FROM activation_job", [])?;
         tx.commit()?;
-        *self.active.borrow_mut() = Some((version, Arc::new(model)));
+        self.active.set(version, Arc::new(model));
         progress(total, total);
         Ok(report)
     }

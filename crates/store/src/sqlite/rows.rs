@@ -1,7 +1,6 @@
 //! Rows in and out of SQLite: the engine's transaction interface ([`Tx`])
 //! over one connection, and the decoding of live rows, keys and models.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use leadscore_core::event::Message;
@@ -12,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
-use crate::{compile, ApiKey, Result, Scope, ScoreFields, StoreError};
+use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
 pub(super) fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>> {
     let scope: String = r.get(1)?;
@@ -30,27 +29,16 @@ pub(super) fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>
 
 /// The compiled model of `version`: cached, or compiled from its stored
 /// source read through `conn`.
-pub(super) fn model_in(
-    cache: &RefCell<Option<(u32, Arc<Model>)>>,
-    conn: &Connection,
-    version: u32,
-) -> Result<Arc<Model>> {
-    if let Some((v, model)) = &*cache.borrow() {
-        if *v == version {
-            return Ok(model.clone());
-        }
-    }
-    let (name, source): (String, String) = conn
-        .query_row(
+pub(super) fn model_in(cache: &ModelCache, conn: &Connection, version: u32) -> Result<Arc<Model>> {
+    cache.get(version, || {
+        conn.query_row(
             "SELECT name, source FROM models WHERE version = ?1",
             [version],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
-        .ok_or(StoreError::NoSuchVersion(version))?;
-    let model = Arc::new(compile(version, &name, &source)?);
-    *cache.borrow_mut() = Some((version, model.clone()));
-    Ok(model)
+        .ok_or(StoreError::NoSuchVersion(version))
+    })
 }
 
 /// A single non-negative integer result.
