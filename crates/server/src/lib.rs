@@ -124,6 +124,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(bad) = config
+        .cors_origins
+        .iter()
+        .find_map(|o| check_cors_origin(o).err())
+    {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, bad));
+    }
     ops::prometheus();
     let (handle, worker) = StoreHandle::start(store);
     let handle = match &config.reopen {
@@ -269,6 +276,30 @@ fn router_closing(
         })
 }
 
+/// Checks a CORS origin as browsers send it in `Origin`: `*`, or
+/// `scheme://host[:port]` with nothing after it. A trailing slash or a path
+/// would never equal a browser's `Origin` and would silently allow nothing.
+pub fn check_cors_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let problem = match origin.parse::<axum::http::Uri>() {
+        Err(e) => Some(e.to_string()),
+        Ok(uri) if uri.scheme().is_none() || uri.authority().is_none() => {
+            Some("expected scheme://host[:port], e.g. https://www.example.com".into())
+        }
+        Ok(_) if origin.contains('@') => Some("an origin has no user name".into()),
+        Ok(uri) if uri.path() != "/" || uri.query().is_some() || origin.ends_with('/') => {
+            Some("an origin has no path, not even a trailing `/`".into())
+        }
+        Ok(_) => None,
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(format!("CORS origin {origin:?}: {why}")),
+    }
+}
+
 /// CORS for the ingest routes (RudderStack's browser SDK sends an
 /// Authorization header, so preflights must allow it; analytics.js sends
 /// `text/plain` without one, which needs no preflight).
@@ -281,6 +312,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
+        // `run` refused origins that are not header values.
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
@@ -293,4 +325,33 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 HeaderName::from_static("content-encoding"),
             ]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_cors_origin;
+
+    #[test]
+    fn cors_origins_are_checked_as_browsers_send_them() {
+        for good in [
+            "*",
+            "https://www.example.com",
+            "http://127.0.0.1:3000",
+            "https://[::1]:8443",
+        ] {
+            assert_eq!(check_cors_origin(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("https://www.example.com/", "no path"),
+            ("https://www.example.com/shop", "no path"),
+            ("https://www.example.com?a=1", "no path"),
+            ("www.example.com", "scheme://host"),
+            ("https://user@www.example.com", "no user name"),
+            ("https://exa mple.com", "invalid"),
+            ("", "empty"),
+        ] {
+            let err = check_cors_origin(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 }

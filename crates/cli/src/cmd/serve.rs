@@ -25,9 +25,7 @@ pub fn run(
         }
     };
     let settings = settings.resolve(file);
-    if let Some(limit) = settings.body_limit.filter(|&n| n < 1024) {
-        bail!("body_limit: at least 1024 bytes (a Segment message may be 32 KB), found {limit}");
-    }
+    check(&settings)?;
     if print_config {
         super::emit(&toml::to_string(&settings)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -67,6 +65,31 @@ pub fn run(
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses settings the server could not run with, before printing them or
+/// opening the store.
+fn check(settings: &ServeSettings) -> Result<()> {
+    if let Some(limit) = settings.body_limit.filter(|&n| n < 1024) {
+        bail!("body_limit: at least 1024 bytes (a Segment message may be 32 KB), found {limit}");
+    }
+    if let Some(listen) = &settings.listen {
+        let host_port = listen
+            .rsplit_once(':')
+            .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if listen.parse::<std::net::SocketAddr>().is_err()
+            && (host_port.is_none() || listen.contains(char::is_whitespace))
+        {
+            bail!(
+                "listen: expected HOST:PORT such as 127.0.0.1:8080 or [::1]:8080, found {listen:?}"
+            );
+        }
+    }
+    for origin in &settings.cors_origins {
+        leadscore_server::check_cors_origin(origin)
+            .map_err(|e| anyhow::anyhow!("cors_origins: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Creates an ingest, a read and an admin key in the demo store and prints

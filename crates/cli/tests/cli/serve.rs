@@ -131,6 +131,23 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     // A limit no message fits in is refused, not served.
     let tiny = leadscore(&["serve", "--body-limit", "5", "--print-config"]).failure();
     assert!(tiny.contains("body_limit: at least 1024"), "{tiny}");
+    // So are an address without a port and an origin no browser sends.
+    for (args, message) in [
+        (["--listen", "localhost"], "listen: expected HOST:PORT"),
+        (
+            ["--listen", "127.0.0.1:99999"],
+            "listen: expected HOST:PORT",
+        ),
+        (
+            ["--cors-origin", "https://shop.example/"],
+            "cors_origins: CORS origin \"https://shop.example/\": an origin has no path",
+        ),
+    ] {
+        let refused = leadscore(&[&["serve", "--print-config"][..], &args[..]].concat()).failure();
+        assert!(refused.contains(message), "{refused}");
+    }
+    let named = print(&[], &["--listen", "localhost:8080"]);
+    assert_eq!(named["listen"].as_str(), Some("localhost:8080"));
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();
     let bad = leadscore(&[
         "serve",
