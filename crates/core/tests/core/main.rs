@@ -4,5 +4,6 @@ mod examples;
 mod harness;
 mod properties;
 mod reference;
+mod robustness;
 mod schema;
 mod snapshot;
