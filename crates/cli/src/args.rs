@@ -705,6 +705,13 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_KEY_CACHE_MS", value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_cache_ms: Option<u64>,
+    /// How far ahead of the server's clock an ingested message's timestamp
+    /// may be: a later one is stored at its receive time, with a warning in
+    /// the answer (a duration such as `5m`, or `off` to keep timestamps as
+    /// sent) [default: 5m].
+    #[arg(long, env = "LEADSCORE_MAX_FUTURE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_future: Option<String>,
 }
 
 impl ServeSettings {
@@ -730,6 +737,11 @@ impl ServeSettings {
             deliver: Some(self.deliver.or(file.deliver).unwrap_or(true)),
             read_connections: Some(self.read_connections.or(file.read_connections).unwrap_or(4)),
             key_cache_ms: Some(self.key_cache_ms.or(file.key_cache_ms).unwrap_or(1_000)),
+            max_future: Some(
+                self.max_future
+                    .or(file.max_future)
+                    .unwrap_or_else(|| "5m".into()),
+            ),
         }
     }
 }

@@ -213,7 +213,7 @@ pub struct Duration {
 
 impl Duration {
     /// A duration of whole seconds.
-    pub fn from_seconds(seconds: i64) -> Duration {
+    pub const fn from_seconds(seconds: i64) -> Duration {
         Duration { seconds }
     }
 

@@ -7,6 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use leadscore_core::event::{batch_items, Message, MessageKind};
+use leadscore_core::time::{Duration, Timestamp};
 use leadscore_store::{now, Incoming, Scope};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,27 +17,64 @@ use crate::error::ApiError;
 use crate::request::{json_body, params, time_param};
 use crate::worker::{stored, StoreHandle};
 
+/// [`crate::Config::max_future`]'s default: more than NTP-synchronised
+/// clocks ever differ, less than any scoring window.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_seconds(300);
+
+/// How far ahead of the receive time a message's timestamp may be
+/// ([`crate::Config::max_future`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FutureLimit(pub Option<Duration>);
+
+impl FutureLimit {
+    /// Moves a timestamp more than the limit after `received` back to
+    /// `received`, and says so. A message is never received before it
+    /// happened: a later timestamp comes from a clock running ahead, and
+    /// kept as sent it would count in scores and fire triggers ahead of
+    /// time, and hold off inactivity until then.
+    fn apply(self, message: &mut Message, received: Timestamp) -> Option<String> {
+        let limit = self.0?;
+        if message.timestamp <= received.plus(limit) {
+            return None;
+        }
+        let sent = std::mem::replace(&mut message.timestamp, received);
+        metrics::counter!("leadscore_messages_future_timestamps_total").increment(1);
+        tracing::debug!(message_id = %message.message_id, timestamp = %sent, "timestamp ahead of the server's clock");
+        Some(format!(
+            "{sent} is more than {} after the server's clock: stored at its receive time {received}",
+            limit
+        ))
+    }
+}
+
 pub(crate) async fn single(
     kind: MessageKind,
     handle: StoreHandle,
+    future: FutureLimit,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let value = authorize_ingest(&handle, &headers, None, body).await?;
-    let message =
-        Message::from_json(value, Some(kind), Some(now())).map_err(|e| ApiError::message(&e))?;
+    let received = now();
+    let mut message =
+        Message::from_json(value, Some(kind), Some(received)).map_err(|e| ApiError::message(&e))?;
+    let warning = future.apply(&mut message, received);
     handle.ingest(vec![Incoming::new(message)]).await?;
-    Ok(Json(json!({"success": true})))
+    Ok(Json(match warning {
+        None => json!({"success": true}),
+        Some(w) => json!({"success": true, "warnings": [{"field": "timestamp", "warning": w}]}),
+    }))
 }
 
 macro_rules! single_route {
     ($name:ident, $kind:expr) => {
         pub(crate) async fn $name(
             State(handle): State<StoreHandle>,
+            State(future): State<FutureLimit>,
             headers: HeaderMap,
             body: Result<Bytes, BytesRejection>,
         ) -> Result<Json<Value>, ApiError> {
-            single($kind, handle, headers, body).await
+            single($kind, handle, future, headers, body).await
         }
     };
 }
@@ -52,11 +90,12 @@ single_route!(alias, MessageKind::Alias);
 /// each invalid one is reported by its index (and field). All invalid: 400.
 pub(crate) async fn batch(
     State(handle): State<StoreHandle>,
+    State(future): State<FutureLimit>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let value = authorize_ingest(&handle, &headers, None, body).await?;
-    ingest_batch(&handle, value).await
+    ingest_batch(&handle, future, value).await
 }
 
 /// `?writeKey=` of the beacon route (other parameters an SDK adds are
@@ -73,17 +112,22 @@ pub(crate) struct BeaconKey {
 /// RudderStack's own gateway takes it).
 pub(crate) async fn beacon_batch(
     State(handle): State<StoreHandle>,
+    State(future): State<FutureLimit>,
     headers: HeaderMap,
     query: Result<Query<BeaconKey>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let key = params(query)?.write_key;
     let value = authorize_ingest(&handle, &headers, key.as_deref(), body).await?;
-    ingest_batch(&handle, value).await
+    ingest_batch(&handle, future, value).await
 }
 
 /// Validates and commits a batch body, keeping its valid messages.
-async fn ingest_batch(handle: &StoreHandle, value: Value) -> Result<Json<Value>, ApiError> {
+async fn ingest_batch(
+    handle: &StoreHandle,
+    future: FutureLimit,
+    value: Value,
+) -> Result<Json<Value>, ApiError> {
     let Value::Object(object) = value else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -94,10 +138,15 @@ async fn ingest_batch(handle: &StoreHandle, value: Value) -> Result<Json<Value>,
         batch_items(object).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let received = now();
     let mut messages = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     for (index, item) in items.into_iter().enumerate() {
         match Message::from_json(item, None, Some(received)) {
-            Ok(message) => messages.push(Incoming::new(message)),
+            Ok(mut message) => {
+                if let Some(w) = future.apply(&mut message, received) {
+                    warnings.push(json!({"index": index, "field": "timestamp", "warning": w}));
+                }
+                messages.push(Incoming::new(message));
+            }
             Err(e) => errors.push(json!({"index": index, "field": e.field, "error": e.message})),
         }
     }
@@ -109,11 +158,15 @@ async fn ingest_batch(handle: &StoreHandle, value: Value) -> Result<Json<Value>,
     }
     let accepted = messages.len();
     handle.ingest(messages).await?;
-    Ok(Json(if errors.is_empty() {
-        json!({"success": true})
-    } else {
-        json!({"success": true, "accepted": accepted, "errors": errors})
-    }))
+    let mut answer = json!({"success": true});
+    if !errors.is_empty() {
+        answer["accepted"] = json!(accepted);
+        answer["errors"] = json!(errors);
+    }
+    if !warnings.is_empty() {
+        answer["warnings"] = json!(warnings);
+    }
+    Ok(Json(answer))
 }
 
 /// One outcome as posted; `at` defaults to now.

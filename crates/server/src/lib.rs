@@ -37,6 +37,7 @@ mod scores;
 mod worker;
 
 pub use error::ApiError;
+pub use ingest::DEFAULT_MAX_FUTURE;
 pub use links::{redirect_allowed, sign_link};
 pub use worker::StoreHandle;
 
@@ -68,6 +69,10 @@ pub struct Config {
     /// How long a key's scope and revocation are trusted after reading them
     /// (zero: every request reads its key).
     pub key_cache: std::time::Duration,
+    /// How far after its receive time an ingested message's timestamp may
+    /// be; a later one (a client clock running ahead) is stored at the
+    /// receive time, with a warning in the answer (`None`: kept as sent).
+    pub max_future: Option<leadscore_core::time::Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -80,6 +85,7 @@ impl std::fmt::Debug for Config {
             .field("delivery", &self.delivery)
             .field("read_connections", &self.read_connections)
             .field("key_cache", &self.key_cache)
+            .field("max_future", &self.max_future)
             .finish()
     }
 }
@@ -94,6 +100,7 @@ impl Default for Config {
             delivery: Some(delivery::DeliveryConfig::default()),
             read_connections: 4,
             key_cache: std::time::Duration::from_secs(1),
+            max_future: Some(ingest::DEFAULT_MAX_FUTURE),
         }
     }
 }
@@ -104,6 +111,7 @@ pub struct AppState {
     handle: StoreHandle,
     link_secret: Option<std::sync::Arc<[u8]>>,
     reopen: Option<Reopen>,
+    future: ingest::FutureLimit,
     /// Turns true when the server starts shutting down (ends streams, which
     /// graceful shutdown would otherwise wait for forever).
     closing: tokio::sync::watch::Receiver<bool>,
@@ -113,6 +121,12 @@ pub struct AppState {
 impl axum::extract::FromRef<AppState> for StoreHandle {
     fn from_ref(state: &AppState) -> StoreHandle {
         state.handle.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for ingest::FutureLimit {
+    fn from_ref(state: &AppState) -> ingest::FutureLimit {
+        state.future
     }
 }
 
@@ -271,6 +285,7 @@ fn router_closing(
             handle,
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
             reopen: config.reopen.clone(),
+            future: ingest::FutureLimit(config.max_future),
             closing: closer.subscribe(),
             _closer: closer,
         })

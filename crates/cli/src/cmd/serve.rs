@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use leadscore_core::time::Duration;
 use leadscore_store::{key_hash, new_key, Scope};
 
 use crate::args::{KeysCommand, LogFormat, ServeSettings};
@@ -25,7 +26,7 @@ pub fn run(
         }
     };
     let settings = settings.resolve(file);
-    check(&settings)?;
+    let max_future = check(&settings)?;
     if print_config {
         super::emit(&toml::to_string(&settings)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -60,6 +61,7 @@ pub fn run(
             delivery: deliver.then(leadscore_server::delivery::DeliveryConfig::default),
             read_connections: settings.read_connections.unwrap_or(4),
             key_cache: std::time::Duration::from_millis(settings.key_cache_ms.unwrap_or(1_000)),
+            max_future,
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
         Ok::<(), anyhow::Error>(())
@@ -68,8 +70,8 @@ pub fn run(
 }
 
 /// Refuses settings the server could not run with, before printing them or
-/// opening the store.
-fn check(settings: &ServeSettings) -> Result<()> {
+/// opening the store; returns `max_future` parsed.
+fn check(settings: &ServeSettings) -> Result<Option<Duration>> {
     if let Some(limit) = settings.body_limit.filter(|&n| n < 1024) {
         bail!("body_limit: at least 1024 bytes (a Segment message may be 32 KB), found {limit}");
     }
@@ -89,7 +91,13 @@ fn check(settings: &ServeSettings) -> Result<()> {
         leadscore_server::check_cors_origin(origin)
             .map_err(|e| anyhow::anyhow!("cors_origins: {e}"))?;
     }
-    Ok(())
+    match settings.max_future.as_deref() {
+        None => Ok(Some(leadscore_server::DEFAULT_MAX_FUTURE)),
+        Some("off") => Ok(None),
+        Some(text) => Duration::parse(text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("max_future: {e}, or off")),
+    }
 }
 
 /// Creates an ingest, a read and an admin key in the demo store and prints

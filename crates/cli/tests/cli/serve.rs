@@ -146,6 +146,14 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
         let refused = leadscore(&[&["serve", "--print-config"][..], &args[..]].concat()).failure();
         assert!(refused.contains(message), "{refused}");
     }
+    let refused = leadscore(&["serve", "--print-config", "--max-future", "soon"]).failure();
+    assert!(
+        refused.contains("max_future: expected a duration"),
+        "{refused}"
+    );
+    assert_eq!(from_file["max_future"].as_str(), Some("5m"));
+    let off = print(&[("LEADSCORE_MAX_FUTURE", "off")], &[]);
+    assert_eq!(off["max_future"].as_str(), Some("off"));
     let named = print(&[], &["--listen", "localhost:8080"]);
     assert_eq!(named["listen"].as_str(), Some("localhost:8080"));
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();

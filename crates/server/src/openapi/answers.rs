@@ -82,6 +82,7 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                     "success": {"type": "boolean"},
                     "accepted": count,
                     "errors": list(&object(json!({"index": count, "field": {"type": ["string", "null"]}, "error": text}), &["index", "error"])),
+                    "warnings": list(&object(json!({"index": count, "field": text, "warning": text}), &["field", "warning"])),
                 }),
                 &["success"],
             ),

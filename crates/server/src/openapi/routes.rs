@@ -163,7 +163,7 @@ pub const ROUTES: &[Route] = &[
         body: Some("application/json"),
         query: &[],
         responses: responses![
-            (200, "committed (with per-index errors if any)"),
+            (200, "committed (with per-index errors and timestamp warnings if any)"),
             (400, "no valid message"),
             (413, "body too large")
         ],

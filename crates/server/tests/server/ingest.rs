@@ -414,3 +414,52 @@ fn browsers_may_send_events_from_allowed_origins_only() {
     );
     assert!(!none.contains("access-control-allow-origin"), "{none}");
 }
+
+/// A timestamp ahead of the server's clock by more than `max_future` (5
+/// minutes by default) comes from a clock running ahead: it is stored at
+/// the receive time and the answer says so; one within the limit is kept.
+#[test]
+fn timestamps_ahead_of_the_servers_clock_are_stored_at_receive_time() {
+    use leadscore_core::time::{Duration, Timestamp};
+    let server = Server::start();
+    let before = leadscore_store::now();
+    let ahead = |seconds| before.plus(Duration::from_seconds(seconds)).to_string();
+    let mut message = track("carol", "f1", "Form Submitted");
+    message["timestamp"] = ahead(86_400).into();
+    let (status, body) = server.post("/v1/track", &basic(&server.write_key), &message);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["warnings"][0]["field"], "timestamp", "{body}");
+    let warning = body["warnings"][0]["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("more than 5m after the server's clock"),
+        "{warning}"
+    );
+    let batch = json!({"batch": [
+        typed(track("carol", "f2", "Form Submitted")),
+        {"type": "track", "userId": "carol", "event": "A", "messageId": "f3", "timestamp": ahead(60)},
+        {"type": "track", "userId": "carol", "event": "A", "messageId": "f4", "timestamp": ahead(3_600)},
+    ]});
+    let (status, body) = server.post("/v1/batch", &basic(&server.write_key), &batch);
+    assert_eq!(status, 200, "{body}");
+    let indexes: Vec<&Value> = body["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["index"])
+        .collect();
+    assert_eq!(indexes, [&json!(2)], "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    let after = leadscore_store::now();
+    let store = server.stop();
+    let log = store.contact_messages("carol").unwrap().unwrap().messages;
+    let at = |id: &str| log.iter().find(|m| m.message_id == id).unwrap().timestamp;
+    for id in ["f1", "f4"] {
+        assert!(before <= at(id) && at(id) <= after, "{id} at {}", at(id));
+    }
+    assert_eq!(at("f2"), Timestamp::parse("2025-03-01T10:00:00Z").unwrap());
+    assert_eq!(
+        at("f3").to_string(),
+        ahead(60),
+        "within the limit: kept as sent"
+    );
+}
