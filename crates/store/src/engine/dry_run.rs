@@ -2,14 +2,18 @@
 //! model, and the contacts that move most.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use leadscore_core::batch::contacts_as_of;
+use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::{fold_many, Table, Tx, CONTACTS_PER_STEP};
+use super::{contact_bodies, parse_log, Table, Tx, CONTACTS_PER_STEP};
 use crate::listing::Scan;
 use crate::{Progress, Result};
 
@@ -32,10 +36,9 @@ pub struct Mover {
 /// scoring each contact as of the same time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct DryRun {
-    /// The time both models score at (a contact whose latest event is
-    /// later is compared as of that event).
+    /// The time both models score at, from the messages up to it.
     pub as_of: Timestamp,
-    /// Contacts scored.
+    /// Contacts scored (those with a message at or before `as_of`).
     pub contacts: u64,
     /// Contacts whose tier changes.
     pub tier_changes: u64,
@@ -135,17 +138,23 @@ impl DryRunBuilder {
 }
 
 /// Folds every contact under `candidate` and compares its score as of `at`
-/// with the active model's at the same time: `scan` scores the live rows at
-/// `at` when the active model's scores move with time, else the stored
-/// scores are those scores. `total`: the contacts to expect, for progress.
+/// with the `active` model's at the same time. A contact whose messages
+/// all precede `at` is compared with its live row (moved to `at` by a
+/// [`Scan`] when the active model's scores move with time); one with
+/// messages after `at` is grouped again from its messages up to `at` (the
+/// ids stitched later were separate contacts then, and one first seen
+/// later was none) and scored under both models. `total`: the contacts
+/// to expect, for progress.
 pub(crate) fn dry_run(
     tx: &mut impl Tx,
     candidate: &Model,
     at: Timestamp,
-    scan: Option<&Scan>,
+    active: Option<(u32, Arc<Model>)>,
     total: u64,
     progress: Progress<'_>,
 ) -> Result<DryRun> {
+    let scan = Scan::of(Some(at), active.clone());
+    let active = active.map(|(_, model)| model);
     let mut builder = DryRunBuilder::default();
     let mut cursor: Option<String> = None;
     let mut done = 0;
@@ -154,21 +163,44 @@ pub(crate) fn dry_run(
         let Some(last) = contacts.last().cloned() else {
             break;
         };
-        for (contact, state) in fold_many(tx, candidate, &contacts)? {
-            let Some(latest) = state.last_timestamp() else {
-                continue;
-            };
-            let after = state
-                .score_at(candidate, at.max(latest))
-                .expect("not before the latest message");
-            let before = match tx.row(Table::Live, &contact)? {
-                Some(row) => Some(match scan {
-                    Some(scan) => scan.listed(row)?.score,
-                    None => row.score,
-                }),
-                None => None,
-            };
-            builder.add(&contact, before.as_ref(), &after);
+        let mut read = Vec::with_capacity(contacts.len());
+        for contact in &contacts {
+            read.push((
+                contact,
+                contact_bodies(tx, contact)?.1,
+                tx.row(Table::Live, contact)?,
+            ));
+        }
+        let compared: Vec<Vec<(String, Option<Score>, Score)>> = read
+            .into_par_iter()
+            .map(|(contact, bodies, row)| {
+                let messages = parse_log(&bodies)?;
+                let Some(latest) = messages.last().map(|m| m.timestamp) else {
+                    return Ok(Vec::new());
+                };
+                if latest > at {
+                    let then = contacts_as_of(messages, Vec::new(), at);
+                    return Ok(then
+                        .into_iter()
+                        .map(|c| {
+                            let before = active.as_deref().map(|m| c.score_as_of(m, at));
+                            let after = c.score_as_of(candidate, at);
+                            (c.id, before, after)
+                        })
+                        .collect());
+                }
+                let after = ContactState::fold(candidate, None, &messages)
+                    .score_at(candidate, at)
+                    .expect("not before the latest message");
+                let before = match (row, &scan) {
+                    (Some(row), Some(scan)) => Some(scan.listed(row)?.score),
+                    (row, _) => row.map(|r| r.score),
+                };
+                Ok(vec![(contact.clone(), before, after)])
+            })
+            .collect::<Result<_>>()?;
+        for (contact, before, after) in compared.iter().flatten() {
+            builder.add(contact, before.as_ref(), after);
         }
         done += contacts.len() as u64;
         progress(done.min(total), total);

@@ -223,7 +223,10 @@ pub(crate) fn parse_stored(body: &str) -> Result<Message> {
 }
 
 /// The stored JSON of a contact's events, with the ids they came under.
-fn contact_bodies(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<String>)> {
+pub(crate) fn contact_bodies(
+    tx: &mut impl Tx,
+    contact: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
     let members = tx.members(contact)?;
     let mut bodies = Vec::new();
     for id in &members {
@@ -232,7 +235,7 @@ fn contact_bodies(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<S
     Ok((members, bodies))
 }
 
-fn parse_log(bodies: &[String]) -> Result<Vec<Message>> {
+pub(crate) fn parse_log(bodies: &[String]) -> Result<Vec<Message>> {
     let mut messages = bodies
         .iter()
         .map(|b| parse_stored(b))

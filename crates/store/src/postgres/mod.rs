@@ -397,8 +397,8 @@ impl Store for PgStore {
         let cache = &self.active;
         self.read(|pg| {
             let total = pg.count("SELECT count(DISTINCT contact) FROM identities", &[])?;
-            let scan = pg.scan(cache, Some(at))?;
-            engine::dry_run(pg, candidate, at, scan.as_ref(), total, progress)
+            let active = pg.active_in(cache)?;
+            engine::dry_run(pg, candidate, at, active, total, progress)
         })
     }
 

@@ -165,11 +165,15 @@ impl Pg<'_, '_> {
         if at.is_none() {
             return Ok(None);
         }
-        let active = match PgStore::active_version(&mut self.tx)? {
-            Some(version) => Some((version, model_in(cache, self, version)?)),
-            None => None,
-        };
-        Ok(Scan::of(at, active))
+        Ok(Scan::of(at, self.active_in(cache)?))
+    }
+
+    /// The active version and model.
+    pub(super) fn active_in(&mut self, cache: &ModelCache) -> Result<Option<(u32, Arc<Model>)>> {
+        match PgStore::active_version(&mut self.tx)? {
+            Some(version) => Ok(Some((version, model_in(cache, self, version)?))),
+            None => Ok(None),
+        }
     }
 }
 

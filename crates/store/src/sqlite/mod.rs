@@ -273,17 +273,21 @@ impl SqliteStore {
         model_in(&self.active, &self.conn, version)
     }
 
+    /// The active version and model, read through `conn`.
+    fn active_in(&self, conn: &Connection) -> Result<Option<(u32, Arc<Model>)>> {
+        match Self::active_version(conn)? {
+            Some(version) => Ok(Some((version, model_in(&self.active, conn, version)?))),
+            None => Ok(None),
+        }
+    }
+
     /// The scan a listing as of `at` needs (see [`Scan::of`]), reading the
     /// active model through `conn`.
     fn scan(&self, conn: &Connection, at: Option<Timestamp>) -> Result<Option<Scan>> {
         if at.is_none() {
             return Ok(None);
         }
-        let active = match Self::active_version(conn)? {
-            Some(version) => Some((version, model_in(&self.active, conn, version)?)),
-            None => None,
-        };
-        Ok(Scan::of(at, active))
+        Ok(Scan::of(at, self.active_in(conn)?))
     }
 
     fn job(conn: &Connection) -> Result<Option<(u32, Option<String>)>> {
@@ -560,8 +564,8 @@ impl Store for SqliteStore {
     fn dry_run(&self, candidate: &Model, at: Timestamp, progress: Progress<'_>) -> Result<DryRun> {
         let tx = self.conn.unchecked_transaction()?;
         let total = count(&tx, "SELECT count(DISTINCT contact) FROM identities", [])?;
-        let scan = self.scan(&tx, Some(at))?;
-        engine::dry_run(&mut Sql(&tx), candidate, at, scan.as_ref(), total, progress)
+        let active = self.active_in(&tx)?;
+        engine::dry_run(&mut Sql(&tx), candidate, at, active, total, progress)
     }
 
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {

@@ -72,13 +72,16 @@ fn an_interrupted_activation_keeps_old_scores_and_resumes() {
     }
 }
 
-/// Both sides of a dry run are scores as of its time: the active model's
-/// is what the store answers then (engagement decayed since the latest
-/// events), the candidate's a batch recompute at that time.
+/// Both sides of a dry run are batch scores as of its time: after the
+/// latest events (the active model's engagement decayed since), and
+/// halfway through the log, where contacts first seen later are left out,
+/// ids stitched later are separate contacts, and later events do not count.
 #[test]
 fn a_dry_run_compares_both_models_as_of_its_time() {
     let (messages, end) = generated(60, 90, 15);
-    let later = leadscore_core::time::Timestamp(end.0 + 90 * 86_400 * 1_000_000_000);
+    let day = 86_400 * 1_000_000_000;
+    let later = leadscore_core::time::Timestamp(end.0 + 90 * day);
+    let halfway = leadscore_core::time::Timestamp(end.0 - 45 * day);
     let tiers = |model: &str, at| {
         let mut counts = std::collections::BTreeMap::<String, u64>::new();
         for (_, score) in batch(&example(model), &messages, at) {
@@ -91,16 +94,26 @@ fn a_dry_run_compares_both_models_as_of_its_time() {
         tiers("b2b", later),
         "decay must move tiers between the two times, or this test says nothing"
     );
+    let (now_contacts, then_contacts) = (
+        batch(&example("b2b"), &messages, end).len(),
+        batch(&example("b2b"), &messages, halfway).len(),
+    );
+    assert!(
+        then_contacts < now_contacts,
+        "some contacts must be first seen after halfway ({then_contacts} of {now_contacts})"
+    );
     for (mut store, _dir) in backends() {
         activate(store.as_mut(), "b2b");
         store.ingest(incoming(&messages)).unwrap();
-        for at in [end, later] {
+        for at in [end, later, halfway] {
             let run = store
                 .dry_run(&example("email"), at, &mut |_, _| {})
                 .unwrap();
             assert_eq!(run.as_of, at);
             assert_eq!(run.tiers_before, tiers("b2b", at), "active model at {at}");
             assert_eq!(run.tiers_after, tiers("email", at), "candidate at {at}");
+            let expected = batch(&example("b2b"), &messages, at).len() as u64;
+            assert_eq!(run.contacts, expected, "contacts at {at}");
         }
     }
 }
