@@ -159,10 +159,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Leaderboard: the store's contacts by score now (decay applied), filtered by tier, grade,
-    /// stage, status or score; or counts per tier × grade and a score histogram.
+    /// Leaderboard: the store's contacts by score now (decay applied), or as they were at a past
+    /// time, filtered by tier, grade, stage, status or score; or counts per tier × grade and a
+    /// score histogram.
     #[command(
-        after_help = "Examples:\n  leadscore top\n  leadscore top --tier hot --grade A --limit 50\n  leadscore top --min 40 --max 70 --json\n  leadscore top --summary"
+        after_help = "Examples:\n  leadscore top\n  leadscore top --tier hot --grade A --limit 50\n  leadscore top --min 40 --max 70 --json\n  leadscore top --summary\n  leadscore top --summary --as-of 2025-11-01      # the tier counts on the 1st of November"
     )]
     Top {
         /// Only this tier.
@@ -192,6 +193,11 @@ pub enum Command {
         /// Counts per tier × grade and a score histogram instead of contacts.
         #[arg(long, conflicts_with_all = ["tier", "grade", "stage", "status", "min", "max", "ascending", "limit"])]
         summary: bool,
+        /// Score as of this time instead of now (RFC 3339, or a date = midnight UTC), from the
+        /// messages up to it: contacts first seen later are left out, ids stitched later listed
+        /// apart.
+        #[arg(long)]
+        as_of: Option<String>,
         /// Print JSON (lines of contacts, or the summary object).
         #[arg(long)]
         json: bool,

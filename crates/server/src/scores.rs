@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::auth::authorize;
 use crate::error::ApiError;
-use crate::request::{canonical, params};
+use crate::request::{canonical, params, time_param};
 use crate::worker::{read, StoreHandle};
 use crate::AppState;
 
@@ -31,6 +31,7 @@ pub(crate) struct ScoresParams {
     order: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    as_of: Option<String>,
 }
 
 pub(crate) async fn scores(
@@ -58,10 +59,22 @@ pub(crate) async fn scores(
         }
     };
     // A cursor is `as_of~score~id`: the time the first page was scored at
-    // (every page is scored as of it) and the last row of the page before.
-    let (at, after) = match p.cursor.as_deref() {
-        None => (now(), None),
-        Some(c) => parse_cursor(c).ok_or_else(|| bad("cursor: malformed".into()))?,
+    // (every page is scored as of it; `r` before it when that time was
+    // asked for, a listing of the past) and the last row of the page before.
+    let asked = time_param("as_of", p.as_of.as_deref())?;
+    let (at, rewind, after) = match p.cursor.as_deref() {
+        None => (asked.unwrap_or_else(now), asked.is_some(), None),
+        Some(c) => {
+            let (at, rewind, after) =
+                parse_cursor(c).ok_or_else(|| bad("cursor: malformed".into()))?;
+            if asked.is_some_and(|asked| !rewind || asked != at) {
+                return Err(bad(format!(
+                    "as_of: the cursor continues a listing as of {}",
+                    if rewind { at.to_string() } else { "now".into() }
+                )));
+            }
+            (at, rewind, Some(after))
+        }
     };
     if let Some((name, _)) = [("min", p.min), ("max", p.max)]
         .into_iter()
@@ -72,6 +85,7 @@ pub(crate) async fn scores(
     let limit = p.limit.unwrap_or(50).clamp(1, 1_000);
     let query = ScoreQuery {
         at: Some(at),
+        rewind,
         tier: p.tier,
         grade: p.grade,
         stage: p.stage,
@@ -94,8 +108,10 @@ pub(crate) async fn scores(
     .map_err(bad)?;
     let next = (rows.len() == limit)
         .then(|| {
-            rows.last()
-                .map(|r| format!("{}~{}~{}", at.0, r.score.score, r.id))
+            rows.last().map(|r| {
+                let flag = if rewind { "r" } else { "" };
+                format!("{flag}{}~{}~{}", at.0, r.score.score, r.id)
+            })
         })
         .flatten();
     let contacts: Vec<Value> = rows
@@ -107,21 +123,39 @@ pub(crate) async fn scores(
     ))
 }
 
-/// `as_of~score~id` (the id may itself hold `~`).
-fn parse_cursor(cursor: &str) -> Option<(Timestamp, Option<(f64, String)>)> {
+/// `[r]as_of~score~id` (the id may itself hold `~`): the time, whether it
+/// was asked for, and the last row of the page before.
+fn parse_cursor(cursor: &str) -> Option<(Timestamp, bool, (f64, String))> {
     let mut parts = cursor.splitn(3, '~');
-    let at = Timestamp(parts.next()?.parse().ok()?);
+    let first = parts.next()?;
+    let (rewind, at) = match first.strip_prefix('r') {
+        Some(at) => (true, at),
+        None => (false, first),
+    };
+    let at = Timestamp(at.parse().ok()?);
     let score = parts.next()?.parse().ok()?;
-    Some((at, Some((score, parts.next()?.to_string()))))
+    Some((at, rewind, (score, parts.next()?.to_string())))
+}
+
+/// Segment summary parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SummaryParams {
+    as_of: Option<String>,
 }
 
 pub(crate) async fn summary(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
+    query: Result<Query<SummaryParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
-    let at = now();
-    let summary = read(&handle, move |store| store.summary(Some(at))).await?;
+    let asked = time_param("as_of", params(query)?.as_of.as_deref())?;
+    let at = asked.unwrap_or_else(now);
+    let summary = read(&handle, move |store| {
+        store.summary(Some(at), asked.is_some())
+    })
+    .await?;
     Ok(Json(
         serde_json::to_value(summary).expect("a summary serialises"),
     ))

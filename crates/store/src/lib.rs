@@ -508,9 +508,10 @@ pub trait Store: Outbox + Admin + Send {
     /// Live contacts matching `query`, in score order.
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>>;
 
-    /// Live contacts per tier × grade and a score histogram over the active
-    /// model's range, scored as of `at` as in [`ScoreQuery::at`].
-    fn summary(&self, at: Option<Timestamp>) -> Result<Summary>;
+    /// Contacts per tier × grade and a score histogram over the active
+    /// model's range, scored as of `at` as in [`ScoreQuery::at`] (with
+    /// `rewind`, the contacts as they were then: [`ScoreQuery::rewind`]).
+    fn summary(&self, at: Option<Timestamp>, rewind: bool) -> Result<Summary>;
 
     /// Attaches a stored version as the challenger of the active model
     /// (`None` detaches it).

@@ -17,7 +17,9 @@ use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
 use serde::Serialize;
 
-use crate::engine::Row;
+use leadscore_core::batch::contacts_as_of;
+
+use crate::engine::{contact_log, Row, Tx};
 use crate::{Listed, Result, StoreError};
 
 /// A leaderboard or segment query over the live contacts.
@@ -25,8 +27,15 @@ use crate::{Listed, Result, StoreError};
 pub struct ScoreQuery {
     /// Scores as of this time (decay, inactivity and `days_since()` moved
     /// to it; a contact whose latest event is later keeps its score as of
-    /// that event); `None`: each contact's score as of its latest event.
+    /// that event unless `rewind`); `None`: each contact's score as of its
+    /// latest event.
     pub at: Option<Timestamp>,
+    /// A listing of the past: contacts with messages after `at` are
+    /// grouped again from their messages up to it (ids stitched later were
+    /// separate contacts then; contacts first seen later are left out) and
+    /// scored there, reading those contacts' logs. Without it, a listing
+    /// as of now, where only a clock running ahead dates messages later.
+    pub rewind: bool,
     /// Only this tier (`""` = no tier).
     pub tier: Option<String>,
     /// Only this grade.
@@ -303,17 +312,26 @@ pub(crate) struct Scan {
     version: u32,
     model: Arc<Model>,
     at: Timestamp,
+    rewind: bool,
 }
 
 impl Scan {
     /// The scan a listing as of `at` needs under the `active` model, or
     /// `None` when the stored scores answer (no time given, no active
-    /// model, or a model whose scores do not move with time).
-    pub(crate) fn of(at: Option<Timestamp>, active: Option<(u32, Arc<Model>)>) -> Option<Scan> {
+    /// model, or a model whose scores do not move with time, unless the
+    /// listing `rewind`s: [`ScoreQuery::rewind`]).
+    pub(crate) fn of(
+        at: Option<Timestamp>,
+        active: Option<(u32, Arc<Model>)>,
+        rewind: bool,
+    ) -> Option<Scan> {
         let (at, (version, model)) = at.zip(active)?;
-        model
-            .moves_with_time()
-            .then_some(Scan { version, model, at })
+        (rewind || model.moves_with_time()).then_some(Scan {
+            version,
+            model,
+            at,
+            rewind,
+        })
     }
 
     /// A live row's contact with its score as of `at`. A contact whose
@@ -341,25 +359,31 @@ impl Scan {
         })
     }
 
-    /// Every live contact with its score as of `at`, in id order;
-    /// `page(after, n, traits)` reads the next `n` live rows after id
-    /// `after` (all in one snapshot), with their traits only when `traits`
-    /// (else empty maps): a scan needs them only when the model's contact
-    /// rules read time, as otherwise the stored fit and exclusion stand
-    /// ([`ContactState::score_after`]).
-    fn run(
-        &self,
-        mut page: impl FnMut(Option<&str>, usize, bool) -> Result<Vec<Row>>,
-        mut each: impl FnMut(Listed),
-    ) -> Result<()> {
+    /// Every contact with its score as of `at` (with `rewind`, the contacts
+    /// as they were then). The live rows are read through `tx` in id order
+    /// (all in one snapshot), with their traits only when the model's
+    /// contact rules read time, as otherwise the stored fit and exclusion
+    /// stand ([`ContactState::score_after`]).
+    fn run(&self, tx: &mut impl Tx, mut each: impl FnMut(Listed)) -> Result<()> {
         let traits = self.model.contact_rules_use_time();
         let mut after: Option<String> = None;
         loop {
-            let rows = page(after.as_deref(), STEP, traits)?;
+            let rows = tx.live_rows(after.as_deref(), STEP, traits)?;
             let done = rows.len() < STEP;
             after = rows.last().map(|r| r.id.clone());
             for row in rows {
-                each(self.listed(row)?);
+                if self.rewind && row.last_ts.is_some_and(|last| last > self.at) {
+                    let (_, messages) = contact_log(tx, &row.id)?;
+                    for then in contacts_as_of(messages, Vec::new(), self.at) {
+                        each(Listed {
+                            last_event: then.messages.iter().map(|m| m.timestamp).max(),
+                            score: then.score_as_of(&self.model, self.at),
+                            id: then.id,
+                        });
+                    }
+                } else {
+                    each(self.listed(row)?);
+                }
             }
             if done {
                 return Ok(());
@@ -368,18 +392,14 @@ impl Scan {
     }
 
     /// The contacts `query` selects, in its order.
-    pub(crate) fn select(
-        &self,
-        query: &ScoreQuery,
-        page: impl FnMut(Option<&str>, usize, bool) -> Result<Vec<Row>>,
-    ) -> Result<Vec<Listed>> {
+    pub(crate) fn select(&self, query: &ScoreQuery, tx: &mut impl Tx) -> Result<Vec<Listed>> {
         let limit = query.limit;
         let best = |kept: &mut Vec<Listed>| {
             kept.sort_by(|a, b| query.order((a.score.score, &a.id), (b.score.score, &b.id)));
             kept.truncate(limit);
         };
         let mut kept = Vec::new();
-        self.run(page, |record| {
+        self.run(tx, |record| {
             if query.matches(&record.id, &record.score) {
                 kept.push(record);
                 if kept.len() > 2 * limit {
@@ -391,13 +411,10 @@ impl Scan {
         Ok(kept)
     }
 
-    /// The segment summary of every live contact.
-    pub(crate) fn summary(
-        &self,
-        page: impl FnMut(Option<&str>, usize, bool) -> Result<Vec<Row>>,
-    ) -> Result<Summary> {
+    /// The segment summary of every contact.
+    pub(crate) fn summary(&self, tx: &mut impl Tx) -> Result<Summary> {
         let mut summary = SummaryBuilder::new(Some(&self.model));
-        self.run(page, |r| {
+        self.run(tx, |r| {
             let s = r.score;
             summary.add(&s.tier, &s.grade, s.status, s.score);
         })?;

@@ -109,10 +109,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ascending,
             limit,
             summary,
+            as_of,
             json,
         } => {
             let query = leadscore_store::ScoreQuery {
-                at: Some(leadscore_store::now()),
+                at: Some(crate::load::as_of(as_of.as_deref())?),
+                rewind: as_of.is_some(),
                 tier,
                 grade,
                 stage,
@@ -126,7 +128,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 limit: usize::try_from(limit).unwrap_or(usize::MAX),
             };
             if summary {
-                stored::summary(db, json)
+                stored::summary(db, &query, json)
             } else {
                 stored::top(db, &query, json)
             }

@@ -304,14 +304,15 @@ pub fn top(db: &Path, query: &ScoreQuery, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Contacts per tier × grade and the score histogram, as of now.
-pub fn summary(db: &Path, json: bool) -> Result<ExitCode> {
+/// Contacts per tier × grade and the score histogram, as of `query.at`
+/// (its filters are not used).
+pub fn summary(db: &Path, query: &ScoreQuery, json: bool) -> Result<ExitCode> {
     let store = store::open_existing(db)?;
     let Some((_, model)) = store.active_model()? else {
         bail!("no active model: `leadscore model add FILE --activate` first");
     };
-    let at = leadscore_store::now();
-    let summary = store.summary(Some(at))?;
+    let at = query.at.expect("the summary is as of a time");
+    let summary = store.summary(Some(at), query.rewind)?;
     if json {
         super::emit(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);

@@ -335,7 +335,8 @@ fn model_versions_diff_dry_run_and_rollback() {
 }
 
 /// `top` lists the store's contacts by their score now (as `contact` scores
-/// each at the same time), filters select, and `--summary` counts them all.
+/// each at the same time), filters select, `--summary` counts them all, and
+/// `--as-of` lists them as they were then.
 #[test]
 fn top_lists_contacts_by_their_score_now() {
     let (dir, events, _) = generated("80", "60", "12");
@@ -420,6 +421,48 @@ fn top_lists_contacts_by_their_score_now() {
         text.contains("tier/grade") && text.contains("score"),
         "{text}"
     );
+    // As of a past time: the contacts and scores a batch recompute of the
+    // store's log gives then (`score --as-of`), in score order.
+    let mut lasts: Vec<&str> = all
+        .iter()
+        .map(|c| c["last_event"].as_str().unwrap())
+        .collect();
+    lasts.sort_unstable();
+    let then = lasts[0];
+    let past =
+        parse(with_db(&db, &["top", "--as-of", then, "--limit", "1000", "--json"]).success());
+    let mut batch: Vec<(String, f64)> =
+        parse(with_db(&db, &["score", "--as-of", then, "--format", "jsonl"]).success())
+            .iter()
+            .map(|c| {
+                (
+                    c["contact_id"].as_str().unwrap().to_string(),
+                    c["score"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+    batch.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let listed: Vec<(String, f64)> = past
+        .iter()
+        .map(|c| (c["contact_id"].as_str().unwrap().to_string(), score(c)))
+        .collect();
+    assert!(
+        batch.len() < all.len(),
+        "some contacts are first seen after {then}"
+    );
+    assert_eq!(listed.len(), batch.len());
+    for ((id, listed), (batch_id, batch)) in listed.iter().zip(&batch) {
+        assert_eq!(id, batch_id);
+        assert!(
+            (listed - batch).abs() < 1e-9,
+            "{id}: {listed} listed, {batch} batch"
+        );
+    }
+    let summary: Value = serde_json::from_str(
+        &with_db(&db, &["top", "--summary", "--as-of", then, "--json"]).success(),
+    )
+    .unwrap();
+    assert_eq!(summary["contacts"].as_u64().unwrap(), batch.len() as u64);
 }
 
 #[test]

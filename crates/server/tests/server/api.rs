@@ -87,6 +87,43 @@ fn leaderboard_summary_explanation_events_models_and_erasure() {
         let (status, bad) = server.get(&format!("/api/v1/scores?cursor={cursor}"), &read);
         assert_eq!(status, 400, "{cursor}: {bad}");
     }
+    // As of a past time: each contact's score then (from its messages up
+    // to it), pages continuing that listing; before anyone was seen, none.
+    let then = "2025-03-02T12:00:00Z";
+    let mut listed = Vec::new();
+    let mut path = format!("/api/v1/scores?limit=3&as_of={then}");
+    loop {
+        let (status, page) = server.get(&path, &read);
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["as_of"], then, "{page}");
+        for c in page["contacts"].as_array().unwrap() {
+            let id = c["contact_id"].as_str().unwrap();
+            let (_, exact) =
+                server.get(&format!("/api/v1/contacts/{id}/score?as_of={then}"), &read);
+            assert_eq!(c["score"], exact["score"], "{id}");
+            assert!(c["last_event"].as_str().unwrap() <= then, "{c}");
+            listed.push(id.to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                assert!(cursor.starts_with('r'), "{cursor}");
+                let (status, bad) = server.get(
+                    &format!("/api/v1/scores?limit=3&cursor={cursor}&as_of=2025-03-03"),
+                    &read,
+                );
+                assert_eq!(status, 400, "{bad}");
+                path = format!("/api/v1/scores?limit=3&cursor={cursor}&as_of={then}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    let (_, before) = server.get("/api/v1/scores?as_of=2025-02-01", &read);
+    assert_eq!(before["contacts"], json!([]), "{before}");
+    let (_, nobody) = server.get("/api/v1/segments/summary?as_of=2025-02-01", &read);
+    assert_eq!(nobody["contacts"], 0, "{nobody}");
+    let (status, bad) = server.get("/api/v1/segments/summary?as_off=2025-02-01", &read);
+    assert_eq!(status, 400, "{bad}");
     let (_, summary) = server.get("/api/v1/segments/summary", &read);
     assert!(summary["as_of"].is_string(), "{summary}");
     let binned: u64 = summary["histogram"]

@@ -153,7 +153,8 @@ pub(crate) fn dry_run(
     total: u64,
     progress: Progress<'_>,
 ) -> Result<DryRun> {
-    let scan = Scan::of(Some(at), active.clone());
+    // Contacts with messages after `at` are grouped again below.
+    let scan = Scan::of(Some(at), active.clone(), false);
     let active = active.map(|(_, model)| model);
     let mut builder = DryRunBuilder::default();
     let mut cursor: Option<String> = None;

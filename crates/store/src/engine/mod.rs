@@ -162,6 +162,9 @@ pub(crate) trait Tx {
     ) -> Result<()>;
     /// Canonical contacts after `after` in id order, at most `limit`.
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+    /// Live rows after id `after` in id order, at most `limit`, with their
+    /// traits and company only when `traits` (else empty maps).
+    fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>>;
 }
 
 /// A firing to record.

@@ -573,8 +573,8 @@ impl Store for PgStore {
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
         let cache = &self.active;
         self.read(|pg| {
-            if let Some(scan) = pg.scan(cache, query.at)? {
-                return scan.select(query, |after, n, traits| pg.live_rows(after, n, traits));
+            if let Some(scan) = pg.scan(cache, query.at, query.rewind)? {
+                return scan.select(query, pg);
             }
             let (tail, params) = query.sql(|n| format!("${n}"));
             let sql = format!("SELECT {} FROM contacts {tail}", row_columns!());
@@ -597,11 +597,11 @@ impl Store for PgStore {
         })
     }
 
-    fn summary(&self, at: Option<Timestamp>) -> Result<Summary> {
+    fn summary(&self, at: Option<Timestamp>, rewind: bool) -> Result<Summary> {
         let cache = &self.active;
         self.read(|pg| {
-            if let Some(scan) = pg.scan(cache, at)? {
-                return scan.summary(|after, n, traits| pg.live_rows(after, n, traits));
+            if let Some(scan) = pg.scan(cache, at, rewind)? {
+                return scan.summary(pg);
             }
             let model = match PgStore::active_version(&mut pg.tx)? {
                 Some(version) => Some(model_in(cache, pg, version)?),

@@ -131,41 +131,17 @@ pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
 }
 
 impl Pg<'_, '_> {
-    /// Up to `limit` live rows after id `after`, in id order; without
-    /// `traits`, only what a listing reads (traits, company and trigger state
-    /// left empty).
-    pub(super) fn live_rows(
-        &mut self,
-        after: Option<&str>,
-        limit: usize,
-        traits: bool,
-    ) -> Result<Vec<Row>> {
-        const WITH: &str = concat!(
-            "SELECT ",
-            row_columns!(),
-            " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
-        );
-        const WITHOUT: &str = "SELECT id, model_version, state, '{}'::text, '{}'::text, last_ts, score, raw, fit, engagement, \
-             tier, grade, stage, status, reasons, NULL::bytea, NULL::bigint FROM contacts WHERE id > $1 ORDER BY id LIMIT $2";
-        self.query(
-            if traits { WITH } else { WITHOUT },
-            &[&after.unwrap_or(""), &(limit as i64)],
-        )?
-        .iter()
-        .map(read_row)
-        .collect()
-    }
-
     /// The scan a listing as of `at` needs (see [`Scan::of`]).
     pub(super) fn scan(
         &mut self,
         cache: &ModelCache,
         at: Option<Timestamp>,
+        rewind: bool,
     ) -> Result<Option<Scan>> {
         if at.is_none() {
             return Ok(None);
         }
-        Ok(Scan::of(at, self.active_in(cache)?))
+        Ok(Scan::of(at, self.active_in(cache)?, rewind))
     }
 
     /// The active version and model.
@@ -471,6 +447,25 @@ impl Tx for Pg<'_, '_> {
             &[&contact, &at, &recorded_at, &version, &old, &new, &cause],
         )?;
         Ok(())
+    }
+
+    /// Without `traits`, only what a listing reads (traits, company and
+    /// trigger state left empty).
+    fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
+        const WITH: &str = concat!(
+            "SELECT ",
+            row_columns!(),
+            " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
+        );
+        const WITHOUT: &str = "SELECT id, model_version, state, '{}'::text, '{}'::text, last_ts, score, raw, fit, engagement, \
+             tier, grade, stage, status, reasons, NULL::bytea, NULL::bigint FROM contacts WHERE id > $1 ORDER BY id LIMIT $2";
+        self.query(
+            if traits { WITH } else { WITHOUT },
+            &[&after.unwrap_or(""), &(limit as i64)],
+        )?
+        .iter()
+        .map(read_row)
+        .collect()
     }
 
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {

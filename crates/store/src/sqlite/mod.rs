@@ -283,11 +283,11 @@ impl SqliteStore {
 
     /// The scan a listing as of `at` needs (see [`Scan::of`]), reading the
     /// active model through `conn`.
-    fn scan(&self, conn: &Connection, at: Option<Timestamp>) -> Result<Option<Scan>> {
+    fn scan(&self, conn: &Connection, at: Option<Timestamp>, rewind: bool) -> Result<Option<Scan>> {
         if at.is_none() {
             return Ok(None);
         }
-        Ok(Scan::of(at, self.active_in(conn)?))
+        Ok(Scan::of(at, self.active_in(conn)?, rewind))
     }
 
     fn job(conn: &Connection) -> Result<Option<(u32, Option<String>)>> {
@@ -716,8 +716,8 @@ impl Store for SqliteStore {
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
         // One snapshot for the model and every step of a scan.
         let tx = self.conn.unchecked_transaction()?;
-        if let Some(scan) = self.scan(&tx, query.at)? {
-            return scan.select(query, |after, n, traits| live_rows(&tx, after, n, traits));
+        if let Some(scan) = self.scan(&tx, query.at, query.rewind)? {
+            return scan.select(query, &mut Sql(&tx));
         }
         let (tail, params) = query.sql(|n| format!("?{n}"));
         let mut stmt = self
@@ -732,10 +732,10 @@ impl Store for SqliteStore {
         rows.map(|r| Ok(Listed::from(r??))).collect()
     }
 
-    fn summary(&self, at: Option<Timestamp>) -> Result<Summary> {
+    fn summary(&self, at: Option<Timestamp>, rewind: bool) -> Result<Summary> {
         let tx = self.conn.unchecked_transaction()?;
-        if let Some(scan) = self.scan(&tx, at)? {
-            return scan.summary(|after, n, traits| live_rows(&tx, after, n, traits));
+        if let Some(scan) = self.scan(&tx, at, rewind)? {
+            return scan.summary(&mut Sql(&tx));
         }
         let model = match Self::active_version(&tx)? {
             Some(version) => Some(model_in(&self.active, &tx, version)?),

@@ -329,6 +329,10 @@ impl Tx for Sql<'_> {
         Ok(())
     }
 
+    fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
+        live_rows(self.0, after, limit, traits)
+    }
+
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let mut stmt = self.0.prepare_cached(
             "SELECT DISTINCT contact FROM identities WHERE contact > ?1 ORDER BY contact LIMIT ?2",

@@ -1,6 +1,7 @@
 //! The leaderboard and the segment summary: as stored (each contact's
-//! score as of its latest event) and as of a time, when decay and
-//! inactivity have moved scores since. Pages, filters and order are
+//! score as of its latest event), as of a time, when decay and inactivity
+//! have moved scores since, and rewound to a time in the middle of the log
+//! (the contacts as they were then). Pages, filters and order are
 //! checked against the batch scores at that time, filtered and sorted here.
 
 use leadscore_core::event::Message;
@@ -30,19 +31,24 @@ fn timed_b2b() -> String {
     format!("{source}\n[[fit]]\nid = \"recent-form\"\nwhen = 'days_since(\"Form Submitted\") < 30.0'\npoints = 5\n")
 }
 
-/// Every live contact with the score a listing as of `at` must show: the
-/// stored one for `None` and for contacts with events after `at`, else the
-/// batch score at `at`.
+/// Every contact with the score a listing as of `at` must show: rewound,
+/// the batch scores at `at` (the contacts as they were then); otherwise
+/// each live contact with the stored score for `None` and for contacts
+/// with events after `at`, else the batch score at `at`.
 fn expected(
     store: &dyn Store,
     model: &Model,
     messages: &[Message],
     at: Option<Timestamp>,
+    rewind: bool,
 ) -> Vec<(String, Score)> {
     let batch: std::collections::BTreeMap<String, Score> = match at {
         Some(t) => batch(model, messages, t).into_iter().collect(),
         None => Default::default(),
     };
+    if rewind {
+        return batch.into_iter().collect();
+    }
     let rows = store.contacts(None, 10_000).unwrap();
     assert_eq!(rows.len() as u64, store.stats().unwrap().contacts);
     rows.into_iter()
@@ -99,12 +105,20 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
             activate_source(store.as_mut(), file, source);
             store.ingest(incoming(&messages)).unwrap();
             let store = store.as_ref();
-            for at in [None, Some(middle), Some(Timestamp(end.0 + 45 * day))] {
-                let all = expected(store, &model, &messages, at);
-                let context = format!("{file}, as of {at:?}");
+            let later = Timestamp(end.0 + 45 * day);
+            for (at, rewind) in [
+                (None, false),
+                (Some(middle), false),
+                (Some(middle), true),
+                (Some(later), false),
+                (Some(later), true),
+            ] {
+                let all = expected(store, &model, &messages, at, rewind);
+                let context = format!("{file}, as of {at:?}, rewind {rewind}");
                 // Pages of 7, highest first: every contact once, in order.
                 let mut query = ScoreQuery {
                     at,
+                    rewind,
                     limit: 7,
                     ..ScoreQuery::default()
                 };
@@ -134,6 +148,7 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
                 let floor = in_tier[in_tier.len() / 2];
                 let filtered = ScoreQuery {
                     at,
+                    rewind,
                     tier: Some(top.tier.clone()),
                     status: Some(Status::Active),
                     min: Some(floor),
@@ -159,6 +174,7 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
                 for (max, limit) in [(None, 5), (Some(median), 1_000)] {
                     let low = ScoreQuery {
                         at,
+                        rewind,
                         ascending: true,
                         max,
                         limit,
@@ -178,7 +194,11 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
                 for (_, s) in &all {
                     wanted.add(&s.tier, &s.grade, s.status, s.score);
                 }
-                assert_eq!(store.summary(at).unwrap(), wanted.finish(at), "{context}");
+                assert_eq!(
+                    store.summary(at, rewind).unwrap(),
+                    wanted.finish(at),
+                    "{context}"
+                );
             }
         }
     }
