@@ -451,7 +451,8 @@ pub enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Measure the store instead (import raw and live, rescore, state size, point reads):
+        /// Measure the store instead (import raw and live, rescore, state size, point reads,
+        /// segment summaries now and of the past):
         /// SQLite in temporary files, or PostgreSQL when --db is a postgres:// URL
         /// (two schemas, leadscore_bench_raw and leadscore_bench_live, are recreated).
         #[arg(long)]

@@ -1,6 +1,7 @@
 //! `leadscore bench --store`: the store's figures on generated data — raw
 //! append rate and import with live scoring, full rescore, stored state
-//! size, point reads, database size per million events.
+//! size, point reads, segment summaries now and of the past, database size
+//! per million events.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use leadscore_core::time::{Duration, Timestamp};
 
 use leadscore_synth::{write_events, Config};
 use serde_json::json;
@@ -91,6 +93,7 @@ pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<Ex
     // Stored state sizes and ids, in pages.
     let mut sizes = Vec::new();
     let mut ids = Vec::new();
+    let mut lasts = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = store.contacts(after.as_deref(), 5_000)?;
@@ -98,6 +101,7 @@ pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<Ex
         after = Some(last.id.clone());
         for record in page {
             sizes.push(record.state_bytes as f64);
+            lasts.extend(record.last_event);
             ids.push(record.id);
         }
     }
@@ -119,6 +123,21 @@ pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<Ex
     }
     reads.sort_by(f64::total_cmp);
 
+    // Segment summaries: now (each stored state moved to now), the day
+    // before the latest event and the median contact's latest event (the
+    // contacts with later messages re-grouped from their logs).
+    lasts.sort_unstable();
+    let latest = lasts.last().copied().unwrap_or(now);
+    let timed = |at: Timestamp, rewind: bool| -> Result<(f64, u64)> {
+        let started = Instant::now();
+        let summary = store.summary(Some(at), rewind)?;
+        Ok((started.elapsed().as_secs_f64(), summary.contacts))
+    };
+    let (summary_now_s, _) = timed(now, false)?;
+    let (summary_day_s, _) = timed(latest.minus(Duration::from_seconds(86_400)), true)?;
+    let halfway = lasts.get(lasts.len() / 2).copied().unwrap_or(now);
+    let (summary_halfway_s, halfway_contacts) = timed(halfway, true)?;
+
     let figures = json!({
         "machine_cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "backend": backend,
@@ -136,13 +155,18 @@ pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<Ex
         "state_bytes_p90": percentile(&sizes, 0.9),
         "point_read_us_p50": percentile(&reads, 0.5),
         "point_read_us_p99": percentile(&reads, 0.99),
+        "summary_now_s": summary_now_s,
+        "summary_day_before_latest_s": summary_day_s,
+        "summary_halfway_s": summary_halfway_s,
+        "summary_halfway_contacts": halfway_contacts,
+        "summary_halfway_over_rescore": summary_halfway_s / rescore_s,
         "db_bytes": stats.bytes,
         "db_bytes_per_million_events": stats.bytes as f64 / stats.events.max(1) as f64 * 1e6,
         "ledger_entries": stats.ledger_entries,
     });
     let f = |key: &str| figures[key].as_f64().unwrap_or_default();
     let text = format!(
-        "leadscore bench --store ({backend}, {} contacts, {} messages)\n  import, raw append             {:>10.0} messages/s\n  import, live scoring           {:>10.0} messages/s ({:.2}x the raw time)\n  full rescore                   {:>10.0} events/s ({:.1} s)\n  stored state                   median {:.0} bytes, p90 {:.0}\n  point read (score now)         p50 {:.0} us, p99 {:.0} us\n  database                       {:.0} MB per million events ({} history entries)\n",
+        "leadscore bench --store ({backend}, {} contacts, {} messages)\n  import, raw append             {:>10.0} messages/s\n  import, live scoring           {:>10.0} messages/s ({:.2}x the raw time)\n  full rescore                   {:>10.0} events/s ({:.1} s)\n  stored state                   median {:.0} bytes, p90 {:.0}\n  point read (score now)         p50 {:.0} us, p99 {:.0} us\n  segment summary                now {:.3} s, a day back {:.3} s, halfway {:.3} s ({:.2}x the rescore)\n  database                       {:.0} MB per million events ({} history entries)\n",
         stats.contacts,
         generated,
         f("import_raw_messages_per_s"),
@@ -154,6 +178,10 @@ pub fn run(db: &Path, contacts: u64, days: u32, out: Option<&Path>) -> Result<Ex
         f("state_bytes_p90"),
         f("point_read_us_p50"),
         f("point_read_us_p99"),
+        summary_now_s,
+        summary_day_s,
+        summary_halfway_s,
+        f("summary_halfway_over_rescore"),
         f("db_bytes_per_million_events") / 1e6,
         stats.ledger_entries,
     );
