@@ -24,18 +24,28 @@ const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
 /// Where the demo's store goes.
 pub const STORE: &str = "leadscore-demo.db";
 
+/// The generated data's settings (240 days, seed 42).
+fn config(contacts: u64) -> Config {
+    Config::new(contacts, 240, 42)
+}
+
+/// The time the demo scores as of: the end of its data.
+pub fn as_of(contacts: u64) -> Timestamp {
+    Timestamp::from_seconds(config(contacts).end())
+}
+
 pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
     // The store first: a path the demo may not replace is refused before
     // anything is generated or printed.
     let mut store = fresh_store(store_path)?;
     let model =
         Model::from_toml("examples/ecommerce.toml", MODEL).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let config = Config::new(contacts, 240, 42);
+    let config = config(contacts);
     let mut jsonl = Vec::new();
     let generated = write_events(&config, &mut jsonl, |_| {})?;
     let (messages, _) = read_messages(&jsonl[..], "<demo>", &ReadOptions::default(), |_| {})
         .context("reading generated events")?;
-    let t = Timestamp::from_seconds(config.end());
+    let t = as_of(contacts);
     let contacts = contacts_as_of(messages, Vec::new(), t);
     let mut scored: Vec<_> = contacts
         .par_iter()
@@ -134,6 +144,10 @@ pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
         )?;
         writeln!(out, "         leadscore --db {db} top --tier hot")?;
         writeln!(out, "         leadscore --db {db} top --summary")?;
+        writeln!(
+            out,
+            "         leadscore --db {db} top --summary --as-of {t}   # as the demo's data ends"
+        )?;
         writeln!(
             out,
             "         leadscore --db {db} model dry-run examples/b2b.toml"

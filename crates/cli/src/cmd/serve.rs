@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use leadscore_core::time::Duration;
+use leadscore_core::time::{Duration, Timestamp};
 use leadscore_store::{key_hash, new_key, Scope};
 
 use crate::args::{KeysCommand, LogFormat, ServeSettings};
@@ -101,8 +101,8 @@ fn check(settings: &ServeSettings) -> Result<Option<Duration>> {
 }
 
 /// Creates an ingest, a read and an admin key in the demo store and prints
-/// them with requests to try.
-pub fn demo_keys(db: &Path, listen: &str) -> Result<()> {
+/// them with requests to try (`as_of`: where the demo's data ends).
+pub fn demo_keys(db: &Path, listen: &str, as_of: Timestamp) -> Result<()> {
     let mut store = store::open(db)?;
     let mut key = |scope: Scope| -> Result<String> {
         let key = new_key(scope)?;
@@ -126,6 +126,10 @@ pub fn demo_keys(db: &Path, listen: &str) -> Result<()> {
     writeln!(
         out,
         "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/scores?order=score_desc&limit=5'"
+    )?;
+    writeln!(
+        out,
+        "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/segments/summary?as_of={as_of}'   # as the demo's data ends"
     )?;
     writeln!(out, "  open {base}/docs for every route\n")?;
     super::emit(&out)
