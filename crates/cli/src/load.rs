@@ -11,6 +11,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
 use leadscore_input::{read_contacts, read_message_chunks, ReadOptions, Skipped};
+use serde_json::{Map, Value};
 
 use crate::args::Input;
 use crate::progress;
@@ -97,13 +98,12 @@ pub struct Loaded {
     pub skipped: Skipped,
 }
 
-/// Everything `score` and `explain` need: from files, or from the store
-/// (its log and its active model) for what the command line leaves out.
-/// With `only`, a store's log is read for that contact alone (all its ids:
-/// a superset of what it was at any earlier time, so grouping as of t is
-/// still exact).
-pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
-    let as_of = as_of(input.as_of.as_deref())?;
+/// An open store.
+pub type StoreBox = Box<dyn leadscore_store::Store>;
+
+/// The model (`--model`, else the store's active one) and the store, opened
+/// when the command line leaves out the model or the log.
+pub fn model_and_store(input: &Input, db: &Path) -> Result<(Arc<Model>, Option<StoreBox>)> {
     let store = if input.model.is_none() || input.log.events.is_empty() {
         Some(crate::store::open_existing(db)?)
     } else {
@@ -119,6 +119,31 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
         }
         (None, None) => unreachable!("a store is opened when --model is absent"),
     };
+    Ok((model, store))
+}
+
+/// The rows of `--contacts`, in file order (none without it).
+pub fn contacts_file(input: &Input) -> Result<Vec<(String, Map<String, Value>)>> {
+    let Some(path) = &input.log.contacts else {
+        return Ok(Vec::new());
+    };
+    let file =
+        File::open(path).with_context(|| format!("cannot open contacts {}", path.display()))?;
+    Ok(read_contacts(
+        BufReader::new(file),
+        &path.display().to_string(),
+        &input.log.id_column,
+    )?)
+}
+
+/// Everything `score` and `explain` need: from files, or from the store
+/// (its log and its active model) for what the command line leaves out.
+/// With `only`, a store's log is read for that contact alone (all its ids:
+/// a superset of what it was at any earlier time, so grouping as of t is
+/// still exact).
+pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
+    let as_of = as_of(input.as_of.as_deref())?;
+    let (model, store) = model_and_store(input, db)?;
     let (messages, skipped) = match &store {
         Some(store) if input.log.events.is_empty() => {
             let messages = match only {
@@ -132,18 +157,7 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
         }
         _ => messages(&input.log.events, input.skip_invalid)?,
     };
-    let contacts_file = match &input.log.contacts {
-        None => Vec::new(),
-        Some(path) => {
-            let file = File::open(path)
-                .with_context(|| format!("cannot open contacts {}", path.display()))?;
-            read_contacts(
-                BufReader::new(file),
-                &path.display().to_string(),
-                &input.log.id_column,
-            )?
-        }
-    };
+    let contacts_file = contacts_file(input)?;
     if messages.is_empty() && contacts_file.is_empty() && skipped.count > 0 {
         bail!("no valid message in the input");
     }

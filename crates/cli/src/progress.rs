@@ -32,6 +32,16 @@ pub fn items(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// An item counter for a total not known in advance.
+pub fn count(what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, target());
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {human_pos} {per_sec}").expect("valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
 fn target() -> ProgressDrawTarget {
     if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()

@@ -499,6 +499,11 @@ pub trait Store: Outbox + Admin + Send {
     /// A contact's canonical id, its ids and its messages in log order.
     fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>>;
 
+    /// Every contact's log ([`Store::contact_messages`]), canonical ids in
+    /// id order, all from one snapshot: a batch recompute that holds one
+    /// contact at a time instead of the whole log.
+    fn each_log(&self, each: &mut dyn FnMut(StoredLog)) -> Result<()>;
+
     /// Deletes everything held about a contact and tombstones its ids.
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>>;
 

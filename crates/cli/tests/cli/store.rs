@@ -43,6 +43,45 @@ fn the_store_scores_like_the_files() {
         let from_store = with_db(&db, &["score", "--as-of", as_of]).success();
         assert_eq!(from_store, from_files, "as of {as_of}");
     }
+    // The store's log (read one contact at a time) with a contacts file
+    // given when scoring, holding an id the store never saw, in the
+    // middle of the file: the same rows as all from files.
+    let bare = tempfile::tempdir().unwrap();
+    let bare_db = bare.path().join("ls.db").display().to_string();
+    with_db(&bare_db, &["model", "add", &example("b2b"), "--activate"]).success();
+    with_db(&bare_db, &["import", &events]).success();
+    let text = std::fs::read_to_string(&crm).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let columns = lines[0].split(',').count();
+    let stranger = format!("zz-new{}", ",".repeat(columns - 1));
+    lines.insert(lines.len() / 2, &stranger);
+    let crm_plus = bare.path().join("crm.csv");
+    std::fs::write(&crm_plus, lines.join("\n") + "\n").unwrap();
+    let crm_plus = crm_plus.display().to_string();
+    for as_of in ["2025-02-15", "2025-04-01T00:00:00Z"] {
+        let from_files = score(
+            "b2b",
+            &[
+                "--events",
+                &events,
+                "--contacts",
+                &crm_plus,
+                "--as-of",
+                as_of,
+            ],
+        )
+        .success();
+        let from_store = with_db(
+            &bare_db,
+            &["score", "--contacts", &crm_plus, "--as-of", as_of],
+        )
+        .success();
+        assert!(from_store.contains("\nzz-new,"), "{from_store}");
+        assert_eq!(
+            from_store, from_files,
+            "as of {as_of}, contacts file at scoring"
+        );
+    }
     // `explain` from the store (that contact's log only) = from the files.
     let from_files = score(
         "b2b",

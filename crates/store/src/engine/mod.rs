@@ -253,6 +253,26 @@ pub(crate) fn contact_log(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String
     Ok((members, parse_log(&bodies)?))
 }
 
+/// Every contact's log, canonical ids in id order ([`crate::Store::each_log`]).
+pub(crate) fn each_log(tx: &mut impl Tx, each: &mut dyn FnMut(crate::StoredLog)) -> Result<()> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let contacts = tx.contacts_after(cursor.as_deref(), CONTACTS_PER_STEP)?;
+        let Some(last) = contacts.last().cloned() else {
+            return Ok(());
+        };
+        for contact in contacts {
+            let (ids, messages) = contact_log(tx, &contact)?;
+            each(crate::StoredLog {
+                contact,
+                ids,
+                messages,
+            });
+        }
+        cursor = Some(last);
+    }
+}
+
 /// Folds a contact from its log under `model`.
 pub(crate) fn fold_contact(tx: &mut impl Tx, model: &Model, contact: &str) -> Result<ContactState> {
     let (_, messages) = contact_log(tx, contact)?;

@@ -526,6 +526,10 @@ impl Store for PgStore {
         })
     }
 
+    fn each_log(&self, each: &mut dyn FnMut(StoredLog)) -> Result<()> {
+        self.read(|pg| engine::each_log(pg, each))
+    }
+
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
         self.write(|pg| {
             let Some(canonical) = pg.identity(id)? else {

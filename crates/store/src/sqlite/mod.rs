@@ -667,6 +667,11 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn each_log(&self, each: &mut dyn FnMut(StoredLog)) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        engine::each_log(&mut Sql(&tx), each)
+    }
+
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
         let tx = self
             .conn

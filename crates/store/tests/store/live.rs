@@ -482,3 +482,25 @@ fn sqlite_connections_taking_turns_keep_live_rows_exact() {
         }
     }
 }
+
+/// `each_log` hands over every contact once, in id order, with the log
+/// `contact_messages` gives for it, and with no active model too (the
+/// contacts then have no live row).
+#[test]
+fn each_log_yields_every_contact_once_in_id_order() {
+    let (messages, t) = generated(40, 120, 8);
+    let contacts = batch(&example("b2b"), &messages, t).len();
+    for (mut store, _dir) in backends() {
+        store.ingest(incoming(&messages)).unwrap();
+        let mut logs = Vec::new();
+        store.each_log(&mut |log| logs.push(log)).unwrap();
+        assert_eq!(logs.len(), contacts);
+        assert!(logs.windows(2).all(|w| w[0].contact < w[1].contact));
+        let stored: usize = logs.iter().map(|l| l.messages.len()).sum();
+        assert_eq!(stored as u64, store.stats().unwrap().events);
+        for log in logs.iter().step_by(7) {
+            let one = store.contact_messages(&log.contact).unwrap().unwrap();
+            assert_eq!((&one.ids, &one.messages), (&log.ids, &log.messages));
+        }
+    }
+}
