@@ -1,12 +1,13 @@
 //! Loading inputs for commands: models, event files, contacts, as-of time.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use leadscore_core::batch::{contacts_as_of_chunks, ContactLog};
+use leadscore_core::batch::{contacts_as_of, contacts_as_of_chunks, ContactLog};
 use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
@@ -168,4 +169,75 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
         as_of,
         skipped,
     })
+}
+
+/// Contacts handed over per block by [`store_blocks`].
+const BLOCK: usize = 1_024;
+
+/// Every contact of the store's log as of `--as-of`, in blocks, read one
+/// contact's log at a time (`Store::each_log`, one snapshot) and grouped
+/// again as of that time: a contact's ids now are a superset of its ids
+/// then, so the contacts come out exactly as from the whole log (not in id
+/// order). A `--contacts` file applies to the contacts holding its ids, in
+/// file order; its other rows become contacts of their own. Memory holds
+/// one block of logs, never the whole log. `each` gets the model, the time
+/// and a block.
+pub fn store_blocks(
+    input: &Input,
+    db: &Path,
+    each: &mut dyn FnMut(&Model, Timestamp, Vec<ContactLog>),
+) -> Result<()> {
+    let t = as_of(input.as_of.as_deref())?;
+    let (model, store) = model_and_store(input, db)?;
+    let store = store.expect("a store is opened when --events is absent");
+    let mut file = FileRows::new(contacts_file(input)?);
+    let bar = progress::count("contacts");
+    let mut block: Vec<ContactLog> = Vec::new();
+    store.each_log(&mut |log| {
+        let base = file.take(&log.ids);
+        block.extend(contacts_as_of(log.messages, base, t));
+        if block.len() >= BLOCK {
+            bar.inc(block.len() as u64);
+            each(&model, t, std::mem::take(&mut block));
+        }
+    })?;
+    block.extend(contacts_as_of(Vec::new(), file.rest(), t));
+    bar.finish_and_clear();
+    each(&model, t, block);
+    Ok(())
+}
+
+/// Contacts-file rows by id, each with its place in the file: rows for two
+/// ids of one contact apply in file order, as when the whole log is
+/// grouped at once.
+struct FileRows(HashMap<String, Vec<(usize, Traits)>>);
+
+/// A contact's traits from the contacts file.
+type Traits = Map<String, Value>;
+
+impl FileRows {
+    fn new(rows: Vec<(String, Traits)>) -> FileRows {
+        let mut by_id: HashMap<String, Vec<_>> = HashMap::new();
+        for (i, (id, traits)) in rows.into_iter().enumerate() {
+            by_id.entry(id).or_default().push((i, traits));
+        }
+        FileRows(by_id)
+    }
+
+    /// Removes the rows of `ids`, in file order.
+    fn take(&mut self, ids: &[String]) -> Vec<(String, Traits)> {
+        let mut rows: Vec<(usize, String, Traits)> = ids
+            .iter()
+            .filter_map(|id| self.0.remove_entry(id))
+            .flat_map(|(id, rows)| rows.into_iter().map(move |(i, m)| (i, id.clone(), m)))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        rows.into_iter().map(|(_, id, m)| (id, m)).collect()
+    }
+
+    /// Removes every row left, in file order.
+    fn rest(&mut self) -> Vec<(String, Traits)> {
+        let ids: Vec<String> = self.0.keys().cloned().collect();
+        self.take(&ids)
+    }
 }

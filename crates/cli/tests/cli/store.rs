@@ -81,6 +81,25 @@ fn the_store_scores_like_the_files() {
             from_store, from_files,
             "as of {as_of}, contacts file at scoring"
         );
+        // The firings of the same period, from the store's log as from the
+        // files (the fixture's triggers fire at messages, decay ticks and
+        // inactivity starts).
+        let timed = format!(
+            "{}/tests/cli/fixtures/triggers.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let simulate = |extra: &[&str]| {
+            let mut args = vec!["triggers", "--model", &timed, "--to", as_of];
+            args.extend(extra);
+            with_db(&bare_db, &args).success()
+        };
+        let from_store = simulate(&[]);
+        assert!(from_store.lines().count() > 20, "{from_store}");
+        assert_eq!(
+            from_store,
+            simulate(&["--events", &events]),
+            "firings as of {as_of}"
+        );
     }
     // `explain` from the store (that contact's log only) = from the files.
     let from_files = score(
