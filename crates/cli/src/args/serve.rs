@@ -1,0 +1,94 @@
+//! `leadscore serve` settings: flags, environment, a TOML file, defaults.
+
+use clap::ValueEnum;
+
+/// `leadscore serve` settings: from flags, environment variables, a TOML
+/// file, then defaults (in that order of precedence).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LEADSCORE_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Largest request body in bytes, after gzip decoding [default: 512000].
+    #[arg(long, env = "LEADSCORE_BODY_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_limit: Option<usize>,
+    /// Origin browsers may send events from (repeat, or comma-separated in
+    /// LEADSCORE_CORS_ORIGINS; `*` for any).
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "LEADSCORE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Log lines on stderr as text or JSON (level from LEADSCORE_LOG, default info) [default: text].
+    #[arg(long, value_enum, env = "LEADSCORE_LOG_FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Fire due triggers and deliver the outbox in this process (`false`
+    /// when other processes over the same PostgreSQL do it) [default: true].
+    #[arg(long, env = "LEADSCORE_DELIVER", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<bool>,
+    /// Database connections serving reads beside the writer (0: reads take
+    /// turns with writes) [default: 4].
+    #[arg(long, env = "LEADSCORE_READ_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_connections: Option<usize>,
+    /// Milliseconds a key's scope and revocation are trusted after reading
+    /// them (a key revoked with `leadscore keys revoke` stops working within
+    /// this; 0: every request reads its key) [default: 1000].
+    #[arg(long, env = "LEADSCORE_KEY_CACHE_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_cache_ms: Option<u64>,
+    /// How far ahead of the server's clock an ingested message's timestamp
+    /// may be: a later one is stored at its receive time, with a warning in
+    /// the answer (a duration such as `5m`, or `off` to keep timestamps as
+    /// sent) [default: 5m].
+    #[arg(long, env = "LEADSCORE_MAX_FUTURE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_future: Option<String>,
+}
+
+impl ServeSettings {
+    /// These settings, with `file`'s where these have none, then defaults.
+    pub fn resolve(self, file: ServeSettings) -> ServeSettings {
+        ServeSettings {
+            listen: Some(
+                self.listen
+                    .or(file.listen)
+                    .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            ),
+            body_limit: Some(self.body_limit.or(file.body_limit).unwrap_or(500 * 1024)),
+            cors_origins: if self.cors_origins.is_empty() {
+                file.cors_origins
+            } else {
+                self.cors_origins
+            },
+            log_format: Some(
+                self.log_format
+                    .or(file.log_format)
+                    .unwrap_or(LogFormat::Text),
+            ),
+            deliver: Some(self.deliver.or(file.deliver).unwrap_or(true)),
+            read_connections: Some(self.read_connections.or(file.read_connections).unwrap_or(4)),
+            key_cache_ms: Some(self.key_cache_ms.or(file.key_cache_ms).unwrap_or(1_000)),
+            max_future: Some(
+                self.max_future
+                    .or(file.max_future)
+                    .unwrap_or_else(|| "5m".into()),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
