@@ -21,17 +21,19 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::engine::{self, Table, Tx};
 use crate::listing::Scan;
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
-    IngestReport, LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result,
-    ScoreQuery, Stats, Store, StoreError, StoredLog, Summary, SummaryBuilder,
+    now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
+    LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
+    Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
+mod activation;
 mod admin;
+mod contacts;
 mod outbox;
 mod rows;
 mod wal;
 
-use rows::{count, fields, live_rows, model_in, read_row, Sql, ROW_COLUMNS};
+use rows::{count, live_rows, model_in, read_row, Sql, ROW_COLUMNS};
 use wal::{wal_path, Checkpointer, WalFlush, WAL_RESTART_BYTES};
 
 mod embedded {
@@ -444,121 +446,7 @@ impl Store for SqliteStore {
     }
 
     fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
-        let started = now();
-        let source = self.model_source(version)?;
-        let name: String = self.conn.query_row(
-            "SELECT name FROM models WHERE version = ?1",
-            [version],
-            |r| r.get(0),
-        )?;
-        let model = compile(version, &name, &source)?;
-        let mut report = ActivateReport::default();
-        let total = count(
-            &self.conn,
-            "SELECT count(DISTINCT contact) FROM identities",
-            [],
-        )?;
-        // Start, or resume the same version's job.
-        let mut cursor = {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let cursor = match Self::job(&tx)? {
-                Some((v, cursor)) if v == version => {
-                    report.resumed = true;
-                    cursor
-                }
-                _ => {
-                    tx.execute("DELETE FROM activation_job", [])?;
-                    tx.execute("DELETE FROM contacts_next", [])?;
-                    tx.execute(
-                        "INSERT INTO activation_job (version, cursor, started_at) VALUES (?1, NULL, ?2)",
-                        params![version, now().0],
-                    )?;
-                    None
-                }
-            };
-            tx.commit()?;
-            cursor
-        };
-        let mut done = match &cursor {
-            Some(c) => count(
-                &self.conn,
-                "SELECT count(DISTINCT contact) FROM identities WHERE contact <= ?1",
-                [c],
-            )?,
-            None => 0,
-        };
-        progress(done, total);
-        // Fill the next rows step by step, each step its own transaction.
-        loop {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some((last, n)) = engine::activation_step(
-                &mut Sql(&tx),
-                &model,
-                version,
-                cursor.as_deref(),
-                started,
-            )?
-            else {
-                break;
-            };
-            tx.execute("UPDATE activation_job SET cursor = ?1", [&last])?;
-            tx.commit()?;
-            self.restart_wal_if_large();
-            cursor = Some(last);
-            done += n;
-            progress(done.min(total), total);
-        }
-        // Swap atomically: contacts changed meanwhile are folded here.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let missing: Vec<String> = {
-            let mut stmt = tx.prepare(
-                "SELECT DISTINCT i.contact FROM identities i
-                 WHERE NOT EXISTS (SELECT 1 FROM contacts_next n WHERE n.id = i.contact)",
-            )?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for contact in &missing {
-            let state = engine::fold_contact(&mut Sql(&tx), &model, contact)?;
-            if let Some(row) = engine::activation_row(&model, version, contact, &state, started) {
-                Sql(&tx).put_row(Table::Next, &row)?;
-            }
-        }
-        let fields = |t: &str| {
-            format!("json_object('score', {t}.score, 'tier', {t}.tier, 'grade', {t}.grade, 'stage', {t}.stage, 'status', {t}.status)")
-        };
-        report.changed = tx.execute(
-            &format!(
-                "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
-                 SELECT n.id, n.last_ts, ?1, ?2, CASE WHEN c.id IS NULL THEN NULL ELSE {} END, {}, ?3
-                 FROM contacts_next n LEFT JOIN contacts c ON c.id = n.id
-                 WHERE c.id IS NULL OR c.score IS NOT n.score OR c.tier IS NOT n.tier
-                    OR c.grade IS NOT n.grade OR c.stage IS NOT n.stage OR c.status IS NOT n.status
-                 ORDER BY n.id",
-                fields("c"),
-                fields("n")
-            ),
-            params![now().0, version, format!("activate v{version}")],
-        )? as u64;
-        tx.execute("DELETE FROM contacts", [])?;
-        report.contacts =
-            tx.execute("INSERT INTO contacts SELECT * FROM contacts_next", [])? as u64;
-        tx.execute("DELETE FROM contacts_next", [])?;
-        tx.execute(
-            "INSERT INTO activations (version, at) VALUES (?1, ?2)",
-            params![version, now().0],
-        )?;
-        tx.execute("DELETE FROM activation_job", [])?;
-        tx.commit()?;
-        self.active.set(version, Arc::new(model));
-        progress(total, total);
-        Ok(report)
+        self.activate_version(version, progress)
     }
 
     fn dry_run(&self, candidate: &Model, at: Timestamp, progress: Progress<'_>) -> Result<DryRun> {
@@ -606,46 +494,7 @@ impl Store for SqliteStore {
     }
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
-        let tx = self.conn.unchecked_transaction()?;
-        let canonical = Self::canonical(&tx, id)?;
-        let mut ids = Sql(&tx).members(&canonical)?;
-        if !ids.contains(&canonical) {
-            ids.push(canonical);
-        }
-        let mut entries = Vec::new();
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, contact, at, recorded_at, model_version, old, new, cause
-             FROM ledger WHERE contact = ?1",
-        )?;
-        for id in &ids {
-            let rows = stmt.query_map([id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, String>(7)?,
-                ))
-            })?;
-            for row in rows {
-                let (seq, contact, at, recorded_at, model_version, old, new, cause) = row?;
-                entries.push(LedgerEntry {
-                    seq,
-                    contact,
-                    at: at.map(Timestamp),
-                    recorded_at: Timestamp(recorded_at),
-                    model_version,
-                    old: old.map(|t| fields(&t)).transpose()?,
-                    new: new.map(|t| fields(&t)).transpose()?,
-                    cause,
-                });
-            }
-        }
-        entries.sort_by_key(|e| e.seq);
-        Ok(entries)
+        self.ledger_of(id)
     }
 
     fn messages(&self) -> Result<Vec<Message>> {
@@ -673,49 +522,7 @@ impl Store for SqliteStore {
     }
 
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(canonical) = Sql(&tx).identity(id)? else {
-            return Ok(None);
-        };
-        let mut ids = Sql(&tx).members(&canonical)?;
-        if !ids.contains(&canonical) {
-            ids.push(canonical.clone());
-        }
-        ids.sort();
-        let mut report = EraseReport {
-            contact: canonical.clone(),
-            ..EraseReport::default()
-        };
-        let erased_at = now().0;
-        for member in &ids {
-            report.events += tx.execute("DELETE FROM events WHERE own_id = ?1", [member])? as u64;
-            tx.execute(
-                "DELETE FROM links WHERE from_id = ?1 OR to_id = ?1",
-                [member],
-            )?;
-            tx.execute("DELETE FROM identities WHERE id = ?1", [member])?;
-            report.ledger_entries +=
-                tx.execute("DELETE FROM ledger WHERE contact = ?1", [member])? as u64;
-            tx.execute("DELETE FROM contacts WHERE id = ?1", [member])?;
-            tx.execute("DELETE FROM contacts_next WHERE id = ?1", [member])?;
-            // Firings carry score snapshots: they go too, with what they queued.
-            tx.execute(
-                "DELETE FROM outbox WHERE firing IN (SELECT seq FROM firings WHERE contact = ?1)",
-                [member],
-            )?;
-            tx.execute("DELETE FROM firings WHERE contact = ?1", [member])?;
-            tx.execute("DELETE FROM campaign_members WHERE contact = ?1", [member])?;
-            tx.execute(
-                "INSERT INTO tombstones (id_hash, erased_at) VALUES (?1, ?2)
-                 ON CONFLICT (id_hash) DO NOTHING",
-                params![id_hash(member), erased_at],
-            )?;
-        }
-        tx.commit()?;
-        report.ids = ids;
-        Ok(Some(report))
+        self.erase_contact(id)
     }
 
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
