@@ -18,9 +18,9 @@ use postgres::{Client, NoTls, Statement};
 
 use crate::engine::{self, Table, Tx};
 use crate::{
-    compile, id_hash, now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming,
-    IngestReport, LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result,
-    ScoreQuery, Stats, Store, StoreError, StoredLog, Summary, SummaryBuilder,
+    now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
+    LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
+    Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 /// The columns of a contacts row, in [`read_row`]'s order.
@@ -30,11 +30,13 @@ macro_rules! row_columns {
     };
 }
 
+mod activation;
 mod admin;
+mod contacts;
 mod outbox;
 mod rows;
 
-use rows::{fields, model_in, read_row, read_row_from, Pg};
+use rows::{model_in, read_row, read_row_from, Pg};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -291,106 +293,7 @@ impl Store for PgStore {
     }
 
     fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
-        let started = now();
-        let source = self.model_source(version)?;
-        let name: String = self.read(|pg| {
-            Ok(pg.query(
-                "SELECT name FROM models WHERE version = $1",
-                &[&(version as i32)],
-            )?[0]
-                .get(0))
-        })?;
-        let model = compile(version, &name, &source)?;
-        let mut report = ActivateReport::default();
-        let v = version as i32;
-        let (mut cursor, total) = self.write(|pg| {
-            let total = pg.count("SELECT count(DISTINCT contact) FROM identities", &[])?;
-            let job = pg.query_opt("SELECT version, cursor FROM activation_job", &[])?;
-            let cursor = match job {
-                Some(row) if row.get::<_, i32>(0) == v => {
-                    report.resumed = true;
-                    row.get::<_, Option<String>>(1)
-                }
-                _ => {
-                    pg.execute("DELETE FROM activation_job", &[])?;
-                    pg.execute("DELETE FROM contacts_next", &[])?;
-                    pg.execute(
-                        "INSERT INTO activation_job (version, cursor, started_at) VALUES ($1, NULL, $2)",
-                        &[&v, &now().0],
-                    )?;
-                    None
-                }
-            };
-            Ok((cursor, total))
-        })?;
-        let mut done = match &cursor {
-            Some(c) => self.read(|pg| {
-                pg.count(
-                    "SELECT count(DISTINCT contact) FROM identities WHERE contact <= $1",
-                    &[c],
-                )
-            })?,
-            None => 0,
-        };
-        progress(done, total);
-        loop {
-            let step = self.write(|pg| {
-                let step =
-                    engine::activation_step(pg, &model, version, cursor.as_deref(), started)?;
-                if let Some((last, _)) = &step {
-                    pg.execute("UPDATE activation_job SET cursor = $1", &[last])?;
-                }
-                Ok(step)
-            })?;
-            let Some((last, n)) = step else { break };
-            cursor = Some(last);
-            done += n;
-            progress(done.min(total), total);
-        }
-        let cause = format!("activate v{version}");
-        let (changed, contacts) = self.write(|pg| {
-            let missing: Vec<String> = pg
-                .query(
-                    "SELECT DISTINCT i.contact FROM identities i
-                     WHERE NOT EXISTS (SELECT 1 FROM contacts_next n WHERE n.id = i.contact)",
-                    &[],
-                )?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect();
-            for (contact, state) in engine::fold_many(pg, &model, &missing)? {
-                if let Some(row) = engine::activation_row(&model, version, &contact, &state, started) {
-                    pg.put_row(Table::Next, &row)?;
-                }
-            }
-            let changed = pg.execute(
-                "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
-                 SELECT n.id, n.last_ts, $1, $2,
-                   CASE WHEN c.id IS NULL THEN NULL ELSE json_build_object('score', c.score, 'tier', c.tier, 'grade', c.grade, 'stage', c.stage, 'status', c.status)::text END,
-                   json_build_object('score', n.score, 'tier', n.tier, 'grade', n.grade, 'stage', n.stage, 'status', n.status)::text,
-                   $3
-                 FROM contacts_next n LEFT JOIN contacts c ON c.id = n.id
-                 WHERE c.id IS NULL OR c.score IS DISTINCT FROM n.score OR c.tier IS DISTINCT FROM n.tier
-                    OR c.grade IS DISTINCT FROM n.grade OR c.stage IS DISTINCT FROM n.stage
-                    OR c.status IS DISTINCT FROM n.status
-                 ORDER BY n.id",
-                &[&now().0, &v, &cause],
-            )?;
-            pg.execute("DELETE FROM contacts", &[])?;
-            let contacts = pg.execute("INSERT INTO contacts SELECT * FROM contacts_next", &[])?;
-            pg.execute("DELETE FROM contacts_next", &[])?;
-            pg.execute(
-                "INSERT INTO activations (version, at) VALUES ($1, $2)",
-                &[&v, &now().0],
-            )?;
-            pg.execute("DELETE FROM activation_job", &[])?;
-            Ok((changed, contacts))
-        })?;
-        report.changed = changed;
-        report.contacts = contacts;
-        self.active.set(version, Arc::new(model));
-        progress(total, total);
-        Ok(report)
+        self.activate_version(version, progress)
     }
 
     fn dry_run(&self, candidate: &Model, at: Timestamp, progress: Progress<'_>) -> Result<DryRun> {
@@ -469,38 +372,7 @@ impl Store for PgStore {
     }
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
-        self.read(|pg| {
-            let canonical = pg.canonical(id)?;
-            let mut ids = pg.members(&canonical)?;
-            if !ids.contains(&canonical) {
-                ids.push(canonical);
-            }
-            let rows = pg.query(
-                "SELECT seq, contact, at, recorded_at, model_version, old, new, cause
-                 FROM ledger WHERE contact = ANY($1) ORDER BY seq",
-                &[&ids],
-            )?;
-            rows.into_iter()
-                .map(|r| {
-                    Ok(LedgerEntry {
-                        seq: r.get(0),
-                        contact: r.get(1),
-                        at: r.get::<_, Option<i64>>(2).map(Timestamp),
-                        recorded_at: Timestamp(r.get(3)),
-                        model_version: r.get::<_, i32>(4) as u32,
-                        old: r
-                            .get::<_, Option<String>>(5)
-                            .map(|t| fields(&t))
-                            .transpose()?,
-                        new: r
-                            .get::<_, Option<String>>(6)
-                            .map(|t| fields(&t))
-                            .transpose()?,
-                        cause: r.get(7),
-                    })
-                })
-                .collect()
-        })
+        self.ledger_of(id)
     }
 
     fn messages(&self) -> Result<Vec<Message>> {
@@ -531,47 +403,7 @@ impl Store for PgStore {
     }
 
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
-        self.write(|pg| {
-            let Some(canonical) = pg.identity(id)? else {
-                return Ok(None);
-            };
-            let mut ids = pg.members(&canonical)?;
-            if !ids.contains(&canonical) {
-                ids.push(canonical.clone());
-            }
-            ids.sort();
-            let mut report = EraseReport {
-                contact: canonical,
-                ..EraseReport::default()
-            };
-            let erased_at = now().0;
-            for member in &ids {
-                report.events += pg.execute("DELETE FROM events WHERE own_id = $1", &[member])?;
-                pg.execute(
-                    "DELETE FROM links WHERE from_id = $1 OR to_id = $1",
-                    &[member],
-                )?;
-                pg.execute("DELETE FROM identities WHERE id = $1", &[member])?;
-                report.ledger_entries +=
-                    pg.execute("DELETE FROM ledger WHERE contact = $1", &[member])?;
-                pg.execute("DELETE FROM contacts WHERE id = $1", &[member])?;
-                pg.execute("DELETE FROM contacts_next WHERE id = $1", &[member])?;
-                // Firings carry score snapshots: they go too, with what they queued.
-                pg.execute(
-                    "DELETE FROM outbox WHERE firing IN (SELECT seq FROM firings WHERE contact = $1)",
-                    &[member],
-                )?;
-                pg.execute("DELETE FROM firings WHERE contact = $1", &[member])?;
-                pg.execute("DELETE FROM campaign_members WHERE contact = $1", &[member])?;
-                pg.execute(
-                    "INSERT INTO tombstones (id_hash, erased_at) VALUES ($1, $2)
-                     ON CONFLICT (id_hash) DO NOTHING",
-                    &[&id_hash(member), &erased_at],
-                )?;
-            }
-            report.ids = ids;
-            Ok(Some(report))
-        })
+        self.erase_contact(id)
     }
 
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
