@@ -3,6 +3,7 @@
 mod crash;
 mod golden;
 mod harness;
+mod listing;
 mod recovery;
 mod serve;
 mod snapshots;
