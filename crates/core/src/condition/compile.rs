@@ -458,8 +458,36 @@ impl Compiler<'_> {
                 "not supported yet: `matches()` with a pattern that is not a string literal",
             ));
         };
-        let regex = regex::Regex::new(p.inner())
-            .map_err(|e| self.error(pattern, format!("invalid regular expression: {e}")))?;
+        let regex = regex::Regex::new(p.inner()).map_err(|e| {
+            self.error(
+                pattern,
+                format!(
+                    "invalid regular expression {:?}: {}",
+                    p.inner(),
+                    regex_problem(&e)
+                ),
+            )
+        })?;
         Ok(Node::Matches(self.boxed(target)?, regex))
+    }
+}
+
+/// A regex error on one line: the regex crate's syntax errors draw the
+/// pattern with a caret under the fault, over several lines, the last one
+/// starting `error:` like a message of its own.
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let what = lines.iter().rev().find_map(|l| l.strip_prefix("error: "));
+    // The caret line is indented like the pattern line above it (4 spaces).
+    let at = lines
+        .iter()
+        .find(|l| l.trim() != "" && l.trim().chars().all(|c| c == '^'))
+        .and_then(|l| l.find('^'))
+        .map(|column| column.saturating_sub(4) + 1);
+    match (what, at) {
+        (Some(what), Some(at)) => format!("{what} at character {at}"),
+        (Some(what), None) => what.to_string(),
+        _ => lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" "),
     }
 }

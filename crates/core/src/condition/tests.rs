@@ -252,6 +252,13 @@ fn rejects_unknown_variables_functions_and_syntax_with_offsets() {
     let e = check("count(traits.name) > 1", Place::Contact).unwrap_err();
     assert!(e.message.contains("string literal"), "{}", e.message);
     assert!(check("   ", Place::Contact).is_err());
+    // A bad pattern is one line naming the fault and where it is (the
+    // regex crate draws it over several lines).
+    let e = check("traits.x.matches('ab(c')", Place::Contact).unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid regular expression \"ab(c\": unclosed group at character 3"
+    );
 }
 
 #[test]
