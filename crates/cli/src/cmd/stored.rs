@@ -43,11 +43,21 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
     // Two stages: this thread reads and prepares messages (in parallel),
     // a writer thread commits them, so parsing overlaps the transactions.
     let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(2);
+    let now = leadscore_store::now();
+    let (mut future, mut latest) = (0u64, None);
     let (total, skipped) = std::thread::scope(|scope| -> Result<(IngestReport, Skipped)> {
         let writer = scope.spawn(|| -> Result<IngestReport> {
             let mut total = IngestReport::default();
             let mut committed: u64 = 0;
             for batch in received {
+                for m in batch
+                    .iter()
+                    .map(|i| &i.message)
+                    .filter(|m| m.timestamp > now)
+                {
+                    future += 1;
+                    latest = latest.max(Some(m.timestamp));
+                }
                 let report = store.ingest(batch)?;
                 committed += report.accepted + report.duplicates + report.replaced + report.erased;
                 total += report;
@@ -81,6 +91,11 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
         total.ledger_entries,
         if total.scored { "" } else { " (not scored: no active model)" },
     );
+    if let Some(latest) = latest {
+        eprintln!(
+            "note: {future} message(s) are dated after now, the latest {latest}: they count in scores from those dates on (a wrong year?)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -326,6 +326,26 @@ fn importing_again_changes_nothing_and_says_so() {
         stats(&after)["ledger_entries"],
         stats(&before)["ledger_entries"]
     );
+    assert!(
+        !again.stderr.contains("dated after now"),
+        "{}",
+        again.stderr
+    );
+    // A message dated after now (a wrong year) is stored, and said.
+    let typo = dir.path().join("typo.jsonl");
+    std::fs::write(
+        &typo,
+        r#"{"type":"track","userId":"u1","event":"Order Completed","messageId":"typo-1","timestamp":"2099-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let imported = with_db(&db, &["import", &typo.display().to_string()]);
+    assert!(
+        imported
+            .stderr
+            .contains("1 message(s) are dated after now, the latest 2099-01-01T00:00:00Z"),
+        "{}",
+        imported.stderr
+    );
 }
 
 #[test]
