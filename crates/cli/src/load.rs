@@ -181,12 +181,12 @@ const BLOCK: usize = 1_024;
 /// order). A `--contacts` file applies to the contacts holding its ids, in
 /// file order; its other rows become contacts of their own. Memory holds
 /// one block of logs, never the whole log. `each` gets the model, the time
-/// and a block.
+/// and a block; the model is returned.
 pub fn store_blocks(
     input: &Input,
     db: &Path,
     each: &mut dyn FnMut(&Model, Timestamp, Vec<ContactLog>),
-) -> Result<()> {
+) -> Result<Arc<Model>> {
     let t = as_of(input.as_of.as_deref())?;
     let (model, store) = model_and_store(input, db)?;
     let store = store.expect("a store is opened when --events is absent");
@@ -204,7 +204,7 @@ pub fn store_blocks(
     block.extend(contacts_as_of(Vec::new(), file.rest(), t));
     bar.finish_and_clear();
     each(&model, t, block);
-    Ok(())
+    Ok(model)
 }
 
 /// Contacts-file rows by id, each with its place in the file: rows for two

@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use leadscore_core::batch::ContactLog;
-use leadscore_eval::evaluate::{drift, points, report, Known, Policy, Report, Settings};
+use leadscore_core::model::Model;
+use leadscore_core::time::Timestamp;
+use leadscore_eval::evaluate::{drift, points, report, Known, Points, Policy, Report, Settings};
 use leadscore_store::Outcome;
 
 use crate::args::Input;
@@ -105,19 +108,32 @@ impl<'a> Labels<'a> {
 
 /// Outcomes from an event: a contact converted at its first `event`; one
 /// without it did not, as of the last message of the whole log (the end of
-/// the observation).
-fn outcomes_from_event(contacts: &[ContactLog], event: &str) -> Vec<Outcome> {
-    let end = contacts
-        .iter()
-        .filter_map(|c| c.messages.last().map(|m| m.timestamp))
-        .max()
-        .unwrap_or_default();
-    contacts
-        .iter()
-        .map(|c| {
+/// the observation). Contacts are added block by block.
+#[derive(Default)]
+struct EventOutcomes {
+    /// Each contact and the time of its first `event`, if any.
+    firsts: Vec<(String, Option<Timestamp>)>,
+    /// The log's last message.
+    end: Timestamp,
+}
+
+impl EventOutcomes {
+    fn add(&mut self, contacts: &[ContactLog], event: &str) {
+        for c in contacts {
+            if let Some(last) = c.messages.last() {
+                self.end = self.end.max(last.timestamp);
+            }
             let first = c.messages.iter().find(|m| m.rule_name() == Some(event));
-            Outcome {
-                contact_id: c.id.clone(),
+            self.firsts.push((c.id.clone(), first.map(|m| m.timestamp)));
+        }
+    }
+
+    fn outcomes(self) -> Vec<Outcome> {
+        let end = self.end;
+        self.firsts
+            .into_iter()
+            .map(|(contact_id, first)| Outcome {
+                contact_id,
                 outcome: if first.is_some() {
                     "converted"
                 } else {
@@ -125,10 +141,17 @@ fn outcomes_from_event(contacts: &[ContactLog], event: &str) -> Vec<Outcome> {
                 }
                 .to_string(),
                 value: None,
-                at: first.map_or(end, |m| m.timestamp),
-            }
-        })
-        .collect()
+                at: first.unwrap_or(end),
+            })
+            .collect()
+    }
+}
+
+/// [`EventOutcomes`] of contacts held at once.
+fn outcomes_from_event(contacts: &[ContactLog], event: &str) -> Vec<Outcome> {
+    let mut outcomes = EventOutcomes::default();
+    outcomes.add(contacts, event);
+    outcomes.outcomes()
 }
 
 /// Each contact's outcome: its first positive one, else its first.
@@ -137,9 +160,19 @@ pub fn known(
     labels: &Labels<'_>,
     contacts: &[ContactLog],
 ) -> Result<(Policy, BTreeMap<String, Known>)> {
+    known_from(db, labels, |event| Ok(outcomes_from_event(contacts, event)))
+}
+
+/// [`known`], with `from_event` deriving the outcomes from the log when
+/// the labels name an event.
+fn known_from(
+    db: &Path,
+    labels: &Labels<'_>,
+    from_event: impl FnOnce(&str) -> Result<Vec<Outcome>>,
+) -> Result<(Policy, BTreeMap<String, Known>)> {
     let policy = Policy::parse(labels.policy).map_err(anyhow::Error::msg)?;
     let outcomes = match (labels.event, labels.outcomes) {
-        (Some(event), _) => outcomes_from_event(contacts, event),
+        (Some(event), _) => from_event(event)?,
         (None, Some(path)) => read_outcomes(path)?,
         (None, None) => crate::store::open_existing(db)?.outcomes()?,
     };
@@ -158,6 +191,54 @@ pub fn known(
     Ok((policy, known))
 }
 
+/// The points of the input's model and of each of `others`, every contact
+/// with an outcome scored as of its decision time (the same times for all).
+/// Without `--events`, the store's log is read one contact at a time
+/// ([`load::store_blocks`]; twice when the outcomes come from an event,
+/// whose first pass finds them) and the points ordered by contact id, as
+/// from a whole log.
+fn scored(
+    input: &Input,
+    db: &Path,
+    labels: &Labels<'_>,
+    others: &[&Model],
+) -> Result<(Arc<Model>, Vec<Points>)> {
+    if !input.log.events.is_empty() {
+        let loaded = load::input(input, db, None)?;
+        load::report_skipped(&loaded.skipped);
+        let (policy, known) = known(db, labels, &loaded.contacts)?;
+        let models = std::iter::once(loaded.model.as_ref()).chain(others.iter().copied());
+        let points = models
+            .map(|model| points(model, &loaded.contacts, &known, policy))
+            .collect::<Result<_, String>>()
+            .map_err(anyhow::Error::msg)?;
+        return Ok((loaded.model, points));
+    }
+    let (policy, known) = known_from(db, labels, |event| {
+        let mut outcomes = EventOutcomes::default();
+        load::store_blocks(input, db, &mut |_, _, block| outcomes.add(&block, event))?;
+        Ok(outcomes.outcomes())
+    })?;
+    let mut scored = vec![Points::default(); 1 + others.len()];
+    let mut failed: Option<String> = None;
+    let model = load::store_blocks(input, db, &mut |model, _, block| {
+        let models = std::iter::once(model).chain(others.iter().copied());
+        for (all, model) in scored.iter_mut().zip(models) {
+            match points(model, &block, &known, policy) {
+                Ok(p) => all.append(p),
+                Err(e) => failed = failed.take().or(Some(e)),
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        bail!(e);
+    }
+    for p in &mut scored {
+        p.sort_by_id();
+    }
+    Ok((model, scored))
+}
+
 pub fn run(
     input: &Input,
     db: &Path,
@@ -167,15 +248,12 @@ pub fn run(
     html: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    let loaded = load::input(input, db, None)?;
-    load::report_skipped(&loaded.skipped);
-    let (policy, known) = known(db, labels, &loaded.contacts)?;
-    let points =
-        points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
+    let (model, mut scored) = scored(input, db, labels, &[])?;
+    let points = scored.remove(0);
     let windows = monthly.then(|| drift(&points));
-    let report = report(&loaded.model, points, &settings).map_err(anyhow::Error::msg)?;
+    let report = report(&model, points, &settings).map_err(anyhow::Error::msg)?;
     if let Some(path) = html {
-        let title = format!("leadscore evaluation of {}", loaded.model.name);
+        let title = format!("leadscore evaluation of {}", model.name);
         std::fs::write(path, leadscore_eval::html::report_html(&title, &report))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("report written to {}", path.display());
@@ -223,12 +301,9 @@ pub fn compare(
     settings: Settings,
     json: bool,
 ) -> Result<ExitCode> {
-    let loaded = load::input(input, db, None)?;
-    load::report_skipped(&loaded.skipped);
-    let (policy, known) = known(db, labels, &loaded.contacts)?;
     let candidate = load::model(challenger)?;
-    let a = points(&loaded.model, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
-    let b = points(&candidate, &loaded.contacts, &known, policy).map_err(anyhow::Error::msg)?;
+    let (_, mut scored) = scored(input, db, labels, &[&candidate])?;
+    let (a, b) = (scored.remove(0), scored.remove(0));
     let c = leadscore_eval::evaluate::compare(&a, &b, top_share, &settings)
         .map_err(anyhow::Error::msg)?;
     if json {

@@ -182,6 +182,89 @@ fn the_store_scores_like_the_files() {
     }
 }
 
+/// `evaluate` and `compare` read the store's log one contact at a time
+/// and report what they report from the files, with outcomes from an
+/// event and from a file.
+#[test]
+fn the_store_evaluates_like_the_files() {
+    let (dir, events, _) = generated("400", "120", "9");
+    // A visitor seen in January who buys in February, stitched to u00000001 in
+    // April: halfway, a contact of its own, read with u00000001 (out of
+    // id order).
+    let mut text = std::fs::read_to_string(&events).unwrap();
+    for (i, (when, line)) in [
+        (
+            "2025-01-05",
+            r#""anonymousId":"zz-visitor","event":"Product Viewed""#,
+        ),
+        (
+            "2025-02-11",
+            r#""anonymousId":"zz-visitor","event":"Order Completed""#,
+        ),
+        (
+            "2025-04-20",
+            r#""anonymousId":"zz-visitor","userId":"u00000001","event":"Product Viewed""#,
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!(
+            "{{\"type\":\"track\",{line},\"messageId\":\"zz-{i}\",\"timestamp\":\"{when}T10:00:00Z\"}}\n"
+        ));
+    }
+    let events = dir.path().join("events-zz.jsonl");
+    std::fs::write(&events, text).unwrap();
+    let events = events.display().to_string();
+    let db = store_with(&dir, "ecommerce", &events, None);
+    let outcomes = dir.path().join("outcomes.csv");
+    let mut csv = String::from("contact_id,outcome,at\n");
+    for i in 0..400 {
+        let outcome = if i % 3 == 0 { "won" } else { "lost" };
+        csv.push_str(&format!("u{i:08},{outcome},2025-04-{:02}\n", 1 + i % 28));
+    }
+    std::fs::write(&outcomes, csv).unwrap();
+    let outcomes = outcomes.display().to_string();
+    let (ecommerce, b2b) = (example("ecommerce"), example("b2b"));
+    // Halfway, anonymous ids stitched later are contacts of their own,
+    // read with the contact they belong to now (out of id order).
+    for (labels, halfway) in [
+        (&["--outcome-event", "Order Completed"][..], false),
+        (&["--outcome-event", "Order Completed"], true),
+        (&["--outcomes", &outcomes], false),
+    ] {
+        let run = |args: &[&str], files: bool| {
+            let mut all: Vec<&str> = args.to_vec();
+            all.extend(labels);
+            all.extend(["--json", "--bootstrap", "200"]);
+            if files {
+                all.extend(["--events", &events]);
+            }
+            with_db(&db, &all).success()
+        };
+        let mut evaluate = vec!["evaluate", "--model", &ecommerce, "--monthly"];
+        if halfway {
+            evaluate.extend(["--as-of", "2025-03-01"]);
+        }
+        let from_store = run(&evaluate, false);
+        assert!(from_store.contains("\"auc\""), "{from_store}");
+        assert_eq!(
+            from_store,
+            run(&evaluate, true),
+            "evaluate, {labels:?}, {halfway}"
+        );
+        if halfway {
+            continue; // `compare` scores the whole log
+        }
+        let compare = ["compare", "--champion", &ecommerce, "--challenger", &b2b];
+        assert_eq!(
+            run(&compare, false),
+            run(&compare, true),
+            "compare, {labels:?}"
+        );
+    }
+}
+
 #[test]
 fn contacts_columns_can_be_renamed_or_left_out() {
     let (dir, _, crm) = generated("20", "30", "14");

@@ -328,6 +328,39 @@ pub struct Points {
     pub left_out: BTreeMap<String, usize>,
 }
 
+impl Points {
+    /// Adds `other`'s points after these (and its left-out counts).
+    pub fn append(&mut self, other: Points) {
+        self.ids.extend(other.ids);
+        self.decisions.extend(other.decisions);
+        self.scores.extend(other.scores);
+        self.labels.extend(other.labels);
+        self.tiers.extend(other.tiers);
+        self.grades.extend(other.grades);
+        self.velocity.extend(other.velocity);
+        for (why, n) in other.left_out {
+            *self.left_out.entry(why).or_default() += n;
+        }
+    }
+
+    /// Orders the points by contact id, as contacts grouped from a whole
+    /// log come: bootstrap resamples then do not depend on the order the
+    /// contacts were read in.
+    pub fn sort_by_id(&mut self) {
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_by(|&a, &b| self.ids[a].cmp(&self.ids[b]));
+        fn permute<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
+            *v = order.iter().map(|&i| v[i].clone()).collect();
+        }
+        permute(&mut self.ids, &order);
+        permute(&mut self.decisions, &order);
+        permute(&mut self.scores, &order);
+        permute(&mut self.labels, &order);
+        permute(&mut self.tiers, &order);
+        permute(&mut self.grades, &order);
+    }
+}
+
 /// Scores each contact with an outcome as of its decision time (which does
 /// not depend on the model: two models are compared on the same points).
 pub fn points(
