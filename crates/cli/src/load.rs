@@ -137,11 +137,12 @@ pub fn contacts_file(input: &Input) -> Result<Vec<(String, Map<String, Value>)>>
     )?)
 }
 
-/// Everything `score` and `explain` need: from files, or from the store
-/// (its log and its active model) for what the command line leaves out.
-/// With `only`, a store's log is read for that contact alone (all its ids:
-/// a superset of what it was at any earlier time, so grouping as of t is
-/// still exact).
+/// Everything a command over a log needs, held at once: from files, or
+/// from the store (its log and its active model) for what the command line
+/// leaves out. With `only`, a store's log is read for that contact alone
+/// (all its ids: a superset of what it was at any earlier time, so
+/// grouping as of t is still exact); commands over every contact of a
+/// store read it with [`store_blocks`] instead.
 pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
     let as_of = as_of(input.as_of.as_deref())?;
     let (model, store) = model_and_store(input, db)?;
