@@ -314,6 +314,10 @@ pub enum Command {
         log: Log,
         #[command(flatten)]
         outcomes: OutcomeArgs,
+        /// Read the log only up to this time, as if comparing then (RFC 3339, or a date =
+        /// midnight UTC). Default: now.
+        #[arg(long)]
+        as_of: Option<String>,
         /// The share of contacts called "the top" (e.g. what sales can call).
         #[arg(long, default_value_t = 0.1)]
         top_share: f64,

@@ -186,6 +186,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             challenger,
             log,
             outcomes,
+            as_of,
             top_share,
             bootstrap,
             seed,
@@ -194,7 +195,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             &crate::args::Input {
                 model: Some(champion),
                 log,
-                as_of: None,
+                as_of,
                 skip_invalid: false,
             },
             &challenger,
