@@ -13,13 +13,15 @@ use leadscore_core::triggers::{replay, Firing, TriggerState};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
+mod cache;
 mod dry_run;
 mod ingest;
 mod triggers;
 
+pub(crate) use cache::LiveCache;
 pub(crate) use dry_run::dry_run;
 pub use dry_run::{DryRun, Mover};
-pub(crate) use ingest::{ingest, LiveCache};
+pub(crate) use ingest::ingest;
 use triggers::armed;
 pub use triggers::DueReport;
 pub(crate) use triggers::{fire_due, write_firings};
