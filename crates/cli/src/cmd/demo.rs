@@ -24,14 +24,25 @@ const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
 /// Where the demo's store goes.
 pub const STORE: &str = "leadscore-demo.db";
 
-/// The generated data's settings (240 days, seed 42).
-fn config(contacts: u64) -> Config {
-    Config::new(contacts, 240, 42)
+/// Today's midnight UTC, seconds since the epoch.
+fn today() -> i64 {
+    leadscore_store::now().0.div_euclid(1_000_000_000 * 86_400) * 86_400
 }
 
-/// The time the demo scores as of: the end of its data.
-pub fn as_of(contacts: u64) -> Timestamp {
-    Timestamp::from_seconds(config(contacts).end())
+/// Midnight UTC 30 days ago: a time to list the demo store as of.
+pub fn month_ago() -> Timestamp {
+    Timestamp::from_seconds(today() - 30 * 86_400)
+}
+
+/// The generated data's settings: 240 days ending at today's midnight UTC
+/// (so that a server over the demo store shows scores that are alive now,
+/// not decayed since some fixed date), seed 42.
+fn config(contacts: u64) -> Config {
+    const DAYS: u32 = 240;
+    Config {
+        start: today() - i64::from(DAYS) * 86_400,
+        ..Config::new(contacts, DAYS, 42)
+    }
 }
 
 pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
@@ -45,7 +56,7 @@ pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
     let generated = write_events(&config, &mut jsonl, |_| {})?;
     let (messages, _) = read_messages(&jsonl[..], "<demo>", &ReadOptions::default(), |_| {})
         .context("reading generated events")?;
-    let t = as_of(contacts);
+    let t = Timestamp::from_seconds(config.end());
     let contacts = contacts_as_of(messages, Vec::new(), t);
     let mut scored: Vec<_> = contacts
         .par_iter()
@@ -144,10 +155,6 @@ pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {
         )?;
         writeln!(out, "         leadscore --db {db} top --tier hot")?;
         writeln!(out, "         leadscore --db {db} top --summary")?;
-        writeln!(
-            out,
-            "         leadscore --db {db} top --summary --as-of {t}   # as the demo's data ends"
-        )?;
         writeln!(
             out,
             "         leadscore --db {db} model dry-run examples/b2b.toml"

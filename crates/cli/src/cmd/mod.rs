@@ -152,7 +152,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 serve::demo_keys(
                     &demo_db,
                     settings.listen.as_deref().unwrap_or("127.0.0.1:8080"),
-                    demo::as_of(2_000),
+                    demo::month_ago(),
                 )?;
             }
             serve::run(&demo_db, settings, config.as_deref(), print_config)

@@ -101,7 +101,7 @@ fn check(settings: &ServeSettings) -> Result<Option<Duration>> {
 }
 
 /// Creates an ingest, a read and an admin key in the demo store and prints
-/// them with requests to try (`as_of`: where the demo's data ends).
+/// them with requests to try (`as_of`: a past time to list as of).
 pub fn demo_keys(db: &Path, listen: &str, as_of: Timestamp) -> Result<()> {
     let mut store = store::open(db)?;
     let mut key = |scope: Scope| -> Result<String> {
@@ -129,7 +129,7 @@ pub fn demo_keys(db: &Path, listen: &str, as_of: Timestamp) -> Result<()> {
     )?;
     writeln!(
         out,
-        "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/segments/summary?as_of={as_of}'   # as the demo's data ends"
+        "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/segments/summary?as_of={as_of}'   # a month ago"
     )?;
     writeln!(out, "  open {base}/docs for every route\n")?;
     super::emit(&out)
