@@ -171,7 +171,7 @@ pub enum Command {
     /// time, filtered by tier, grade, stage, status or score; or counts per tier × grade and a
     /// score histogram.
     #[command(
-        after_help = "Examples:\n  leadscore top\n  leadscore top --tier hot --grade A --limit 50\n  leadscore top --min 40 --max 70 --json\n  leadscore top --summary\n  leadscore top --summary --as-of 2025-11-01      # the tier counts on the 1st of November"
+        after_help = "Examples:\n  leadscore top\n  leadscore top --tier hot --grade A --limit 50\n  leadscore top --min 40 --max 70 --json\n  leadscore top --summary\n  leadscore top --summary --as-of 2025-11-01      # the tier counts on 1 November"
     )]
     Top {
         /// Only this tier.
