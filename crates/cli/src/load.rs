@@ -153,7 +153,11 @@ pub fn input(input: &Input, db: &Path, only: Option<&str>) -> Result<Loaded> {
                     .contact_messages(id)?
                     .map(|log| log.messages)
                     .unwrap_or_default(),
-                None => store.messages()?,
+                None => {
+                    let mut all = Vec::new();
+                    store.each_log(&mut |log| all.extend(log.messages))?;
+                    all
+                }
             };
             (vec![messages], Skipped::default())
         }

@@ -258,9 +258,6 @@ pub trait Store: Outbox + Admin + Send {
     /// A contact's score history, oldest first.
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>>;
 
-    /// The whole log (for as-of scoring and exports).
-    fn messages(&self) -> Result<Vec<Message>>;
-
     /// A contact's canonical id, its ids and its messages in log order.
     fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>>;
 

@@ -496,11 +496,12 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
             .map(|o| (o.contact_id.as_str(), o.outcome.as_str(), o.at)),
         &["converted".to_string(), "won".to_string()],
     );
-    let contacts = leadscore_core::batch::contacts_as_of(
-        store.messages().unwrap(),
-        Vec::new(),
-        leadscore_store::now(),
-    );
+    let mut stored = Vec::new();
+    store
+        .each_log(&mut |log| stored.extend(log.messages))
+        .unwrap();
+    let contacts =
+        leadscore_core::batch::contacts_as_of(stored, Vec::new(), leadscore_store::now());
     let policy = Policy::parse("before:7d").unwrap();
     let (_, champion) = store.active_model().unwrap().unwrap();
     let (_, challenger) = store.challenger().unwrap().unwrap();

@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use leadscore_core::event::Message;
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
@@ -373,15 +372,6 @@ impl Store for PgStore {
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
         self.ledger_of(id)
-    }
-
-    fn messages(&self) -> Result<Vec<Message>> {
-        self.read(|pg| {
-            pg.query("SELECT body FROM events ORDER BY seq", &[])?
-                .into_iter()
-                .map(|r| engine::parse_stored(r.get(0)))
-                .collect()
-        })
     }
 
     fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>> {

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadscore_core::event::Message;
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
@@ -495,12 +494,6 @@ impl Store for SqliteStore {
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
         self.ledger_of(id)
-    }
-
-    fn messages(&self) -> Result<Vec<Message>> {
-        let mut stmt = self.conn.prepare("SELECT body FROM events ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|body| engine::parse_stored(&body?)).collect()
     }
 
     fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>> {

@@ -144,6 +144,13 @@ pub fn backends() -> Vec<(Box<dyn Store>, Guard)> {
     all
 }
 
+/// Every message the store holds, contact by contact.
+pub fn stored_messages(store: &dyn Store) -> Vec<Message> {
+    let mut all = Vec::new();
+    store.each_log(&mut |log| all.extend(log.messages)).unwrap();
+    all
+}
+
 pub fn incoming(messages: &[Message]) -> Vec<Incoming> {
     messages.iter().cloned().map(Incoming::new).collect()
 }

@@ -441,7 +441,7 @@ proptest! {
             let store = if (seed >> (i % 64)) & 1 == 0 { &mut first } else { &mut second };
             store.ingest(incoming(chunk)).unwrap();
         }
-        let log = first.messages().unwrap();
+        let log = stored_messages(&first);
         prop_assume!(!log.is_empty());
         for store in [&first, &second] {
             assert_live_equals_batch(store, &example(active), &log, t);
