@@ -19,7 +19,7 @@ use crate::worker::{stored, StoreHandle};
 
 /// [`crate::Config::max_future`]'s default: more than NTP-synchronised
 /// clocks ever differ, less than any scoring window.
-pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_seconds(300);
+pub(crate) const DEFAULT_MAX_FUTURE: Duration = Duration::from_seconds(300);
 
 /// How far ahead of the receive time a message's timestamp may be
 /// ([`crate::Config::max_future`]).

@@ -37,7 +37,6 @@ mod scores;
 mod worker;
 
 pub use error::ApiError;
-pub use ingest::DEFAULT_MAX_FUTURE;
 pub use links::{redirect_allowed, sign_link};
 pub use worker::StoreHandle;
 

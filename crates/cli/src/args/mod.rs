@@ -10,7 +10,7 @@ mod serve;
 
 pub use groups::{KeysCommand, ModelCommand, OutboxCommand};
 pub use input::{Format, Input, Log, OutcomeArgs};
-pub use serve::{LogFormat, ServeSettings};
+pub use serve::{LogFormat, ServeSettings, DEFAULT_LISTEN};
 
 /// leadscore: exact, explainable lead scoring for marketing automation.
 #[derive(Debug, Parser)]

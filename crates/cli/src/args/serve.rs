@@ -2,6 +2,9 @@
 
 use clap::ValueEnum;
 
+/// Where `leadscore serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// `leadscore serve` settings: from flags, environment variables, a TOML
 /// file, then defaults (in that order of precedence).
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
@@ -57,13 +60,19 @@ pub struct ServeSettings {
 impl ServeSettings {
     /// These settings, with `file`'s where these have none, then defaults.
     pub fn resolve(self, file: ServeSettings) -> ServeSettings {
+        // The server's own defaults, so that there is one place for each.
+        let server = leadscore_server::Config::default();
         ServeSettings {
             listen: Some(
                 self.listen
                     .or(file.listen)
-                    .unwrap_or_else(|| "127.0.0.1:8080".into()),
+                    .unwrap_or_else(|| DEFAULT_LISTEN.into()),
             ),
-            body_limit: Some(self.body_limit.or(file.body_limit).unwrap_or(500 * 1024)),
+            body_limit: Some(
+                self.body_limit
+                    .or(file.body_limit)
+                    .unwrap_or(server.body_limit),
+            ),
             cors_origins: if self.cors_origins.is_empty() {
                 file.cors_origins
             } else {
@@ -74,14 +83,26 @@ impl ServeSettings {
                     .or(file.log_format)
                     .unwrap_or(LogFormat::Text),
             ),
-            deliver: Some(self.deliver.or(file.deliver).unwrap_or(true)),
-            read_connections: Some(self.read_connections.or(file.read_connections).unwrap_or(4)),
-            key_cache_ms: Some(self.key_cache_ms.or(file.key_cache_ms).unwrap_or(1_000)),
-            max_future: Some(
-                self.max_future
-                    .or(file.max_future)
-                    .unwrap_or_else(|| "5m".into()),
+            deliver: Some(
+                self.deliver
+                    .or(file.deliver)
+                    .unwrap_or(server.delivery.is_some()),
             ),
+            read_connections: Some(
+                self.read_connections
+                    .or(file.read_connections)
+                    .unwrap_or(server.read_connections),
+            ),
+            key_cache_ms: Some(
+                self.key_cache_ms
+                    .or(file.key_cache_ms)
+                    .unwrap_or(server.key_cache.as_millis() as u64),
+            ),
+            max_future: Some(self.max_future.or(file.max_future).unwrap_or_else(|| {
+                server
+                    .max_future
+                    .map_or_else(|| "off".into(), |d| d.to_string())
+            })),
         }
     }
 }

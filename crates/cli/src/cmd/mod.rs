@@ -151,7 +151,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 demo::run(2_000, &demo_db)?;
                 serve::demo_keys(
                     &demo_db,
-                    settings.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+                    settings
+                        .listen
+                        .as_deref()
+                        .unwrap_or(crate::args::DEFAULT_LISTEN),
                     demo::month_ago(),
                 )?;
             }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use leadscore_core::time::{Duration, Timestamp};
 use leadscore_store::{key_hash, new_key, Scope};
 
-use crate::args::{KeysCommand, LogFormat, ServeSettings};
+use crate::args::{KeysCommand, LogFormat, ServeSettings, DEFAULT_LISTEN};
 use crate::store::{self, redact};
 
 pub fn run(
@@ -31,10 +31,12 @@ pub fn run(
         super::emit(&toml::to_string(&settings)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let listen = settings.listen.as_deref().unwrap_or("127.0.0.1:8080");
-    let body_limit = settings.body_limit.unwrap_or(500 * 1024);
+    // Resolved settings hold every value; these fall-backs never apply.
+    let defaults = leadscore_server::Config::default();
+    let listen = settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let body_limit = settings.body_limit.unwrap_or(defaults.body_limit);
     let cors_origins = &settings.cors_origins;
-    let deliver = settings.deliver.unwrap_or(true);
+    let deliver = settings.deliver.unwrap_or(defaults.delivery.is_some());
     init_logs(settings.log_format.unwrap_or(LogFormat::Text));
     let store = store::open(db)?;
     if store
@@ -59,8 +61,12 @@ pub fn run(
             cors_origins: cors_origins.to_vec(),
             reopen: Some(reopen(db)),
             delivery: deliver.then(leadscore_server::delivery::DeliveryConfig::default),
-            read_connections: settings.read_connections.unwrap_or(4),
-            key_cache: std::time::Duration::from_millis(settings.key_cache_ms.unwrap_or(1_000)),
+            read_connections: settings
+                .read_connections
+                .unwrap_or(defaults.read_connections),
+            key_cache: settings
+                .key_cache_ms
+                .map_or(defaults.key_cache, std::time::Duration::from_millis),
             max_future,
         };
         leadscore_server::run(listener, store, config, shutdown_signal()).await?;
@@ -92,7 +98,7 @@ fn check(settings: &ServeSettings) -> Result<Option<Duration>> {
             .map_err(|e| anyhow::anyhow!("cors_origins: {e}"))?;
     }
     match settings.max_future.as_deref() {
-        None => Ok(Some(leadscore_server::DEFAULT_MAX_FUTURE)),
+        None => Ok(leadscore_server::Config::default().max_future),
         Some("off") => Ok(None),
         Some(text) => Duration::parse(text)
             .map(Some)
