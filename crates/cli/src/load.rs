@@ -125,7 +125,15 @@ pub fn model_and_store(input: &Input, db: &Path) -> Result<(Arc<Model>, Option<S
 
 /// The rows of `--contacts`, in file order (none without it).
 pub fn contacts_file(input: &Input) -> Result<Vec<(String, Map<String, Value>)>> {
-    let Some(path) = &input.log.contacts else {
+    contacts_rows(input.log.contacts.as_deref(), &input.log.id_column)
+}
+
+/// The rows of a contacts file, in file order (none without one).
+pub fn contacts_rows(
+    path: Option<&Path>,
+    id_column: &str,
+) -> Result<Vec<(String, Map<String, Value>)>> {
+    let Some(path) = path else {
         return Ok(Vec::new());
     };
     let file =
@@ -133,7 +141,7 @@ pub fn contacts_file(input: &Input) -> Result<Vec<(String, Map<String, Value>)>>
     Ok(read_contacts(
         BufReader::new(file),
         &path.display().to_string(),
-        &input.log.id_column,
+        id_column,
     )?)
 }
 
@@ -195,7 +203,22 @@ pub fn store_blocks(
     let t = as_of(input.as_of.as_deref())?;
     let (model, store) = model_and_store(input, db)?;
     let store = store.expect("a store is opened when --events is absent");
-    let mut file = FileRows::new(contacts_file(input)?);
+    blocks(store.as_ref(), contacts_file(input)?, t, &mut |block| {
+        each(&model, t, block)
+    })?;
+    Ok(model)
+}
+
+/// [`store_blocks`] without a model: every contact of `store`'s log as of
+/// `t`, with the rows of a contacts file, handed to `each` a block at a
+/// time.
+pub fn blocks(
+    store: &dyn leadscore_store::Store,
+    contacts_file: Vec<(String, Traits)>,
+    t: Timestamp,
+    each: &mut dyn FnMut(Vec<ContactLog>),
+) -> Result<()> {
+    let mut file = FileRows::new(contacts_file);
     let bar = progress::count("contacts");
     let mut block: Vec<ContactLog> = Vec::new();
     store.each_log(&mut |log| {
@@ -203,13 +226,13 @@ pub fn store_blocks(
         block.extend(contacts_as_of(log.messages, base, t));
         if block.len() >= BLOCK {
             bar.inc(block.len() as u64);
-            each(&model, t, std::mem::take(&mut block));
+            each(std::mem::take(&mut block));
         }
     })?;
     block.extend(contacts_as_of(Vec::new(), file.rest(), t));
     bar.finish_and_clear();
-    each(&model, t, block);
-    Ok(model)
+    each(block);
+    Ok(())
 }
 
 /// Contacts-file rows by id, each with its place in the file: rows for two

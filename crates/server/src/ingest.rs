@@ -221,9 +221,9 @@ pub(crate) async fn outcomes(
         });
     }
     let count = parsed.len();
-    stored(&handle, move |store| store.add_outcomes(&parsed)).await?;
+    let added = stored(&handle, move |store| store.add_outcomes(&parsed)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"success": true, "recorded": count})),
+        Json(json!({"success": true, "recorded": added, "duplicates": count - added})),
     ))
 }

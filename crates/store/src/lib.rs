@@ -162,8 +162,11 @@ pub trait Outbox: Send {
 /// keys (their hashes) and background jobs. Every operation is one
 /// transaction, as in [`Store`].
 pub trait Admin: Send {
-    /// Records outcomes.
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()>;
+    /// Records outcomes and says how many were new: one equal to an outcome
+    /// already recorded (same contact id, outcome, time and value) is
+    /// skipped, so a resent request or a CRM export imported again adds
+    /// nothing.
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize>;
 
     /// Every recorded outcome, in the order recorded.
     fn outcomes(&self) -> Result<Vec<Outcome>>;

@@ -118,9 +118,9 @@ pub enum Command {
         #[arg(long)]
         store: Option<PathBuf>,
     },
-    /// Import Segment JSON lines (and a contacts CSV) into the store; live scores follow.
+    /// Import Segment JSON lines (and a contacts CSV, sales outcomes) into the store; live scores follow.
     #[command(
-        after_help = "Examples:\n  leadscore import events.jsonl\n  leadscore --db /data/ls.db import day1.jsonl day2.jsonl --skip-invalid\n  leadscore import --contacts crm.csv --id-column email --map Country=country --map notes=\n  cat events.jsonl | leadscore import -"
+        after_help = "Examples:\n  leadscore import events.jsonl\n  leadscore --db /data/ls.db import day1.jsonl day2.jsonl --skip-invalid\n  leadscore import --contacts crm.csv --id-column email --map Country=country --map notes=\n  leadscore import --outcomes won-lost.csv      # sales outcomes from the CRM\n  cat events.jsonl | leadscore import -"
     )]
     Import {
         /// Segment JSON lines files; `-` reads stdin.
@@ -128,6 +128,11 @@ pub enum Command {
         /// Contacts CSV: each row becomes traits older than any event.
         #[arg(long)]
         contacts: Option<PathBuf>,
+        /// Sales outcomes to record for `evaluate`, `train` and `GET /api/v1/models/compare`:
+        /// CSV (contact_id,outcome,at[,value]) or JSON lines, as `POST /api/v1/outcomes`.
+        /// An outcome already recorded (same contact id, outcome, time and value) is skipped.
+        #[arg(long)]
+        outcomes: Option<PathBuf>,
         /// Column of the contacts CSV holding the contact id.
         #[arg(long, default_value = "id")]
         id_column: String,
@@ -332,31 +337,32 @@ pub enum Command {
         json: bool,
     },
     /// Learn fit points from outcomes: cross-validated L2 logistic regression on a table of
-    /// contacts, written as a ready-to-use model file.
+    /// contacts, event files or the store's log, written as a ready-to-use model file.
     #[command(
-        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml\n  leadscore train --events events.jsonl --contacts crm.csv --outcomes outcomes.csv --as-of-policy before:7d --out learned.toml\n  leadscore train --events events.jsonl --outcome-event 'Order Completed' --recent 14d --recency --out learned.toml"
+        after_help = "Every column but the id, the label and --exclude becomes a feature: categories one-hot\n(levels rarer than --min-support grouped as other; empty cells and --missing values as missing),\nnumbers in --bins quantile bins. Prints the cross-validated AUC of the regression and of the\nmodel file it writes (same folds).\n\nExamples:\n  leadscore train --table Leads.csv --id-column 'Prospect ID' --label Converted \\\n    --exclude 'Lead Number' --exclude Tags --exclude 'Lead Quality' --out suggested.toml\n  leadscore train --table mqls.csv --id-column mql_id --positives closed_deals.csv --date first_contact_date --out olist.toml\n  leadscore train --events events.jsonl --contacts crm.csv --outcomes outcomes.csv --as-of-policy before:7d --out learned.toml\n  leadscore train --events events.jsonl --outcome-event 'Order Completed' --recent 14d --recency --out learned.toml\n  leadscore --db leadscore.db train --out learned.toml      # the store's log and outcomes"
     )]
     Train {
         /// Table of contacts (CSV with a header row).
-        #[arg(long, required_unless_present = "events")]
+        #[arg(long)]
         table: Option<PathBuf>,
         /// Instead of --table: Segment JSON lines (repeat); each contact with an outcome becomes a
         /// row of its traits and event counts as of its decision time (see --as-of-policy).
         #[arg(long, conflicts_with = "table")]
         events: Vec<PathBuf>,
-        /// With --events: a contacts CSV (its columns become traits).
-        #[arg(long, requires = "events")]
+        /// Without --table: a contacts CSV (its columns become traits).
+        #[arg(long, conflicts_with = "table")]
         contacts: Option<PathBuf>,
-        /// With --events: the outcomes file (CSV or JSON lines, as for evaluate).
-        #[arg(long, required_unless_present_any = ["table", "outcome_event"], conflicts_with = "table")]
+        /// Without --table: the outcomes file (CSV or JSON lines, as for evaluate). Required with
+        /// --events unless --outcome-event; from the store, its outcomes are the default.
+        #[arg(long, conflicts_with = "table")]
         outcomes: Option<PathBuf>,
-        /// With --events, instead of --outcomes: an event that is the conversion.
+        /// Without --table, instead of --outcomes: an event that is the conversion.
         #[arg(long, conflicts_with_all = ["outcomes", "table"])]
         outcome_event: Option<String>,
-        /// With --events: when each contact is observed (fixed:DATE, before:DURATION, after-first-seen:DURATION).
+        /// Without --table: when each contact is observed (fixed:DATE, before:DURATION, after-first-seen:DURATION).
         #[arg(long, default_value = "before:7d", conflicts_with = "table")]
         as_of_policy: String,
-        /// With --events: outcomes that count as converted (comma-separated).
+        /// Without --table: outcomes that count as converted (comma-separated).
         #[arg(
             long,
             default_value = "converted,won",
@@ -364,22 +370,22 @@ pub enum Command {
             conflicts_with = "table"
         )]
         positive: Vec<String>,
-        /// With --events: also count each event with this half-life (repeat, e.g. 7d, 30d);
+        /// Without --table: also count each event with this half-life (repeat, e.g. 7d, 30d);
         /// written as engagement rules that decay the same way.
-        #[arg(long, requires = "events")]
+        #[arg(long, conflicts_with = "table")]
         recent: Vec<String>,
-        /// With --events: also use the days since each event's latest occurrence (binned),
+        /// Without --table: also use the days since each event's latest occurrence (binned),
         /// written as fit rules on days_since("EVENT").
-        #[arg(long, requires = "events")]
+        #[arg(long, conflicts_with = "table")]
         recency: bool,
         /// Column holding the contact id.
         #[arg(long, default_value = "id")]
         id_column: String,
-        /// Column holding the outcome (1/true/yes = converted).
-        #[arg(long, required_unless_present_any = ["positives", "events"], conflicts_with = "events")]
+        /// With --table: the column holding the outcome (1/true/yes = converted).
+        #[arg(long, requires = "table")]
         label: Option<String>,
-        /// Instead of --label: a CSV whose first column lists the converted ids.
-        #[arg(long, conflicts_with_all = ["label", "events"])]
+        /// With --table, instead of --label: a CSV whose first column lists the converted ids.
+        #[arg(long, requires = "table", conflicts_with = "label")]
         positives: Option<PathBuf>,
         /// Leave a column out (repeat): identifiers, columns filled in by sales.
         #[arg(long)]
@@ -387,8 +393,8 @@ pub enum Command {
         /// A cell value meaning missing (repeat) [default: Select].
         #[arg(long)]
         missing: Vec<String>,
-        /// A date column (YYYY-MM-DD…) to turn into month and weekday features (repeat).
-        #[arg(long, conflicts_with = "events")]
+        /// With --table: a date column (YYYY-MM-DD…) to turn into month and weekday features (repeat).
+        #[arg(long, requires = "table")]
         date: Vec<String>,
         /// Levels seen fewer times are grouped as other.
         #[arg(long, default_value_t = 30)]

@@ -23,6 +23,7 @@ pub(super) fn import_into(db: &Path, events: &Path) -> Result<f64> {
         Import {
             files: &[events.to_path_buf()],
             contacts: None,
+            outcomes: None,
             id_column: "id",
             map: &[],
             skip_invalid: false,

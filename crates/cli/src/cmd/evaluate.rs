@@ -17,12 +17,18 @@ use crate::args::Input;
 use crate::load;
 
 /// Reads outcomes: CSV (`contact_id,outcome,at[,value]`) or JSON lines.
-fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
+pub(crate) fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read outcomes {}", path.display()))?;
     // A byte order mark (Windows tools write one) is neither JSON nor a header.
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
     let name = path.display();
+    let not_empty = |o: Option<&Outcome>, line: usize| match o {
+        Some(o) if o.contact_id.trim().is_empty() || o.outcome.trim().is_empty() => {
+            bail!("{name}:{line}: contact_id and outcome must not be empty")
+        }
+        _ => Ok(()),
+    };
     let parse_at = |text: &str, line: usize| {
         load::as_of(Some(text)).with_context(|| format!("{name}:{line}: field `at`"))
     };
@@ -52,6 +58,7 @@ fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
                 value,
                 at: parse_at(&field("at")?, i + 1)?,
             });
+            not_empty(out.last(), i + 1)?;
         }
         return Ok(out);
     }
@@ -81,6 +88,7 @@ fn read_outcomes(path: &Path) -> Result<Vec<Outcome>> {
                 .transpose()?,
             at: parse_at(&get(at), line)?,
         });
+        not_empty(out.last(), line)?;
     }
     Ok(out)
 }
@@ -110,7 +118,7 @@ impl<'a> Labels<'a> {
 /// without it did not, as of the last message of the whole log (the end of
 /// the observation). Contacts are added block by block.
 #[derive(Default)]
-struct EventOutcomes {
+pub(crate) struct EventOutcomes {
     /// Each contact and the time of its first `event`, if any.
     firsts: Vec<(String, Option<Timestamp>)>,
     /// The log's last message.
@@ -118,7 +126,7 @@ struct EventOutcomes {
 }
 
 impl EventOutcomes {
-    fn add(&mut self, contacts: &[ContactLog], event: &str) {
+    pub(crate) fn add(&mut self, contacts: &[ContactLog], event: &str) {
         for c in contacts {
             if let Some(last) = c.messages.last() {
                 self.end = self.end.max(last.timestamp);
@@ -128,7 +136,7 @@ impl EventOutcomes {
         }
     }
 
-    fn outcomes(self) -> Vec<Outcome> {
+    pub(crate) fn outcomes(self) -> Vec<Outcome> {
         let end = self.end;
         self.firsts
             .into_iter()
@@ -165,7 +173,7 @@ pub fn known(
 
 /// [`known`], with `from_event` deriving the outcomes from the log when
 /// the labels name an event.
-fn known_from(
+pub(crate) fn known_from(
     db: &Path,
     labels: &Labels<'_>,
     from_event: impl FnOnce(&str) -> Result<Vec<Outcome>>,
@@ -176,6 +184,16 @@ fn known_from(
         (None, Some(path)) => read_outcomes(path)?,
         (None, None) => crate::store::open_existing(db)?.outcomes()?,
     };
+    if outcomes.is_empty() {
+        match (labels.event, labels.outcomes) {
+            (Some(_), _) => {}
+            (None, Some(path)) => bail!("{}: no outcome in the file", path.display()),
+            (None, None) => bail!(
+                "the store has no recorded outcomes: pass --outcomes FILE or --outcome-event NAME, \
+                 or record them (`leadscore import --outcomes FILE`, POST /api/v1/outcomes)"
+            ),
+        }
+    }
     let converted = ["converted".to_string()];
     let positive = if labels.event.is_some() {
         &converted[..]

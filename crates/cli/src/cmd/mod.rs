@@ -79,6 +79,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Import {
             files,
             contacts,
+            outcomes,
             id_column,
             map,
             skip_invalid,
@@ -89,6 +90,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             stored::Import {
                 files: &files,
                 contacts: contacts.as_deref(),
+                outcomes: outcomes.as_deref(),
                 id_column: &id_column,
                 map: &map,
                 skip_invalid,
@@ -236,6 +238,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out,
             json,
         } => train::run(train::Args {
+            db,
             table: table.as_deref(),
             events: train::Events {
                 files: &events,

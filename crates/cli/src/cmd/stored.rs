@@ -21,6 +21,8 @@ use crate::{load, progress, store};
 pub struct Import<'a> {
     pub files: &'a [PathBuf],
     pub contacts: Option<&'a Path>,
+    /// Sales outcomes to record (as `POST /api/v1/outcomes`).
+    pub outcomes: Option<&'a Path>,
     pub id_column: &'a str,
     pub map: &'a [String],
     pub skip_invalid: bool,
@@ -29,10 +31,21 @@ pub struct Import<'a> {
 }
 
 pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
-    if args.files.is_empty() && args.contacts.is_none() {
-        bail!("nothing to import: give event files (or `-` for stdin) and/or --contacts FILE");
+    if args.files.is_empty() && args.contacts.is_none() && args.outcomes.is_none() {
+        bail!(
+            "nothing to import: give event files (or `-` for stdin), --contacts FILE and/or --outcomes FILE"
+        );
     }
+    // Read first, so that a bad outcomes file stops the import before
+    // anything is written.
+    let outcomes = args
+        .outcomes
+        .map(super::evaluate::read_outcomes)
+        .transpose()?;
     let mut store = store::open(db)?;
+    if args.files.is_empty() && args.contacts.is_none() {
+        return add_outcomes(store.as_mut(), outcomes.unwrap_or_default());
+    }
     store.prepare_bulk_load()?;
     if store.active_model()?.is_none() {
         eprintln!(
@@ -96,6 +109,24 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
             "note: {future} message(s) are dated after now, the latest {latest}: they count in scores from those dates on (a wrong year?)"
         );
     }
+    add_outcomes(store.as_mut(), outcomes.unwrap_or_default())
+}
+
+/// Records `import --outcomes` in the store (one transaction), saying how
+/// many were already there.
+fn add_outcomes(
+    store: &mut dyn leadscore_store::Store,
+    outcomes: Vec<leadscore_store::Outcome>,
+) -> Result<ExitCode> {
+    if outcomes.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let added = store.add_outcomes(&outcomes)?;
+    eprintln!(
+        "recorded {added} outcome(s) of {}: {} already recorded",
+        outcomes.len(),
+        outcomes.len() - added
+    );
     Ok(ExitCode::SUCCESS)
 }
 

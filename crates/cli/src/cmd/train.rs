@@ -1,13 +1,15 @@
 //! `leadscore train`: fit points learned from outcomes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use leadscore_eval::evaluate::EventFeatures;
+use leadscore_core::batch::ContactLog;
+use leadscore_core::time::Timestamp;
+use leadscore_eval::evaluate::{EventFeatures, Known, Policy};
 use leadscore_eval::features::FeatureConfig;
 use leadscore_eval::suggest::{train_table, TrainConfig};
 use leadscore_input::read_contacts;
@@ -44,6 +46,8 @@ impl Events<'_> {
 }
 
 pub struct Args<'a> {
+    /// The store read when neither `--table` nor `--events` is given.
+    pub db: &'a Path,
     pub table: Option<&'a Path>,
     pub events: Events<'a>,
     pub id_column: &'a str,
@@ -91,33 +95,30 @@ fn date_parts(value: &Value) -> Option<(String, String, i64)> {
     ))
 }
 
-/// Training rows from event logs, and how to score a written model on
-/// them (folding each contact's messages up to its decision time).
+/// Training rows from event logs, or from the store's log without
+/// `--events`, and how to score a written model on them (folding each
+/// contact's messages up to its decision time).
 fn from_events(
     events: &Events<'_>,
     id_column: &str,
+    db: &Path,
     config: &TrainConfig,
 ) -> Result<leadscore_eval::suggest::TrainReport> {
     let extra = events.features()?;
-    let (messages, skipped) = crate::load::messages(events.files, false)?;
-    crate::load::report_skipped(&skipped);
-    let contacts_file = match events.contacts {
-        None => Vec::new(),
-        Some(path) => read_contacts(
-            BufReader::new(
-                File::open(path)
-                    .with_context(|| format!("cannot open contacts {}", path.display()))?,
-            ),
-            &path.display().to_string(),
-            id_column,
-        )?,
+    let contacts_file = crate::load::contacts_rows(events.contacts, id_column)?;
+    let end = Timestamp(i64::MAX);
+    let (contacts, policy, known) = if events.files.is_empty() {
+        from_store(events, db, contacts_file)?
+    } else {
+        if events.labels.outcomes.is_none() && events.labels.event.is_none() {
+            bail!("--events needs --outcomes FILE or --outcome-event NAME");
+        }
+        let (messages, skipped) = crate::load::messages(events.files, false)?;
+        crate::load::report_skipped(&skipped);
+        let contacts = leadscore_core::batch::contacts_as_of_chunks(messages, contacts_file, end);
+        let (policy, known) = super::evaluate::known(db, &events.labels, &contacts)?;
+        (contacts, policy, known)
     };
-    let contacts = leadscore_core::batch::contacts_as_of_chunks(
-        messages,
-        contacts_file,
-        leadscore_core::time::Timestamp(i64::MAX),
-    );
-    let (policy, known) = super::evaluate::known(Path::new(""), &events.labels, &contacts)?;
     let (rows, labels, at) =
         leadscore_eval::evaluate::training_rows(&contacts, &known, policy, &extra);
     let score = |model: &leadscore_core::model::Model, i: usize| {
@@ -125,6 +126,36 @@ fn from_events(
         contacts[c].score_as_of(model, t).score
     };
     leadscore_eval::suggest::train_rows(&rows, &labels, config, &score).map_err(anyhow::Error::msg)
+}
+
+/// The store's contacts that have an outcome (from `--outcomes`, from
+/// `--outcome-event`, else the store's recorded outcomes), read one
+/// contact's log at a time and ordered by id as from a whole log: memory
+/// holds the contacts trained on, not the whole log.
+fn from_store(
+    events: &Events<'_>,
+    db: &Path,
+    contacts_file: Vec<(String, serde_json::Map<String, Value>)>,
+) -> Result<(Vec<ContactLog>, Policy, BTreeMap<String, Known>)> {
+    let store = crate::store::open_existing(db)?;
+    let end = Timestamp(i64::MAX);
+    let (policy, known) = super::evaluate::known_from(db, &events.labels, |event| {
+        let mut outcomes = super::evaluate::EventOutcomes::default();
+        crate::load::blocks(store.as_ref(), contacts_file.clone(), end, &mut |block| {
+            outcomes.add(&block, event)
+        })?;
+        Ok(outcomes.outcomes())
+    })?;
+    let mut contacts = Vec::new();
+    crate::load::blocks(store.as_ref(), contacts_file, end, &mut |block| {
+        contacts.extend(
+            block
+                .into_iter()
+                .filter(|c| leadscore_eval::evaluate::outcome_of(c, &known).is_some()),
+        )
+    })?;
+    contacts.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    Ok((contacts, policy, known))
 }
 
 pub fn run(args: Args<'_>) -> Result<ExitCode> {
@@ -152,12 +183,7 @@ pub fn run(args: Args<'_>) -> Result<ExitCode> {
     };
     let report = match args.table {
         Some(table) => from_table(&args, table, &config)?,
-        None => {
-            if args.events.labels.outcomes.is_none() && args.events.labels.event.is_none() {
-                bail!("--events needs --outcomes FILE or --outcome-event NAME");
-            }
-            from_events(&args.events, args.id_column, &config)?
-        }
+        None => from_events(&args.events, args.id_column, args.db, &config)?,
     };
     write_report(&args, &config, &report)
 }

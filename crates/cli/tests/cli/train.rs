@@ -131,6 +131,96 @@ fn train_from_events_writes_engagement_rules_per_event() {
         "{text}"
     );
     leadscore(&["check", &toml]).success();
-    let missing = leadscore(&["train", "--events", &events]).code;
-    assert_eq!(missing, 2, "--events requires --outcomes (usage error)");
+    let missing = leadscore(&["train", "--events", &events]).failure();
+    assert!(
+        missing.contains("--events needs --outcomes FILE or --outcome-event NAME"),
+        "{missing}"
+    );
+}
+
+/// `train` without `--events` reads the store's log one contact at a time
+/// and learns what the files teach: outcomes from a file, from an event,
+/// and recorded in the store by `import --outcomes` (imported twice: the
+/// second time adds nothing; a bad file adds nothing either).
+#[test]
+fn train_from_the_store_learns_what_the_files_teach() {
+    use crate::store::{store_with, with_db};
+    let (dir, events, crm) = crate::harness::generated("300", "90", "5");
+    let db = store_with(&dir, "ecommerce", &events, None);
+    let ids: Vec<String> = std::fs::read_to_string(&crm)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let mut csv = String::from("contact_id,outcome,at\n");
+    for (n, id) in ids.iter().enumerate() {
+        let outcome = if n % 3 == 0 { "won" } else { "lost" };
+        csv.push_str(&format!("{id},{outcome},2030-01-01T00:00:00Z\n"));
+    }
+    let outcomes = dir.path().join("outcomes.csv");
+    std::fs::write(&outcomes, &csv).unwrap();
+    let outcomes = outcomes.display().to_string();
+    let policy = ["--as-of-policy", "fixed:2029-01-01"];
+    let run = |labels: &[&str], files: bool| {
+        let mut all = vec!["train", "--contacts", &crm, "--recent", "14d", "--json"];
+        all.extend(labels);
+        if files {
+            all.extend(["--events", &events]);
+        }
+        with_db(&db, &all).success()
+    };
+    for labels in [
+        &["--outcomes", &outcomes, policy[0], policy[1]][..],
+        &["--outcome-event", "Order Completed"],
+    ] {
+        let from_store = run(labels, false);
+        assert!(from_store.contains("\"cv_auc_model\""), "{from_store}");
+        assert_eq!(from_store, run(labels, true), "{labels:?}");
+    }
+    // The store's own outcomes.
+    let none = with_db(&db, &["train", policy[0], policy[1]]).failure();
+    assert!(
+        none.contains("the store has no recorded outcomes: pass --outcomes FILE"),
+        "{none}"
+    );
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "contact_id,outcome,at\n{},won,2030-01-01\n,lost,2030-01-01\n",
+            ids[1]
+        ),
+    )
+    .unwrap();
+    let bad = bad.display().to_string();
+    let error = with_db(&db, &["import", "--outcomes", &bad]).failure();
+    assert!(
+        error.contains(&format!(
+            "{bad}:3: contact_id and outcome must not be empty"
+        )),
+        "{error}"
+    );
+    let first = with_db(&db, &["import", "--outcomes", &outcomes]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let n = ids.len();
+    assert!(
+        first.stderr.contains(&format!(
+            "recorded {n} outcome(s) of {n}: 0 already recorded"
+        )),
+        "{}",
+        first.stderr
+    );
+    let again = with_db(&db, &["import", "--outcomes", &outcomes]);
+    assert!(
+        again.stderr.contains(&format!(
+            "recorded 0 outcome(s) of {n}: {n} already recorded"
+        )),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        run(&policy, false),
+        run(&["--outcomes", &outcomes, policy[0], policy[1]], true)
+    );
 }

@@ -194,7 +194,7 @@ fn decide(policy: Policy, known: Known, first: Timestamp) -> Result<Timestamp, &
 }
 
 /// The outcome of a contact, by any of its ids.
-fn outcome_of(contact: &ContactLog, outcomes: &BTreeMap<String, Known>) -> Option<Known> {
+pub fn outcome_of(contact: &ContactLog, outcomes: &BTreeMap<String, Known>) -> Option<Known> {
     std::iter::once(contact.id.as_str())
         .chain(
             contact

@@ -90,8 +90,8 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
         (
             "Recorded".into(),
             object(
-                json!({"success": {"type": "boolean"}, "recorded": count}),
-                &["success", "recorded"],
+                json!({"success": {"type": "boolean"}, "recorded": count, "duplicates": count}),
+                &["success", "recorded", "duplicates"],
             ),
         ),
         (

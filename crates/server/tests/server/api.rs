@@ -232,9 +232,29 @@ fn outcomes_are_recorded_for_evaluation() {
         &json!({"contact_id": "x", "outcome": "won", "at": "soon"}),
     );
     assert_eq!(status, 400, "{body}");
+    // Sent again (a retry, or the same CRM export): nothing new.
+    let (status, body) = server.post(
+        "/api/v1/outcomes",
+        &key,
+        &json!({"outcomes": [
+            {"contact_id": "ann", "outcome": "won", "value": 5000.0, "at": "2025-03-31T22:00:00Z"},
+            {"contact_id": "dee", "outcome": "lost", "at": "2025-05-02"},
+            {"contact_id": "dee", "outcome": "lost", "at": "2025-05-02", "value": 1.0},
+        ]}),
+    );
+    assert_eq!(
+        (status, body["recorded"].clone(), body["duplicates"].clone()),
+        (201, json!(1), json!(2)),
+        "{body}"
+    );
     let store = server.stop();
     let recorded = store.outcomes().unwrap();
-    assert_eq!(recorded.len(), 3, "a rejected request stores nothing");
+    assert_eq!(recorded.len(), 4, "a rejected request stores nothing");
+    assert_eq!(
+        recorded[3].value,
+        Some(1.0),
+        "another value is another outcome"
+    );
     assert_eq!(recorded[0].at.to_string(), "2025-03-31T22:00:00Z");
     assert_eq!(recorded[1].outcome, "disqualified");
     assert_eq!(recorded[2].at.to_string(), "2025-05-02T00:00:00Z");

@@ -7,16 +7,20 @@ use super::PgStore;
 use crate::{now, ApiKey, Job, JobColumns, JobUpdate, Outcome, Result, Scope, StoreError};
 
 impl crate::Admin for PgStore {
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize> {
         self.write(|pg| {
             let recorded = now().0;
+            let mut added = 0;
             for o in outcomes {
-                pg.execute(
-                    "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+                added += pg.execute(
+                    "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at)
+                     SELECT $1::text, $2::text, $3::float8, $4::int8, $5::int8
+                     WHERE NOT EXISTS (SELECT 1 FROM outcomes WHERE contact_id = $1
+                       AND outcome = $2 AND at = $4 AND value IS NOT DISTINCT FROM $3)",
                     &[&o.contact_id, &o.outcome, &o.value, &o.at.0, &recorded],
                 )?;
             }
-            Ok(())
+            Ok(added as usize)
         })
     }
 

@@ -8,21 +8,25 @@ use super::SqliteStore;
 use crate::{now, ApiKey, Job, JobColumns, JobUpdate, Outcome, Result, Scope, StoreError};
 
 impl crate::Admin for SqliteStore {
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<()> {
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut added = 0;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM outcomes
+                   WHERE contact_id = ?1 AND outcome = ?2 AND at = ?4 AND value IS ?3)",
             )?;
             let recorded = now().0;
             for o in outcomes {
-                stmt.execute(params![o.contact_id, o.outcome, o.value, o.at.0, recorded])?;
+                added +=
+                    stmt.execute(params![o.contact_id, o.outcome, o.value, o.at.0, recorded])?;
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(added)
     }
 
     fn outcomes(&self) -> Result<Vec<Outcome>> {

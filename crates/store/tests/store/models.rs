@@ -71,8 +71,29 @@ fn outcomes_are_kept_in_order() {
                 at: Timestamp::from_seconds(1_700_000_100),
             },
         ];
-        store.add_outcomes(&outcomes).unwrap();
+        assert_eq!(store.add_outcomes(&outcomes).unwrap(), 2);
         assert_eq!(store.outcomes().unwrap(), outcomes);
+        // Equal outcomes (also within one call) are recorded once; another
+        // value, time or outcome is another outcome.
+        let mut again = outcomes.clone();
+        again.push(outcomes[1].clone());
+        let mut other = outcomes[1].clone();
+        other.value = Some(1.0);
+        again.push(other.clone());
+        assert_eq!(store.add_outcomes(&again).unwrap(), 1);
+        let mut later = outcomes[0].clone();
+        later.at = Timestamp::from_seconds(1_700_000_001);
+        let mut lost = outcomes[0].clone();
+        lost.outcome = "lost".into();
+        assert_eq!(
+            store
+                .add_outcomes(&[later.clone(), lost.clone(), later.clone()])
+                .unwrap(),
+            2
+        );
+        let mut all = outcomes.clone();
+        all.extend([other, later, lost]);
+        assert_eq!(store.outcomes().unwrap(), all);
     }
 }
 
