@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::auth::authorize;
 use crate::error::{store_error, ApiError};
 use crate::request::{params, parse_time, path, text_body};
-use crate::worker::{read, stored, StoreHandle};
+use crate::worker::{read, read_heavy, stored, StoreHandle};
 use crate::{AppState, Reopen};
 
 /// `POST /api/v1/models/{version}/challenger` (admin): attaches a stored
@@ -65,7 +65,7 @@ pub(crate) async fn compare_models(
     // Only contacts with a recorded outcome are compared: their logs, not
     // the whole store's (a million contacts' events do not fit in memory).
     let at = now();
-    let (champion, challenger, contacts, outcomes) = read(&handle, move |store| {
+    let (champion, challenger, contacts, outcomes) = read_heavy(&handle, move |store| {
         let outcomes = store.outcomes()?;
         let mut logs = std::collections::BTreeMap::new();
         for o in &outcomes {
@@ -171,7 +171,7 @@ pub(crate) async fn dry_run(
     let name = q.name.unwrap_or_else(|| "candidate.toml".into());
     let candidate = Model::from_toml(&name, &source)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    let report = read(&handle, move |store| {
+    let report = read_heavy(&handle, move |store| {
         store.dry_run(&candidate, at, &mut |_, _| {})
     })
     .await?;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::auth::authorize;
 use crate::error::ApiError;
 use crate::request::{canonical, params, time_param};
-use crate::worker::{read, StoreHandle};
+use crate::worker::{read_heavy, StoreHandle};
 use crate::AppState;
 
 /// Leaderboard parameters.
@@ -96,7 +96,7 @@ pub(crate) async fn scores(
         after,
         limit,
     };
-    let rows = read(&handle, move |store| {
+    let rows = read_heavy(&handle, move |store| {
         if let Some((_, model)) = store.active_model()? {
             if let Err(e) = query.check(&model) {
                 return Ok(Err(e));
@@ -152,7 +152,7 @@ pub(crate) async fn summary(
     authorize(&handle, &headers, Scope::Read).await?;
     let asked = time_param("as_of", params(query)?.as_of.as_deref())?;
     let at = asked.unwrap_or_else(now);
-    let summary = read(&handle, move |store| {
+    let summary = read_heavy(&handle, move |store| {
         store.summary(Some(at), asked.is_some())
     })
     .await?;

@@ -126,6 +126,9 @@ struct ReadPool {
     open: Reopen,
     idle: std::sync::Mutex<Vec<Box<dyn Store>>>,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Reads that may take seconds ([`read_heavy`]): one fewer than the
+    /// connections (at least one).
+    heavy: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl StoreHandle {
@@ -226,6 +229,9 @@ impl StoreHandle {
                 open,
                 idle: std::sync::Mutex::new(Vec::new()),
                 permits: std::sync::Arc::new(tokio::sync::Semaphore::new(connections)),
+                heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                    connections.saturating_sub(1).max(1),
+                )),
             })
         });
         self
@@ -303,17 +309,51 @@ pub(crate) async fn read<T: Send + 'static>(
     handle: &StoreHandle,
     f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
+    read_on_pool(handle, false, f).await
+}
+
+/// [`read`] for a call that may take seconds: a listing or summary that
+/// scores contacts again (as of a past time, or under a model whose scores
+/// move with time), a comparison of models. At most all the read
+/// connections but one run such calls at once, so point reads
+/// (`GET /contacts/{id}`) always find a connection after at most one short
+/// read instead of waiting behind several listings.
+pub(crate) async fn read_heavy<T: Send + 'static>(
+    handle: &StoreHandle,
+    f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    read_on_pool(handle, true, f).await
+}
+
+async fn read_on_pool<T: Send + 'static>(
+    handle: &StoreHandle,
+    heavy: bool,
+    f: impl FnOnce(&mut dyn Store) -> leadscore_store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
     let Some(pool) = handle.readers.clone() else {
         return stored(handle, f).await;
+    };
+    let unavailable = |_| ApiError::unavailable();
+    // Both permits move into the blocking call: one whose request was
+    // dropped still counts until it ends.
+    let heavy = match heavy {
+        true => Some(
+            pool.heavy
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(unavailable)?,
+        ),
+        false => None,
     };
     let permit = pool
         .permits
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| ApiError::unavailable())?;
+        .map_err(unavailable)?;
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+        let _permits = (permit, heavy);
         let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut conn = match idle {
             Some(conn) => conn,
@@ -419,6 +459,57 @@ mod tests {
         assert_eq!(found.unwrap().unwrap().scope, Scope::Read);
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
+        drop(handle);
+        worker.join().unwrap();
+    }
+
+    /// With two read connections, one long read (a listing as of last
+    /// quarter) runs at a time: a second waits for it, while a point read
+    /// takes the other connection at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_reads_leave_a_connection_for_point_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let hash = leadscore_store::key_hash("k");
+        store.add_key(&hash, Scope::Read, "test").unwrap();
+        let open: Reopen =
+            std::sync::Arc::new(move || Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn Store>));
+        let (handle, worker) = StoreHandle::start(Box::new(store));
+        let handle = handle.with_readers(open, 2);
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let first = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                read_heavy(&handle, move |_| {
+                    let _ = started.send(());
+                    Ok(blocked.recv().is_ok())
+                })
+                .await
+            }
+        });
+        running.await.unwrap();
+        let mut second = tokio::spawn({
+            let handle = handle.clone();
+            async move { read_heavy(&handle, |_| Ok(())).await }
+        });
+        let point = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            read(&handle, move |store| store.key_by_hash(&hash)),
+        )
+        .await
+        .expect("the point read waited for a long read");
+        assert_eq!(point.unwrap().unwrap().scope, Scope::Read);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), &mut second)
+                .await
+                .is_err(),
+            "a second long read ran beside the first"
+        );
+        release.send(()).unwrap();
+        assert!(first.await.unwrap().unwrap());
+        second.await.unwrap().unwrap();
         drop(handle);
         worker.join().unwrap();
     }
