@@ -423,11 +423,9 @@ mod tests {
         }
     }
 
-    /// A read is answered by the pool while the worker is busy (here:
-    /// blocked until the read has returned, which would deadlock if the
-    /// read queued behind it), and sees what the worker committed.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_do_not_queue_behind_the_worker() {
+    /// A worker on a temporary SQLite store holding a read key (its hash is
+    /// returned), with a pool of two read connections.
+    fn with_two_readers() -> (tempfile::TempDir, StoreHandle, JoinHandle<()>, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut store = SqliteStore::open(&path).unwrap();
@@ -436,7 +434,15 @@ mod tests {
         let open: Reopen =
             std::sync::Arc::new(move || Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn Store>));
         let (handle, worker) = StoreHandle::start(Box::new(store));
-        let handle = handle.with_readers(open, 2);
+        (dir, handle.with_readers(open, 2), worker, hash)
+    }
+
+    /// A read is answered by the pool while the worker is busy (here:
+    /// blocked until the read has returned, which would deadlock if the
+    /// read queued behind it), and sees what the worker committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_queue_behind_the_worker() {
+        let (_dir, handle, worker, hash) = with_two_readers();
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel();
         let worker_handle = handle.clone();
@@ -468,15 +474,7 @@ mod tests {
     /// takes the other connection at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn long_reads_leave_a_connection_for_point_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let mut store = SqliteStore::open(&path).unwrap();
-        let hash = leadscore_store::key_hash("k");
-        store.add_key(&hash, Scope::Read, "test").unwrap();
-        let open: Reopen =
-            std::sync::Arc::new(move || Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn Store>));
-        let (handle, worker) = StoreHandle::start(Box::new(store));
-        let handle = handle.with_readers(open, 2);
+        let (_dir, handle, worker, hash) = with_two_readers();
         let (release, blocked) = std::sync::mpsc::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel();
         let first = tokio::spawn({

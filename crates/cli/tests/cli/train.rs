@@ -18,6 +18,17 @@ fn shared(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The first column of a CSV file's rows (the contact ids of a generated
+/// contacts file).
+fn first_column(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect()
+}
+
 /// The two AUCs the report prints.
 fn aucs(report: &str) -> (f64, f64) {
     let auc = |prefix: &str| -> f64 {
@@ -92,12 +103,7 @@ fn train_errors_name_the_problem() {
 fn train_from_events_writes_engagement_rules_per_event() {
     let (dir, events, contacts) = crate::harness::generated("400", "90", "3");
     // Outcomes a week after the period: contacts whose number is even win.
-    let ids: Vec<String> = std::fs::read_to_string(&contacts)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap().to_string())
-        .collect();
+    let ids = first_column(&contacts);
     let mut csv = String::from("contact_id,outcome,at\n");
     for id in &ids {
         let n: u64 = id.trim_start_matches('u').parse().unwrap();
@@ -147,12 +153,7 @@ fn train_from_the_store_learns_what_the_files_teach() {
     use crate::store::{store_with, with_db};
     let (dir, events, crm) = crate::harness::generated("300", "90", "5");
     let db = store_with(&dir, "ecommerce", &events, None);
-    let ids: Vec<String> = std::fs::read_to_string(&crm)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap().to_string())
-        .collect();
+    let ids = first_column(&crm);
     let mut csv = String::from("contact_id,outcome,at\n");
     for (n, id) in ids.iter().enumerate() {
         let outcome = if n % 3 == 0 { "won" } else { "lost" };
