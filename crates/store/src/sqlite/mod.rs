@@ -15,14 +15,14 @@ use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::engine::{self, Table, Tx};
 use crate::listing::Scan;
 use crate::{
-    now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
-    LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
-    Store, StoreError, StoredLog, Summary, SummaryBuilder,
+    now, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport, LedgerEntry,
+    Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats, Store,
+    StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 mod activation;
@@ -30,6 +30,7 @@ mod admin;
 mod contacts;
 mod outbox;
 mod rows;
+mod versions;
 mod wal;
 
 use rows::{count, live_rows, model_in, read_row, Sql, ROW_COLUMNS};
@@ -376,53 +377,15 @@ impl Store for SqliteStore {
     }
 
     fn add_model(&mut self, name: &str, source: &str) -> Result<ModelVersion> {
-        let hash = validate(name, source)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO models (name, hash, source, added_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (hash) DO NOTHING",
-            params![name, hash, source, now().0],
-        )?;
-        let version: u32 =
-            tx.query_row("SELECT version FROM models WHERE hash = ?1", [&hash], |r| {
-                r.get(0)
-            })?;
-        tx.commit()?;
-        self.models()?
-            .into_iter()
-            .find(|m| m.version == version)
-            .ok_or(StoreError::NoSuchVersion(version))
+        self.insert_model(name, source)
     }
 
     fn models(&self) -> Result<Vec<ModelVersion>> {
-        let active = Self::active_version(&self.conn)?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT version, name, hash, added_at FROM models ORDER BY version")?;
-        let rows = stmt.query_map([], |r| {
-            let version: u32 = r.get(0)?;
-            Ok(ModelVersion {
-                version,
-                name: r.get(1)?,
-                hash: r.get(2)?,
-                added_at: Timestamp(r.get(3)?),
-                active: Some(version) == active,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.model_list()
     }
 
     fn model_source(&self, version: u32) -> Result<String> {
-        self.conn
-            .query_row(
-                "SELECT source FROM models WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or(StoreError::NoSuchVersion(version))
+        self.source_of(version)
     }
 
     fn active_model(&self) -> Result<Option<(u32, Arc<Model>)>> {
@@ -433,15 +396,7 @@ impl Store for SqliteStore {
     }
 
     fn previous_version(&self) -> Result<Option<u32>> {
-        let active = Self::active_version(&self.conn)?;
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT version FROM activations WHERE version IS NOT ?1 ORDER BY seq DESC LIMIT 1",
-                [active],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.previous_activation()
     }
 
     fn activate(&mut self, version: u32, progress: Progress<'_>) -> Result<ActivateReport> {
@@ -564,31 +519,11 @@ impl Store for SqliteStore {
     }
 
     fn set_challenger(&mut self, version: Option<u32>) -> Result<()> {
-        if let Some(v) = version {
-            self.model_source(v)?;
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM challenger", [])?;
-        if let Some(v) = version {
-            tx.execute(
-                "INSERT INTO challenger (version, attached_at) VALUES (?1, ?2)",
-                params![v, now().0],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.attach_challenger(version)
     }
 
     fn challenger(&self) -> Result<Option<(u32, Arc<Model>)>> {
-        let found: Option<u32> = self
-            .conn
-            .query_row("SELECT version FROM challenger", [], |r| r.get(0))
-            .optional()?;
-        found
-            .map(|v| Ok((v, model_in(&self.shadow, &self.conn, v)?)))
-            .transpose()
+        self.challenger_model()
     }
 
     fn stats(&self) -> Result<Stats> {
