@@ -445,12 +445,21 @@ pub enum Command {
         #[arg(long)]
         contact: String,
     },
-    /// Everything held about a contact, as JSON (GDPR access request).
-    #[command(after_help = "Example:\n  leadscore export --contact u00000042 > u42.json")]
+    /// The store's whole event log as Segment JSON lines (backup, a move to PostgreSQL, offline
+    /// runs), its recorded outcomes, or everything held about one contact (GDPR access request).
+    #[command(
+        after_help = "The log is written one contact's messages at a time, each message as stored (its messageId\nkept, so importing it again adds nothing); `leadscore import` reads it back. Erased contacts'\ntombstones are not part of it. With --out, the file appears only once complete.\n\nExamples:\n  leadscore export --out events.jsonl\n  leadscore export | leadscore --db postgres://user@host/leads import -\n  leadscore export --outcomes --out outcomes.csv\n  leadscore export --contact u00000042 > u42.json"
+    )]
     Export {
-        /// Any of the contact's ids.
+        /// Everything held about this contact (any of its ids), as JSON.
+        #[arg(long, conflicts_with_all = ["outcomes", "out"])]
+        contact: Option<String>,
+        /// The recorded outcomes (CSV: contact_id,outcome,at,value) instead of the log.
         #[arg(long)]
-        contact: String,
+        outcomes: bool,
+        /// Write to this file (created once complete) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print the JSON Schema of model files.
     #[command(after_help = "Example:\n  leadscore schema > docs/model.schema.json")]

@@ -273,7 +273,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             click,
         } => serve::sign(&base, &user, campaign.as_deref(), click.as_deref()),
         Command::Erase { contact } => stored::erase(db, &contact),
-        Command::Export { contact } => stored::export(db, &contact),
+        Command::Export {
+            contact: Some(contact),
+            ..
+        } => stored::export(db, &contact),
+        Command::Export {
+            contact: None,
+            outcomes,
+            out,
+        } => stored::export_all(db, outcomes, out.as_deref()),
         Command::Schema => {
             emit(&leadscore_core::model::Model::json_schema())?;
             Ok(ExitCode::SUCCESS)

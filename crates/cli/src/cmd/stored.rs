@@ -519,3 +519,90 @@ pub fn export(db: &Path, id: &str) -> Result<ExitCode> {
     super::emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `export` without `--contact`: the whole log as Segment JSON lines (one
+/// contact's messages at a time, as stored), or with `outcomes` the
+/// recorded outcomes as CSV; to `out` (written beside it and renamed once
+/// complete, so no half-written file is left) or standard output.
+pub fn export_all(db: &Path, outcomes: bool, out: Option<&Path>) -> Result<ExitCode> {
+    let store = store::open_existing(db)?;
+    let partial = out.map(|path| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    });
+    let sink: Box<dyn Write> = match &partial {
+        Some(path) => Box::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut sink = std::io::BufWriter::with_capacity(1 << 20, sink);
+    let written = if outcomes {
+        write_outcomes(store.as_ref(), &mut sink)
+    } else {
+        write_log(store.as_ref(), &mut sink)
+    };
+    let written = written.and_then(|summary| {
+        sink.flush()?;
+        Ok(summary)
+    });
+    drop(sink);
+    let summary = match (written, &partial) {
+        (Ok(summary), _) => summary,
+        (Err(e), Some(path)) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    if let (Some(partial), Some(out)) = (&partial, out) {
+        std::fs::rename(partial, out)
+            .with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
+    }
+    eprintln!("exported {summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every stored message, one JSON line each; what was written.
+fn write_log(store: &dyn leadscore_store::Store, out: &mut dyn Write) -> Result<String> {
+    let (mut messages, mut contacts) = (0u64, 0u64);
+    let mut failed: Option<std::io::Error> = None;
+    let bar = progress::count("contacts");
+    store.each_log(&mut |log| {
+        if failed.is_some() {
+            return;
+        }
+        contacts += 1;
+        bar.inc(1);
+        for m in &log.messages {
+            if let Err(e) = writeln!(out, "{}", m.stored_json()) {
+                failed = Some(e);
+                return;
+            }
+            messages += 1;
+        }
+    })?;
+    bar.finish_and_clear();
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(format!("{messages} message(s) of {contacts} contact(s)"))
+}
+
+/// The recorded outcomes as CSV (`import --outcomes` reads it back).
+fn write_outcomes(store: &dyn leadscore_store::Store, out: &mut dyn Write) -> Result<String> {
+    let outcomes = store.outcomes()?;
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(["contact_id", "outcome", "at", "value"])?;
+    for o in &outcomes {
+        csv.write_record([
+            o.contact_id.clone(),
+            o.outcome.clone(),
+            o.at.to_string(),
+            o.value.map(|v| v.to_string()).unwrap_or_default(),
+        ])?;
+    }
+    csv.flush()?;
+    Ok(format!("{} outcome(s)", outcomes.len()))
+}

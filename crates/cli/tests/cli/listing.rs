@@ -172,3 +172,83 @@ fn history_erase_and_export() {
         .failure()
         .contains("no contact"));
 }
+
+/// `export` without `--contact` writes the whole log (erased contacts
+/// gone) and the recorded outcomes in the forms `import` reads: another
+/// store built from them scores the same, as do the files themselves.
+#[test]
+fn the_whole_log_and_its_outcomes_move_to_another_store() {
+    let (dir, events, _) = generated("60", "60", "12");
+    let db = store_with(&dir, "ecommerce", &events, None);
+    with_db(&db, &["erase", "--contact", "u00000005"]).success();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(
+        path("outcomes.csv"),
+        "contact_id,outcome,at,value\nu00000001,won,2025-02-01,1200.5\na00000002,lost,2025-02-03,\n",
+    )
+    .unwrap();
+    with_db(&db, &["import", "--outcomes", &path("outcomes.csv")]).success();
+
+    let log = path("log.jsonl");
+    let exported = with_db(&db, &["export", "--out", &log]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    assert!(
+        exported.stderr.contains("message(s) of"),
+        "{}",
+        exported.stderr
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!std::path::Path::new(&format!("{log}.partial")).exists());
+    assert_eq!(text, with_db(&db, &["export"]).success(), "file = stdout");
+    assert!(text.lines().count() > 100);
+    assert!(
+        !text.contains("00000005\""),
+        "an erased contact is not exported"
+    );
+    let outcomes = path("exported-outcomes.csv");
+    with_db(&db, &["export", "--outcomes", "--out", &outcomes]).success();
+
+    let other = path("other.db");
+    with_db(
+        &other,
+        &[
+            "model",
+            "add",
+            &crate::harness::example("ecommerce"),
+            "--activate",
+        ],
+    )
+    .success();
+    with_db(&other, &["import", &log, "--outcomes", &outcomes]).success();
+    let score = |db: &str, extra: &[&str]| {
+        let mut args = vec!["score", "--as-of", "2025-03-01"];
+        args.extend(extra);
+        with_db(db, &args).success()
+    };
+    let before = score(&db, &[]);
+    assert!(before.lines().count() > 50, "{before}");
+    assert_eq!(score(&other, &[]), before, "the other store");
+    let ecommerce = crate::harness::example("ecommerce");
+    assert_eq!(
+        score(&other, &["--model", &ecommerce, "--events", &log]),
+        before,
+        "the exported file"
+    );
+    assert_eq!(
+        with_db(&other, &["export", "--outcomes"]).success(),
+        std::fs::read_to_string(&outcomes).unwrap()
+    );
+    let again = with_db(&db, &["import", &log, "--outcomes", &outcomes]);
+    assert!(
+        again.stderr.contains("imported 0 new message(s)")
+            && again
+                .stderr
+                .contains("recorded 0 outcome(s) of 2: 2 already recorded"),
+        "{}",
+        again.stderr
+    );
+
+    let nowhere = path("missing/log.jsonl");
+    let error = with_db(&db, &["export", "--out", &nowhere]).failure();
+    assert!(error.contains("cannot create"), "{error}");
+}
