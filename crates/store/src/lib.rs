@@ -171,6 +171,9 @@ pub trait Admin: Send {
     /// Every recorded outcome, in the order recorded.
     fn outcomes(&self) -> Result<Vec<Outcome>>;
 
+    /// The outcomes recorded for any of `ids`, in the order recorded.
+    fn outcomes_of(&self, ids: &[String]) -> Result<Vec<Outcome>>;
+
     /// Stores a key's hash with its scope.
     fn add_key(&mut self, hash: &str, scope: Scope, label: &str) -> Result<ApiKey>;
 
@@ -364,13 +367,31 @@ pub fn message_json(message: &Message) -> Result<Value> {
 }
 
 /// Everything held about a contact (GDPR access request): ids, live
-/// record, history and events as stored; `None` for an unknown id.
+/// record, history, events as stored and recorded outcomes; `None` for an
+/// unknown id.
 pub fn export_contact(store: &dyn Store, id: &str) -> Result<Option<Value>> {
     let Some(log) = store.contact_messages(id)? else {
-        return Ok(None);
+        // An id known only from outcomes recorded for it.
+        let outcomes = store.outcomes_of(&[id.to_string()])?;
+        if outcomes.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(serde_json::json!({
+            "contact_id": id,
+            "ids": [id],
+            "record": null,
+            "history": [],
+            "events": [],
+            "outcomes": outcomes,
+        })));
     };
     let record = store.contact(&log.contact)?;
     let history = store.history(&log.contact)?;
+    let mut ids = log.ids.clone();
+    if !ids.contains(&log.contact) {
+        ids.push(log.contact.clone());
+    }
+    let outcomes = store.outcomes_of(&ids)?;
     let events = log
         .messages
         .iter()
@@ -382,6 +403,7 @@ pub fn export_contact(store: &dyn Store, id: &str) -> Result<Option<Value>> {
         "record": record,
         "history": history,
         "events": events,
+        "outcomes": outcomes,
     })))
 }
 

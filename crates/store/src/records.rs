@@ -220,6 +220,8 @@ pub struct EraseReport {
     pub events: u64,
     /// Ledger entries deleted.
     pub ledger_entries: u64,
+    /// Recorded outcomes deleted (those naming any of its ids).
+    pub outcomes: u64,
 }
 
 /// Counts of what the store holds.

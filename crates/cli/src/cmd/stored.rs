@@ -502,11 +502,12 @@ pub fn erase(db: &Path, id: &str) -> Result<ExitCode> {
         bail!("no contact {id:?} in the store");
     };
     eprintln!(
-        "erased contact {} (ids {}): {} event(s), {} history entries; its ids are tombstoned (hashed) so replayed events are ignored",
+        "erased contact {} (ids {}): {} event(s), {} history entries, {} outcome(s); its ids are tombstoned (hashed) so replayed events are ignored",
         report.contact,
         report.ids.join(", "),
         report.events,
-        report.ledger_entries
+        report.ledger_entries,
+        report.outcomes
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -61,6 +61,9 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
     let outbox = generator.subschema_for::<OutboxRecord>().to_value();
     let counts = generator.subschema_for::<OutboxCounts>().to_value();
     let member = generator.subschema_for::<CampaignMember>().to_value();
+    let outcome = generator
+        .subschema_for::<leadscore_store::Outcome>()
+        .to_value();
     let object = |properties: serde_json::Value, required: &[&str]| json!({"type": "object", "properties": properties, "required": required});
     let list = |items: &serde_json::Value| json!({"type": "array", "items": items});
     // An answer with one (required) field.
@@ -155,8 +158,9 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                     "contact_id": text, "ids": list(&text),
                     "record": {"anyOf": [record, {"type": "null"}]},
                     "history": list(&ledger), "events": list(&json!({"type": "object"})),
+                    "outcomes": list(&outcome),
                 }),
-                &["contact_id", "ids", "history", "events"],
+                &["contact_id", "ids", "history", "events", "outcomes"],
             ),
         ),
         (

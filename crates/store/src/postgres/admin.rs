@@ -24,6 +24,25 @@ impl crate::Admin for PgStore {
         })
     }
 
+    fn outcomes_of(&self, ids: &[String]) -> Result<Vec<Outcome>> {
+        self.read(|pg| {
+            Ok(pg
+                .query(
+                    "SELECT contact_id, outcome, value, at FROM outcomes
+                     WHERE contact_id = ANY($1) ORDER BY seq",
+                    &[&ids],
+                )?
+                .into_iter()
+                .map(|r| Outcome {
+                    contact_id: r.get(0),
+                    outcome: r.get(1),
+                    value: r.get(2),
+                    at: Timestamp(r.get(3)),
+                })
+                .collect())
+        })
+    }
+
     fn outcomes(&self) -> Result<Vec<Outcome>> {
         self.read(|pg| {
             Ok(pg

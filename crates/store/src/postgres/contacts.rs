@@ -48,10 +48,18 @@ impl PgStore {
     /// firings and memberships, and tombstones its ids.
     pub(super) fn erase_contact(&mut self, id: &str) -> Result<Option<EraseReport>> {
         self.write(|pg| {
-            let Some(canonical) = pg.identity(id)? else {
-                return Ok(None);
+            let (canonical, mut ids) = match pg.identity(id)? {
+                Some(canonical) => (canonical.clone(), pg.members(&canonical)?),
+                // An id known only from outcomes recorded for it.
+                None => {
+                    let outcomes =
+                        pg.count("SELECT count(*) FROM outcomes WHERE contact_id = $1", &[&id])?;
+                    if outcomes == 0 {
+                        return Ok(None);
+                    }
+                    (id.to_string(), Vec::new())
+                }
             };
-            let mut ids = pg.members(&canonical)?;
             if !ids.contains(&canonical) {
                 ids.push(canonical.clone());
             }
@@ -79,6 +87,8 @@ impl PgStore {
                 )?;
                 pg.execute("DELETE FROM firings WHERE contact = $1", &[member])?;
                 pg.execute("DELETE FROM campaign_members WHERE contact = $1", &[member])?;
+                report.outcomes +=
+                    pg.execute("DELETE FROM outcomes WHERE contact_id = $1", &[member])?;
                 pg.execute(
                     "INSERT INTO tombstones (id_hash, erased_at) VALUES ($1, $2)
                      ON CONFLICT (id_hash) DO NOTHING",

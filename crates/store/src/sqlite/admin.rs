@@ -29,6 +29,29 @@ impl crate::Admin for SqliteStore {
         Ok(added)
     }
 
+    fn outcomes_of(&self, ids: &[String]) -> Result<Vec<Outcome>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, contact_id, outcome, value, at FROM outcomes WHERE contact_id = ?1",
+        )?;
+        let mut found = Vec::new();
+        for id in ids {
+            let rows = stmt.query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    Outcome {
+                        contact_id: r.get(1)?,
+                        outcome: r.get(2)?,
+                        value: r.get(3)?,
+                        at: Timestamp(r.get(4)?),
+                    },
+                ))
+            })?;
+            found.extend(rows.collect::<Result<Vec<_>, _>>()?);
+        }
+        found.sort_by_key(|(seq, _)| *seq);
+        Ok(found.into_iter().map(|(_, o)| o).collect())
+    }
+
     fn outcomes(&self) -> Result<Vec<Outcome>> {
         let mut stmt = self
             .conn

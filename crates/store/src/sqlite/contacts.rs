@@ -3,7 +3,7 @@
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, TransactionBehavior};
 
-use super::rows::{fields, Sql};
+use super::rows::{count, fields, Sql};
 use super::SqliteStore;
 use crate::engine::Tx;
 use crate::{id_hash, now, EraseReport, LedgerEntry, Result};
@@ -59,10 +59,21 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(canonical) = Sql(&tx).identity(id)? else {
-            return Ok(None);
+        let (canonical, mut ids) = match Sql(&tx).identity(id)? {
+            Some(canonical) => (canonical.clone(), Sql(&tx).members(&canonical)?),
+            // An id known only from outcomes recorded for it.
+            None => {
+                let outcomes = count(
+                    &tx,
+                    "SELECT count(*) FROM outcomes WHERE contact_id = ?1",
+                    [id],
+                )?;
+                if outcomes == 0 {
+                    return Ok(None);
+                }
+                (id.to_string(), Vec::new())
+            }
         };
-        let mut ids = Sql(&tx).members(&canonical)?;
         if !ids.contains(&canonical) {
             ids.push(canonical.clone());
         }
@@ -90,6 +101,8 @@ impl SqliteStore {
             )?;
             tx.execute("DELETE FROM firings WHERE contact = ?1", [member])?;
             tx.execute("DELETE FROM campaign_members WHERE contact = ?1", [member])?;
+            report.outcomes +=
+                tx.execute("DELETE FROM outcomes WHERE contact_id = ?1", [member])? as u64;
             tx.execute(
                 "INSERT INTO tombstones (id_hash, erased_at) VALUES (?1, ?2)
                  ON CONFLICT (id_hash) DO NOTHING",

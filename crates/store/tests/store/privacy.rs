@@ -1,6 +1,9 @@
 //! GDPR erasure: everything about a contact goes; its ids are tombstoned so
 //! a replayed old event does not bring it back.
 
+use leadscore_core::time::Timestamp;
+use leadscore_store::Outcome;
+
 use crate::harness::*;
 
 #[test]
@@ -12,10 +15,31 @@ fn erase_removes_everything_and_replays_do_not_resurrect() {
         let target = store.contacts(None, 1).unwrap().remove(0).id;
         let log = store.contact_messages(&target).unwrap().unwrap();
         let (ids, own) = (log.ids, log.messages);
+        // Outcomes naming any of its ids go too; others stay.
+        let outcome = |id: &str, what: &str| Outcome {
+            contact_id: id.to_string(),
+            outcome: what.to_string(),
+            value: None,
+            at: Timestamp::from_seconds(1_700_000_000),
+        };
+        let kept = outcome("someone-else", "won");
+        let mut recorded: Vec<Outcome> = ids.iter().map(|id| outcome(id, "lost")).collect();
+        recorded.push(kept.clone());
+        store.add_outcomes(&recorded).unwrap();
+        let export = leadscore_store::export_contact(store.as_ref(), &target)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            export["outcomes"].as_array().unwrap().len(),
+            ids.len(),
+            "the export lists its outcomes"
+        );
         let before = store.stats().unwrap();
         let report = store.erase(&target).unwrap().unwrap();
         assert_eq!(report.events, own.len() as u64);
         assert_eq!(report.ids, ids);
+        assert_eq!(report.outcomes, ids.len() as u64);
+        assert_eq!(store.outcomes().unwrap(), vec![kept.clone()]);
         assert!(store.contact(&target).unwrap().is_none());
         assert!(store.history(&target).unwrap().is_empty());
         assert!(store.contact_messages(&target).unwrap().is_none());
@@ -28,6 +52,28 @@ fn erase_removes_everything_and_replays_do_not_resurrect() {
         assert_eq!(replay.accepted, 0);
         assert!(store.contact(&target).unwrap().is_none());
         assert!(store.erase("nobody").unwrap().is_none());
+        // An id known only from its outcomes: exported, erased, tombstoned.
+        let export = leadscore_store::export_contact(store.as_ref(), "someone-else")
+            .unwrap()
+            .unwrap();
+        assert_eq!(export["outcomes"][0]["outcome"], "won");
+        let report = store.erase("someone-else").unwrap().unwrap();
+        assert_eq!(
+            (report.contact.as_str(), report.outcomes),
+            ("someone-else", 1)
+        );
+        assert!(store.outcomes().unwrap().is_empty());
+        assert!(
+            leadscore_store::export_contact(store.as_ref(), "someone-else")
+                .unwrap()
+                .is_none()
+        );
+        let late = store
+            .ingest(incoming(&parse_jsonl(&[
+                r#"{"type":"track","userId":"someone-else","event":"Email Opened","messageId":"late-1","timestamp":"2025-01-01T00:00:00Z"}"#,
+            ])))
+            .unwrap();
+        assert_eq!(late.erased, 1, "its id is tombstoned");
     }
 }
 
