@@ -233,6 +233,8 @@ pub struct Stats {
     pub contacts: u64,
     /// Ledger entries.
     pub ledger_entries: u64,
+    /// Recorded sales outcomes.
+    pub outcomes: u64,
     /// Database size in bytes.
     pub bytes: u64,
 }

@@ -478,6 +478,7 @@ pub fn status(db: &Path, json: bool) -> Result<ExitCode> {
     writeln!(out, "events         {}", stats.events)?;
     writeln!(out, "contacts       {}", stats.contacts)?;
     writeln!(out, "history        {} entries", stats.ledger_entries)?;
+    writeln!(out, "outcomes       {}", stats.outcomes)?;
     writeln!(out, "size           {:.1} MB", stats.bytes as f64 / 1e6)?;
     match active {
         Some(m) => writeln!(out, "active model   v{} {}", m.version, m.name)?,

@@ -238,6 +238,13 @@ fn the_whole_log_and_its_outcomes_move_to_another_store() {
         with_db(&other, &["export", "--outcomes"]).success(),
         std::fs::read_to_string(&outcomes).unwrap()
     );
+    let status: Value =
+        serde_json::from_str(&with_db(&other, &["status", "--json"]).success()).unwrap();
+    assert_eq!(status["stats"]["outcomes"], 2, "{status}");
+    assert_eq!(
+        status["stats"]["events"].as_u64(),
+        Some(text.lines().count() as u64)
+    );
     let again = with_db(&db, &["import", &log, "--outcomes", &outcomes]);
     assert!(
         again.stderr.contains("imported 0 new message(s)")

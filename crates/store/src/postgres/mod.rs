@@ -481,6 +481,7 @@ impl Store for PgStore {
                 events: pg.count("SELECT count(*) FROM events", &[])?,
                 contacts: pg.count("SELECT count(*) FROM contacts", &[])?,
                 ledger_entries: pg.count("SELECT count(*) FROM ledger", &[])?,
+                outcomes: pg.count("SELECT count(*) FROM outcomes", &[])?,
                 bytes: pg.count(
                     "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

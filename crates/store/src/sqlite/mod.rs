@@ -534,6 +534,7 @@ impl Store for SqliteStore {
             events: rows("events")?,
             contacts: rows("contacts")?,
             ledger_entries: rows("ledger")?,
+            outcomes: rows("outcomes")?,
             bytes: pages * page_size,
         })
     }
