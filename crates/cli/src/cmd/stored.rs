@@ -524,44 +524,47 @@ pub fn export(db: &Path, id: &str) -> Result<ExitCode> {
 
 /// `export` without `--contact`: the whole log as Segment JSON lines (one
 /// contact's messages at a time, as stored), or with `outcomes` the
-/// recorded outcomes as CSV; to `out` (written beside it and renamed once
-/// complete, so no half-written file is left) or standard output.
+/// recorded outcomes as CSV; to standard output, or to `out`: written
+/// beside it, synced and renamed into place once complete, so no
+/// half-written file is ever left under that name.
 pub fn export_all(db: &Path, outcomes: bool, out: Option<&Path>) -> Result<ExitCode> {
     let store = store::open_existing(db)?;
-    let partial = out.map(|path| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(".partial");
-        PathBuf::from(name)
-    });
-    let sink: Box<dyn Write> = match &partial {
-        Some(path) => Box::new(
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut sink = std::io::BufWriter::with_capacity(1 << 20, sink);
-    let written = if outcomes {
-        write_outcomes(store.as_ref(), &mut sink)
-    } else {
-        write_log(store.as_ref(), &mut sink)
-    };
-    let written = written.and_then(|summary| {
-        sink.flush()?;
-        Ok(summary)
-    });
-    drop(sink);
-    let summary = match (written, &partial) {
-        (Ok(summary), _) => summary,
-        (Err(e), Some(path)) => {
-            let _ = std::fs::remove_file(path);
-            return Err(e);
+    let write = |sink: &mut dyn Write| {
+        if outcomes {
+            write_outcomes(store.as_ref(), sink)
+        } else {
+            write_log(store.as_ref(), sink)
         }
-        (Err(e), None) => return Err(e),
     };
-    if let (Some(partial), Some(out)) = (&partial, out) {
-        std::fs::rename(partial, out)
-            .with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
-    }
+    let summary = match out {
+        None => {
+            let mut sink = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let summary = write(&mut sink)?;
+            sink.flush()?;
+            summary
+        }
+        Some(out) => {
+            let mut name = out.as_os_str().to_owned();
+            name.push(".partial");
+            let partial = PathBuf::from(name);
+            let written = (|| -> Result<String> {
+                let file = File::create(&partial)
+                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                let mut sink = std::io::BufWriter::with_capacity(1 << 20, file);
+                let summary = write(&mut sink)?;
+                sink.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                Ok(summary)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            let summary = written?;
+            std::fs::rename(&partial, out).with_context(|| {
+                format!("cannot move {} to {}", partial.display(), out.display())
+            })?;
+            summary
+        }
+    };
     eprintln!("exported {summary}");
     Ok(ExitCode::SUCCESS)
 }
