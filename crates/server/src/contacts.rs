@@ -198,5 +198,6 @@ pub(crate) async fn erase(
     let report = stored(&handle, move |store| store.erase(&id))
         .await?
         .ok_or_else(not_found)?;
+    handle.past.clear();
     Ok(Json(json!({"success": true, "erased": report})))
 }

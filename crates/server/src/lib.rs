@@ -32,6 +32,7 @@ mod models;
 pub mod openapi;
 mod ops;
 mod outbox;
+mod past;
 mod request;
 mod scores;
 mod worker;

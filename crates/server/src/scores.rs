@@ -60,20 +60,25 @@ pub(crate) async fn scores(
     };
     // A cursor is `as_of~score~id`: the time the first page was scored at
     // (every page is scored as of it; `r` before it when that time was
-    // asked for, a listing of the past) and the last row of the page before.
+    // asked for, a listing of the past, with `.N` after it when that
+    // listing is kept as snapshot N) and the last row of the page before.
     let asked = time_param("as_of", p.as_of.as_deref())?;
-    let (at, rewind, after) = match p.cursor.as_deref() {
-        None => (asked.unwrap_or_else(now), asked.is_some(), None),
+    let (at, rewind, snapshot, after) = match p.cursor.as_deref() {
+        None => (asked.unwrap_or_else(now), asked.is_some(), None, None),
         Some(c) => {
-            let (at, rewind, after) =
-                parse_cursor(c).ok_or_else(|| bad("cursor: malformed".into()))?;
+            let Cursor {
+                at,
+                rewind,
+                snapshot,
+                after,
+            } = parse_cursor(c).ok_or_else(|| bad("cursor: malformed".into()))?;
             if asked.is_some_and(|asked| !rewind || asked != at) {
                 return Err(bad(format!(
                     "as_of: the cursor continues a listing as of {}",
                     if rewind { at.to_string() } else { "now".into() }
                 )));
             }
-            (at, rewind, Some(after))
+            (at, rewind, snapshot, Some(after))
         }
     };
     if let Some((name, _)) = [("min", p.min), ("max", p.max)]
@@ -96,13 +101,32 @@ pub(crate) async fn scores(
         after,
         limit,
     };
-    let rows = read_heavy(&handle, move |store| {
-        if let Some((_, model)) = store.active_model()? {
-            if let Err(e) = query.check(&model) {
+    let past = handle.past.clone();
+    let (rows, snapshot) = read_heavy(&handle, move |store| {
+        let active = store.active_model()?;
+        if let Some((_, model)) = &active {
+            if let Err(e) = query.check(model) {
                 return Ok(Err(e));
             }
         }
-        Ok(Ok(store.scores(&query)?))
+        if !rewind {
+            return Ok(Ok((store.scores(&query)?, None)));
+        }
+        // A listing of the past: the next pages are cut from the first
+        // page's computation while it is kept (`past`).
+        let version = active.map(|(v, _)| v);
+        if let Some(rows) = snapshot.and_then(|n| past.get(n, &query, version)) {
+            return Ok(Ok((query.page(&rows), snapshot)));
+        }
+        let mark = past.mark();
+        let whole = ScoreQuery {
+            after: None,
+            limit: i64::MAX as usize,
+            ..query.clone()
+        };
+        let rows = std::sync::Arc::new(store.scores(&whole)?);
+        let page = query.page(&rows);
+        Ok(Ok((page, past.put(&query, version, rows, mark))))
     })
     .await?
     .map_err(bad)?;
@@ -110,7 +134,8 @@ pub(crate) async fn scores(
         .then(|| {
             rows.last().map(|r| {
                 let flag = if rewind { "r" } else { "" };
-                format!("{flag}{}~{}~{}", at.0, r.score.score, r.id)
+                let kept = snapshot.map(|n| format!(".{n}")).unwrap_or_default();
+                format!("{flag}{}{kept}~{}~{}", at.0, r.score.score, r.id)
             })
         })
         .flatten();
@@ -123,18 +148,39 @@ pub(crate) async fn scores(
     ))
 }
 
-/// `[r]as_of~score~id` (the id may itself hold `~`): the time, whether it
-/// was asked for, and the last row of the page before.
-fn parse_cursor(cursor: &str) -> Option<(Timestamp, bool, (f64, String))> {
+/// What a leaderboard's cursor says.
+struct Cursor {
+    /// The time every page is scored as of.
+    at: Timestamp,
+    /// Whether that time was asked for (a listing of the past).
+    rewind: bool,
+    /// The kept listing the pages are cut from ([`crate::past`]).
+    snapshot: Option<u64>,
+    /// The last row of the page before.
+    after: (f64, String),
+}
+
+/// `[r]as_of[.snapshot]~score~id` (the id may itself hold `~`).
+fn parse_cursor(cursor: &str) -> Option<Cursor> {
     let mut parts = cursor.splitn(3, '~');
     let first = parts.next()?;
-    let (rewind, at) = match first.strip_prefix('r') {
-        Some(at) => (true, at),
+    let (rewind, first) = match first.strip_prefix('r') {
+        Some(rest) => (true, rest),
         None => (false, first),
+    };
+    let (at, snapshot) = match first.split_once('.') {
+        Some((at, n)) if rewind => (at, Some(n.parse().ok()?)),
+        Some(_) => return None,
+        None => (first, None),
     };
     let at = Timestamp(at.parse().ok()?);
     let score = parts.next()?.parse().ok()?;
-    Some((at, rewind, (score, parts.next()?.to_string())))
+    Some(Cursor {
+        at,
+        rewind,
+        snapshot,
+        after: (score, parts.next()?.to_string()),
+    })
 }
 
 /// Segment summary parameters.

@@ -118,6 +118,8 @@ pub struct StoreHandle {
     readers: Option<std::sync::Arc<ReadPool>>,
     /// API keys read recently (see [`StoreHandle::with_key_cache`]).
     pub(crate) keys: std::sync::Arc<crate::auth::KeyCache>,
+    /// Listings of the past kept for their next pages.
+    pub(crate) past: std::sync::Arc<crate::past::PastListings>,
 }
 
 /// Connections for reads beside the worker's, opened on demand up to a
@@ -216,6 +218,7 @@ impl StoreHandle {
                 changes,
                 readers: None,
                 keys: std::sync::Arc::new(crate::auth::KeyCache::new(std::time::Duration::ZERO)),
+                past: std::sync::Arc::default(),
             },
             worker,
         )

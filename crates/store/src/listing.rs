@@ -234,6 +234,20 @@ impl ScoreQuery {
             })
     }
 
+    /// This query's page of `rows`, a whole listing in this query's order
+    /// (as [`crate::Store::scores`] gives it with no `after` and no limit):
+    /// the rows after `after`, at most `limit`.
+    pub fn page(&self, rows: &[Listed]) -> Vec<Listed> {
+        let start = match &self.after {
+            None => 0,
+            Some(after) => rows.partition_point(|r| {
+                self.order((r.score.score, &r.id), (after.0, &after.1))
+                    != std::cmp::Ordering::Greater
+            }),
+        };
+        rows[start..].iter().take(self.limit).cloned().collect()
+    }
+
     /// The order of [`ScoreQuery::sql`]: by score (highest first unless
     /// `ascending`), then by id.
     pub(crate) fn order(&self, a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
@@ -402,7 +416,7 @@ impl Scan {
         self.run(tx, |record| {
             if query.matches(&record.id, &record.score) {
                 kept.push(record);
-                if kept.len() > 2 * limit {
+                if kept.len() > limit.saturating_mul(2) {
                     best(&mut kept);
                 }
             }

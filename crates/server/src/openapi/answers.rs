@@ -169,7 +169,7 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                 json!({
                     "as_of": timestamp,
                     "contacts": list(&object(json!({"contact_id": text, "score": score, "last_event": {"anyOf": [timestamp, {"type": "null"}]}}), &["contact_id", "score"])),
-                    "next_cursor": {"type": ["string", "null"], "description": "`as_of~score~id`: pass it back as `cursor` for the next page, scored as of the same time"},
+                    "next_cursor": {"type": ["string", "null"], "description": "`[r]as_of[.N]~score~id`: pass it back as `cursor` for the next page, scored as of the same time (`r`: a listing of the past, N: the server's kept copy of it)"},
                 }),
                 &["as_of", "contacts"],
             ),

@@ -10,6 +10,7 @@ mod auth;
 mod garbage;
 mod harness;
 mod ingest;
+mod listings;
 mod operations;
 mod schemas;
 mod triggers;
