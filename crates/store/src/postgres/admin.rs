@@ -6,6 +6,16 @@ use super::rows::read_key;
 use super::PgStore;
 use crate::{now, ApiKey, Job, JobColumns, JobUpdate, Outcome, Result, Scope, StoreError};
 
+/// An outcome from the columns `contact_id, outcome, value, at`.
+fn outcome(r: &postgres::Row) -> Outcome {
+    Outcome {
+        contact_id: r.get(0),
+        outcome: r.get(1),
+        value: r.get(2),
+        at: Timestamp(r.get(3)),
+    }
+}
+
 impl crate::Admin for PgStore {
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize> {
         self.write(|pg| {
@@ -33,12 +43,7 @@ impl crate::Admin for PgStore {
                     &[&ids],
                 )?
                 .into_iter()
-                .map(|r| Outcome {
-                    contact_id: r.get(0),
-                    outcome: r.get(1),
-                    value: r.get(2),
-                    at: Timestamp(r.get(3)),
-                })
+                .map(|r| outcome(&r))
                 .collect())
         })
     }
@@ -51,12 +56,7 @@ impl crate::Admin for PgStore {
                     &[],
                 )?
                 .into_iter()
-                .map(|r| Outcome {
-                    contact_id: r.get(0),
-                    outcome: r.get(1),
-                    value: r.get(2),
-                    at: Timestamp(r.get(3)),
-                })
+                .map(|r| outcome(&r))
                 .collect())
         })
     }

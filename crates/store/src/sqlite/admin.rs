@@ -7,6 +7,17 @@ use super::rows::read_key;
 use super::SqliteStore;
 use crate::{now, ApiKey, Job, JobColumns, JobUpdate, Outcome, Result, Scope, StoreError};
 
+/// An outcome from the columns `contact_id, outcome, value, at` from
+/// column `first` on.
+fn outcome(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
+    Ok(Outcome {
+        contact_id: r.get(first)?,
+        outcome: r.get(first + 1)?,
+        value: r.get(first + 2)?,
+        at: Timestamp(r.get(first + 3)?),
+    })
+}
+
 impl crate::Admin for SqliteStore {
     fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize> {
         let tx = self
@@ -35,17 +46,7 @@ impl crate::Admin for SqliteStore {
         )?;
         let mut found = Vec::new();
         for id in ids {
-            let rows = stmt.query_map([id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    Outcome {
-                        contact_id: r.get(1)?,
-                        outcome: r.get(2)?,
-                        value: r.get(3)?,
-                        at: Timestamp(r.get(4)?),
-                    },
-                ))
-            })?;
+            let rows = stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, outcome(r, 1)?)))?;
             found.extend(rows.collect::<Result<Vec<_>, _>>()?);
         }
         found.sort_by_key(|(seq, _)| *seq);
@@ -56,14 +57,7 @@ impl crate::Admin for SqliteStore {
         let mut stmt = self
             .conn
             .prepare("SELECT contact_id, outcome, value, at FROM outcomes ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Outcome {
-                contact_id: r.get(0)?,
-                outcome: r.get(1)?,
-                value: r.get(2)?,
-                at: Timestamp(r.get(3)?),
-            })
-        })?;
+        let rows = stmt.query_map([], |r| outcome(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
