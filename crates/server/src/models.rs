@@ -108,10 +108,15 @@ pub(crate) async fn compare_models(
         let a = points(&champion, &contacts, &known, policy)?;
         let b = points(&challenger, &contacts, &known, policy)?;
         let c = compare(&a, &b, top_share, &Settings::default())?;
+        let values = leadscore_eval::evaluate::outcome_values(
+            outcomes.iter().map(|o| o.outcome.as_str()),
+            &positive,
+        );
         Ok(json!({
             "champion": champion_version,
             "challenger": challenger_version,
             "comparison": c,
+            "outcomes": values,
         }))
     })
     .await

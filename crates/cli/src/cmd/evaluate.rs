@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use leadscore_core::batch::ContactLog;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
-use leadscore_eval::evaluate::{drift, points, report, Known, Points, Policy, Report, Settings};
+use leadscore_eval::evaluate::{
+    drift, outcome_values, points, report, Known, OutcomeValues, Points, Policy, Report, Settings,
+};
 use leadscore_store::Outcome;
 
 use crate::args::Input;
@@ -200,6 +202,12 @@ pub(crate) fn known_from(
     } else {
         labels.positive
     };
+    if labels.event.is_none() {
+        note_values(&outcome_values(
+            outcomes.iter().map(|o| o.outcome.as_str()),
+            positive,
+        ));
+    }
     let known = leadscore_eval::evaluate::outcomes_by_contact(
         outcomes
             .iter()
@@ -207,6 +215,36 @@ pub(crate) fn known_from(
         positive,
     );
     Ok((policy, known))
+}
+
+/// Says on standard error which recorded outcome values count as
+/// converted, and warns about values that look like a conversion but are
+/// not named by `--positive` (a CRM's `Closed Won`).
+fn note_values(values: &OutcomeValues) {
+    let list = |counts: &BTreeMap<String, u64>| {
+        if counts.is_empty() {
+            return "none".to_string();
+        }
+        let mut shown: Vec<String> = counts
+            .iter()
+            .take(8)
+            .map(|(value, n)| format!("{value:?} {n}"))
+            .collect();
+        if counts.len() > 8 {
+            shown.push(format!("and {} more", counts.len() - 8));
+        }
+        shown.join(", ")
+    };
+    eprintln!(
+        "outcomes: converted {}; not converted {}",
+        list(&values.converted),
+        list(&values.not_converted)
+    );
+    for value in &values.suspicious {
+        eprintln!(
+            "warning: outcome {value:?} counts as not converted: if it is a conversion, add it to --positive"
+        );
+    }
 }
 
 /// The points of the input's model and of each of `others`, every contact

@@ -225,3 +225,51 @@ fn train_from_the_store_learns_what_the_files_teach() {
         run(&["--outcomes", &outcomes, policy[0], policy[1]], true)
     );
 }
+
+/// The outcome values are counted on standard error, and a CRM's spelling
+/// of a conversion that `--positive` does not name is flagged.
+#[test]
+fn outcome_values_are_reported_and_closed_won_flagged() {
+    let (dir, events, crm) = crate::harness::generated("60", "60", "4");
+    let ids = first_column(&crm);
+    let mut csv = String::from("contact_id,outcome,at\n");
+    for (n, id) in ids.iter().enumerate() {
+        let outcome = ["won", "lost", "Closed Won"][n % 3];
+        csv.push_str(&format!("{id},{outcome},2030-01-01T00:00:00Z\n"));
+    }
+    let outcomes = dir.path().join("outcomes.csv");
+    std::fs::write(&outcomes, csv).unwrap();
+    let outcomes = outcomes.display().to_string();
+    let model = crate::harness::example("b2b");
+    let run = |positive: &str| {
+        let mut args = vec![
+            "evaluate",
+            "--model",
+            &model,
+            "--events",
+            &events,
+            "--outcomes",
+            &outcomes,
+            "--as-of-policy",
+            "fixed:2029-01-01",
+        ];
+        args.extend(["--positive", positive]);
+        let run = leadscore(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stderr
+    };
+    let (won, lost, closed) = (ids.len().div_ceil(3), (ids.len() + 1) / 3, ids.len() / 3);
+    let stderr = run("won");
+    assert!(
+        stderr.contains(&format!(
+            "outcomes: converted \"won\" {won}; not converted \"Closed Won\" {closed}, \"lost\" {lost}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: outcome \"Closed Won\" counts as not converted"),
+        "{stderr}"
+    );
+    let stderr = run("won,Closed Won");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

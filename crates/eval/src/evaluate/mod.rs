@@ -82,6 +82,48 @@ pub fn outcomes_by_contact<'a>(
     known
 }
 
+/// How recorded outcome values are read: each distinct value (as written)
+/// with its count, converted or not, and the values counted as not
+/// converted that look like a conversion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OutcomeValues {
+    /// Values named in `positive` (any case), with their counts.
+    pub converted: BTreeMap<String, u64>,
+    /// Every other value, with its count.
+    pub not_converted: BTreeMap<String, u64>,
+    /// Values counted as not converted that hold a positive value as a
+    /// word (`Closed Won` when `won` is positive): likely a CRM's
+    /// spelling to add to `--positive`.
+    pub suspicious: Vec<String>,
+}
+
+/// [`OutcomeValues`] of recorded outcome values under `positive`.
+pub fn outcome_values<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    positive: &[String],
+) -> OutcomeValues {
+    let mut found = OutcomeValues::default();
+    for value in values {
+        let side = if positive.iter().any(|p| p.eq_ignore_ascii_case(value)) {
+            &mut found.converted
+        } else {
+            &mut found.not_converted
+        };
+        *side.entry(value.to_string()).or_default() += 1;
+    }
+    found.suspicious = found
+        .not_converted
+        .keys()
+        .filter(|value| {
+            value
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|word| positive.iter().any(|p| p.eq_ignore_ascii_case(word)))
+        })
+        .cloned()
+        .collect();
+    found
+}
+
 /// Evaluation settings.
 #[derive(Debug, Clone)]
 pub struct Settings {

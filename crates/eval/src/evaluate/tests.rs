@@ -189,3 +189,28 @@ fn top_rate_does_not_depend_on_the_order_of_ties() {
         0.5
     );
 }
+
+#[test]
+fn outcome_values_are_counted_and_crm_spellings_of_a_conversion_flagged() {
+    let positive = ["won".to_string(), "converted".to_string()];
+    let values = super::outcome_values(
+        [
+            "won",
+            "Won",
+            "Closed Won",
+            "lost",
+            "Closed Lost",
+            "lost",
+            "converted-later",
+            "wonderful",
+        ],
+        &positive,
+    );
+    assert_eq!(
+        values.converted.into_iter().collect::<Vec<_>>(),
+        [("Won".to_string(), 1), ("won".to_string(), 1)]
+    );
+    assert_eq!(values.not_converted["lost"], 2);
+    assert_eq!(values.not_converted.len(), 5);
+    assert_eq!(values.suspicious, ["Closed Won", "converted-later"]);
+}

@@ -207,8 +207,13 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
         (
             "Comparison".into(),
             object(
-                json!({"champion": count, "challenger": count, "comparison": free}),
-                &["champion", "challenger", "comparison"],
+                json!({"champion": count, "challenger": count, "comparison": free,
+                       "outcomes": object(json!({
+                           "converted": {"type": "object", "additionalProperties": count, "description": "each outcome value counted as converted (`positive`), with its count"},
+                           "not_converted": {"type": "object", "additionalProperties": count},
+                           "suspicious": {"type": "array", "items": text, "description": "values counted as not converted that hold a positive value as a word (`Closed Won`): likely to add to `positive`"},
+                       }), &["converted", "not_converted", "suspicious"])}),
+                &["champion", "challenger", "comparison", "outcomes"],
             ),
         ),
         (

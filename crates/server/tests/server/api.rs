@@ -493,6 +493,20 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["challenger"], version);
     assert_eq!(c["comparison"]["contacts"], 13);
+    // Which recorded values counted as converted.
+    let counted = |side: &str| -> u64 {
+        c["outcomes"][side]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        counted("converted") > 0 && counted("not_converted") > 0,
+        "{c}"
+    );
+    assert_eq!(c["outcomes"]["suspicious"], json!([]), "{c}");
     assert!(
         c["comparison"]["champion_auc"].as_f64().unwrap()
             > c["comparison"]["challenger_auc"].as_f64().unwrap(),
@@ -510,6 +524,10 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
     let store = server.stop();
     use leadscore_eval::evaluate::{compare, outcomes_by_contact, points, Policy, Settings};
     let recorded = store.outcomes().unwrap();
+    assert_eq!(
+        counted("converted") + counted("not_converted"),
+        recorded.len() as u64
+    );
     let known = outcomes_by_contact(
         recorded
             .iter()
