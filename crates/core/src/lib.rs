@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod condition;
+pub mod coverage;
 pub mod event;
 pub mod fold;
 pub mod identity;

@@ -42,7 +42,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .as_deref()
         .unwrap_or(std::path::Path::new(DEFAULT_STORE));
     match args.command {
-        Command::Check { models } => check::run(&models),
+        Command::Check {
+            models,
+            events,
+            as_of,
+        } => check::run(&models, &events, as_of.as_deref()),
         Command::Score {
             input,
             format,

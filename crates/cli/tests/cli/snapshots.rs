@@ -13,6 +13,35 @@ fn check_examples_prints_a_summary_per_model() {
     assert_snapshot!(leadscore(&args).success());
 }
 
+/// `check --events`: each rule's contacts over a real log, rules that
+/// never apply, names no rule reads, and a misspelt event name.
+#[test]
+fn check_runs_a_model_over_a_log() {
+    // Relative to the fixtures, so the snapshot names no machine's path.
+    let b2b = "../../../../../examples/b2b.toml";
+    assert_snapshot!(leadscore(&["check", b2b, "--events", "events.jsonl"]).success());
+    let dir = tempfile::tempdir().unwrap();
+    let misspelt = dir.path().join("misspelt.jsonl");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/fixtures/events.jsonl"),
+    )
+    .unwrap()
+    .replace("Form Submitted", "form_submitted");
+    std::fs::write(&misspelt, text).unwrap();
+    let out = leadscore(&["check", b2b, "--events", &misspelt.display().to_string()]).success();
+    assert!(
+        out.contains("warning: \"form_submitted\" (")
+            && out.contains("rules read \"Form Submitted\": a different spelling?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("never: no \"Form Submitted\" in the log"),
+        "{out}"
+    );
+    let usage = leadscore(&["check", b2b, "--as-of", "2025-01-01"]);
+    assert_eq!(usage.code, 2, "--as-of needs --events");
+}
+
 #[test]
 fn check_reports_model_errors_with_places() {
     for bad in [

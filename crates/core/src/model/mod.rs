@@ -432,6 +432,11 @@ impl Model {
         self.dispatch = dispatch;
     }
 
+    /// Every event name some rule concerns (`$page`, `$screen` for those).
+    pub fn event_names(&self) -> impl Iterator<Item = &str> {
+        self.names.keys().map(String::as_str)
+    }
+
     /// The interned id of an event name, if any rule concerns it.
     pub fn event_id(&self, name: &str) -> Option<EventId> {
         self.names.get(name).copied()
