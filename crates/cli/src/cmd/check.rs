@@ -86,22 +86,11 @@ fn coverage(model: &Model, contacts: &[ContactLog], t: Timestamp) -> Result<Stri
         )?;
     }
     if !coverage.unread.is_empty() {
-        let shown: Vec<String> = coverage
-            .unread
-            .iter()
-            .take(10)
-            .map(|(name, n)| format!("{name:?} {n}"))
-            .collect();
-        let more = coverage.unread.len().saturating_sub(10);
+        let unread = coverage.unread.iter().map(|(name, n)| (name.as_str(), *n));
         writeln!(
             out,
-            "  events no rule reads: {}{}",
-            shown.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
+            "  events no rule reads: {}",
+            super::counted(unread, 10)
         )?;
     }
     for miss in &coverage.near_misses {

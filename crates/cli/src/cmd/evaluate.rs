@@ -222,18 +222,7 @@ pub(crate) fn known_from(
 /// not named by `--positive` (a CRM's `Closed Won`).
 fn note_values(values: &OutcomeValues) {
     let list = |counts: &BTreeMap<String, u64>| {
-        if counts.is_empty() {
-            return "none".to_string();
-        }
-        let mut shown: Vec<String> = counts
-            .iter()
-            .take(8)
-            .map(|(value, n)| format!("{value:?} {n}"))
-            .collect();
-        if counts.len() > 8 {
-            shown.push(format!("and {} more", counts.len() - 8));
-        }
-        shown.join(", ")
+        super::counted(counts.iter().map(|(value, n)| (value.as_str(), *n)), 8)
     };
     eprintln!(
         "outcomes: converted {}; not converted {}",

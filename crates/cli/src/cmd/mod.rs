@@ -346,6 +346,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Writes text to stdout, returning an error (never panicking) when stdout is
 /// closed; `main` treats a closed pipe as a normal end.
+/// `"name" count` pairs joined by commas, the first `shown` of them and
+/// how many more ("none" when empty).
+pub fn counted<'a>(items: impl ExactSizeIterator<Item = (&'a str, u64)>, shown: usize) -> String {
+    let total = items.len();
+    if total == 0 {
+        return "none".to_string();
+    }
+    let mut text: Vec<String> = items
+        .take(shown)
+        .map(|(name, n)| format!("{name:?} {n}"))
+        .collect();
+    if total > shown {
+        text.push(format!("and {} more", total - shown));
+    }
+    text.join(", ")
+}
+
 pub fn emit(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
