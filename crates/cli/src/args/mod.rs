@@ -29,17 +29,21 @@ pub enum Command {
     /// Validate scoring models; print a summary per model or errors with places, and with
     /// --events how each rule meets a real log.
     #[command(
-        after_help = "With --events, each valid model is run over the log as of its latest message (or --as-of): the\ncontacts each rule gives points to or excludes, rules that never apply, event names no rule\nreads, and names a rule would read if spelt its way (`form submitted` for `Form Submitted`).\n\nExamples:\n  leadscore check examples/b2b.toml\n  leadscore check models/*.toml\n  leadscore check new.toml --events last-90-days.jsonl"
+        after_help = "With --events (or --store), each valid model is run over the log as of its latest message (or --as-of): the\ncontacts each rule gives points to or excludes, rules that never apply, event names no rule\nreads, and names a rule would read if spelt its way (`form submitted` for `Form Submitted`).\n\nExamples:\n  leadscore check examples/b2b.toml\n  leadscore check models/*.toml\n  leadscore check new.toml --events last-90-days.jsonl\n  leadscore check new.toml --store --as-of 2025-06-01"
     )]
     Check {
         /// Model files (TOML).
         #[arg(required = true)]
         models: Vec<PathBuf>,
         /// Segment JSON lines to run each model over (repeat; `-` reads stdin).
-        #[arg(long)]
+        #[arg(long, group = "log")]
         events: Vec<PathBuf>,
-        /// With --events: the time rules are looked at (default: the log's latest message).
-        #[arg(long, requires = "events")]
+        /// Run each model over the store's log instead (one contact at a time).
+        #[arg(long, group = "log")]
+        store: bool,
+        /// With --events or --store: the time rules are looked at (default: the log's latest
+        /// message; for the store, now).
+        #[arg(long, requires = "log")]
         as_of: Option<String>,
     },
     /// Score every contact of an event log as of a time (CSV or JSON lines on stdout).

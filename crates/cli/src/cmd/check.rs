@@ -2,7 +2,7 @@
 //! meets a real log.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -13,9 +13,24 @@ use leadscore_core::time::Timestamp;
 
 use crate::load;
 
-pub fn run(models: &[PathBuf], events: &[PathBuf], as_of: Option<&str>) -> Result<ExitCode> {
-    // The log is read once, for every model.
-    let log = if events.is_empty() {
+/// Where the log to run the models over comes from.
+enum Log {
+    /// Event files, read once for every model.
+    Files(Vec<ContactLog>, Timestamp),
+    /// The store's log, read one contact at a time for each model.
+    Store(Box<dyn leadscore_store::Store>, Timestamp),
+}
+
+pub fn run(
+    models: &[PathBuf],
+    events: &[PathBuf],
+    store: Option<&Path>,
+    as_of: Option<&str>,
+) -> Result<ExitCode> {
+    let log = if let Some(db) = store {
+        let t = load::as_of(as_of)?;
+        Some(Log::Store(crate::store::open_existing(db)?, t))
+    } else if events.is_empty() {
         None
     } else {
         let (messages, skipped) = load::messages(events, false)?;
@@ -25,7 +40,10 @@ pub fn run(models: &[PathBuf], events: &[PathBuf], as_of: Option<&str>) -> Resul
             Some(text) => load::as_of(Some(text))?,
             None => latest.unwrap_or(Timestamp(0)),
         };
-        Some((contacts_as_of_chunks(messages, Vec::new(), t), t))
+        Some(Log::Files(
+            contacts_as_of_chunks(messages, Vec::new(), t),
+            t,
+        ))
     };
     let mut ok = true;
     for path in models {
@@ -40,8 +58,20 @@ pub fn run(models: &[PathBuf], events: &[PathBuf], as_of: Option<&str>) -> Resul
                 if !model.triggers.is_empty() {
                     text += "  note: in a store, triggers record firings into the outbox, delivered by `leadscore serve` or `leadscore outbox deliver` (docs/triggers.md); `leadscore triggers` simulates them offline\n";
                 }
-                if let Some((contacts, t)) = &log {
-                    text += &coverage(&model, contacts, *t)?;
+                match &log {
+                    None => {}
+                    Some(Log::Files(contacts, t)) => {
+                        let mut coverage = Coverage::new(&model);
+                        coverage.add(&model, contacts, *t);
+                        text += &report(&model, coverage, *t)?;
+                    }
+                    Some(Log::Store(store, t)) => {
+                        let mut coverage = Coverage::new(&model);
+                        load::blocks(store.as_ref(), Vec::new(), *t, &mut |block| {
+                            coverage.add(&model, &block, *t)
+                        })?;
+                        text += &report(&model, coverage, *t)?;
+                    }
                 }
                 super::emit(&text)?
             }
@@ -58,11 +88,9 @@ pub fn run(models: &[PathBuf], events: &[PathBuf], as_of: Option<&str>) -> Resul
     })
 }
 
-/// The report of [`Coverage`]: each rule's contacts, the names no rule
+/// The report of a [`Coverage`]: each rule's contacts, the names no rule
 /// reads, and the names that look like a rule's misspelt.
-fn coverage(model: &Model, contacts: &[ContactLog], t: Timestamp) -> Result<String> {
-    let mut coverage = Coverage::new(model);
-    coverage.add(model, contacts, t);
+fn report(model: &Model, coverage: Coverage, t: Timestamp) -> Result<String> {
     let coverage = coverage.finish(model);
     let mut out = String::new();
     writeln!(

@@ -45,8 +45,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Check {
             models,
             events,
+            store,
             as_of,
-        } => check::run(&models, &events, as_of.as_deref()),
+        } => check::run(&models, &events, store.then_some(db), as_of.as_deref()),
         Command::Score {
             input,
             format,

@@ -39,7 +39,20 @@ fn check_runs_a_model_over_a_log() {
         "{out}"
     );
     let usage = leadscore(&["check", b2b, "--as-of", "2025-01-01"]);
-    assert_eq!(usage.code, 2, "--as-of needs --events");
+    assert_eq!(usage.code, 2, "--as-of needs --events or --store");
+    // The store's log, read one contact at a time, gives the same report.
+    let db = dir.path().join("ls.db").display().to_string();
+    leadscore(&["--db", &db, "import", "events.jsonl"]).success();
+    let at = ["--as-of", "2025-03-22T08:01:00Z"];
+    let from = |source: &[&str]| {
+        let mut args = vec!["--db", &db, "check", b2b];
+        args.extend(source);
+        args.extend(at);
+        leadscore(&args).success()
+    };
+    let stored = from(&["--store"]);
+    assert!(stored.contains("3 contacts, 14 messages"), "{stored}");
+    assert_eq!(stored, from(&["--events", "events.jsonl"]));
 }
 
 #[test]
