@@ -220,10 +220,10 @@ pub(crate) async fn outcomes(
             at,
         });
     }
-    let count = parsed.len();
-    let added = stored(&handle, move |store| store.add_outcomes(&parsed)).await?;
+    let report = stored(&handle, move |store| store.add_outcomes(&parsed)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"success": true, "recorded": added, "duplicates": count - added})),
+        Json(json!({"success": true, "recorded": report.added,
+                    "duplicates": report.duplicates, "erased": report.erased})),
     ))
 }

@@ -48,7 +48,7 @@ pub use listing::{ScoreQuery, Summary, SummaryBin, SummaryBuilder, SummaryCell};
 pub use postgres::PgStore;
 pub use records::{
     ActivateReport, ContactRecord, EraseReport, Incoming, IngestReport, LedgerEntry, Listed,
-    ModelVersion, Outcome, ScoreFields, Stats, StoredLog,
+    ModelVersion, Outcome, OutcomesReport, ScoreFields, Stats, StoredLog,
 };
 pub use sqlite::SqliteStore;
 
@@ -162,11 +162,11 @@ pub trait Outbox: Send {
 /// keys (their hashes) and background jobs. Every operation is one
 /// transaction, as in [`Store`].
 pub trait Admin: Send {
-    /// Records outcomes and says how many were new: one equal to an outcome
+    /// Records outcomes, in one transaction. One equal to an outcome
     /// already recorded (same contact id, outcome, time and value) is
     /// skipped, so a resent request or a CRM export imported again adds
-    /// nothing.
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize>;
+    /// nothing; so is one naming an erased id, as its events are.
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<OutcomesReport>;
 
     /// Every recorded outcome, in the order recorded.
     fn outcomes(&self) -> Result<Vec<Outcome>>;

@@ -239,6 +239,18 @@ pub struct Stats {
     pub bytes: u64,
 }
 
+/// What [`crate::Admin::add_outcomes`] did with each outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomesReport {
+    /// Recorded.
+    pub added: usize,
+    /// Equal to one already recorded (same contact id, outcome, time and
+    /// value): skipped.
+    pub duplicates: usize,
+    /// Naming an erased (tombstoned) id: skipped, as its events are.
+    pub erased: usize,
+}
+
 /// A sales outcome for a contact (what evaluation checks scores against).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {

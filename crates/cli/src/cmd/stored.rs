@@ -121,11 +121,13 @@ fn add_outcomes(
     if outcomes.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let added = store.add_outcomes(&outcomes)?;
+    let report = store.add_outcomes(&outcomes)?;
     eprintln!(
-        "recorded {added} outcome(s) of {}: {} already recorded",
+        "recorded {} outcome(s) of {}: {} already recorded, {} of erased contacts ignored",
+        report.added,
         outcomes.len(),
-        outcomes.len() - added
+        report.duplicates,
+        report.erased
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -93,8 +93,8 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
         (
             "Recorded".into(),
             object(
-                json!({"success": {"type": "boolean"}, "recorded": count, "duplicates": count}),
-                &["success", "recorded", "duplicates"],
+                json!({"success": {"type": "boolean"}, "recorded": count, "duplicates": count, "erased": count}),
+                &["success", "recorded", "duplicates", "erased"],
             ),
         ),
         (

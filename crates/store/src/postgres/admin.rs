@@ -4,7 +4,10 @@ use leadscore_core::time::Timestamp;
 
 use super::rows::read_key;
 use super::PgStore;
-use crate::{now, ApiKey, Job, JobColumns, JobUpdate, Outcome, Result, Scope, StoreError};
+use crate::{
+    id_hash, now, ApiKey, Job, JobColumns, JobUpdate, Outcome, OutcomesReport, Result, Scope,
+    StoreError,
+};
 
 /// An outcome from the columns `contact_id, outcome, value, at`.
 fn outcome(r: &postgres::Row) -> Outcome {
@@ -17,20 +20,34 @@ fn outcome(r: &postgres::Row) -> Outcome {
 }
 
 impl crate::Admin for PgStore {
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize> {
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<OutcomesReport> {
         self.write(|pg| {
             let recorded = now().0;
-            let mut added = 0;
+            let mut report = OutcomesReport::default();
             for o in outcomes {
-                added += pg.execute(
+                let hash = id_hash(&o.contact_id);
+                if pg.count(
+                    "SELECT count(*) FROM tombstones WHERE id_hash = $1",
+                    &[&hash],
+                )? > 0
+                {
+                    report.erased += 1;
+                    continue;
+                }
+                let added = pg.execute(
                     "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at)
                      SELECT $1::text, $2::text, $3::float8, $4::int8, $5::int8
                      WHERE NOT EXISTS (SELECT 1 FROM outcomes WHERE contact_id = $1
                        AND outcome = $2 AND at = $4 AND value IS NOT DISTINCT FROM $3)",
                     &[&o.contact_id, &o.outcome, &o.value, &o.at.0, &recorded],
                 )?;
+                if added == 1 {
+                    report.added += 1;
+                } else {
+                    report.duplicates += 1;
+                }
             }
-            Ok(added as usize)
+            Ok(report)
         })
     }
 

@@ -5,7 +5,10 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::rows::read_key;
 use super::SqliteStore;
-use crate::{now, ApiKey, Job, JobColumns, JobUpdate, Outcome, Result, Scope, StoreError};
+use crate::{
+    id_hash, now, ApiKey, Job, JobColumns, JobUpdate, Outcome, OutcomesReport, Result, Scope,
+    StoreError,
+};
 
 /// An outcome from the columns `contact_id, outcome, value, at` from
 /// column `first` on.
@@ -19,25 +22,38 @@ fn outcome(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
 }
 
 impl crate::Admin for SqliteStore {
-    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<usize> {
+    fn add_outcomes(&mut self, outcomes: &[Outcome]) -> Result<OutcomesReport> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut added = 0;
+        let mut report = OutcomesReport::default();
         {
-            let mut stmt = tx.prepare_cached(
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO outcomes (contact_id, outcome, value, at, recorded_at)
                  SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM outcomes
                    WHERE contact_id = ?1 AND outcome = ?2 AND at = ?4 AND value IS ?3)",
             )?;
+            let mut erased = tx.prepare_cached("SELECT 1 FROM tombstones WHERE id_hash = ?1")?;
             let recorded = now().0;
             for o in outcomes {
-                added +=
-                    stmt.execute(params![o.contact_id, o.outcome, o.value, o.at.0, recorded])?;
+                if erased.exists([id_hash(&o.contact_id)])? {
+                    report.erased += 1;
+                } else if insert.execute(params![
+                    o.contact_id,
+                    o.outcome,
+                    o.value,
+                    o.at.0,
+                    recorded
+                ])? == 1
+                {
+                    report.added += 1;
+                } else {
+                    report.duplicates += 1;
+                }
             }
         }
         tx.commit()?;
-        Ok(added)
+        Ok(report)
     }
 
     fn outcomes_of(&self, ids: &[String]) -> Result<Vec<Outcome>> {

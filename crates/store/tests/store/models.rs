@@ -71,7 +71,7 @@ fn outcomes_are_kept_in_order() {
                 at: Timestamp::from_seconds(1_700_000_100),
             },
         ];
-        assert_eq!(store.add_outcomes(&outcomes).unwrap(), 2);
+        assert_eq!(store.add_outcomes(&outcomes).unwrap().added, 2);
         assert_eq!(store.outcomes().unwrap(), outcomes);
         // Equal outcomes (also within one call) are recorded once; another
         // value, time or outcome is another outcome.
@@ -80,7 +80,8 @@ fn outcomes_are_kept_in_order() {
         let mut other = outcomes[1].clone();
         other.value = Some(1.0);
         again.push(other.clone());
-        assert_eq!(store.add_outcomes(&again).unwrap(), 1);
+        let report = store.add_outcomes(&again).unwrap();
+        assert_eq!((report.added, report.duplicates), (1, 3));
         let mut later = outcomes[0].clone();
         later.at = Timestamp::from_seconds(1_700_000_001);
         let mut lost = outcomes[0].clone();
@@ -88,7 +89,8 @@ fn outcomes_are_kept_in_order() {
         assert_eq!(
             store
                 .add_outcomes(&[later.clone(), lost.clone(), later.clone()])
-                .unwrap(),
+                .unwrap()
+                .added,
             2
         );
         let mut all = outcomes.clone();

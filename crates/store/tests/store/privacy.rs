@@ -74,6 +74,17 @@ fn erase_removes_everything_and_replays_do_not_resurrect() {
             ])))
             .unwrap();
         assert_eq!(late.erased, 1, "its id is tombstoned");
+        // Outcomes naming an erased id are ignored, as its events are.
+        let report = store
+            .add_outcomes(&[
+                outcome(&ids[0], "won"),
+                outcome("someone-else", "won"),
+                outcome("new-lead", "won"),
+            ])
+            .unwrap();
+        assert_eq!((report.added, report.erased), (1, 2), "{report:?}");
+        assert_eq!(report.duplicates, 0);
+        assert_eq!(store.outcomes().unwrap(), [outcome("new-lead", "won")]);
     }
 }
 
