@@ -81,13 +81,19 @@ impl PastListings {
             .map(|k| k.rows.clone())
     }
 
+    /// The most rows a kept listing may hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.rows
+    }
+
     /// The mark to give [`PastListings::put`] for a listing computed from
     /// now on.
     pub(crate) fn mark(&self) -> u64 {
         self.cleared.load(Ordering::SeqCst)
     }
 
-    /// Keeps a whole listing (`rows`, in `query`'s order) whose computation
+    /// Keeps a listing (`rows`: every row of `query` from its cursor on,
+    /// in its order; later pages only read further on) whose computation
     /// began at `mark` and returns its snapshot number, or `None` when it
     /// is too large to keep or the listings were cleared since.
     pub(crate) fn put(

@@ -118,13 +118,15 @@ pub(crate) async fn scores(
         if let Some(rows) = snapshot.and_then(|n| past.get(n, &query, version)) {
             return Ok(Ok((query.page(&rows), snapshot)));
         }
+        // Every row from the cursor on, up to one more than a kept listing
+        // may hold (memory stays bounded on a large store): when they all
+        // fit, they are kept for the next pages (which all come after).
         let mark = past.mark();
-        let whole = ScoreQuery {
-            after: None,
-            limit: i64::MAX as usize,
+        let rest = ScoreQuery {
+            limit: past.capacity() + 1,
             ..query.clone()
         };
-        let rows = std::sync::Arc::new(store.scores(&whole)?);
+        let rows = std::sync::Arc::new(store.scores(&rest)?);
         let page = query.page(&rows);
         Ok(Ok((page, past.put(&query, version, rows, mark))))
     })
