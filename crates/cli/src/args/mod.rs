@@ -140,7 +140,7 @@ pub enum Command {
         #[arg(long)]
         contacts: Option<PathBuf>,
         /// Sales outcomes to record for `evaluate`, `train` and `GET /api/v1/models/compare`:
-        /// CSV (contact_id,outcome,at[,value]) or JSON lines, as `POST /api/v1/outcomes`.
+        /// CSV (`contact_id,outcome,at[,value]`) or JSON lines, as `POST /api/v1/outcomes`.
         /// An outcome already recorded (same contact id, outcome, time and value) is skipped.
         #[arg(long)]
         outcomes: Option<PathBuf>,
