@@ -217,6 +217,43 @@ pub(crate) fn known_from(
     Ok((policy, known))
 }
 
+/// Which contact ids of the outcomes some contact of the log holds, to
+/// say how many outcomes name an id found nowhere in it (a CRM export keyed
+/// by email against events keyed by user id is evaluated on nobody).
+#[derive(Default)]
+pub(crate) struct Matched(std::collections::BTreeSet<String>);
+
+impl Matched {
+    /// Notes the ids of `contacts` that outcomes name.
+    pub(crate) fn add(&mut self, contacts: &[ContactLog], known: &BTreeMap<String, Known>) {
+        for c in contacts {
+            let ids = std::iter::once(c.id.as_str()).chain(
+                c.messages
+                    .iter()
+                    .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
+                    .flatten(),
+            );
+            for id in ids {
+                if known.contains_key(id) && !self.0.contains(id) {
+                    self.0.insert(id.to_string());
+                }
+            }
+        }
+    }
+
+    /// Says on standard error how many outcomes named no id of the log.
+    pub(crate) fn note(&self, known: &BTreeMap<String, Known>) {
+        let mut unmatched = known.keys().filter(|id| !self.0.contains(*id));
+        if let Some(example) = unmatched.next() {
+            eprintln!(
+                "note: {} of {} contacts with an outcome are not in the log (e.g. {example:?}): they are left out; are the outcomes keyed by another id?",
+                1 + unmatched.count(),
+                known.len()
+            );
+        }
+    }
+}
+
 /// Says on standard error which recorded outcome values count as
 /// converted, and warns about values that look like a conversion but are
 /// not named by `--positive` (a CRM's `Closed Won`).
@@ -252,6 +289,9 @@ fn scored(
         let loaded = load::input(input, db, None)?;
         load::report_skipped(&loaded.skipped);
         let (policy, known) = known(db, labels, &loaded.contacts)?;
+        let mut matched = Matched::default();
+        matched.add(&loaded.contacts, &known);
+        matched.note(&known);
         let models = std::iter::once(loaded.model.as_ref()).chain(others.iter().copied());
         let points = models
             .map(|model| points(model, &loaded.contacts, &known, policy))
@@ -266,7 +306,9 @@ fn scored(
     })?;
     let mut scored = vec![Points::default(); 1 + others.len()];
     let mut failed: Option<String> = None;
+    let mut matched = Matched::default();
     let model = load::store_blocks(input, db, &mut |model, _, block| {
+        matched.add(&block, &known);
         let models = std::iter::once(model).chain(others.iter().copied());
         for (all, model) in scored.iter_mut().zip(models) {
             match points(model, &block, &known, policy) {
@@ -278,6 +320,7 @@ fn scored(
     if let Some(e) = failed {
         bail!(e);
     }
+    matched.note(&known);
     for p in &mut scored {
         p.sort_by_id();
     }

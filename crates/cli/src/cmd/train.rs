@@ -119,6 +119,9 @@ fn from_events(
         let (policy, known) = super::evaluate::known(db, &events.labels, &contacts)?;
         (contacts, policy, known)
     };
+    let mut matched = super::evaluate::Matched::default();
+    matched.add(&contacts, &known);
+    matched.note(&known);
     let (rows, labels, at) =
         leadscore_eval::evaluate::training_rows(&contacts, &known, policy, &extra);
     let score = |model: &leadscore_core::model::Model, i: usize| {

@@ -237,6 +237,8 @@ fn outcome_values_are_reported_and_closed_won_flagged() {
         let outcome = ["won", "lost", "Closed Won"][n % 3];
         csv.push_str(&format!("{id},{outcome},2030-01-01T00:00:00Z\n"));
     }
+    // One keyed by an id the log does not hold.
+    csv.push_str("ghost@example.com,won,2030-01-01T00:00:00Z\n");
     let outcomes = dir.path().join("outcomes.csv");
     std::fs::write(&outcomes, csv).unwrap();
     let outcomes = outcomes.display().to_string();
@@ -258,7 +260,11 @@ fn outcome_values_are_reported_and_closed_won_flagged() {
         assert_eq!(run.code, 0, "{}", run.stderr);
         run.stderr
     };
-    let (won, lost, closed) = (ids.len().div_ceil(3), (ids.len() + 1) / 3, ids.len() / 3);
+    let (won, lost, closed) = (
+        1 + ids.len().div_ceil(3),
+        (ids.len() + 1) / 3,
+        ids.len() / 3,
+    );
     let stderr = run("won");
     assert!(
         stderr.contains(&format!(
@@ -270,6 +276,29 @@ fn outcome_values_are_reported_and_closed_won_flagged() {
         stderr.contains("warning: outcome \"Closed Won\" counts as not converted"),
         "{stderr}"
     );
+    let unknown = format!(
+        "note: 1 of {} contacts with an outcome are not in the log (e.g. \"ghost@example.com\")",
+        ids.len() + 1
+    );
+    assert!(stderr.contains(&unknown), "{stderr}");
     let stderr = run("won,Closed Won");
     assert!(!stderr.contains("warning"), "{stderr}");
+    // The same from the store's log, read one contact at a time.
+    let db = crate::store::store_with(&dir, "b2b", &events, None);
+    let from_store = crate::store::with_db(
+        &db,
+        &[
+            "evaluate",
+            "--outcomes",
+            &outcomes,
+            "--as-of-policy",
+            "fixed:2029-01-01",
+        ],
+    );
+    assert_eq!(from_store.code, 0, "{}", from_store.stderr);
+    assert!(
+        from_store.stderr.contains(&unknown),
+        "{}",
+        from_store.stderr
+    );
 }
