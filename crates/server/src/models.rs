@@ -65,12 +65,19 @@ pub(crate) async fn compare_models(
     // Only contacts with a recorded outcome are compared: their logs, not
     // the whole store's (a million contacts' events do not fit in memory).
     let at = now();
-    let (champion, challenger, contacts, outcomes) = read_heavy(&handle, move |store| {
+    let (champion, challenger, contacts, outcomes, unknown) = read_heavy(&handle, move |store| {
         let outcomes = store.outcomes()?;
         let mut logs = std::collections::BTreeMap::new();
+        // Ids of outcomes that no contact holds (keyed by another id?).
+        let mut unknown = std::collections::BTreeSet::new();
         for o in &outcomes {
-            if let Some(log) = store.contact_messages(&o.contact_id)? {
-                logs.entry(log.contact.clone()).or_insert(log.messages);
+            match store.contact_messages(&o.contact_id)? {
+                Some(log) => {
+                    logs.entry(log.contact.clone()).or_insert(log.messages);
+                }
+                None => {
+                    unknown.insert(o.contact_id.clone());
+                }
             }
         }
         let contacts: Vec<leadscore_core::batch::ContactLog> = logs
@@ -89,6 +96,7 @@ pub(crate) async fn compare_models(
             store.challenger()?,
             contacts,
             outcomes,
+            unknown.len(),
         ))
     })
     .await?;
@@ -117,6 +125,7 @@ pub(crate) async fn compare_models(
             "challenger": challenger_version,
             "comparison": c,
             "outcomes": values,
+            "unknown_contacts": unknown,
         }))
     })
     .await

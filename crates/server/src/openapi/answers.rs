@@ -212,8 +212,15 @@ pub(super) fn answer_schemas() -> Vec<(String, serde_json::Value)> {
                            "converted": {"type": "object", "additionalProperties": count, "description": "each outcome value counted as converted (`positive`), with its count"},
                            "not_converted": {"type": "object", "additionalProperties": count},
                            "suspicious": {"type": "array", "items": text, "description": "values counted as not converted that hold a positive value as a word (`Closed Won`): likely to add to `positive`"},
-                       }), &["converted", "not_converted", "suspicious"])}),
-                &["champion", "challenger", "comparison", "outcomes"],
+                       }), &["converted", "not_converted", "suspicious"]),
+                       "unknown_contacts": {"type": "integer", "minimum": 0, "description": "ids with a recorded outcome that no contact holds (outcomes keyed by another id?): left out"}}),
+                &[
+                    "champion",
+                    "challenger",
+                    "comparison",
+                    "outcomes",
+                    "unknown_contacts",
+                ],
             ),
         ),
         (

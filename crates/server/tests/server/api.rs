@@ -461,7 +461,11 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
         &json!({"batch": others}),
     );
     assert_eq!(status, 200);
-    let outcome = json!({"contact_id": "anon-s", "outcome": "won", "at": "2025-04-01T00:00:00Z"});
+    // And one keyed by an id no contact holds: left out, and counted.
+    let outcome = json!({"outcomes": [
+        {"contact_id": "anon-s", "outcome": "won", "at": "2025-04-01T00:00:00Z"},
+        {"contact_id": "ghost@example.com", "outcome": "won", "at": "2025-04-01T00:00:00Z"},
+    ]});
     assert_eq!(
         server
             .post("/api/v1/outcomes", &basic(&server.write_key), &outcome)
@@ -507,6 +511,7 @@ fn a_challenger_is_compared_in_shadow_on_recorded_outcomes() {
         "{c}"
     );
     assert_eq!(c["outcomes"]["suspicious"], json!([]), "{c}");
+    assert_eq!(c["unknown_contacts"], 1, "{c}");
     assert!(
         c["comparison"]["champion_auc"].as_f64().unwrap()
             > c["comparison"]["challenger_auc"].as_f64().unwrap(),
