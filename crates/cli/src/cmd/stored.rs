@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use leadscore_core::event::Message;
+use leadscore_core::time::Timestamp;
 use leadscore_input::{for_each_chunk, read_contacts_mapped, ColumnMap, ReadOptions, Skipped};
 use leadscore_store::{Incoming, IngestReport, ScoreQuery};
 use rayon::prelude::*;
@@ -56,20 +57,14 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
     // Two stages: this thread reads and prepares messages (in parallel),
     // a writer thread commits them, so parsing overlaps the transactions.
     let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(2);
-    let now = leadscore_store::now();
-    let (mut future, mut latest) = (0u64, None);
+    let mut dates = OddDates::new(leadscore_store::now());
     let (total, skipped) = std::thread::scope(|scope| -> Result<(IngestReport, Skipped)> {
         let writer = scope.spawn(|| -> Result<IngestReport> {
             let mut total = IngestReport::default();
             let mut committed: u64 = 0;
             for batch in received {
-                for m in batch
-                    .iter()
-                    .map(|i| &i.message)
-                    .filter(|m| m.timestamp > now)
-                {
-                    future += 1;
-                    latest = latest.max(Some(m.timestamp));
+                for i in &batch {
+                    dates.see(i.message.timestamp);
                 }
                 let report = store.ingest(batch)?;
                 committed += report.accepted + report.duplicates + report.replaced + report.erased;
@@ -104,12 +99,52 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
         total.ledger_entries,
         if total.scored { "" } else { " (not scored: no active model)" },
     );
-    if let Some(latest) = latest {
-        eprintln!(
-            "note: {future} message(s) are dated after now, the latest {latest}: they count in scores from those dates on (a wrong year?)"
-        );
-    }
+    dates.note();
     add_outcomes(store.as_mut(), outcomes.unwrap_or_default())
+}
+
+/// Messages dated after the import's start or before 2000: a wrong year,
+/// or seconds read as milliseconds (1970), said once at the end.
+struct OddDates {
+    now: Timestamp,
+    future: (u64, Option<Timestamp>),
+    ancient: (u64, Option<Timestamp>),
+}
+
+/// 2000-01-01T00:00:00Z: no marketing event of a real log is older.
+const ANCIENT: Timestamp = Timestamp(946_684_800_000_000_000);
+
+impl OddDates {
+    fn new(now: Timestamp) -> OddDates {
+        OddDates {
+            now,
+            future: (0, None),
+            ancient: (0, None),
+        }
+    }
+
+    fn see(&mut self, t: Timestamp) {
+        if t > self.now {
+            self.future.0 += 1;
+            self.future.1 = self.future.1.max(Some(t));
+        } else if t < ANCIENT {
+            self.ancient.0 += 1;
+            self.ancient.1 = Some(self.ancient.1.map_or(t, |e| e.min(t)));
+        }
+    }
+
+    fn note(&self) {
+        if let (n, Some(latest)) = self.future {
+            eprintln!(
+                "note: {n} message(s) are dated after now, the latest {latest}: they count in scores from those dates on (a wrong year?)"
+            );
+        }
+        if let (n, Some(earliest)) = self.ancient {
+            eprintln!(
+                "note: {n} message(s) are dated before 2000, the earliest {earliest}: a timestamp in seconds read as milliseconds, or a default date?"
+            );
+        }
+    }
 }
 
 /// Records `import --outcomes` in the store (one transaction), saying how

@@ -414,11 +414,18 @@ fn importing_again_changes_nothing_and_says_so() {
         "{}",
         again.stderr
     );
-    // A message dated after now (a wrong year) is stored, and said.
+    assert!(!again.stderr.contains("before 2000"), "{}", again.stderr);
+    // A message dated after now (a wrong year) is stored, and said; so are
+    // messages from 1970 (seconds read as milliseconds).
     let typo = dir.path().join("typo.jsonl");
     std::fs::write(
         &typo,
-        r#"{"type":"track","userId":"u1","event":"Order Completed","messageId":"typo-1","timestamp":"2099-01-01T00:00:00Z"}"#,
+        [
+            r#"{"type":"track","userId":"u1","event":"Order Completed","messageId":"typo-1","timestamp":"2099-01-01T00:00:00Z"}"#,
+            r#"{"type":"track","userId":"u1","event":"Order Completed","messageId":"typo-2","timestamp":"1970-01-21T03:33:20Z"}"#,
+            r#"{"type":"track","userId":"u1","event":"Order Completed","messageId":"typo-3","timestamp":"1970-01-20T00:00:00Z"}"#,
+        ]
+        .join("\n"),
     )
     .unwrap();
     let imported = with_db(&db, &["import", &typo.display().to_string()]);
@@ -426,6 +433,13 @@ fn importing_again_changes_nothing_and_says_so() {
         imported
             .stderr
             .contains("1 message(s) are dated after now, the latest 2099-01-01T00:00:00Z"),
+        "{}",
+        imported.stderr
+    );
+    assert!(
+        imported
+            .stderr
+            .contains("2 message(s) are dated before 2000, the earliest 1970-01-20T00:00:00Z"),
         "{}",
         imported.stderr
     );
