@@ -45,6 +45,24 @@ impl FutureLimit {
             limit
         ))
     }
+
+    /// What to say about a message's timestamp: moved back to the receive
+    /// time ([`FutureLimit::apply`]), or kept but implausibly old (before
+    /// 2000: epoch seconds read as milliseconds land in January 1970,
+    /// where every point has long decayed).
+    fn check(self, message: &mut Message, received: Timestamp) -> Option<String> {
+        if let Some(moved) = self.apply(message, received) {
+            return Some(moved);
+        }
+        if message.timestamp >= leadscore_store::IMPLAUSIBLY_OLD {
+            return None;
+        }
+        metrics::counter!("leadscore_messages_old_timestamps_total").increment(1);
+        Some(format!(
+            "{} is before 2000: stored as sent (a timestamp in seconds read as milliseconds?)",
+            message.timestamp
+        ))
+    }
 }
 
 pub(crate) async fn single(
@@ -58,7 +76,7 @@ pub(crate) async fn single(
     let received = now();
     let mut message =
         Message::from_json(value, Some(kind), Some(received)).map_err(|e| ApiError::message(&e))?;
-    let warning = future.apply(&mut message, received);
+    let warning = future.check(&mut message, received);
     handle.ingest(vec![Incoming::new(message)]).await?;
     Ok(Json(match warning {
         None => json!({"success": true}),
@@ -142,7 +160,7 @@ async fn ingest_batch(
     for (index, item) in items.into_iter().enumerate() {
         match Message::from_json(item, None, Some(received)) {
             Ok(mut message) => {
-                if let Some(w) = future.apply(&mut message, received) {
+                if let Some(w) = future.check(&mut message, received) {
                     warnings.push(json!({"index": index, "field": "timestamp", "warning": w}));
                 }
                 messages.push(Incoming::new(message));

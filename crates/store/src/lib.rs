@@ -423,6 +423,11 @@ pub fn open(target: &std::path::Path) -> Result<Box<dyn Store>> {
     }
 }
 
+/// 2000-01-01T00:00:00Z. No event of a marketing log is older: a message
+/// dated before it most likely had epoch seconds read as milliseconds
+/// (January 1970) or a default date, and `import` and the server say so.
+pub const IMPLAUSIBLY_OLD: Timestamp = Timestamp(946_684_800_000_000_000);
+
 /// Hash of an id as kept in tombstones (the id itself is not kept).
 pub fn id_hash(id: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes()))

@@ -111,9 +111,6 @@ struct OddDates {
     ancient: (u64, Option<Timestamp>),
 }
 
-/// 2000-01-01T00:00:00Z: no marketing event of a real log is older.
-const ANCIENT: Timestamp = Timestamp(946_684_800_000_000_000);
-
 impl OddDates {
     fn new(now: Timestamp) -> OddDates {
         OddDates {
@@ -127,7 +124,7 @@ impl OddDates {
         if t > self.now {
             self.future.0 += 1;
             self.future.1 = self.future.1.max(Some(t));
-        } else if t < ANCIENT {
+        } else if t < leadscore_store::IMPLAUSIBLY_OLD {
             self.ancient.0 += 1;
             self.ancient.1 = Some(self.ancient.1.map_or(t, |e| e.min(t)));
         }

@@ -417,7 +417,8 @@ fn browsers_may_send_events_from_allowed_origins_only() {
 
 /// A timestamp ahead of the server's clock by more than `max_future` (5
 /// minutes by default) comes from a clock running ahead: it is stored at
-/// the receive time and the answer says so; one within the limit is kept.
+/// the receive time and the answer says so; one within the limit is kept,
+/// and one before 2000 is kept with a warning.
 #[test]
 fn timestamps_ahead_of_the_servers_clock_are_stored_at_receive_time() {
     use leadscore_core::time::{Duration, Timestamp};
@@ -438,6 +439,7 @@ fn timestamps_ahead_of_the_servers_clock_are_stored_at_receive_time() {
         typed(track("carol", "f2", "Form Submitted")),
         {"type": "track", "userId": "carol", "event": "A", "messageId": "f3", "timestamp": ahead(60)},
         {"type": "track", "userId": "carol", "event": "A", "messageId": "f4", "timestamp": ahead(3_600)},
+        {"type": "track", "userId": "carol", "event": "A", "messageId": "f5", "timestamp": "1970-01-21T03:33:20Z"},
     ]});
     let (status, body) = server.post("/v1/batch", &basic(&server.write_key), &batch);
     assert_eq!(status, 200, "{body}");
@@ -447,7 +449,12 @@ fn timestamps_ahead_of_the_servers_clock_are_stored_at_receive_time() {
         .iter()
         .map(|w| &w["index"])
         .collect();
-    assert_eq!(indexes, [&json!(2)], "{body}");
+    assert_eq!(indexes, [&json!(2), &json!(3)], "{body}");
+    let old = body["warnings"][1]["warning"].as_str().unwrap();
+    assert!(
+        old.starts_with("1970-01-21T03:33:20Z is before 2000: stored as sent"),
+        "{old}"
+    );
     assert!(body.get("errors").is_none(), "{body}");
     let after = leadscore_store::now();
     let store = server.stop();
@@ -457,6 +464,7 @@ fn timestamps_ahead_of_the_servers_clock_are_stored_at_receive_time() {
         assert!(before <= at(id) && at(id) <= after, "{id} at {}", at(id));
     }
     assert_eq!(at("f2"), Timestamp::parse("2025-03-01T10:00:00Z").unwrap());
+    assert_eq!(at("f5").to_string(), "1970-01-21T03:33:20Z", "old: kept");
     assert_eq!(
         at("f3").to_string(),
         ahead(60),
