@@ -2,11 +2,14 @@
 //! rule gives points to (or excludes), which event names in the log no
 //! rule reads, and which of those differ from a name a rule reads only in
 //! case, spaces or punctuation (`Form submitted` against `Form Submitted`:
-//! a rule that would silently never fire).
+//! a rule that would silently never fire); likewise the trait and company
+//! keys contact rules read that the log never sets (`traits.country`
+//! against identifies that send `Country`).
 
 use std::collections::BTreeMap;
 
 use crate::batch::ContactLog;
+use crate::event::MessageKind;
 use crate::model::Model;
 use crate::time::Timestamp;
 
@@ -27,8 +30,28 @@ pub struct Coverage {
     /// Unread names that equal a name rules read but for case, spaces and
     /// punctuation (filled by [`Coverage::finish`]).
     pub near_misses: Vec<NearMiss>,
+    /// Keys of `traits`/`company` that exclusion and fit rules read and no
+    /// identify (group) of the log sets, each with the rules reading it and
+    /// a key of the log equal to it but for case, spaces and punctuation
+    /// (filled by [`Coverage::finish`]).
+    pub unset_fields: Vec<UnsetField>,
     /// Message counts per event name (`$page`, `$screen` for those).
     names: BTreeMap<String, u64>,
+    /// Keys set by identify (`traits`) and group (`company`) calls.
+    fields: BTreeMap<(&'static str, String), u64>,
+}
+
+/// A key contact rules read that the log never sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsetField {
+    /// `traits` or `company`.
+    pub object: &'static str,
+    /// The key.
+    pub key: String,
+    /// Ids of the rules reading it.
+    pub rules: Vec<String>,
+    /// A key the log sets that differs only in spelling, with its calls.
+    pub near: Option<(String, u64)>,
 }
 
 /// One rule and the contacts it applied to.
@@ -103,7 +126,9 @@ impl Coverage {
             rules,
             unread: Vec::new(),
             near_misses: Vec::new(),
+            unset_fields: Vec::new(),
             names: BTreeMap::new(),
+            fields: BTreeMap::new(),
         }
     }
 
@@ -123,6 +148,17 @@ impl Coverage {
                     None => {
                         self.names.insert(name.to_string(), 1);
                     }
+                }
+            }
+            let set = contact.messages.iter().filter_map(|m| match m.kind {
+                MessageKind::Identify => Some(("traits", &m.traits)),
+                MessageKind::Group => Some(("company", &m.traits)),
+                _ => None,
+            });
+            let base = contact.base_traits.iter().map(|t| ("traits", t));
+            for (object, map) in set.chain(base) {
+                for key in map.keys() {
+                    *self.fields.entry((object, key.clone())).or_default() += 1;
                 }
             }
             let (_, explanation) = contact.explain_as_of(model, t);
@@ -172,6 +208,39 @@ impl Coverage {
             })
             .collect();
         self.unread = unread;
+        // Keys exclusion and fit rules read, with the rules reading them.
+        let mut read: BTreeMap<(&'static str, String), Vec<String>> = BTreeMap::new();
+        let conditions = (model.exclusions.iter().map(|r| (&r.id, &r.when))).chain(
+            model
+                .fits
+                .iter()
+                .flat_map(|r| r.cases.iter().map(move |(c, _)| (&r.id, c))),
+        );
+        for (id, condition) in conditions {
+            for field in condition.fields_read() {
+                let rules = read.entry(field).or_default();
+                if !rules.contains(id) {
+                    rules.push(id.clone());
+                }
+            }
+        }
+        self.unset_fields = read
+            .into_iter()
+            .filter(|(field, _)| !self.fields.contains_key(field))
+            .map(|((object, key), rules)| {
+                let near = self
+                    .fields
+                    .iter()
+                    .find(|((o, k), _)| *o == object && folded(k) == folded(&key))
+                    .map(|((_, k), n)| (k.clone(), *n));
+                UnsetField {
+                    object,
+                    key,
+                    rules,
+                    near,
+                }
+            })
+            .collect();
         self
     }
 
@@ -190,6 +259,12 @@ mod tests {
     fn message(user: &str, id: &str, event: &str) -> Message {
         let value = serde_json::json!({"type": "track", "userId": user, "event": event,
             "messageId": id, "timestamp": "2025-03-01T10:00:00Z"});
+        Message::from_json(value, None, None).unwrap()
+    }
+
+    fn identify(user: &str, id: &str, traits: serde_json::Value) -> Message {
+        let value = serde_json::json!({"type": "identify", "userId": user, "traits": traits,
+            "messageId": id, "timestamp": "2025-03-01T09:00:00Z"});
         Message::from_json(value, None, None).unwrap()
     }
 
@@ -212,6 +287,14 @@ points = 10
 id = "webinar"
 event = "Webinar Attended"
 points = 5
+[[fit]]
+id = "country"
+when = 'traits.country == "DE" || has(traits.email)'
+points = 10
+[[fit]]
+id = "size"
+when = 'company.employees > 100'
+points = 10
 "#,
         )
         .unwrap();
@@ -223,6 +306,11 @@ points = 5
             message("c", "5", "Unsubscribed"),
             message("d", "6", "Email Opened"),
             message("d", "7", "Email Opened"),
+            identify(
+                "a",
+                "8",
+                serde_json::json!({"Country": "DE", "email": "a@x"}),
+            ),
         ];
         let t = Timestamp::from_seconds(1_741_000_000);
         let mut coverage = Coverage::new(&model);
@@ -230,7 +318,7 @@ points = 5
         coverage.add(&model, &contacts[..2], t);
         coverage.add(&model, &contacts[2..], t);
         let coverage = coverage.finish(&model);
-        assert_eq!((coverage.contacts, coverage.messages), (4, 7));
+        assert_eq!((coverage.contacts, coverage.messages), (4, 8));
         let used: Vec<(&str, &str, u64)> = coverage
             .rules
             .iter()
@@ -240,6 +328,8 @@ points = 5
             used,
             [
                 ("exclude", "unsub", 1),
+                ("fit", "country", 1),
+                ("fit", "size", 0),
                 ("engagement", "form", 2),
                 ("engagement", "webinar", 0)
             ]
@@ -260,5 +350,22 @@ points = 5
             }]
         );
         assert_eq!(coverage.messages_named("Webinar Attended"), 0);
+        assert_eq!(
+            coverage.unset_fields,
+            [
+                UnsetField {
+                    object: "company",
+                    key: "employees".into(),
+                    rules: vec!["size".into()],
+                    near: None
+                },
+                UnsetField {
+                    object: "traits",
+                    key: "country".into(),
+                    rules: vec!["country".into()],
+                    near: Some(("Country".into(), 1))
+                },
+            ]
+        );
     }
 }

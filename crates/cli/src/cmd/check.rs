@@ -121,6 +121,30 @@ fn report(model: &Model, coverage: Coverage, t: Timestamp) -> Result<String> {
             super::counted(unread, 10)
         )?;
     }
+    let never: Vec<String> = coverage
+        .unset_fields
+        .iter()
+        .filter(|f| f.near.is_none())
+        .map(|f| format!("{}.{} ({})", f.object, f.key, f.rules.join(", ")))
+        .collect();
+    if !never.is_empty() {
+        writeln!(
+            out,
+            "  read by rules, set by nothing in the log: {}",
+            never.join(", ")
+        )?;
+    }
+    for field in &coverage.unset_fields {
+        if let Some((near, calls)) = &field.near {
+            writeln!(
+                out,
+                "  warning: {obj}.{key} (read by {rules}) is set by nothing in the log, {obj}.{near} is ({calls} calls): a different spelling?",
+                obj = field.object,
+                key = field.key,
+                rules = field.rules.join(", "),
+            )?;
+        }
+    }
     for miss in &coverage.near_misses {
         writeln!(
             out,

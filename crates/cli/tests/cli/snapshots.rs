@@ -26,7 +26,8 @@ fn check_runs_a_model_over_a_log() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/fixtures/events.jsonl"),
     )
     .unwrap()
-    .replace("Form Submitted", "form_submitted");
+    .replace("Form Submitted", "form_submitted")
+    .replace("\"job_title\"", "\"Job Title\"");
     std::fs::write(&misspelt, text).unwrap();
     let out = leadscore(&["check", b2b, "--events", &misspelt.display().to_string()]).success();
     assert!(
@@ -36,6 +37,10 @@ fn check_runs_a_model_over_a_log() {
     );
     assert!(
         out.contains("never: no \"Form Submitted\" in the log"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: traits.job_title (read by decision-maker) is set by nothing in the log, traits.Job Title is (1 calls): a different spelling?"),
         "{out}"
     );
     let usage = leadscore(&["check", b2b, "--as-of", "2025-01-01"]);

@@ -284,6 +284,40 @@ impl Condition {
     }
 }
 
+impl Condition {
+    /// The top-level keys of `traits` and `company` the condition reads
+    /// by name (`traits.country`, `has(company.employees)`,
+    /// `traits["job title"]`), as `("traits" | "company", key)`, sorted.
+    pub fn fields_read(&self) -> Vec<(&'static str, String)> {
+        fn object(node: &Node) -> Option<&'static str> {
+            match node {
+                Node::Var(Var::Traits) => Some("traits"),
+                Node::Var(Var::Company) => Some("company"),
+                _ => None,
+            }
+        }
+        fn visit(node: &Node, out: &mut Vec<(&'static str, String)>) {
+            let found = match node {
+                Node::Path(Var::Traits, path) => path.first().map(|f| ("traits", f.clone())),
+                Node::Path(Var::Company, path) => path.first().map(|f| ("company", f.clone())),
+                Node::Select(x, f) | Node::Has(x, f) => object(x).map(|o| (o, f.clone())),
+                Node::Index(x, key) => match (object(x), key.as_ref()) {
+                    (Some(o), Node::Literal(Literal::Str(f))) => Some((o, f.clone())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            out.extend(found);
+            node.for_each_child(&mut |child| visit(child, out));
+        }
+        let mut out = Vec::new();
+        visit(&self.root, &mut out);
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Comprehension {
     range: Node,

@@ -281,3 +281,26 @@ fn label_names_are_found_wherever_they_are_compared() {
         ]
     );
 }
+
+#[test]
+fn the_trait_and_company_keys_a_condition_reads_are_listed() {
+    let c = check(
+        r#"traits.country == "DE" && has(company.employees) && traits["job title"].startsWith("VP")
+           && traits.address.city == "Berlin" && [1, 2].exists(x, x > company.size)
+           && properties.plan == "pro""#,
+        Place::Event,
+    )
+    .unwrap();
+    let fields = c.fields_read();
+    let read: Vec<(&str, &str)> = fields.iter().map(|(o, f)| (*o, f.as_str())).collect();
+    assert_eq!(
+        read,
+        [
+            ("company", "employees"),
+            ("company", "size"),
+            ("traits", "address"),
+            ("traits", "country"),
+            ("traits", "job title"),
+        ]
+    );
+}
