@@ -103,6 +103,10 @@ pub fn import(db: &Path, args: Import<'_>) -> Result<ExitCode> {
     add_outcomes(store.as_mut(), outcomes.unwrap_or_default())
 }
 
+/// The time of the identify calls made of a contacts file's rows: before
+/// any event, on purpose (so not an odd date).
+const CONTACT_ROWS: Timestamp = Timestamp(0);
+
 /// Messages dated after the import's start or before 2000: a wrong year,
 /// or seconds read as milliseconds (1970), said once at the end.
 struct OddDates {
@@ -124,7 +128,7 @@ impl OddDates {
         if t > self.now {
             self.future.0 += 1;
             self.future.1 = self.future.1.max(Some(t));
-        } else if t < leadscore_store::IMPLAUSIBLY_OLD {
+        } else if t < leadscore_store::IMPLAUSIBLY_OLD && t != CONTACT_ROWS {
             self.ancient.0 += 1;
             self.ancient.1 = Some(self.ancient.1.map_or(t, |e| e.min(t)));
         }
@@ -249,7 +253,7 @@ fn column_map(options: &[String]) -> Result<ColumnMap> {
 /// derived message id makes re-importing the same row a duplicate.
 fn contact_identify(id: &str, traits: serde_json::Map<String, Value>) -> Result<Message> {
     Message::from_json(
-        json!({"type": "identify", "userId": id, "traits": traits, "timestamp": "1970-01-01T00:00:00Z"}),
+        json!({"type": "identify", "userId": id, "traits": traits, "timestamp": CONTACT_ROWS.to_string()}),
         None,
         None,
     )
