@@ -14,7 +14,7 @@ use leadscore_core::time::{Duration, Timestamp};
 use leadscore_synth::{write_events, Config};
 use serde_json::json;
 
-use super::stored::{import, Import};
+use super::import::{run as import, Import};
 
 pub(super) fn import_into(db: &Path, events: &Path) -> Result<f64> {
     let started = Instant::now();

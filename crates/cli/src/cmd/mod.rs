@@ -11,6 +11,7 @@ mod demo;
 mod evaluate;
 mod explain;
 mod generate;
+mod import;
 mod model;
 mod outbox;
 mod score;
@@ -90,9 +91,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             skip_invalid,
             batch,
             report_commits,
-        } => stored::import(
+        } => import::run(
             db,
-            stored::Import {
+            import::Import {
                 files: &files,
                 contacts: contacts.as_deref(),
                 outcomes: outcomes.as_deref(),
