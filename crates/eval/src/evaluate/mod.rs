@@ -17,9 +17,11 @@ use crate::metrics::{
 
 mod compare;
 mod drift;
+mod outcomes;
 
 pub use compare::{check_top_share, compare, top_rate, Comparison};
 pub use drift::{drift, Window};
+pub use outcomes::{outcome_of, outcome_values, outcomes_by_contact, Known, OutcomeValues};
 
 /// When each contact is scored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,80 +50,6 @@ impl Policy {
             )),
         }
     }
-}
-
-/// A contact's outcome.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Known {
-    /// Converted (or won).
-    pub positive: bool,
-    /// When.
-    pub at: Timestamp,
-}
-
-/// Each contact's outcome from recorded ones `(contact id, outcome, time)`:
-/// its first positive one (an outcome named in `positive`, any case), else
-/// its first.
-pub fn outcomes_by_contact<'a>(
-    recorded: impl IntoIterator<Item = (&'a str, &'a str, Timestamp)>,
-    positive: &[String],
-) -> BTreeMap<String, Known> {
-    let mut sorted: Vec<_> = recorded.into_iter().collect();
-    sorted.sort_by_key(|o| o.2);
-    let mut known: BTreeMap<String, Known> = BTreeMap::new();
-    for (contact, outcome, at) in sorted {
-        let is_positive = positive.iter().any(|p| p.eq_ignore_ascii_case(outcome));
-        let entry = known.entry(contact.to_string()).or_insert(Known {
-            positive: is_positive,
-            at,
-        });
-        if is_positive && !entry.positive {
-            *entry = Known { positive: true, at };
-        }
-    }
-    known
-}
-
-/// How recorded outcome values are read: each distinct value (as written)
-/// with its count, converted or not, and the values counted as not
-/// converted that look like a conversion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct OutcomeValues {
-    /// Values named in `positive` (any case), with their counts.
-    pub converted: BTreeMap<String, u64>,
-    /// Every other value, with its count.
-    pub not_converted: BTreeMap<String, u64>,
-    /// Values counted as not converted that hold a positive value as a
-    /// word (`Closed Won` when `won` is positive): likely a CRM's
-    /// spelling to add to `--positive`.
-    pub suspicious: Vec<String>,
-}
-
-/// [`OutcomeValues`] of recorded outcome values under `positive`.
-pub fn outcome_values<'a>(
-    values: impl IntoIterator<Item = &'a str>,
-    positive: &[String],
-) -> OutcomeValues {
-    let mut found = OutcomeValues::default();
-    for value in values {
-        let side = if positive.iter().any(|p| p.eq_ignore_ascii_case(value)) {
-            &mut found.converted
-        } else {
-            &mut found.not_converted
-        };
-        *side.entry(value.to_string()).or_default() += 1;
-    }
-    found.suspicious = found
-        .not_converted
-        .keys()
-        .filter(|value| {
-            value
-                .split(|c: char| !c.is_alphanumeric())
-                .any(|word| positive.iter().any(|p| p.eq_ignore_ascii_case(word)))
-        })
-        .cloned()
-        .collect();
-    found
 }
 
 /// Evaluation settings.
@@ -233,21 +161,6 @@ fn decide(policy: Policy, known: Known, first: Timestamp) -> Result<Timestamp, &
         return Err("first seen after the decision time");
     }
     Ok(decision)
-}
-
-/// The outcome of a contact, by any of its ids.
-pub fn outcome_of(contact: &ContactLog, outcomes: &BTreeMap<String, Known>) -> Option<Known> {
-    std::iter::once(contact.id.as_str())
-        .chain(
-            contact
-                .messages
-                .iter()
-                .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
-                .flatten(),
-        )
-        .filter_map(|id| outcomes.get(id))
-        .next()
-        .copied()
 }
 
 /// Which event features beyond plain counts training rows carry.
