@@ -45,6 +45,10 @@ pub enum Command {
         /// message; for the store, now).
         #[arg(long, requires = "log")]
         as_of: Option<String>,
+        /// With --events or --store: exit 1 when an event name or a key rules read is spelt
+        /// another way in the log (for a deployment pipeline).
+        #[arg(long, requires = "log")]
+        strict: bool,
     },
     /// Score every contact of an event log as of a time (CSV or JSON lines on stdout).
     #[command(

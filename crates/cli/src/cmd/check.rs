@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use leadscore_core::batch::{contacts_as_of_chunks, ContactLog};
 use leadscore_core::coverage::Coverage;
-use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
 
 use crate::load;
@@ -26,6 +25,7 @@ pub fn run(
     events: &[PathBuf],
     store: Option<&Path>,
     as_of: Option<&str>,
+    strict: bool,
 ) -> Result<ExitCode> {
     let log = if let Some(db) = store {
         let t = load::as_of(as_of)?;
@@ -58,19 +58,35 @@ pub fn run(
                 if !model.triggers.is_empty() {
                     text += "  note: in a store, triggers record firings into the outbox, delivered by `leadscore serve` or `leadscore outbox deliver` (docs/triggers.md); `leadscore triggers` simulates them offline\n";
                 }
-                match &log {
-                    None => {}
+                let coverage = match &log {
+                    None => None,
                     Some(Log::Files(contacts, t)) => {
                         let mut coverage = Coverage::new(&model);
                         coverage.add(&model, contacts, *t);
-                        text += &report(&model, coverage, *t)?;
+                        Some((coverage.finish(&model), *t))
                     }
                     Some(Log::Store(store, t)) => {
                         let mut coverage = Coverage::new(&model);
                         load::blocks(store.as_ref(), Vec::new(), *t, &mut |block| {
                             coverage.add(&model, &block, *t)
                         })?;
-                        text += &report(&model, coverage, *t)?;
+                        Some((coverage.finish(&model), *t))
+                    }
+                };
+                if let Some((coverage, t)) = coverage {
+                    text += &report(&coverage, t)?;
+                    let misspelt = coverage.near_misses.len()
+                        + coverage
+                            .unset_fields
+                            .iter()
+                            .filter(|f| f.near.is_some())
+                            .count();
+                    if strict && misspelt > 0 {
+                        ok = false;
+                        eprintln!(
+                            "{}: {misspelt} name(s) or key(s) spelt another way in the log (--strict)",
+                            path.display()
+                        );
                     }
                 }
                 super::emit(&text)?
@@ -90,8 +106,7 @@ pub fn run(
 
 /// The report of a [`Coverage`]: each rule's contacts, the names no rule
 /// reads, and the names that look like a rule's misspelt.
-fn report(model: &Model, coverage: Coverage, t: Timestamp) -> Result<String> {
-    let coverage = coverage.finish(model);
+fn report(coverage: &Coverage, t: Timestamp) -> Result<String> {
     let mut out = String::new();
     writeln!(
         out,

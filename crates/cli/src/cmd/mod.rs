@@ -48,7 +48,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             events,
             store,
             as_of,
-        } => check::run(&models, &events, store.then_some(db), as_of.as_deref()),
+            strict,
+        } => check::run(
+            &models,
+            &events,
+            store.then_some(db),
+            as_of.as_deref(),
+            strict,
+        ),
         Command::Score {
             input,
             format,

@@ -43,6 +43,23 @@ fn check_runs_a_model_over_a_log() {
         out.contains("warning: traits.job_title (read by decision-maker) is set by nothing in the log, traits.Job Title is (1 calls): a different spelling?"),
         "{out}"
     );
+    // --strict fails a deployment pipeline on such spellings, not on a clean log.
+    let strict = leadscore(&[
+        "check",
+        b2b,
+        "--events",
+        &misspelt.display().to_string(),
+        "--strict",
+    ]);
+    assert_eq!(strict.code, 1, "{}", strict.stderr);
+    assert!(
+        strict
+            .stderr
+            .contains("2 name(s) or key(s) spelt another way in the log (--strict)"),
+        "{}",
+        strict.stderr
+    );
+    leadscore(&["check", b2b, "--events", "events.jsonl", "--strict"]).success();
     let usage = leadscore(&["check", b2b, "--as-of", "2025-01-01"]);
     assert_eq!(usage.code, 2, "--as-of needs --events or --store");
     // The store's log, read one contact at a time, gives the same report.
