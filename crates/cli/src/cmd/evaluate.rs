@@ -226,17 +226,9 @@ pub(crate) struct Matched(std::collections::BTreeSet<String>);
 impl Matched {
     /// Notes the ids of `contacts` that outcomes name.
     pub(crate) fn add(&mut self, contacts: &[ContactLog], known: &BTreeMap<String, Known>) {
-        for c in contacts {
-            let ids = std::iter::once(c.id.as_str()).chain(
-                c.messages
-                    .iter()
-                    .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
-                    .flatten(),
-            );
-            for id in ids {
-                if known.contains_key(id) && !self.0.contains(id) {
-                    self.0.insert(id.to_string());
-                }
+        for id in contacts.iter().flat_map(leadscore_eval::evaluate::ids_of) {
+            if known.contains_key(id) && !self.0.contains(id) {
+                self.0.insert(id.to_string());
             }
         }
     }

@@ -21,7 +21,7 @@ mod outcomes;
 
 pub use compare::{check_top_share, compare, top_rate, Comparison};
 pub use drift::{drift, Window};
-pub use outcomes::{outcome_of, outcome_values, outcomes_by_contact, Known, OutcomeValues};
+pub use outcomes::{ids_of, outcome_of, outcome_values, outcomes_by_contact, Known, OutcomeValues};
 
 /// When each contact is scored.
 #[derive(Debug, Clone, Copy, PartialEq)]

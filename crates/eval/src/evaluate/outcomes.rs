@@ -81,16 +81,21 @@ pub fn outcome_values<'a>(
     found
 }
 
+/// Every id an outcome may name a contact by: its own, then each user and
+/// anonymous id of its messages (repeats included).
+pub fn ids_of(contact: &ContactLog) -> impl Iterator<Item = &str> {
+    std::iter::once(contact.id.as_str()).chain(
+        contact
+            .messages
+            .iter()
+            .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
+            .flatten(),
+    )
+}
+
 /// The outcome of a contact, by any of its ids.
 pub fn outcome_of(contact: &ContactLog, outcomes: &BTreeMap<String, Known>) -> Option<Known> {
-    std::iter::once(contact.id.as_str())
-        .chain(
-            contact
-                .messages
-                .iter()
-                .flat_map(|m| [m.user_id.as_deref(), m.anonymous_id.as_deref()])
-                .flatten(),
-        )
+    ids_of(contact)
         .filter_map(|id| outcomes.get(id))
         .next()
         .copied()
