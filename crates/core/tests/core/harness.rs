@@ -15,3 +15,12 @@ pub fn example(name: &str) -> Model {
 pub fn message(value: Value) -> Message {
     Message::from_json(value, None, None).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The cases a property runs: `default`, or `PROPTEST_CASES` when it is
+/// set, for a longer soak (`PROPTEST_CASES=5000 cargo test --release`).
+pub fn cases(default: u32) -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    proptest::prelude::ProptestConfig::with_cases(cases.unwrap_or(default))
+}

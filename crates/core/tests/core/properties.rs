@@ -109,7 +109,7 @@ pub fn models() -> Vec<Model> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(crate::harness::cases(64))]
 
     #[test]
     fn shuffling_and_duplicating_never_changes_scores(
@@ -170,7 +170,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(crate::harness::cases(64))]
 
     /// SPEC §3.2 (8) by brute force: the stage is the highest one the score
     /// reached at an evaluation point <= t (each message's timestamp, and t)

@@ -211,7 +211,7 @@ fn fold_everything(model: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(crate::harness::cases(1024))]
     #[test]
     fn random_conditions_never_panic(
         tokens in prop::collection::vec(prop::sample::select(TOKENS), 1..9),
@@ -274,7 +274,7 @@ fn placed(line: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(crate::harness::cases(512))]
     /// SPEC §5: a model error names the file, line and column. Every
     /// error of an example model with a few characters deleted, inserted
     /// or replaced does, on a line of its own (continuation lines indent).

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use crate::properties::{arb_message, models, START};
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(crate::harness::cases(48))]
 
     #[test]
     fn encode_decode_roundtrips_and_continues_identically(

@@ -289,3 +289,12 @@ pub fn parse_jsonl<S: AsRef<str>>(lines: &[S]) -> Vec<Message> {
         .unwrap()
         .0
 }
+
+/// The cases a property runs: `default`, or `PROPTEST_CASES` when it is
+/// set, for a longer soak (`PROPTEST_CASES=500 cargo test --release`).
+pub fn cases(default: u32) -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    proptest::prelude::ProptestConfig::with_cases(cases.unwrap_or(default))
+}

@@ -155,7 +155,7 @@ fn score_as_of_a_past_time_equals_the_batch_as_of_it() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(6))]
+    #![proptest_config(crate::harness::cases(6))]
 
     #[test]
     fn any_arrival_order_batching_and_resending_gives_the_batch_scores(
@@ -236,7 +236,7 @@ fn a_contact_merged_in_the_batch_that_made_it_has_a_closed_history() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(crate::harness::cases(64))]
 
     /// Live scores equal the batch when ids merge and split, links arrive
     /// out of order and copies replace messages: whatever the arrival order,
@@ -301,7 +301,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(crate::harness::cases(24))]
 
     /// Messages that merge, split and arrive late while a model's activation
     /// is half done (stopped after its first step): once resumed, the new
@@ -409,7 +409,7 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded_on_a_slow_disk() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(crate::harness::cases(24))]
 
     /// The server's writer keeps live states between batches; another
     /// connection (the CLI) ingesting, erasing and activating models in

@@ -116,7 +116,7 @@ fn api_keys_are_stored_hashed_with_their_scope_and_can_be_revoked() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    #![proptest_config(crate::harness::cases(24))]
 
     /// Erasing one contact of a stitched log (its ids also appear in other
     /// contacts' messages and links): nothing of it stays or comes back,
