@@ -24,7 +24,16 @@ impl fmt::Display for ModelError {
         if let Some(rule) = &self.rule {
             write!(f, "rule `{rule}`: ")?;
         }
-        f.write_str(&self.message)
+        // A message can quote the file's text, newlines and all (a TOML
+        // string with `\n`): each of its lines after the first is indented,
+        // so that every unindented line of a report starts with a place.
+        let mut lines = self.message.split('\n');
+        f.write_str(lines.next().unwrap_or_default())?;
+        for line in lines {
+            let indent = if line.starts_with(' ') { "" } else { "  " };
+            write!(f, "\n{indent}{line}")?;
+        }
+        Ok(())
     }
 }
 
@@ -143,5 +152,16 @@ mod tests {
         assert_eq!(line_column(s, 7), (2, 4));
         assert_eq!(line_column(s, 8), (3, 1));
         assert_eq!(line_column(s, 99), (3, 2));
+    }
+
+    #[test]
+    fn a_quoted_newline_does_not_start_a_line_without_a_place() {
+        let source = "[[trigger]]\nactions = [{ type = \"campai\\n\" }]\n";
+        let errors = crate::model::Model::from_toml("m.toml", source).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("campai\n"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with(' ')) {
+            assert!(line.starts_with("error: m.toml:2:"), "{line}\nin:\n{text}");
+        }
     }
 }
