@@ -20,6 +20,9 @@ pub struct FeatureConfig {
     pub missing: Vec<String>,
     /// Columns left out (identifiers, the label, leaking columns).
     pub exclude: Vec<String>,
+    /// Columns crossed into one categorical column each (their levels
+    /// are combinations of the parts' levels: landing page × origin).
+    pub crosses: Vec<Vec<String>>,
 }
 
 impl Default for FeatureConfig {
@@ -29,6 +32,7 @@ impl Default for FeatureConfig {
             bins: 5,
             missing: vec!["Select".to_string()],
             exclude: Vec::new(),
+            crosses: Vec::new(),
         }
     }
 }
@@ -49,7 +53,7 @@ pub const RECENT_PREFIX: &str = "recent:";
 pub const DAYS_SINCE_PREFIX: &str = "days_since:";
 
 /// The event and half-life (`None`: no decay) of a counted feature's name.
-fn counted(name: &str) -> Option<(&str, Option<&str>)> {
+pub fn counted(name: &str) -> Option<(&str, Option<&str>)> {
     if let Some(event) = name.strip_prefix(COUNT_PREFIX) {
         return Some((event, None));
     }
@@ -79,6 +83,19 @@ pub enum Column {
         /// Increasing bin edges.
         edges: Vec<f64>,
     },
+    /// Combinations of categories of several traits: one indicator per
+    /// kept combination, then "other" (every part present, a rare
+    /// combination), then "missing" (some part missing).
+    Cross {
+        /// The parts joined by ` × `.
+        name: String,
+        /// The crossed trait names.
+        parts: Vec<String>,
+        /// Kept combinations (one category per part), most frequent first.
+        levels: Vec<Vec<String>>,
+        /// Each combination as CEL literals, one per part.
+        literals: Vec<Vec<String>>,
+    },
     /// How many of an event (decayed with `half_life` when set): one
     /// linear feature (absent = 0).
     Count {
@@ -99,6 +116,7 @@ impl Column {
         match self {
             Column::Categorical { name, .. }
             | Column::Numeric { name, .. }
+            | Column::Cross { name, .. }
             | Column::Count { name, .. } => name,
         }
     }
@@ -107,6 +125,7 @@ impl Column {
     pub fn width(&self) -> usize {
         match self {
             Column::Categorical { levels, .. } => levels.len() + 2,
+            Column::Cross { levels, .. } => levels.len() + 2,
             Column::Numeric { edges, .. } => edges.len() + 2,
             Column::Count { .. } => 1,
         }
@@ -118,6 +137,11 @@ impl Column {
             Column::Categorical { levels, .. } => levels
                 .iter()
                 .cloned()
+                .chain(["(other)".to_string(), "(missing)".to_string()])
+                .collect(),
+            Column::Cross { levels, .. } => levels
+                .iter()
+                .map(|l| l.join(" × "))
                 .chain(["(other)".to_string(), "(missing)".to_string()])
                 .collect(),
             Column::Numeric { edges, .. } => {
@@ -147,9 +171,14 @@ impl Column {
         let name = self.name();
         match name.strip_prefix(DAYS_SINCE_PREFIX) {
             Some(event) => format!("days_since({})", cel_string(event)),
-            None => format!("traits[{}]", cel_string(name)),
+            None => trait_expr(name),
         }
     }
+}
+
+/// The CEL expression of a trait.
+pub fn trait_expr(name: &str) -> String {
+    format!("traits[{}]", cel_string(name))
 }
 
 /// A CEL string literal.
@@ -183,6 +212,46 @@ fn category(value: Option<&Value>, missing: &[String]) -> Option<String> {
         other => other.to_string(),
     };
     (!text.is_empty() && !missing.contains(&text)).then_some(text)
+}
+
+/// The categories of `parts` in a row, or `None` when one is missing.
+fn categories(
+    row: &Map<String, Value>,
+    parts: &[String],
+    missing: &[String],
+) -> Option<Vec<String>> {
+    parts
+        .iter()
+        .map(|p| category(row.get(p), missing))
+        .collect()
+}
+
+/// The crossed column of `parts` over training rows: combinations seen at
+/// least `min_support` times, most frequent first; none when no
+/// combination is that frequent (present or missing, the parts tell).
+fn cross(rows: &[&Map<String, Value>], parts: &[String], config: &FeatureConfig) -> Option<Column> {
+    let mut counts: BTreeMap<Vec<String>, (usize, Vec<String>)> = BTreeMap::new();
+    for row in rows {
+        if let Some(key) = categories(row, parts, &config.missing) {
+            let literals = || (0, parts.iter().map(|p| cel_literal(&row[p])).collect());
+            counts.entry(key).or_insert_with(literals).0 += 1;
+        }
+    }
+    let mut levels: Vec<_> = counts
+        .into_iter()
+        .filter(|(_, (n, _))| *n >= config.min_support)
+        .collect();
+    levels.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    if levels.is_empty() {
+        return None;
+    }
+    let (levels, literals) = levels.into_iter().map(|(l, (_, lit))| (l, lit)).unzip();
+    Some(Column::Cross {
+        name: parts.join(" × "),
+        parts: parts.to_vec(),
+        levels,
+        literals,
+    })
 }
 
 impl Features {
@@ -277,6 +346,9 @@ impl Features {
                 literals,
             });
         }
+        for parts in &config.crosses {
+            columns.extend(cross(rows, parts, config));
+        }
         let mut offsets = Vec::with_capacity(columns.len());
         let mut at = 0;
         for c in &columns {
@@ -301,6 +373,10 @@ impl Features {
         let value = row.get(c.name());
         let local = match c {
             Column::Categorical { levels, .. } => match category(value, &self.missing) {
+                None => levels.len() + 1,
+                Some(v) => levels.iter().position(|l| *l == v).unwrap_or(levels.len()),
+            },
+            Column::Cross { parts, levels, .. } => match categories(row, parts, &self.missing) {
                 None => levels.len() + 1,
                 Some(v) => levels.iter().position(|l| *l == v).unwrap_or(levels.len()),
             },
@@ -402,5 +478,47 @@ mod tests {
         assert_eq!(f.slot(1, &rows[0]), 4 + 4, "absent number is missing");
         assert_eq!(f.slot(1, &rows[15]), 4 + 3, "15 is in the last bin");
         assert_eq!(f.columns[1].labels()[3], ">= 15");
+    }
+
+    #[test]
+    fn a_cross_keeps_frequent_combinations_and_knows_missing_from_other() {
+        let mut rows = Vec::new();
+        for i in 0..60 {
+            let page = ["p1", "p2", "p3"][i % 3];
+            let channel = if i % 2 == 0 { json!("a") } else { json!(7) };
+            rows.push(map(json!({"page": page, "channel": channel})));
+        }
+        rows.push(map(json!({"page": "p9", "channel": "a"})));
+        rows.push(map(json!({"page": "p1"})));
+        rows.push(map(json!({"page": "p1", "channel": "Select"})));
+        let refs: Vec<&Map<String, Value>> = rows.iter().collect();
+        let config = FeatureConfig {
+            min_support: 5,
+            crosses: vec![vec!["page".into(), "channel".into()]],
+            ..FeatureConfig::default()
+        };
+        let f = Features::learn(&refs, &config);
+        let c = f.columns.len() - 1;
+        let Column::Cross {
+            name,
+            levels,
+            literals,
+            ..
+        } = &f.columns[c]
+        else {
+            panic!("{:?}", f.columns);
+        };
+        assert_eq!(name, "page × channel");
+        assert_eq!(levels.len(), 6, "3 pages × 2 channels, p9 too rare");
+        // Ten each: ties in category order; numbers stay numbers.
+        assert_eq!(literals[0], [r#""p1""#, "7"]);
+        assert_eq!(literals[1], [r#""p1""#, r#""a""#]);
+        assert_eq!(f.columns[c].width(), 8);
+        assert_eq!(f.columns[c].labels()[1], "p1 × a");
+        let at = f.offset(c);
+        assert_eq!(f.slot(c, &rows[0]), at + 1, "p1 × a");
+        assert_eq!(f.slot(c, &rows[60]), at + 6, "a rare combination is other");
+        assert_eq!(f.slot(c, &rows[61]), at + 7, "a missing part is missing");
+        assert_eq!(f.slot(c, &rows[62]), at + 7, "Select is missing");
     }
 }

@@ -7,10 +7,13 @@ use std::fmt::Write as _;
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::features::{cel_string, Column, FeatureConfig, Features};
+use crate::features::{
+    cel_string, counted, trait_expr, Column, FeatureConfig, Features, DAYS_SINCE_PREFIX,
+};
 use crate::logistic::{fit, Logistic};
 use crate::metrics::{roc_auc, MetricError};
 use crate::rng::Rng;
@@ -26,6 +29,9 @@ pub struct TrainConfig {
     pub folds: usize,
     /// Seed of the fold assignment.
     pub seed: u64,
+    /// Repetitions of the cross-validation, each with folds of its own
+    /// (seeds `seed`, `seed + 1`, …); the AUCs are the mean over all.
+    pub repeats: usize,
     /// Name of the written model.
     pub name: String,
 }
@@ -43,6 +49,25 @@ impl TrainConfig {
         }
         if self.features.bins == 0 {
             return Err("numeric bins: at least 1".into());
+        }
+        if self.repeats == 0 {
+            return Err("repetitions of the cross-validation: at least 1".into());
+        }
+        for parts in &self.features.crosses {
+            if parts.len() < 2 {
+                return Err(format!(
+                    "a cross needs two columns or more, found {parts:?}"
+                ));
+            }
+            if let Some(p) = parts
+                .iter()
+                .find(|p| counted(p).is_some() || p.starts_with(DAYS_SINCE_PREFIX))
+            {
+                return Err(format!(
+                    "cross {}: {p:?} is an event feature; only traits and columns cross",
+                    parts.join(",")
+                ));
+            }
         }
         let fewest = positives.min(negatives);
         if self.folds < 2 || self.folds > fewest {
@@ -62,6 +87,7 @@ impl Default for TrainConfig {
             lambda: 1.0,
             folds: 5,
             seed: 1,
+            repeats: 1,
             name: "suggested".to_string(),
         }
     }
@@ -76,7 +102,12 @@ pub struct TrainReport {
     pub positives: usize,
     /// Indicators of the final model.
     pub features: usize,
-    /// Out-of-fold AUC of the learned model, per fold.
+    /// Folds of each cross-validation.
+    pub folds: usize,
+    /// Repetitions of the cross-validation.
+    pub repeats: usize,
+    /// Out-of-fold AUC of the learned model, per fold (the first
+    /// repetition's folds, then the next one's).
     pub fold_auc_model: Vec<f64>,
     /// Out-of-fold AUC of the written model file, per fold.
     pub fold_auc_toml: Vec<f64>,
@@ -149,7 +180,7 @@ pub fn train_rows(
     rows: &[Map<String, Value>],
     labels: &[bool],
     config: &TrainConfig,
-    score_file: &dyn Fn(&Model, usize) -> f64,
+    score_file: &(dyn Fn(&Model, usize) -> f64 + Sync),
 ) -> Result<TrainReport, String> {
     let positives = labels.iter().filter(|l| **l).count();
     if positives == 0 || positives == labels.len() {
@@ -160,26 +191,47 @@ pub fn train_rows(
         .to_string());
     }
     config.check(positives, labels.len() - positives)?;
-    let folds = stratified_folds(labels, config.folds, config.seed);
-    let (mut fold_auc_model, mut fold_auc_toml) = (Vec::new(), Vec::new());
-    for k in 0..config.folds {
-        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-            (0..rows.len()).partition(|&i| folds[i] != k);
-        let train_rows: Vec<&Map<String, Value>> = train_idx.iter().map(|&i| &rows[i]).collect();
-        let train_labels: Vec<bool> = train_idx.iter().map(|&i| labels[i]).collect();
-        let trained = train(&train_rows, &train_labels, config);
-        let test_labels: Vec<bool> = test_idx.iter().map(|&i| labels[i]).collect();
-        let predicted: Vec<f64> = test_idx
+    for parts in &config.features.crosses {
+        if let Some(p) = parts
             .iter()
-            .map(|&i| trained.model.log_odds(&trained.features.encode(&rows[i])))
-            .collect();
-        fold_auc_model.push(roc_auc(&predicted, &test_labels).map_err(|e| e.to_string())?);
-        let training_scores = |m: &Model| train_idx.iter().map(|&i| score_file(m, i)).collect();
-        let toml = model_file(&trained, &train_rows, config, &training_scores)?;
-        let model = Model::from_toml("suggested.toml", &toml).map_err(|e| e.to_string())?;
-        let scored: Vec<f64> = test_idx.iter().map(|&i| score_file(&model, i)).collect();
-        fold_auc_toml.push(roc_auc(&scored, &test_labels).map_err(|e| e.to_string())?);
+            .find(|p| !rows.iter().any(|r| r.contains_key(*p)))
+        {
+            return Err(format!("cross {}: no contact has {p:?}", parts.join(",")));
+        }
     }
+    // Every fold of every repetition is independent: they run in parallel
+    // and are collected in order (the same figures on any thread count).
+    let splits: Vec<Vec<usize>> = (0..config.repeats as u64)
+        .map(|r| stratified_folds(labels, config.folds, config.seed.wrapping_add(r)))
+        .collect();
+    let runs: Vec<(&[usize], usize)> = splits
+        .iter()
+        .flat_map(|folds| (0..config.folds).map(move |k| (folds.as_slice(), k)))
+        .collect();
+    let aucs = runs
+        .into_par_iter()
+        .map(|(folds, k)| {
+            let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
+                (0..rows.len()).partition(|&i| folds[i] != k);
+            let train_rows: Vec<&Map<String, Value>> =
+                train_idx.iter().map(|&i| &rows[i]).collect();
+            let train_labels: Vec<bool> = train_idx.iter().map(|&i| labels[i]).collect();
+            let trained = train(&train_rows, &train_labels, config);
+            let test_labels: Vec<bool> = test_idx.iter().map(|&i| labels[i]).collect();
+            let predicted: Vec<f64> = test_idx
+                .iter()
+                .map(|&i| trained.model.log_odds(&trained.features.encode(&rows[i])))
+                .collect();
+            let auc_model = roc_auc(&predicted, &test_labels).map_err(|e| e.to_string())?;
+            let training_scores = |m: &Model| train_idx.iter().map(|&i| score_file(m, i)).collect();
+            let toml = model_file(&trained, &train_rows, config, &training_scores)?;
+            let model = Model::from_toml("suggested.toml", &toml).map_err(|e| e.to_string())?;
+            let scored: Vec<f64> = test_idx.iter().map(|&i| score_file(&model, i)).collect();
+            let auc_toml = roc_auc(&scored, &test_labels).map_err(|e| e.to_string())?;
+            Ok((auc_model, auc_toml))
+        })
+        .collect::<Result<Vec<(f64, f64)>, String>>()?;
+    let (fold_auc_model, fold_auc_toml): (Vec<f64>, Vec<f64>) = aucs.into_iter().unzip();
     let all: Vec<&Map<String, Value>> = rows.iter().collect();
     let trained = train(&all, labels, config);
     let every_score = |m: &Model| (0..rows.len()).map(|i| score_file(m, i)).collect();
@@ -189,6 +241,8 @@ pub fn train_rows(
         rows: rows.len(),
         positives,
         features: trained.features.dims(),
+        folds: config.folds,
+        repeats: config.repeats,
         cv_auc_model: mean(&fold_auc_model),
         cv_auc_toml: mean(&fold_auc_toml),
         fold_auc_model,
@@ -223,6 +277,15 @@ fn toml_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A CEL condition: the trait is set and not empty.
+fn present(name: &str) -> String {
+    let value = trait_expr(name);
+    format!(
+        "{} in traits && {value} != null && {value} != \"\"",
+        cel_string(name)
+    )
 }
 
 /// A rule id from a column name: lower-case words joined by `-`.
@@ -391,9 +454,36 @@ pub fn model_file(
                     let when = format!("{value} == {}", cel_string(marker));
                     (when, missing, "as missing".to_string())
                 }));
-                let name = cel_string(column.name());
-                let present = format!("{name} in traits && {value} != null && {value} != \"\"");
+                let present = present(column.name());
                 cases.push((present, other, format!("other levels: {}", comment(other))));
+                (cases, missing)
+            }
+            Column::Cross {
+                parts, literals, ..
+            } => {
+                let (other, missing) = (at + literals.len(), at + literals.len() + 1);
+                let values: Vec<String> = parts.iter().map(|p| trait_expr(p)).collect();
+                let mut cases: Vec<_> = literals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, literals)| {
+                        let when: Vec<String> = values
+                            .iter()
+                            .zip(literals)
+                            .map(|(value, literal)| format!("{value} == {literal}"))
+                            .collect();
+                        (when.join(" && "), at + i, comment(at + i))
+                    })
+                    .collect();
+                for value in &values {
+                    cases.extend(features.missing.iter().map(|marker| {
+                        let when = format!("{value} == {}", cel_string(marker));
+                        (when, missing, "as missing".to_string())
+                    }));
+                }
+                let every: Vec<String> = parts.iter().map(|p| present(p)).collect();
+                let note = format!("other combinations: {}", comment(other));
+                cases.push((every.join(" && "), other, note));
                 (cases, missing)
             }
             Column::Numeric { edges, .. } => {

@@ -411,6 +411,10 @@ pub enum Command {
         /// With --table: a date column (YYYY-MM-DD…) to turn into month and weekday features (repeat).
         #[arg(long, requires = "table")]
         date: Vec<String>,
+        /// Cross columns into one (repeat): `--cross landing_page,origin` learns points per
+        /// combination seen at least --min-support times, for effects one column alone misses.
+        #[arg(long, value_name = "A,B")]
+        cross: Vec<String>,
         /// Levels seen fewer times are grouped as other.
         #[arg(long, default_value_t = 30)]
         min_support: usize,
@@ -426,6 +430,10 @@ pub enum Command {
         /// Seed of the folds.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Repeat the cross-validation with new folds (seeds --seed, --seed + 1, …) and report
+        /// the mean: one split's AUC moves by a few thousandths with the seed.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        repeat: u16,
         /// Write the suggested model here.
         #[arg(long)]
         out: Option<PathBuf>,

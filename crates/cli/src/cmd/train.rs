@@ -56,11 +56,14 @@ pub struct Args<'a> {
     pub exclude: Vec<String>,
     pub missing: Vec<String>,
     pub dates: Vec<String>,
+    /// Each `--cross` as written (`A,B`).
+    pub crosses: Vec<String>,
     pub min_support: usize,
     pub bins: usize,
     pub l2: f64,
     pub folds: usize,
     pub seed: u64,
+    pub repeats: usize,
     pub out: Option<&'a Path>,
     pub json: bool,
 }
@@ -178,10 +181,16 @@ pub fn run(args: Args<'_>) -> Result<ExitCode> {
             bins: args.bins,
             missing,
             exclude: args.exclude.clone(),
+            crosses: args
+                .crosses
+                .iter()
+                .map(|c| c.split(',').map(|p| p.trim().to_string()).collect())
+                .collect(),
         },
         lambda: args.l2,
         folds: args.folds,
         seed: args.seed,
+        repeats: args.repeats,
         name,
     };
     let report = match args.table {
@@ -259,27 +268,53 @@ fn write_report(
     if args.json {
         super::emit(&format!("{}\n", serde_json::to_string_pretty(report)?))?;
     } else {
-        let folds = |v: &[f64]| {
+        let list = |v: &[f64]| {
             v.iter()
                 .map(|a| format!("{a:.4}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        // One split: each fold's AUC; repeated: each repetition's mean.
+        let (heading, spread) = if report.repeats == 1 {
+            (
+                format!("{} folds, seed {}", report.folds, config.seed),
+                "folds",
+            )
+        } else {
+            let last = config.seed.wrapping_add(report.repeats as u64 - 1);
+            let heading = format!(
+                "{} folds, {} repetitions, seeds {}–{last}",
+                report.folds, report.repeats, config.seed
+            );
+            (heading, "repetitions")
+        };
+        let detail = |v: &[f64]| {
+            let means: Vec<f64> = v
+                .chunks(report.folds)
+                .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+                .collect();
+            match report.repeats {
+                1 => list(v),
+                _ => {
+                    let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    format!("{lo:.4}–{hi:.4}: {}", list(&means))
+                }
+            }
+        };
         super::emit(&format!(
             "{} contacts, {} converted ({:.1}%), {} features\n\
-             cross-validated AUC ({} folds, seed {}):\n  \
-             logistic regression  {:.4}   folds: {}\n  \
-             written model file   {:.4}   folds: {}\n{}",
+             cross-validated AUC ({heading}):\n  \
+             logistic regression  {:.4}   {spread}: {}\n  \
+             written model file   {:.4}   {spread}: {}\n{}",
             report.rows,
             report.positives,
             100.0 * report.positives as f64 / report.rows as f64,
             report.features,
-            config.folds,
-            config.seed,
             report.cv_auc_model,
-            folds(&report.fold_auc_model),
+            detail(&report.fold_auc_model),
             report.cv_auc_toml,
-            folds(&report.fold_auc_toml),
+            detail(&report.fold_auc_toml),
             args.out
                 .map(|p| format!("model written to {}\n", p.display()))
                 .unwrap_or_default()

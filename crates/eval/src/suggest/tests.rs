@@ -393,3 +393,120 @@ fn settings_training_cannot_run_with_are_refused() {
         .unwrap_err()
         .contains("bins"));
 }
+
+/// Rows whose outcome depends only on a combination: page `p1` converts
+/// from channel `a`, page `p2` from channel `b`, each column alone carries
+/// nothing. Some rows miss the channel or say `Select`.
+fn interaction(n: usize, seed: u64) -> (Vec<Map<String, Value>>, Vec<bool>) {
+    let mut rng = Rng::new(seed);
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let page = ["p1", "p2"][rng.below(2)];
+        let channel = ["a", "b"][rng.below(2)];
+        let z: f64 = if (page == "p1") == (channel == "a") {
+            1.0
+        } else {
+            -1.5
+        };
+        let p = 1.0 / (1.0 + (-z).exp());
+        labels.push((rng.next_u64() as f64 / u64::MAX as f64) < p);
+        let mut row = json!({"page": page, "channel": channel});
+        match i % 20 {
+            0 => drop(row.as_object_mut().unwrap().remove("channel")),
+            1 => row["channel"] = json!("Select"),
+            _ => {}
+        }
+        rows.push(row.as_object().unwrap().clone());
+    }
+    (rows, labels)
+}
+
+#[test]
+fn a_cross_learns_what_its_columns_alone_miss_and_writes_it() {
+    let (rows, labels) = interaction(4_000, 11);
+    let alone = train_table(&rows, &labels, &TrainConfig::default()).unwrap();
+    let mut config = TrainConfig::default();
+    config.features.crosses = vec![vec!["page".into(), "channel".into()]];
+    let crossed = train_table(&rows, &labels, &config).unwrap();
+    assert!(alone.cv_auc_model < 0.56, "{alone:?}");
+    assert!(crossed.cv_auc_model > 0.7, "{crossed:?}");
+    assert!(
+        (crossed.cv_auc_model - crossed.cv_auc_toml).abs() < 0.01,
+        "{crossed:?}"
+    );
+    let toml = &crossed.toml;
+    let matching = points_of(
+        toml,
+        r#"traits["page"] == "p1" && traits["channel"] == "a""#,
+    );
+    let crossing = points_of(
+        toml,
+        r#"traits["page"] == "p1" && traits["channel"] == "b""#,
+    );
+    assert!(matching > crossing + 10.0, "{matching} {crossing}\n{toml}");
+    let model = Model::from_toml("s.toml", toml).unwrap();
+    // A contact missing a part (or saying `Select`) scores as missing; one
+    // with a combination never seen in training as "other".
+    let score = |row: Value| fit_score(&model, row.as_object().unwrap());
+    let missing = score(json!({"page": "p1"}));
+    assert_eq!(score(json!({"page": "p1", "channel": "Select"})), missing);
+    let other = score(json!({"page": "p9", "channel": "a"}));
+    let seen = score(json!({"page": "p1", "channel": "a"}));
+    assert!(
+        seen > other && seen > missing,
+        "{seen} {other} {missing}\n{toml}"
+    );
+}
+
+#[test]
+fn repeated_cross_validation_is_each_seed_in_turn() {
+    let (rows, labels) = planted(600, 4);
+    let run = |seed: u64, repeats: usize| {
+        let config = TrainConfig {
+            seed,
+            repeats,
+            ..TrainConfig::default()
+        };
+        train_table(&rows, &labels, &config).unwrap()
+    };
+    let (first, second, both) = (run(7, 1), run(8, 1), run(7, 2));
+    assert_eq!((both.folds, both.repeats), (5, 2));
+    assert_eq!(
+        both.fold_auc_model,
+        [first.fold_auc_model.clone(), second.fold_auc_model.clone()].concat()
+    );
+    assert_eq!(
+        both.fold_auc_toml,
+        [first.fold_auc_toml, second.fold_auc_toml].concat()
+    );
+    let mean = (first.cv_auc_model + second.cv_auc_model) / 2.0;
+    assert!((both.cv_auc_model - mean).abs() < 1e-12);
+    assert_eq!(both.toml, first.toml, "the written model uses every row");
+}
+
+#[test]
+fn crosses_and_repetitions_training_cannot_run_with_are_refused() {
+    let (rows, labels) = planted(60, 3);
+    for (crosses, repeats, says) in [
+        (vec![vec!["role"]], 1, "two columns or more"),
+        (vec![vec!["role", "count:Email Opened"]], 1, "event feature"),
+        (vec![vec!["role", "days_since:Demo"]], 1, "event feature"),
+        (
+            vec![vec!["role", "nowhere"]],
+            1,
+            r#"no contact has "nowhere""#,
+        ),
+        (vec![], 0, "repetitions"),
+    ] {
+        let mut config = TrainConfig {
+            repeats,
+            ..TrainConfig::default()
+        };
+        config.features.crosses = crosses
+            .iter()
+            .map(|c| c.iter().map(|p| p.to_string()).collect())
+            .collect();
+        let err = train_table(&rows, &labels, &config).unwrap_err();
+        assert!(err.contains(says), "{err}");
+    }
+}
