@@ -437,54 +437,47 @@ pub fn model_file(
             toml_string(&rule_id(column.name(), &mut taken))
         );
         // (condition, indicator, comment) per case, then the `else` indicator.
-        let (cases, otherwise): (Vec<(String, usize, String)>, usize) = match column {
-            Column::Categorical {
-                levels, literals, ..
-            } => {
+        // A case per kept level (each part equal to its literal), the
+        // missing markers of any part as missing, then "other" when every
+        // part is present; `else` is missing.
+        let level_cases =
+            |parts: &[String], values: &[String], levels: &[&[String]], what: &str| {
                 let (other, missing) = (at + levels.len(), at + levels.len() + 1);
-                let mut cases: Vec<_> = literals
-                    .iter()
-                    .enumerate()
-                    .map(|(i, literal)| {
-                        let when = format!("{value} == {literal}");
-                        (when, at + i, comment(at + i))
-                    })
-                    .collect();
-                cases.extend(features.missing.iter().map(|marker| {
-                    let when = format!("{value} == {}", cel_string(marker));
-                    (when, missing, "as missing".to_string())
-                }));
-                let present = present(column.name());
-                cases.push((present, other, format!("other levels: {}", comment(other))));
-                (cases, missing)
-            }
-            Column::Cross {
-                parts, literals, ..
-            } => {
-                let (other, missing) = (at + literals.len(), at + literals.len() + 1);
-                let values: Vec<String> = parts.iter().map(|p| trait_expr(p)).collect();
-                let mut cases: Vec<_> = literals
+                let mut cases: Vec<_> = levels
                     .iter()
                     .enumerate()
                     .map(|(i, literals)| {
                         let when: Vec<String> = values
                             .iter()
-                            .zip(literals)
+                            .zip(literals.iter())
                             .map(|(value, literal)| format!("{value} == {literal}"))
                             .collect();
                         (when.join(" && "), at + i, comment(at + i))
                     })
                     .collect();
-                for value in &values {
+                for value in values {
                     cases.extend(features.missing.iter().map(|marker| {
                         let when = format!("{value} == {}", cel_string(marker));
                         (when, missing, "as missing".to_string())
                     }));
                 }
                 let every: Vec<String> = parts.iter().map(|p| present(p)).collect();
-                let note = format!("other combinations: {}", comment(other));
+                let note = format!("other {what}: {}", comment(other));
                 cases.push((every.join(" && "), other, note));
                 (cases, missing)
+            };
+        let (cases, otherwise): (Vec<(String, usize, String)>, usize) = match column {
+            Column::Categorical { name, literals, .. } => {
+                let levels: Vec<&[String]> = literals.iter().map(std::slice::from_ref).collect();
+                let values = [column.expr()];
+                level_cases(std::slice::from_ref(name), &values, &levels, "levels")
+            }
+            Column::Cross {
+                parts, literals, ..
+            } => {
+                let levels: Vec<&[String]> = literals.iter().map(Vec::as_slice).collect();
+                let values: Vec<String> = parts.iter().map(|p| trait_expr(p)).collect();
+                level_cases(parts, &values, &levels, "combinations")
             }
             Column::Numeric { edges, .. } => {
                 let mut cases: Vec<_> = edges
