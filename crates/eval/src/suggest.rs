@@ -18,6 +18,16 @@ use crate::logistic::{fit, Logistic};
 use crate::metrics::{roc_auc, MetricError};
 use crate::rng::Rng;
 
+/// Bytes of Hessians the cross-validation's folds may hold at once.
+const HESSIANS_AT_ONCE: usize = 1 << 30;
+
+/// How many folds may be fitted at once with `dims` features: as many
+/// as their dense Hessians fit in [`HESSIANS_AT_ONCE`], at least one.
+fn folds_at_once(dims: usize) -> usize {
+    let hessian = 8 * (dims + 1) * (dims + 1);
+    (HESSIANS_AT_ONCE / hessian).max(1)
+}
+
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -200,7 +210,12 @@ pub fn train_rows(
         }
     }
     // Every fold of every repetition is independent: they run in parallel
-    // and are collected in order (the same figures on any thread count).
+    // and are collected in order (the same figures on any thread count),
+    // as many at once as their dense Hessians (8·d² bytes each) fit in
+    // HESSIANS_AT_ONCE: a few thousand features on many cores would
+    // otherwise hold gigabytes.
+    let all: Vec<&Map<String, Value>> = rows.iter().collect();
+    let at_once = folds_at_once(Features::learn(&all, &config.features).dims());
     let splits: Vec<Vec<usize>> = (0..config.repeats as u64)
         .map(|r| stratified_folds(labels, config.folds, config.seed.wrapping_add(r)))
         .collect();
@@ -208,31 +223,31 @@ pub fn train_rows(
         .iter()
         .flat_map(|folds| (0..config.folds).map(move |k| (folds.as_slice(), k)))
         .collect();
-    let aucs = runs
-        .into_par_iter()
-        .map(|(folds, k)| {
-            let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-                (0..rows.len()).partition(|&i| folds[i] != k);
-            let train_rows: Vec<&Map<String, Value>> =
-                train_idx.iter().map(|&i| &rows[i]).collect();
-            let train_labels: Vec<bool> = train_idx.iter().map(|&i| labels[i]).collect();
-            let trained = train(&train_rows, &train_labels, config);
-            let test_labels: Vec<bool> = test_idx.iter().map(|&i| labels[i]).collect();
-            let predicted: Vec<f64> = test_idx
-                .iter()
-                .map(|&i| trained.model.log_odds(&trained.features.encode(&rows[i])))
-                .collect();
-            let auc_model = roc_auc(&predicted, &test_labels).map_err(|e| e.to_string())?;
-            let training_scores = |m: &Model| train_idx.iter().map(|&i| score_file(m, i)).collect();
-            let toml = model_file(&trained, &train_rows, config, &training_scores)?;
-            let model = Model::from_toml("suggested.toml", &toml).map_err(|e| e.to_string())?;
-            let scored: Vec<f64> = test_idx.iter().map(|&i| score_file(&model, i)).collect();
-            let auc_toml = roc_auc(&scored, &test_labels).map_err(|e| e.to_string())?;
-            Ok((auc_model, auc_toml))
-        })
-        .collect::<Result<Vec<(f64, f64)>, String>>()?;
+    let fold = |&(folds, k): &(&[usize], usize)| {
+        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| folds[i] != k);
+        let train_rows: Vec<&Map<String, Value>> = train_idx.iter().map(|&i| &rows[i]).collect();
+        let train_labels: Vec<bool> = train_idx.iter().map(|&i| labels[i]).collect();
+        let trained = train(&train_rows, &train_labels, config);
+        let test_labels: Vec<bool> = test_idx.iter().map(|&i| labels[i]).collect();
+        let predicted: Vec<f64> = test_idx
+            .iter()
+            .map(|&i| trained.model.log_odds(&trained.features.encode(&rows[i])))
+            .collect();
+        let auc_model = roc_auc(&predicted, &test_labels).map_err(|e| e.to_string())?;
+        let training_scores = |m: &Model| train_idx.iter().map(|&i| score_file(m, i)).collect();
+        let toml = model_file(&trained, &train_rows, config, &training_scores)?;
+        let model = Model::from_toml("suggested.toml", &toml).map_err(|e| e.to_string())?;
+        let scored: Vec<f64> = test_idx.iter().map(|&i| score_file(&model, i)).collect();
+        let auc_toml = roc_auc(&scored, &test_labels).map_err(|e| e.to_string())?;
+        Ok((auc_model, auc_toml))
+    };
+    let mut aucs: Vec<(f64, f64)> = Vec::with_capacity(runs.len());
+    for batch in runs.chunks(at_once) {
+        let done: Result<Vec<_>, String> = batch.par_iter().map(fold).collect();
+        aucs.extend(done?);
+    }
     let (fold_auc_model, fold_auc_toml): (Vec<f64>, Vec<f64>) = aucs.into_iter().unzip();
-    let all: Vec<&Map<String, Value>> = rows.iter().collect();
     let trained = train(&all, labels, config);
     let every_score = |m: &Model| (0..rows.len()).map(|i| score_file(m, i)).collect();
     let toml = model_file(&trained, &all, config, &every_score)?;

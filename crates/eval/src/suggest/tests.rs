@@ -510,3 +510,10 @@ fn crosses_and_repetitions_training_cannot_run_with_are_refused() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+#[test]
+fn folds_fitted_at_once_hold_at_most_a_gigabyte_of_hessians() {
+    assert!(folds_at_once(640) >= 100, "Olist: every fold at once");
+    assert_eq!(folds_at_once(8_000), 2, "8 kB · 8,001² = 512 MB each");
+    assert_eq!(folds_at_once(20_000), 1, "3.2 GB: one at a time");
+}
