@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 use serde_json::{json, Value};
 
 use crate::harness::{basic, bearer, Server};
@@ -120,7 +120,7 @@ fn garbage_gets_a_documented_json_answer_and_the_server_keeps_serving() {
         Just("/beacon/v1/batch"),
         Just("/api/v1/outcomes"),
     ];
-    let mut runner = TestRunner::new(Config::with_cases(512));
+    let mut runner = TestRunner::new(crate::harness::cases(512));
     let seen = std::cell::RefCell::new(std::collections::BTreeMap::new());
     runner
         .run(
