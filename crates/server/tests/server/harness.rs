@@ -298,6 +298,8 @@ pub fn batch_score(id: &str, messages: &[Value]) -> Score {
 /// The cases a property runs: `default`, or `PROPTEST_CASES` when it is
 /// set, for a longer soak (`PROPTEST_CASES=5000 cargo test --release`).
 pub fn cases(default: u32) -> proptest::test_runner::Config {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     proptest::test_runner::Config::with_cases(cases.unwrap_or(default))
 }
