@@ -310,7 +310,10 @@ actions = [{ type = "log" }]
 "#;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // 64 cases, or PROPTEST_CASES for a soak (README).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
 
     /// The due-time search finds exactly the firings of evaluating every
     /// tick, boundary and message.
