@@ -289,18 +289,16 @@ fn write_report(
             (heading, "repetitions")
         };
         let detail = |v: &[f64]| {
+            if report.repeats == 1 {
+                return list(v);
+            }
             let means: Vec<f64> = v
                 .chunks(report.folds)
                 .map(|c| c.iter().sum::<f64>() / c.len() as f64)
                 .collect();
-            match report.repeats {
-                1 => list(v),
-                _ => {
-                    let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    format!("{lo:.4}–{hi:.4}: {}", list(&means))
-                }
-            }
+            let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.4}–{hi:.4}: {}", list(&means))
         };
         super::emit(&format!(
             "{} contacts, {} converted ({:.1}%), {} features\n\
