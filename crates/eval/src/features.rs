@@ -226,26 +226,39 @@ fn categories(
         .collect()
 }
 
+/// The levels seen at least `min_support` times, most frequent first
+/// (ties in level order), each with the literal of its first occurrence.
+fn frequent<K: Ord, L>(
+    seen: impl Iterator<Item = (K, impl FnOnce() -> L)>,
+    min_support: usize,
+) -> (Vec<K>, Vec<L>) {
+    let mut counts: BTreeMap<K, (usize, L)> = BTreeMap::new();
+    for (level, literal) in seen {
+        counts.entry(level).or_insert_with(|| (0, literal())).0 += 1;
+    }
+    let mut levels: Vec<(K, (usize, L))> = counts
+        .into_iter()
+        .filter(|(_, (n, _))| *n >= min_support)
+        .collect();
+    levels.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    levels
+        .into_iter()
+        .map(|(level, (_, literal))| (level, literal))
+        .unzip()
+}
+
 /// The crossed column of `parts` over training rows: combinations seen at
 /// least `min_support` times, most frequent first; none when no
 /// combination is that frequent (present or missing, the parts tell).
 fn cross(rows: &[&Map<String, Value>], parts: &[String], config: &FeatureConfig) -> Option<Column> {
-    let mut counts: BTreeMap<Vec<String>, (usize, Vec<String>)> = BTreeMap::new();
-    for row in rows {
-        if let Some(key) = categories(row, parts, &config.missing) {
-            let literals = || (0, parts.iter().map(|p| cel_literal(&row[p])).collect());
-            counts.entry(key).or_insert_with(literals).0 += 1;
-        }
-    }
-    let mut levels: Vec<_> = counts
-        .into_iter()
-        .filter(|(_, (n, _))| *n >= config.min_support)
-        .collect();
-    levels.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    let seen = rows.iter().filter_map(|row| {
+        let literals = move || parts.iter().map(|p| cel_literal(&row[p])).collect();
+        categories(row, parts, &config.missing).map(|key| (key, literals))
+    });
+    let (levels, literals) = frequent(seen, config.min_support);
     if levels.is_empty() {
         return None;
     }
-    let (levels, literals) = levels.into_iter().map(|(l, (_, lit))| (l, lit)).unzip();
     Some(Column::Cross {
         name: parts.join(" × "),
         parts: parts.to_vec(),
@@ -322,24 +335,15 @@ impl Features {
                 });
                 continue;
             }
-            // Count and first-seen literal per level.
-            let mut counts: BTreeMap<String, (usize, String)> = BTreeMap::new();
-            for v in values.iter().flatten() {
-                if let Some(c) = category(Some(v), &config.missing) {
-                    counts.entry(c).or_insert_with(|| (0, cel_literal(v))).0 += 1;
-                }
-            }
-            let mut levels: Vec<(String, usize, String)> = counts
-                .into_iter()
-                .filter(|(_, (n, _))| *n >= config.min_support)
-                .map(|(level, (n, literal))| (level, n, literal))
-                .collect();
-            levels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let seen = values
+                .iter()
+                .flatten()
+                .filter_map(|v| category(Some(v), &config.missing).map(|c| (c, || cel_literal(v))));
+            let (levels, literals) = frequent(seen, config.min_support);
             // A constant column carries nothing.
             if levels.len() <= 1 && present == rows.len() {
                 continue;
             }
-            let (levels, literals) = levels.into_iter().map(|l| (l.0, l.2)).unzip();
             columns.push(Column::Categorical {
                 name: name.to_string(),
                 levels,
