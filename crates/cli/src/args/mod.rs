@@ -541,6 +541,11 @@ pub enum Command {
         /// fewer pages written per commit) instead of contacts spread by a hash.
         #[arg(long, requires = "load")]
         sequential: bool,
+        /// With --load: the shape of the message ids (where each lands in the store's
+        /// message-id index): `uuid` as RudderStack's and Segment's mobile SDKs make them,
+        /// `segment-js` (`node-next-<ms>-<uuid>`) as Segment's Node and browser libraries do.
+        #[arg(long, value_enum, default_value = "uuid", requires = "load")]
+        ids: crate::cmd::bench_load::IdShape,
     },
 }
 

@@ -32,6 +32,23 @@ pub struct LoadPlan<'a> {
     /// Whether a batch's events go to consecutive contacts instead of
     /// contacts spread by a hash.
     pub sequential: bool,
+    /// How the message ids are made.
+    pub ids: IdShape,
+}
+
+/// The shape of the message ids a load sends: where each new id lands in
+/// the store's message-id index depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdShape {
+    /// A random UUID v4, as RudderStack's SDKs and Segment's mobile,
+    /// Python and Java libraries make them: each new id lands on a page of
+    /// its own.
+    Uuid,
+    /// `node-next-<unix ms>-<UUID v4>`, as Segment's Node library makes
+    /// them (its browser library: `ajs-next-<unix ms>-<UUID v4>`): ids
+    /// increase with the time they were made, so new ones land at the end
+    /// of the index.
+    SegmentJs,
 }
 
 /// The contact of event `n`: spread over `contacts` by a hash (the first
@@ -42,11 +59,9 @@ fn contact_of(n: u64, contacts: u64) -> u64 {
     leadscore_eval::rng::Rng::new(n).below(contacts as usize) as u64
 }
 
-/// The message id of event `n` of run `run`, shaped as the random UUID v4
-/// that Segment's and RudderStack's SDKs send: ids in no order, so each
-/// new event lands on its own page of the store's message-id index, as a
-/// real client's do (increasing ids would all append to its last page).
-pub(crate) fn message_id(run: u64, n: u64) -> String {
+/// A random UUID v4 for event `n` of run `run` (distinct across events
+/// and runs).
+pub(crate) fn uuid(run: u64, n: u64) -> String {
     let mut rng = leadscore_eval::rng::Rng::new(run.rotate_left(32) ^ n);
     let (a, b) = (rng.next_u64(), rng.next_u64());
     format!(
@@ -59,11 +74,21 @@ pub(crate) fn message_id(run: u64, n: u64) -> String {
     )
 }
 
+/// The message id of event `n` of run `run`, made at `unix_ms`, in the
+/// shape a real SDK sends ([`IdShape`]).
+fn message_id(shape: IdShape, run: u64, n: u64, unix_ms: i64) -> String {
+    match shape {
+        IdShape::Uuid => uuid(run, n),
+        IdShape::SegmentJs => format!("node-next-{unix_ms}-{}", uuid(run, n)),
+    }
+}
+
 /// One `/v1/batch` body: `batch` `Email Link Clicked` events, each with a
 /// message id unique to this run ([`message_id`]), stamped with the current
 /// time (every event new, none a duplicate).
 fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
-    let now = leadscore_store::now().to_string();
+    let at = leadscore_store::now();
+    let (now, unix_ms) = (at.to_string(), at.0.div_euclid(1_000_000));
     let items: Vec<String> = (first..first + u64::from(plan.batch))
         .map(|n| {
             let contact = if plan.sequential {
@@ -71,7 +96,7 @@ fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
             } else {
                 contact_of(n, plan.contacts)
             };
-            let id = message_id(run, n);
+            let id = message_id(plan.ids, run, n, unix_ms);
             format!(
                 r#"{{"type":"track","userId":"load-{contact}","event":"Email Link Clicked","messageId":"{id}","timestamp":"{now}"}}"#
             )
@@ -181,6 +206,7 @@ mod tests {
             seconds: 1,
             contacts: 2,
             sequential,
+            ids: IdShape::Uuid,
         }
     }
 
@@ -215,7 +241,7 @@ mod tests {
             .iter()
             .map(|m| m["messageId"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, [10, 11, 12].map(|n| message_id(7, n)));
+        assert_eq!(ids, [10, 11, 12].map(|n| uuid(7, n)));
         let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), 3);
         // UUID v4 shape: 8-4-4-4-12 hex digits, version 4, variant 10xx.
@@ -231,8 +257,32 @@ mod tests {
             assert!("89ab".contains(&parts[3][..1]), "{id}");
         }
         // Another run, other ids.
-        assert_ne!(message_id(8, 10), message_id(7, 10));
+        assert_ne!(uuid(8, 10), uuid(7, 10));
         assert!(batch.iter().all(|m| m["type"] == "track"));
+    }
+
+    /// Segment's JavaScript libraries' ids: `node-next-`, the time in ms,
+    /// a UUID v4; ids made later sort after earlier ones.
+    #[test]
+    fn segment_js_ids_carry_their_time() {
+        let id = message_id(IdShape::SegmentJs, 7, 10, 1_700_000_000_123);
+        assert_eq!(id, format!("node-next-1700000000123-{}", uuid(7, 10)));
+        let later = message_id(IdShape::SegmentJs, 7, 11, 1_700_000_000_124);
+        assert!(later > id);
+        let mut segment_js = plan(false);
+        segment_js.ids = IdShape::SegmentJs;
+        let text = body(7, 10, &segment_js);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (m, n) in value["batch"].as_array().unwrap().iter().zip(10..) {
+            let id = m["messageId"].as_str().unwrap();
+            let rest = id.strip_prefix("node-next-").unwrap();
+            let (ms, tail) = rest.split_once('-').unwrap();
+            assert!(
+                ms.len() == 13 && ms.bytes().all(|b| b.is_ascii_digit()),
+                "{id}"
+            );
+            assert_eq!(tail, uuid(7, n));
+        }
     }
 
     #[test]

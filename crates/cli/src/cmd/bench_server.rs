@@ -82,7 +82,7 @@ async fn load(
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let body = json!({"userId": format!("load{n}-{}", i % 2_000), "event": "Email Link Clicked",
-            "messageId": super::bench_load::message_id(run ^ n as u64, i),
+            "messageId": super::bench_load::uuid(run ^ n as u64, i),
             "timestamp": leadscore_store::now().to_string()});
         post_track(&client, &base, &write, &body, "load").await?;
         sent.fetch_add(1, Ordering::Relaxed);

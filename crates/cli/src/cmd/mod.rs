@@ -2,7 +2,7 @@
 //! belongs in the core: it loads, delegates and prints.
 
 mod bench;
-mod bench_load;
+pub(crate) mod bench_load;
 mod bench_server;
 mod bench_store;
 mod bench_triggers;
@@ -312,6 +312,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             batch_size,
             seconds,
             sequential,
+            ids,
             ..
         } => {
             let write_key = write_key
@@ -324,6 +325,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 seconds,
                 contacts,
                 sequential,
+                ids,
             };
             bench_load::run(&plan, out.as_deref())
         }
