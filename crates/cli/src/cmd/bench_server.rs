@@ -75,7 +75,7 @@ async fn load(
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 ) -> Result<()> {
-    // Random UUID messageIds as SDKs send them; `run` keeps them distinct
+    // Random UUID messageIds (the harder case: see `bench_load::IdShape`); `run` keeps them distinct
     // from another run's against the same store.
     let run = leadscore_store::now().0 as u64;
     let mut i = 0u64;
