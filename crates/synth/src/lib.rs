@@ -161,6 +161,11 @@ struct ContactWriter<'c> {
     out: String,
     late: String,
     events: u64,
+    /// Whether the message being written is dated at or after the end of
+    /// the period (a CRM follow-up days after the last day): it has not
+    /// happened yet, so it is drawn (the random stream of the contact's
+    /// other messages stays the same) but not written.
+    after_end: bool,
 }
 
 /// Who a message is from.
@@ -197,16 +202,21 @@ impl ContactWriter<'_> {
         let plus_two = self.rng.chance(0.1);
         timestamp(&mut line, at, millis, plus_two);
         line.push('"');
+        self.after_end = at >= self.config.end();
         line
     }
 
     fn emit(&mut self, late: bool, line: String) {
+        // A few SDK retries resend the very same message.
+        let resent = self.rng.chance(0.003);
+        if self.after_end {
+            return;
+        }
         let target = if late { &mut self.late } else { &mut self.out };
         target.push_str(&line);
         target.push('\n');
         self.events += 1;
-        // A few SDK retries resend the very same message.
-        if self.rng.chance(0.003) {
+        if resent {
             target.push_str(&line);
             target.push('\n');
             self.events += 1;
@@ -459,6 +469,7 @@ pub fn contact_lines(config: &Config, index: u64) -> (String, u64) {
         sequence: 0,
         out: String::new(),
         late: String::new(),
+        after_end: false,
         events: 0,
     }
     .write()

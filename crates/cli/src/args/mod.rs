@@ -103,13 +103,13 @@ pub enum Command {
     },
     /// Write a synthetic but realistic event stream (deterministic per seed).
     #[command(
-        after_help = "Examples:\n  leadscore generate --contacts 10000 --days 180 --out data/\n  leadscore generate --contacts 100000 --days 365 --seed 7 --out /tmp/big"
+        after_help = "Examples:\n  leadscore generate --contacts 10000 --days 180 --out data/\n  leadscore generate --contacts 10000 --days 90 --end today --out live/\n  leadscore generate --contacts 100000 --days 365 --seed 7 --out /tmp/big"
     )]
     Generate {
         /// Number of contacts.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         contacts: u64,
-        /// Length of the period in days (from 2025-01-01).
+        /// Length of the period in days (from 2025-01-01, or ending at --end).
         #[arg(long, default_value_t = 180)]
         days: u32,
         /// Random seed.
@@ -118,6 +118,10 @@ pub enum Command {
         /// Directory to write events.jsonl and contacts.csv into.
         #[arg(long)]
         out: PathBuf,
+        /// End the period at the start of this day (YYYY-MM-DD, UTC), or `today` for a log
+        /// whose contacts are live now (the period then starts --days earlier).
+        #[arg(long, value_name = "DATE|today", value_parser = crate::cmd::generate::parse_end)]
+        end: Option<i64>,
     },
     /// Generate a small data set, score it with the e-commerce example, show the top contacts,
     /// and load it into an embedded store to explore.

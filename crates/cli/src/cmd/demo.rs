@@ -25,7 +25,7 @@ const MODEL: &str = include_str!("../../../../examples/ecommerce.toml");
 pub const STORE: &str = "leadscore-demo.db";
 
 /// Today's midnight UTC, seconds since the epoch.
-fn today() -> i64 {
+pub(crate) fn today() -> i64 {
     leadscore_store::now().0.div_euclid(1_000_000_000 * 86_400) * 86_400
 }
 

@@ -10,7 +10,7 @@ mod check;
 mod demo;
 mod evaluate;
 mod explain;
-mod generate;
+pub(crate) mod generate;
 mod import;
 mod model;
 mod outbox;
@@ -87,7 +87,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             days,
             seed,
             out,
-        } => generate::run(contacts, days, seed, &out),
+            end,
+        } => generate::run(contacts, days, seed, end, &out),
         Command::Demo { contacts, store } => demo::run(contacts, &store.unwrap_or(demo_db)),
         Command::Import {
             files,
