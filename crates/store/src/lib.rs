@@ -37,6 +37,7 @@ mod pcache;
 mod postgres;
 mod records;
 mod sqlite;
+mod walvfs;
 
 pub use diff::{diff_models, RuleChange};
 pub use engine::{DryRun, Mover};
