@@ -218,6 +218,28 @@ unsafe fn flush(w: &mut WalFile) -> c_int {
     rc
 }
 
+/// Calls one of the default file's methods, after writing what is gathered
+/// (whose error, if any, is the call's).
+unsafe fn flushed_then(
+    file: *mut ffi::sqlite3_file,
+    call: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
+) -> c_int {
+    let w = wal(file);
+    match flush(w) {
+        ffi::SQLITE_OK => call(methods(w), w.real),
+        rc => rc,
+    }
+}
+
+/// Calls one of the default file's methods (nothing gathered matters).
+unsafe fn then(
+    file: *mut ffi::sqlite3_file,
+    call: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
+) -> c_int {
+    let w = wal(file);
+    call(methods(w), w.real)
+}
+
 static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 1,
     xClose: Some(wal_close),
@@ -258,12 +280,9 @@ unsafe extern "C" fn wal_read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    let w = wal(file);
-    let rc = flush(w);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    methods(w).xRead.expect("a file is read")(w.real, buf, amount, offset)
+    flushed_then(file, |m, real| {
+        m.xRead.expect("a file is read")(real, buf, amount, offset)
+    })
 }
 
 unsafe extern "C" fn wal_write(
@@ -313,48 +332,42 @@ unsafe extern "C" fn wal_write(
 }
 
 unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let w = wal(file);
-    let rc = flush(w);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    methods(w).xTruncate.expect("a file is truncated")(w.real, size)
+    flushed_then(file, |m, real| {
+        m.xTruncate.expect("a file is truncated")(real, size)
+    })
 }
 
 unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let w = wal(file);
-    let rc = flush(w);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    methods(w).xSync.expect("a file is synced")(w.real, flags)
+    flushed_then(file, |m, real| {
+        m.xSync.expect("a file is synced")(real, flags)
+    })
 }
 
 unsafe extern "C" fn wal_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let w = wal(file);
-    let rc = flush(w);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    methods(w).xFileSize.expect("a file has a size")(w.real, size)
+    flushed_then(file, |m, real| {
+        m.xFileSize.expect("a file has a size")(real, size)
+    })
 }
 
 unsafe extern "C" fn wal_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let w = wal(file);
-    methods(w).xLock.expect("a file is locked")(w.real, level)
+    then(file, |m, real| {
+        m.xLock.expect("a file is locked")(real, level)
+    })
 }
 
 unsafe extern "C" fn wal_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let w = wal(file);
-    methods(w).xUnlock.expect("a file is unlocked")(w.real, level)
+    then(file, |m, real| {
+        m.xUnlock.expect("a file is unlocked")(real, level)
+    })
 }
 
 unsafe extern "C" fn wal_check_reserved_lock(
     file: *mut ffi::sqlite3_file,
     out: *mut c_int,
 ) -> c_int {
-    let w = wal(file);
-    methods(w).xCheckReservedLock.expect("a lock is checked")(w.real, out)
+    then(file, |m, real| {
+        m.xCheckReservedLock.expect("a lock is checked")(real, out)
+    })
 }
 
 unsafe extern "C" fn wal_file_control(
@@ -362,24 +375,22 @@ unsafe extern "C" fn wal_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let w = wal(file);
-    let rc = flush(w);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    methods(w).xFileControl.expect("a file is controlled")(w.real, op, arg)
+    flushed_then(file, |m, real| {
+        m.xFileControl.expect("a file is controlled")(real, op, arg)
+    })
 }
 
 unsafe extern "C" fn wal_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    let w = wal(file);
-    methods(w).xSectorSize.expect("a file has sectors")(w.real)
+    then(file, |m, real| {
+        m.xSectorSize.expect("a file has sectors")(real)
+    })
 }
 
 unsafe extern "C" fn wal_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    let w = wal(file);
-    methods(w)
-        .xDeviceCharacteristics
-        .expect("a file has characteristics")(w.real)
+    then(file, |m, real| {
+        m.xDeviceCharacteristics
+            .expect("a file has characteristics")(real)
+    })
 }
 
 #[cfg(test)]
