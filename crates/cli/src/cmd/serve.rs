@@ -131,7 +131,7 @@ pub fn demo_keys(db: &Path, listen: &str, as_of: Timestamp) -> Result<()> {
     )?;
     writeln!(
         out,
-        "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/scores?order=score_desc&limit=5'"
+        "  curl -H 'Authorization: Bearer {read}' '{base}/api/v1/scores?status=active&order=score_desc&limit=5'   # who to call (excluded contacts keep scores)"
     )?;
     writeln!(
         out,
