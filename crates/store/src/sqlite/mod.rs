@@ -152,9 +152,7 @@ impl SqliteStore {
             why,
         };
         crate::pcache::install();
-        if std::env::var_os("XNOVFS").is_none() {
-            crate::walvfs::install();
-        }
+        crate::walvfs::install();
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // Every statement of the ingest path stays prepared.
