@@ -112,8 +112,9 @@ struct WalFile {
     /// The last write was the header of a commit frame: its page ends the
     /// commit.
     commit_page_next: bool,
-    /// How far into the file anything was written (read by the tests'
-    /// counters only).
+    /// How far into the file anything was written (for the tests'
+    /// counters).
+    #[cfg(test)]
     written_end: i64,
 }
 
@@ -147,6 +148,7 @@ unsafe extern "C" fn open(
         gathered: Vec::new(),
         at: 0,
         commit_page_next: false,
+        #[cfg(test)]
         written_end: 0,
     });
     rc
@@ -197,11 +199,13 @@ unsafe fn flush(w: &mut WalFile) -> c_int {
     let write = methods(w).xWrite.expect("a file is written");
     let mut rc = ffi::SQLITE_OK;
     #[cfg(test)]
-    if w.gathered.len() > 2 * 4096 {
-        GATHERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    {
+        if w.gathered.len() > 2 * 4096 {
+            GATHERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        w.written_end = w.written_end.max(w.at + w.gathered.len() as i64);
     }
     let mut at = w.at;
-    w.written_end = w.written_end.max(w.at + w.gathered.len() as i64);
     for chunk in w.gathered.chunks(WRITE_CHUNK) {
         rc = write(
             w.real,
@@ -313,7 +317,10 @@ unsafe extern "C" fn wal_write(
             // the commit's pages (`walRewriteChecksums`, which reads each
             // frame before rewriting its header): nothing follows that
             // one before the commit is published, so it is written now.
-            w.written_end = w.written_end.max(offset + i64::from(amount));
+            #[cfg(test)]
+            {
+                w.written_end = w.written_end.max(offset + i64::from(amount));
+            }
             let write = methods(w).xWrite.expect("a file is written");
             return write(w.real, data, amount, offset);
         }
