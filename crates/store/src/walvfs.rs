@@ -224,7 +224,7 @@ unsafe fn flush(w: &mut WalFile) -> c_int {
 
 /// Calls one of the default file's methods, after writing what is gathered
 /// (whose error, if any, is the call's).
-unsafe fn flushed_then(
+unsafe fn flush_and_forward(
     file: *mut ffi::sqlite3_file,
     call: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
 ) -> c_int {
@@ -236,7 +236,7 @@ unsafe fn flushed_then(
 }
 
 /// Calls one of the default file's methods (nothing gathered matters).
-unsafe fn then(
+unsafe fn forward(
     file: *mut ffi::sqlite3_file,
     call: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
 ) -> c_int {
@@ -284,7 +284,7 @@ unsafe extern "C" fn wal_read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    flushed_then(file, |m, real| {
+    flush_and_forward(file, |m, real| {
         m.xRead.expect("a file is read")(real, buf, amount, offset)
     })
 }
@@ -339,31 +339,31 @@ unsafe extern "C" fn wal_write(
 }
 
 unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    flushed_then(file, |m, real| {
+    flush_and_forward(file, |m, real| {
         m.xTruncate.expect("a file is truncated")(real, size)
     })
 }
 
 unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    flushed_then(file, |m, real| {
+    flush_and_forward(file, |m, real| {
         m.xSync.expect("a file is synced")(real, flags)
     })
 }
 
 unsafe extern "C" fn wal_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    flushed_then(file, |m, real| {
+    flush_and_forward(file, |m, real| {
         m.xFileSize.expect("a file has a size")(real, size)
     })
 }
 
 unsafe extern "C" fn wal_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    then(file, |m, real| {
+    forward(file, |m, real| {
         m.xLock.expect("a file is locked")(real, level)
     })
 }
 
 unsafe extern "C" fn wal_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    then(file, |m, real| {
+    forward(file, |m, real| {
         m.xUnlock.expect("a file is unlocked")(real, level)
     })
 }
@@ -372,7 +372,7 @@ unsafe extern "C" fn wal_check_reserved_lock(
     file: *mut ffi::sqlite3_file,
     out: *mut c_int,
 ) -> c_int {
-    then(file, |m, real| {
+    forward(file, |m, real| {
         m.xCheckReservedLock.expect("a lock is checked")(real, out)
     })
 }
@@ -382,19 +382,19 @@ unsafe extern "C" fn wal_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    flushed_then(file, |m, real| {
+    flush_and_forward(file, |m, real| {
         m.xFileControl.expect("a file is controlled")(real, op, arg)
     })
 }
 
 unsafe extern "C" fn wal_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    then(file, |m, real| {
+    forward(file, |m, real| {
         m.xSectorSize.expect("a file has sectors")(real)
     })
 }
 
 unsafe extern "C" fn wal_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    then(file, |m, real| {
+    forward(file, |m, real| {
         m.xDeviceCharacteristics
             .expect("a file has characteristics")(real)
     })

@@ -42,6 +42,15 @@ impl Config {
         }
     }
 
+    /// `contacts` over the `days` that end at `end` (seconds since the
+    /// epoch, a UTC midnight: the period's last day is the one before).
+    pub fn ending(contacts: u64, days: u32, seed: u64, end: i64) -> Config {
+        Config {
+            start: end - i64::from(days) * 86_400,
+            ..Config::new(contacts, days, seed)
+        }
+    }
+
     /// End of the period (seconds since the epoch).
     pub fn end(&self) -> i64 {
         self.start + i64::from(self.days) * 86_400

@@ -39,10 +39,7 @@ pub fn month_ago() -> Timestamp {
 /// not decayed since some fixed date), seed 42.
 fn config(contacts: u64) -> Config {
     const DAYS: u32 = 240;
-    Config {
-        start: today() - i64::from(DAYS) * 86_400,
-        ..Config::new(contacts, DAYS, 42)
-    }
+    Config::ending(contacts, DAYS, 42, today())
 }
 
 pub fn run(contacts: u64, store_path: &Path) -> Result<ExitCode> {

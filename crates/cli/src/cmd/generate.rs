@@ -29,10 +29,10 @@ pub fn parse_end(text: &str) -> Result<i64, String> {
 /// not [`leadscore_synth::DEFAULT_START`] + `days`.
 pub fn run(contacts: u64, days: u32, seed: u64, end: Option<i64>, out: &Path) -> Result<ExitCode> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut config = Config::new(contacts, days, seed);
-    if let Some(end) = end {
-        config.start = end - i64::from(days) * 86_400;
-    }
+    let config = match end {
+        Some(end) => Config::ending(contacts, days, seed, end),
+        None => Config::new(contacts, days, seed),
+    };
     let events_path = out.join("events.jsonl");
     let started = Instant::now();
     let file = File::create(&events_path)
