@@ -69,7 +69,8 @@ pub fn run(
                 .map_or(defaults.key_cache, std::time::Duration::from_millis),
             max_future,
         };
-        leadscore_server::run(listener, store, config, shutdown_signal()).await?;
+        let shutdown = shutdown_signal()?;
+        leadscore_server::run(listener, store, config, shutdown).await?;
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -227,25 +228,30 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM. The handlers are installed when this is called (not
+/// when the future is first polled), so a signal that arrives once the
+/// server has said it is listening always stops it gracefully instead of
+/// killing the process.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
