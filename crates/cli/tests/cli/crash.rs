@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::harness::serve_process;
 use serde_json::{json, Value};
 
 /// (contact, idempotency key) of every webhook received.
@@ -64,20 +65,9 @@ fn leadscore(db: &str, args: &[&str]) -> String {
 
 /// Starts `serve` and returns it with its address (from its JSON log).
 fn serve(db: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args([
-            "--db",
-            db,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+    let mut child = serve_process(db, &["--log-format", "json"])
         // Rows a killed server had claimed come back after the lease.
         .env("LEADSCORE_DELIVERY_LEASE_SECONDS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let addr = listening(&mut child);

@@ -45,6 +45,19 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
+/// `leadscore --db DB serve --listen 127.0.0.1:0 EXTRA…` with stdout
+/// discarded and its log (stderr) piped, for tests that run the server as
+/// a process; spawn it after adding what the test needs.
+pub fn serve_process(db: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    command
+        .args(["--db", db, "serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// Runs `leadscore ARGS` with the fixtures directory as working directory
 /// (so error messages show short relative paths).
 pub fn leadscore(args: &[&str]) -> Run {

@@ -2,11 +2,11 @@
 //! settings from flags, environment and file, and the outbox commands.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{example, generated, leadscore};
+use crate::harness::{example, generated, leadscore, serve_process};
 use crate::store::{store_with, with_db};
 
 #[test]
@@ -15,18 +15,7 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("serve.db").display().to_string();
     with_db(&db, &["model", "add", &example("email"), "--activate"]).success();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args([
-            "--db",
-            &db,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    let mut child = serve_process(&db, &["--log-format", "json"])
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -90,12 +79,7 @@ fn a_sigterm_right_after_listening_stops_gracefully() {
     let db = dir.path().join("serve.db").display().to_string();
     with_db(&db, &["model", "add", &example("email"), "--activate"]).success();
     for signal in ["-TERM", "-INT", "-TERM", "-INT", "-TERM"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-            .args(["--db", &db, "serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = serve_process(&db, &[]).spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         lines
             .by_ref()
