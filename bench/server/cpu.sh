@@ -29,7 +29,7 @@ load() {
 if [ "${WARM:-0}" -gt 0 ]; then load "$WARM" 2>&1 | sed 's/^/warm-up: /'; fi
 snap() { for t in /proc/$P/task/*; do echo "$(basename "$t") $(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done; }
 snap > cpu.before
-load "$S"
+load "$S" || echo "(the load reported failed requests)"
 snap > cpu.after
 ticks=$(getconf CLK_TCK)
 awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; next} {d=$3-b[$1]; if (d>0) s[$2]+=d} END {for (k in s) printf "%s %.2f s\n", k, s[k]/hz}' cpu.before cpu.after | sort

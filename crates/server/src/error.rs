@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 pub struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) body: Value,
+    /// Seconds a client should wait before sending again (`Retry-After`).
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -19,6 +21,20 @@ impl ApiError {
         ApiError {
             status,
             body: json!({"success": false, "error": message.into()}),
+            retry_after: None,
+        }
+    }
+
+    /// The writer is `queued` messages behind: send again in a second.
+    pub(crate) fn overloaded(queued: usize) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "overloaded: {queued} messages are waiting to be written; nothing of this request was kept, send it again after Retry-After"
+                ),
+            )
         }
     }
 
@@ -33,13 +49,20 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             body: json!({"success": false, "error": e.message, "field": e.field}),
+            retry_after: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

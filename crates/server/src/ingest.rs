@@ -72,12 +72,13 @@ pub(crate) async fn single(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    handle.shed_when_full()?;
     let value = authorize_ingest(&handle, &headers, None, body).await?;
     let received = now();
     let mut message =
         Message::from_json(value, Some(kind), Some(received)).map_err(|e| ApiError::message(&e))?;
     let warning = future.check(&mut message, received);
-    handle.ingest(vec![Incoming::new(message)]).await?;
+    handle.ingest_or_shed(vec![Incoming::new(message)]).await?;
     Ok(Json(match warning {
         None => json!({"success": true}),
         Some(w) => json!({"success": true, "warnings": [{"field": "timestamp", "warning": w}]}),
@@ -112,6 +113,7 @@ pub(crate) async fn batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    handle.shed_when_full()?;
     let value = authorize_ingest(&handle, &headers, None, body).await?;
     ingest_batch(&handle, future, value).await
 }
@@ -136,6 +138,7 @@ pub(crate) async fn beacon_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let key = params(query)?.write_key;
+    handle.shed_when_full()?;
     let value = authorize_ingest(&handle, &headers, key.as_deref(), body).await?;
     ingest_batch(&handle, future, value).await
 }
@@ -172,10 +175,11 @@ async fn ingest_batch(
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             body: json!({"success": false, "error": "no valid message", "errors": errors}),
+            retry_after: None,
         });
     }
     let accepted = messages.len();
-    handle.ingest(messages).await?;
+    handle.ingest_or_shed(messages).await?;
     let mut answer = json!({"success": true});
     if !errors.is_empty() {
         answer["accepted"] = json!(accepted);

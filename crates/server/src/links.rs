@@ -99,6 +99,10 @@ const PIXEL: &[u8] = &[
 ];
 
 /// `GET /t/open.gif?u=…&c=…&sig=…`: records `Email Opened`, returns a pixel.
+/// Neither link route sheds load ([`StoreHandle::ingest_or_shed`]): the
+/// browser behind them does not send again, and a click must reach its page.
+///
+/// [`StoreHandle::ingest_or_shed`]: crate::StoreHandle::ingest_or_shed
 pub(crate) async fn open(
     State(state): State<AppState>,
     Query(params): Query<BTreeMap<String, String>>,

@@ -120,6 +120,16 @@ pub struct StoreHandle {
     pub(crate) keys: std::sync::Arc<crate::auth::KeyCache>,
     /// Listings of the past kept for their next pages.
     pub(crate) past: std::sync::Arc<crate::past::PastListings>,
+    /// Messages handed to the worker and not yet committed (see
+    /// [`StoreHandle::with_queue_limit`]).
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Beyond this many queued messages, SDK routes shed load.
+    max_queued: usize,
+}
+
+/// Messages queued for the writer and not yet committed.
+fn set_queued_gauge(queued: usize) {
+    metrics::gauge!("leadscore_ingest_queued_messages").set(queued as f64);
 }
 
 /// Connections for reads beside the worker's, opened on demand up to a
@@ -143,6 +153,8 @@ impl StoreHandle {
     /// stalling the writer, and one flush covers every commit before it.
     pub fn start(mut store: Box<dyn Store>) -> (StoreHandle, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let committed = queued.clone();
         let fired = std::sync::Arc::new(tokio::sync::Notify::new());
         let notify = fired.clone();
         let (changes, _) = tokio::sync::broadcast::channel(1_024);
@@ -182,7 +194,14 @@ impl StoreHandle {
                                     Err(_) => break,
                                 }
                             }
+                            let count = messages.len();
                             let result = commit(store.as_mut(), messages);
+                            // The messages are written (or failed): they
+                            // no longer take memory in the queue.
+                            let left = committed
+                                .fetch_sub(count, std::sync::atomic::Ordering::AcqRel)
+                                - count;
+                            set_queued_gauge(left);
                             let (publish, notify) = (publish.clone(), notify.clone());
                             answer(Box::new(move |durable| {
                                 let result = durable.and(result).map(|mut report| {
@@ -219,6 +238,8 @@ impl StoreHandle {
                 readers: None,
                 keys: std::sync::Arc::new(crate::auth::KeyCache::new(std::time::Duration::ZERO)),
                 past: std::sync::Arc::default(),
+                queued,
+                max_queued: usize::MAX,
             },
             worker,
         )
@@ -244,6 +265,14 @@ impl StoreHandle {
     /// so requests do not each wait for a read (zero: every request reads).
     pub fn with_key_cache(mut self, ttl: std::time::Duration) -> StoreHandle {
         self.keys = std::sync::Arc::new(crate::auth::KeyCache::new(ttl));
+        self
+    }
+
+    /// Sheds load beyond `max` queued messages: [`StoreHandle::ingest_or_shed`]
+    /// then refuses a request whose messages would take the queue past it
+    /// (unless the queue is empty, so that no request is refused forever).
+    pub fn with_queue_limit(mut self, max: usize) -> StoreHandle {
+        self.max_queued = max;
         self
     }
 
@@ -281,13 +310,53 @@ impl StoreHandle {
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
     }
 
+    /// [`StoreHandle::ingest`] for clients that retry: refuses the messages
+    /// with a 503 and `Retry-After` when the writer is this far behind
+    /// ([`StoreHandle::with_queue_limit`]), instead of queueing without
+    /// bound (memory, and every later request's wait, would grow as long
+    /// as the overload lasts).
+    pub(crate) async fn ingest_or_shed(
+        &self,
+        messages: Vec<Incoming>,
+    ) -> Result<IngestReport, ApiError> {
+        self.shed_beyond(messages.len())?;
+        self.ingest(messages).await
+    }
+
+    /// Refuses a request at once when the queue is already full, before
+    /// its body is read and parsed (which, during an overload, would take
+    /// CPU from the writer for messages that are then refused).
+    pub(crate) fn shed_when_full(&self) -> Result<(), ApiError> {
+        self.shed_beyond(0)
+    }
+
+    /// Refuses `count` more messages when the queue holds some and they
+    /// would take it past its limit (at its limit, for `count` 0).
+    fn shed_beyond(&self, count: usize) -> Result<(), ApiError> {
+        let queued = self.queued.load(std::sync::atomic::Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(count.max(1)) > self.max_queued {
+            metrics::counter!("leadscore_ingest_shed_requests_total").increment(1);
+            return Err(ApiError::overloaded(queued));
+        }
+        Ok(())
+    }
+
     /// Commits messages (with whatever else is waiting) and returns once
     /// they are durable.
     pub(crate) async fn ingest(&self, messages: Vec<Incoming>) -> Result<IngestReport, ApiError> {
+        let count = messages.len();
+        set_queued_gauge(
+            self.queued
+                .fetch_add(count, std::sync::atomic::Ordering::AcqRel)
+                + count,
+        );
         let (reply, answer) = oneshot::channel();
-        self.work
-            .send(Work::Ingest(messages, reply))
-            .map_err(|_| ApiError::unavailable())?;
+        if self.work.send(Work::Ingest(messages, reply)).is_err() {
+            // The worker is gone: nothing will take these off the queue.
+            self.queued
+                .fetch_sub(count, std::sync::atomic::Ordering::AcqRel);
+            return Err(ApiError::unavailable());
+        }
         answer
             .await
             .map_err(|_| ApiError::unavailable())?
@@ -424,6 +493,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `count` track messages with distinct ids.
+    fn tracks(first: usize, count: usize) -> Vec<Incoming> {
+        (first..first + count)
+            .map(|n| {
+                let value = serde_json::json!({"type": "track", "event": "Visited",
+                    "userId": "u1", "messageId": format!("m{n}"),
+                    "timestamp": "2026-01-01T00:00:00Z"});
+                Incoming::new(leadscore_core::event::Message::from_json(value, None, None).unwrap())
+            })
+            .collect()
+    }
+
+    /// With the writer busy, a request that would take the queue past its
+    /// limit is refused at once with a 503 and `Retry-After`, while one the
+    /// queue has room for (or one on a route that never sheds) waits and
+    /// is committed; once the queue drains, requests are taken again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_sheds_load_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db")).unwrap();
+        let (handle, worker) = StoreHandle::start(Box::new(store));
+        let handle = handle.with_queue_limit(150);
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let busy = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .call(move |_| {
+                        let _ = started.send(());
+                        blocked.recv().ok()
+                    })
+                    .await
+            }
+        });
+        running.await.unwrap();
+        let spawn = |messages: Vec<Incoming>, shed: bool| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                match shed {
+                    true => handle.ingest_or_shed(messages).await,
+                    false => handle.ingest(messages).await,
+                }
+            })
+        };
+        // An empty queue takes any request, even one over the limit.
+        let first = spawn(tracks(0, 200), true);
+        while handle.queued.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            handle.ingest_or_shed(tracks(200, 1)),
+        )
+        .await
+        .expect("the request waited behind the full queue")
+        .unwrap_err();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.retry_after, Some(1));
+        assert!(
+            refused.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("overloaded: 200 messages"),
+            "{}",
+            refused.body
+        );
+        let response = axum::response::IntoResponse::into_response(refused);
+        assert_eq!(response.headers()["retry-after"], "1");
+        // The routes ask before reading a body, too.
+        assert!(handle.shed_when_full().is_err());
+        // A link route's message is taken whatever the queue holds.
+        let link = spawn(tracks(300, 1), false);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        first.await.unwrap().unwrap();
+        link.await.unwrap().unwrap();
+        assert_eq!(handle.queued.load(std::sync::atomic::Ordering::Acquire), 0);
+        handle.shed_when_full().unwrap();
+        handle.ingest_or_shed(tracks(400, 100)).await.unwrap();
+        // Everything taken is stored, nothing refused is.
+        let stats = handle.call(|store| store.stats()).await.unwrap().unwrap();
+        assert_eq!(stats.events, 301);
+        drop(handle);
+        worker.join().unwrap();
     }
 
     /// A worker on a temporary SQLite store holding a read key (its hash is

@@ -55,6 +55,13 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_MAX_FUTURE", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_future: Option<String>,
+    /// Messages that may wait for the writer: beyond them `/v1/*` answers
+    /// 503 with `Retry-After: 1` and SDKs send again later, instead of the
+    /// queue (memory, latency) growing as long as an overload lasts
+    /// [default: 50000].
+    #[arg(long, env = "LEADSCORE_MAX_QUEUED_EVENTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_events: Option<usize>,
 }
 
 impl ServeSettings {
@@ -103,6 +110,11 @@ impl ServeSettings {
                     .max_future
                     .map_or_else(|| "off".into(), |d| d.to_string())
             })),
+            max_queued_events: Some(
+                self.max_queued_events
+                    .or(file.max_queued_events)
+                    .unwrap_or(server.max_queued_events),
+            ),
         }
     }
 }

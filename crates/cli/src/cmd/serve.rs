@@ -68,6 +68,9 @@ pub fn run(
                 .key_cache_ms
                 .map_or(defaults.key_cache, std::time::Duration::from_millis),
             max_future,
+            max_queued_events: settings
+                .max_queued_events
+                .unwrap_or(defaults.max_queued_events),
         };
         let shutdown = shutdown_signal()?;
         leadscore_server::run(listener, store, config, shutdown).await?;
@@ -81,6 +84,9 @@ pub fn run(
 fn check(settings: &ServeSettings) -> Result<Option<Duration>> {
     if let Some(limit) = settings.body_limit.filter(|&n| n < 1024) {
         bail!("body_limit: at least 1024 bytes (a Segment message may be 32 KB), found {limit}");
+    }
+    if settings.max_queued_events == Some(0) {
+        bail!("max_queued_events: at least 1 (a request is always taken when nothing waits)");
     }
     if let Some(listen) = &settings.listen {
         let host_port = listen

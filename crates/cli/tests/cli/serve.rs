@@ -176,6 +176,14 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     assert_eq!(from_file["max_future"].as_str(), Some("5m"));
     let off = print(&[("LEADSCORE_MAX_FUTURE", "off")], &[]);
     assert_eq!(off["max_future"].as_str(), Some("off"));
+    assert_eq!(from_file["max_queued_events"].as_integer(), Some(50_000));
+    let queue = print(&[("LEADSCORE_MAX_QUEUED_EVENTS", "5000")], &[]);
+    assert_eq!(queue["max_queued_events"].as_integer(), Some(5000));
+    let refused = leadscore(&["serve", "--print-config", "--max-queued-events", "0"]).failure();
+    assert!(
+        refused.contains("max_queued_events: at least 1"),
+        "{refused}"
+    );
     let named = print(&[], &["--listen", "localhost:8080"]);
     assert_eq!(named["listen"].as_str(), Some("localhost:8080"));
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();

@@ -48,10 +48,15 @@ macro_rules! responses {
     };
 }
 
+/// The Segment routes' answer when the writer is too far behind
+/// (`max_queued_events`).
+const OVERLOADED: &str = "overloaded: nothing kept, send again after Retry-After";
+
 const SHORT_RESPONSES: &[(u16, &str)] = responses![
     (200, "committed"),
     (400, "invalid message"),
-    (413, "body too large")
+    (413, "body too large"),
+    (503, OVERLOADED)
 ];
 
 /// An analytics.js path: the message type's first letter (`b` for a batch).
@@ -81,7 +86,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "invalid message (names the field)"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -95,7 +101,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "invalid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -109,7 +116,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "invalid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -123,7 +131,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "invalid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -137,7 +146,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "invalid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -151,7 +161,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "invalid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -165,7 +176,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed (with per-index errors and timestamp warnings if any)"),
             (400, "no valid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     Route {
@@ -179,7 +191,8 @@ pub const ROUTES: &[Route] = &[
         responses: responses![
             (200, "committed"),
             (400, "no valid message"),
-            (413, "body too large")
+            (413, "body too large"),
+            (503, OVERLOADED)
         ],
     },
     short("/v1/t", "Same as /v1/track, as analytics.js calls it (its write key in the body's writeKey, text/plain)."),
