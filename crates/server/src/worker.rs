@@ -268,9 +268,10 @@ impl StoreHandle {
         self
     }
 
-    /// Sheds load beyond `max` queued messages: [`StoreHandle::ingest_or_shed`]
-    /// then refuses a request whose messages would take the queue past it
-    /// (unless the queue is empty, so that no request is refused forever).
+    /// Sheds load beyond `max` queued messages: the Segment routes then
+    /// refuse a request whose messages would take the queue past it with a
+    /// 503 (unless the queue is empty, so that no request is refused
+    /// forever); the tracking links never refuse.
     pub fn with_queue_limit(mut self, max: usize) -> StoreHandle {
         self.max_queued = max;
         self
