@@ -471,3 +471,112 @@ fn timestamps_ahead_of_the_servers_clock_are_stored_at_receive_time() {
         "within the limit: kept as sent"
     );
 }
+
+/// With the writer held up and its queue at the limit, a Segment route
+/// answers 503 with `Retry-After` before reading the body or checking the
+/// key, keeps nothing of the request, and takes requests again once the
+/// queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    use leadscore_store::{Admin as _, Scope, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let key = leadscore_store::new_key(Scope::Ingest).unwrap();
+    store
+        .add_key(&leadscore_store::key_hash(&key), Scope::Ingest, "test")
+        .unwrap();
+    let (handle, worker) = leadscore_server::StoreHandle::start(Box::new(store));
+    // Keys are read beside the held writer, as `serve` does.
+    let open: leadscore_server::Reopen = std::sync::Arc::new(move || {
+        Ok(Box::new(SqliteStore::open(&path)?) as Box<dyn leadscore_store::Store>)
+    });
+    let handle = handle.with_readers(open, 1).with_queue_limit(1);
+    let app = leadscore_server::router(handle.clone(), &leadscore_server::Config::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    // The writer is held until `release`.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel();
+    let busy = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .call(move |_| {
+                    let _ = started.send(());
+                    held.recv().ok()
+                })
+                .await
+        }
+    });
+    running.await.unwrap();
+    let client = reqwest::Client::new();
+    let post = |key: &str, body: String| {
+        client
+            .post(format!("http://{addr}/v1/batch"))
+            .basic_auth(key, Some(""))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let batch = |ids: &[&str]| {
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|id| typed(track("alice", id, "Form Submitted")))
+            .collect();
+        json!({ "batch": items }).to_string()
+    };
+    // An empty queue takes the first request, which then waits.
+    let first = tokio::spawn(post(&key, batch(&["q1", "q2"])));
+    // Until that request is queued, a body that is not JSON is a 400; then
+    // it is refused before it is read.
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let answer = post(&key, "{not json".into()).await.unwrap();
+            match answer.status().as_u16() {
+                400 => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                _ => break answer,
+            }
+        }
+    })
+    .await
+    .expect("the queue never refused a request");
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["success"], false);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("overloaded: 2 messages"),
+        "{body}"
+    );
+    for key in [key.as_str(), "no-such-key"] {
+        let refused = post(key, batch(&["r1"])).await.unwrap();
+        assert_eq!(refused.status().as_u16(), 503);
+    }
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status().as_u16(), 200);
+    let again = post(&key, batch(&["a1"])).await.unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    // What was taken is stored; the refused message is not.
+    let stats = handle.call(|store| store.stats()).await.unwrap().unwrap();
+    assert_eq!(stats.events, 3);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    drop(handle);
+    worker.join().unwrap();
+}
