@@ -496,6 +496,29 @@ mod tests {
         }
     }
 
+    /// Holds the writer in a job until the returned sender sends (or is
+    /// dropped); the job has started when this returns.
+    async fn hold_writer(
+        handle: &StoreHandle,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<Option<()>, ApiError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let handle = handle.clone();
+        let busy = tokio::spawn(async move {
+            handle
+                .call(move |_| {
+                    let _ = started.send(());
+                    held.recv().ok()
+                })
+                .await
+        });
+        running.await.unwrap();
+        (release, busy)
+    }
+
     /// `count` track messages with distinct ids.
     fn tracks(first: usize, count: usize) -> Vec<Incoming> {
         (first..first + count)
@@ -518,20 +541,7 @@ mod tests {
         let store = SqliteStore::open(dir.path().join("t.db")).unwrap();
         let (handle, worker) = StoreHandle::start(Box::new(store));
         let handle = handle.with_queue_limit(150);
-        let (release, blocked) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let busy = tokio::spawn({
-            let handle = handle.clone();
-            async move {
-                handle
-                    .call(move |_| {
-                        let _ = started.send(());
-                        blocked.recv().ok()
-                    })
-                    .await
-            }
-        });
-        running.await.unwrap();
+        let (release, busy) = hold_writer(&handle).await;
         let spawn = |messages: Vec<Incoming>, shed: bool| {
             let handle = handle.clone();
             tokio::spawn(async move {
@@ -603,19 +613,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_do_not_queue_behind_the_worker() {
         let (_dir, handle, worker, hash) = with_two_readers();
-        let (release, blocked) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let worker_handle = handle.clone();
-        let busy = tokio::spawn(async move {
-            worker_handle
-                .call(move |_| {
-                    let _ = started.send(());
-                    blocked.recv().ok()
-                })
-                .await
-                .map_err(|_| "worker gone")
-        });
-        running.await.unwrap();
+        let (release, busy) = hold_writer(&handle).await;
         let found = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             read(&handle, move |store| store.key_by_hash(&hash)),
