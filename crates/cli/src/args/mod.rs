@@ -253,8 +253,9 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         settings: ServeSettings,
-        /// Settings file (TOML: listen, body_limit, cors_origins, log_format);
-        /// flags and environment variables override it.
+        /// Settings file (TOML, with the keys `--print-config` prints: listen,
+        /// body_limit, cors_origins, max_queued_events, …); flags and
+        /// environment variables override it.
         #[arg(long, env = "LEADSCORE_CONFIG")]
         config: Option<PathBuf>,
         /// Print the effective settings as TOML and exit.
