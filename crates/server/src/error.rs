@@ -18,9 +18,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError::with_body(status, json!({"success": false, "error": message.into()}))
+    }
+
+    /// An answer whose JSON body says more than its `error`.
+    pub(crate) fn with_body(status: StatusCode, body: Value) -> ApiError {
         ApiError {
             status,
-            body: json!({"success": false, "error": message.into()}),
+            body,
             retry_after: None,
         }
     }
@@ -46,11 +51,10 @@ impl ApiError {
     }
 
     pub(crate) fn message(e: &MessageError) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({"success": false, "error": e.message, "field": e.field}),
-            retry_after: None,
-        }
+        ApiError::with_body(
+            StatusCode::BAD_REQUEST,
+            json!({"success": false, "error": e.message, "field": e.field}),
+        )
     }
 }
 

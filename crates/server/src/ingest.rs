@@ -172,11 +172,10 @@ async fn ingest_batch(
         }
     }
     if messages.is_empty() && !errors.is_empty() {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({"success": false, "error": "no valid message", "errors": errors}),
-            retry_after: None,
-        });
+        return Err(ApiError::with_body(
+            StatusCode::BAD_REQUEST,
+            json!({"success": false, "error": "no valid message", "errors": errors}),
+        ));
     }
     let accepted = messages.len();
     handle.ingest_or_shed(messages).await?;

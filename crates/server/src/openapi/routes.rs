@@ -48,16 +48,21 @@ macro_rules! responses {
     };
 }
 
-/// The Segment routes' answer when the writer is too far behind
-/// (`max_queued_events`).
-const OVERLOADED: &str = "overloaded: nothing kept, send again after Retry-After";
+/// A Segment route's answers: those given, then what every one of them may
+/// answer (a body over the limit, a full queue: `max_queued_events`) and
+/// the key's.
+macro_rules! ingest_responses {
+    ($(($code:expr, $what:expr)),* $(,)?) => {
+        responses![
+            $(($code, $what),)*
+            (413, "body too large"),
+            (503, "overloaded: nothing kept, send again after Retry-After"),
+        ]
+    };
+}
 
-const SHORT_RESPONSES: &[(u16, &str)] = responses![
-    (200, "committed"),
-    (400, "invalid message"),
-    (413, "body too large"),
-    (503, OVERLOADED)
-];
+const SHORT_RESPONSES: &[(u16, &str)] =
+    ingest_responses![(200, "committed"), (400, "invalid message")];
 
 /// An analytics.js path: the message type's first letter (`b` for a batch).
 const fn short(path: &'static str, summary: &'static str) -> Route {
@@ -83,11 +88,9 @@ pub const ROUTES: &[Route] = &[
         summary: "A Segment track call (type from the route).",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "invalid message (names the field)"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "invalid message (names the field)")
         ],
     },
     Route {
@@ -98,11 +101,9 @@ pub const ROUTES: &[Route] = &[
         summary: "A Segment page call.",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "invalid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "invalid message")
         ],
     },
     Route {
@@ -113,11 +114,9 @@ pub const ROUTES: &[Route] = &[
         summary: "A Segment screen call.",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "invalid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "invalid message")
         ],
     },
     Route {
@@ -128,11 +127,9 @@ pub const ROUTES: &[Route] = &[
         summary: "A Segment identify call (traits).",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "invalid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "invalid message")
         ],
     },
     Route {
@@ -143,11 +140,9 @@ pub const ROUTES: &[Route] = &[
         summary: "A Segment group call (company traits).",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "invalid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "invalid message")
         ],
     },
     Route {
@@ -158,11 +153,9 @@ pub const ROUTES: &[Route] = &[
         summary: "A Segment alias call (previousId to userId).",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "invalid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "invalid message")
         ],
     },
     Route {
@@ -173,11 +166,9 @@ pub const ROUTES: &[Route] = &[
         summary: "{\"batch\": [messages]}: valid ones kept, invalid ones reported by index.",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed (with per-index errors and timestamp warnings if any)"),
-            (400, "no valid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "no valid message")
         ],
     },
     Route {
@@ -188,11 +179,9 @@ pub const ROUTES: &[Route] = &[
         summary: "Same as /v1/batch.",
         body: Some("application/json"),
         query: &[],
-        responses: responses![
+        responses: ingest_responses![
             (200, "committed"),
-            (400, "no valid message"),
-            (413, "body too large"),
-            (503, OVERLOADED)
+            (400, "no valid message")
         ],
     },
     short("/v1/t", "Same as /v1/track, as analytics.js calls it (its write key in the body's writeKey, text/plain)."),
