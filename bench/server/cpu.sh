@@ -11,6 +11,8 @@
 #        LOADARGS  more `bench --load` flags, e.g. --sequential
 #        WARM seconds of load before the measured run (default 0; 25 fills
 #             a 1 GiB WAL at 22k events/s, for steady-state figures)
+#        WRATE events/s of that warm-up (default RATE: a rate the build
+#             sustains, so that no backlog reaches the measured run)
 set -euo pipefail
 L=${L:-target/release/leadscore}
 R=$1; S=${2:-20}; shift 2 || shift $#
@@ -26,11 +28,17 @@ load() {
   LEADSCORE_WRITE_KEY=$KEY "$L" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
     --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-}
 }
-if [ "${WARM:-0}" -gt 0 ]; then load "$WARM" 2>&1 | sed 's/^/warm-up: /'; fi
-snap() { for t in /proc/$P/task/*; do echo "$(basename "$t") $(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done; }
+if [ "${WARM:-0}" -gt 0 ]; then R=${WRATE:-$R} load "$WARM" 2>&1 | sed 's/^/warm-up: /'; fi
+# tid, name, CPU ticks (user + system), user ticks; threads gone meanwhile skipped
+snap() {
+  for t in /proc/$P/task/*; do
+    s=$(cat "$t/stat" 2>/dev/null) || continue
+    echo "$(basename "$t") $(cat "$t/comm" 2>/dev/null) $(echo "${s##*) }" | awk '{print $12+$13, $12}')"
+  done
+}
 snap > cpu.before
 load "$S" || echo "(the load reported failed requests)"
 snap > cpu.after
 ticks=$(getconf CLK_TCK)
-awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; next} {d=$3-b[$1]; if (d>0) s[$2]+=d} END {for (k in s) printf "%s %.2f s\n", k, s[k]/hz}' cpu.before cpu.after | sort
+awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; u[$1]=$4; next} {d=$3-b[$1]; if (d>0) {s[$2]+=d; us[$2]+=$4-u[$1]}} END {for (k in s) printf "%s %.2f s (user %.2f s)\n", k, s[k]/hz, us[k]/hz}' cpu.before cpu.after | sort
 grep VmHWM "/proc/$P/status"
