@@ -10,16 +10,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::thread::ScopedJoinHandle;
 
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use leadscore_core::batch::contacts_as_of;
 
-use crate::engine::{contact_log, Row, Tx};
+use crate::engine::{contact_bodies, parse_log, Row, Tx};
 use crate::{Listed, Result, StoreError};
 
 /// A leaderboard or segment query over the live contacts.
@@ -321,6 +323,32 @@ impl ScoreQuery {
 /// Live rows read per step of a scan.
 const STEP: usize = 1_000;
 
+/// A step's contacts scored, row by row ([`Scan::score`]).
+type Scored = Vec<Result<Vec<Listed>>>;
+
+/// The scores of a step handed to another thread.
+fn joined(scoring: ScopedJoinHandle<'_, Scored>) -> Scored {
+    scoring
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Passes a step's contacts on, in order; the first error ends the scan.
+fn emit(scored: Scored, each: &mut impl FnMut(Listed)) -> Result<()> {
+    for listed in scored {
+        listed?.into_iter().for_each(&mut *each);
+    }
+    Ok(())
+}
+
+/// What one live row of a scan's step needs scored.
+enum Step {
+    /// The row answers (its score moved on to `at`).
+    Live(Box<Row>),
+    /// The stored messages of a contact whose log goes past `at`.
+    Rewind(Vec<String>),
+}
+
 /// A scan of the live rows that scores each contact as of `at`.
 pub(crate) struct Scan {
     version: u32,
@@ -381,27 +409,64 @@ impl Scan {
     fn run(&self, tx: &mut impl Tx, mut each: impl FnMut(Listed)) -> Result<()> {
         let traits = self.model.contact_rules_use_time();
         let mut after: Option<String> = None;
-        loop {
-            let rows = tx.live_rows(after.as_deref(), STEP, traits)?;
-            let done = rows.len() < STEP;
-            after = rows.last().map(|r| r.id.clone());
-            for row in rows {
-                if self.rewind && row.last_ts.is_some_and(|last| last > self.at) {
-                    let (_, messages) = contact_log(tx, &row.id)?;
-                    for then in contacts_as_of(messages, Vec::new(), self.at) {
-                        each(Listed {
-                            last_event: then.messages.iter().map(|m| m.timestamp).max(),
-                            score: then.score_as_of(&self.model, self.at),
-                            id: then.id,
-                        });
+        // A step with contacts to rewind is parsed and scored on the other
+        // threads while this one (the transaction's) reads the next; live
+        // rows alone are too little work per row to hand off (measured in
+        // docs/performance.md). Emitted in step order.
+        std::thread::scope(|scope| {
+            let mut scoring: Option<ScopedJoinHandle<'_, Scored>> = None;
+            loop {
+                let rows = tx.live_rows(after.as_deref(), STEP, traits)?;
+                let done = rows.len() < STEP;
+                after = rows.last().map(|r| r.id.clone());
+                let work = rows
+                    .into_iter()
+                    .map(|row| {
+                        Ok(
+                            if self.rewind && row.last_ts.is_some_and(|last| last > self.at) {
+                                Step::Rewind(contact_bodies(tx, &row.id)?.1)
+                            } else {
+                                Step::Live(Box::new(row))
+                            },
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if let Some(previous) = scoring.take() {
+                    emit(joined(previous), &mut each)?;
+                }
+                if work.iter().any(|step| matches!(step, Step::Rewind(_))) {
+                    let next = scope
+                        .spawn(move || work.into_par_iter().map(|step| self.score(step)).collect());
+                    if done {
+                        return emit(joined(next), &mut each);
                     }
+                    scoring = Some(next);
                 } else {
-                    each(self.listed(row)?);
+                    emit(
+                        work.into_iter().map(|step| self.score(step)).collect(),
+                        &mut each,
+                    )?;
+                    if done {
+                        return Ok(());
+                    }
                 }
             }
-            if done {
-                return Ok(());
-            }
+        })
+    }
+
+    /// The contacts of one step of [`Scan::run`] with their scores as of
+    /// `at`: a live row's, or those its log groups into as of `at`.
+    fn score(&self, step: Step) -> Result<Vec<Listed>> {
+        match step {
+            Step::Live(row) => Ok(vec![self.listed(*row)?]),
+            Step::Rewind(bodies) => Ok(contacts_as_of(parse_log(&bodies)?, Vec::new(), self.at)
+                .into_iter()
+                .map(|then| Listed {
+                    last_event: then.messages.iter().map(|m| m.timestamp).max(),
+                    score: then.score_as_of(&self.model, self.at),
+                    id: then.id,
+                })
+                .collect()),
         }
     }
 

@@ -203,3 +203,49 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
         }
     }
 }
+
+/// A scan reads live rows a thousand at a time and scores each step on
+/// other threads while it reads the next: over several steps every
+/// contact is listed and counted once, as the batch scores say.
+#[test]
+fn a_scan_over_several_steps_lists_every_contact_once() {
+    let (messages, end) = generated(2_300, 2, 3);
+    let (file, source) = example_source("b2b");
+    let model = Model::from_toml(&file, &source).unwrap();
+    let mut times: Vec<Timestamp> = messages.iter().map(|m| m.timestamp).collect();
+    times.sort_unstable();
+    // Late enough that most contacts exist, early enough that many have
+    // events after it (rewound from their logs).
+    let late = times[times.len() * 9 / 10];
+    let day = 86_400 * NANOS_PER_SECOND;
+    for (mut store, _guard) in backends() {
+        activate_source(store.as_mut(), &file, &source);
+        store.ingest(incoming(&messages)).unwrap();
+        let store = store.as_ref();
+        for (at, rewind) in [(late, true), (Timestamp(end.0 + 30 * day), false)] {
+            let all = expected(store, &model, &messages, Some(at), rewind);
+            let context = format!("as of {at:?}, rewind {rewind}");
+            assert!(all.len() > 2_000, "{context}: {} contacts", all.len());
+            let query = ScoreQuery {
+                at: Some(at),
+                rewind,
+                limit: 10_000,
+                ..ScoreQuery::default()
+            };
+            assert_eq!(
+                listed(store, &query),
+                ordered(all.clone(), false),
+                "{context}"
+            );
+            let mut wanted = SummaryBuilder::new(Some(&model));
+            for (_, s) in &all {
+                wanted.add(&s.tier, &s.grade, s.status, s.score);
+            }
+            assert_eq!(
+                store.summary(Some(at), rewind).unwrap(),
+                wanted.finish(Some(at)),
+                "{context}"
+            );
+        }
+    }
+}
