@@ -419,37 +419,39 @@ impl Scan {
                 let rows = tx.live_rows(after.as_deref(), STEP, traits)?;
                 let done = rows.len() < STEP;
                 after = rows.last().map(|r| r.id.clone());
+                let rewound = |row: &Row| self.rewind && row.last_ts.is_some_and(|t| t > self.at);
+                if !rows.iter().any(rewound) {
+                    // Live rows alone: scored here, after the step before.
+                    if let Some(previous) = scoring.take() {
+                        emit(joined(previous), &mut each)?;
+                    }
+                    for row in rows {
+                        each(self.listed(row)?);
+                    }
+                    if done {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let work = rows
                     .into_iter()
                     .map(|row| {
-                        Ok(
-                            if self.rewind && row.last_ts.is_some_and(|last| last > self.at) {
-                                Step::Rewind(contact_bodies(tx, &row.id)?.1)
-                            } else {
-                                Step::Live(Box::new(row))
-                            },
-                        )
+                        Ok(if rewound(&row) {
+                            Step::Rewind(contact_bodies(tx, &row.id)?.1)
+                        } else {
+                            Step::Live(Box::new(row))
+                        })
                     })
                     .collect::<Result<Vec<_>>>()?;
                 if let Some(previous) = scoring.take() {
                     emit(joined(previous), &mut each)?;
                 }
-                if work.iter().any(|step| matches!(step, Step::Rewind(_))) {
-                    let next = scope
-                        .spawn(move || work.into_par_iter().map(|step| self.score(step)).collect());
-                    if done {
-                        return emit(joined(next), &mut each);
-                    }
-                    scoring = Some(next);
-                } else {
-                    emit(
-                        work.into_iter().map(|step| self.score(step)).collect(),
-                        &mut each,
-                    )?;
-                    if done {
-                        return Ok(());
-                    }
+                let next = scope
+                    .spawn(move || work.into_par_iter().map(|step| self.score(step)).collect());
+                if done {
+                    return emit(joined(next), &mut each);
                 }
+                scoring = Some(next);
             }
         })
     }
