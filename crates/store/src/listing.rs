@@ -420,38 +420,39 @@ impl Scan {
                 let done = rows.len() < STEP;
                 after = rows.last().map(|r| r.id.clone());
                 let rewound = |row: &Row| self.rewind && row.last_ts.is_some_and(|t| t > self.at);
-                if !rows.iter().any(rewound) {
-                    // Live rows alone: scored here, after the step before.
-                    if let Some(previous) = scoring.take() {
-                        emit(joined(previous), &mut each)?;
-                    }
-                    for row in rows {
-                        each(self.listed(row)?);
-                    }
-                    if done {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                let work = rows
-                    .into_iter()
-                    .map(|row| {
-                        Ok(if rewound(&row) {
-                            Step::Rewind(contact_bodies(tx, &row.id)?.1)
-                        } else {
-                            Step::Live(Box::new(row))
+                // Either the rows to score here, or the step to hand off
+                // (its messages read now, while the step before is scored).
+                let (live, work) = if rows.iter().any(rewound) {
+                    let work = rows
+                        .into_iter()
+                        .map(|row| {
+                            Ok(if rewound(&row) {
+                                Step::Rewind(contact_bodies(tx, &row.id)?.1)
+                            } else {
+                                Step::Live(Box::new(row))
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                        .collect::<Result<Vec<_>>>()?;
+                    (Vec::new(), work)
+                } else {
+                    (rows, Vec::new())
+                };
                 if let Some(previous) = scoring.take() {
                     emit(joined(previous), &mut each)?;
                 }
-                let next = scope
-                    .spawn(move || work.into_par_iter().map(|step| self.score(step)).collect());
-                if done {
-                    return emit(joined(next), &mut each);
+                for row in live {
+                    each(self.listed(row)?);
                 }
-                scoring = Some(next);
+                if !work.is_empty() {
+                    let next = scope
+                        .spawn(move || work.into_par_iter().map(|step| self.score(step)).collect());
+                    if done {
+                        return emit(joined(next), &mut each);
+                    }
+                    scoring = Some(next);
+                } else if done {
+                    return Ok(());
+                }
             }
         })
     }
