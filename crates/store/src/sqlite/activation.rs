@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, TransactionBehavior};
 
+use super::contacts;
 use super::rows::{count, Sql};
 use super::SqliteStore;
 use crate::engine::{self, Table, Tx};
@@ -108,6 +109,8 @@ impl SqliteStore {
         let fields = |t: &str| {
             format!("json_object('score', {t}.score, 'tier', {t}.tier, 'grade', {t}.grade, 'stage', {t}.stage, 'status', {t}.status)")
         };
+        let before: i64 =
+            tx.query_row("SELECT coalesce(max(seq), 0) FROM ledger", [], |r| r.get(0))?;
         report.changed = tx.execute(
             &format!(
                 "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause)
@@ -121,6 +124,14 @@ impl SqliteStore {
             ),
             params![now().0, version, format!("activate v{version}")],
         )? as u64;
+        // The new rows start without positions: the old rows' and the
+        // activation's entries become runs.
+        contacts::close_histories(&tx)?;
+        tx.execute(
+            "INSERT INTO ledger_runs (contact, first_seq, seqs)
+             SELECT contact, seq, seq FROM ledger WHERE seq > ?1",
+            [before],
+        )?;
         tx.execute("DELETE FROM contacts", [])?;
         report.contacts =
             tx.execute("INSERT INTO contacts SELECT * FROM contacts_next", [])? as u64;

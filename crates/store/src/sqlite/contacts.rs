@@ -1,12 +1,20 @@
 //! A contact's history and its erasure on SQLite.
+//!
+//! A contact's ledger entries are found through their positions (`seq`):
+//! those of its latest entries in its live row's `history`, older ones in
+//! `ledger_runs` (migration V8 says why there is no index on the ledger's
+//! contact column). Both hold `seq,seq,…` in increasing order.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use leadscore_core::time::Timestamp;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::rows::{count, fields, Sql};
 use super::SqliteStore;
 use crate::engine::Tx;
-use crate::{id_hash, now, EraseReport, LedgerEntry, Result};
+use crate::{id_hash, now, EraseReport, LedgerEntry, Result, StoreError};
 
 impl SqliteStore {
     /// [`Store::history`]: the ledger entries of every id of the contact.
@@ -20,10 +28,15 @@ impl SqliteStore {
         let mut entries = Vec::new();
         let mut stmt = tx.prepare_cached(
             "SELECT seq, contact, at, recorded_at, model_version, old, new, cause
-             FROM ledger WHERE contact = ?1",
+             FROM ledger WHERE seq = ?1",
         )?;
-        for id in &ids {
-            let rows = stmt.query_map([id], |r| {
+        for seq in ids
+            .iter()
+            .map(|id| ledger_seqs(&tx, id))
+            .collect::<Result<Vec<_>>>()?
+            .concat()
+        {
+            let rows = stmt.query_map([seq], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -90,8 +103,11 @@ impl SqliteStore {
                 [member],
             )?;
             tx.execute("DELETE FROM identities WHERE id = ?1", [member])?;
-            report.ledger_entries +=
-                tx.execute("DELETE FROM ledger WHERE contact = ?1", [member])? as u64;
+            let mut delete = tx.prepare_cached("DELETE FROM ledger WHERE seq = ?1")?;
+            for seq in ledger_seqs(&tx, member)? {
+                report.ledger_entries += delete.execute([seq])? as u64;
+            }
+            tx.execute("DELETE FROM ledger_runs WHERE contact = ?1", [member])?;
             tx.execute("DELETE FROM contacts WHERE id = ?1", [member])?;
             tx.execute("DELETE FROM contacts_next WHERE id = ?1", [member])?;
             // Firings carry score snapshots: they go too, with what they queued.
@@ -113,4 +129,119 @@ impl SqliteStore {
         report.ids = ids;
         Ok(Some(report))
     }
+}
+
+/// The longest `history` a live row keeps before it becomes a run: about
+/// 25 positions, so that a history read finds one run per 25 entries and
+/// the row stays on its page.
+pub(super) const RUN_BYTES: usize = 200;
+
+/// Records the positions of newly appended entries, `(contact, seq)` in
+/// increasing `seq`: in the contact's live row (written in this
+/// transaction anyway), or as a run of their own when it has none (merged
+/// away, or left with no message).
+pub(super) fn note_history<'a>(
+    conn: &Connection,
+    entries: impl Iterator<Item = (&'a str, i64)>,
+) -> Result<()> {
+    let mut order: Vec<(&str, String)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (contact, seq) in entries {
+        let i = *index.entry(contact).or_insert_with(|| {
+            order.push((contact, String::new()));
+            order.len() - 1
+        });
+        let text = &mut order[i].1;
+        if !text.is_empty() {
+            text.push(',');
+        }
+        write!(text, "{seq}").expect("writing to a string");
+    }
+    let mut append = conn.prepare_cached(
+        "UPDATE contacts SET history = coalesce(history || ',', '') || ?2 WHERE id = ?1
+         RETURNING length(history)",
+    )?;
+    for (contact, seqs) in &order {
+        let length: Option<i64> = append
+            .query_row(params![contact, seqs], |r| r.get(0))
+            .optional()?;
+        match length {
+            None => add_run(conn, contact, seqs)?,
+            Some(n) if n as usize > RUN_BYTES => close_history(conn, contact)?,
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Moves the positions kept in a live row to a run (before the row is
+/// deleted, or when they have grown long).
+pub(super) fn close_history(conn: &Connection, contact: &str) -> Result<()> {
+    let history: Option<String> = conn
+        .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
+        .query_row([contact], |r| r.get(0))
+        .optional()?
+        .flatten();
+    if let Some(seqs) = history {
+        add_run(conn, contact, &seqs)?;
+        conn.prepare_cached("UPDATE contacts SET history = NULL WHERE id = ?1")?
+            .execute([contact])?;
+    }
+    Ok(())
+}
+
+/// Moves every live row's positions to runs (before the live rows are
+/// replaced wholesale).
+pub(super) fn close_histories(conn: &Connection) -> Result<()> {
+    // CAST takes the longest integer prefix of the text: the first seq.
+    conn.execute(
+        "INSERT INTO ledger_runs (contact, first_seq, seqs)
+         SELECT id, CAST(history AS INTEGER), history FROM contacts WHERE history IS NOT NULL",
+        [],
+    )?;
+    conn.execute(
+        "UPDATE contacts SET history = NULL WHERE history IS NOT NULL",
+        [],
+    )?;
+    Ok(())
+}
+
+fn add_run(conn: &Connection, contact: &str, seqs: &str) -> Result<()> {
+    let first = parse_seqs(seqs)
+        .next()
+        .transpose()?
+        .ok_or_else(|| StoreError::Corrupt(format!("empty ledger positions of {contact:?}")))?;
+    conn.prepare_cached("INSERT INTO ledger_runs (contact, first_seq, seqs) VALUES (?1, ?2, ?3)")?
+        .execute(params![contact, first, seqs])?;
+    Ok(())
+}
+
+/// The positions of every ledger entry of one id (canonical or merged
+/// away), in increasing order.
+pub(super) fn ledger_seqs(conn: &Connection, id: &str) -> Result<Vec<i64>> {
+    let mut seqs = Vec::new();
+    let mut runs =
+        conn.prepare_cached("SELECT seqs FROM ledger_runs WHERE contact = ?1 ORDER BY first_seq")?;
+    let texts = runs.query_map([id], |r| r.get::<_, String>(0))?;
+    for text in texts {
+        for seq in parse_seqs(&text?) {
+            seqs.push(seq?);
+        }
+    }
+    let pending: Option<String> = conn
+        .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    for seq in pending.iter().flat_map(|text| parse_seqs(text)) {
+        seqs.push(seq?);
+    }
+    Ok(seqs)
+}
+
+fn parse_seqs(text: &str) -> impl Iterator<Item = Result<i64>> + '_ {
+    text.split(',').map(move |s| {
+        s.parse()
+            .map_err(|_| StoreError::Corrupt(format!("ledger positions {text:?}")))
+    })
 }

@@ -10,6 +10,7 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
+use super::contacts;
 use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
@@ -257,9 +258,15 @@ impl Tx for Sql<'_> {
     }
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
+        // A live row keeps its `history` (positions of its latest ledger
+        // entries, `contacts::note_history`): an update, not a replace.
         let sql = match table {
-            Table::Live => "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            Table::Live => concat!(
+                "INSERT INTO contacts (id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due) ",
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ",
+                "ON CONFLICT (id) DO UPDATE SET model_version = ?2, state = ?3, traits = ?4, company = ?5, last_ts = ?6, score = ?7, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, stage = ?13, status = ?14, reasons = ?15, triggers = ?16, due = ?17"
+            ),
+            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)",
         };
         let s = &row.score;
         self.0.prepare_cached(sql)?.execute(params![
@@ -286,7 +293,10 @@ impl Tx for Sql<'_> {
 
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
         let sql = match table {
-            Table::Live => "DELETE FROM contacts WHERE id = ?1",
+            Table::Live => {
+                contacts::close_history(self.0, id)?;
+                "DELETE FROM contacts WHERE id = ?1"
+            }
             Table::Next => "DELETE FROM contacts_next WHERE id = ?1",
         };
         self.0.prepare_cached(sql)?.execute([id])?;
@@ -317,16 +327,26 @@ impl Tx for Sql<'_> {
             }
             rusqlite::params_from_iter(values)
         };
+        // Each statement's rows take consecutive positions (one writer, a
+        // rowid one above the largest), the last of them the connection's
+        // last insert rowid.
+        let mut seqs = Vec::with_capacity(entries.len());
+        let mut positions = |conn: &Connection, n: usize| {
+            let last = conn.last_insert_rowid();
+            seqs.extend((last + 1 - n as i64)..=last);
+        };
         let full = entries.len() / ROWS * ROWS;
         let mut stmt = self.0.prepare_cached(&many)?;
         for group in entries[..full].chunks(ROWS) {
             stmt.execute(values(group))?;
+            positions(self.0, ROWS);
         }
         let mut stmt = self.0.prepare_cached(&one)?;
         for entry in &entries[full..] {
             stmt.execute(values(std::slice::from_ref(entry)))?;
+            positions(self.0, 1);
         }
-        Ok(())
+        contacts::note_history(self.0, entries.iter().map(|e| e.contact.as_str()).zip(seqs))
     }
 
     fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {

@@ -139,3 +139,109 @@ fn page_swaps_go_through_key_zero_and_leave_the_database_intact() {
         (20_000, "ok")
     );
 }
+
+/// A store made before migration V8 (history found through an index on
+/// the ledger's contact column) reads the same histories after it, merged
+/// ids' entries included, and loses the index.
+#[test]
+fn histories_survive_the_move_to_runs_of_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(7))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO identities VALUES ('a', 'a'), ('b', 'a'), ('c', 'c');
+             INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES
+               ('a', 1, 10, 1, NULL, '{\"score\":1.0,\"tier\":\"\",\"grade\":\"\",\"stage\":\"\",\"status\":\"active\"}', 'message a1'),
+               ('b', 2, 11, 1, NULL, '{\"score\":2.0,\"tier\":\"\",\"grade\":\"\",\"stage\":\"\",\"status\":\"active\"}', 'message b1'),
+               ('c', 3, 12, 1, NULL, '{\"score\":3.0,\"tier\":\"\",\"grade\":\"\",\"stage\":\"\",\"status\":\"active\"}', 'message c1'),
+               ('b', 4, 13, 1, '{\"score\":2.0,\"tier\":\"\",\"grade\":\"\",\"stage\":\"\",\"status\":\"active\"}', NULL, 'merge'),
+               ('a', 4, 13, 1, '{\"score\":1.0,\"tier\":\"\",\"grade\":\"\",\"stage\":\"\",\"status\":\"active\"}', '{\"score\":3.0,\"tier\":\"\",\"grade\":\"\",\"stage\":\"\",\"status\":\"active\"}', 'merge');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let seqs = |id: &str| -> Vec<(i64, String)> {
+        store
+            .history(id)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.cause))
+            .collect()
+    };
+    let causes = |list: &[(i64, &str)]| -> Vec<(i64, String)> {
+        list.iter().map(|(s, c)| (*s, c.to_string())).collect()
+    };
+    assert_eq!(
+        seqs("a"),
+        causes(&[
+            (1, "message a1"),
+            (2, "message b1"),
+            (4, "merge"),
+            (5, "merge")
+        ])
+    );
+    assert_eq!(
+        seqs("b"),
+        seqs("a"),
+        "a merged id reads its contact's history"
+    );
+    assert_eq!(seqs("c"), causes(&[(3, "message c1")]));
+    let index: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'ledger_contact'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 0);
+}
+
+/// A long history leaves the live row in runs: the row keeps a bounded
+/// list of positions, and every entry is read back once.
+#[test]
+fn a_long_history_moves_to_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("t.db")).unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let version = store.add_model("b2b.toml", source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    let mut recorded = 0;
+    // Irregular gaps: the decayed score differs at every message.
+    let mut at = 1_735_689_600;
+    for i in 0..300 {
+        at += 86_400 * (20 + i * 37 % 90);
+        let at = Timestamp::from_seconds(at).to_string();
+        let value = serde_json::json!({"type": "track", "userId": "c",
+            "event": "Meeting Booked", "messageId": format!("c{i}"), "timestamp": at});
+        let message = leadscore_core::event::Message::from_json(value, None, None).unwrap();
+        recorded += store
+            .ingest(vec![Incoming::new(message)])
+            .unwrap()
+            .ledger_entries;
+    }
+    let history = store.history("c").unwrap();
+    assert_eq!(history.len() as u64, recorded);
+    assert!(recorded > 100, "{recorded} entries");
+    assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
+    let (runs, longest): (i64, i64) = store
+        .conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM ledger_runs), (SELECT max(length(history)) FROM contacts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(runs >= 2, "{runs} runs");
+    assert!(
+        longest as usize <= contacts::RUN_BYTES + 20,
+        "{longest} bytes"
+    );
+}

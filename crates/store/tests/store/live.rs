@@ -109,6 +109,76 @@ fn a_late_event_refolds_only_its_contact() {
     }
 }
 
+/// Every change an ingest records is in the history of exactly one
+/// contact, in the order recorded, however long that history is (on
+/// SQLite a long one is read back through several runs of positions), and
+/// stays so through an activation and an erasure.
+#[test]
+fn every_recorded_change_is_in_one_history_in_order() {
+    let (messages, _) = generated(20, 90, 11);
+    let histories = |store: &dyn Store| {
+        let mut all: Vec<_> = store
+            .contacts(None, 1_000)
+            .unwrap()
+            .iter()
+            .flat_map(|c| store.history(&c.id).unwrap())
+            .collect();
+        all.sort_by_key(|e| e.seq);
+        all
+    };
+    for (mut store, _dir) in backends() {
+        activate(store.as_mut(), "ecommerce");
+        let mut recorded = Vec::new();
+        for chunk in messages.chunks(7) {
+            recorded.extend(store.ingest(incoming(chunk)).unwrap().changes);
+        }
+        let stored = histories(store.as_ref());
+        assert!(
+            stored.windows(2).all(|w| w[0].seq < w[1].seq),
+            "each entry once"
+        );
+        let unnumbered = |entries: &[leadscore_store::LedgerEntry]| {
+            let mut entries = entries.to_vec();
+            entries.iter_mut().for_each(|e| e.seq = 0);
+            entries
+        };
+        assert_eq!(unnumbered(&stored), recorded);
+        let longest = store
+            .contacts(None, 1_000)
+            .unwrap()
+            .iter()
+            .map(|c| store.history(&c.id).unwrap().len())
+            .max()
+            .unwrap();
+        assert!(longest > 60, "a history of several runs: {longest}");
+        assert_eq!(store.stats().unwrap().ledger_entries, recorded.len() as u64);
+
+        let version = activate(store.as_mut(), "b2b");
+        let after = histories(store.as_ref());
+        assert_eq!(unnumbered(&after[..recorded.len()]), recorded);
+        let activation: Vec<_> = after[recorded.len()..].iter().collect();
+        assert!(!activation.is_empty());
+        assert!(activation
+            .iter()
+            .all(|e| e.cause == format!("activate v{version}")));
+
+        let target = store.contacts(None, 1).unwrap().remove(0).id;
+        let erased = store.history(&target).unwrap().len() as u64;
+        let report = store.erase(&target).unwrap().unwrap();
+        assert_eq!(report.ledger_entries, erased);
+        assert_eq!(
+            store.stats().unwrap().ledger_entries,
+            after.len() as u64 - erased
+        );
+        let kept: Vec<_> = after
+            .iter()
+            .filter(|e| !report.ids.contains(&e.contact))
+            .cloned()
+            .collect();
+        assert_eq!(histories(store.as_ref()), kept);
+    }
+}
+
 #[test]
 fn history_records_each_change_with_its_cause() {
     let (messages, _) = generated(5, 60, 6);
