@@ -431,6 +431,7 @@ impl Batch<'_, '_> {
                 tx.delete_row(Table::Next, &contact)?;
             }
         }
+        let mut rows = Vec::with_capacity(self.work.len());
         for (contact, work) in std::mem::take(&mut self.work) {
             let refolded = work.state.is_none();
             let (state, triggers) = match work.state {
@@ -473,7 +474,7 @@ impl Batch<'_, '_> {
                     cause: work.cause,
                 }));
             }
-            tx.put_row(Table::Live, &row)?;
+            rows.push(row);
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.pending.push((
                     contact,
@@ -496,7 +497,7 @@ impl Batch<'_, '_> {
         )?;
         self.report.firings += written.values().sum::<u64>();
         self.report.firings_by_trigger = written;
-        tx.append_ledger(&self.ledger)?;
+        tx.put_rows_and_ledger(&rows, &self.ledger)?;
         self.report.changes = self.ledger;
         Ok(self.report)
     }

@@ -138,6 +138,15 @@ pub(crate) trait Tx {
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
     /// Appends entries in order.
     fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()>;
+    /// The end of an ingest: writes its live rows and appends its ledger
+    /// entries (in order). A backend may write both together, as SQLite
+    /// does to keep each row's entry positions in the row.
+    fn put_rows_and_ledger(&mut self, rows: &[Row], entries: &[NewEntry]) -> Result<()> {
+        for row in rows {
+            self.put_row(Table::Live, row)?;
+        }
+        self.append_ledger(entries)
+    }
     /// Records a firing; `None` when its key is already recorded.
     fn insert_firing(&mut self, firing: &NewFiring) -> Result<Option<i64>>;
     /// Whether `trigger` ever fired for `contact`.

@@ -136,40 +136,53 @@ impl SqliteStore {
 /// the row stays on its page.
 pub(super) const RUN_BYTES: usize = 200;
 
-/// Records the positions of newly appended entries, `(contact, seq)` in
-/// increasing `seq`: in the contact's live row (written in this
-/// transaction anyway), or as a run of their own when it has none (merged
-/// away, or left with no message).
-pub(super) fn note_history<'a>(
-    conn: &Connection,
+/// Positions of newly appended entries, `(contact, seq)` in increasing
+/// `seq`, as `(contact, "seq,seq,…")` in the order contacts first appear.
+pub(super) fn group_positions<'a>(
     entries: impl Iterator<Item = (&'a str, i64)>,
-) -> Result<()> {
-    let mut order: Vec<(&str, String)> = Vec::new();
+) -> Vec<(&'a str, String)> {
+    let mut groups: Vec<(&str, String)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (contact, seq) in entries {
         let i = *index.entry(contact).or_insert_with(|| {
-            order.push((contact, String::new()));
-            order.len() - 1
+            groups.push((contact, String::new()));
+            groups.len() - 1
         });
-        let text = &mut order[i].1;
+        let text = &mut groups[i].1;
         if !text.is_empty() {
             text.push(',');
         }
         write!(text, "{seq}").expect("writing to a string");
     }
+    groups
+}
+
+/// Records positions ([`group_positions`]) of contacts whose rows this
+/// transaction did not just write with them: added to the contact's live
+/// row, or a run of their own when it has none (merged away, or left with
+/// no message).
+pub(super) fn note_history(conn: &Connection, groups: &[(&str, String)]) -> Result<()> {
     let mut append = conn.prepare_cached(
         "UPDATE contacts SET history = coalesce(history || ',', '') || ?2 WHERE id = ?1
          RETURNING length(history)",
     )?;
-    for (contact, seqs) in &order {
+    for (contact, seqs) in groups {
         let length: Option<i64> = append
             .query_row(params![contact, seqs], |r| r.get(0))
             .optional()?;
         match length {
             None => add_run(conn, contact, seqs)?,
-            Some(n) if n as usize > RUN_BYTES => close_history(conn, contact)?,
-            Some(_) => {}
+            Some(n) => close_if_long(conn, contact, n)?,
         }
+    }
+    Ok(())
+}
+
+/// Moves a live row's positions to a run once they are `length` bytes
+/// long beyond [`RUN_BYTES`].
+pub(super) fn close_if_long(conn: &Connection, contact: &str, length: i64) -> Result<()> {
+    if length as usize > RUN_BYTES {
+        close_history(conn, contact)?;
     }
     Ok(())
 }

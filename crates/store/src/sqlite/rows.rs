@@ -1,6 +1,7 @@
 //! Rows in and out of SQLite: the engine's transaction interface ([`Tx`])
 //! over one connection, and the decoding of live rows, keys and models.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use leadscore_core::event::Message;
@@ -54,6 +55,33 @@ pub(super) fn fields(text: &str) -> Result<ScoreFields> {
 
 pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
+/// A row's 17 columns (and more) as statement parameters, in place: the
+/// JSON texts made here live until the end of the statement.
+macro_rules! row_params {
+    ($row:expr $(, $extra:expr)*) => {
+        params![
+            $row.id,
+            $row.model_version,
+            $row.state,
+            $row.traits_json(),
+            $row.company_json(),
+            $row.last_ts.map(|t| t.0),
+            $row.score.score,
+            $row.score.raw,
+            $row.score.fit,
+            $row.score.engagement,
+            $row.score.tier,
+            $row.score.grade,
+            $row.score.stage,
+            $row.score.status.as_str(),
+            serde_json::to_string(&$row.score.reasons).expect("strings serialise"),
+            $row.triggers,
+            $row.due.map(|t| t.0)
+            $(, $extra)*
+        ]
+    };
 }
 
 pub(super) const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due";
@@ -258,37 +286,14 @@ impl Tx for Sql<'_> {
     }
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
-        // A live row keeps its `history` (positions of its latest ledger
-        // entries, `contacts::note_history`): an update, not a replace.
-        let sql = match table {
-            Table::Live => concat!(
-                "INSERT INTO contacts (id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due) ",
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ",
-                "ON CONFLICT (id) DO UPDATE SET model_version = ?2, state = ?3, traits = ?4, company = ?5, last_ts = ?6, score = ?7, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, stage = ?13, status = ?14, reasons = ?15, triggers = ?16, due = ?17"
-            ),
-            Table::Next => "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)",
-        };
-        let s = &row.score;
-        self.0.prepare_cached(sql)?.execute(params![
-            row.id,
-            row.model_version,
-            row.state,
-            row.traits_json(),
-            row.company_json(),
-            row.last_ts.map(|t| t.0),
-            s.score,
-            s.raw,
-            s.fit,
-            s.engagement,
-            s.tier,
-            s.grade,
-            s.stage,
-            s.status.as_str(),
-            serde_json::to_string(&s.reasons).expect("strings serialise"),
-            row.triggers,
-            row.due.map(|t| t.0),
-        ])?;
-        Ok(())
+        match table {
+            Table::Live => put_live(self.0, row, None),
+            Table::Next => {
+                let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
+                self.0.prepare_cached(sql)?.execute(row_params!(row))?;
+                Ok(())
+            }
+        }
     }
 
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
@@ -304,49 +309,34 @@ impl Tx for Sql<'_> {
     }
 
     fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()> {
-        // Many rows per statement: one statement step per 64 entries.
-        const ROWS: usize = 64;
-        const INSERT: &str =
-            "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
-        let many = format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", "));
-        let one = format!("{INSERT}(?, ?, ?, ?, ?, ?, ?)");
-        let values = |group: &[NewEntry]| {
-            use rusqlite::types::Value as V;
-            let text = |t: Option<String>| t.map_or(V::Null, V::Text);
-            let mut values = Vec::with_capacity(7 * group.len());
-            for e in group {
-                values.extend([
-                    V::Text(e.contact.clone()),
-                    e.at.map_or(V::Null, |t| V::Integer(t.0)),
-                    V::Integer(e.recorded_at.0),
-                    V::Integer(i64::from(e.model_version)),
-                    text(engine::fields_json(e.old.as_ref())),
-                    text(engine::fields_json(e.new.as_ref())),
-                    V::Text(e.cause.clone()),
-                ]);
-            }
-            rusqlite::params_from_iter(values)
-        };
-        // Each statement's rows take consecutive positions (one writer, a
-        // rowid one above the largest), the last of them the connection's
-        // last insert rowid.
-        let mut seqs = Vec::with_capacity(entries.len());
-        let mut positions = |conn: &Connection, n: usize| {
-            let last = conn.last_insert_rowid();
-            seqs.extend((last + 1 - n as i64)..=last);
-        };
-        let full = entries.len() / ROWS * ROWS;
-        let mut stmt = self.0.prepare_cached(&many)?;
-        for group in entries[..full].chunks(ROWS) {
-            stmt.execute(values(group))?;
-            positions(self.0, ROWS);
+        let seqs = insert_ledger(self.0, entries)?;
+        let groups =
+            contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
+        contacts::note_history(self.0, &groups)
+    }
+
+    fn put_rows_and_ledger(&mut self, rows: &[Row], entries: &[NewEntry]) -> Result<()> {
+        // Entries first, so that each row is written once with its entries'
+        // positions.
+        let seqs = insert_ledger(self.0, entries)?;
+        let mut groups =
+            contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
+        let index: HashMap<&str, usize> =
+            groups.iter().enumerate().map(|(i, g)| (g.0, i)).collect();
+        let mut written = vec![false; groups.len()];
+        for row in rows {
+            let positions = index.get(row.id.as_str()).map(|&i| {
+                written[i] = true;
+                std::mem::take(&mut groups[i].1)
+            });
+            put_live(self.0, row, positions.as_deref())?;
         }
-        let mut stmt = self.0.prepare_cached(&one)?;
-        for entry in &entries[full..] {
-            stmt.execute(values(std::slice::from_ref(entry)))?;
-            positions(self.0, 1);
-        }
-        contacts::note_history(self.0, entries.iter().map(|e| e.contact.as_str()).zip(seqs))
+        let rest: Vec<_> = groups
+            .into_iter()
+            .zip(written)
+            .filter_map(|(group, written)| (!written).then_some(group))
+            .collect();
+        contacts::note_history(self.0, &rest)
     }
 
     fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
@@ -432,4 +422,70 @@ impl Tx for Sql<'_> {
             .execute(params![contact, triggers, due.map(|t| t.0)])?;
         Ok(())
     }
+}
+
+/// Writes a live row, keeping the positions of its ledger entries already
+/// in it (`contacts::note_history`) and adding `positions` (`seq,seq,…`).
+fn put_live(conn: &Connection, row: &Row, positions: Option<&str>) -> Result<()> {
+    const COLUMNS: &str = "INSERT INTO contacts (id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due, history) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+        ON CONFLICT (id) DO UPDATE SET model_version = ?2, state = ?3, traits = ?4, company = ?5, last_ts = ?6, score = ?7, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, stage = ?13, status = ?14, reasons = ?15, triggers = ?16, due = ?17";
+    let Some(positions) = positions else {
+        conn.prepare_cached(COLUMNS)?
+            .execute(row_params!(row, None::<&str>))?;
+        return Ok(());
+    };
+    let length: i64 = conn
+        .prepare_cached(&format!(
+            "{COLUMNS}, history = coalesce(history || ',', '') || ?18 RETURNING length(history)"
+        ))?
+        .query_row(row_params!(row, positions), |r| r.get(0))?;
+    contacts::close_if_long(conn, &row.id, length)
+}
+
+/// Appends ledger entries in order; their positions.
+fn insert_ledger(conn: &Connection, entries: &[NewEntry]) -> Result<Vec<i64>> {
+    // Many rows per statement: one statement step per 64 entries.
+    const ROWS: usize = 64;
+    const INSERT: &str =
+        "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
+    let many = format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", "));
+    let one = format!("{INSERT}(?, ?, ?, ?, ?, ?, ?)");
+    let values = |group: &[NewEntry]| {
+        use rusqlite::types::Value as V;
+        let text = |t: Option<String>| t.map_or(V::Null, V::Text);
+        let mut values = Vec::with_capacity(7 * group.len());
+        for e in group {
+            values.extend([
+                V::Text(e.contact.clone()),
+                e.at.map_or(V::Null, |t| V::Integer(t.0)),
+                V::Integer(e.recorded_at.0),
+                V::Integer(i64::from(e.model_version)),
+                text(engine::fields_json(e.old.as_ref())),
+                text(engine::fields_json(e.new.as_ref())),
+                V::Text(e.cause.clone()),
+            ]);
+        }
+        rusqlite::params_from_iter(values)
+    };
+    // Each statement's rows take consecutive positions (one writer, a rowid
+    // one above the largest), the last of them the connection's last
+    // insert rowid.
+    let mut seqs = Vec::with_capacity(entries.len());
+    let mut positions = |n: usize| {
+        let last = conn.last_insert_rowid();
+        seqs.extend((last + 1 - n as i64)..=last);
+    };
+    let full = entries.len() / ROWS * ROWS;
+    let mut stmt = conn.prepare_cached(&many)?;
+    for group in entries[..full].chunks(ROWS) {
+        stmt.execute(values(group))?;
+        positions(ROWS);
+    }
+    let mut stmt = conn.prepare_cached(&one)?;
+    for entry in &entries[full..] {
+        stmt.execute(values(std::slice::from_ref(entry)))?;
+        positions(1);
+    }
+    Ok(seqs)
 }
