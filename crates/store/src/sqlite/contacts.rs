@@ -132,9 +132,11 @@ impl SqliteStore {
 }
 
 /// The longest `history` a live row keeps before it becomes a run: about
-/// 25 positions, so that a history read finds one run per 25 entries and
-/// the row stays on its page.
-pub(super) const RUN_BYTES: usize = 200;
+/// six positions, so that the rows, rewritten at every message, stay
+/// small (the contacts table is the writer's most read structure) while a
+/// run is written for every six entries or so instead of an index entry
+/// for each.
+pub(super) const RUN_BYTES: usize = 48;
 
 /// Positions of newly appended entries, `(contact, seq)` in increasing
 /// `seq`, as `(contact, "seq,seq,…")` in the order contacts first appear.
@@ -162,40 +164,52 @@ pub(super) fn group_positions<'a>(
 /// row, or a run of their own when it has none (merged away, or left with
 /// no message).
 pub(super) fn note_history(conn: &Connection, groups: &[(&str, String)]) -> Result<()> {
-    let mut append = conn.prepare_cached(
-        "UPDATE contacts SET history = coalesce(history || ',', '') || ?2 WHERE id = ?1
-         RETURNING length(history)",
-    )?;
     for (contact, seqs) in groups {
-        let length: Option<i64> = append
-            .query_row(params![contact, seqs], |r| r.get(0))
-            .optional()?;
-        match length {
-            None => add_run(conn, contact, seqs)?,
-            Some(n) => close_if_long(conn, contact, n)?,
+        if live_history(conn, contact)?.is_none() {
+            add_run(conn, contact, seqs)?;
+            continue;
         }
+        let history = history_with(conn, contact, Some(seqs))?;
+        conn.prepare_cached("UPDATE contacts SET history = ?2 WHERE id = ?1")?
+            .execute(params![contact, history])?;
     }
     Ok(())
 }
 
-/// Moves a live row's positions to a run once they are `length` bytes
-/// long beyond [`RUN_BYTES`].
-pub(super) fn close_if_long(conn: &Connection, contact: &str, length: i64) -> Result<()> {
-    if length as usize > RUN_BYTES {
-        close_history(conn, contact)?;
+/// The positions a contact's live row is to keep: those it has, then
+/// `positions`; moved to a run instead once longer than [`RUN_BYTES`].
+pub(super) fn history_with(
+    conn: &Connection,
+    contact: &str,
+    positions: Option<&str>,
+) -> Result<Option<String>> {
+    let old = live_history(conn, contact)?.flatten();
+    let history = match (old, positions) {
+        (old, None) => old,
+        (None, Some(new)) => Some(new.to_string()),
+        (Some(old), Some(new)) => Some(format!("{old},{new}")),
+    };
+    match history {
+        Some(seqs) if seqs.len() > RUN_BYTES => {
+            add_run(conn, contact, &seqs)?;
+            Ok(None)
+        }
+        history => Ok(history),
     }
-    Ok(())
+}
+
+/// A live row's positions: `None` without a row, `Some(None)` with none.
+fn live_history(conn: &Connection, contact: &str) -> Result<Option<Option<String>>> {
+    Ok(conn
+        .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
+        .query_row([contact], |r| r.get(0))
+        .optional()?)
 }
 
 /// Moves the positions kept in a live row to a run (before the row is
 /// deleted, or when they have grown long).
 pub(super) fn close_history(conn: &Connection, contact: &str) -> Result<()> {
-    let history: Option<String> = conn
-        .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
-        .query_row([contact], |r| r.get(0))
-        .optional()?
-        .flatten();
-    if let Some(seqs) = history {
+    if let Some(seqs) = live_history(conn, contact)?.flatten() {
         add_run(conn, contact, &seqs)?;
         conn.prepare_cached("UPDATE contacts SET history = NULL WHERE id = ?1")?
             .execute([contact])?;
@@ -241,11 +255,7 @@ pub(super) fn ledger_seqs(conn: &Connection, id: &str) -> Result<Vec<i64>> {
             seqs.push(seq?);
         }
     }
-    let pending: Option<String> = conn
-        .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?
-        .flatten();
+    let pending = live_history(conn, id)?.flatten();
     for seq in pending.iter().flat_map(|text| parse_seqs(text)) {
         seqs.push(seq?);
     }

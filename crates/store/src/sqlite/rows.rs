@@ -425,22 +425,19 @@ impl Tx for Sql<'_> {
 }
 
 /// Writes a live row, keeping the positions of its ledger entries already
-/// in it (`contacts::note_history`) and adding `positions` (`seq,seq,…`).
+/// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]).
+///
+/// The old positions are read first and the row replaced: SQLite gives a
+/// statement with `RETURNING` or an upsert a statement journal, a copy of
+/// every page it changes, which cost an import about a tenth more time
+/// (measured, `docs/performance.md`).
 fn put_live(conn: &Connection, row: &Row, positions: Option<&str>) -> Result<()> {
-    const COLUMNS: &str = "INSERT INTO contacts (id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due, history) \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
-        ON CONFLICT (id) DO UPDATE SET model_version = ?2, state = ?3, traits = ?4, company = ?5, last_ts = ?6, score = ?7, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, stage = ?13, status = ?14, reasons = ?15, triggers = ?16, due = ?17";
-    let Some(positions) = positions else {
-        conn.prepare_cached(COLUMNS)?
-            .execute(row_params!(row, None::<&str>))?;
-        return Ok(());
-    };
-    let length: i64 = conn
-        .prepare_cached(&format!(
-            "{COLUMNS}, history = coalesce(history || ',', '') || ?18 RETURNING length(history)"
-        ))?
-        .query_row(row_params!(row, positions), |r| r.get(0))?;
-    contacts::close_if_long(conn, &row.id, length)
+    let history = contacts::history_with(conn, &row.id, positions)?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(row_params!(row, history))?;
+    Ok(())
 }
 
 /// Appends ledger entries in order; their positions.
