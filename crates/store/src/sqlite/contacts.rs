@@ -139,18 +139,13 @@ impl SqliteStore {
 pub(super) const RUN_BYTES: usize = 48;
 
 /// Positions of newly appended entries, `(contact, seq)` in increasing
-/// `seq`, as `(contact, "seq,seq,…")` in the order contacts first appear.
+/// `seq`, as `"seq,seq,…"` per contact.
 pub(super) fn group_positions<'a>(
     entries: impl Iterator<Item = (&'a str, i64)>,
-) -> Vec<(&'a str, String)> {
-    let mut groups: Vec<(&str, String)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+) -> HashMap<&'a str, String> {
+    let mut groups: HashMap<&str, String> = HashMap::new();
     for (contact, seq) in entries {
-        let i = *index.entry(contact).or_insert_with(|| {
-            groups.push((contact, String::new()));
-            groups.len() - 1
-        });
-        let text = &mut groups[i].1;
+        let text = groups.entry(contact).or_default();
         if !text.is_empty() {
             text.push(',');
         }
@@ -163,27 +158,28 @@ pub(super) fn group_positions<'a>(
 /// transaction did not just write with them: added to the contact's live
 /// row, or a run of their own when it has none (merged away, or left with
 /// no message).
-pub(super) fn note_history(conn: &Connection, groups: &[(&str, String)]) -> Result<()> {
+pub(super) fn note_history(conn: &Connection, groups: HashMap<&str, String>) -> Result<()> {
     for (contact, seqs) in groups {
-        if live_history(conn, contact)?.is_none() {
-            add_run(conn, contact, seqs)?;
+        let Some(old) = live_history(conn, contact)? else {
+            add_run(conn, contact, &seqs)?;
             continue;
-        }
-        let history = history_with(conn, contact, Some(seqs))?;
+        };
+        let history = history_with(conn, contact, old, Some(&seqs))?;
         conn.prepare_cached("UPDATE contacts SET history = ?2 WHERE id = ?1")?
             .execute(params![contact, history])?;
     }
     Ok(())
 }
 
-/// The positions a contact's live row is to keep: those it has, then
-/// `positions`; moved to a run instead once longer than [`RUN_BYTES`].
+/// The positions a contact's live row is to keep: those it has (`old`),
+/// then `positions`; moved to a run instead once longer than
+/// [`RUN_BYTES`].
 pub(super) fn history_with(
     conn: &Connection,
     contact: &str,
+    old: Option<String>,
     positions: Option<&str>,
 ) -> Result<Option<String>> {
-    let old = live_history(conn, contact)?.flatten();
     let history = match (old, positions) {
         (old, None) => old,
         (None, Some(new)) => Some(new.to_string()),
@@ -199,7 +195,7 @@ pub(super) fn history_with(
 }
 
 /// A live row's positions: `None` without a row, `Some(None)` with none.
-fn live_history(conn: &Connection, contact: &str) -> Result<Option<Option<String>>> {
+pub(super) fn live_history(conn: &Connection, contact: &str) -> Result<Option<Option<String>>> {
     Ok(conn
         .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
         .query_row([contact], |r| r.get(0))
@@ -217,17 +213,13 @@ pub(super) fn close_history(conn: &Connection, contact: &str) -> Result<()> {
     Ok(())
 }
 
-/// Moves every live row's positions to runs (before the live rows are
-/// replaced wholesale).
-pub(super) fn close_histories(conn: &Connection) -> Result<()> {
+/// Moves every live row's positions to runs, leaving them in the rows too:
+/// only for rows about to be replaced wholesale (an activation).
+pub(super) fn runs_of_all_rows(conn: &Connection) -> Result<()> {
     // CAST takes the longest integer prefix of the text: the first seq.
     conn.execute(
         "INSERT INTO ledger_runs (contact, first_seq, seqs)
          SELECT id, CAST(history AS INTEGER), history FROM contacts WHERE history IS NOT NULL",
-        [],
-    )?;
-    conn.execute(
-        "UPDATE contacts SET history = NULL WHERE history IS NOT NULL",
         [],
     )?;
     Ok(())

@@ -1,7 +1,6 @@
 //! Rows in and out of SQLite: the engine's transaction interface ([`Tx`])
 //! over one connection, and the decoding of live rows, keys and models.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use leadscore_core::event::Message;
@@ -312,7 +311,7 @@ impl Tx for Sql<'_> {
         let seqs = insert_ledger(self.0, entries)?;
         let groups =
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
-        contacts::note_history(self.0, &groups)
+        contacts::note_history(self.0, groups)
     }
 
     fn put_rows_and_ledger(&mut self, rows: &[Row], entries: &[NewEntry]) -> Result<()> {
@@ -321,22 +320,10 @@ impl Tx for Sql<'_> {
         let seqs = insert_ledger(self.0, entries)?;
         let mut groups =
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
-        let index: HashMap<&str, usize> =
-            groups.iter().enumerate().map(|(i, g)| (g.0, i)).collect();
-        let mut written = vec![false; groups.len()];
         for row in rows {
-            let positions = index.get(row.id.as_str()).map(|&i| {
-                written[i] = true;
-                std::mem::take(&mut groups[i].1)
-            });
-            put_live(self.0, row, positions.as_deref())?;
+            put_live(self.0, row, groups.remove(row.id.as_str()).as_deref())?;
         }
-        let rest: Vec<_> = groups
-            .into_iter()
-            .zip(written)
-            .filter_map(|(group, written)| (!written).then_some(group))
-            .collect();
-        contacts::note_history(self.0, &rest)
+        contacts::note_history(self.0, groups)
     }
 
     fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
@@ -432,7 +419,8 @@ impl Tx for Sql<'_> {
 /// every page it changes, which cost an import about a tenth more time
 /// (measured, `docs/performance.md`).
 fn put_live(conn: &Connection, row: &Row, positions: Option<&str>) -> Result<()> {
-    let history = contacts::history_with(conn, &row.id, positions)?;
+    let old = contacts::live_history(conn, &row.id)?.flatten();
+    let history = contacts::history_with(conn, &row.id, old, positions)?;
     conn.prepare_cached(
         "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
