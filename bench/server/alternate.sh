@@ -5,9 +5,11 @@
 # across alternated runs. Prints a line per run, then each build's p99s and
 # their median.
 #
-# usage: alternate.sh RUNS RATE BIN...   (from the directory of cpu.sh's
-#        base.db and wkey; a BIN that needs environment of its own is a
-#        two-line wrapper script)
+# usage: alternate.sh RUNS RATE BIN[:STORE]...   (from the directory of
+#        cpu.sh's base.db and wkey; a BIN that needs environment of its own
+#        is a two-line wrapper script; BIN:STORE runs BIN on copies of STORE
+#        instead of B, to compare schemas: a store migrated by BIN once,
+#        or one with an index dropped)
 # env:   SECS seconds per run (default 20); C, LOADARGS, WARM, WRATE, B, KEY
 #        as for cpu.sh
 set -euo pipefail
@@ -16,20 +18,23 @@ cpu=$(dirname "$0")/cpu.sh
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for round in $(seq "$runs"); do
-  for bin in "$@"; do
-    out=$(L=$bin bash "$cpu" "$rate" "${SECS:-20}" 2>&1) || true
+  for pair in "$@"; do
+    bin=${pair%%:*}
+    store=${B:-base.db}
+    [ "$pair" = "$bin" ] || store=${pair#*:}
+    out=$(L=$bin B=$store bash "$cpu" "$rate" "${SECS:-20}" 2>&1) || true
     load=$(echo "$out" | grep '^POST' | tail -1)
     p99=$(echo "$load" | grep -o 'p99 [0-9.]* ms' | awk '{print $2}')
     echo "$load" | grep -q 'acknowledged' || p99=failed
     writer=$(echo "$out" | awk '$1 == "leadscore-write" {print $2}')
     rss=$(echo "$out" | awk '/VmHWM/ {printf "%.0f", $2 / 1024}')
-    echo "round $round $(basename "$bin"): $(echo "$load" | sed 's/.*requests, //; s/latency from due time //'); writer ${writer:-?} s, peak RSS ${rss:-?} MB"
-    echo "$bin ${p99:-failed}" >> "$results"
+    echo "round $round $(basename "$pair"): $(echo "$load" | sed 's/.*requests, //; s/latency from due time //'); writer ${writer:-?} s, peak RSS ${rss:-?} MB"
+    echo "$pair ${p99:-failed}" >> "$results"
   done
 done
 echo
-for bin in "$@"; do
-  awk -v b="$bin" '$1 == b {print $2}' "$results" | sort -g | awk -v b="$(basename "$bin")" '
+for pair in "$@"; do
+  awk -v b="$pair" '$1 == b {print $2}' "$results" | sort -g | awk -v b="$(basename "$pair")" '
     {v[NR] = $1; list = list (NR > 1 ? ", " : "") $1}
     END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s: p99 %s ms (sorted), median %s ms\n", b, list, m}'
 done
