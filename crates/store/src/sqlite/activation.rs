@@ -126,7 +126,7 @@ impl SqliteStore {
         )? as u64;
         // The new rows start without positions: the old rows' and the
         // activation's entries become runs.
-        contacts::runs_of_all_rows(&tx)?;
+        contacts::runs_of_rows(&tx, None)?;
         tx.execute(
             "INSERT INTO ledger_runs (contact, first_seq, seqs)
              SELECT contact, seq, seq FROM ledger WHERE seq > ?1",

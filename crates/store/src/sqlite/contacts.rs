@@ -202,26 +202,19 @@ pub(super) fn live_history(conn: &Connection, contact: &str) -> Result<Option<Op
         .optional()?)
 }
 
-/// Moves the positions kept in a live row to a run (before the row is
-/// deleted, or when they have grown long).
-pub(super) fn close_history(conn: &Connection, contact: &str) -> Result<()> {
-    if let Some(seqs) = live_history(conn, contact)?.flatten() {
-        add_run(conn, contact, &seqs)?;
-        conn.prepare_cached("UPDATE contacts SET history = NULL WHERE id = ?1")?
-            .execute([contact])?;
-    }
-    Ok(())
-}
-
-/// Moves every live row's positions to runs, leaving them in the rows too:
-/// only for rows about to be replaced wholesale (an activation).
-pub(super) fn runs_of_all_rows(conn: &Connection) -> Result<()> {
+/// Copies the positions kept in live rows to runs: one contact's, or
+/// (`None`) every contact's. Only for rows about to be deleted or replaced
+/// wholesale (a merge, an activation): the rows keep them.
+pub(super) fn runs_of_rows(conn: &Connection, contact: Option<&str>) -> Result<()> {
     // CAST takes the longest integer prefix of the text: the first seq.
-    conn.execute(
-        "INSERT INTO ledger_runs (contact, first_seq, seqs)
-         SELECT id, CAST(history AS INTEGER), history FROM contacts WHERE history IS NOT NULL",
-        [],
-    )?;
+    const RUNS: &str = "INSERT INTO ledger_runs (contact, first_seq, seqs)
+         SELECT id, CAST(history AS INTEGER), history FROM contacts WHERE history IS NOT NULL";
+    match contact {
+        Some(id) => conn
+            .prepare_cached(&format!("{RUNS} AND id = ?1"))?
+            .execute([id])?,
+        None => conn.execute(RUNS, [])?,
+    };
     Ok(())
 }
 

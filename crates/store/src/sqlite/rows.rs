@@ -298,7 +298,7 @@ impl Tx for Sql<'_> {
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
         let sql = match table {
             Table::Live => {
-                contacts::close_history(self.0, id)?;
+                contacts::runs_of_rows(self.0, Some(id))?;
                 "DELETE FROM contacts WHERE id = ?1"
             }
             Table::Next => "DELETE FROM contacts_next WHERE id = ?1",
@@ -308,10 +308,7 @@ impl Tx for Sql<'_> {
     }
 
     fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()> {
-        let seqs = insert_ledger(self.0, entries)?;
-        let groups =
-            contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
-        contacts::note_history(self.0, groups)
+        self.put_rows_and_ledger(&[], entries)
     }
 
     fn put_rows_and_ledger(&mut self, rows: &[Row], entries: &[NewEntry]) -> Result<()> {
