@@ -82,6 +82,10 @@ pub struct Config {
     /// routes answer 503 with `Retry-After: 1` (SDKs send again later)
     /// instead of queueing without bound; the link routes never refuse.
     pub max_queued_events: usize,
+    /// Contacts whose live state the writer keeps between batches (at
+    /// least the last this many written, at most twice as many; 0: none):
+    /// a contact written again within them is neither read nor decoded.
+    pub writer_cache_contacts: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -96,6 +100,7 @@ impl std::fmt::Debug for Config {
             .field("key_cache", &self.key_cache)
             .field("max_future", &self.max_future)
             .field("max_queued_events", &self.max_queued_events)
+            .field("writer_cache_contacts", &self.writer_cache_contacts)
             .finish()
     }
 }
@@ -112,6 +117,7 @@ impl Default for Config {
             key_cache: std::time::Duration::from_secs(1),
             max_future: Some(ingest::DEFAULT_MAX_FUTURE),
             max_queued_events: DEFAULT_MAX_QUEUED_EVENTS,
+            writer_cache_contacts: leadscore_store::DEFAULT_LIVE_CONTACTS,
         }
     }
 }
@@ -157,7 +163,7 @@ pub async fn run(
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, bad));
     }
     ops::prometheus();
-    let (handle, worker) = StoreHandle::start(store);
+    let (handle, worker) = StoreHandle::start_caching(store, config.writer_cache_contacts);
     let handle = match &config.reopen {
         Some(open) => handle.with_readers(open.clone(), config.read_connections),
         None => handle,

@@ -151,7 +151,17 @@ impl StoreHandle {
     /// second thread flushes the commits to disk and only then answers
     /// them: the wait for the disk overlaps the next transaction instead of
     /// stalling the writer, and one flush covers every commit before it.
-    pub fn start(mut store: Box<dyn Store>) -> (StoreHandle, JoinHandle<()>) {
+    pub fn start(store: Box<dyn Store>) -> (StoreHandle, JoinHandle<()>) {
+        StoreHandle::start_caching(store, leadscore_store::DEFAULT_LIVE_CONTACTS)
+    }
+
+    /// [`StoreHandle::start`], with the live states of at least the last
+    /// `live_contacts` contacts written kept by the writer (see
+    /// [`Store::defer_durability`]).
+    pub fn start_caching(
+        mut store: Box<dyn Store>,
+        live_contacts: usize,
+    ) -> (StoreHandle, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let committed = queued.clone();
@@ -163,7 +173,7 @@ impl StoreHandle {
         let worker = std::thread::Builder::new()
             .name("leadscore-writer".into())
             .spawn(move || {
-                let flush = store.defer_durability().unwrap_or_else(|e| {
+                let flush = store.defer_durability(live_contacts).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "commits wait for the disk one by one");
                     None
                 });

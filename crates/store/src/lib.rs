@@ -40,7 +40,7 @@ mod sqlite;
 mod walvfs;
 
 pub use diff::{diff_models, RuleChange};
-pub use engine::{DryRun, Mover};
+pub use engine::{DryRun, Mover, DEFAULT_LIVE_CONTACTS};
 pub(crate) use jobs::JobColumns;
 pub use jobs::{Job, JobUpdate, JOB_SILENCE};
 pub use keys::{key_hash, new_key, ApiKey, Scope};
@@ -222,8 +222,10 @@ pub trait Store: Outbox + Admin + Send {
     /// the process, but not of the machine. `None` (the default): every
     /// commit is durable when it returns and nothing is deferred. A store
     /// may also tune itself for many small commits here (SQLite keeps
-    /// 64 MiB of pages and the live states its batches wrote).
-    fn defer_durability(&mut self) -> Result<Option<Box<dyn Flush>>> {
+    /// 64 MiB of pages, and the live states of at least the last
+    /// `live_contacts` contacts its batches wrote, 0 for none:
+    /// [`DEFAULT_LIVE_CONTACTS`]).
+    fn defer_durability(&mut self, _live_contacts: usize) -> Result<Option<Box<dyn Flush>>> {
         Ok(None)
     }
 

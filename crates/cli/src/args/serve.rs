@@ -62,6 +62,13 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_MAX_QUEUED_EVENTS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queued_events: Option<usize>,
+    /// Contacts whose live state the writer keeps in memory between
+    /// batches: at least the last N contacts written, up to twice as many,
+    /// about 1.3–2.4 KB each; a contact written again within them is
+    /// neither read nor decoded (0: none) [default: 50000].
+    #[arg(long, env = "LEADSCORE_WRITER_CACHE_CONTACTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_cache_contacts: Option<usize>,
 }
 
 impl ServeSettings {
@@ -114,6 +121,11 @@ impl ServeSettings {
                 self.max_queued_events
                     .or(file.max_queued_events)
                     .unwrap_or(server.max_queued_events),
+            ),
+            writer_cache_contacts: Some(
+                self.writer_cache_contacts
+                    .or(file.writer_cache_contacts)
+                    .unwrap_or(server.writer_cache_contacts),
             ),
         }
     }

@@ -71,6 +71,9 @@ pub fn run(
             max_queued_events: settings
                 .max_queued_events
                 .unwrap_or(defaults.max_queued_events),
+            writer_cache_contacts: settings
+                .writer_cache_contacts
+                .unwrap_or(defaults.writer_cache_contacts),
         };
         let shutdown = shutdown_signal()?;
         leadscore_server::run(listener, store, config, shutdown).await?;

@@ -184,6 +184,14 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
         refused.contains("max_queued_events: at least 1"),
         "{refused}"
     );
+    assert_eq!(
+        from_file["writer_cache_contacts"].as_integer(),
+        Some(leadscore_store::DEFAULT_LIVE_CONTACTS as i64)
+    );
+    let cache = print(&[("LEADSCORE_WRITER_CACHE_CONTACTS", "0")], &[]);
+    assert_eq!(cache["writer_cache_contacts"].as_integer(), Some(0));
+    let cache = print(&[], &["--writer-cache-contacts", "200000"]);
+    assert_eq!(cache["writer_cache_contacts"].as_integer(), Some(200_000));
     let named = print(&[], &["--listen", "localhost:8080"]);
     assert_eq!(named["listen"].as_str(), Some("localhost:8080"));
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();

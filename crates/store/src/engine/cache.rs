@@ -4,6 +4,7 @@ use leadscore_core::fold::ContactState;
 use leadscore_core::triggers::TriggerState;
 use rustc_hash::FxHashMap;
 
+use super::Stored;
 use crate::ScoreFields;
 
 /// Contacts' live state as the writer's last batches left it, so that the
@@ -15,8 +16,10 @@ use crate::ScoreFields;
 /// ([`LiveCache::committed`]). A batch takes the entries it touches out and
 /// puts back, on commit, what it wrote; on any error the entries it took
 /// are simply gone (the rows are read again).
-#[derive(Default)]
 pub(crate) struct LiveCache {
+    /// Contacts per generation: the cache keeps at least the last this
+    /// many contacts written, and at most twice as many (and a batch).
+    generation: usize,
     /// The model version the entries are under.
     pub(super) version: u32,
     /// Written since the generation began (boxed: a state is large, and
@@ -33,15 +36,17 @@ pub(super) struct Cached {
     pub(super) state: ContactState,
     pub(super) triggers: TriggerState,
     pub(super) current: ScoreFields,
+    /// What the backend stored with the row, when it said.
+    pub(super) stored: Option<Stored>,
 }
 
-/// Contacts per generation of a [`LiveCache`], which holds two (the
-/// current one and the one before) plus a batch: about 2.4 KB each with
-/// `examples/b2b.toml` (20k contacts added 47 MB to the server's peak RSS).
-/// When the current generation is full, the one before is dropped whole:
-/// O(1) per contact, and what was touched in the last two generations
-/// stays (no per-commit scan of the map to evict).
-pub(super) const LIVE_CACHE_GENERATION: usize = 16_000;
+/// [`LiveCache::new`]'s `generation` by default: with the live rows of
+/// the last 50,000 contacts written, up to 100,000, about 1.3–2.4 KB each
+/// with `examples/b2b.toml` (130–240 MB at most). Contacts written again
+/// within that many others skip reading, decoding and (SQLite) the read
+/// of their row's ledger positions: a fifth of the writer's instructions
+/// per event (docs/performance.md, session 22).
+pub const DEFAULT_LIVE_CONTACTS: usize = 50_000;
 
 /// Drops a generation on a thread of its own: its 16k states hold many
 /// allocations each, and freeing them took the writer 13 ms, added to the
@@ -54,6 +59,18 @@ fn drop_elsewhere(generation: FxHashMap<String, Box<Cached>>) {
 }
 
 impl LiveCache {
+    /// A cache that keeps at least the last `generation` contacts written
+    /// (at least one).
+    pub fn new(generation: usize) -> LiveCache {
+        LiveCache {
+            generation: generation.max(1),
+            version: 0,
+            young: FxHashMap::default(),
+            old: FxHashMap::default(),
+            pending: Vec::new(),
+        }
+    }
+
     /// Forgets everything (another writer may have changed any row).
     pub fn clear(&mut self) {
         self.young.clear();
@@ -66,10 +83,9 @@ impl LiveCache {
         for (contact, cached) in self.pending.drain(..) {
             self.young.insert(contact, cached);
         }
-        if self.young.len() >= LIVE_CACHE_GENERATION {
+        if self.young.len() >= self.generation {
             std::mem::swap(&mut self.young, &mut self.old);
-            let fresh =
-                FxHashMap::with_capacity_and_hasher(LIVE_CACHE_GENERATION, Default::default());
+            let fresh = FxHashMap::with_capacity_and_hasher(self.generation, Default::default());
             drop_elsewhere(std::mem::replace(&mut self.young, fresh));
         }
     }
@@ -118,16 +134,18 @@ mod tests {
                     stage: String::new(),
                     status: leadscore_core::score::Status::Active,
                 },
+                stored: None,
             })
         };
-        let mut cache = LiveCache::default();
+        const GENERATION: usize = 16_000;
+        let mut cache = LiveCache::new(GENERATION);
         cache.begin(1);
         for batch in 0..100 {
             for i in 0..1_000 {
                 cache.pending.push((format!("{batch}-{i}"), entry()));
             }
             cache.committed();
-            assert!(cache.young.len() + cache.old.len() <= 2 * LIVE_CACHE_GENERATION + 1_000);
+            assert!(cache.young.len() + cache.old.len() <= 2 * GENERATION + 1_000);
             assert!(cache.holds(&format!("{batch}-0")) && cache.pending.is_empty());
             if batch >= 20 {
                 assert!(

@@ -13,7 +13,10 @@ use leadscore_core::triggers::{Firing, TriggerState};
 use rustc_hash::FxHashMap;
 
 use super::cache::{Cached, LiveCache};
-use super::{armed, erased, fold_with_triggers, row_of, write_firings, NewEntry, Table, Tx};
+use super::{
+    armed, erased, fold_with_triggers, row_of, write_firings, LiveWrite, NewEntry, Stored, Table,
+    Tx,
+};
 use crate::{Incoming, IngestReport, Result, ScoreFields, StoreError};
 
 /// A contact touched by the current batch.
@@ -31,6 +34,8 @@ struct Work {
     replayed: bool,
     /// Why, for the ledger.
     cause: String,
+    /// What the backend stored with the row, from the cache.
+    stored: Option<Stored>,
 }
 
 /// Ingests one batch inside `tx`. With no active model, the log and the
@@ -352,14 +357,16 @@ impl Batch<'_, '_> {
     ) -> Result<&mut Work> {
         if !self.work.contains_key(contact) {
             let cached = self.cache.as_deref_mut().and_then(|c| c.take(contact));
-            let (existed, current, state, triggers) = match cached {
+            let (existed, current, state, triggers, stored) = match cached {
                 Some(cached) => {
                     let Cached {
                         state,
                         triggers,
                         current,
+                        stored,
                     } = *cached;
-                    (true, Some(current), decode.then_some(state), Some(triggers))
+                    let state = decode.then_some(state);
+                    (true, Some(current), state, Some(triggers), stored)
                 }
                 None => {
                     let old = tx.row(Table::Live, contact)?;
@@ -383,7 +390,7 @@ impl Batch<'_, '_> {
                         }
                         Some(_) => None,
                     };
-                    (old.is_some(), current, state, triggers)
+                    (old.is_some(), current, state, triggers, None)
                 }
             };
             // Back after vanishing in this batch: its history says gone.
@@ -401,6 +408,7 @@ impl Batch<'_, '_> {
                     triggers,
                     replayed: false,
                     cause: "rescore".into(),
+                    stored,
                 },
             );
         }
@@ -432,6 +440,7 @@ impl Batch<'_, '_> {
             }
         }
         let mut rows = Vec::with_capacity(self.work.len());
+        let mut cached = Vec::new();
         for (contact, work) in std::mem::take(&mut self.work) {
             let refolded = work.state.is_none();
             let (state, triggers) = match work.state {
@@ -474,14 +483,18 @@ impl Batch<'_, '_> {
                     cause: work.cause,
                 }));
             }
-            rows.push(row);
-            if let Some(cache) = self.cache.as_deref_mut() {
-                cache.pending.push((
+            rows.push(LiveWrite {
+                row,
+                stored: work.stored,
+            });
+            if self.cache.is_some() {
+                cached.push((
                     contact,
                     Box::new(Cached {
                         state,
                         triggers,
                         current: fields,
+                        stored: None,
                     }),
                 ));
             }
@@ -497,7 +510,16 @@ impl Batch<'_, '_> {
         )?;
         self.report.firings += written.values().sum::<u64>();
         self.report.firings_by_trigger = written;
-        tx.put_rows_and_ledger(&rows, &self.ledger)?;
+        tx.put_rows_and_ledger(&mut rows, &self.ledger)?;
+        // Every contact of an entry or a row was taken out of the cache by
+        // this batch: those put back are the rows just written, with what
+        // the backend stored.
+        if let Some(cache) = self.cache.as_deref_mut() {
+            for ((contact, mut entry), write) in cached.into_iter().zip(rows) {
+                entry.stored = write.stored;
+                cache.pending.push((contact, entry));
+            }
+        }
         self.report.changes = self.ledger;
         Ok(self.report)
     }

@@ -19,6 +19,7 @@ mod ingest;
 mod triggers;
 
 pub(crate) use cache::LiveCache;
+pub use cache::DEFAULT_LIVE_CONTACTS;
 pub(crate) use dry_run::dry_run;
 pub use dry_run::{DryRun, Mover};
 pub(crate) use ingest::ingest;
@@ -96,6 +97,27 @@ impl From<Row> for ContactRecord {
     }
 }
 
+/// What a backend wrote of a live row besides its contents, kept with the
+/// writer's cache ([`LiveCache`]) so that the row's next write needs no
+/// read: its score and due time as stored (a backend leaves their indexes
+/// alone when they do not change) and its ledger positions (SQLite keeps
+/// them in the row).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Stored {
+    pub score: f64,
+    pub due: Option<Timestamp>,
+    pub history: Option<String>,
+}
+
+/// A live row to write at the end of an ingest, with what the writer knows
+/// of the row stored before it (`None`: nothing, the backend reads what it
+/// needs), replaced by what the backend stored when it knows.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveWrite {
+    pub row: Row,
+    pub stored: Option<Stored>,
+}
+
 /// A ledger entry to append (buffered for the batch, written at its end in
 /// as few statements as the backend can); its `seq` is given on insert.
 pub(crate) type NewEntry = LedgerEntry;
@@ -140,10 +162,11 @@ pub(crate) trait Tx {
     fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()>;
     /// The end of an ingest: writes its live rows and appends its ledger
     /// entries (in order). A backend may write both together, as SQLite
-    /// does to keep each row's entry positions in the row.
-    fn put_rows_and_ledger(&mut self, rows: &[Row], entries: &[NewEntry]) -> Result<()> {
-        for row in rows {
-            self.put_row(Table::Live, row)?;
+    /// does to keep each row's entry positions in the row, and may use and
+    /// update what each [`LiveWrite`] says was stored.
+    fn put_rows_and_ledger(&mut self, rows: &mut [LiveWrite], entries: &[NewEntry]) -> Result<()> {
+        for write in rows {
+            self.put_row(Table::Live, &write.row)?;
         }
         self.append_ledger(entries)
     }

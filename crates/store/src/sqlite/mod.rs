@@ -71,7 +71,6 @@ pub struct SqliteStore {
 /// rows do: SQLite's `data_version` (changes when another connection
 /// commits) and this connection's count of changed rows (changes when any
 /// other operation on it writes), both as its last ingest left them.
-#[derive(Default)]
 struct WriterCache {
     states: engine::LiveCache,
     valid_at: Option<(i64, u64)>,
@@ -81,6 +80,14 @@ struct WriterCache {
 }
 
 impl WriterCache {
+    fn new(contacts: usize) -> WriterCache {
+        WriterCache {
+            states: engine::LiveCache::new(contacts),
+            valid_at: None,
+            batch_version: 0,
+        }
+    }
+
     /// The cache for a batch in `conn`'s open write transaction: emptied
     /// unless nothing was written since the last ingest, and saying nothing
     /// until this batch commits ([`WriterCache::committed`]).
@@ -311,12 +318,12 @@ impl Store for SqliteStore {
         self.keep_pages(BULK_CACHE_KIB)
     }
 
-    fn defer_durability(&mut self) -> Result<Option<Box<dyn crate::Flush>>> {
+    fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {
         self.keep_pages(SERVER_CACHE_KIB)?;
         // Last of what can fail: an error leaves commits synchronous, as
         // the caller, told nothing is deferred, expects.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.live.get_or_insert_with(WriterCache::default);
+        self.live = (live_contacts > 0).then(|| WriterCache::new(live_contacts));
         Ok(Some(Box::new(WalFlush {
             wal: wal_path(&self.path),
         })))

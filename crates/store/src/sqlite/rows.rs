@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::contacts;
-use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
+use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
 pub(super) fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>> {
@@ -54,6 +54,15 @@ pub(super) fn fields(text: &str) -> Result<ScoreFields> {
 
 pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
+/// The columns of a live row an update always sets ([`UPDATE_LIVE`]).
+macro_rules! update_live {
+    () => {
+        "UPDATE contacts SET model_version = ?2, state = ?3, traits = ?4, company = ?5, \
+         last_ts = ?6, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, \
+         stage = ?13, status = ?14, reasons = ?15, triggers = ?16, history = ?18"
+    };
 }
 
 /// A row's 17 columns (and more) as statement parameters, in place: the
@@ -286,7 +295,14 @@ impl Tx for Sql<'_> {
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
         match table {
-            Table::Live => put_live(self.0, row, None),
+            Table::Live => put_live(
+                self.0,
+                &mut LiveWrite {
+                    row: row.clone(),
+                    stored: None,
+                },
+                None,
+            ),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
                 self.0.prepare_cached(sql)?.execute(row_params!(row))?;
@@ -308,17 +324,18 @@ impl Tx for Sql<'_> {
     }
 
     fn append_ledger(&mut self, entries: &[NewEntry]) -> Result<()> {
-        self.put_rows_and_ledger(&[], entries)
+        self.put_rows_and_ledger(&mut [], entries)
     }
 
-    fn put_rows_and_ledger(&mut self, rows: &[Row], entries: &[NewEntry]) -> Result<()> {
+    fn put_rows_and_ledger(&mut self, rows: &mut [LiveWrite], entries: &[NewEntry]) -> Result<()> {
         // Entries first, so that each row is written once with its entries'
         // positions.
         let seqs = insert_ledger(self.0, entries)?;
         let mut groups =
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
-        for row in rows {
-            put_live(self.0, row, groups.remove(row.id.as_str()).as_deref())?;
+        for write in rows {
+            let positions = groups.remove(write.row.id.as_str());
+            put_live(self.0, write, positions.as_deref())?;
         }
         contacts::note_history(self.0, groups)
     }
@@ -409,21 +426,64 @@ impl Tx for Sql<'_> {
 }
 
 /// Writes a live row, keeping the positions of its ledger entries already
-/// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]).
+/// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]);
+/// `write.stored` is then what the row holds.
 ///
-/// The old positions are read first and the row replaced: SQLite gives a
-/// statement with `RETURNING` or an upsert a statement journal, a copy of
-/// every page it changes, which cost an import about a tenth more time
-/// (measured, `docs/performance.md`).
-fn put_live(conn: &Connection, row: &Row, positions: Option<&str>) -> Result<()> {
-    let old = contacts::live_history(conn, &row.id)?.flatten();
-    let history = contacts::history_with(conn, &row.id, old, positions)?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-    )?
-    .execute(row_params!(row, history))?;
+/// A row the writer's cache knows ([`Stored`]) is updated in place, its
+/// score and due indexes only when those changed: a replacement deletes and
+/// inserts the row and both index entries. Any other row's old positions
+/// are read first and the row replaced: SQLite gives a statement with
+/// `RETURNING` or an upsert a statement journal, a copy of every page it
+/// changes, which cost an import about a tenth more time (measured,
+/// `docs/performance.md`).
+fn put_live(conn: &Connection, write: &mut LiveWrite, positions: Option<&str>) -> Result<()> {
+    let row = &write.row;
+    let (history, sql) = match write.stored.take() {
+        Some(stored) => {
+            let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
+            let score = stored.score.to_bits() != row.score.score.to_bits();
+            let due = stored.due != row.due;
+            (
+                history,
+                UPDATE_LIVE[usize::from(score) * 2 + usize::from(due)],
+            )
+        }
+        None => {
+            let old = contacts::live_history(conn, &row.id)?.flatten();
+            let history = contacts::history_with(conn, &row.id, old, positions)?;
+            (history, REPLACE_LIVE)
+        }
+    };
+    if conn
+        .prepare_cached(sql)?
+        .execute(row_params!(row, history))?
+        != 1
+    {
+        return Err(StoreError::Corrupt(format!(
+            "live row {:?}, known to the writer's cache, is missing",
+            row.id
+        )));
+    }
+    write.stored = Some(Stored {
+        score: row.score.score,
+        due: row.due,
+        history,
+    });
     Ok(())
 }
+
+/// Writes a live row whole ([`row_params!`] with its positions as `?18`).
+const REPLACE_LIVE: &str = "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+/// Updates a stored live row (parameters as [`REPLACE_LIVE`]'s), by whether
+/// its score and its due time changed: unchanged, due, score, both. A
+/// column an update does not set leaves its index alone.
+const UPDATE_LIVE: [&str; 4] = [
+    concat!(update_live!(), " WHERE id = ?1"),
+    concat!(update_live!(), ", due = ?17 WHERE id = ?1"),
+    concat!(update_live!(), ", score = ?7 WHERE id = ?1"),
+    concat!(update_live!(), ", score = ?7, due = ?17 WHERE id = ?1"),
+];
 
 /// Appends ledger entries in order; their positions.
 fn insert_ledger(conn: &Connection, entries: &[NewEntry]) -> Result<Vec<i64>> {

@@ -59,7 +59,9 @@ fn a_full_disk_fails_the_batch_and_keeps_the_store_consistent() {
     for served in [false, true] {
         let (mut store, _dir, _) = crate::harness::sqlite();
         if served {
-            store.defer_durability().unwrap();
+            store
+                .defer_durability(leadscore_store::DEFAULT_LIVE_CONTACTS)
+                .unwrap();
         }
         activate(&mut store, "b2b");
         store.ingest(incoming(half)).unwrap();

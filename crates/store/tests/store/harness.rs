@@ -132,7 +132,9 @@ pub fn backends() -> Vec<(Box<dyn Store>, Guard)> {
     // SQLite as the server's writer runs it: commits flushed later, live
     // states kept between batches.
     let (mut served, served_dir, _) = sqlite();
-    served.defer_durability().unwrap();
+    served
+        .defer_durability(leadscore_store::DEFAULT_LIVE_CONTACTS)
+        .unwrap();
     let mut all: Vec<(Box<dyn Store>, Guard)> = vec![
         (Box::new(store), Guard::Dir(dir)),
         (Box::new(served), Guard::Dir(served_dir)),

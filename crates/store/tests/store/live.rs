@@ -494,7 +494,7 @@ proptest! {
     ) {
         let (messages, t) = stitched_log(seed, n);
         let (mut first, _dir, path) = sqlite();
-        let _flush = first.defer_durability().unwrap();
+        let _flush = first.defer_durability(leadscore_store::DEFAULT_LIVE_CONTACTS).unwrap();
         activate(&mut first, "b2b");
         let mut second = leadscore_store::SqliteStore::open(&path).unwrap();
         let mut active = "b2b";
@@ -529,7 +529,9 @@ fn sqlite_connections_taking_turns_keep_live_rows_exact() {
     let (messages, _) = generated(30, 90, 11);
     let (mut first, _dir, path) = sqlite();
     // As the server's writer does (which turns on its cache of live states).
-    let _flush = first.defer_durability().unwrap();
+    let _flush = first
+        .defer_durability(leadscore_store::DEFAULT_LIVE_CONTACTS)
+        .unwrap();
     activate(&mut first, "b2b");
     let mut second = leadscore_store::SqliteStore::open(&path).unwrap();
     let model = example("b2b");
