@@ -8,12 +8,13 @@
 //!
 //! ```sh
 //! cp base.db replay.db   # a store with the model active (modified in place)
-//! target/release/examples/ingest_replay replay.db events.jsonl WARM COUNT [BATCH]
+//! target/release/examples/ingest_replay replay.db events.jsonl WARM COUNT [BATCH [CACHE]]
 //! ```
 //!
 //! The first WARM messages are ingested unmeasured (they fill the cache and
 //! SQLite's pages), then the next COUNT are measured, BATCH per call
-//! (default 500). Under callgrind, `--toggle-collect='ingest_replay::measured'`
+//! (default 500), with the writer's cache of CACHE contacts (default
+//! `serve`'s, `DEFAULT_LIVE_CONTACTS`). Under callgrind, `--toggle-collect='ingest_replay::measured'`
 //! counts the instructions of the measured part only.
 
 use std::fs::File;
@@ -81,13 +82,17 @@ fn measured(
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [db, events, warm, count, rest @ ..] = args.as_slice() else {
-        bail!("usage: ingest_replay STORE EVENTS.jsonl WARM COUNT [BATCH]");
+        bail!("usage: ingest_replay STORE EVENTS.jsonl WARM COUNT [BATCH [CACHE]]");
     };
     let warm: usize = warm.parse().context("WARM")?;
     let count: usize = count.parse().context("COUNT")?;
     let batch: usize = match rest.first() {
         Some(b) => b.parse().context("BATCH")?,
         None => 500,
+    };
+    let cache: usize = match rest.get(1) {
+        Some(c) => c.parse().context("CACHE")?,
+        None => leadscore_store::DEFAULT_LIVE_CONTACTS,
     };
     let file = File::open(events).with_context(|| format!("opening {events}"))?;
     let (messages, _) = read_messages(
@@ -106,7 +111,7 @@ fn main() -> Result<()> {
     incoming.truncate(warm + count);
     let tail = incoming.split_off(warm);
     let mut store = leadscore_store::open(std::path::Path::new(db))?;
-    let mut flush = store.defer_durability(leadscore_store::DEFAULT_LIVE_CONTACTS)?;
+    let mut flush = store.defer_durability(cache)?;
     ingest_all(store.as_mut(), &mut flush, incoming, batch)?;
     let (cpu, wall) = (thread_cpu_ns()?, Instant::now());
     let accepted = measured(store.as_mut(), &mut flush, tail, batch)?;
