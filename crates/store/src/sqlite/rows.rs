@@ -295,14 +295,7 @@ impl Tx for Sql<'_> {
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
         match table {
-            Table::Live => put_live(
-                self.0,
-                &mut LiveWrite {
-                    row: row.clone(),
-                    stored: None,
-                },
-                None,
-            ),
+            Table::Live => put_live(self.0, row, None, None).map(drop),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
                 self.0.prepare_cached(sql)?.execute(row_params!(row))?;
@@ -335,7 +328,13 @@ impl Tx for Sql<'_> {
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
         for write in rows {
             let positions = groups.remove(write.row.id.as_str());
-            put_live(self.0, write, positions.as_deref())?;
+            let stored = put_live(
+                self.0,
+                &write.row,
+                write.stored.take(),
+                positions.as_deref(),
+            )?;
+            write.stored = Some(stored);
         }
         contacts::note_history(self.0, groups)
     }
@@ -427,7 +426,7 @@ impl Tx for Sql<'_> {
 
 /// Writes a live row, keeping the positions of its ledger entries already
 /// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]);
-/// `write.stored` is then what the row holds.
+/// returns what the row then holds. `stored`: what it held, if known.
 ///
 /// A row the writer's cache knows ([`Stored`]) is updated in place, its
 /// score and due indexes only when those changed: a replacement deletes and
@@ -436,9 +435,13 @@ impl Tx for Sql<'_> {
 /// `RETURNING` or an upsert a statement journal, a copy of every page it
 /// changes, which cost an import about a tenth more time (measured,
 /// `docs/performance.md`).
-fn put_live(conn: &Connection, write: &mut LiveWrite, positions: Option<&str>) -> Result<()> {
-    let row = &write.row;
-    let (history, sql) = match write.stored.take() {
+fn put_live(
+    conn: &Connection,
+    row: &Row,
+    stored: Option<Stored>,
+    positions: Option<&str>,
+) -> Result<Stored> {
+    let (history, sql) = match stored {
         Some(stored) => {
             let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
             let score = stored.score.to_bits() != row.score.score.to_bits();
@@ -464,12 +467,11 @@ fn put_live(conn: &Connection, write: &mut LiveWrite, positions: Option<&str>) -
             row.id
         )));
     }
-    write.stored = Some(Stored {
+    Ok(Stored {
         score: row.score.score,
         due: row.due,
         history,
-    });
-    Ok(())
+    })
 }
 
 /// Writes a live row whole ([`row_params!`] with its positions as `?18`).
