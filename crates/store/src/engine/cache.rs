@@ -29,6 +29,12 @@ pub(crate) struct LiveCache {
     pub(super) old: FxHashMap<String, Box<Cached>>,
     /// Written by the batch in progress.
     pub(super) pending: Vec<(String, Box<Cached>)>,
+    /// The canonical contact of ids the last batches met (at most four
+    /// generations' worth, then started over).
+    pub(super) ids: FxHashMap<String, String>,
+    /// The canonical contact of every id the batch in progress met, as it
+    /// left them.
+    pub(super) pending_ids: FxHashMap<String, String>,
 }
 
 /// What a live row decodes to.
@@ -68,6 +74,8 @@ impl LiveCache {
             young: FxHashMap::default(),
             old: FxHashMap::default(),
             pending: Vec::new(),
+            ids: FxHashMap::default(),
+            pending_ids: FxHashMap::default(),
         }
     }
 
@@ -76,6 +84,8 @@ impl LiveCache {
         self.young.clear();
         self.old.clear();
         self.pending.clear();
+        self.ids.clear();
+        self.pending_ids.clear();
     }
 
     /// The batch's writes are committed: they are what the rows now hold.
@@ -83,6 +93,10 @@ impl LiveCache {
         for (contact, cached) in self.pending.drain(..) {
             self.young.insert(contact, cached);
         }
+        if self.ids.len() + self.pending_ids.len() > 4 * self.generation {
+            self.ids.clear();
+        }
+        self.ids.extend(self.pending_ids.drain());
         if self.young.len() >= self.generation {
             std::mem::swap(&mut self.young, &mut self.old);
             let fresh = FxHashMap::with_capacity_and_hasher(self.generation, Default::default());
@@ -106,6 +120,7 @@ impl LiveCache {
     /// Starts a batch under `version`.
     pub(super) fn begin(&mut self, version: u32) {
         self.pending.clear();
+        self.pending_ids.clear();
         if self.version != version {
             self.clear();
             self.version = version;

@@ -195,6 +195,13 @@ impl Batch<'_, '_> {
         if let Some(c) = self.canonical.get(id) {
             return Ok(c.clone());
         }
+        // Committed by an earlier batch of this writer (the cache is
+        // emptied whenever anything else may have changed identities).
+        if let Some(c) = self.cache.as_deref().and_then(|cache| cache.ids.get(id)) {
+            let c = c.clone();
+            self.canonical.insert(id.to_string(), c.clone());
+            return Ok(c);
+        }
         let c = match tx.identity(id)? {
             Some(c) => c,
             None => {
@@ -427,6 +434,10 @@ impl Batch<'_, '_> {
 
     /// Re-folds what must be, writes every touched row, records merges.
     fn finish(mut self, tx: &mut impl Tx, activating: bool) -> Result<IngestReport> {
+        // Every identity the batch set went through `canonical`.
+        if let Some(cache) = self.cache.as_deref_mut() {
+            cache.pending_ids = std::mem::take(&mut self.canonical);
+        }
         let Some((model, version)) = self.model else {
             return Ok(self.report);
         };

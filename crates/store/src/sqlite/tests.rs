@@ -52,6 +52,58 @@ fn the_live_cache_is_dropped_after_any_other_write() {
     assert!(holds(&store, "c") && !holds(&store, "d"));
 }
 
+/// The writer's cache of identities forgets them when another connection
+/// commits: a merge made there is followed by the next batch here.
+#[test]
+fn identities_merged_by_another_connection_are_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let open = |name: &str| {
+        let mut store = SqliteStore::open(dir.path().join(name)).unwrap();
+        let version = store.add_model("b2b.toml", source).unwrap().version;
+        store.activate(version, &mut |_, _| {}).unwrap();
+        store
+    };
+    let alias = || {
+        let value = serde_json::json!({"type": "alias", "userId": "x", "previousId": "y",
+            "messageId": "a1", "timestamp": "2025-01-01T00:00:02Z"});
+        Incoming::new(leadscore_core::event::Message::from_json(value, None, None).unwrap())
+    };
+    let mut cached = open("cached.db");
+    cached
+        .defer_durability(crate::DEFAULT_LIVE_CONTACTS)
+        .unwrap();
+    let mut plain = open("plain.db");
+    for store in [&mut cached, &mut plain] {
+        store
+            .ingest(vec![track("x", "x1", "2025-01-01T00:00:00Z")])
+            .unwrap();
+        store
+            .ingest(vec![track("y", "y1", "2025-01-01T00:00:01Z")])
+            .unwrap();
+    }
+    SqliteStore::open(dir.path().join("cached.db"))
+        .unwrap()
+        .ingest(vec![alias()])
+        .unwrap();
+    plain.ingest(vec![alias()]).unwrap();
+    for store in [&mut cached, &mut plain] {
+        store
+            .ingest(vec![track("y", "y2", "2025-01-01T00:00:03Z")])
+            .unwrap();
+    }
+    let rows = |store: &SqliteStore| -> Vec<(String, f64)> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT id, score FROM contacts ORDER BY id")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    assert_eq!(rows(&cached).len(), 1, "y merged into one contact");
+    assert_eq!(rows(&cached), rows(&plain));
+}
+
 /// A row the writer's cache knows is updated in place, its score and due
 /// indexes only when those change: after batches that change a contact's
 /// score, only its due time, or neither, every live row (score, due time,
