@@ -499,15 +499,12 @@ impl Batch<'_, '_> {
                 stored: work.stored,
             });
             if self.cache.is_some() {
-                cached.push((
-                    contact,
-                    Box::new(Cached {
-                        state,
-                        triggers,
-                        current: fields,
-                        stored: None,
-                    }),
-                ));
+                cached.push(Box::new(Cached {
+                    state,
+                    triggers,
+                    current: fields,
+                    stored: None,
+                }));
             }
         }
         let firings = std::mem::take(&mut self.firings);
@@ -526,9 +523,9 @@ impl Batch<'_, '_> {
         // this batch: those put back are the rows just written, with what
         // the backend stored.
         if let Some(cache) = self.cache.as_deref_mut() {
-            for ((contact, mut entry), write) in cached.into_iter().zip(rows) {
+            for (mut entry, write) in cached.into_iter().zip(rows) {
                 entry.stored = write.stored;
-                cache.pending.push((contact, entry));
+                cache.pending.push((write.row.id, entry));
             }
         }
         self.report.changes = self.ledger;

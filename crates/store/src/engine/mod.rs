@@ -102,7 +102,7 @@ impl From<Row> for ContactRecord {
 /// read: its score and due time as stored (a backend leaves their indexes
 /// alone when they do not change) and its ledger positions (SQLite keeps
 /// them in the row).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Stored {
     pub score: f64,
     pub due: Option<Timestamp>,
