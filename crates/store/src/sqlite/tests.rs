@@ -345,6 +345,120 @@ fn histories_survive_the_move_to_runs_of_positions() {
     assert_eq!(index, 0);
 }
 
+/// A store made before migration V9 (live rows in WITHOUT ROWID tables)
+/// holds the same rows after it, in rowid tables with both indexes, and
+/// goes on ingesting exactly as a store made at V9.
+#[test]
+fn live_rows_survive_the_move_to_rowid_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let mut made = SqliteStore::open(dir.path().join("made.db")).unwrap();
+    let version = made.add_model("b2b.toml", source).unwrap().version;
+    made.activate(version, &mut |_, _| {}).unwrap();
+    let alias = |id: &str, at: &str| {
+        let value = serde_json::json!({"type": "alias", "userId": "x", "previousId": "y",
+            "messageId": id, "timestamp": at});
+        Incoming::new(leadscore_core::event::Message::from_json(value, None, None).unwrap())
+    };
+    made.ingest(vec![
+        track("x", "x1", "2025-01-01T00:00:00Z"),
+        track("y", "y1", "2025-01-01T00:00:01Z"),
+        track("z", "z1", "2025-01-02T00:00:00Z"),
+        alias("a1", "2025-01-03T00:00:00Z"),
+    ])
+    .unwrap();
+    // The same tables' contents under the V8 schema.
+    let old = dir.path().join("old.db");
+    {
+        let mut conn = Connection::open(&old).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(8))
+            .run(&mut conn)
+            .unwrap();
+        conn.execute(
+            "ATTACH ?1 AS made",
+            [dir.path().join("made.db").to_str().unwrap()],
+        )
+        .unwrap();
+        let tables: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM made.sqlite_schema WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name <> 'refinery_schema_history'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for table in &tables {
+            conn.execute_batch(&format!(
+                "DELETE FROM main.{table}; INSERT INTO main.{table} SELECT * FROM made.{table};"
+            ))
+            .unwrap();
+        }
+        conn.execute_batch("INSERT INTO contacts_next SELECT * FROM contacts")
+            .unwrap();
+        assert!(tables.len() > 10, "{tables:?}");
+    }
+    let schema = |store: &SqliteStore, name: &str| -> String {
+        store
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let dump = |store: &SqliteStore, table: &str| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY id"))
+            .unwrap();
+        let width = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| (0..width).map(|i| r.get(i)).collect())
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let mut migrated = SqliteStore::open(&old).unwrap();
+    for table in ["contacts", "contacts_next"] {
+        assert!(
+            !schema(&migrated, table).contains("WITHOUT ROWID"),
+            "{}",
+            schema(&migrated, table)
+        );
+    }
+    assert!(schema(&migrated, "contacts_score").contains("(score, id)"));
+    assert!(schema(&migrated, "contacts_due").contains("WHERE due IS NOT NULL"));
+    let check: String = migrated
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    assert_eq!(dump(&migrated, "contacts").len(), 2, "x (with y) and z");
+    assert_eq!(dump(&migrated, "contacts"), dump(&made, "contacts"));
+    assert_eq!(dump(&migrated, "contacts_next"), dump(&made, "contacts"));
+    for store in [&mut made, &mut migrated] {
+        store
+            .ingest(vec![
+                track("y", "y2", "2025-01-04T00:00:00Z"),
+                track("z", "z2", "2025-01-04T00:00:01Z"),
+                track("w", "w1", "2025-01-04T00:00:02Z"),
+            ])
+            .unwrap();
+    }
+    assert_eq!(dump(&migrated, "contacts").len(), 3);
+    assert_eq!(dump(&migrated, "contacts"), dump(&made, "contacts"));
+    let history = |store: &SqliteStore| -> Vec<(i64, String)> {
+        let entries = store.history("y").unwrap().into_iter();
+        entries.map(|e| (e.seq, e.cause)).collect()
+    };
+    assert_eq!(history(&migrated), history(&made));
+}
+
 /// A long history leaves the live row in runs: the row keeps a bounded
 /// list of positions, and every entry is read back once.
 #[test]
