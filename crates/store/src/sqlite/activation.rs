@@ -135,6 +135,7 @@ impl SqliteStore {
         tx.execute("DELETE FROM contacts", [])?;
         report.contacts =
             tx.execute("INSERT INTO contacts SELECT * FROM contacts_next", [])? as u64;
+        super::fit_score_index(&tx, &model)?;
         tx.execute("DELETE FROM contacts_next", [])?;
         tx.execute(
             "INSERT INTO activations (version, at) VALUES (?1, ?2)",

@@ -116,6 +116,21 @@ impl WriterCache {
 /// consecutive contacts no difference.
 const SERVER_CACHE_KIB: i64 = 64 << 10;
 
+/// Keeps the live rows' score index (`contacts_score`, `(score, id)`)
+/// exactly while `model`, the active one, has scores that stay as stored
+/// ([`engine::keeps_score_index`]): building it when missing, dropping it
+/// when present. Listings under a model whose scores move with time
+/// score every live state as of their time instead of reading the index,
+/// so there it would only be written, on every change of score.
+pub(crate) fn fit_score_index(conn: &Connection, model: &Model) -> Result<()> {
+    conn.execute_batch(if engine::keeps_score_index(model) {
+        "CREATE INDEX IF NOT EXISTS contacts_score ON contacts (score, id)"
+    } else {
+        "DROP INDEX IF EXISTS contacts_score"
+    })?;
+    Ok(())
+}
+
 /// The page cache of a connection importing ([`Store::prepare_bulk_load`]),
 /// in KiB. With random (UUID) messageIds each 10,000-message batch touches
 /// about 9,000 pages of the message-id index, which SQLite's 2 MiB cache
@@ -268,6 +283,16 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Drops or builds the live rows' score index as the active model
+    /// needs it ([`fit_score_index`]): for a store made before this rule,
+    /// when a writer starts.
+    fn fit_score_index_to_active(&self) -> Result<()> {
+        match self.active_in(&self.conn)? {
+            Some((_, model)) => fit_score_index(&self.conn, &model),
+            None => Ok(()),
+        }
+    }
+
     fn active_version(conn: &Connection) -> Result<Option<u32>> {
         Ok(conn
             .query_row(
@@ -315,10 +340,12 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn prepare_bulk_load(&mut self) -> Result<()> {
+        self.fit_score_index_to_active()?;
         self.keep_pages(BULK_CACHE_KIB)
     }
 
     fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {
+        self.fit_score_index_to_active()?;
         self.keep_pages(SERVER_CACHE_KIB)?;
         // Last of what can fail: an error leaves commits synchronous, as
         // the caller, told nothing is deferred, expects.

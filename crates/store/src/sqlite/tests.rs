@@ -104,15 +104,48 @@ fn identities_merged_by_another_connection_are_followed() {
     assert_eq!(rows(&cached), rows(&plain));
 }
 
+/// `examples/b2b.toml` without decay or inactivity: scores stay as
+/// stored, so the live rows keep their score index.
+fn still_b2b() -> String {
+    let source = include_str!("../../../../examples/b2b.toml")
+        .replace(r#"half_life = "60d""#, r#"half_life = "none""#);
+    let start = source.find("[[inactivity]]").expect("an inactivity rule");
+    let end = start + source[start..].find("\n# ---").expect("a section follows");
+    format!("{}{}", &source[..start], &source[end..])
+}
+
+/// Whether the store has an index or table of this name.
+fn has(store: &SqliteStore, name: &str) -> bool {
+    store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+        == 1
+}
+
 /// A row the writer's cache knows is updated in place, its score and due
 /// indexes only when those change: after batches that change a contact's
 /// score, only its due time, or neither, every live row (score, due time,
-/// ledger positions, state) and what the two indexes answer are those of
-/// a store that read and replaced every row.
+/// ledger positions, state) and what the indexes answer are those of a
+/// store that read and replaced every row. Under `b2b.toml` (scores move
+/// with time: no score index) and under its still variant (score index).
 #[test]
 fn rows_updated_in_place_equal_rows_replaced() {
+    let still = still_b2b();
+    for (file, source) in [
+        ("b2b.toml", include_str!("../../../../examples/b2b.toml")),
+        ("still.toml", still.as_str()),
+    ] {
+        updates_in_place_equal_replaces(file, source);
+    }
+}
+
+fn updates_in_place_equal_replaces(file: &str, source: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let source = include_str!("../../../../examples/b2b.toml");
     let open = |name: &str, cached: bool| {
         let mut store = SqliteStore::open(dir.path().join(name)).unwrap();
         if cached {
@@ -120,11 +153,13 @@ fn rows_updated_in_place_equal_rows_replaced() {
                 .defer_durability(crate::DEFAULT_LIVE_CONTACTS)
                 .unwrap();
         }
-        let version = store.add_model("b2b.toml", source).unwrap().version;
+        let version = store.add_model(file, source).unwrap().version;
         store.activate(version, &mut |_, _| {}).unwrap();
         store
     };
     let (mut cached, mut plain) = (open("cached.db", true), open("plain.db", false));
+    let indexed = file == "still.toml";
+    assert_eq!(has(&cached, "contacts_score"), indexed, "{file}");
     let message = |user: &str, n: u32, event: &str, properties: serde_json::Value| {
         let value = serde_json::json!({"type": "track", "userId": user, "event": event,
             "properties": properties, "messageId": format!("{user}-{n}"),
@@ -157,12 +192,17 @@ fn rows_updated_in_place_equal_rows_replaced() {
             let ids = stmt.query_map([], |r| r.get(0)).unwrap();
             ids.map(Result::unwrap).collect()
         };
+        let by_score = if indexed {
+            ids("SELECT id FROM contacts INDEXED BY contacts_score ORDER BY score, id")
+        } else {
+            Vec::new()
+        };
         (
-            ids("SELECT id FROM contacts INDEXED BY contacts_score ORDER BY score, id"),
+            by_score,
             ids("SELECT id FROM contacts INDEXED BY contacts_due WHERE due IS NOT NULL ORDER BY due, id"),
         )
     };
-    let (mut score_kept, mut due_moved) = (false, false);
+    let (mut score_kept, mut score_moved, mut due_moved) = (false, false, false);
     for n in 0..24 {
         for user in ["a", "b", "c"] {
             let (event, properties) = &events[(n as usize + user.len()) % events.len()];
@@ -173,19 +213,80 @@ fn rows_updated_in_place_equal_rows_replaced() {
             let after = rows(&cached).into_iter().find(|r| r.0 == user).unwrap();
             if let Some(before) = before {
                 score_kept |= before.1 == after.1;
+                score_moved |= before.1 != after.1;
                 due_moved |= before.2 != after.2;
             }
         }
-        assert_eq!(rows(&cached), rows(&plain), "after batch {n}");
-        assert_eq!(by_index(&cached), by_index(&plain), "after batch {n}");
+        assert_eq!(rows(&cached), rows(&plain), "{file}, after batch {n}");
+        assert_eq!(
+            by_index(&cached),
+            by_index(&plain),
+            "{file}, after batch {n}"
+        );
     }
-    assert!(score_kept && due_moved, "the batches exercise every update");
+    assert!(
+        score_kept && score_moved,
+        "{file}: the score moves and stays"
+    );
+    // Only decay and inactivity set due times under this model.
+    assert_eq!(due_moved, !indexed, "{file}: the due time moves");
     let holds = |c: &str| cached.live.as_ref().unwrap().states.holds(c);
     assert!(
         holds("a") && holds("b") && holds("c"),
         "rows came from the cache"
     );
     assert_eq!(rows(&cached).len(), 3);
+}
+
+/// The live rows' score index exists exactly while the active model's
+/// scores stay as stored: activations build and drop it, and a writer
+/// starting (the server's, an import's) fits a store left otherwise, as
+/// every store made before this rule is.
+#[test]
+fn the_score_index_follows_the_active_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let b2b = include_str!("../../../../examples/b2b.toml");
+    let moving = store.add_model("b2b.toml", b2b).unwrap().version;
+    let still = store.add_model("still.toml", &still_b2b()).unwrap().version;
+    assert!(has(&store, "contacts_score"), "V3 made it");
+    store.activate(moving, &mut |_, _| {}).unwrap();
+    assert!(!has(&store, "contacts_score"));
+    store
+        .ingest(vec![track("c", "c1", "2025-01-01T00:00:00Z")])
+        .unwrap();
+    store.activate(still, &mut |_, _| {}).unwrap();
+    assert!(has(&store, "contacts_score"));
+    store.activate(moving, &mut |_, _| {}).unwrap();
+    assert!(!has(&store, "contacts_score"));
+    // A store left with the index under a moving model, and without it
+    // under a still one.
+    store
+        .conn
+        .execute_batch("CREATE INDEX contacts_score ON contacts (score, id)")
+        .unwrap();
+    let mut server = SqliteStore::open(&path).unwrap();
+    server
+        .defer_durability(crate::DEFAULT_LIVE_CONTACTS)
+        .unwrap();
+    assert!(
+        !has(&server, "contacts_score"),
+        "fitted by the server's writer"
+    );
+    server.activate(still, &mut |_, _| {}).unwrap();
+    server
+        .conn
+        .execute_batch("DROP INDEX contacts_score")
+        .unwrap();
+    let mut import = SqliteStore::open(&path).unwrap();
+    import.prepare_bulk_load().unwrap();
+    assert!(has(&import, "contacts_score"), "fitted by an import");
+    let check: String = import
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
 }
 
 /// A pragma's integer value on the store's connection.
