@@ -100,13 +100,15 @@ impl From<Row> for ContactRecord {
 /// What a backend wrote of a live row besides its contents, kept with the
 /// writer's cache ([`LiveCache`]) so that the row's next write needs no
 /// read: its score and due time as stored (a backend leaves their indexes
-/// alone when they do not change) and its ledger positions (SQLite keeps
-/// them in the row).
+/// alone when they do not change), its ledger positions (SQLite keeps
+/// them in the row) and where the row is (SQLite's rowid: an update goes
+/// there without looking the id up).
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
     pub score: f64,
     pub due: Option<Timestamp>,
     pub history: Option<String>,
+    pub rowid: i64,
 }
 
 /// A live row to write at the end of an ingest, with what the writer knows

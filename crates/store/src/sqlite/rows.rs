@@ -441,50 +441,57 @@ fn put_live(
     stored: Option<Stored>,
     positions: Option<&str>,
 ) -> Result<Stored> {
-    let (history, sql) = match stored {
+    let (history, rowid) = match stored {
         Some(stored) => {
             let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
             let score = stored.score.to_bits() != row.score.score.to_bits();
             let due = stored.due != row.due;
-            (
-                history,
-                UPDATE_LIVE[usize::from(score) * 2 + usize::from(due)],
-            )
+            let sql = UPDATE_LIVE[usize::from(score) * 2 + usize::from(due)];
+            // The id is checked too: a row moved since would not match.
+            if conn
+                .prepare_cached(sql)?
+                .execute(row_params!(row, history, stored.rowid))?
+                != 1
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "live row {:?}, known to the writer's cache at {}, is not there",
+                    row.id, stored.rowid
+                )));
+            }
+            (history, stored.rowid)
         }
         None => {
             let old = contacts::live_history(conn, &row.id)?.flatten();
             let history = contacts::history_with(conn, &row.id, old, positions)?;
-            (history, REPLACE_LIVE)
+            conn.prepare_cached(REPLACE_LIVE)?
+                .execute(row_params!(row, history))?;
+            (history, conn.last_insert_rowid())
         }
     };
-    if conn
-        .prepare_cached(sql)?
-        .execute(row_params!(row, history))?
-        != 1
-    {
-        return Err(StoreError::Corrupt(format!(
-            "live row {:?}, known to the writer's cache, is missing",
-            row.id
-        )));
-    }
     Ok(Stored {
         score: row.score.score,
         due: row.due,
         history,
+        rowid,
     })
 }
 
 /// Writes a live row whole ([`row_params!`] with its positions as `?18`).
 const REPLACE_LIVE: &str = "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
-/// Updates a stored live row (parameters as [`REPLACE_LIVE`]'s), by whether
-/// its score and its due time changed: unchanged, due, score, both. A
-/// column an update does not set leaves its index alone.
+/// Updates a stored live row (parameters as [`REPLACE_LIVE`]'s, and its
+/// rowid as `?19`), by whether its score and its due time changed:
+/// unchanged, due, score, both. A column an update does not set leaves its
+/// index alone. The row is found by rowid (no lookup of the id in its
+/// index), and matches only if it still holds that id.
 const UPDATE_LIVE: [&str; 4] = [
-    concat!(update_live!(), " WHERE id = ?1"),
-    concat!(update_live!(), ", due = ?17 WHERE id = ?1"),
-    concat!(update_live!(), ", score = ?7 WHERE id = ?1"),
-    concat!(update_live!(), ", score = ?7, due = ?17 WHERE id = ?1"),
+    concat!(update_live!(), " WHERE rowid = ?19 AND id = ?1"),
+    concat!(update_live!(), ", due = ?17 WHERE rowid = ?19 AND id = ?1"),
+    concat!(update_live!(), ", score = ?7 WHERE rowid = ?19 AND id = ?1"),
+    concat!(
+        update_live!(),
+        ", score = ?7, due = ?17 WHERE rowid = ?19 AND id = ?1"
+    ),
 ];
 
 /// Appends ledger entries in order; their positions.
