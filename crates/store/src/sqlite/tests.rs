@@ -382,6 +382,19 @@ fn page_swaps_go_through_key_zero_and_leave_the_database_intact() {
     );
 }
 
+/// A new leadscore database at `path` with migrations up to `version`
+/// only: a store made by an older release.
+fn schema_at(path: &std::path::Path, version: i32) -> Connection {
+    let mut conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run(&mut conn)
+        .unwrap();
+    conn
+}
+
 /// A store made before migration V8 (history found through an index on
 /// the ledger's contact column) reads the same histories after it, merged
 /// ids' entries included, and loses the index.
@@ -390,13 +403,7 @@ fn histories_survive_the_move_to_runs_of_positions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     {
-        let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(7))
-            .run(&mut conn)
-            .unwrap();
+        let conn = schema_at(&path, 7);
         conn.execute_batch(
             "INSERT INTO identities VALUES ('a', 'a'), ('b', 'a'), ('c', 'c');
              INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES
@@ -471,13 +478,7 @@ fn live_rows_survive_the_move_to_rowid_tables() {
     // The same tables' contents under the V8 schema.
     let old = dir.path().join("old.db");
     {
-        let mut conn = Connection::open(&old).unwrap();
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(8))
-            .run(&mut conn)
-            .unwrap();
+        let conn = schema_at(&old, 8);
         conn.execute(
             "ATTACH ?1 AS made",
             [dir.path().join("made.db").to_str().unwrap()],
