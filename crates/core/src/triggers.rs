@@ -163,16 +163,18 @@ impl TriggerState {
     }
 
     /// Evaluates every trigger at `t` (not before the contact's last
-    /// message nor the latest evaluation) and reports the edges.
+    /// message nor the latest evaluation) and reports the edges. Returns
+    /// the contact's score at `t` that the conditions were evaluated with
+    /// (`None` when the model has no triggers, and nothing was computed).
     pub fn evaluate(
         &mut self,
         model: &Model,
         contact: &ContactState,
         t: Timestamp,
         out: &mut Vec<Firing>,
-    ) {
+    ) -> Option<Score> {
         if model.triggers.is_empty() {
-            return;
+            return None;
         }
         let (values, score) = conditions_at(model, contact, t);
         let reportable = self.since.is_none_or(|since| t >= since);
@@ -189,6 +191,7 @@ impl TriggerState {
         }
         self.values = values;
         self.at = Some(t);
+        Some(score)
     }
 
     /// Evaluates every time-based point after the latest evaluation and up

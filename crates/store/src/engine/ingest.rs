@@ -168,10 +168,13 @@ impl Batch<'_, '_> {
             work.cause = format!("late message {}", m.message_id);
             return Ok(());
         }
-        triggers.evaluate(model, state, m.timestamp, &mut fired);
-        let score = state
-            .score_at(model, m.timestamp)
-            .expect("at the last message");
+        // The triggers' conditions read the score at the message: computed once.
+        let score = match triggers.evaluate(model, state, m.timestamp, &mut fired) {
+            Some(score) => score,
+            None => state
+                .score_at(model, m.timestamp)
+                .expect("at the last message"),
+        };
         let fields = ScoreFields::from(&score);
         let entry = (work.current.as_ref() != Some(&fields)).then(|| NewEntry {
             seq: 0,
