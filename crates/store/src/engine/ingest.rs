@@ -8,6 +8,7 @@ use leadscore_core::batch::preferred;
 use leadscore_core::fold::ContactState;
 use leadscore_core::identity::Identities;
 use leadscore_core::model::Model;
+use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
 use leadscore_core::triggers::{Firing, TriggerState};
 use rustc_hash::FxHashMap;
@@ -36,6 +37,9 @@ struct Work {
     cause: String,
     /// What the backend stored with the row, from the cache.
     stored: Option<Stored>,
+    /// The score of `state` at its last message, when this batch computed
+    /// it (its row then needs no second computation).
+    score: Option<Score>,
 }
 
 /// Ingests one batch inside `tx`. With no active model, the log and the
@@ -186,6 +190,7 @@ impl Batch<'_, '_> {
             new: Some(fields),
             cause: format!("message {}", m.message_id),
         });
+        work.score = Some(score);
         self.report.absorbed += 1;
         self.record(entry);
         self.firings
@@ -341,6 +346,7 @@ impl Batch<'_, '_> {
             }
         }
         work.state = Some(state);
+        work.score = None;
         self.report.refolded += 1;
         self.record(entry);
         Ok(())
@@ -419,6 +425,7 @@ impl Batch<'_, '_> {
                     replayed: false,
                     cause: "rescore".into(),
                     stored,
+                    score: None,
                 },
             );
         }
@@ -473,7 +480,9 @@ impl Batch<'_, '_> {
             }
             // Rows written before triggers existed: armed as of the last message.
             let triggers = triggers.unwrap_or_else(|| armed(model, &state, state.last_timestamp()));
-            let Some(row) = row_of(model, version, &contact, &state, &triggers) else {
+            // A state re-folded here has no score yet.
+            let known = work.score.filter(|_| !refolded);
+            let Some(row) = row_of(model, version, &contact, &state, &triggers, known) else {
                 // No message left (its only ones were replaced by copies
                 // that belong to others).
                 if work.existed {

@@ -366,9 +366,10 @@ pub(crate) fn row_of(
     contact: &str,
     state: &ContactState,
     triggers: &TriggerState,
+    known: Option<Score>,
 ) -> Option<Row> {
     let last = state.last_timestamp()?;
-    let score = state.score_at(model, last).expect("at the last message");
+    let score = known.unwrap_or_else(|| state.score_at(model, last).expect("at the last message"));
     Some(Row {
         id: contact.to_string(),
         model_version: version,
@@ -403,7 +404,7 @@ pub(crate) fn activation_row(
     now: Timestamp,
 ) -> Option<Row> {
     let armed = armed(model, state, state.last_timestamp().map(|l| l.max(now)));
-    row_of(model, version, contact, state, &armed)
+    row_of(model, version, contact, state, &armed, None)
 }
 
 /// Contacts processed per transaction by activations and dry runs.
