@@ -329,14 +329,19 @@ impl Batch<'_, '_> {
         work.triggers = Some(triggers);
         work.replayed = true;
         let mut entry = None;
-        if let Some(last) = state.last_timestamp() {
-            let fields =
-                ScoreFields::from(&state.score_at(model, last).expect("at the last message"));
+        let score = state.last_timestamp().map(|last| {
+            (
+                last,
+                state.score_at(model, last).expect("at the last message"),
+            )
+        });
+        if let Some((last, score)) = &score {
+            let fields = ScoreFields::from(score);
             if work.current.as_ref() != Some(&fields) {
                 entry = Some(NewEntry {
                     seq: 0,
                     contact: contact.to_string(),
-                    at: Some(last),
+                    at: Some(*last),
                     recorded_at,
                     model_version: version,
                     old: work.current.replace(fields.clone()),
@@ -346,7 +351,7 @@ impl Batch<'_, '_> {
             }
         }
         work.state = Some(state);
-        work.score = None;
+        work.score = score.map(|(_, score)| score);
         self.report.refolded += 1;
         self.record(entry);
         Ok(())

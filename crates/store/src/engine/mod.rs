@@ -383,16 +383,6 @@ pub(crate) fn row_of(
     })
 }
 
-/// Whether the live rows keep an index by score under `model`: only when
-/// its scores stay as stored, the one case where listings read them in
-/// score order from the database ([`crate::listing::Scan::of`]); under a
-/// model whose scores move with time every listing as of a time scores
-/// each live state instead, and the index would cost every change of
-/// score for nothing (docs/storage.md).
-pub(crate) fn keeps_score_index(model: &Model) -> bool {
-    !model.moves_with_time()
-}
-
 /// The row of a contact under a model being activated at `now`: its
 /// triggers start from what is true then (history before the activation is
 /// not the new model's to act on).

@@ -117,16 +117,16 @@ impl WriterCache {
 const SERVER_CACHE_KIB: i64 = 64 << 10;
 
 /// Keeps the live rows' score index (`contacts_score`, `(score, id)`)
-/// exactly while `model`, the active one, has scores that stay as stored
-/// ([`engine::keeps_score_index`]): building it when missing, dropping it
-/// when present. Listings under a model whose scores move with time
-/// score every live state as of their time instead of reading the index,
-/// so there it would only be written, on every change of score.
+/// exactly while `model`, the active one, has scores that stay as stored:
+/// building it when missing, dropping it when present. Listings read it
+/// only then ([`Scan::of`]); under a model whose scores move with time
+/// they score every live state as of their time instead, so there it
+/// would only be written, on every change of score (docs/storage.md).
 pub(crate) fn fit_score_index(conn: &Connection, model: &Model) -> Result<()> {
-    conn.execute_batch(if engine::keeps_score_index(model) {
-        "CREATE INDEX IF NOT EXISTS contacts_score ON contacts (score, id)"
-    } else {
+    conn.execute_batch(if model.moves_with_time() {
         "DROP INDEX IF EXISTS contacts_score"
+    } else {
+        "CREATE INDEX IF NOT EXISTS contacts_score ON contacts (score, id)"
     })?;
     Ok(())
 }

@@ -56,12 +56,17 @@ pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
 }
 
-/// The columns of a live row an update always sets ([`UPDATE_LIVE`]).
+/// An update of a live row ([`UPDATE_LIVE`]): the columns it always sets,
+/// `$more` of them, and the row by rowid and id.
 macro_rules! update_live {
-    () => {
-        "UPDATE contacts SET model_version = ?2, state = ?3, traits = ?4, company = ?5, \
-         last_ts = ?6, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, \
-         stage = ?13, status = ?14, reasons = ?15, triggers = ?16, history = ?18"
+    ($more:literal) => {
+        concat!(
+            "UPDATE contacts SET model_version = ?2, state = ?3, traits = ?4, company = ?5, \
+             last_ts = ?6, raw = ?8, fit = ?9, engagement = ?10, tier = ?11, grade = ?12, \
+             stage = ?13, status = ?14, reasons = ?15, triggers = ?16, history = ?18",
+            $more,
+            " WHERE rowid = ?19 AND id = ?1"
+        )
     };
 }
 
@@ -485,13 +490,10 @@ const REPLACE_LIVE: &str = "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, 
 /// index alone. The row is found by rowid (no lookup of the id in its
 /// index), and matches only if it still holds that id.
 const UPDATE_LIVE: [&str; 4] = [
-    concat!(update_live!(), " WHERE rowid = ?19 AND id = ?1"),
-    concat!(update_live!(), ", due = ?17 WHERE rowid = ?19 AND id = ?1"),
-    concat!(update_live!(), ", score = ?7 WHERE rowid = ?19 AND id = ?1"),
-    concat!(
-        update_live!(),
-        ", score = ?7, due = ?17 WHERE rowid = ?19 AND id = ?1"
-    ),
+    update_live!(""),
+    update_live!(", due = ?17"),
+    update_live!(", score = ?7"),
+    update_live!(", score = ?7, due = ?17"),
 ];
 
 /// Appends ledger entries in order; their positions.
