@@ -72,7 +72,7 @@ impl SqliteStore {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some((last, n)) = engine::activation_step(
-                &mut Sql(&tx),
+                &mut Sql::new(&tx),
                 &model,
                 version,
                 cursor.as_deref(),
@@ -101,9 +101,9 @@ impl SqliteStore {
             rows.collect::<Result<_, _>>()?
         };
         for contact in &missing {
-            let state = engine::fold_contact(&mut Sql(&tx), &model, contact)?;
+            let state = engine::fold_contact(&mut Sql::new(&tx), &model, contact)?;
             if let Some(row) = engine::activation_row(&model, version, contact, &state, started) {
-                Sql(&tx).put_row(Table::Next, &row)?;
+                Sql::new(&tx).put_row(Table::Next, &row)?;
             }
         }
         let fields = |t: &str| {

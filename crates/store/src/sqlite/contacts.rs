@@ -21,7 +21,7 @@ impl SqliteStore {
     pub(super) fn ledger_of(&self, id: &str) -> Result<Vec<LedgerEntry>> {
         let tx = self.conn.unchecked_transaction()?;
         let canonical = Self::canonical(&tx, id)?;
-        let mut ids = Sql(&tx).members(&canonical)?;
+        let mut ids = Sql::new(&tx).members(&canonical)?;
         if !ids.contains(&canonical) {
             ids.push(canonical);
         }
@@ -72,8 +72,8 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (canonical, mut ids) = match Sql(&tx).identity(id)? {
-            Some(canonical) => (canonical.clone(), Sql(&tx).members(&canonical)?),
+        let (canonical, mut ids) = match Sql::new(&tx).identity(id)? {
+            Some(canonical) => (canonical.clone(), Sql::new(&tx).members(&canonical)?),
             // An id known only from outcomes recorded for it.
             None => {
                 let outcomes = count(

@@ -334,7 +334,9 @@ impl SqliteStore {
     }
 
     fn canonical(conn: &Connection, id: &str) -> Result<String> {
-        Ok(Sql(conn).identity(id)?.unwrap_or_else(|| id.to_string()))
+        Ok(Sql::new(conn)
+            .identity(id)?
+            .unwrap_or_else(|| id.to_string()))
     }
 }
 
@@ -391,7 +393,7 @@ impl Store for SqliteStore {
             None => None,
         };
         let report = engine::ingest(
-            &mut Sql(&tx),
+            &mut Sql::new(&tx),
             model.as_deref().zip(version),
             activating,
             messages,
@@ -442,12 +444,13 @@ impl Store for SqliteStore {
         let tx = self.conn.unchecked_transaction()?;
         let total = count(&tx, "SELECT count(DISTINCT contact) FROM identities", [])?;
         let active = self.active_in(&tx)?;
-        engine::dry_run(&mut Sql(&tx), candidate, at, active, total, progress)
+        let report = engine::dry_run(&mut Sql::new(&tx), candidate, at, active, total, progress);
+        report
     }
 
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {
         let canonical = Self::canonical(&self.conn, id)?;
-        Ok(Sql(&self.conn)
+        Ok(Sql::new(&self.conn)
             .row(Table::Live, &canonical)?
             .map(ContactRecord::from))
     }
@@ -463,7 +466,7 @@ impl Store for SqliteStore {
         let (version, model) = self.active_model()?.ok_or(StoreError::NoActiveModel)?;
         let canonical = Self::canonical(&self.conn, id)?;
         if canonical == id {
-            if let Some(row) = Sql(&self.conn).row(Table::Live, &canonical)? {
+            if let Some(row) = Sql::new(&self.conn).row(Table::Live, &canonical)? {
                 if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
                     let state = ContactState::decode(&model, &row.state, row.traits, row.company)
                         .map_err(|e| {
@@ -488,10 +491,10 @@ impl Store for SqliteStore {
 
     fn contact_messages(&self, id: &str) -> Result<Option<StoredLog>> {
         let tx = self.conn.unchecked_transaction()?;
-        let Some(canonical) = Sql(&tx).identity(id)? else {
+        let Some(canonical) = Sql::new(&tx).identity(id)? else {
             return Ok(None);
         };
-        let (ids, messages) = engine::contact_log(&mut Sql(&tx), &canonical)?;
+        let (ids, messages) = engine::contact_log(&mut Sql::new(&tx), &canonical)?;
         Ok(Some(StoredLog {
             contact: canonical,
             ids,
@@ -501,7 +504,8 @@ impl Store for SqliteStore {
 
     fn each_log(&self, each: &mut dyn FnMut(StoredLog)) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        engine::each_log(&mut Sql(&tx), each)
+        let done = engine::each_log(&mut Sql::new(&tx), each);
+        done
     }
 
     fn erase(&mut self, id: &str) -> Result<Option<EraseReport>> {
@@ -512,7 +516,7 @@ impl Store for SqliteStore {
         // One snapshot for the model and every step of a scan.
         let tx = self.conn.unchecked_transaction()?;
         if let Some(scan) = self.scan(&tx, query.at, query.rewind)? {
-            return scan.select(query, &mut Sql(&tx));
+            return scan.select(query, &mut Sql::new(&tx));
         }
         let (tail, params) = query.sql(|n| format!("?{n}"));
         let mut stmt = self
@@ -530,7 +534,7 @@ impl Store for SqliteStore {
     fn summary(&self, at: Option<Timestamp>, rewind: bool) -> Result<Summary> {
         let tx = self.conn.unchecked_transaction()?;
         if let Some(scan) = self.scan(&tx, at, rewind)? {
-            return scan.summary(&mut Sql(&tx));
+            return scan.summary(&mut Sql::new(&tx));
         }
         let model = match Self::active_version(&tx)? {
             Some(version) => Some(model_in(&self.active, &tx, version)?),

@@ -21,7 +21,7 @@ impl crate::Outbox for SqliteStore {
             return Ok(DueReport::default());
         };
         let model = model_in(&self.active, &tx, version)?;
-        let report = engine::fire_due(&mut Sql(&tx), &model, version, now, limit)?;
+        let report = engine::fire_due(&mut Sql::new(&tx), &model, version, now, limit)?;
         tx.commit()?;
         Ok(report)
     }

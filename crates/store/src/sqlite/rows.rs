@@ -7,7 +7,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::contacts;
@@ -157,37 +157,119 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
 }
 
 /// The engine's view of a connection inside a transaction.
-pub(super) struct Sql<'c>(pub(super) &'c Connection);
+pub(super) struct Sql<'c> {
+    conn: &'c Connection,
+    /// The statements run once per message, taken from the connection's
+    /// cache on first use and given back when `self` is dropped: the
+    /// cache's lookup (hashing the SQL) and its return (clearing every
+    /// binding) cost 3.3k instructions per message when paid per call
+    /// (callgrind, `ingest_replay`).
+    insert_event: Option<CachedStatement<'c>>,
+    update_live: [Option<CachedStatement<'c>>; 4],
+}
+
+impl<'c> Sql<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Sql<'c> {
+        Sql {
+            conn,
+            insert_event: None,
+            update_live: [None, None, None, None],
+        }
+    }
+
+    /// Writes a live row, keeping the positions of its ledger entries already
+    /// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]);
+    /// returns what the row then holds. `stored`: what it held, if known.
+    ///
+    /// A row the writer's cache knows ([`Stored`]) is updated in place, its
+    /// score and due indexes only when those changed: a replacement deletes and
+    /// inserts the row and both index entries. Any other row's old positions
+    /// are read first and the row replaced: SQLite gives a statement with
+    /// `RETURNING` or an upsert a statement journal, a copy of every page it
+    /// changes, which cost an import about a tenth more time (measured,
+    /// `docs/performance.md`).
+    fn put_live(
+        &mut self,
+        row: &Row,
+        stored: Option<Stored>,
+        positions: Option<&str>,
+    ) -> Result<Stored> {
+        let conn = self.conn;
+        let (history, rowid) = match stored {
+            Some(stored) => {
+                let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
+                let score = stored.score.to_bits() != row.score.score.to_bits();
+                let due = stored.due != row.due;
+                let which = usize::from(score) * 2 + usize::from(due);
+                let update = held(&mut self.update_live[which], conn, UPDATE_LIVE[which])?;
+                // The id is checked too: a row moved since would not match.
+                if update.execute(row_params!(row, history, stored.rowid))? != 1 {
+                    return Err(StoreError::Corrupt(format!(
+                        "live row {:?}, known to the writer's cache at {}, is not there",
+                        row.id, stored.rowid
+                    )));
+                }
+                (history, stored.rowid)
+            }
+            None => {
+                let old = contacts::live_history(conn, &row.id)?.flatten();
+                let history = contacts::history_with(conn, &row.id, old, positions)?;
+                conn.prepare_cached(REPLACE_LIVE)?
+                    .execute(row_params!(row, history))?;
+                (history, conn.last_insert_rowid())
+            }
+        };
+        Ok(Stored {
+            score: row.score.score,
+            due: row.due,
+            history,
+            rowid,
+        })
+    }
+}
+
+/// The statement held in `slot`, prepared (through the connection's cache)
+/// on first use.
+fn held<'s, 'c>(
+    slot: &'s mut Option<CachedStatement<'c>>,
+    conn: &'c Connection,
+    sql: &str,
+) -> Result<&'s mut CachedStatement<'c>> {
+    Ok(match slot {
+        Some(statement) => statement,
+        None => slot.insert(conn.prepare_cached(sql)?),
+    })
+}
 
 impl Tx for Sql<'_> {
     fn has_tombstones(&mut self) -> Result<bool> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("SELECT 1 FROM tombstones LIMIT 1")?
             .exists([])?)
     }
 
     fn tombstoned(&mut self, id_hash: &str) -> Result<bool> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("SELECT 1 FROM tombstones WHERE id_hash = ?1")?
             .exists([id_hash])?)
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
-        let n = self
-            .0
-            .prepare_cached(
-                "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (message_id) DO NOTHING",
-            )?
-            .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+        let n = held(
+            &mut self.insert_event,
+            self.conn,
+            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (message_id) DO NOTHING",
+        )?
+        .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
         Ok(n == 1)
     }
 
     fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
         let body: Option<String> = self
-            .0
+            .conn
             .prepare_cached("SELECT body FROM events WHERE message_id = ?1")?
             .query_row([message_id], |r| r.get(0))
             .optional()?;
@@ -195,7 +277,7 @@ impl Tx for Sql<'_> {
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached(
                 "UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE message_id = ?1",
             )?
@@ -204,7 +286,7 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_link(&mut self, from: &str, to: &str, ts: Timestamp, message_id: &str) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO links (from_id, ts, message_id, to_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT DO NOTHING",
@@ -214,7 +296,7 @@ impl Tx for Sql<'_> {
     }
 
     fn delete_links_of(&mut self, message_id: &str) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached("DELETE FROM links WHERE message_id = ?1")?
             .execute([message_id])?;
         Ok(())
@@ -225,7 +307,7 @@ impl Tx for Sql<'_> {
         // with one on every new binding (measured: every call). The earliest
         // link is chosen here instead.
         let mut stmt = self
-            .0
+            .conn
             .prepare_cached("SELECT ts, message_id, to_id FROM links WHERE from_id = ?1")?;
         let mut links = Vec::new();
         for from in from_ids {
@@ -252,14 +334,14 @@ impl Tx for Sql<'_> {
 
     fn identity(&mut self, id: &str) -> Result<Option<String>> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("SELECT contact FROM identities WHERE id = ?1")?
             .query_row([id], |r| r.get(0))
             .optional()?)
     }
 
     fn set_identity(&mut self, id: &str, contact: &str) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO identities (id, contact) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET contact = excluded.contact",
@@ -270,7 +352,7 @@ impl Tx for Sql<'_> {
 
     fn members(&mut self, contact: &str) -> Result<Vec<String>> {
         let mut stmt = self
-            .0
+            .conn
             .prepare_cached("SELECT id FROM identities WHERE contact = ?1")?;
         let rows = stmt.query_map([contact], |r| r.get(0))?;
         let mut ids: Vec<String> = rows.collect::<Result<_, _>>()?;
@@ -280,7 +362,7 @@ impl Tx for Sql<'_> {
 
     fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
         let mut stmt = self
-            .0
+            .conn
             .prepare_cached("SELECT body FROM events WHERE own_id = ?1")?;
         let rows = stmt.query_map([own_id], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -291,7 +373,7 @@ impl Tx for Sql<'_> {
             Table::Live => format!("SELECT {ROW_COLUMNS} FROM contacts WHERE id = ?1"),
             Table::Next => format!("SELECT {ROW_COLUMNS} FROM contacts_next WHERE id = ?1"),
         };
-        self.0
+        self.conn
             .prepare_cached(&sql)?
             .query_row([id], read_row)
             .optional()?
@@ -300,10 +382,10 @@ impl Tx for Sql<'_> {
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
         match table {
-            Table::Live => put_live(self.0, row, None, None).map(drop),
+            Table::Live => self.put_live(row, None, None).map(drop),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
-                self.0.prepare_cached(sql)?.execute(row_params!(row))?;
+                self.conn.prepare_cached(sql)?.execute(row_params!(row))?;
                 Ok(())
             }
         }
@@ -312,12 +394,12 @@ impl Tx for Sql<'_> {
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
         let sql = match table {
             Table::Live => {
-                contacts::runs_of_rows(self.0, Some(id))?;
+                contacts::runs_of_rows(self.conn, Some(id))?;
                 "DELETE FROM contacts WHERE id = ?1"
             }
             Table::Next => "DELETE FROM contacts_next WHERE id = ?1",
         };
-        self.0.prepare_cached(sql)?.execute([id])?;
+        self.conn.prepare_cached(sql)?.execute([id])?;
         Ok(())
     }
 
@@ -328,28 +410,23 @@ impl Tx for Sql<'_> {
     fn put_rows_and_ledger(&mut self, rows: &mut [LiveWrite], entries: &[NewEntry]) -> Result<()> {
         // Entries first, so that each row is written once with its entries'
         // positions.
-        let seqs = insert_ledger(self.0, entries)?;
+        let seqs = insert_ledger(self.conn, entries)?;
         let mut groups =
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
         for write in rows {
             let positions = groups.remove(write.row.id.as_str());
-            let stored = put_live(
-                self.0,
-                &write.row,
-                write.stored.take(),
-                positions.as_deref(),
-            )?;
+            let stored = self.put_live(&write.row, write.stored.take(), positions.as_deref())?;
             write.stored = Some(stored);
         }
-        contacts::note_history(self.0, groups)
+        contacts::note_history(self.conn, groups)
     }
 
     fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
-        live_rows(self.0, after, limit, traits)
+        live_rows(self.conn, after, limit, traits)
     }
 
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self.0.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT DISTINCT contact FROM identities WHERE contact > ?1 ORDER BY contact LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))?;
@@ -357,7 +434,7 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_firing(&mut self, f: &NewFiring) -> Result<Option<i64>> {
-        let inserted = self.0.prepare_cached(
+        let inserted = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO firings (key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?.execute(params![
@@ -371,18 +448,18 @@ impl Tx for Sql<'_> {
             f.score,
             f.explanation,
         ])?;
-        Ok((inserted == 1).then(|| self.0.last_insert_rowid()))
+        Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
     }
 
     fn fired_before(&mut self, contact: &str, trigger: &str) -> Result<bool> {
         Ok(self
-            .0
+            .conn
             .prepare_cached("SELECT 1 FROM firings WHERE contact = ?1 AND trigger_id = ?2 LIMIT 1")?
             .exists(params![contact, trigger])?)
     }
 
     fn enqueue(&mut self, d: &NewDelivery) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT INTO outbox (firing, key, destination, payload, status, next_attempt, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
@@ -399,7 +476,7 @@ impl Tx for Sql<'_> {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO campaign_members (campaign, firing, contact, at, enrolled_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -409,7 +486,7 @@ impl Tx for Sql<'_> {
     }
 
     fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self.0.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM contacts WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now.0, limit as i64], |r| r.get(0))?;
@@ -422,63 +499,11 @@ impl Tx for Sql<'_> {
         triggers: &[u8],
         due: Option<Timestamp>,
     ) -> Result<()> {
-        self.0
+        self.conn
             .prepare_cached("UPDATE contacts SET triggers = ?2, due = ?3 WHERE id = ?1")?
             .execute(params![contact, triggers, due.map(|t| t.0)])?;
         Ok(())
     }
-}
-
-/// Writes a live row, keeping the positions of its ledger entries already
-/// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]);
-/// returns what the row then holds. `stored`: what it held, if known.
-///
-/// A row the writer's cache knows ([`Stored`]) is updated in place, its
-/// score and due indexes only when those changed: a replacement deletes and
-/// inserts the row and both index entries. Any other row's old positions
-/// are read first and the row replaced: SQLite gives a statement with
-/// `RETURNING` or an upsert a statement journal, a copy of every page it
-/// changes, which cost an import about a tenth more time (measured,
-/// `docs/performance.md`).
-fn put_live(
-    conn: &Connection,
-    row: &Row,
-    stored: Option<Stored>,
-    positions: Option<&str>,
-) -> Result<Stored> {
-    let (history, rowid) = match stored {
-        Some(stored) => {
-            let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
-            let score = stored.score.to_bits() != row.score.score.to_bits();
-            let due = stored.due != row.due;
-            let sql = UPDATE_LIVE[usize::from(score) * 2 + usize::from(due)];
-            // The id is checked too: a row moved since would not match.
-            if conn
-                .prepare_cached(sql)?
-                .execute(row_params!(row, history, stored.rowid))?
-                != 1
-            {
-                return Err(StoreError::Corrupt(format!(
-                    "live row {:?}, known to the writer's cache at {}, is not there",
-                    row.id, stored.rowid
-                )));
-            }
-            (history, stored.rowid)
-        }
-        None => {
-            let old = contacts::live_history(conn, &row.id)?.flatten();
-            let history = contacts::history_with(conn, &row.id, old, positions)?;
-            conn.prepare_cached(REPLACE_LIVE)?
-                .execute(row_params!(row, history))?;
-            (history, conn.last_insert_rowid())
-        }
-    };
-    Ok(Stored {
-        score: row.score.score,
-        due: row.due,
-        history,
-        rowid,
-    })
 }
 
 /// Writes a live row whole ([`row_params!`] with its positions as `?18`).

@@ -224,6 +224,34 @@ fn updates_in_place_equal_replaces(file: &str, source: &str) {
             "{file}, after batch {n}"
         );
     }
+    // Then the three in one transaction each time: `a`'s score stays, `b`'s
+    // moves, so that updates of different kinds share a transaction (and
+    // its prepared statements), the narrower first.
+    let together = [
+        ("Meeting Booked", serde_json::json!({})),
+        ("Opportunity Lost", serde_json::json!({})),
+    ];
+    for n in 24..32 {
+        let batch = || -> Vec<Incoming> {
+            let (moving, properties) = &together[n as usize % together.len()];
+            vec![
+                message("a", n, "Nothing Scored", serde_json::json!({})),
+                message("b", n, moving, properties.clone()),
+                message("c", n, moving, properties.clone()),
+            ]
+        };
+        let before = rows(&cached);
+        cached.ingest(batch()).unwrap();
+        plain.ingest(batch()).unwrap();
+        let after = rows(&cached);
+        assert_ne!(before[1].1, after[1].1, "{file}: b's score moves");
+        assert_eq!(rows(&plain), after, "{file}, after batch {n}");
+        assert_eq!(
+            by_index(&cached),
+            by_index(&plain),
+            "{file}, after batch {n}"
+        );
+    }
     assert!(
         score_kept && score_moved,
         "{file}: the score moves and stays"
