@@ -444,6 +444,8 @@ impl Store for SqliteStore {
         let tx = self.conn.unchecked_transaction()?;
         let total = count(&tx, "SELECT count(DISTINCT contact) FROM identities", [])?;
         let active = self.active_in(&tx)?;
+        // Bound before returning: the `Sql` (its held statements borrow
+        // `tx`) is dropped at the end of this statement, before `tx`.
         let report = engine::dry_run(&mut Sql::new(&tx), candidate, at, active, total, progress);
         report
     }
@@ -504,6 +506,7 @@ impl Store for SqliteStore {
 
     fn each_log(&self, each: &mut dyn FnMut(StoredLog)) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
+        // Bound before returning, as in `dry_run`.
         let done = engine::each_log(&mut Sql::new(&tx), each);
         done
     }
