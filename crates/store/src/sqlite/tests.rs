@@ -227,18 +227,20 @@ fn updates_in_place_equal_replaces(file: &str, source: &str) {
     // Then the three in one transaction each time: `a`'s score stays, `b`'s
     // moves, so that updates of different kinds share a transaction (and
     // its prepared statements), the narrower first.
-    let together = [
-        ("Meeting Booked", serde_json::json!({})),
-        ("Opportunity Lost", serde_json::json!({})),
-    ];
     for n in 24..32 {
+        let moving = ["Meeting Booked", "Opportunity Lost"][n as usize % 2];
         let batch = || -> Vec<Incoming> {
-            let (moving, properties) = &together[n as usize % together.len()];
-            vec![
-                message("a", n, "Nothing Scored", serde_json::json!({})),
-                message("b", n, moving, properties.clone()),
-                message("c", n, moving, properties.clone()),
-            ]
+            ["a", "b", "c"]
+                .into_iter()
+                .map(|user| {
+                    let event = if user == "a" {
+                        "Nothing Scored"
+                    } else {
+                        moving
+                    };
+                    message(user, n, event, serde_json::json!({}))
+                })
+                .collect()
         };
         let before = rows(&cached);
         cached.ingest(batch()).unwrap();
