@@ -188,7 +188,7 @@ impl Batch<'_, '_> {
             model_version: version,
             old: work.current.replace(fields.clone()),
             new: Some(fields),
-            cause: format!("message {}", m.message_id),
+            cause: ["message ", &m.message_id].concat(),
         });
         work.score = Some(score);
         self.report.absorbed += 1;

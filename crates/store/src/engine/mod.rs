@@ -124,9 +124,44 @@ pub(crate) struct LiveWrite {
 /// as few statements as the backend can); its `seq` is given on insert.
 pub(crate) type NewEntry = LedgerEntry;
 
-/// `old`/`new` as the ledger's JSON text.
+/// `old`/`new` as the ledger's JSON text: the text `serde_json` writes for
+/// [`ScoreFields`], written directly (two per ingested message; serde's
+/// per-field and per-byte escaping cost 2.6k instructions a message,
+/// `docs/performance.md`, session 25).
 pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
-    fields.map(|f| serde_json::to_string(f).expect("score fields serialise"))
+    let f = fields?;
+    let mut out = String::with_capacity(64 + f.tier.len() + f.grade.len() + f.stage.len());
+    out.push_str("{\"score\":");
+    if f.score.is_finite() {
+        // serde_json's own float formatter, so the text is the same.
+        out.push_str(zmij::Buffer::new().format_finite(f.score));
+    } else {
+        out.push_str("null"); // as serde_json writes it
+    }
+    for (key, text) in [
+        (",\"tier\":", f.tier.as_str()),
+        (",\"grade\":", f.grade.as_str()),
+        (",\"stage\":", f.stage.as_str()),
+        (",\"status\":", f.status.as_str()),
+    ] {
+        out.push_str(key);
+        json_string(&mut out, text);
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// `text` as a JSON string: as is between quotes unless it holds a byte
+/// JSON escapes (a quote, a backslash, a control character), which
+/// `serde_json` then escapes its way.
+fn json_string(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(text).expect("strings serialise"));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
 }
 
 /// What the engine needs from a backend, inside one transaction.
@@ -444,4 +479,58 @@ pub(crate) fn log_as_of(id: &str, messages: Vec<Message>, t: Timestamp) -> Optio
     contacts_as_of(until, Vec::new(), t)
         .into_iter()
         .find(|c| c.id == canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leadscore_core::score::Status;
+    use proptest::prelude::*;
+
+    fn fields(score: f64, tier: &str, grade: &str, stage: &str, status: Status) -> ScoreFields {
+        ScoreFields {
+            score,
+            tier: tier.into(),
+            grade: grade.into(),
+            stage: stage.into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn fields_json_is_serde_jsons_text() {
+        for f in [
+            fields(12.5, "hot", "A", "sql", Status::Active),
+            fields(0.0, "", "", "", Status::Excluded),
+            fields(
+                -3.25,
+                "tier \"q\"",
+                "back\\slash",
+                "line\nbreak\t\u{1}",
+                Status::Active,
+            ),
+            fields(1e21, "ünï", "🙂", "\u{7f}", Status::Active),
+            fields(f64::NAN, "a", "b", "c", Status::Active),
+            fields(100.0, "x", "y", "z", Status::Excluded),
+        ] {
+            let serde = serde_json::to_string(&f).unwrap();
+            assert_eq!(fields_json(Some(&f)).unwrap(), serde, "{f:?}");
+        }
+        assert_eq!(fields_json(None), None);
+    }
+
+    proptest! {
+        #[test]
+        fn fields_json_matches_serde_json(
+            score in any::<f64>(),
+            tier in any::<String>(),
+            grade in "[ -~\\n\\t\"\\\\]{0,12}",
+            stage in any::<String>(),
+            excluded in any::<bool>(),
+        ) {
+            let status = if excluded { Status::Excluded } else { Status::Active };
+            let f = fields(score, &tier, &grade, &stage, status);
+            prop_assert_eq!(fields_json(Some(&f)).unwrap(), serde_json::to_string(&f).unwrap());
+        }
+    }
 }

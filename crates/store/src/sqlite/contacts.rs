@@ -6,7 +6,6 @@
 //! contact column). Both hold `seq,seq,…` in increasing order.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -149,7 +148,7 @@ pub(super) fn group_positions<'a>(
         if !text.is_empty() {
             text.push(',');
         }
-        write!(text, "{seq}").expect("writing to a string");
+        text.push_str(itoa::Buffer::new().format(seq));
     }
     groups
 }
@@ -183,7 +182,11 @@ pub(super) fn history_with(
     let history = match (old, positions) {
         (old, None) => old,
         (None, Some(new)) => Some(new.to_string()),
-        (Some(old), Some(new)) => Some(format!("{old},{new}")),
+        (Some(mut old), Some(new)) => {
+            old.push(',');
+            old.push_str(new);
+            Some(old)
+        }
     };
     match history {
         Some(seqs) if seqs.len() > RUN_BYTES => {
