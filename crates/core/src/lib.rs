@@ -8,6 +8,7 @@ pub mod event;
 pub mod fold;
 pub mod identity;
 pub mod incremental;
+pub mod json;
 mod json_scan;
 pub mod model;
 pub mod rules;

@@ -264,7 +264,7 @@ impl Message {
             out.push_str(if out.len() > 1 { ",\"" } else { "\"" });
             out.push_str(key);
             out.push_str("\":");
-            out.push_str(&Value::from(value).to_string());
+            crate::json::push_string(out, value);
         }
         let mut out = String::with_capacity(256);
         out.push('{');

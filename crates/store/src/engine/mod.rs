@@ -145,23 +145,10 @@ pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
         (",\"status\":", f.status.as_str()),
     ] {
         out.push_str(key);
-        json_string(&mut out, text);
+        leadscore_core::json::push_string(&mut out, text);
     }
     out.push('}');
     Some(out)
-}
-
-/// `text` as a JSON string: as is between quotes unless it holds a byte
-/// JSON escapes (a quote, a backslash, a control character), which
-/// `serde_json` then escapes its way.
-fn json_string(out: &mut String, text: &str) {
-    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push_str(&serde_json::to_string(text).expect("strings serialise"));
-    } else {
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-    }
 }
 
 /// What the engine needs from a backend, inside one transaction.
