@@ -5,7 +5,7 @@
 //! `ledger_runs` (migration V8 says why there is no index on the ledger's
 //! contact column). Both hold `seq,seq,…` in increasing order.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -141,8 +141,8 @@ pub(super) const RUN_BYTES: usize = 48;
 /// `seq`, as `"seq,seq,…"` per contact.
 pub(super) fn group_positions<'a>(
     entries: impl Iterator<Item = (&'a str, i64)>,
-) -> HashMap<&'a str, String> {
-    let mut groups: HashMap<&str, String> = HashMap::new();
+) -> FxHashMap<&'a str, String> {
+    let mut groups: FxHashMap<&str, String> = FxHashMap::default();
     for (contact, seq) in entries {
         let text = groups.entry(contact).or_default();
         if !text.is_empty() {
@@ -157,7 +157,7 @@ pub(super) fn group_positions<'a>(
 /// transaction did not just write with them: added to the contact's live
 /// row, or a run of their own when it has none (merged away, or left with
 /// no message).
-pub(super) fn note_history(conn: &Connection, groups: HashMap<&str, String>) -> Result<()> {
+pub(super) fn note_history(conn: &Connection, groups: FxHashMap<&str, String>) -> Result<()> {
     for (contact, seqs) in groups {
         let Some(old) = live_history(conn, contact)? else {
             add_run(conn, contact, &seqs)?;

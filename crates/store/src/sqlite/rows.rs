@@ -522,26 +522,29 @@ const UPDATE_LIVE: [&str; 4] = [
 ];
 
 /// Appends ledger entries in order; their positions.
-fn insert_ledger(conn: &Connection, entries: &[NewEntry]) -> Result<Vec<i64>> {
+fn insert_ledger<'e>(conn: &Connection, entries: &'e [NewEntry]) -> Result<Vec<i64>> {
     // Many rows per statement: one statement step per 64 entries.
     const ROWS: usize = 64;
     const INSERT: &str =
         "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
     let many = format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", "));
     let one = format!("{INSERT}(?, ?, ?, ?, ?, ?, ?)");
-    let values = |group: &[NewEntry]| {
-        use rusqlite::types::Value as V;
-        let text = |t: Option<String>| t.map_or(V::Null, V::Text);
+    let values = |group: &'e [NewEntry]| {
+        use rusqlite::types::{ToSqlOutput, Value as V, ValueRef};
+        // The entries' own texts borrowed, not copied.
+        let borrowed = |t: &'e str| ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()));
+        let owned = |v: V| ToSqlOutput::Owned(v);
+        let text = |t: Option<String>| owned(t.map_or(V::Null, V::Text));
         let mut values = Vec::with_capacity(7 * group.len());
         for e in group {
             values.extend([
-                V::Text(e.contact.clone()),
-                e.at.map_or(V::Null, |t| V::Integer(t.0)),
-                V::Integer(e.recorded_at.0),
-                V::Integer(i64::from(e.model_version)),
+                borrowed(&e.contact),
+                owned(e.at.map_or(V::Null, |t| V::Integer(t.0))),
+                owned(V::Integer(e.recorded_at.0)),
+                owned(V::Integer(i64::from(e.model_version))),
                 text(engine::fields_json(e.old.as_ref())),
                 text(engine::fields_json(e.new.as_ref())),
-                V::Text(e.cause.clone()),
+                borrowed(&e.cause),
             ]);
         }
         rusqlite::params_from_iter(values)
