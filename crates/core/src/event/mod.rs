@@ -387,7 +387,7 @@ pub fn write_canonical(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{}", Value::String(key.clone()));
+                crate::json::push_string(out, key);
                 out.push(':');
                 write_canonical(&map[key], out);
             }
@@ -403,6 +403,7 @@ pub fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::String(text) => crate::json::push_string(out, text),
         scalar => {
             let _ = write!(out, "{scalar}");
         }

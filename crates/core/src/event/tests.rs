@@ -72,6 +72,21 @@ fn page_and_alias_links() {
     assert!(a.message_id.starts_with("derived-"));
 }
 
+/// The canonical text (which derived message ids hash) is `serde_json`'s
+/// for this build's sorted maps, escapes included: ids derived by earlier
+/// versions stay the same.
+#[test]
+fn canonical_text_is_serde_jsons_with_sorted_keys() {
+    let value = json!({
+        "z\"q": ["a\\b", "line\nbreak\u{1}", 1.5, null, true],
+        "a": {"ünï": "🙂", "tab\t": {"y": "\u{7f}", "x": -2}},
+        "": ""
+    });
+    let mut out = String::new();
+    write_canonical(&value, &mut out);
+    assert_eq!(out, value.to_string());
+}
+
 #[test]
 fn derived_ids_ignore_key_order_and_transport_fields() {
     let a = parse(
