@@ -1,4 +1,5 @@
-//! JSON text written directly, for the texts stored with every message.
+//! JSON text written directly, for the texts made for every message (its
+//! stored form, its canonical form, its ledger entries).
 
 /// Appends `text` as a JSON string, exactly as `serde_json` writes it: as
 /// is between quotes unless it holds a byte JSON escapes (a quote, a
