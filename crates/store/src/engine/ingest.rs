@@ -40,6 +40,9 @@ struct Work {
     /// The score of `state` at its last message, when this batch computed
     /// it (its row then needs no second computation).
     score: Option<Score>,
+    /// Whether a merge or a replaced message changed the contact (its row
+    /// is then written at once, [`LiveWrite::now`]).
+    now: bool,
 }
 
 /// Ingests one batch inside `tx`. With no active model, the log and the
@@ -328,6 +331,7 @@ impl Batch<'_, '_> {
         let work = self.load(tx, contact, model, version, false)?;
         work.triggers = Some(triggers);
         work.replayed = true;
+        work.now = true;
         let mut entry = None;
         let score = state.last_timestamp().map(|last| {
             (
@@ -431,6 +435,7 @@ impl Batch<'_, '_> {
                     cause: "rescore".into(),
                     stored,
                     score: None,
+                    now: false,
                 },
             );
         }
@@ -444,6 +449,7 @@ impl Batch<'_, '_> {
         let work = self.load(tx, contact, model, version, false)?;
         work.state = None;
         work.cause = cause.to_string();
+        work.now = true;
         Ok(())
     }
 
@@ -512,8 +518,9 @@ impl Batch<'_, '_> {
                 }));
             }
             rows.push(LiveWrite {
-                row,
+                row: std::sync::Arc::new(row),
                 stored: work.stored,
+                now: work.now,
             });
             if self.cache.is_some() {
                 cached.push(Box::new(Cached {
@@ -542,7 +549,7 @@ impl Batch<'_, '_> {
         if let Some(cache) = self.cache.as_deref_mut() {
             for (mut entry, write) in cached.into_iter().zip(rows) {
                 entry.stored = write.stored;
-                cache.pending.push((write.row.id, entry));
+                cache.pending.push((write.row.id.clone(), entry));
             }
         }
         self.report.changes = self.ledger;

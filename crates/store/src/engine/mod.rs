@@ -116,8 +116,15 @@ pub(crate) struct Stored {
 /// needs), replaced by what the backend stored when it knows.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveWrite {
-    pub row: Row,
+    /// Shared: a backend may keep it (SQLite's server writer keeps rows in
+    /// memory, `sqlite::deferred`).
+    pub row: std::sync::Arc<Row>,
     pub stored: Option<Stored>,
+    /// Whether the row must be written now: its change came from more
+    /// than the new messages the batch appended to the log (a replaced
+    /// message, a merge), so that a crash could not derive it again from
+    /// the log's new part (`sqlite::deferred`).
+    pub now: bool,
 }
 
 /// A ledger entry to append (buffered for the batch, written at its end in
@@ -360,6 +367,46 @@ pub(crate) fn fold_with_triggers(
         until,
         old.and_then(TriggerState::since),
     ))
+}
+
+/// Derives a contact's live row again from its log, after a crash lost the
+/// row a writer kept in memory (the stored one is older): its triggers are
+/// replayed from the stored row's trigger state, firings recorded before
+/// stay as they are (a firing the replay finds that was not recorded is
+/// recorded now, as after a late message), and the row keeps the ledger
+/// positions the stored one holds. A contact without a stored row (merged
+/// away or erased since) is left alone.
+pub(crate) fn rederive(
+    tx: &mut impl Tx,
+    model: &Model,
+    version: u32,
+    contact: &str,
+    recorded_at: Timestamp,
+) -> Result<()> {
+    let Some(stored) = tx.row(Table::Live, contact)? else {
+        return Ok(());
+    };
+    let old = (stored.model_version == version)
+        .then(|| TriggerState::decode(model, &stored.triggers))
+        .flatten();
+    let (state, triggers, fired) = fold_with_triggers(tx, model, contact, old.as_ref())?;
+    let fired = fired
+        .into_iter()
+        .map(|f| (contact.to_string(), f, true))
+        .collect();
+    let mut ledger = Vec::new();
+    write_firings(tx, model, version, recorded_at, fired, &mut ledger)?;
+    match row_of(model, version, contact, &state, &triggers, None) {
+        Some(row) => tx.put_rows_and_ledger(
+            &mut [LiveWrite {
+                row: std::sync::Arc::new(row),
+                stored: None,
+                now: true,
+            }],
+            &ledger,
+        ),
+        None => tx.append_ledger(&ledger),
+    }
 }
 
 /// Folds many contacts: their logs are read in turn (one connection), then

@@ -92,6 +92,10 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The live rows as they are (none left in a writer's memory): their
+        // scores are the ledger's old values, their positions become runs.
+        let sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let staged = super::finish_all(&self.owner, sql)?;
         let missing: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT DISTINCT i.contact FROM identities i
@@ -143,6 +147,7 @@ impl SqliteStore {
         )?;
         tx.execute("DELETE FROM activation_job", [])?;
         tx.commit()?;
+        super::committed(&mut self.owner, staged);
         self.active.set(version, Arc::new(model));
         progress(total, total);
         Ok(report)

@@ -19,6 +19,7 @@ impl SqliteStore {
     /// [`Store::history`]: the ledger entries of every id of the contact.
     pub(super) fn ledger_of(&self, id: &str) -> Result<Vec<LedgerEntry>> {
         let tx = self.conn.unchecked_transaction()?;
+        let view = self.overlay.view(&tx)?;
         let canonical = Self::canonical(&tx, id)?;
         let mut ids = Sql::new(&tx).members(&canonical)?;
         if !ids.contains(&canonical) {
@@ -31,7 +32,10 @@ impl SqliteStore {
         )?;
         for seq in ids
             .iter()
-            .map(|id| ledger_seqs(&tx, id))
+            .map(|id| {
+                let kept = view.and_then(|o| o.get(id)).map(|e| e.history.clone());
+                ledger_seqs(&tx, id, kept)
+            })
             .collect::<Result<Vec<_>>>()?
             .concat()
         {
@@ -71,8 +75,9 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (canonical, mut ids) = match Sql::new(&tx).identity(id)? {
-            Some(canonical) => (canonical.clone(), Sql::new(&tx).members(&canonical)?),
+        let mut sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let (canonical, mut ids) = match sql.identity(id)? {
+            Some(canonical) => (canonical.clone(), sql.members(&canonical)?),
             // An id known only from outcomes recorded for it.
             None => {
                 let outcomes = count(
@@ -103,7 +108,11 @@ impl SqliteStore {
             )?;
             tx.execute("DELETE FROM identities WHERE id = ?1", [member])?;
             let mut delete = tx.prepare_cached("DELETE FROM ledger WHERE seq = ?1")?;
-            for seq in ledger_seqs(&tx, member)? {
+            let kept = sql.kept(member).map(|e| e.history.clone());
+            if let Some(staged) = sql.staged_mut() {
+                staged.drop_row(member);
+            }
+            for seq in ledger_seqs(&tx, member, kept)? {
                 report.ledger_entries += delete.execute([seq])? as u64;
             }
             tx.execute("DELETE FROM ledger_runs WHERE contact = ?1", [member])?;
@@ -124,7 +133,9 @@ impl SqliteStore {
                 params![id_hash(member), erased_at],
             )?;
         }
+        let staged = super::finish_writing(&self.owner, sql)?;
         tx.commit()?;
+        super::committed(&mut self.owner, staged);
         report.ids = ids;
         Ok(Some(report))
     }
@@ -221,7 +232,7 @@ pub(super) fn runs_of_rows(conn: &Connection, contact: Option<&str>) -> Result<(
     Ok(())
 }
 
-fn add_run(conn: &Connection, contact: &str, seqs: &str) -> Result<()> {
+pub(super) fn add_run(conn: &Connection, contact: &str, seqs: &str) -> Result<()> {
     let first = parse_seqs(seqs)
         .next()
         .transpose()?
@@ -232,22 +243,75 @@ fn add_run(conn: &Connection, contact: &str, seqs: &str) -> Result<()> {
 }
 
 /// The positions of every ledger entry of one id (canonical or merged
-/// away), in increasing order.
-pub(super) fn ledger_seqs(conn: &Connection, id: &str) -> Result<Vec<i64>> {
+/// away), in increasing order: those in runs, then `pending` (the live
+/// row's positions as kept in memory, [`super::deferred`]) or else those
+/// its stored row holds.
+pub(super) fn ledger_seqs(
+    conn: &Connection,
+    id: &str,
+    pending: Option<Option<String>>,
+) -> Result<Vec<i64>> {
+    let mut seqs = run_positions(conn, id)?;
+    let pending = match pending {
+        Some(kept) => kept,
+        None => live_history(conn, id)?.flatten(),
+    };
+    seqs.extend(parse_positions(pending.as_deref().unwrap_or(""))?);
+    Ok(seqs)
+}
+
+/// The positions the runs of one id hold, in increasing order.
+pub(super) fn run_positions(conn: &Connection, id: &str) -> Result<Vec<i64>> {
     let mut seqs = Vec::new();
     let mut runs =
         conn.prepare_cached("SELECT seqs FROM ledger_runs WHERE contact = ?1 ORDER BY first_seq")?;
     let texts = runs.query_map([id], |r| r.get::<_, String>(0))?;
     for text in texts {
-        for seq in parse_seqs(&text?) {
-            seqs.push(seq?);
-        }
-    }
-    let pending = live_history(conn, id)?.flatten();
-    for seq in pending.iter().flat_map(|text| parse_seqs(text)) {
-        seqs.push(seq?);
+        seqs.extend(parse_positions(&text?)?);
     }
     Ok(seqs)
+}
+
+/// `seq,seq,…` as numbers (`""`: none).
+pub(super) fn parse_positions(text: &str) -> Result<Vec<i64>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    parse_seqs(text).collect()
+}
+
+/// Gives a contact's stored row back the positions of ledger entries
+/// (`newer`) that a writer kept in memory and lost ([`super::deferred`]):
+/// the row then holds those and its own, less any a run holds; positions
+/// of a contact without a row become a run.
+pub(super) fn mend_history(conn: &Connection, contact: &str, newer: Vec<i64>) -> Result<()> {
+    let stored = live_history(conn, contact)?;
+    let mut seqs = parse_positions(stored.clone().flatten().as_deref().unwrap_or(""))?;
+    seqs.extend(newer);
+    let in_runs: rustc_hash::FxHashSet<i64> = run_positions(conn, contact)?.into_iter().collect();
+    seqs.retain(|s| !in_runs.contains(s));
+    seqs.sort_unstable();
+    seqs.dedup();
+    let text = (!seqs.is_empty()).then(|| {
+        let mut text = String::new();
+        for seq in &seqs {
+            if !text.is_empty() {
+                text.push(',');
+            }
+            text.push_str(itoa::Buffer::new().format(*seq));
+        }
+        text
+    });
+    if stored.is_none() {
+        return match text {
+            Some(text) => add_run(conn, contact, &text),
+            None => Ok(()),
+        };
+    }
+    let history = history_with(conn, contact, None, text.as_deref())?;
+    conn.prepare_cached("UPDATE contacts SET history = ?2 WHERE id = ?1")?
+        .execute(params![contact, history])?;
+    Ok(())
 }
 
 fn parse_seqs(text: &str) -> impl Iterator<Item = Result<i64>> + '_ {

@@ -28,12 +28,14 @@ use crate::{
 mod activation;
 mod admin;
 mod contacts;
+mod deferred;
 mod outbox;
 mod rows;
 mod versions;
 mod wal;
 
-use rows::{count, live_rows, model_in, read_row, Sql, ROW_COLUMNS};
+use engine::Row;
+use rows::{count, model_in, read_row, Sql, ROW_COLUMNS, ROW_COLUMNS_NO_TRAITS};
 use wal::{wal_path, Checkpointer, WalFlush, WAL_RESTART_BYTES};
 
 mod embedded {
@@ -65,6 +67,12 @@ pub struct SqliteStore {
     /// is deferred (the server's small commits; an import's large batches
     /// load each row once per batch anyway, and ran 5 % slower with it).
     live: Option<WriterCache>,
+    /// Live rows the server's writer keeps in memory, shared by every
+    /// connection of this process to the same database ([`deferred`]).
+    overlay: Arc<deferred::Overlay>,
+    /// Set on the server's writer ([`Store::defer_durability`]): it keeps
+    /// updates of live rows in `overlay` and writes them later.
+    owner: Option<deferred::Owner>,
 }
 
 /// The writer's [`engine::LiveCache`] and what says it still holds what the
@@ -138,6 +146,17 @@ pub(crate) fn fit_score_index(conn: &Connection, model: &Model) -> Result<()> {
 /// against 40.8k and 40.9k/s (alternated; 1 GiB no better), peak RSS
 /// about 440 MB against 160; the same speed with ids clustered by contact.
 const BULK_CACHE_KIB: i64 = 256 << 10;
+
+impl Drop for SqliteStore {
+    /// The writer writes the live rows it keeps in memory: a restart then
+    /// has none to derive again (after a crash it does,
+    /// [`deferred::recover`]). An error leaves them to that.
+    fn drop(&mut self) {
+        if let Err(e) = self.write_kept_rows() {
+            tracing::warn!(error = %e, "live rows kept in memory are left to be derived again on the next start");
+        }
+    }
+}
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +232,8 @@ impl SqliteStore {
             checkpointer: None,
             wal_limit: WAL_RESTART_BYTES,
             live: None,
+            overlay: deferred::Overlay::of(path),
+            owner: None,
         };
         store.set_wal_limit(WAL_RESTART_BYTES)?;
         Ok(store)
@@ -333,10 +354,153 @@ impl SqliteStore {
             .optional()?)
     }
 
+    /// The engine's view of `conn` for a read: live rows kept in memory by
+    /// this process's writer read in place of the stored ones, while they
+    /// go with `conn`'s snapshot.
+    fn reading<'c>(&'c self, conn: &'c Connection) -> Result<Sql<'c>> {
+        Ok(Sql::viewing(conn, self.overlay.view(conn)?))
+    }
+
+    /// Writes every live row the writer keeps in memory (nothing when it
+    /// keeps none), so that the next start has nothing to re-derive.
+    pub fn write_kept_rows(&mut self) -> Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        if owner.overlay.len() == 0 && !owner.has_recorded() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let staged = finish_all(&self.owner, sql)?;
+        tx.commit()?;
+        committed(&mut self.owner, staged);
+        Ok(())
+    }
+
     fn canonical(conn: &Connection, id: &str) -> Result<String> {
         Ok(Sql::new(conn)
             .identity(id)?
             .unwrap_or_else(|| id.to_string()))
+    }
+}
+
+/// The text in column `i` of `r`, borrowed.
+fn id_text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str> {
+    r.get_ref(i)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt(format!("contact id: {e}")))
+}
+
+/// A listing of stored scores while live rows are kept in memory: the
+/// stored rows in the query's order, less those kept (whose stored scores
+/// are old), merged with the kept ones that the query selects.
+fn kept_listing(sql: &mut Sql<'_>, query: &ScoreQuery) -> Result<Vec<Listed>> {
+    let unlimited = ScoreQuery {
+        limit: usize::MAX,
+        ..query.clone()
+    };
+    let (tail, params) = unlimited.sql(|n| format!("?{n}"));
+    let conn = sql.conn();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS_NO_TRAITS} FROM contacts {tail}"
+    ))?;
+    let values = params.into_iter().map(|p| match p {
+        Param::Text(t) => rusqlite::types::Value::Text(t),
+        Param::Real(r) => rusqlite::types::Value::Real(r),
+        // `usize::MAX` as SQLite's "no limit".
+        Param::Int(i) => rusqlite::types::Value::Integer(i.max(-1)),
+    });
+    let mut listed = Vec::new();
+    let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+    while listed.len() < query.limit {
+        let Some(r) = rows.next()? else {
+            break;
+        };
+        if sql.kept(id_text(r, 0)?).is_none() {
+            listed.push(Listed::from(read_row(r)??));
+        }
+    }
+    for entry in sql.all_kept() {
+        if query.matches(&entry.row.id, &entry.row.score) {
+            listed.push(Listed::from(Row::clone(&entry.row)));
+        }
+    }
+    listed.sort_by(|a, b| query.order((a.score.score, &a.id), (b.score.score, &b.id)));
+    listed.truncate(query.limit);
+    Ok(listed)
+}
+
+/// The engine's view of `conn` for a write transaction it has open that
+/// may touch live rows: the writer (`owner`) keeps them in memory; any
+/// other connection first re-derives those a writer left unwritten
+/// ([`deferred::recover`]). `active`: the compiled models.
+fn writing<'c>(
+    owner: &mut Option<deferred::Owner>,
+    overlay: &'c deferred::Overlay,
+    active: &ModelCache,
+    conn: &'c Connection,
+) -> Result<Sql<'c>> {
+    let version = SqliteStore::active_version(conn)?;
+    let model = version.map(|v| model_in(active, conn, v)).transpose()?;
+    let model = model.as_deref().zip(version);
+    match owner {
+        Some(owner) => {
+            let (staged, _) = owner.begin(conn, model)?;
+            Ok(Sql::keeping(conn, overlay, staged))
+        }
+        None => {
+            deferred::recover(conn, model)?;
+            Ok(Sql::new(conn))
+        }
+    }
+}
+
+/// Ends the writer's part of a transaction before its commit: writes the
+/// kept rows due and records where the rest stand. Returns what
+/// [`committed`] applies after the commit.
+fn finish_writing(
+    owner: &Option<deferred::Owner>,
+    mut sql: Sql<'_>,
+) -> Result<Option<deferred::Staged>> {
+    let Some(owner) = owner else {
+        return Ok(None);
+    };
+    let due = owner.due(
+        sql.staged().expect("the writer's"),
+        std::time::Instant::now(),
+    );
+    for id in due {
+        sql.write_kept(&id)?;
+    }
+    let conn = sql.conn();
+    owner.record(conn, sql.staged_mut().expect("the writer's"))?;
+    Ok(sql.take_staged())
+}
+
+/// [`finish_writing`] writing every kept row (a transaction about to
+/// replace the live rows wholesale).
+fn finish_all(
+    owner: &Option<deferred::Owner>,
+    mut sql: Sql<'_>,
+) -> Result<Option<deferred::Staged>> {
+    let Some(owner) = owner else {
+        return Ok(None);
+    };
+    for id in owner.all(sql.staged().expect("the writer's")) {
+        sql.write_kept(&id)?;
+    }
+    let conn = sql.conn();
+    owner.record(conn, sql.staged_mut().expect("the writer's"))?;
+    Ok(sql.take_staged())
+}
+
+/// The writer's transaction committed with `staged`.
+fn committed(owner: &mut Option<deferred::Owner>, staged: Option<deferred::Staged>) {
+    if let (Some(owner), Some(staged)) = (owner, staged) {
+        owner.committed(staged);
     }
 }
 
@@ -353,6 +517,18 @@ impl Store for SqliteStore {
         // the caller, told nothing is deferred, expects.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.live = (live_contacts > 0).then(|| WriterCache::new(live_contacts));
+        let mut owner = deferred::Owner::new(Arc::clone(&self.overlay), live_contacts);
+        // Rows a writer before this one left unwritten are derived again now.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = Self::active_version(&tx)?;
+        let model = version
+            .map(|v| model_in(&self.active, &tx, v))
+            .transpose()?;
+        owner.begin(&tx, model.as_deref().zip(version))?;
+        tx.commit()?;
+        self.owner = Some(owner);
         Ok(Some(Box::new(WalFlush {
             wal: wal_path(&self.path),
         })))
@@ -387,20 +563,24 @@ impl Store for SqliteStore {
             .map(|v| model_in(&self.active, &tx, v))
             .transpose()?;
         let activating = Self::job(&tx)?.is_some();
-        // Inside the (immediate) transaction: nobody else writes until it ends.
+        let mut sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        // Inside the (immediate) transaction: nobody else writes until it
+        // ends. After `writing`, whose re-derivation would change rows.
         let live = match &mut self.live {
             Some(live) => Some(live.for_batch(&tx)?),
             None => None,
         };
         let report = engine::ingest(
-            &mut Sql::new(&tx),
+            &mut sql,
             model.as_deref().zip(version),
             activating,
             messages,
             now(),
             live,
         )?;
+        let staged = finish_writing(&self.owner, sql)?;
         tx.commit()?;
+        committed(&mut self.owner, staged);
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }
@@ -446,29 +626,36 @@ impl Store for SqliteStore {
         let active = self.active_in(&tx)?;
         // Bound before returning: the `Sql` (its held statements borrow
         // `tx`) is dropped at the end of this statement, before `tx`.
-        let report = engine::dry_run(&mut Sql::new(&tx), candidate, at, active, total, progress);
+        let report = engine::dry_run(
+            &mut self.reading(&tx)?,
+            candidate,
+            at,
+            active,
+            total,
+            progress,
+        );
         report
     }
 
     fn contact(&self, id: &str) -> Result<Option<ContactRecord>> {
         let canonical = Self::canonical(&self.conn, id)?;
-        Ok(Sql::new(&self.conn)
+        Ok(self
+            .reading(&self.conn)?
             .row(Table::Live, &canonical)?
             .map(ContactRecord::from))
     }
 
     fn contacts(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRecord>> {
-        Ok(live_rows(&self.conn, after, limit, true)?
-            .into_iter()
-            .map(ContactRecord::from)
-            .collect())
+        let tx = self.conn.unchecked_transaction()?;
+        let rows = self.reading(&tx)?.live_rows(after, limit, true)?;
+        Ok(rows.into_iter().map(ContactRecord::from).collect())
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
         let (version, model) = self.active_model()?.ok_or(StoreError::NoActiveModel)?;
         let canonical = Self::canonical(&self.conn, id)?;
         if canonical == id {
-            if let Some(row) = Sql::new(&self.conn).row(Table::Live, &canonical)? {
+            if let Some(row) = self.reading(&self.conn)?.row(Table::Live, &canonical)? {
                 if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
                     let state = ContactState::decode(&model, &row.state, row.traits, row.company)
                         .map_err(|e| {
@@ -518,8 +705,12 @@ impl Store for SqliteStore {
     fn scores(&self, query: &ScoreQuery) -> Result<Vec<Listed>> {
         // One snapshot for the model and every step of a scan.
         let tx = self.conn.unchecked_transaction()?;
+        let mut sql = self.reading(&tx)?;
         if let Some(scan) = self.scan(&tx, query.at, query.rewind)? {
-            return scan.select(query, &mut Sql::new(&tx));
+            return scan.select(query, &mut sql);
+        }
+        if sql.has_kept() {
+            return kept_listing(&mut sql, query);
         }
         let (tail, params) = query.sql(|n| format!("?{n}"));
         let mut stmt = self
@@ -536,17 +727,24 @@ impl Store for SqliteStore {
 
     fn summary(&self, at: Option<Timestamp>, rewind: bool) -> Result<Summary> {
         let tx = self.conn.unchecked_transaction()?;
+        let sql = self.reading(&tx)?;
         if let Some(scan) = self.scan(&tx, at, rewind)? {
-            return scan.summary(&mut Sql::new(&tx));
+            return scan.summary(&mut { sql });
         }
         let model = match Self::active_version(&tx)? {
             Some(version) => Some(model_in(&self.active, &tx, version)?),
             None => None,
         };
         let mut summary = SummaryBuilder::new(model.as_deref());
-        let mut stmt = tx.prepare("SELECT tier, grade, status, score FROM contacts")?;
+        let mut stmt = tx.prepare("SELECT tier, grade, status, score, id FROM contacts")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
+            // A row kept in memory counts as it is there.
+            if let Some(entry) = sql.kept(id_text(r, 4)?) {
+                let s = &entry.row.score;
+                summary.add(&s.tier, &s.grade, s.status, s.score);
+                continue;
+            }
             let status: String = r.get(2)?;
             let status = Status::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;

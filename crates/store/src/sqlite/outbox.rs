@@ -4,7 +4,7 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, TransactionBehavior};
 use serde_json::Value;
 
-use super::rows::{model_in, Sql};
+use super::rows::model_in;
 use super::SqliteStore;
 use crate::engine;
 use crate::{
@@ -21,18 +21,34 @@ impl crate::Outbox for SqliteStore {
             return Ok(DueReport::default());
         };
         let model = model_in(&self.active, &tx, version)?;
-        let report = engine::fire_due(&mut Sql::new(&tx), &model, version, now, limit)?;
+        let mut sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let report = engine::fire_due(&mut sql, &model, version, now, limit)?;
+        let staged = super::finish_writing(&self.owner, sql)?;
         tx.commit()?;
+        super::committed(&mut self.owner, staged);
         Ok(report)
     }
 
     fn next_due(&self) -> Result<Option<Timestamp>> {
-        Ok(self
-            .conn
-            .query_row("SELECT min(due) FROM contacts", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })?
-            .map(Timestamp))
+        let tx = self.conn.unchecked_transaction()?;
+        let sql = self.reading(&tx)?;
+        // The earliest stored due time of a row not kept in memory, and
+        // the kept rows' own.
+        let mut stmt =
+            tx.prepare_cached("SELECT due, id FROM contacts WHERE due IS NOT NULL ORDER BY due")?;
+        let mut rows = stmt.query([])?;
+        let mut next = None;
+        while let Some(r) = rows.next()? {
+            if sql
+                .kept(r.get_ref(1)?.as_str().unwrap_or_default())
+                .is_none()
+            {
+                next = Some(Timestamp(r.get(0)?));
+                break;
+            }
+        }
+        let kept = sql.all_kept().into_iter().filter_map(|e| e.row.due).min();
+        Ok(next.into_iter().chain(kept).min())
     }
 
     fn firings(&self, q: &FiringQuery) -> Result<Vec<FiringRecord>> {

@@ -11,6 +11,7 @@ use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::contacts;
+use super::deferred::{Entry, Overlay, Staged};
 use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
@@ -166,6 +167,13 @@ pub(super) struct Sql<'c> {
     /// (callgrind, `ingest_replay`).
     insert_event: Option<CachedStatement<'c>>,
     update_live: [Option<CachedStatement<'c>>; 4],
+    /// Live rows kept in memory by the server's writer
+    /// ([`super::deferred`]), when they go with this snapshot: read in
+    /// place of the stored ones.
+    overlay: Option<&'c Overlay>,
+    /// The writer's changes to them in this transaction: with it, live
+    /// rows that exist are kept in memory instead of written.
+    staged: Option<Staged>,
 }
 
 impl<'c> Sql<'c> {
@@ -174,7 +182,117 @@ impl<'c> Sql<'c> {
             conn,
             insert_event: None,
             update_live: [None, None, None, None],
+            overlay: None,
+            staged: None,
         }
+    }
+
+    /// Reads the rows kept in `overlay` (a view valid in `conn`'s snapshot,
+    /// [`Overlay::view`]) in place of the stored ones.
+    pub(super) fn viewing(conn: &'c Connection, overlay: Option<&'c Overlay>) -> Sql<'c> {
+        Sql {
+            overlay,
+            ..Sql::new(conn)
+        }
+    }
+
+    /// The writer's: keeps live rows in `overlay`, staging the changes
+    /// (given back by [`Sql::take_staged`]).
+    pub(super) fn keeping(conn: &'c Connection, overlay: &'c Overlay, staged: Staged) -> Sql<'c> {
+        Sql {
+            overlay: Some(overlay),
+            staged: Some(staged),
+            ..Sql::new(conn)
+        }
+    }
+
+    pub(super) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
+    pub(super) fn staged(&self) -> Option<&Staged> {
+        self.staged.as_ref()
+    }
+
+    pub(super) fn staged_mut(&mut self) -> Option<&mut Staged> {
+        self.staged.as_mut()
+    }
+
+    pub(super) fn take_staged(&mut self) -> Option<Staged> {
+        self.staged.take()
+    }
+
+    /// The live row kept in memory for `id`, if any.
+    pub(super) fn kept(&self, id: &str) -> Option<Arc<Entry>> {
+        let overlay = self.overlay?;
+        match &self.staged {
+            Some(staged) => staged.entry(overlay, id),
+            None => overlay.get(id),
+        }
+    }
+
+    /// Whether any live row is kept in memory (as far as this view sees).
+    pub(super) fn has_kept(&self) -> bool {
+        self.overlay.is_some_and(|o| o.len() > 0)
+            || self
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.kept_here().next().is_some())
+    }
+
+    /// Every live row kept in memory, as of this transaction.
+    pub(super) fn all_kept(&self) -> Vec<Arc<Entry>> {
+        let Some(overlay) = self.overlay else {
+            return Vec::new();
+        };
+        let mut all = overlay.entries();
+        if let Some(staged) = &self.staged {
+            all.retain(|e| !staged.changes_row(&e.row.id));
+            all.extend(staged.kept_here());
+        }
+        all
+    }
+
+    /// Writes the kept row of `id` (if any is kept) to its stored row.
+    pub(super) fn write_kept(&mut self, id: &str) -> Result<()> {
+        let Some(entry) = self.kept(id) else {
+            return Ok(());
+        };
+        self.update_at(
+            &entry.row,
+            entry.history.as_deref(),
+            entry.rowid,
+            entry.stored_score,
+            entry.stored_due,
+        )?;
+        if let Some(staged) = &mut self.staged {
+            staged.drop_row(id);
+        }
+        Ok(())
+    }
+
+    /// Updates the stored row at `rowid` to `row`, its score and due indexes
+    /// only when those changed from what it holds (`score`, `due`).
+    fn update_at(
+        &mut self,
+        row: &Row,
+        history: Option<&str>,
+        rowid: i64,
+        score: f64,
+        due: Option<Timestamp>,
+    ) -> Result<()> {
+        let score = score.to_bits() != row.score.score.to_bits();
+        let due = due != row.due;
+        let which = usize::from(score) * 2 + usize::from(due);
+        let update = held(&mut self.update_live[which], self.conn, UPDATE_LIVE[which])?;
+        // The id is checked too: a row moved since would not match.
+        if update.execute(row_params!(row, history, rowid))? != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "live row {:?}, known to the writer at {rowid}, is not there",
+                row.id
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a live row, keeping the positions of its ledger entries already
@@ -187,28 +305,67 @@ impl<'c> Sql<'c> {
     /// are read first and the row replaced: SQLite gives a statement with
     /// `RETURNING` or an upsert a statement journal, a copy of every page it
     /// changes, which cost an import about a tenth more time (measured,
-    /// `docs/performance.md`).
+    /// `docs/performance.md`). The server's writer keeps a row that exists
+    /// in memory instead ([`super::deferred`]).
     fn put_live(
         &mut self,
-        row: &Row,
+        row: &Arc<Row>,
         stored: Option<Stored>,
         positions: Option<&str>,
+        now: bool,
     ) -> Result<Stored> {
         let conn = self.conn;
+        if now {
+            // Written now over what is kept, if anything is.
+            if let Some(entry) = self.kept(&row.id) {
+                let history =
+                    contacts::history_with(conn, &row.id, entry.history.clone(), positions)?;
+                self.update_at(
+                    row,
+                    history.as_deref(),
+                    entry.rowid,
+                    entry.stored_score,
+                    entry.stored_due,
+                )?;
+                if let Some(staged) = &mut self.staged {
+                    staged.drop_row(&row.id);
+                }
+                return Ok(Stored {
+                    score: row.score.score,
+                    due: row.due,
+                    history,
+                    rowid: entry.rowid,
+                });
+            }
+        } else if self.staged.is_some() {
+            let kept = self.kept(&row.id);
+            let known = match (&kept, &stored) {
+                (Some(e), _) => Some((e.history.clone(), (e.rowid, e.stored_score, e.stored_due))),
+                (None, Some(s)) => Some((s.history.clone(), (s.rowid, s.score, s.due))),
+                (None, None) => stored_facts(conn, &row.id)?,
+            };
+            if let Some((old, facts)) = known {
+                let history = contacts::history_with(conn, &row.id, old, positions)?;
+                let staged = self.staged.as_mut().expect("checked above");
+                staged.keep(Arc::clone(row), history.clone(), kept.as_deref(), facts);
+                return Ok(Stored {
+                    score: row.score.score,
+                    due: row.due,
+                    history,
+                    rowid: facts.0,
+                });
+            }
+        }
         let (history, rowid) = match stored {
             Some(stored) => {
                 let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
-                let score = stored.score.to_bits() != row.score.score.to_bits();
-                let due = stored.due != row.due;
-                let which = usize::from(score) * 2 + usize::from(due);
-                let update = held(&mut self.update_live[which], conn, UPDATE_LIVE[which])?;
-                // The id is checked too: a row moved since would not match.
-                if update.execute(row_params!(row, history, stored.rowid))? != 1 {
-                    return Err(StoreError::Corrupt(format!(
-                        "live row {:?}, known to the writer's cache at {}, is not there",
-                        row.id, stored.rowid
-                    )));
-                }
+                self.update_at(
+                    row,
+                    history.as_deref(),
+                    stored.rowid,
+                    stored.score,
+                    stored.due,
+                )?;
                 (history, stored.rowid)
             }
             None => {
@@ -226,6 +383,28 @@ impl<'c> Sql<'c> {
             rowid,
         })
     }
+}
+
+/// What a stored live row holds that its next update needs: its
+/// positions, and its rowid, score and due time.
+#[allow(clippy::type_complexity)]
+fn stored_facts(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(Option<String>, (i64, f64, Option<Timestamp>))>> {
+    Ok(conn
+        .prepare_cached("SELECT history, rowid, score, due FROM contacts WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok((
+                r.get(0)?,
+                (
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, Option<i64>>(3)?.map(Timestamp),
+                ),
+            ))
+        })
+        .optional()?)
 }
 
 /// The statement held in `slot`, prepared (through the connection's cache)
@@ -369,6 +548,11 @@ impl Tx for Sql<'_> {
     }
 
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {
+        if table == Table::Live {
+            if let Some(entry) = self.kept(id) {
+                return Ok(Some(Row::clone(&entry.row)));
+            }
+        }
         let sql = match table {
             Table::Live => format!("SELECT {ROW_COLUMNS} FROM contacts WHERE id = ?1"),
             Table::Next => format!("SELECT {ROW_COLUMNS} FROM contacts_next WHERE id = ?1"),
@@ -382,7 +566,9 @@ impl Tx for Sql<'_> {
 
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
         match table {
-            Table::Live => self.put_live(row, None, None).map(drop),
+            Table::Live => self
+                .put_live(&Arc::new(row.clone()), None, None, true)
+                .map(drop),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
                 self.conn.prepare_cached(sql)?.execute(row_params!(row))?;
@@ -394,7 +580,18 @@ impl Tx for Sql<'_> {
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()> {
         let sql = match table {
             Table::Live => {
-                contacts::runs_of_rows(self.conn, Some(id))?;
+                match self.kept(id) {
+                    // Its positions are the kept ones.
+                    Some(entry) => {
+                        if let Some(history) = &entry.history {
+                            contacts::add_run(self.conn, id, history)?;
+                        }
+                        if let Some(staged) = &mut self.staged {
+                            staged.drop_row(id);
+                        }
+                    }
+                    None => contacts::runs_of_rows(self.conn, Some(id))?,
+                }
                 "DELETE FROM contacts WHERE id = ?1"
             }
             Table::Next => "DELETE FROM contacts_next WHERE id = ?1",
@@ -415,14 +612,56 @@ impl Tx for Sql<'_> {
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
         for write in rows {
             let positions = groups.remove(write.row.id.as_str());
-            let stored = self.put_live(&write.row, write.stored.take(), positions.as_deref())?;
+            let stored = self.put_live(
+                &write.row,
+                write.stored.take(),
+                positions.as_deref(),
+                write.now,
+            )?;
             write.stored = Some(stored);
+        }
+        // Rows kept in memory take their positions there.
+        if self.staged.is_some() {
+            let kept: Vec<(&str, Arc<Entry>)> = groups
+                .keys()
+                .filter_map(|id| self.kept(id).map(|e| (*id, e)))
+                .collect();
+            for (id, entry) in kept {
+                let positions = groups.remove(id);
+                let history = contacts::history_with(
+                    self.conn,
+                    id,
+                    entry.history.clone(),
+                    positions.as_deref(),
+                )?;
+                let staged = self.staged.as_mut().expect("checked above");
+                staged.keep(
+                    Arc::clone(&entry.row),
+                    history,
+                    Some(&entry),
+                    (0, 0.0, None),
+                );
+            }
         }
         contacts::note_history(self.conn, groups)
     }
 
     fn live_rows(&mut self, after: Option<&str>, limit: usize, traits: bool) -> Result<Vec<Row>> {
-        live_rows(self.conn, after, limit, traits)
+        let mut rows = live_rows(self.conn, after, limit, traits)?;
+        if self.overlay.is_some() {
+            for row in &mut rows {
+                if let Some(entry) = self.kept(&row.id) {
+                    *row = Row::clone(&entry.row);
+                    if !traits {
+                        row.traits.clear();
+                        row.company.clear();
+                        row.triggers.clear();
+                        row.due = None;
+                    }
+                }
+            }
+        }
+        Ok(rows)
     }
 
     fn contacts_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
@@ -486,11 +725,32 @@ impl Tx for Sql<'_> {
     }
 
     fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM contacts WHERE due IS NOT NULL AND due <= ?1 ORDER BY due LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![now.0, limit as i64], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // Stored rows in due order, less those kept in memory (their due
+        // time is the kept one).
+        let mut due: Vec<(Timestamp, String)> = Vec::new();
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT due, id FROM contacts WHERE due IS NOT NULL AND due <= ?1 ORDER BY due",
+            )?;
+            let mut rows = stmt.query([now.0])?;
+            while due.len() < limit {
+                let Some(r) = rows.next()? else {
+                    break;
+                };
+                let id: String = r.get(1)?;
+                if self.kept(&id).is_none() {
+                    due.push((Timestamp(r.get(0)?), id));
+                }
+            }
+        }
+        for entry in self.all_kept() {
+            if let Some(at) = entry.row.due.filter(|at| *at <= now) {
+                due.push((at, entry.row.id.clone()));
+            }
+        }
+        due.sort();
+        due.truncate(limit);
+        Ok(due.into_iter().map(|(_, id)| id).collect())
     }
 
     fn set_triggers(
@@ -499,6 +759,19 @@ impl Tx for Sql<'_> {
         triggers: &[u8],
         due: Option<Timestamp>,
     ) -> Result<()> {
+        if let (Some(entry), true) = (self.kept(contact), self.staged.is_some()) {
+            let mut row = Row::clone(&entry.row);
+            row.triggers = triggers.to_vec();
+            row.due = due;
+            let staged = self.staged.as_mut().expect("checked above");
+            staged.keep(
+                Arc::new(row),
+                entry.history.clone(),
+                Some(&entry),
+                (0, 0.0, None),
+            );
+            return Ok(());
+        }
         self.conn
             .prepare_cached("UPDATE contacts SET triggers = ?2, due = ?3 WHERE id = ?1")?
             .execute(params![contact, triggers, due.map(|t| t.0)])?;

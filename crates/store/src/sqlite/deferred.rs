@@ -1,0 +1,518 @@
+//! Live rows written later: the server's writer keeps the updates of live
+//! rows in memory and writes each one paced, some seconds later, instead of
+//! in every acknowledged transaction (the event log, identities, the ledger,
+//! firings and new rows still go there). A contact touched again meanwhile
+//! is written once for all its changes. Readers in this process read the
+//! rows through this memory; after a crash the store re-derives the rows
+//! from the log ([`recover`]). `docs/storage.md`, "Live rows written later".
+//!
+//! The protocol, in the database's `deferred_rows` table (V10): one row
+//! while the writer holds unwritten rows, with the epoch of its memory and
+//! where the log and the ledger stood when its oldest unwritten row was
+//! first kept. Readers use the memory only while its epoch is the one in
+//! their snapshot. Any other connection that writes live rows (another
+//! process, an activation) first re-derives every contact the row names
+//! and deletes it; the writer, finding it gone, forgets its memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use leadscore_core::model::Model;
+use leadscore_core::time::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::contacts;
+use super::rows::Sql;
+use crate::engine::{self, Row, Tx};
+use crate::Result;
+
+/// How long a changed live row stays in memory before it is written, unless
+/// the memory holds more than its budget.
+pub(super) const WRITE_AFTER: Duration = Duration::from_secs(30);
+
+/// Rows written per transaction at least, once any is due: about 5,000 a
+/// second at the server's 300 commits a second, the pace that session 20's
+/// measurements found costs the acknowledgements least
+/// (`docs/performance.md`).
+const ROWS_PER_COMMIT: usize = 16;
+
+/// A due backlog is written at this fraction per transaction on top.
+const BACKLOG_SHARE: usize = 64;
+
+/// A live row kept in memory.
+#[derive(Debug)]
+pub(super) struct Entry {
+    /// The row as it is now.
+    pub row: Arc<Row>,
+    /// Its ledger positions not in a run (`seq,seq,…`).
+    pub history: Option<String>,
+    /// The stored row: where it is, and its score and due time (the
+    /// indexed columns) as stored.
+    pub rowid: i64,
+    pub stored_score: f64,
+    pub stored_due: Option<Timestamp>,
+    /// When the row was first kept unwritten: the log and ledger positions
+    /// then, the time, and a serial number of that keeping.
+    pub since: Since,
+}
+
+/// When a row was first kept unwritten.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Since {
+    pub events: i64,
+    pub ledger: i64,
+    pub at: Instant,
+    pub serial: u64,
+}
+
+/// The rows a process's writer keeps unwritten, for the database at one
+/// path: the writer's own, shared with every other connection this process
+/// opens on it (readers, activations).
+#[derive(Debug, Default)]
+pub(super) struct Overlay {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The epoch in `deferred_rows` that `rows` go with (0: none).
+    epoch: i64,
+    rows: FxHashMap<String, Arc<Entry>>,
+    /// Contacts in the order they were first kept, with that keeping's
+    /// serial (an entry whose row was written since, or kept again, is
+    /// skipped).
+    order: VecDeque<(String, u64)>,
+}
+
+/// Overlays by database path, so that every connection a process opens on
+/// one database shares its writer's.
+static OVERLAYS: Mutex<Option<HashMap<PathBuf, Weak<Overlay>>>> = Mutex::new(None);
+
+impl Overlay {
+    /// The overlay of the database at `path` (an existing file).
+    pub(super) fn of(path: &Path) -> Arc<Overlay> {
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut overlays = OVERLAYS.lock().unwrap_or_else(|e| e.into_inner());
+        let overlays = overlays.get_or_insert_with(HashMap::new);
+        overlays.retain(|_, overlay| overlay.strong_count() > 0);
+        if let Some(overlay) = overlays.get(&key).and_then(Weak::upgrade) {
+            return overlay;
+        }
+        let overlay = Arc::new(Overlay::default());
+        overlays.insert(key, Arc::downgrade(&overlay));
+        overlay
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The overlay as a reader whose snapshot `conn` reads sees it: `None`
+    /// unless it holds rows of the epoch recorded there.
+    pub(super) fn view<'o>(&'o self, conn: &Connection) -> Result<Option<&'o Overlay>> {
+        let epoch = self.read().epoch;
+        if epoch == 0 {
+            return Ok(None);
+        }
+        Ok((recorded(conn)?.map(|r| r.epoch) == Some(epoch)).then_some(self))
+    }
+
+    /// The entry kept for `id`.
+    pub(super) fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.read().rows.get(id).cloned()
+    }
+
+    /// Every entry kept (for a listing that must see them all).
+    pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
+        self.read().rows.values().cloned().collect()
+    }
+
+    /// How many rows are kept.
+    pub(super) fn len(&self) -> usize {
+        self.read().rows.len()
+    }
+
+    /// Forgets every row (they are written, or re-derived by another
+    /// connection).
+    fn clear(&self) {
+        let mut inner = self.write();
+        inner.epoch = 0;
+        inner.rows.clear();
+        inner.order.clear();
+    }
+}
+
+/// What `deferred_rows` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Recorded {
+    pub epoch: i64,
+    pub events_from: i64,
+    pub ledger_from: i64,
+}
+
+/// The `deferred_rows` row in `conn`'s snapshot.
+pub(super) fn recorded(conn: &Connection) -> Result<Option<Recorded>> {
+    Ok(conn
+        .prepare_cached("SELECT epoch, events_from, ledger_from FROM deferred_rows")?
+        .query_row([], |r| {
+            Ok(Recorded {
+                epoch: r.get(0)?,
+                events_from: r.get(1)?,
+                ledger_from: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+fn record(conn: &Connection, r: Option<Recorded>) -> Result<()> {
+    match r {
+        None => conn
+            .prepare_cached("DELETE FROM deferred_rows")?
+            .execute([])?,
+        Some(r) => conn
+            .prepare_cached(
+                "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from)
+                 VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (only) DO UPDATE SET epoch = excluded.epoch,
+                   events_from = excluded.events_from, ledger_from = excluded.ledger_from",
+            )?
+            .execute(params![r.epoch, r.events_from, r.ledger_from])?,
+    };
+    Ok(())
+}
+
+/// A transaction's changes to the overlay, applied once it commits: a
+/// contact's new entry, or `None` for a row written or deleted.
+#[derive(Debug)]
+pub(super) struct Staged {
+    /// The log and ledger positions at the transaction's start, and when.
+    start: (i64, i64, Instant),
+    changes: FxHashMap<String, Option<Arc<Entry>>>,
+    next_serial: u64,
+    /// What the transaction records in `deferred_rows`, once it decided.
+    record: Option<Option<Recorded>>,
+}
+
+impl Staged {
+    /// The entry `id` has in this transaction: staged, else kept.
+    pub(super) fn entry(&self, overlay: &Overlay, id: &str) -> Option<Arc<Entry>> {
+        match self.changes.get(id) {
+            Some(change) => change.clone(),
+            None => overlay.get(id),
+        }
+    }
+
+    /// Keeps `row` unwritten: `kept` is its entry so far, else `stored`
+    /// says what the stored row holds (rowid, score, due).
+    pub(super) fn keep(
+        &mut self,
+        row: Arc<Row>,
+        history: Option<String>,
+        kept: Option<&Entry>,
+        stored: (i64, f64, Option<Timestamp>),
+    ) {
+        let (rowid, stored_score, stored_due, since) = match kept {
+            Some(e) => (e.rowid, e.stored_score, e.stored_due, e.since),
+            None => {
+                let (events, ledger, at) = self.start;
+                self.next_serial += 1;
+                let since = Since {
+                    events,
+                    ledger,
+                    at,
+                    serial: self.next_serial,
+                };
+                (stored.0, stored.1, stored.2, since)
+            }
+        };
+        let id = row.id.clone();
+        let entry = Entry {
+            row,
+            history,
+            rowid,
+            stored_score,
+            stored_due,
+            since,
+        };
+        self.changes.insert(id, Some(Arc::new(entry)));
+    }
+
+    /// The row of `id` is written or gone.
+    pub(super) fn drop_row(&mut self, id: &str) {
+        self.changes.insert(id.to_string(), None);
+    }
+
+    /// Whether this transaction changed what is kept for `id`.
+    pub(super) fn changes_row(&self, id: &str) -> bool {
+        self.changes.contains_key(id)
+    }
+
+    /// The entries this transaction kept.
+    pub(super) fn kept_here(&self) -> impl Iterator<Item = Arc<Entry>> + '_ {
+        self.changes.values().flatten().cloned()
+    }
+}
+
+/// The writer's side of the overlay.
+#[derive(Debug)]
+pub(super) struct Owner {
+    pub overlay: Arc<Overlay>,
+    epoch: i64,
+    /// What this writer last recorded in `deferred_rows` (committed).
+    recorded: Option<Recorded>,
+    serial: u64,
+    /// Rows kept at most before they are written regardless of age.
+    budget: usize,
+}
+
+/// Rows of a due backlog looked at per transaction at most.
+const LOOK_AHEAD: usize = 4 * ROWS_PER_COMMIT * BACKLOG_SHARE;
+
+impl Owner {
+    /// A writer keeping at most about `budget` rows unwritten.
+    pub(super) fn new(overlay: Arc<Overlay>, budget: usize) -> Owner {
+        // Any positive number unlikely to be another writer's.
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        Owner {
+            overlay,
+            epoch: (i64::from_le_bytes(bytes) & i64::MAX).max(1),
+            recorded: None,
+            serial: 0,
+            budget: budget.max(ROWS_PER_COMMIT),
+        }
+    }
+
+    /// Starts a write transaction `conn` has open: checks that the memory
+    /// still goes with the database, forgetting it when another connection
+    /// re-derived the rows, and re-deriving what a writer before this one
+    /// left (`model`: the active one). Returns the staging, and whether
+    /// anything but this writer's own commits changed live rows.
+    pub(super) fn begin(
+        &mut self,
+        conn: &Connection,
+        model: Option<(&Model, u32)>,
+    ) -> Result<(Staged, bool)> {
+        let found = recorded(conn)?;
+        let mut changed = false;
+        if found != self.recorded {
+            changed = true;
+            self.overlay.clear();
+            self.recorded = None;
+            if found.is_some() {
+                recover(conn, model)?;
+            }
+        }
+        let start = (
+            next_seq(conn, "SELECT coalesce(max(seq), 0) + 1 FROM events")?,
+            next_seq(conn, "SELECT coalesce(max(seq), 0) + 1 FROM ledger")?,
+            Instant::now(),
+        );
+        Ok((
+            Staged {
+                start,
+                changes: FxHashMap::default(),
+                next_serial: self.serial,
+                record: None,
+            },
+            changed,
+        ))
+    }
+
+    /// The rows due to be written by this transaction, oldest first: those
+    /// kept longer than [`WRITE_AFTER`] and those beyond the budget, at
+    /// least [`ROWS_PER_COMMIT`] of them and a share of the backlog.
+    pub(super) fn due(&self, staged: &Staged, now: Instant) -> Vec<String> {
+        let inner = self.overlay.read();
+        let over_budget = inner.rows.len().saturating_sub(self.budget);
+        let mut due = Vec::new();
+        for (id, serial) in &inner.order {
+            let Some(entry) = inner.rows.get(id).filter(|e| e.since.serial == *serial) else {
+                continue;
+            };
+            if matches!(staged.changes.get(id), Some(None)) {
+                continue; // written or deleted by this transaction
+            }
+            let old = now.duration_since(entry.since.at) >= WRITE_AFTER;
+            if (!old && due.len() >= over_budget) || due.len() >= LOOK_AHEAD {
+                break;
+            }
+            due.push(id);
+        }
+        let take = ROWS_PER_COMMIT + (due.len() + over_budget) / BACKLOG_SHARE;
+        due.into_iter().take(take).cloned().collect()
+    }
+
+    /// Records in `deferred_rows` where the oldest row still kept after
+    /// this transaction stands (or that none is), inside it.
+    pub(super) fn record(&self, conn: &Connection, staged: &mut Staged) -> Result<()> {
+        let want = self.oldest(staged).map(|since| Recorded {
+            epoch: self.epoch,
+            events_from: since.events,
+            ledger_from: since.ledger,
+        });
+        if want != self.recorded {
+            record(conn, want)?;
+        }
+        staged.record = Some(want);
+        Ok(())
+    }
+
+    /// Where the oldest row still kept after this transaction stands.
+    fn oldest(&self, staged: &Staged) -> Option<Since> {
+        let inner = self.overlay.read();
+        for (id, serial) in &inner.order {
+            let Some(entry) = inner.rows.get(id).filter(|e| e.since.serial == *serial) else {
+                continue;
+            };
+            match staged.changes.get(id) {
+                Some(None) => continue,
+                _ => return Some(entry.since),
+            }
+        }
+        // Kept first by this transaction.
+        staged
+            .changes
+            .values()
+            .flatten()
+            .map(|e| e.since)
+            .min_by_key(|s| s.serial)
+    }
+
+    /// The transaction committed: its changes are what the rows are.
+    pub(super) fn committed(&mut self, staged: Staged) {
+        let mut inner = self.overlay.write();
+        for (id, change) in staged.changes {
+            match change {
+                Some(entry) => {
+                    let serial = entry.since.serial;
+                    if inner.rows.get(&id).is_none_or(|e| e.since.serial != serial) {
+                        inner.order.push_back((id.clone(), serial));
+                    }
+                    inner.rows.insert(id, entry);
+                }
+                None => {
+                    inner.rows.remove(&id);
+                }
+            }
+        }
+        // Entries written or kept again since go from the front.
+        while let Some((id, serial)) = inner.order.front() {
+            if inner
+                .rows
+                .get(id)
+                .is_some_and(|e| e.since.serial == *serial)
+            {
+                break;
+            }
+            inner.order.pop_front();
+        }
+        inner.epoch = if inner.rows.is_empty() { 0 } else { self.epoch };
+        self.serial = staged.next_serial;
+        if let Some(record) = staged.record {
+            self.recorded = record;
+        }
+    }
+
+    /// Whether this writer recorded kept rows in `deferred_rows`.
+    pub(super) fn has_recorded(&self) -> bool {
+        self.recorded.is_some()
+    }
+
+    /// Every kept row, for a transaction that writes them all (the end of
+    /// the writer's life: the next start then has nothing to re-derive).
+    pub(super) fn all(&self, staged: &Staged) -> Vec<String> {
+        let mut ids: Vec<String> = self.overlay.read().rows.keys().cloned().collect();
+        ids.extend(
+            staged
+                .changes
+                .iter()
+                .filter(|(_, c)| c.is_some())
+                .map(|(id, _)| id.clone()),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The next position of the log or the ledger (`sql`).
+fn next_seq(conn: &Connection, sql: &str) -> Result<i64> {
+    Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+}
+
+/// Re-derives the live rows a writer left unwritten (`deferred_rows`), in
+/// the write transaction `conn` has open, and clears the record: every
+/// contact with an event at or past `events_from` is folded again from its
+/// log under the active `model` ([`engine::rederive`]), after its row gets
+/// back the positions of its ledger entries from `ledger_from` on that no
+/// run holds.
+pub(super) fn recover(conn: &Connection, model: Option<(&Model, u32)>) -> Result<()> {
+    let Some(found) = recorded(conn)? else {
+        return Ok(());
+    };
+    if let Some((model, version)) = model {
+        let mut sql = Sql::new(conn);
+        let mut contacts = FxHashSet::default();
+        {
+            let mut stmt = conn.prepare("SELECT DISTINCT own_id FROM events WHERE seq >= ?1")?;
+            let ids = stmt.query_map([found.events_from], |r| r.get::<_, String>(0))?;
+            for id in ids {
+                if let Some(contact) = sql.identity(&id?)? {
+                    contacts.insert(contact);
+                }
+            }
+        }
+        let mut positions: FxHashMap<String, Vec<i64>> = FxHashMap::default();
+        {
+            let mut stmt = conn.prepare("SELECT seq, contact FROM ledger WHERE seq >= ?1")?;
+            let rows = stmt.query_map([found.ledger_from], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (seq, contact) = row?;
+                positions.entry(contact).or_default().push(seq);
+            }
+        }
+        // Positions first: a contact's later entries may belong to a row
+        // whose contact has no event past the mark (its score moved by a
+        // firing's campaign entry, say).
+        let mut mended: Vec<(String, Vec<i64>)> = positions.into_iter().collect();
+        mended.sort();
+        for (contact, seqs) in mended {
+            contacts::mend_history(conn, &contact, seqs)?;
+        }
+        let mut contacts: Vec<String> = contacts.into_iter().collect();
+        contacts.sort();
+        let now = crate::now();
+        for contact in contacts {
+            engine::rederive(&mut sql, model, version, &contact, now)?;
+        }
+    }
+    record(conn, None)
+}
+
+/// Forgets a writer's memory for a test that simulates its crash: the rows
+/// it kept are lost, `deferred_rows` stays.
+#[cfg(test)]
+pub(super) fn lose(overlay: &Overlay) {
+    overlay.clear();
+}
+
+#[cfg(test)]
+pub(super) fn kept_rows(overlay: &Overlay) -> usize {
+    overlay.len()
+}
