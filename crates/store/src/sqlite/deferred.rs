@@ -141,7 +141,7 @@ impl Overlay {
 
     /// Forgets every row (they are written, or re-derived by another
     /// connection).
-    fn clear(&self) {
+    pub(super) fn clear(&self) {
         let mut inner = self.write();
         inner.epoch = 0;
         inner.rows.clear();
@@ -292,7 +292,7 @@ impl Owner {
             epoch: (i64::from_le_bytes(bytes) & i64::MAX).max(1),
             recorded: None,
             serial: 0,
-            budget: budget.max(ROWS_PER_COMMIT),
+            budget: budget.max(1),
         }
     }
 
@@ -337,7 +337,12 @@ impl Owner {
     /// least [`ROWS_PER_COMMIT`] of them and a share of the backlog.
     pub(super) fn due(&self, staged: &Staged, now: Instant) -> Vec<String> {
         let inner = self.overlay.read();
-        let over_budget = inner.rows.len().saturating_sub(self.budget);
+        let new = staged
+            .changes
+            .iter()
+            .filter(|(id, change)| change.is_some() && !inner.rows.contains_key(*id))
+            .count();
+        let over_budget = (inner.rows.len() + new).saturating_sub(self.budget);
         let mut due = Vec::new();
         for (id, serial) in &inner.order {
             let Some(entry) = inner.rows.get(id).filter(|e| e.since.serial == *serial) else {
@@ -503,16 +508,4 @@ pub(super) fn recover(conn: &Connection, model: Option<(&Model, u32)>) -> Result
         }
     }
     record(conn, None)
-}
-
-/// Forgets a writer's memory for a test that simulates its crash: the rows
-/// it kept are lost, `deferred_rows` stays.
-#[cfg(test)]
-pub(super) fn lose(overlay: &Overlay) {
-    overlay.clear();
-}
-
-#[cfg(test)]
-pub(super) fn kept_rows(overlay: &Overlay) -> usize {
-    overlay.len()
 }

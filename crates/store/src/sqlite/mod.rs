@@ -361,6 +361,22 @@ impl SqliteStore {
         Ok(Sql::viewing(conn, self.overlay.view(conn)?))
     }
 
+    /// Ends this store as a crash of its process would: the live rows its
+    /// writer keeps in memory are lost instead of written, and the next
+    /// writer derives them again from the log. For tests of that recovery.
+    #[doc(hidden)]
+    pub fn crash(mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.overlay.clear();
+        }
+    }
+
+    /// How many live rows the writer keeps in memory (for tests).
+    #[doc(hidden)]
+    pub fn kept_rows(&self) -> usize {
+        self.overlay.len()
+    }
+
     /// Writes every live row the writer keeps in memory (nothing when it
     /// keeps none), so that the next start has nothing to re-derive.
     pub fn write_kept_rows(&mut self) -> Result<()> {

@@ -645,3 +645,59 @@ fn a_long_history_moves_to_runs() {
         "{longest} bytes"
     );
 }
+
+/// The writer keeps an update of an existing live row in memory: the
+/// stored row stays as it was, every read (this connection's and
+/// another's) sees the new one, and it is written when it is due, when
+/// the store closes, or, after a crash, derived again by the next writer.
+#[test]
+fn updates_of_live_rows_are_kept_in_memory_until_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability(1_000).unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let version = store.add_model("b2b.toml", source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    let stored_score = |store: &SqliteStore| -> f64 {
+        store
+            .conn
+            .query_row("SELECT score FROM contacts WHERE id = 'c'", [], |r| r.get(0))
+            .unwrap()
+    };
+    let recorded = |store: &SqliteStore| deferred::recorded(&store.conn).unwrap();
+    store.ingest(vec![track("c", "c1", "2025-01-01T00:00:00Z")]).unwrap();
+    assert_eq!(store.kept_rows(), 0, "a new row is written at once");
+    let first = stored_score(&store);
+    store.ingest(vec![track("c", "c2", "2025-01-01T00:00:01Z")]).unwrap();
+    assert_eq!(store.kept_rows(), 1);
+    assert_eq!(stored_score(&store), first, "the stored row is as it was");
+    let live = store.contact("c").unwrap().unwrap().score.score;
+    assert!(live > first, "{live} after {first}");
+    let reader = SqliteStore::open(&path).unwrap();
+    assert_eq!(reader.contact("c").unwrap().unwrap().score.score, live);
+    let mark = recorded(&store).expect("the kept row is recorded");
+    assert_eq!(mark.events_from, 2, "the log's position when it was kept");
+    // A crash loses it; the next writer derives it again.
+    store.crash();
+    assert_eq!(reader.contact("c").unwrap().unwrap().score.score, first);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability(1_000).unwrap();
+    assert!(recorded(&store).is_none());
+    assert_eq!(stored_score(&store), live);
+    // Kept again, then written when the store closes.
+    store.ingest(vec![track("c", "c3", "2025-01-01T00:00:02Z")]).unwrap();
+    assert_eq!(store.kept_rows(), 1);
+    let live = store.contact("c").unwrap().unwrap().score.score;
+    drop(store);
+    assert_eq!(stored_score(&reader), live);
+    assert!(recorded(&reader).is_none());
+    // Past the budget, the oldest rows are written by the next commit.
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability(1).unwrap();
+    for (i, user) in ["a", "b", "d", "a", "b", "d"].iter().enumerate() {
+        let at = format!("2025-01-01T00:01:0{i}Z");
+        store.ingest(vec![track(user, &format!("m{i}"), &at)]).unwrap();
+    }
+    assert_eq!(store.kept_rows(), 1, "one row kept at most");
+}
