@@ -91,12 +91,17 @@ fn listening(child: &mut Child) -> String {
 
 /// Posts one track call; `true` when acknowledged with 200.
 fn track(addr: &str, key: &str, user: &str) -> bool {
+    track_at(addr, key, user, user, "2026-01-01T00:00:00Z")
+}
+
+/// Posts one `Demo Requested` track call with its messageId and time.
+fn track_at(addr: &str, key: &str, user: &str, id: &str, at: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let body = json!({"userId": user, "event": "Demo Requested", "messageId": user,
-        "timestamp": "2026-01-01T00:00:00Z"})
+    let body = json!({"userId": user, "event": "Demo Requested", "messageId": id,
+        "timestamp": at})
     .to_string();
     let auth = base64_basic(key);
     let request = format!(
@@ -239,6 +244,69 @@ actions = [{{ type = "webhook", url = "http://{receiver_addr}/hook" }}]
     }
     for (contact, keys) in &keys {
         assert_eq!(keys.len(), 1, "{contact}: one crossing, one key: {keys:?}");
+    }
+}
+
+/// A server killed while it keeps updates of live rows in memory (it
+/// writes them about 30 s later): the stored rows are then behind, and
+/// the next start derives them again from the log, so that every
+/// contact's row equals a fold of its messages.
+#[test]
+fn a_killed_servers_kept_rows_are_derived_again_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kept.db").display().to_string();
+    let model = dir.path().join("m.toml");
+    std::fs::write(
+        &model,
+        "[model]\nname = \"kept\"\n[[engagement]]\nid = \"demo\"\nevent = \"Demo Requested\"\npoints = 10\n",
+    )
+    .unwrap();
+    leadscore(
+        &db,
+        &["model", "add", &model.display().to_string(), "--activate"],
+    );
+    let key = leadscore(&db, &["keys", "create", "--scope", "ingest"])
+        .trim()
+        .to_string();
+    let users = ["u1", "u2", "u3"];
+    let (mut child, addr) = serve(&db);
+    for round in 0..5 {
+        for user in users {
+            let at = format!("2026-01-01T00:00:0{round}Z");
+            assert!(track_at(&addr, &key, user, &format!("{user}-{round}"), &at));
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: nothing kept is written
+    child.wait().unwrap();
+    use leadscore_store::Store as _;
+    let folded = |store: &leadscore_store::SqliteStore, user: &str| {
+        let (_, model) = store.active_model().unwrap().unwrap();
+        let log = store.contact_messages(user).unwrap().unwrap();
+        let state = leadscore_core::fold::ContactState::fold(&model, None, &log.messages);
+        let last = state.last_timestamp().unwrap();
+        state.score_at(&model, last).unwrap()
+    };
+    let stored = |store: &leadscore_store::SqliteStore, user: &str| {
+        store.contact(user).unwrap().unwrap().score
+    };
+    {
+        let store = leadscore_store::SqliteStore::open(std::path::Path::new(&db)).unwrap();
+        for user in users {
+            assert_eq!(folded(&store, user).score, 50.0);
+            assert_eq!(
+                stored(&store, user).score,
+                10.0,
+                "{user}: kept, not written"
+            );
+        }
+    }
+    // The next start derives them again before it listens.
+    let (mut child, _) = serve(&db);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = leadscore_store::SqliteStore::open(std::path::Path::new(&db)).unwrap();
+    for user in users {
+        assert_eq!(stored(&store, user), folded(&store, user), "{user}");
     }
 }
 

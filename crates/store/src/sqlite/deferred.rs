@@ -93,8 +93,12 @@ static OVERLAYS: Mutex<Option<HashMap<PathBuf, Weak<Overlay>>>> = Mutex::new(Non
 
 impl Overlay {
     /// The overlay of the database at `path` (an existing file).
+    /// A path that names no file (an in-memory database) gets an overlay
+    /// of its own.
     pub(super) fn of(path: &Path) -> Arc<Overlay> {
-        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let Ok(key) = std::fs::canonicalize(path) else {
+            return Arc::new(Overlay::default());
+        };
         let mut overlays = OVERLAYS.lock().unwrap_or_else(|e| e.into_inner());
         let overlays = overlays.get_or_insert_with(HashMap::new);
         overlays.retain(|_, overlay| overlay.strong_count() > 0);

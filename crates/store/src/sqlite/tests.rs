@@ -662,14 +662,20 @@ fn updates_of_live_rows_are_kept_in_memory_until_written() {
     let stored_score = |store: &SqliteStore| -> f64 {
         store
             .conn
-            .query_row("SELECT score FROM contacts WHERE id = 'c'", [], |r| r.get(0))
+            .query_row("SELECT score FROM contacts WHERE id = 'c'", [], |r| {
+                r.get(0)
+            })
             .unwrap()
     };
     let recorded = |store: &SqliteStore| deferred::recorded(&store.conn).unwrap();
-    store.ingest(vec![track("c", "c1", "2025-01-01T00:00:00Z")]).unwrap();
+    store
+        .ingest(vec![track("c", "c1", "2025-01-01T00:00:00Z")])
+        .unwrap();
     assert_eq!(store.kept_rows(), 0, "a new row is written at once");
     let first = stored_score(&store);
-    store.ingest(vec![track("c", "c2", "2025-01-01T00:00:01Z")]).unwrap();
+    store
+        .ingest(vec![track("c", "c2", "2025-01-01T00:00:01Z")])
+        .unwrap();
     assert_eq!(store.kept_rows(), 1);
     assert_eq!(stored_score(&store), first, "the stored row is as it was");
     let live = store.contact("c").unwrap().unwrap().score.score;
@@ -686,7 +692,9 @@ fn updates_of_live_rows_are_kept_in_memory_until_written() {
     assert!(recorded(&store).is_none());
     assert_eq!(stored_score(&store), live);
     // Kept again, then written when the store closes.
-    store.ingest(vec![track("c", "c3", "2025-01-01T00:00:02Z")]).unwrap();
+    store
+        .ingest(vec![track("c", "c3", "2025-01-01T00:00:02Z")])
+        .unwrap();
     assert_eq!(store.kept_rows(), 1);
     let live = store.contact("c").unwrap().unwrap().score.score;
     drop(store);
@@ -697,7 +705,9 @@ fn updates_of_live_rows_are_kept_in_memory_until_written() {
     store.defer_durability(1).unwrap();
     for (i, user) in ["a", "b", "d", "a", "b", "d"].iter().enumerate() {
         let at = format!("2025-01-01T00:01:0{i}Z");
-        store.ingest(vec![track(user, &format!("m{i}"), &at)]).unwrap();
+        store
+            .ingest(vec![track(user, &format!("m{i}"), &at)])
+            .unwrap();
     }
     assert_eq!(store.kept_rows(), 1, "one row kept at most");
 }
