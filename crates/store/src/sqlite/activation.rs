@@ -95,7 +95,7 @@ impl SqliteStore {
         // The live rows as they are (none left in a writer's memory): their
         // scores are the ledger's old values, their positions become runs.
         let sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
-        let staged = super::finish_all(&self.owner, sql)?;
+        let staged = super::finish_writing(&self.owner, sql, true)?;
         let missing: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT DISTINCT i.contact FROM identities i

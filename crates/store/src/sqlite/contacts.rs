@@ -133,7 +133,7 @@ impl SqliteStore {
                 params![id_hash(member), erased_at],
             )?;
         }
-        let staged = super::finish_writing(&self.owner, sql)?;
+        let staged = super::finish_writing(&self.owner, sql, false)?;
         tx.commit()?;
         super::committed(&mut self.owner, staged);
         report.ids = ids;

@@ -74,6 +74,8 @@ pub(super) struct Since {
 #[derive(Debug, Default)]
 pub(super) struct Overlay {
     inner: RwLock<Inner>,
+    /// Whether a writer keeps its rows here (one at a time).
+    owned: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -82,9 +84,9 @@ struct Inner {
     epoch: i64,
     rows: FxHashMap<String, Arc<Entry>>,
     /// Contacts in the order they were first kept, with that keeping's
-    /// serial (an entry whose row was written since, or kept again, is
-    /// skipped).
-    order: VecDeque<(String, u64)>,
+    /// serial and time (an entry whose row was written since, or kept
+    /// again, is skipped).
+    order: VecDeque<(String, u64, Instant)>,
 }
 
 /// Overlays by database path, so that every connection a process opens on
@@ -175,20 +177,24 @@ pub(super) fn recorded(conn: &Connection) -> Result<Option<Recorded>> {
         .optional()?)
 }
 
+/// Sets or clears the `deferred_rows` row (an update, else an insert: an
+/// upsert would give the statement a journal of its own).
 fn record(conn: &Connection, r: Option<Recorded>) -> Result<()> {
-    match r {
-        None => conn
-            .prepare_cached("DELETE FROM deferred_rows")?
-            .execute([])?,
-        Some(r) => conn
-            .prepare_cached(
-                "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from)
-                 VALUES (1, ?1, ?2, ?3)
-                 ON CONFLICT (only) DO UPDATE SET epoch = excluded.epoch,
-                   events_from = excluded.events_from, ledger_from = excluded.ledger_from",
-            )?
-            .execute(params![r.epoch, r.events_from, r.ledger_from])?,
+    let Some(r) = r else {
+        conn.prepare_cached("DELETE FROM deferred_rows")?
+            .execute([])?;
+        return Ok(());
     };
+    let values = params![r.epoch, r.events_from, r.ledger_from];
+    let updated = conn
+        .prepare_cached("UPDATE deferred_rows SET epoch = ?1, events_from = ?2, ledger_from = ?3")?
+        .execute(values)?;
+    if updated == 0 {
+        conn.prepare_cached(
+            "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from) VALUES (1, ?1, ?2, ?3)",
+        )?
+        .execute(values)?;
+    }
     Ok(())
 }
 
@@ -276,12 +282,21 @@ pub(super) struct Owner {
     budget: usize,
 }
 
-/// Rows of a due backlog looked at per transaction at most.
-const LOOK_AHEAD: usize = 4 * ROWS_PER_COMMIT * BACKLOG_SHARE;
-
 impl Owner {
-    /// A writer keeping at most about `budget` rows unwritten.
-    pub(super) fn new(overlay: Arc<Overlay>, budget: usize) -> Owner {
+    /// A writer keeping at most about `budget` rows unwritten in
+    /// `overlay`; an error when another writer of this process keeps rows
+    /// there (of the same database).
+    pub(super) fn new(overlay: Arc<Overlay>, budget: usize) -> Result<Owner> {
+        use std::sync::atomic::Ordering;
+        if overlay
+            .owned
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(crate::StoreError::Database(
+                "another connection of this process already keeps live rows of this database in memory".into(),
+            ));
+        }
         // Any positive number unlikely to be another writer's.
         let mut bytes = [0u8; 8];
         if getrandom::fill(&mut bytes).is_err() {
@@ -291,29 +306,26 @@ impl Owner {
                 .unwrap_or(1);
             bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
         }
-        Owner {
+        Ok(Owner {
             overlay,
             epoch: (i64::from_le_bytes(bytes) & i64::MAX).max(1),
             recorded: None,
             serial: 0,
             budget: budget.max(1),
-        }
+        })
     }
 
     /// Starts a write transaction `conn` has open: checks that the memory
     /// still goes with the database, forgetting it when another connection
     /// re-derived the rows, and re-deriving what a writer before this one
-    /// left (`model`: the active one). Returns the staging, and whether
-    /// anything but this writer's own commits changed live rows.
+    /// left (`model`: the active one). Returns the staging.
     pub(super) fn begin(
         &mut self,
         conn: &Connection,
         model: Option<(&Model, u32)>,
-    ) -> Result<(Staged, bool)> {
+    ) -> Result<Staged> {
         let found = recorded(conn)?;
-        let mut changed = false;
         if found != self.recorded {
-            changed = true;
             self.overlay.clear();
             self.recorded = None;
             if found.is_some() {
@@ -325,20 +337,18 @@ impl Owner {
             next_seq(conn, "SELECT coalesce(max(seq), 0) + 1 FROM ledger")?,
             Instant::now(),
         );
-        Ok((
-            Staged {
-                start,
-                changes: FxHashMap::default(),
-                next_serial: self.serial,
-                record: None,
-            },
-            changed,
-        ))
+        Ok(Staged {
+            start,
+            changes: FxHashMap::default(),
+            next_serial: self.serial,
+            record: None,
+        })
     }
 
     /// The rows due to be written by this transaction, oldest first: those
     /// kept longer than [`WRITE_AFTER`] and those beyond the budget, at
-    /// least [`ROWS_PER_COMMIT`] of them and a share of the backlog.
+    /// least [`ROWS_PER_COMMIT`] of them and a [`BACKLOG_SHARE`]th of that
+    /// backlog.
     pub(super) fn due(&self, staged: &Staged, now: Instant) -> Vec<String> {
         let inner = self.overlay.read();
         let new = staged
@@ -347,22 +357,32 @@ impl Owner {
             .filter(|(id, change)| change.is_some() && !inner.rows.contains_key(*id))
             .count();
         let over_budget = (inner.rows.len() + new).saturating_sub(self.budget);
-        let mut due = Vec::new();
-        for (id, serial) in &inner.order {
-            let Some(entry) = inner.rows.get(id).filter(|e| e.since.serial == *serial) else {
-                continue;
-            };
+        // Kept in time order, so those kept long enough are a prefix (with
+        // the entries of rows written since: an upper bound).
+        let old = match now.checked_sub(WRITE_AFTER) {
+            Some(cutoff) => inner.order.partition_point(|(_, _, at)| *at <= cutoff),
+            None => 0,
+        };
+        let backlog = old.max(over_budget);
+        let take = (ROWS_PER_COMMIT + backlog / BACKLOG_SHARE).min(backlog);
+        let mut due = Vec::with_capacity(take);
+        for (id, serial, _) in &inner.order {
+            if due.len() >= take {
+                break;
+            }
+            if !inner
+                .rows
+                .get(id)
+                .is_some_and(|e| e.since.serial == *serial)
+            {
+                continue; // written since
+            }
             if matches!(staged.changes.get(id), Some(None)) {
                 continue; // written or deleted by this transaction
             }
-            let old = now.duration_since(entry.since.at) >= WRITE_AFTER;
-            if (!old && due.len() >= over_budget) || due.len() >= LOOK_AHEAD {
-                break;
-            }
-            due.push(id);
+            due.push(id.clone());
         }
-        let take = ROWS_PER_COMMIT + (due.len() + over_budget) / BACKLOG_SHARE;
-        due.into_iter().take(take).cloned().collect()
+        due
     }
 
     /// Records in `deferred_rows` where the oldest row still kept after
@@ -383,7 +403,7 @@ impl Owner {
     /// Where the oldest row still kept after this transaction stands.
     fn oldest(&self, staged: &Staged) -> Option<Since> {
         let inner = self.overlay.read();
-        for (id, serial) in &inner.order {
+        for (id, serial, _) in &inner.order {
             let Some(entry) = inner.rows.get(id).filter(|e| e.since.serial == *serial) else {
                 continue;
             };
@@ -407,9 +427,9 @@ impl Owner {
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {
-                    let serial = entry.since.serial;
+                    let (serial, at) = (entry.since.serial, entry.since.at);
                     if inner.rows.get(&id).is_none_or(|e| e.since.serial != serial) {
-                        inner.order.push_back((id.clone(), serial));
+                        inner.order.push_back((id.clone(), serial, at));
                     }
                     inner.rows.insert(id, entry);
                 }
@@ -419,7 +439,7 @@ impl Owner {
             }
         }
         // Entries written or kept again since go from the front.
-        while let Some((id, serial)) = inner.order.front() {
+        while let Some((id, serial, _)) = inner.order.front() {
             if inner
                 .rows
                 .get(id)
@@ -455,6 +475,14 @@ impl Owner {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.overlay
+            .owned
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

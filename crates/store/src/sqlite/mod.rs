@@ -390,7 +390,7 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
-        let staged = finish_all(&self.owner, sql)?;
+        let staged = finish_writing(&self.owner, sql, true)?;
         tx.commit()?;
         committed(&mut self.owner, staged);
         Ok(())
@@ -464,7 +464,7 @@ fn writing<'c>(
     let model = model.as_deref().zip(version);
     match owner {
         Some(owner) => {
-            let (staged, _) = owner.begin(conn, model)?;
+            let staged = owner.begin(conn, model)?;
             Ok(Sql::keeping(conn, overlay, staged))
         }
         None => {
@@ -475,37 +475,24 @@ fn writing<'c>(
 }
 
 /// Ends the writer's part of a transaction before its commit: writes the
-/// kept rows due and records where the rest stand. Returns what
-/// [`committed`] applies after the commit.
+/// kept rows due (`all`: every one, for a transaction about to replace the
+/// live rows wholesale or a writer about to close) and records where the
+/// rest stand. Returns what [`committed`] applies after the commit.
 fn finish_writing(
     owner: &Option<deferred::Owner>,
     mut sql: Sql<'_>,
+    all: bool,
 ) -> Result<Option<deferred::Staged>> {
     let Some(owner) = owner else {
         return Ok(None);
     };
-    let due = owner.due(
-        sql.staged().expect("the writer's"),
-        std::time::Instant::now(),
-    );
-    for id in due {
-        sql.write_kept(&id)?;
-    }
-    let conn = sql.conn();
-    owner.record(conn, sql.staged_mut().expect("the writer's"))?;
-    Ok(sql.take_staged())
-}
-
-/// [`finish_writing`] writing every kept row (a transaction about to
-/// replace the live rows wholesale).
-fn finish_all(
-    owner: &Option<deferred::Owner>,
-    mut sql: Sql<'_>,
-) -> Result<Option<deferred::Staged>> {
-    let Some(owner) = owner else {
-        return Ok(None);
+    let staged = sql.staged().expect("the writer's");
+    let ids = if all {
+        owner.all(staged)
+    } else {
+        owner.due(staged, std::time::Instant::now())
     };
-    for id in owner.all(sql.staged().expect("the writer's")) {
+    for id in ids {
         sql.write_kept(&id)?;
     }
     let conn = sql.conn();
@@ -529,12 +516,9 @@ impl Store for SqliteStore {
     fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {
         self.fit_score_index_to_active()?;
         self.keep_pages(SERVER_CACHE_KIB)?;
-        // Last of what can fail: an error leaves commits synchronous, as
-        // the caller, told nothing is deferred, expects.
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.live = (live_contacts > 0).then(|| WriterCache::new(live_contacts));
-        let mut owner = deferred::Owner::new(Arc::clone(&self.overlay), live_contacts);
-        // Rows a writer before this one left unwritten are derived again now.
+        let mut owner = deferred::Owner::new(Arc::clone(&self.overlay), live_contacts)?;
+        // Rows a writer before this one left unwritten are derived again
+        // now (synced: commits are still synchronous here).
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -544,6 +528,11 @@ impl Store for SqliteStore {
             .transpose()?;
         owner.begin(&tx, model.as_deref().zip(version))?;
         tx.commit()?;
+        // Last of what can fail: an error leaves commits synchronous and
+        // rows written at once, as the caller, told nothing is deferred,
+        // expects.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.live = (live_contacts > 0).then(|| WriterCache::new(live_contacts));
         self.owner = Some(owner);
         Ok(Some(Box::new(WalFlush {
             wal: wal_path(&self.path),
@@ -594,7 +583,7 @@ impl Store for SqliteStore {
             now(),
             live,
         )?;
-        let staged = finish_writing(&self.owner, sql)?;
+        let staged = finish_writing(&self.owner, sql, false)?;
         tx.commit()?;
         committed(&mut self.owner, staged);
         if let Some(live) = &mut self.live {
