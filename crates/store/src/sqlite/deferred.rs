@@ -370,11 +370,7 @@ impl Owner {
             if due.len() >= take {
                 break;
             }
-            if !inner
-                .rows
-                .get(id)
-                .is_some_and(|e| e.since.serial == *serial)
-            {
+            if inner.rows.get(id).is_none_or(|e| e.since.serial != *serial) {
                 continue; // written since
             }
             if matches!(staged.changes.get(id), Some(None)) {

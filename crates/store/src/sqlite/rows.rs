@@ -253,6 +253,14 @@ impl<'c> Sql<'c> {
         all
     }
 
+    /// Keeps a changed `row` (and its positions) in place of a kept
+    /// `entry`, in the writer's transaction (nothing otherwise).
+    fn keep_again(&mut self, entry: &Entry, row: Arc<Row>, history: Option<String>) {
+        if let Some(staged) = &mut self.staged {
+            staged.keep(row, history, Some(entry), (0, 0.0, None));
+        }
+    }
+
     /// Writes the kept row of `id` (if any is kept) to its stored row.
     pub(super) fn write_kept(&mut self, id: &str) -> Result<()> {
         let Some(entry) = self.kept(id) else {
@@ -634,13 +642,7 @@ impl Tx for Sql<'_> {
                     entry.history.clone(),
                     positions.as_deref(),
                 )?;
-                let staged = self.staged.as_mut().expect("checked above");
-                staged.keep(
-                    Arc::clone(&entry.row),
-                    history,
-                    Some(&entry),
-                    (0, 0.0, None),
-                );
+                self.keep_again(&entry, Arc::clone(&entry.row), history);
             }
         }
         contacts::note_history(self.conn, groups)
@@ -763,13 +765,7 @@ impl Tx for Sql<'_> {
             let mut row = Row::clone(&entry.row);
             row.triggers = triggers.to_vec();
             row.due = due;
-            let staged = self.staged.as_mut().expect("checked above");
-            staged.keep(
-                Arc::new(row),
-                entry.history.clone(),
-                Some(&entry),
-                (0, 0.0, None),
-            );
+            self.keep_again(&entry, Arc::new(row), entry.history.clone());
             return Ok(());
         }
         self.conn
