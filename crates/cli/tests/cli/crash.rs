@@ -63,6 +63,17 @@ fn leadscore(db: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Adds and activates the model in `file` and returns a new ingest key.
+fn with_model(db: &str, file: &std::path::Path) -> String {
+    leadscore(
+        db,
+        &["model", "add", &file.display().to_string(), "--activate"],
+    );
+    leadscore(db, &["keys", "create", "--scope", "ingest"])
+        .trim()
+        .to_string()
+}
+
 /// Starts `serve` and returns it with its address (from its JSON log).
 fn serve(db: &str) -> (Child, String) {
     let mut child = serve_process(db, &["--log-format", "json"])
@@ -161,13 +172,7 @@ actions = [{{ type = "webhook", url = "http://{receiver_addr}/hook" }}]
         ),
     )
     .unwrap();
-    leadscore(
-        &db,
-        &["model", "add", &model.display().to_string(), "--activate"],
-    );
-    let key = leadscore(&db, &["keys", "create", "--scope", "ingest"])
-        .trim()
-        .to_string();
+    let key = with_model(&db, &model);
     let mut acknowledged = BTreeSet::new();
     for (round, kill_after) in [40u64, 150, 10].into_iter().enumerate() {
         let (mut child, addr) = serve(&db);
@@ -261,13 +266,7 @@ fn a_killed_servers_kept_rows_are_derived_again_on_start() {
         "[model]\nname = \"kept\"\n[[engagement]]\nid = \"demo\"\nevent = \"Demo Requested\"\npoints = 10\n",
     )
     .unwrap();
-    leadscore(
-        &db,
-        &["model", "add", &model.display().to_string(), "--activate"],
-    );
-    let key = leadscore(&db, &["keys", "create", "--scope", "ingest"])
-        .trim()
-        .to_string();
+    let key = with_model(&db, &model);
     let users = ["u1", "u2", "u3"];
     let (mut child, addr) = serve(&db);
     for round in 0..5 {

@@ -331,10 +331,7 @@ impl SqliteStore {
 
     /// The active version and model, read through `conn`.
     fn active_in(&self, conn: &Connection) -> Result<Option<(u32, Arc<Model>)>> {
-        match Self::active_version(conn)? {
-            Some(version) => Ok(Some((version, model_in(&self.active, conn, version)?))),
-            None => Ok(None),
-        }
+        active_model(&self.active, conn)
     }
 
     /// The scan a listing as of `at` needs (see [`Scan::of`]), reading the
@@ -449,6 +446,14 @@ fn kept_listing(sql: &mut Sql<'_>, query: &ScoreQuery) -> Result<Vec<Listed>> {
     Ok(listed)
 }
 
+/// The active version and its compiled model (from `cache`), read
+/// through `conn`.
+fn active_model(cache: &ModelCache, conn: &Connection) -> Result<Option<(u32, Arc<Model>)>> {
+    SqliteStore::active_version(conn)?
+        .map(|v| Ok((v, model_in(cache, conn, v)?)))
+        .transpose()
+}
+
 /// The engine's view of `conn` for a write transaction it has open that
 /// may touch live rows: the writer (`owner`) keeps them in memory; any
 /// other connection first re-derives those a writer left unwritten
@@ -459,9 +464,8 @@ fn writing<'c>(
     active: &ModelCache,
     conn: &'c Connection,
 ) -> Result<Sql<'c>> {
-    let version = SqliteStore::active_version(conn)?;
-    let model = version.map(|v| model_in(active, conn, v)).transpose()?;
-    let model = model.as_deref().zip(version);
+    let active = active_model(active, conn)?;
+    let model = active.as_ref().map(|(v, m)| (&**m, *v));
     match owner {
         Some(owner) => {
             let staged = owner.begin(conn, model)?;
@@ -522,11 +526,8 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version = Self::active_version(&tx)?;
-        let model = version
-            .map(|v| model_in(&self.active, &tx, v))
-            .transpose()?;
-        owner.begin(&tx, model.as_deref().zip(version))?;
+        let active = active_model(&self.active, &tx)?;
+        owner.begin(&tx, active.as_ref().map(|(v, m)| (&**m, *v)))?;
         tx.commit()?;
         // Last of what can fail: an error leaves commits synchronous and
         // rows written at once, as the caller, told nothing is deferred,
@@ -563,10 +564,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction: an activation by another connection
         // may have switched versions since this one last looked.
-        let version = Self::active_version(&tx)?;
-        let model = version
-            .map(|v| model_in(&self.active, &tx, v))
-            .transpose()?;
+        let active = active_model(&self.active, &tx)?;
         let activating = Self::job(&tx)?.is_some();
         let mut sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
         // Inside the (immediate) transaction: nobody else writes until it
@@ -577,7 +575,7 @@ impl Store for SqliteStore {
         };
         let report = engine::ingest(
             &mut sql,
-            model.as_deref().zip(version),
+            active.as_ref().map(|(v, m)| (&**m, *v)),
             activating,
             messages,
             now(),
