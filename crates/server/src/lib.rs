@@ -85,6 +85,8 @@ pub struct Config {
     /// Contacts whose live state the writer keeps between batches (at
     /// least the last this many written, at most twice as many; 0: none):
     /// a contact written again within them is neither read nor decoded.
+    /// Also the most updated live rows the writer keeps unwritten before
+    /// writing the oldest ones early (`docs/storage.md`).
     pub writer_cache_contacts: usize,
 }
 

@@ -65,7 +65,9 @@ pub struct ServeSettings {
     /// Contacts whose live state the writer keeps in memory between
     /// batches: at least the last N contacts written, up to twice as many,
     /// about 1.3–2.4 KB each; a contact written again within them is
-    /// neither read nor decoded (0: none) [default: 50000].
+    /// neither read nor decoded (0: none). Also the most updated live rows
+    /// it keeps unwritten (each is written about 30 s after its first
+    /// change, sooner beyond N) [default: 50000].
     #[arg(long, env = "LEADSCORE_WRITER_CACHE_CONTACTS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_cache_contacts: Option<usize>,
