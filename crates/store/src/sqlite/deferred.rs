@@ -76,6 +76,10 @@ pub(super) struct Overlay {
     inner: RwLock<Inner>,
     /// Whether a writer keeps its rows here (one at a time).
     owned: std::sync::atomic::AtomicBool,
+    /// At most the earliest due time of a kept row (its nanoseconds): the
+    /// writer's evaluation of due triggers looks through the kept rows
+    /// only once one may be due.
+    min_due: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +142,34 @@ impl Overlay {
     /// Every entry kept (for a listing that must see them all).
     pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
         self.read().rows.values().cloned().collect()
+    }
+
+    /// The kept rows due at `now` (due time and id), less those `skip`
+    /// names; for the writer's evaluation of due triggers, which alone
+    /// calls it (it then notes the earliest due time).
+    pub(super) fn due_at(
+        &self,
+        now: Timestamp,
+        skip: impl Fn(&str) -> bool,
+    ) -> Vec<(Timestamp, String)> {
+        use std::sync::atomic::Ordering;
+        if self.min_due.load(Ordering::Acquire) > now.0 {
+            return Vec::new();
+        }
+        let inner = self.read();
+        let mut earliest = i64::MAX;
+        let mut due = Vec::new();
+        for (id, entry) in &inner.rows {
+            let Some(at) = entry.row.due else {
+                continue;
+            };
+            earliest = earliest.min(at.0);
+            if at <= now && !skip(id) {
+                due.push((at, id.clone()));
+            }
+        }
+        self.min_due.store(earliest, Ordering::Release);
+        due
     }
 
     /// How many rows are kept.
@@ -423,6 +455,11 @@ impl Owner {
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {
+                    if let Some(due) = entry.row.due {
+                        self.overlay
+                            .min_due
+                            .fetch_min(due.0, std::sync::atomic::Ordering::AcqRel);
+                    }
                     let (serial, at) = (entry.since.serial, entry.since.at);
                     if inner.rows.get(&id).is_none_or(|e| e.since.serial != serial) {
                         inner.order.push_back((id.clone(), serial, at));

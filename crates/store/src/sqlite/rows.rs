@@ -745,9 +745,13 @@ impl Tx for Sql<'_> {
                 }
             }
         }
-        for entry in self.all_kept() {
-            if let Some(at) = entry.row.due.filter(|at| *at <= now) {
-                due.push((at, entry.row.id.clone()));
+        if let Some(overlay) = self.overlay {
+            let staged = self.staged.as_ref();
+            due.extend(overlay.due_at(now, |id| staged.is_some_and(|s| s.changes_row(id))));
+            for entry in staged.into_iter().flat_map(Staged::kept_here) {
+                if let Some(at) = entry.row.due.filter(|at| *at <= now) {
+                    due.push((at, entry.row.id.clone()));
+                }
             }
         }
         due.sort();
