@@ -146,8 +146,7 @@ impl SqliteStore {
             params![version, now().0],
         )?;
         tx.execute("DELETE FROM activation_job", [])?;
-        tx.commit()?;
-        super::committed(&mut self.owner, staged);
+        super::commit(tx, &mut self.owner, staged)?;
         self.active.set(version, Arc::new(model));
         progress(total, total);
         Ok(report)

@@ -134,8 +134,7 @@ impl SqliteStore {
             )?;
         }
         let staged = super::finish_writing(&self.owner, sql, false)?;
-        tx.commit()?;
-        super::committed(&mut self.owner, staged);
+        super::commit(tx, &mut self.owner, staged)?;
         report.ids = ids;
         Ok(Some(report))
     }

@@ -76,6 +76,9 @@ pub(super) struct Overlay {
     inner: RwLock<Inner>,
     /// Whether a writer keeps its rows here (one at a time).
     owned: std::sync::atomic::AtomicBool,
+    /// Set by the writer from just before a commit until the overlay holds
+    /// what it committed.
+    applying: std::sync::atomic::AtomicBool,
     /// At most the earliest due time of a kept row (its nanoseconds): the
     /// writer's evaluation of due triggers looks through the kept rows
     /// only once one may be due.
@@ -170,6 +173,22 @@ impl Overlay {
         }
         self.min_due.store(earliest, Ordering::Release);
         due
+    }
+
+    /// Whether the kept rows are exactly those the writer of `epoch` has
+    /// committed, for a connection that holds the database's write lock
+    /// (the writer then cannot commit): it waits up to a second for the
+    /// writer to finish applying its last commit.
+    fn current_for(&self, epoch: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.applying.load(Ordering::Acquire) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.read().epoch == epoch
     }
 
     /// How many rows are kept.
@@ -449,6 +468,21 @@ impl Owner {
             .min_by_key(|s| s.serial)
     }
 
+    /// The transaction is about to commit (see [`Overlay::current_for`]);
+    /// [`Owner::committed`] or [`Owner::not_committed`] follows.
+    pub(super) fn committing(&self) {
+        self.overlay
+            .applying
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The commit failed: nothing it staged happened.
+    pub(super) fn not_committed(&self) {
+        self.overlay
+            .applying
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
     /// The transaction committed: its changes are what the rows are.
     pub(super) fn committed(&mut self, staged: Staged) {
         let mut inner = self.overlay.write();
@@ -487,6 +521,8 @@ impl Owner {
         if let Some(record) = staged.record {
             self.recorded = record;
         }
+        drop(inner);
+        self.not_committed();
     }
 
     /// Whether this writer recorded kept rows in `deferred_rows`.
@@ -522,6 +558,29 @@ impl Drop for Owner {
 /// The next position of the log or the ledger (`sql`).
 fn next_seq(conn: &Connection, sql: &str) -> Result<i64> {
     Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+}
+
+/// Before a connection other than the keeping writer writes live rows, in
+/// the write transaction `conn` has open: writes the rows the writer of
+/// this process keeps (`overlay`), when they are exactly what it committed,
+/// and clears the record; otherwise (another process's writer, or one that
+/// crashed) derives them again ([`recover`]).
+pub(super) fn settle(
+    conn: &Connection,
+    overlay: &Overlay,
+    model: Option<(&Model, u32)>,
+) -> Result<()> {
+    let Some(found) = recorded(conn)? else {
+        return Ok(());
+    };
+    if !overlay.current_for(found.epoch) {
+        return recover(conn, model);
+    }
+    let mut sql = Sql::new(conn);
+    for entry in overlay.entries() {
+        sql.write_entry(&entry)?;
+    }
+    record(conn, None)
 }
 
 /// Re-derives the live rows a writer left unwritten (`deferred_rows`), in

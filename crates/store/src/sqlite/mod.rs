@@ -388,8 +388,7 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
         let staged = finish_writing(&self.owner, sql, true)?;
-        tx.commit()?;
-        committed(&mut self.owner, staged);
+        commit(tx, &mut self.owner, staged)?;
         Ok(())
     }
 
@@ -472,7 +471,7 @@ fn writing<'c>(
             Ok(Sql::keeping(conn, overlay, staged))
         }
         None => {
-            deferred::recover(conn, model)?;
+            deferred::settle(conn, overlay, model)?;
             Ok(Sql::new(conn))
         }
     }
@@ -481,7 +480,7 @@ fn writing<'c>(
 /// Ends the writer's part of a transaction before its commit: writes the
 /// kept rows due (`all`: every one, for a transaction about to replace the
 /// live rows wholesale or a writer about to close) and records where the
-/// rest stand. Returns what [`committed`] applies after the commit.
+/// rest stand. Returns what [`commit`] applies after the commit.
 fn finish_writing(
     owner: &Option<deferred::Owner>,
     mut sql: Sql<'_>,
@@ -504,11 +503,24 @@ fn finish_writing(
     Ok(sql.take_staged())
 }
 
-/// The writer's transaction committed with `staged`.
-fn committed(owner: &mut Option<deferred::Owner>, staged: Option<deferred::Staged>) {
-    if let (Some(owner), Some(staged)) = (owner, staged) {
-        owner.committed(staged);
+/// Commits a transaction that [`writing`] began, then applies what the
+/// writer staged in it.
+fn commit(
+    tx: rusqlite::Transaction<'_>,
+    owner: &mut Option<deferred::Owner>,
+    staged: Option<deferred::Staged>,
+) -> Result<()> {
+    let (Some(owner), Some(staged)) = (owner, staged) else {
+        tx.commit()?;
+        return Ok(());
+    };
+    owner.committing();
+    if let Err(e) = tx.commit() {
+        owner.not_committed();
+        return Err(e.into());
     }
+    owner.committed(staged);
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -582,8 +594,7 @@ impl Store for SqliteStore {
             live,
         )?;
         let staged = finish_writing(&self.owner, sql, false)?;
-        tx.commit()?;
-        committed(&mut self.owner, staged);
+        commit(tx, &mut self.owner, staged)?;
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }

@@ -24,8 +24,7 @@ impl crate::Outbox for SqliteStore {
         let mut sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
         let report = engine::fire_due(&mut sql, &model, version, now, limit)?;
         let staged = super::finish_writing(&self.owner, sql, false)?;
-        tx.commit()?;
-        super::committed(&mut self.owner, staged);
+        super::commit(tx, &mut self.owner, staged)?;
         Ok(report)
     }
 

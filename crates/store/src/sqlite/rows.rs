@@ -266,17 +266,22 @@ impl<'c> Sql<'c> {
         let Some(entry) = self.kept(id) else {
             return Ok(());
         };
+        self.write_entry(&entry)?;
+        if let Some(staged) = &mut self.staged {
+            staged.drop_row(id);
+        }
+        Ok(())
+    }
+
+    /// Writes a kept row to its stored row.
+    pub(super) fn write_entry(&mut self, entry: &Entry) -> Result<()> {
         self.update_at(
             &entry.row,
             entry.history.as_deref(),
             entry.rowid,
             entry.stored_score,
             entry.stored_due,
-        )?;
-        if let Some(staged) = &mut self.staged {
-            staged.drop_row(id);
-        }
-        Ok(())
+        )
     }
 
     /// Updates the stored row at `rowid` to `row`, its score and due indexes

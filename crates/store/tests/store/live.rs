@@ -559,6 +559,11 @@ proptest! {
             }
             if crash_at == Some(i) {
                 kept.crash();
+                if seed % 2 == 0 {
+                    // Another connection writes first: it derives them.
+                    let mut other = leadscore_store::SqliteStore::open(&path).unwrap();
+                    other.ingest(Vec::new()).unwrap();
+                }
                 kept = leadscore_store::SqliteStore::open(&path).unwrap();
                 let _ = kept.defer_durability(budget).unwrap();
             }
