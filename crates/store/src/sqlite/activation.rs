@@ -94,7 +94,13 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The live rows as they are (none left in a writer's memory): their
         // scores are the ledger's old values, their positions become runs.
-        let sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let current = super::active_model(&self.active, &tx)?;
+        let sql = super::writing(
+            &mut self.owner,
+            &self.overlay,
+            &tx,
+            super::model_of(&current),
+        )?;
         let staged = super::finish_writing(&self.owner, sql, true)?;
         let missing: Vec<String> = {
             let mut stmt = tx.prepare(

@@ -75,7 +75,9 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let active = super::active_model(&self.active, &tx)?;
+        let model = super::model_of(&active);
+        let mut sql = super::writing(&mut self.owner, &self.overlay, &tx, model)?;
         let (canonical, mut ids) = match sql.identity(id)? {
             Some(canonical) => (canonical.clone(), sql.members(&canonical)?),
             // An id known only from outcomes recorded for it.

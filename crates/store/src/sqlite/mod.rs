@@ -386,7 +386,9 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let active = active_model(&self.active, &tx)?;
+        let model = model_of(&active);
+        let sql = writing(&mut self.owner, &self.overlay, &tx, model)?;
         let staged = finish_writing(&self.owner, sql, true)?;
         commit(tx, &mut self.owner, staged)?;
         Ok(())
@@ -453,18 +455,22 @@ fn active_model(cache: &ModelCache, conn: &Connection) -> Result<Option<(u32, Ar
         .transpose()
 }
 
+/// The model of [`active_model`]'s answer, as the engine takes it.
+fn model_of(active: &Option<(u32, Arc<Model>)>) -> Option<(&Model, u32)> {
+    active.as_ref().map(|(version, model)| (&**model, *version))
+}
+
 /// The engine's view of `conn` for a write transaction it has open that
 /// may touch live rows: the writer (`owner`) keeps them in memory; any
 /// other connection first re-derives those a writer left unwritten
-/// ([`deferred::recover`]). `active`: the compiled models.
+/// ([`deferred::settle`]). `model`: the active one, read in this
+/// transaction.
 fn writing<'c>(
     owner: &mut Option<deferred::Owner>,
     overlay: &'c deferred::Overlay,
-    active: &ModelCache,
     conn: &'c Connection,
+    model: Option<(&Model, u32)>,
 ) -> Result<Sql<'c>> {
-    let active = active_model(active, conn)?;
-    let model = active.as_ref().map(|(v, m)| (&**m, *v));
     match owner {
         Some(owner) => {
             let staged = owner.begin(conn, model)?;
@@ -539,7 +545,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let active = active_model(&self.active, &tx)?;
-        owner.begin(&tx, active.as_ref().map(|(v, m)| (&**m, *v)))?;
+        owner.begin(&tx, model_of(&active))?;
         tx.commit()?;
         // Last of what can fail: an error leaves commits synchronous and
         // rows written at once, as the caller, told nothing is deferred,
@@ -578,21 +584,15 @@ impl Store for SqliteStore {
         // may have switched versions since this one last looked.
         let active = active_model(&self.active, &tx)?;
         let activating = Self::job(&tx)?.is_some();
-        let mut sql = writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let model = model_of(&active);
+        let mut sql = writing(&mut self.owner, &self.overlay, &tx, model)?;
         // Inside the (immediate) transaction: nobody else writes until it
         // ends. After `writing`, whose re-derivation would change rows.
         let live = match &mut self.live {
             Some(live) => Some(live.for_batch(&tx)?),
             None => None,
         };
-        let report = engine::ingest(
-            &mut sql,
-            active.as_ref().map(|(v, m)| (&**m, *v)),
-            activating,
-            messages,
-            now(),
-            live,
-        )?;
+        let report = engine::ingest(&mut sql, model, activating, messages, now(), live)?;
         let staged = finish_writing(&self.owner, sql, false)?;
         commit(tx, &mut self.owner, staged)?;
         if let Some(live) = &mut self.live {

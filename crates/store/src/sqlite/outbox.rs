@@ -21,7 +21,7 @@ impl crate::Outbox for SqliteStore {
             return Ok(DueReport::default());
         };
         let model = model_in(&self.active, &tx, version)?;
-        let mut sql = super::writing(&mut self.owner, &self.overlay, &self.active, &tx)?;
+        let mut sql = super::writing(&mut self.owner, &self.overlay, &tx, Some((&model, version)))?;
         let report = engine::fire_due(&mut sql, &model, version, now, limit)?;
         let staged = super::finish_writing(&self.owner, sql, false)?;
         super::commit(tx, &mut self.owner, staged)?;
