@@ -156,13 +156,17 @@ pub(super) fn group_positions<'a>(
 ) -> FxHashMap<&'a str, String> {
     let mut groups: FxHashMap<&str, String> = FxHashMap::default();
     for (contact, seq) in entries {
-        let text = groups.entry(contact).or_default();
-        if !text.is_empty() {
-            text.push(',');
-        }
-        text.push_str(itoa::Buffer::new().format(seq));
+        push_position(groups.entry(contact).or_default(), seq);
     }
     groups
+}
+
+/// Appends a position to `seq,seq,…`.
+fn push_position(text: &mut String, seq: i64) {
+    if !text.is_empty() {
+        text.push(',');
+    }
+    text.push_str(itoa::Buffer::new().format(seq));
 }
 
 /// Records positions ([`group_positions`]) of contacts whose rows this
@@ -296,10 +300,7 @@ pub(super) fn mend_history(conn: &Connection, contact: &str, newer: Vec<i64>) ->
     let text = (!seqs.is_empty()).then(|| {
         let mut text = String::new();
         for seq in &seqs {
-            if !text.is_empty() {
-                text.push(',');
-            }
-            text.push_str(itoa::Buffer::new().format(*seq));
+            push_position(&mut text, *seq);
         }
         text
     });

@@ -323,10 +323,17 @@ impl<'c> Sql<'c> {
     fn put_live(
         &mut self,
         row: &Arc<Row>,
-        stored: Option<Stored>,
+        mut stored: Option<Stored>,
         positions: Option<&str>,
         now: bool,
     ) -> Result<Stored> {
+        // What the row holds once written (or kept).
+        let holds = |history, rowid| Stored {
+            score: row.score.score,
+            due: row.due,
+            history,
+            rowid,
+        };
         let conn = self.conn;
         if now {
             // Written now over what is kept, if anything is.
@@ -343,30 +350,23 @@ impl<'c> Sql<'c> {
                 if let Some(staged) = &mut self.staged {
                     staged.drop_row(&row.id);
                 }
-                return Ok(Stored {
-                    score: row.score.score,
-                    due: row.due,
-                    history,
-                    rowid: entry.rowid,
-                });
+                return Ok(holds(history, entry.rowid));
             }
         } else if self.staged.is_some() {
             let kept = self.kept(&row.id);
-            let known = match (&kept, &stored) {
+            // Taken: a row kept or known goes no further (and `stored` was
+            // `None` for one that does).
+            let known = match (&kept, stored.take()) {
                 (Some(e), _) => Some((e.history.clone(), (e.rowid, e.stored_score, e.stored_due))),
-                (None, Some(s)) => Some((s.history.clone(), (s.rowid, s.score, s.due))),
+                (None, Some(s)) => Some((s.history, (s.rowid, s.score, s.due))),
                 (None, None) => stored_facts(conn, &row.id)?,
             };
             if let Some((old, facts)) = known {
                 let history = contacts::history_with(conn, &row.id, old, positions)?;
-                let staged = self.staged.as_mut().expect("checked above");
-                staged.keep(Arc::clone(row), history.clone(), kept.as_deref(), facts);
-                return Ok(Stored {
-                    score: row.score.score,
-                    due: row.due,
-                    history,
-                    rowid: facts.0,
-                });
+                if let Some(staged) = &mut self.staged {
+                    staged.keep(Arc::clone(row), history.clone(), kept.as_deref(), facts);
+                }
+                return Ok(holds(history, facts.0));
             }
         }
         let (history, rowid) = match stored {
@@ -389,12 +389,7 @@ impl<'c> Sql<'c> {
                 (history, conn.last_insert_rowid())
             }
         };
-        Ok(Stored {
-            score: row.score.score,
-            due: row.due,
-            history,
-            rowid,
-        })
+        Ok(holds(history, rowid))
     }
 }
 
