@@ -2,7 +2,7 @@
 //! in-order absorb or re-fold of each touched contact (the writer's cache of
 //! live rows between batches is in `cache`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use leadscore_core::batch::preferred;
 use leadscore_core::fold::ContactState;
@@ -69,7 +69,7 @@ pub(crate) fn ingest(
             ..IngestReport::default()
         },
         canonical: FxHashMap::default(),
-        work: BTreeMap::new(),
+        work: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
         gone: BTreeSet::new(),
         ledger: Vec::new(),
         firings: Vec::new(),
@@ -90,7 +90,10 @@ struct Batch<'m, 'c> {
     report: IngestReport,
     /// Canonical id of each id met in this batch.
     canonical: FxHashMap<String, String>,
-    work: BTreeMap<String, Work>,
+    /// The contacts touched, written in id order at the end (a hash map:
+    /// a batch looks each up once or twice per message, and a B-tree of
+    /// these large values moved them on every node split).
+    work: FxHashMap<String, Work>,
     /// Contacts merged into others, their live rows deleted at the end
     /// (their history entries are recorded when they vanish).
     gone: BTreeSet<String>,
@@ -424,22 +427,19 @@ impl Batch<'_, '_> {
             } else {
                 current
             };
-            self.work.insert(
-                contact.to_string(),
-                Work {
-                    existed,
-                    current,
-                    state,
-                    triggers,
-                    replayed: false,
-                    cause: "rescore".into(),
-                    stored,
-                    score: None,
-                    now: false,
-                },
-            );
+            return Ok(self.work.entry(contact.to_string()).or_insert(Work {
+                existed,
+                current,
+                state,
+                triggers,
+                replayed: false,
+                cause: "rescore".into(),
+                stored,
+                score: None,
+                now: false,
+            }));
         }
-        Ok(self.work.get_mut(contact).expect("just inserted"))
+        Ok(self.work.get_mut(contact).expect("present"))
     }
 
     fn refold(&mut self, tx: &mut impl Tx, contact: &str, cause: &str) -> Result<()> {
@@ -473,7 +473,9 @@ impl Batch<'_, '_> {
         }
         let mut rows = Vec::with_capacity(self.work.len());
         let mut cached = Vec::new();
-        for (contact, work) in std::mem::take(&mut self.work) {
+        let mut work: Vec<(String, Work)> = std::mem::take(&mut self.work).into_iter().collect();
+        work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (contact, work) in work {
             let refolded = work.state.is_none();
             let (state, triggers) = match work.state {
                 Some(state) => (state, work.triggers),
