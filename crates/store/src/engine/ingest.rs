@@ -473,9 +473,12 @@ impl Batch<'_, '_> {
         }
         let mut rows = Vec::with_capacity(self.work.len());
         let mut cached = Vec::new();
-        let mut work: Vec<(String, Work)> = std::mem::take(&mut self.work).into_iter().collect();
-        work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (contact, work) in work {
+        // In id order; the keys sorted, not the large entries.
+        let mut work = std::mem::take(&mut self.work);
+        let mut contacts: Vec<String> = work.keys().cloned().collect();
+        contacts.sort_unstable();
+        for contact in contacts {
+            let work = work.remove(&contact).expect("a key of the map");
             let refolded = work.state.is_none();
             let (state, triggers) = match work.state {
                 Some(state) => (state, work.triggers),
