@@ -13,6 +13,8 @@
 #             a 1 GiB WAL at 22k events/s, for steady-state figures)
 #        WRATE events/s of that warm-up (default RATE: a rate the build
 #             sustains, so that no backlog reaches the measured run)
+# Also prints the load generator's CPU (with /usr/bin/time, when present)
+# and how long some task waited for a CPU meanwhile (/proc/pressure/cpu).
 set -euo pipefail
 L=${L:-target/release/leadscore}
 R=$1; S=${2:-20}; shift 2 || shift $#
@@ -24,10 +26,14 @@ cp "${B:-base.db}" srv.db && sync && sleep 1
 P=$!
 trap 'kill -INT $P 2>/dev/null; wait $P 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
+timed=()
+[ -x /usr/bin/time ] && timed=(/usr/bin/time -f "load generator CPU %U s user, %S s system")
 load() {
-  LEADSCORE_WRITE_KEY=$KEY "$L" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
+  LEADSCORE_WRITE_KEY=$KEY "${timed[@]}" "$L" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
     --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-}
 }
+# microseconds some task waited for a CPU since boot (0 without PSI)
+waited() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }
 if [ "${WARM:-0}" -gt 0 ]; then R=${WRATE:-$R} load "$WARM" 2>&1 | sed 's/^/warm-up: /'; fi
 # tid, name, CPU ticks (user + system), user ticks; threads gone meanwhile skipped
 snap() {
@@ -37,8 +43,11 @@ snap() {
   done
 }
 snap > cpu.before
+w0=$(waited)
 load "$S" || echo "(the load reported failed requests)"
+w1=$(waited)
 snap > cpu.after
+echo "CPU pressure: some task waited $(( (w1 - w0) / 1000 )) ms for a CPU"
 ticks=$(getconf CLK_TCK)
 awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; u[$1]=$4; next} {d=$3-b[$1]; if (d>0) {s[$2]+=d; us[$2]+=$4-u[$1]}} END {for (k in s) printf "%s %.2f s (user %.2f s)\n", k, s[k]/hz, us[k]/hz}' cpu.before cpu.after | sort
 grep VmHWM "/proc/$P/status"
