@@ -264,7 +264,7 @@ impl TriggerState {
             if let Some(t) = search.ticks(start, b) {
                 return Some(t);
             }
-            if search.changes_at(b) {
+            if search.may_change_at(start, b) && search.changes_at(b) {
                 return Some(b);
             }
             start = b;
@@ -400,6 +400,25 @@ struct Search<'a> {
 impl Search<'_> {
     fn changes_at(&self, t: Timestamp) -> bool {
         conditions_at(self.model, self.contact, t).0 != self.state.values
+    }
+
+    /// Whether the conditions at the boundary `b` may differ from those at
+    /// `start` (which equal the state's, as do those at every tick
+    /// between): always when some condition reads `days_since()` or cannot
+    /// be bounded, otherwise only when a threshold lies within the moving
+    /// variables' range over `[start, b]`, the step of an inactivity rule
+    /// starting at `b` included. Spares most boundaries a full evaluation
+    /// (about 1.6k instructions a message under `examples/b2b.toml`).
+    fn may_change_at(&self, start: Timestamp, b: Timestamp) -> bool {
+        if self.plan.opaque || !self.plan.days.is_empty() {
+            return true;
+        }
+        // No message and no other boundary inside `(start, b)`: the range
+        // as `bisect` bounds it, widened by the values at `b` itself.
+        let (fit, lo, hi) = self.contact.engagement_range(self.model, start, b);
+        let (_, at_lo, at_hi) = self.contact.engagement_range(self.model, b, b);
+        self.plan
+            .may_cross(self.model, fit, lo.min(at_lo), hi.max(at_hi))
     }
 
     fn tick_time(&self, k: i64) -> Timestamp {

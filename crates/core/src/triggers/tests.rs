@@ -321,13 +321,22 @@ proptest! {
     fn the_search_equals_evaluating_every_point(
         events in proptest::collection::vec((0..3u8, 0..(12 * DAY)), 1..12),
         opaque in any::<bool>(),
+        days in any::<bool>(),
     ) {
-        let m = if opaque {
-            model(&format!("{PROPERTY_MODEL}{OPAQUE}"))
+        // Without `days_since()` the search skips the boundaries where no
+        // threshold can be crossed.
+        let base = if days {
+            PROPERTY_MODEL.to_string()
         } else {
-            model(PROPERTY_MODEL)
+            PROPERTY_MODEL.replace(r#"score < 4 && days_since("V") >= 1.5"#, "score < 4")
+        };
+        let m = if opaque {
+            model(&format!("{base}{OPAQUE}"))
+        } else {
+            model(&base)
         };
         prop_assert_eq!(m.trigger_plan().opaque, opaque);
+        prop_assert_eq!(m.trigger_plan().days.is_empty(), !days);
         let mut log: Vec<Message> = events
             .iter()
             .enumerate()
