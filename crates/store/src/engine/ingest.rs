@@ -68,7 +68,7 @@ pub(crate) fn ingest(
             scored: model.is_some(),
             ..IngestReport::default()
         },
-        canonical: FxHashMap::default(),
+        canonical: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
         work: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
         gone: BTreeSet::new(),
         ledger: Vec::new(),

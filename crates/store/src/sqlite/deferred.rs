@@ -331,6 +331,9 @@ pub(super) struct Owner {
     serial: u64,
     /// Rows kept at most before they are written regardless of age.
     budget: usize,
+    /// Rows the last committed transaction changed: the next one's staging
+    /// starts that large (ingest groups change about as many each time).
+    last_changes: usize,
 }
 
 impl Owner {
@@ -363,6 +366,7 @@ impl Owner {
             recorded: None,
             serial: 0,
             budget: budget.max(1),
+            last_changes: 0,
         })
     }
 
@@ -390,7 +394,7 @@ impl Owner {
         );
         Ok(Staged {
             start,
-            changes: FxHashMap::default(),
+            changes: FxHashMap::with_capacity_and_hasher(self.last_changes, Default::default()),
             next_serial: self.serial,
             record: None,
         })
@@ -485,6 +489,7 @@ impl Owner {
 
     /// The transaction committed: its changes are what the rows are.
     pub(super) fn committed(&mut self, staged: Staged) {
+        self.last_changes = staged.changes.len();
         let mut inner = self.overlay.write();
         for (id, change) in staged.changes {
             match change {
