@@ -71,7 +71,7 @@ pub(crate) fn ingest(
         canonical: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
         work: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
         gone: BTreeSet::new(),
-        ledger: Vec::new(),
+        ledger: Vec::with_capacity(messages.len()),
         firings: Vec::new(),
     };
     let check_tombstones = tx.has_tombstones()?;

@@ -137,7 +137,11 @@ pub(crate) type NewEntry = LedgerEntry;
 /// `docs/performance.md`, session 25).
 pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
     let f = fields?;
-    let mut out = String::with_capacity(64 + f.tier.len() + f.grade.len() + f.stage.len());
+    // Keys, quotes and braces 54 bytes, a score at most 24: never grown
+    // (labels that need escapes aside).
+    let mut out = String::with_capacity(
+        78 + f.tier.len() + f.grade.len() + f.stage.len() + f.status.as_str().len(),
+    );
     out.push_str("{\"score\":");
     if f.score.is_finite() {
         // serde_json's own float formatter, so the text is the same.
