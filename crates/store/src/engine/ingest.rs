@@ -69,7 +69,9 @@ pub(crate) fn ingest(
             ..IngestReport::default()
         },
         canonical: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
-        work: FxHashMap::with_capacity_and_hasher(messages.len(), Default::default()),
+        // A group's contacts, up to a few thousand (an import's large
+        // batches of few contacts would otherwise reserve far more).
+        work: FxHashMap::with_capacity_and_hasher(messages.len().min(4096), Default::default()),
         gone: BTreeSet::new(),
         ledger: Vec::with_capacity(messages.len()),
         firings: Vec::new(),
