@@ -166,6 +166,13 @@ pub async fn run(
     }
     ops::prometheus();
     let (handle, worker) = StoreHandle::start_caching(store, config.writer_cache_contacts);
+    // The writer starts by deriving again the live rows a killed server
+    // kept in memory (`Store::defer_durability`): nothing is served before,
+    // so no read sees a stored row older than the log.
+    handle
+        .call(|_| ())
+        .await
+        .map_err(|e| std::io::Error::other(format!("the store's writer did not start: {e:?}")))?;
     let handle = match &config.reopen {
         Some(open) => handle.with_readers(open.clone(), config.read_connections),
         None => handle,
