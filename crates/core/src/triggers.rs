@@ -418,12 +418,9 @@ impl Search<'_> {
         if self.plan.opaque || !self.plan.days.is_empty() {
             return true;
         }
-        // No message and no other boundary inside `(start, b)`: the range
-        // as `bisect` bounds it, widened by the values at `b` itself.
-        let (fit, lo, hi) = self.contact.engagement_range(self.model, start, b);
-        let (_, at_lo, at_hi) = self.contact.engagement_range(self.model, b, b);
-        self.plan
-            .may_cross(self.model, fit, lo.min(at_lo), hi.max(at_hi))
+        // No message and no other boundary inside `(start, b)`.
+        let (fit, lo, hi) = self.contact.engagement_range(self.model, start, b, true);
+        self.plan.may_cross(self.model, fit, lo, hi)
     }
 
     fn tick_time(&self, k: i64) -> Timestamp {
@@ -461,9 +458,9 @@ impl Search<'_> {
     /// `from` (which equal the state's), knowing every tick before `lo` and
     /// after `from` agrees with them.
     fn bisect(&self, from: Timestamp, lo: i64, hi: i64) -> Option<i64> {
-        let (fit, e_lo, e_hi) = self
-            .contact
-            .engagement_range(self.model, from, self.tick_time(hi));
+        let (fit, e_lo, e_hi) =
+            self.contact
+                .engagement_range(self.model, from, self.tick_time(hi), false);
         if !self.plan.may_cross(self.model, fit, e_lo, e_hi) {
             return None;
         }

@@ -42,27 +42,39 @@ impl ContactState {
     /// Bounds of the engagement over `[a, b]` when no message and no time
     /// boundary (inactivity start, `days_since` threshold) lies inside: each
     /// decaying sum moves monotonically toward zero, so its values lie
-    /// between those at the ends. Returns (fit, lowest, highest engagement).
+    /// between those at the ends. With `step_at_b`, `b` may be a boundary:
+    /// the engagement there (an inactivity rule starting at `b` included)
+    /// widens the bounds. Returns (fit, lowest, highest engagement).
     pub(crate) fn engagement_range(
         &self,
         model: &Model,
         a: Timestamp,
         b: Timestamp,
+        step_at_b: bool,
     ) -> (f64, f64, f64) {
-        let (mut lo, mut hi) = (0.0, 0.0);
+        let (mut lo, mut hi, mut at_b) = (0.0, 0.0, 0.0);
         for rule in self.awarded(model) {
             let (x, y) = (rule.value_at(a), rule.value_at(b));
             lo += x.min(y);
             hi += x.max(y);
+            at_b += y;
         }
-        let inactivity: f64 = model
-            .inactivities
-            .iter()
-            .enumerate()
-            .map(|(i, r)| r.value_at(self.inactivity_latest(model, i), a))
-            .sum();
+        let inactivity = |t: Timestamp| -> f64 {
+            model
+                .inactivities
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.value_at(self.inactivity_latest(model, i), t))
+                .sum()
+        };
+        let before = inactivity(a);
+        let (mut lo, mut hi) = (lo + before, hi + before);
+        if step_at_b {
+            let at_b = at_b + inactivity(b);
+            (lo, hi) = (lo.min(at_b), hi.max(at_b));
+        }
         let fit = self.contact_at(model, a).fit;
-        (fit, lo + inactivity, hi + inactivity)
+        (fit, lo, hi)
     }
 
     /// Whether some awarded points still decay.
