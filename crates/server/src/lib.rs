@@ -169,10 +169,10 @@ pub async fn run(
     // The writer starts by deriving again the live rows a killed server
     // kept in memory (`Store::defer_durability`): nothing is served before,
     // so no read sees a stored row older than the log.
-    handle
-        .call(|_| ())
-        .await
-        .map_err(|e| std::io::Error::other(format!("the store's writer did not start: {e:?}")))?;
+    handle.call(|_| ()).await.map_err(|e| {
+        let why = e.body["error"].as_str().unwrap_or("it stopped").to_string();
+        std::io::Error::other(format!("the store's writer did not start: {why}"))
+    })?;
     let handle = match &config.reopen {
         Some(open) => handle.with_readers(open.clone(), config.read_connections),
         None => handle,
