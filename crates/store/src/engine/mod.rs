@@ -142,6 +142,12 @@ pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
     let mut out = String::with_capacity(
         78 + f.tier.len() + f.grade.len() + f.stage.len() + f.status.as_str().len(),
     );
+    push_fields_json(&mut out, f);
+    Some(out)
+}
+
+/// Appends [`fields_json`]'s text for `f` to `out`.
+pub(crate) fn push_fields_json(out: &mut String, f: &ScoreFields) {
     out.push_str("{\"score\":");
     if f.score.is_finite() {
         // serde_json's own float formatter, so the text is the same.
@@ -156,10 +162,9 @@ pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
         (",\"status\":", f.status.as_str()),
     ] {
         out.push_str(key);
-        leadscore_core::json::push_string(&mut out, text);
+        leadscore_core::json::push_string(out, text);
     }
     out.push('}');
-    Some(out)
 }
 
 /// What the engine needs from a backend, inside one transaction.

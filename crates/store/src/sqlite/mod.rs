@@ -27,6 +27,7 @@ use crate::{
 
 mod activation;
 mod admin;
+mod borrowed;
 mod contacts;
 mod deferred;
 mod outbox;
@@ -51,6 +52,9 @@ const DEMO_MARK: i64 = 0x4445_4D4F;
 
 /// The SQLite store.
 pub struct SqliteStore {
+    /// The statements run once per ingested message, prepared once.
+    /// Before `conn`: finalized before it closes.
+    prepared: borrowed::Prepared,
     conn: Connection,
     /// The compiled active model, by version (recompiled when another
     /// process activates a different one).
@@ -225,6 +229,7 @@ impl SqliteStore {
             .run(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let mut store = SqliteStore {
+            prepared: borrowed::Prepared::new(&conn),
             conn,
             active: ModelCache::default(),
             shadow: ModelCache::default(),
@@ -585,7 +590,8 @@ impl Store for SqliteStore {
         let active = active_model(&self.active, &tx)?;
         let activating = Self::job(&tx)?.is_some();
         let model = model_of(&active);
-        let mut sql = writing(&mut self.owner, &self.overlay, &tx, model)?;
+        let mut sql =
+            writing(&mut self.owner, &self.overlay, &tx, model)?.preparing(&self.prepared);
         // Inside the (immediate) transaction: nobody else writes until it
         // ends. After `writing`, whose re-derivation would change rows.
         let live = match &mut self.live {

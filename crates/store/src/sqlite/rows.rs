@@ -1,7 +1,7 @@
 //! Rows in and out of SQLite: the engine's transaction interface ([`Tx`])
 //! over one connection, and the decoding of live rows, keys and models.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use leadscore_core::event::Message;
 use leadscore_core::model::Model;
@@ -10,6 +10,7 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
+use super::borrowed::{Borrowed, Param, Prepared};
 use super::contacts;
 use super::deferred::{Entry, Overlay, Staged};
 use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
@@ -165,7 +166,9 @@ pub(super) struct Sql<'c> {
     /// cache's lookup (hashing the SQL) and its return (clearing every
     /// binding) cost 3.3k instructions per message when paid per call
     /// (callgrind, `ingest_replay`).
-    insert_event: Option<CachedStatement<'c>>,
+    insert_event: Option<Borrowed<'c>>,
+    /// Where `insert_event` and the ledger's inserts are kept prepared.
+    prepared: Option<&'c Prepared>,
     update_live: [Option<CachedStatement<'c>>; 4],
     /// Live rows kept in memory by the server's writer
     /// ([`super::deferred`]), when they go with this snapshot: read in
@@ -181,6 +184,7 @@ impl<'c> Sql<'c> {
         Sql {
             conn,
             insert_event: None,
+            prepared: None,
             update_live: [None, None, None, None],
             overlay: None,
             staged: None,
@@ -203,6 +207,23 @@ impl<'c> Sql<'c> {
             overlay: Some(overlay),
             staged: Some(staged),
             ..Sql::new(conn)
+        }
+    }
+
+    /// Takes the statements run once per message from `prepared`.
+    pub(super) fn preparing(self, prepared: &'c Prepared) -> Sql<'c> {
+        Sql {
+            prepared: Some(prepared),
+            ..self
+        }
+    }
+
+    /// `sql`'s statement: from [`Sql::preparing`]'s, else prepared for the
+    /// caller.
+    fn borrowed(&self, sql: &'static str) -> rusqlite::Result<Borrowed<'c>> {
+        match self.prepared {
+            Some(prepared) => prepared.statement(self.conn, sql),
+            None => Borrowed::prepare(self.conn, sql),
         }
     }
 
@@ -444,13 +465,19 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
-        let n = held(
-            &mut self.insert_event,
-            self.conn,
-            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (message_id) DO NOTHING",
-        )?
-        .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+        let insert = match &mut self.insert_event {
+            Some(insert) => insert,
+            None => self.insert_event.insert(self.borrowed(
+                "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (message_id) DO NOTHING",
+            )?),
+        };
+        let n = insert.execute(&[
+            m.message_id.as_str().into(),
+            m.own_id().into(),
+            m.timestamp.0.into(),
+            body.into(),
+        ])?;
         Ok(n == 1)
     }
 
@@ -615,7 +642,7 @@ impl Tx for Sql<'_> {
     fn put_rows_and_ledger(&mut self, rows: &mut [LiveWrite], entries: &[NewEntry]) -> Result<()> {
         // Entries first, so that each row is written once with its entries'
         // positions.
-        let seqs = insert_ledger(self.conn, entries)?;
+        let seqs = insert_ledger(self, entries)?;
         let mut groups =
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
         for write in rows {
@@ -795,32 +822,47 @@ const UPDATE_LIVE: [&str; 4] = [
 ];
 
 /// Appends ledger entries in order; their positions.
-fn insert_ledger<'e>(conn: &Connection, entries: &'e [NewEntry]) -> Result<Vec<i64>> {
+fn insert_ledger<'e>(sql: &Sql<'_>, entries: &'e [NewEntry]) -> Result<Vec<i64>> {
     // Many rows per statement: one statement step per 64 entries.
     const ROWS: usize = 64;
     const INSERT: &str =
         "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
-    let many = format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", "));
-    let one = format!("{INSERT}(?, ?, ?, ?, ?, ?, ?)");
-    let values = |group: &'e [NewEntry]| {
-        use rusqlite::types::{ToSqlOutput, Value as V, ValueRef};
-        // The entries' own texts borrowed, not copied.
-        let borrowed = |t: &'e str| ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()));
-        let owned = |v: V| ToSqlOutput::Owned(v);
-        let text = |t: Option<String>| owned(t.map_or(V::Null, V::Text));
-        let mut values = Vec::with_capacity(7 * group.len());
+    static MANY: LazyLock<String> =
+        LazyLock::new(|| format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", ")));
+    const ONE: &str =
+        "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) \
+        VALUES (?, ?, ?, ?, ?, ?, ?)";
+    let conn = sql.conn;
+    // The entries' texts borrowed; their JSON texts written for each group
+    // into one text, and borrowed from it.
+    let mut json = String::new();
+    let mut spans: Vec<Option<std::ops::Range<usize>>> = Vec::with_capacity(2 * ROWS);
+    let mut run = |stmt: &mut Borrowed<'_>, group: &'e [NewEntry]| {
+        json.clear();
+        spans.clear();
         for e in group {
+            for fields in [&e.old, &e.new] {
+                spans.push(fields.as_ref().map(|f| {
+                    let start = json.len();
+                    engine::push_fields_json(&mut json, f);
+                    start..json.len()
+                }));
+            }
+        }
+        let mut values = Vec::with_capacity(7 * group.len());
+        for (e, texts) in group.iter().zip(spans.chunks(2)) {
+            let text = |i: usize| texts[i].clone().map(|span| &json[span]);
             values.extend([
-                borrowed(&e.contact),
-                owned(e.at.map_or(V::Null, |t| V::Integer(t.0))),
-                owned(V::Integer(e.recorded_at.0)),
-                owned(V::Integer(i64::from(e.model_version))),
-                text(engine::fields_json(e.old.as_ref())),
-                text(engine::fields_json(e.new.as_ref())),
-                borrowed(&e.cause),
+                Param::Text(&e.contact),
+                e.at.map(|t| t.0).into(),
+                e.recorded_at.0.into(),
+                i64::from(e.model_version).into(),
+                text(0).into(),
+                text(1).into(),
+                Param::Text(&e.cause),
             ]);
         }
-        rusqlite::params_from_iter(values)
+        stmt.execute(&values)
     };
     // Each statement's rows take consecutive positions (one writer, a rowid
     // one above the largest), the last of them the connection's last
@@ -831,15 +873,19 @@ fn insert_ledger<'e>(conn: &Connection, entries: &'e [NewEntry]) -> Result<Vec<i
         seqs.extend((last + 1 - n as i64)..=last);
     };
     let full = entries.len() / ROWS * ROWS;
-    let mut stmt = conn.prepare_cached(&many)?;
-    for group in entries[..full].chunks(ROWS) {
-        stmt.execute(values(group))?;
-        positions(ROWS);
+    if full > 0 {
+        let mut stmt = sql.borrowed(MANY.as_str())?;
+        for group in entries[..full].chunks(ROWS) {
+            run(&mut stmt, group)?;
+            positions(ROWS);
+        }
     }
-    let mut stmt = conn.prepare_cached(&one)?;
-    for entry in &entries[full..] {
-        stmt.execute(values(std::slice::from_ref(entry)))?;
-        positions(1);
+    if full < entries.len() {
+        let mut stmt = sql.borrowed(ONE)?;
+        for entry in &entries[full..] {
+            run(&mut stmt, std::slice::from_ref(entry))?;
+            positions(1);
+        }
     }
     Ok(seqs)
 }
