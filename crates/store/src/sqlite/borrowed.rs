@@ -20,7 +20,9 @@ use rusqlite::{ffi, Connection};
 pub(super) enum Param<'a> {
     Null,
     Integer(i64),
+    Real(f64),
     Text(&'a str),
+    Blob(&'a [u8]),
 }
 
 impl<'a> From<&'a str> for Param<'a> {
@@ -38,6 +40,18 @@ impl From<i64> for Param<'_> {
 impl<'a> From<Option<&'a str>> for Param<'a> {
     fn from(text: Option<&'a str>) -> Self {
         text.map_or(Param::Null, Param::Text)
+    }
+}
+
+impl From<f64> for Param<'_> {
+    fn from(x: f64) -> Self {
+        Param::Real(x)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Param<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Param::Blob(bytes)
     }
 }
 
@@ -159,13 +173,14 @@ impl<'c> Borrowed<'c> {
         let mut rc = ffi::SQLITE_OK;
         for (i, param) in params.iter().enumerate() {
             let index = c_int::try_from(i + 1).map_err(|_| rusqlite::Error::InvalidQuery)?;
-            // SAFETY: `stmt` is prepared and not finalized. A text is bound
-            // with SQLITE_STATIC: it is borrowed for this call, and every
-            // binding is cleared below before the call returns.
+            // SAFETY: `stmt` is prepared and not finalized. A text or blob
+            // is bound with SQLITE_STATIC: it is borrowed for this call, and
+            // every binding is cleared below before the call returns.
             rc = unsafe {
                 match *param {
                     Param::Null => ffi::sqlite3_bind_null(stmt, index),
                     Param::Integer(n) => ffi::sqlite3_bind_int64(stmt, index, n),
+                    Param::Real(x) => ffi::sqlite3_bind_double(stmt, index, x),
                     Param::Text(text) => ffi::sqlite3_bind_text64(
                         stmt,
                         index,
@@ -173,6 +188,13 @@ impl<'c> Borrowed<'c> {
                         text.len() as u64,
                         ffi::SQLITE_STATIC(),
                         ffi::SQLITE_UTF8 as u8,
+                    ),
+                    Param::Blob(bytes) => ffi::sqlite3_bind_blob64(
+                        stmt,
+                        index,
+                        bytes.as_ptr().cast(),
+                        bytes.len() as u64,
+                        ffi::SQLITE_STATIC(),
                     ),
                 }
             };
@@ -227,6 +249,9 @@ mod tests {
     use super::*;
 
     fn conn() -> Connection {
+        // As the store opens SQLite: its page cache goes in first (a test
+        // of this process checks that it could).
+        crate::pcache::install();
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (a TEXT UNIQUE, b INTEGER, c TEXT)")
             .unwrap();

@@ -7,7 +7,7 @@ use leadscore_core::event::Message;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
-use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::borrowed::{Borrowed, Param, Prepared};
@@ -72,31 +72,48 @@ macro_rules! update_live {
     };
 }
 
-/// A row's 17 columns (and more) as statement parameters, in place: the
-/// JSON texts made here live until the end of the statement.
-macro_rules! row_params {
-    ($row:expr $(, $extra:expr)*) => {
-        params![
-            $row.id,
-            $row.model_version,
-            $row.state,
-            $row.traits_json(),
-            $row.company_json(),
-            $row.last_ts.map(|t| t.0),
-            $row.score.score,
-            $row.score.raw,
-            $row.score.fit,
-            $row.score.engagement,
-            $row.score.tier,
-            $row.score.grade,
-            $row.score.stage,
-            $row.score.status.as_str(),
-            serde_json::to_string(&$row.score.reasons).expect("strings serialise"),
-            $row.triggers,
-            $row.due.map(|t| t.0)
-            $(, $extra)*
-        ]
-    };
+/// The texts a row's parameters borrow besides the row's own.
+struct RowTexts {
+    traits: String,
+    company: String,
+    reasons: String,
+}
+
+impl RowTexts {
+    fn of(row: &Row) -> RowTexts {
+        RowTexts {
+            traits: row.traits_json(),
+            company: row.company_json(),
+            reasons: serde_json::to_string(&row.score.reasons).expect("strings serialise"),
+        }
+    }
+}
+
+/// A row's 17 columns as statement parameters (`?1` to `?17`), then
+/// `extra`.
+fn row_values<'a>(row: &'a Row, texts: &'a RowTexts, extra: &[Param<'a>]) -> Vec<Param<'a>> {
+    let mut values = Vec::with_capacity(17 + extra.len());
+    values.extend([
+        Param::Text(&row.id),
+        i64::from(row.model_version).into(),
+        Param::Blob(&row.state),
+        Param::Text(&texts.traits),
+        Param::Text(&texts.company),
+        row.last_ts.map(|t| t.0).into(),
+        row.score.score.into(),
+        row.score.raw.into(),
+        row.score.fit.into(),
+        row.score.engagement.into(),
+        Param::Text(&row.score.tier),
+        Param::Text(&row.score.grade),
+        Param::Text(&row.score.stage),
+        Param::Text(row.score.status.as_str()),
+        Param::Text(&texts.reasons),
+        Param::Blob(&row.triggers),
+        row.due.map(|t| t.0).into(),
+    ]);
+    values.extend_from_slice(extra);
+    values
 }
 
 pub(super) const ROW_COLUMNS: &str = "id, model_version, state, traits, company, last_ts, score, raw, fit, engagement, tier, grade, stage, status, reasons, triggers, due";
@@ -161,15 +178,15 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
 /// The engine's view of a connection inside a transaction.
 pub(super) struct Sql<'c> {
     conn: &'c Connection,
-    /// The statements run once per message, taken from the connection's
-    /// cache on first use and given back when `self` is dropped: the
-    /// cache's lookup (hashing the SQL) and its return (clearing every
-    /// binding) cost 3.3k instructions per message when paid per call
-    /// (callgrind, `ingest_replay`).
+    /// The statements run once per message, held from their first use:
+    /// looking them up per call (in rusqlite's cache, by hashing the SQL)
+    /// cost 3.3k instructions per message (callgrind, `ingest_replay`).
+    /// Their texts are bound without a copy ([`super::borrowed`]).
     insert_event: Option<Borrowed<'c>>,
-    /// Where `insert_event` and the ledger's inserts are kept prepared.
+    update_live: [Option<Borrowed<'c>>; 4],
+    /// Where those statements and the ledger's inserts are kept prepared
+    /// ([`Sql::preparing`]); without it they are prepared per transaction.
     prepared: Option<&'c Prepared>,
-    update_live: [Option<CachedStatement<'c>>; 4],
     /// Live rows kept in memory by the server's writer
     /// ([`super::deferred`]), when they go with this snapshot: read in
     /// place of the stored ones.
@@ -318,9 +335,14 @@ impl<'c> Sql<'c> {
         let score = score.to_bits() != row.score.score.to_bits();
         let due = due != row.due;
         let which = usize::from(score) * 2 + usize::from(due);
-        let update = held(&mut self.update_live[which], self.conn, UPDATE_LIVE[which])?;
+        let update = match &mut self.update_live[which] {
+            Some(update) => update,
+            None => self.update_live[which].insert(self.borrowed(UPDATE_LIVE[which])?),
+        };
+        let texts = RowTexts::of(row);
+        let extra = [history.into(), rowid.into()];
         // The id is checked too: a row moved since would not match.
-        if update.execute(row_params!(row, history, rowid))? != 1 {
+        if update.execute(&row_values(row, &texts, &extra))? != 1 {
             return Err(StoreError::Corrupt(format!(
                 "live row {:?}, known to the writer at {rowid}, is not there",
                 row.id
@@ -405,8 +427,12 @@ impl<'c> Sql<'c> {
             None => {
                 let old = contacts::live_history(conn, &row.id)?.flatten();
                 let history = contacts::history_with(conn, &row.id, old, positions)?;
-                conn.prepare_cached(REPLACE_LIVE)?
-                    .execute(row_params!(row, history))?;
+                let texts = RowTexts::of(row);
+                self.borrowed(REPLACE_LIVE)?.execute(&row_values(
+                    row,
+                    &texts,
+                    &[history.as_deref().into()],
+                ))?;
                 (history, conn.last_insert_rowid())
             }
         };
@@ -434,19 +460,6 @@ fn stored_facts(
             ))
         })
         .optional()?)
-}
-
-/// The statement held in `slot`, prepared (through the connection's cache)
-/// on first use.
-fn held<'s, 'c>(
-    slot: &'s mut Option<CachedStatement<'c>>,
-    conn: &'c Connection,
-    sql: &str,
-) -> Result<&'s mut CachedStatement<'c>> {
-    Ok(match slot {
-        Some(statement) => statement,
-        None => slot.insert(conn.prepare_cached(sql)?),
-    })
 }
 
 impl Tx for Sql<'_> {
@@ -606,7 +619,8 @@ impl Tx for Sql<'_> {
                 .map(drop),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
-                self.conn.prepare_cached(sql)?.execute(row_params!(row))?;
+                let texts = RowTexts::of(row);
+                self.borrowed(sql)?.execute(&row_values(row, &texts, &[]))?;
                 Ok(())
             }
         }
@@ -806,7 +820,7 @@ impl Tx for Sql<'_> {
     }
 }
 
-/// Writes a live row whole ([`row_params!`] with its positions as `?18`).
+/// Writes a live row whole ([`row_values`] with its positions as `?18`).
 const REPLACE_LIVE: &str = "INSERT OR REPLACE INTO contacts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
 /// Updates a stored live row (parameters as [`REPLACE_LIVE`]'s, and its
