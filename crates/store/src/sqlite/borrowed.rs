@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::ffi::{c_int, c_uint, CStr};
 use std::ptr::NonNull;
 
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{ffi, Connection};
 
 /// One parameter.
@@ -23,6 +24,19 @@ pub(super) enum Param<'a> {
     Real(f64),
     Text(&'a str),
     Blob(&'a [u8]),
+}
+
+/// For statements run through rusqlite (which copies texts and blobs).
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Param::Null => ValueRef::Null,
+            Param::Integer(n) => ValueRef::Integer(n),
+            Param::Real(x) => ValueRef::Real(x),
+            Param::Text(text) => ValueRef::Text(text.as_bytes()),
+            Param::Blob(bytes) => ValueRef::Blob(bytes),
+        }))
+    }
 }
 
 impl<'a> From<&'a str> for Param<'a> {

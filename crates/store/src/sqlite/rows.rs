@@ -10,7 +10,7 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
-use super::borrowed::{Borrowed, Param, Prepared};
+use super::borrowed::{Param, Prepared};
 use super::contacts;
 use super::deferred::{Entry, Overlay, Staged};
 use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
@@ -178,14 +178,8 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
 /// The engine's view of a connection inside a transaction.
 pub(super) struct Sql<'c> {
     conn: &'c Connection,
-    /// The statements run once per message, held from their first use:
-    /// looking them up per call (in rusqlite's cache, by hashing the SQL)
-    /// cost 3.3k instructions per message (callgrind, `ingest_replay`).
-    /// Their texts are bound without a copy ([`super::borrowed`]).
-    insert_event: Option<Borrowed<'c>>,
-    update_live: [Option<Borrowed<'c>>; 4],
-    /// Where those statements and the ledger's inserts are kept prepared
-    /// ([`Sql::preparing`]); without it they are prepared per transaction.
+    /// Where the statements run once per message are kept prepared, their
+    /// texts bound without a copy ([`super::borrowed`], [`Sql::run`]).
     prepared: Option<&'c Prepared>,
     /// Live rows kept in memory by the server's writer
     /// ([`super::deferred`]), when they go with this snapshot: read in
@@ -200,9 +194,7 @@ impl<'c> Sql<'c> {
     pub(super) fn new(conn: &'c Connection) -> Sql<'c> {
         Sql {
             conn,
-            insert_event: None,
             prepared: None,
-            update_live: [None, None, None, None],
             overlay: None,
             staged: None,
         }
@@ -235,12 +227,16 @@ impl<'c> Sql<'c> {
         }
     }
 
-    /// `sql`'s statement: from [`Sql::preparing`]'s, else prepared for the
-    /// caller.
-    fn borrowed(&self, sql: &'static str) -> rusqlite::Result<Borrowed<'c>> {
+    /// Runs `sql` with `values`: through [`Sql::preparing`]'s statements
+    /// (the writer's and an import's hot path), else through rusqlite's
+    /// cache of the connection.
+    fn run(&self, sql: &'static str, values: &[Param<'_>]) -> rusqlite::Result<usize> {
         match self.prepared {
-            Some(prepared) => prepared.statement(self.conn, sql),
-            None => Borrowed::prepare(self.conn, sql),
+            Some(prepared) => prepared.statement(self.conn, sql)?.execute(values),
+            None => self
+                .conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(values)),
         }
     }
 
@@ -335,14 +331,10 @@ impl<'c> Sql<'c> {
         let score = score.to_bits() != row.score.score.to_bits();
         let due = due != row.due;
         let which = usize::from(score) * 2 + usize::from(due);
-        let update = match &mut self.update_live[which] {
-            Some(update) => update,
-            None => self.update_live[which].insert(self.borrowed(UPDATE_LIVE[which])?),
-        };
         let texts = RowTexts::of(row);
         let extra = [history.into(), rowid.into()];
         // The id is checked too: a row moved since would not match.
-        if update.execute(&row_values(row, &texts, &extra))? != 1 {
+        if self.run(UPDATE_LIVE[which], &row_values(row, &texts, &extra))? != 1 {
             return Err(StoreError::Corrupt(format!(
                 "live row {:?}, known to the writer at {rowid}, is not there",
                 row.id
@@ -428,11 +420,10 @@ impl<'c> Sql<'c> {
                 let old = contacts::live_history(conn, &row.id)?.flatten();
                 let history = contacts::history_with(conn, &row.id, old, positions)?;
                 let texts = RowTexts::of(row);
-                self.borrowed(REPLACE_LIVE)?.execute(&row_values(
-                    row,
-                    &texts,
-                    &[history.as_deref().into()],
-                ))?;
+                self.run(
+                    REPLACE_LIVE,
+                    &row_values(row, &texts, &[history.as_deref().into()]),
+                )?;
                 (history, conn.last_insert_rowid())
             }
         };
@@ -478,19 +469,16 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
-        let insert = match &mut self.insert_event {
-            Some(insert) => insert,
-            None => self.insert_event.insert(self.borrowed(
-                "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (message_id) DO NOTHING",
-            )?),
-        };
-        let n = insert.execute(&[
-            m.message_id.as_str().into(),
-            m.own_id().into(),
-            m.timestamp.0.into(),
-            body.into(),
-        ])?;
+        let n = self.run(
+            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (message_id) DO NOTHING",
+            &[
+                m.message_id.as_str().into(),
+                m.own_id().into(),
+                m.timestamp.0.into(),
+                body.into(),
+            ],
+        )?;
         Ok(n == 1)
     }
 
@@ -620,7 +608,7 @@ impl Tx for Sql<'_> {
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
                 let texts = RowTexts::of(row);
-                self.borrowed(sql)?.execute(&row_values(row, &texts, &[]))?;
+                self.run(sql, &row_values(row, &texts, &[]))?;
                 Ok(())
             }
         }
@@ -851,7 +839,7 @@ fn insert_ledger<'e>(sql: &Sql<'_>, entries: &'e [NewEntry]) -> Result<Vec<i64>>
     // into one text, and borrowed from it.
     let mut json = String::new();
     let mut spans: Vec<Option<std::ops::Range<usize>>> = Vec::with_capacity(2 * ROWS);
-    let mut run = |stmt: &mut Borrowed<'_>, group: &'e [NewEntry]| {
+    let mut run = |statement: &'static str, group: &'e [NewEntry]| {
         json.clear();
         spans.clear();
         for e in group {
@@ -876,7 +864,7 @@ fn insert_ledger<'e>(sql: &Sql<'_>, entries: &'e [NewEntry]) -> Result<Vec<i64>>
                 Param::Text(&e.cause),
             ]);
         }
-        stmt.execute(&values)
+        sql.run(statement, &values)
     };
     // Each statement's rows take consecutive positions (one writer, a rowid
     // one above the largest), the last of them the connection's last
@@ -887,19 +875,13 @@ fn insert_ledger<'e>(sql: &Sql<'_>, entries: &'e [NewEntry]) -> Result<Vec<i64>>
         seqs.extend((last + 1 - n as i64)..=last);
     };
     let full = entries.len() / ROWS * ROWS;
-    if full > 0 {
-        let mut stmt = sql.borrowed(MANY.as_str())?;
-        for group in entries[..full].chunks(ROWS) {
-            run(&mut stmt, group)?;
-            positions(ROWS);
-        }
+    for group in entries[..full].chunks(ROWS) {
+        run(MANY.as_str(), group)?;
+        positions(ROWS);
     }
-    if full < entries.len() {
-        let mut stmt = sql.borrowed(ONE)?;
-        for entry in &entries[full..] {
-            run(&mut stmt, std::slice::from_ref(entry))?;
-            positions(1);
-        }
+    for entry in &entries[full..] {
+        run(ONE, std::slice::from_ref(entry))?;
+        positions(1);
     }
     Ok(seqs)
 }
