@@ -1,13 +1,14 @@
-//! A prepared statement whose texts are bound without a copy.
+//! Prepared statements whose texts and blobs are bound without a copy.
 //!
 //! rusqlite binds every text with `SQLITE_TRANSIENT`, so SQLite allocates a
 //! copy of each one, and frees it when the parameter is bound again; for
 //! the statements run once per ingested message (the event, with its whole
-//! JSON body, and the ledger's entries) that was about 3k instructions a
-//! message (docs/performance.md, session 28). Here texts are bound with
-//! `SQLITE_STATIC`, which SQLite allows while the text outlives the
-//! binding: [`Borrowed::execute`] borrows its parameters for the call and
-//! clears every binding before it returns.
+//! JSON body, and the ledger's entries) that and preparing the ledger's
+//! statements were about 2.5k instructions a message (docs/performance.md,
+//! session 28). Here texts and blobs are bound with `SQLITE_STATIC`, which
+//! SQLite allows while they outlive the binding: [`Borrowed::execute`]
+//! borrows its parameters for the call and clears every binding before it
+//! returns. [`Prepared`] keeps the statements of one connection prepared.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_uint, CStr};
