@@ -240,6 +240,17 @@ impl<'c> Sql<'c> {
         }
     }
 
+    /// Runs `sql` with `row`'s 17 columns as `?1` to `?17`, then `extra`.
+    fn run_row(
+        &self,
+        sql: &'static str,
+        row: &Row,
+        extra: &[Param<'_>],
+    ) -> rusqlite::Result<usize> {
+        let texts = RowTexts::of(row);
+        self.run(sql, &row_values(row, &texts, extra))
+    }
+
     pub(super) fn conn(&self) -> &'c Connection {
         self.conn
     }
@@ -331,10 +342,8 @@ impl<'c> Sql<'c> {
         let score = score.to_bits() != row.score.score.to_bits();
         let due = due != row.due;
         let which = usize::from(score) * 2 + usize::from(due);
-        let texts = RowTexts::of(row);
-        let extra = [history.into(), rowid.into()];
         // The id is checked too: a row moved since would not match.
-        if self.run(UPDATE_LIVE[which], &row_values(row, &texts, &extra))? != 1 {
+        if self.run_row(UPDATE_LIVE[which], row, &[history.into(), rowid.into()])? != 1 {
             return Err(StoreError::Corrupt(format!(
                 "live row {:?}, known to the writer at {rowid}, is not there",
                 row.id
@@ -419,11 +428,7 @@ impl<'c> Sql<'c> {
             None => {
                 let old = contacts::live_history(conn, &row.id)?.flatten();
                 let history = contacts::history_with(conn, &row.id, old, positions)?;
-                let texts = RowTexts::of(row);
-                self.run(
-                    REPLACE_LIVE,
-                    &row_values(row, &texts, &[history.as_deref().into()]),
-                )?;
+                self.run_row(REPLACE_LIVE, row, &[history.as_deref().into()])?;
                 (history, conn.last_insert_rowid())
             }
         };
@@ -607,8 +612,7 @@ impl Tx for Sql<'_> {
                 .map(drop),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
-                let texts = RowTexts::of(row);
-                self.run(sql, &row_values(row, &texts, &[]))?;
+                self.run_row(sql, row, &[])?;
                 Ok(())
             }
         }
@@ -827,13 +831,19 @@ const UPDATE_LIVE: [&str; 4] = [
 fn insert_ledger<'e>(sql: &Sql<'_>, entries: &'e [NewEntry]) -> Result<Vec<i64>> {
     // Many rows per statement: one statement step per 64 entries.
     const ROWS: usize = 64;
-    const INSERT: &str =
-        "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES ";
+    macro_rules! insert {
+        () => {
+            "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) VALUES "
+        };
+    }
+    macro_rules! row {
+        () => {
+            "(?, ?, ?, ?, ?, ?, ?)"
+        };
+    }
+    const ONE: &str = concat!(insert!(), row!());
     static MANY: LazyLock<String> =
-        LazyLock::new(|| format!("{INSERT}{}", vec!["(?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", ")));
-    const ONE: &str =
-        "INSERT INTO ledger (contact, at, recorded_at, model_version, old, new, cause) \
-        VALUES (?, ?, ?, ?, ?, ?, ?)";
+        LazyLock::new(|| format!("{}{}", insert!(), vec![row!(); ROWS].join(", ")));
     let conn = sql.conn;
     // The entries' texts borrowed; their JSON texts written for each group
     // into one text, and borrowed from it.
