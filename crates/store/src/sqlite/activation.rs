@@ -71,8 +71,9 @@ impl SqliteStore {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Logs read with the positions this process's writer keeps.
             let Some((last, n)) = engine::activation_step(
-                &mut Sql::new(&tx),
+                &mut Sql::viewing(&tx, self.overlay.view(&tx)?),
                 &model,
                 version,
                 cursor.as_deref(),

@@ -103,7 +103,12 @@ impl SqliteStore {
         };
         let erased_at = now().0;
         for member in &ids {
-            report.events += tx.execute("DELETE FROM events WHERE own_id = ?1", [member])? as u64;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM events WHERE seq = ?1 AND own_id = ?2")?;
+            for seq in sql.log_positions(member)? {
+                report.events += delete.execute(params![seq, member])? as u64;
+            }
+            sql.forget_log(member)?;
             tx.execute(
                 "DELETE FROM links WHERE from_id = ?1 OR to_id = ?1",
                 [member],
@@ -162,7 +167,7 @@ pub(super) fn group_positions<'a>(
 }
 
 /// Appends a position to `seq,seq,…`.
-fn push_position(text: &mut String, seq: i64) {
+pub(super) fn push_position(text: &mut String, seq: i64) {
     if !text.is_empty() {
         text.push(',');
     }

@@ -25,6 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::contacts;
+use super::logruns::{self, Logged, Pending, Tail};
 use super::rows::Sql;
 use crate::engine::{self, Row, Tx};
 use crate::Result;
@@ -90,6 +91,8 @@ struct Inner {
     /// The epoch in `deferred_rows` that `rows` go with (0: none).
     epoch: i64,
     rows: FxHashMap<String, Arc<Entry>>,
+    /// Positions the writer appended lately, by own id ([`logruns`]).
+    tail: Tail,
     /// Contacts in the order they were first kept, with that keeping's
     /// serial and time (an entry whose row was written since, or kept
     /// again, is skipped).
@@ -196,13 +199,32 @@ impl Overlay {
         self.read().rows.len()
     }
 
-    /// Forgets every row (they are written, or re-derived by another
-    /// connection).
+    /// The positions of `own_id`'s events the writer appended lately,
+    /// holding every one no run holds in a snapshot that recorded
+    /// `check` (epoch, oldest position left in memory): `None` when they
+    /// cannot be known here. Without `check`, for the writer itself.
+    pub(super) fn log_positions(
+        &self,
+        own_id: &str,
+        check: Option<(i64, i64)>,
+    ) -> Option<Vec<i64>> {
+        let inner = self.read();
+        let from = match check {
+            Some((epoch, from)) if epoch == inner.epoch => from,
+            Some(_) => return None,
+            None => i64::MAX,
+        };
+        inner.tail.positions(own_id, from).map(<[i64]>::to_vec)
+    }
+
+    /// Forgets every row and position (they are written, or re-derived by
+    /// another connection).
     pub(super) fn clear(&self) {
         let mut inner = self.write();
         inner.epoch = 0;
         inner.rows.clear();
         inner.order.clear();
+        inner.tail.clear();
     }
 }
 
@@ -212,17 +234,21 @@ pub(super) struct Recorded {
     pub epoch: i64,
     pub events_from: i64,
     pub ledger_from: i64,
+    /// The oldest position of the log that may be in no run
+    /// ([`logruns`]; `None`: every one is).
+    pub log_from: Option<i64>,
 }
 
 /// The `deferred_rows` row in `conn`'s snapshot.
 pub(super) fn recorded(conn: &Connection) -> Result<Option<Recorded>> {
     Ok(conn
-        .prepare_cached("SELECT epoch, events_from, ledger_from FROM deferred_rows")?
+        .prepare_cached("SELECT epoch, events_from, ledger_from, log_from FROM deferred_rows")?
         .query_row([], |r| {
             Ok(Recorded {
                 epoch: r.get(0)?,
                 events_from: r.get(1)?,
                 ledger_from: r.get(2)?,
+                log_from: r.get(3)?,
             })
         })
         .optional()?)
@@ -236,13 +262,16 @@ fn record(conn: &Connection, r: Option<Recorded>) -> Result<()> {
             .execute([])?;
         return Ok(());
     };
-    let values = params![r.epoch, r.events_from, r.ledger_from];
+    let values = params![r.epoch, r.events_from, r.ledger_from, r.log_from];
     let updated = conn
-        .prepare_cached("UPDATE deferred_rows SET epoch = ?1, events_from = ?2, ledger_from = ?3")?
+        .prepare_cached(
+            "UPDATE deferred_rows SET epoch = ?1, events_from = ?2, ledger_from = ?3, log_from = ?4",
+        )?
         .execute(values)?;
     if updated == 0 {
         conn.prepare_cached(
-            "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from) VALUES (1, ?1, ?2, ?3)",
+            "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from, log_from)
+             VALUES (1, ?1, ?2, ?3, ?4)",
         )?
         .execute(values)?;
     }
@@ -259,6 +288,15 @@ pub(super) struct Staged {
     next_serial: u64,
     /// What the transaction records in `deferred_rows`, once it decided.
     record: Option<Option<Recorded>>,
+    /// The positions of the events it appended, by own id.
+    pub logged: Logged,
+    /// Own ids whose pending positions it wrote in runs.
+    flushed: Vec<String>,
+    /// Own ids it erased.
+    forgotten: Vec<String>,
+    /// Every position before this is in a run once it commits, or in
+    /// [`Pending`].
+    log_from: i64,
 }
 
 impl Staged {
@@ -310,6 +348,12 @@ impl Staged {
         self.changes.insert(id.to_string(), None);
     }
 
+    /// `own_id` is erased: its pending positions go.
+    pub(super) fn forget(&mut self, own_id: &str) {
+        self.logged.remove(own_id);
+        self.forgotten.push(own_id.to_string());
+    }
+
     /// Whether this transaction changed what is kept for `id`.
     pub(super) fn changes_row(&self, id: &str) -> bool {
         self.changes.contains_key(id)
@@ -334,6 +378,8 @@ pub(super) struct Owner {
     /// Rows the last committed transaction changed: the next one's staging
     /// starts that large (ingest groups change about as many each time).
     last_changes: usize,
+    /// Positions of the log appended and in no run yet ([`logruns`]).
+    pending: Pending,
 }
 
 impl Owner {
@@ -367,6 +413,7 @@ impl Owner {
             serial: 0,
             budget: budget.max(1),
             last_changes: 0,
+            pending: Pending::default(),
         })
     }
 
@@ -382,6 +429,7 @@ impl Owner {
         let found = recorded(conn)?;
         if found != self.recorded {
             self.overlay.clear();
+            self.pending.clear();
             self.recorded = None;
             if found.is_some() {
                 recover(conn, model)?;
@@ -392,11 +440,17 @@ impl Owner {
             next_seq(conn, "SELECT coalesce(max(seq), 0) + 1 FROM ledger")?,
             Instant::now(),
         );
+        // Every position before the first transaction's is in a run.
+        self.overlay.write().tail.start(start.0);
         Ok(Staged {
             start,
             changes: FxHashMap::with_capacity_and_hasher(self.last_changes, Default::default()),
             next_serial: self.serial,
             record: None,
+            logged: Logged::default(),
+            flushed: Vec::new(),
+            forgotten: Vec::new(),
+            log_from: start.0,
         })
     }
 
@@ -436,13 +490,56 @@ impl Owner {
         due
     }
 
-    /// Records in `deferred_rows` where the oldest row still kept after
-    /// this transaction stands (or that none is), inside it.
+    /// Writes in runs the pending positions of the own ids due (`all`:
+    /// every one), in the transaction `conn` has open.
+    pub(super) fn write_runs(
+        &self,
+        conn: &Connection,
+        staged: &mut Staged,
+        now: Instant,
+        all: bool,
+    ) -> Result<()> {
+        let due = if all {
+            self.pending.all()
+        } else {
+            let cutoff = now.checked_sub(WRITE_AFTER);
+            self.pending
+                .due(cutoff, self.budget, ROWS_PER_COMMIT, BACKLOG_SHARE)
+        };
+        for own_id in due {
+            if staged.forgotten.contains(&own_id) {
+                continue;
+            }
+            let seqs = self.pending.positions(&own_id).unwrap_or_default();
+            logruns::add_run(conn, &own_id, seqs)?;
+            staged.flushed.push(own_id);
+        }
+        Ok(())
+    }
+
+    /// Records in `deferred_rows` where the oldest row still kept and the
+    /// oldest position in no run after this transaction stand (or that
+    /// there is neither), inside it.
     pub(super) fn record(&self, conn: &Connection, staged: &mut Staged) -> Result<()> {
-        let want = self.oldest(staged).map(|since| Recorded {
+        let skip: FxHashSet<&str> = staged
+            .flushed
+            .iter()
+            .chain(&staged.forgotten)
+            .map(String::as_str)
+            .collect();
+        let pending = self.pending.oldest(&skip);
+        let appended = staged.logged.values().flatten();
+        let (first, last) = (appended.clone().min().copied(), appended.max().copied());
+        staged.log_from = match pending.into_iter().chain(first).min() {
+            Some(oldest) => oldest,
+            None => staged.start.0.max(last.map_or(0, |l| l + 1)),
+        };
+        let rows = self.oldest(staged);
+        let want = (rows.is_some() || pending.is_some() || first.is_some()).then(|| Recorded {
             epoch: self.epoch,
-            events_from: since.events,
-            ledger_from: since.ledger,
+            events_from: rows.map_or(i64::MAX, |since| since.events),
+            ledger_from: rows.map_or(i64::MAX, |since| since.ledger),
+            log_from: Some(staged.log_from),
         });
         if want != self.recorded {
             record(conn, want)?;
@@ -473,11 +570,16 @@ impl Owner {
     }
 
     /// The transaction is about to commit (see [`Overlay::current_for`]);
-    /// [`Owner::committed`] or [`Owner::not_committed`] follows.
-    pub(super) fn committing(&self) {
+    /// [`Owner::committed`] or [`Owner::not_committed`] follows. Readers
+    /// find its positions from now on (a snapshot without its commit finds
+    /// no event there).
+    pub(super) fn committing(&self, staged: &Staged) {
         self.overlay
             .applying
             .store(true, std::sync::atomic::Ordering::Release);
+        if !staged.logged.is_empty() {
+            self.overlay.write().tail.append(&staged.logged);
+        }
     }
 
     /// The commit failed: nothing it staged happened.
@@ -490,7 +592,16 @@ impl Owner {
     /// The transaction committed: its changes are what the rows are.
     pub(super) fn committed(&mut self, staged: Staged) {
         self.last_changes = staged.changes.len();
+        for own_id in staged.flushed.iter().chain(&staged.forgotten) {
+            self.pending.remove(own_id);
+        }
+        let now = Instant::now();
+        self.pending.add(staged.logged, staged.start.0, now);
         let mut inner = self.overlay.write();
+        for own_id in &staged.forgotten {
+            inner.tail.forget(own_id);
+        }
+        inner.tail.mark(now, staged.log_from);
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {
@@ -521,11 +632,11 @@ impl Owner {
             }
             inner.order.pop_front();
         }
-        inner.epoch = if inner.rows.is_empty() { 0 } else { self.epoch };
         self.serial = staged.next_serial;
         if let Some(record) = staged.record {
             self.recorded = record;
         }
+        inner.epoch = self.recorded.map_or(0, |r| r.epoch);
         drop(inner);
         self.not_committed();
     }
@@ -585,6 +696,9 @@ pub(super) fn settle(
     for entry in overlay.entries() {
         sql.write_entry(&entry)?;
     }
+    if let Some(from) = found.log_from {
+        logruns::mend(conn, from)?;
+    }
     record(conn, None)
 }
 
@@ -598,6 +712,10 @@ pub(super) fn recover(conn: &Connection, model: Option<(&Model, u32)>) -> Result
     let Some(found) = recorded(conn)? else {
         return Ok(());
     };
+    // First: the re-derivation reads the logs.
+    if let Some(from) = found.log_from {
+        logruns::mend(conn, from)?;
+    }
     if let Some((model, version)) = model {
         let mut sql = Sql::new(conn);
         let mut contacts = FxHashSet::default();

@@ -30,6 +30,7 @@ mod admin;
 mod borrowed;
 mod contacts;
 mod deferred;
+mod logruns;
 mod outbox;
 mod rows;
 mod versions;
@@ -363,6 +364,15 @@ impl SqliteStore {
         Ok(Sql::viewing(conn, self.overlay.view(conn)?))
     }
 
+    /// Opens the store as another process would: without this process's
+    /// writer's memory. For tests of what such readers see.
+    #[doc(hidden)]
+    pub fn open_apart(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let mut store = SqliteStore::open(path)?;
+        store.overlay = Arc::new(deferred::Overlay::default());
+        Ok(store)
+    }
+
     /// Ends this store as a crash of its process would: the live rows its
     /// writer keeps in memory are lost instead of written, and the next
     /// writer derives them again from the log. For tests of that recovery.
@@ -489,29 +499,41 @@ fn writing<'c>(
 }
 
 /// Ends the writer's part of a transaction before its commit: writes the
-/// kept rows due (`all`: every one, for a transaction about to replace the
-/// live rows wholesale or a writer about to close) and records where the
-/// rest stand. Returns what [`commit`] applies after the commit.
+/// kept rows and the runs of log positions due (`all`: every one, for a
+/// transaction about to replace the live rows wholesale or a writer about
+/// to close) and records where the rest stand. Returns what [`commit`]
+/// applies after the commit. Any other connection writes the runs of the
+/// positions its transaction appended.
 fn finish_writing(
     owner: &Option<deferred::Owner>,
     mut sql: Sql<'_>,
     all: bool,
 ) -> Result<Option<deferred::Staged>> {
+    let logged = sql.take_logged();
     let Some(owner) = owner else {
+        let mut logged: Vec<_> = logged.into_iter().collect();
+        logged.sort_unstable();
+        for (own_id, seqs) in logged {
+            logruns::add_run(sql.conn(), &own_id, &seqs)?;
+        }
         return Ok(None);
     };
+    let now = std::time::Instant::now();
     let staged = sql.staged().expect("the writer's");
     let ids = if all {
         owner.all(staged)
     } else {
-        owner.due(staged, std::time::Instant::now())
+        owner.due(staged, now)
     };
     for id in ids {
         sql.write_kept(&id)?;
     }
     let conn = sql.conn();
-    owner.record(conn, sql.staged_mut().expect("the writer's"))?;
-    Ok(sql.take_staged())
+    let mut staged = sql.take_staged().expect("the writer's");
+    staged.logged = logged;
+    owner.write_runs(conn, &mut staged, now, all)?;
+    owner.record(conn, &mut staged)?;
+    Ok(Some(staged))
 }
 
 /// Commits a transaction that [`writing`] began, then applies what the
@@ -525,7 +547,7 @@ fn commit(
         tx.commit()?;
         return Ok(());
     };
-    owner.committing();
+    owner.committing(&staged);
     if let Err(e) = tx.commit() {
         owner.not_committed();
         return Err(e.into());
@@ -703,7 +725,7 @@ impl Store for SqliteStore {
         let Some(canonical) = Sql::new(&tx).identity(id)? else {
             return Ok(None);
         };
-        let (ids, messages) = engine::contact_log(&mut Sql::new(&tx), &canonical)?;
+        let (ids, messages) = engine::contact_log(&mut self.reading(&tx)?, &canonical)?;
         Ok(Some(StoredLog {
             contact: canonical,
             ids,
@@ -714,7 +736,7 @@ impl Store for SqliteStore {
     fn each_log(&self, each: &mut dyn FnMut(StoredLog)) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         // Bound before returning, as in `dry_run`.
-        let done = engine::each_log(&mut Sql::new(&tx), each);
+        let done = engine::each_log(&mut self.reading(&tx)?, each);
         done
     }
 

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::borrowed::{Param, Prepared};
 use super::contacts;
-use super::deferred::{Entry, Overlay, Staged};
+use super::deferred::{self, Entry, Overlay, Staged};
+use super::logruns::{self, Logged};
 use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
@@ -188,6 +189,26 @@ pub(super) struct Sql<'c> {
     /// The writer's changes to them in this transaction: with it, live
     /// rows that exist are kept in memory instead of written.
     staged: Option<Staged>,
+    /// Positions of the events this transaction appended, by own id: in
+    /// runs when it ends ([`super::finish_writing`]).
+    logged: Logged,
+    /// Where positions of the log in no run are found.
+    unstored: Unstored,
+}
+
+/// Where a transaction finds the positions of the log that its snapshot
+/// may hold in no run ([`logruns`]).
+#[derive(Debug, Clone, Copy)]
+enum Unstored {
+    /// Not looked up yet.
+    Unknown,
+    /// Every position is in a run.
+    Nowhere,
+    /// In the writer's memory (`None`: this is the writer), else in the
+    /// log past a position (epoch and position recorded in the snapshot).
+    Memory(Option<(i64, i64)>),
+    /// In the log past this position.
+    Log(i64),
 }
 
 impl<'c> Sql<'c> {
@@ -197,6 +218,8 @@ impl<'c> Sql<'c> {
             prepared: None,
             overlay: None,
             staged: None,
+            logged: Logged::default(),
+            unstored: Unstored::Unknown,
         }
     }
 
@@ -215,6 +238,7 @@ impl<'c> Sql<'c> {
         Sql {
             overlay: Some(overlay),
             staged: Some(staged),
+            unstored: Unstored::Memory(None),
             ..Sql::new(conn)
         }
     }
@@ -265,6 +289,59 @@ impl<'c> Sql<'c> {
 
     pub(super) fn take_staged(&mut self) -> Option<Staged> {
         self.staged.take()
+    }
+
+    /// The positions of the events this transaction appended, by own id.
+    pub(super) fn take_logged(&mut self) -> Logged {
+        std::mem::take(&mut self.logged)
+    }
+
+    /// The positions of every event whose own id is (or was) `own_id`, in
+    /// increasing order: in runs, appended by this transaction, and those
+    /// no run holds in this snapshot.
+    pub(super) fn log_positions(&mut self, own_id: &str) -> Result<Vec<i64>> {
+        let conn = self.conn;
+        let mut seqs = logruns::run_positions(conn, own_id)?;
+        if let Some(mine) = self.logged.get(own_id) {
+            seqs.extend_from_slice(mine);
+        }
+        if let Unstored::Unknown = self.unstored {
+            self.unstored =
+                match deferred::recorded(conn)?.and_then(|r| Some((r.epoch, r.log_from?))) {
+                    None => Unstored::Nowhere,
+                    Some(check) if self.overlay.is_some() => Unstored::Memory(Some(check)),
+                    Some((_, from)) => Unstored::Log(from),
+                };
+        }
+        let from = match self.unstored {
+            Unstored::Unknown | Unstored::Nowhere => None,
+            Unstored::Memory(check) => {
+                let memory = self.overlay.and_then(|o| o.log_positions(own_id, check));
+                match memory {
+                    Some(memory) => {
+                        seqs.extend(memory);
+                        None
+                    }
+                    None => check.map(|(_, from)| from),
+                }
+            }
+            Unstored::Log(from) => Some(from),
+        };
+        if let Some(from) = from {
+            seqs.extend(logruns::scan_positions(conn, own_id, from)?);
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
+    }
+
+    /// `own_id` is erased: positions of it kept anywhere go.
+    pub(super) fn forget_log(&mut self, own_id: &str) -> Result<()> {
+        self.logged.remove(own_id);
+        if let Some(staged) = &mut self.staged {
+            staged.forget(own_id);
+        }
+        logruns::delete_runs(self.conn, own_id)
     }
 
     /// The live row kept in memory for `id`, if any.
@@ -474,16 +551,20 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
+        let own_id = m.own_id();
         let n = self.run(
             "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (message_id) DO NOTHING",
             &[
                 m.message_id.as_str().into(),
-                m.own_id().into(),
+                own_id.into(),
                 m.timestamp.0.into(),
                 body.into(),
             ],
         )?;
+        if n == 1 {
+            logruns::log(&mut self.logged, own_id, self.conn.last_insert_rowid());
+        }
         Ok(n == 1)
     }
 
@@ -497,11 +578,18 @@ impl Tx for Sql<'_> {
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
+        let (seq, old): (i64, String) = self
+            .conn
+            .prepare_cached("SELECT seq, own_id FROM events WHERE message_id = ?1")?
+            .query_row([&m.message_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         self.conn
-            .prepare_cached(
-                "UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE message_id = ?1",
-            )?
-            .execute(params![m.message_id, m.own_id(), m.timestamp.0, body])?;
+            .prepare_cached("UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE seq = ?1")?
+            .execute(params![seq, m.own_id(), m.timestamp.0, body])?;
+        // The new own id's positions gain it (the old one's keep it: its
+        // readers see the own id changed).
+        if old != m.own_id() {
+            logruns::log(&mut self.logged, m.own_id(), seq);
+        }
         Ok(())
     }
 
@@ -581,11 +669,20 @@ impl Tx for Sql<'_> {
     }
 
     fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
+        let seqs = self.log_positions(own_id)?;
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT body FROM events WHERE own_id = ?1")?;
-        let rows = stmt.query_map([own_id], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .prepare_cached("SELECT body FROM events WHERE seq = ?1 AND own_id = ?2")?;
+        let mut bodies = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(body) = stmt
+                .query_row(params![seq, own_id], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                bodies.push(body);
+            }
+        }
+        Ok(bodies)
     }
 
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>> {

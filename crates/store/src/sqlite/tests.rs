@@ -530,7 +530,7 @@ fn live_rows_survive_the_move_to_rowid_tables() {
             .prepare(
                 "SELECT name FROM made.sqlite_schema WHERE type = 'table' \
                  AND name NOT LIKE 'sqlite_%' AND name <> 'refinery_schema_history' \
-                 AND name <> 'deferred_rows'",
+                 AND name NOT IN ('deferred_rows', 'log_runs')",
             )
             .unwrap()
             .query_map([], |r| r.get(0))
@@ -710,4 +710,60 @@ fn updates_of_live_rows_are_kept_in_memory_until_written() {
             .unwrap();
     }
     assert_eq!(store.kept_rows(), 1, "one row kept at most");
+}
+
+/// The log's positions of an erased contact go wherever they are: in
+/// runs, and in the writer's memory (which would otherwise write them in
+/// a run later, naming the erased id again).
+#[test]
+fn an_erased_contact_leaves_no_positions_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability(1_000).unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let version = store.add_model("b2b.toml", source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    let runs = |store: &SqliteStore, id: &str| -> i64 {
+        store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM log_runs WHERE own_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    store
+        .ingest(vec![
+            track("c", "c1", "2025-01-01T00:00:00Z"),
+            track("d", "d1", "2025-01-01T00:00:00Z"),
+        ])
+        .unwrap();
+    // Written in runs by another connection's transaction.
+    SqliteStore::open(&path)
+        .unwrap()
+        .ingest(vec![track("c", "c2", "2025-01-01T00:00:01Z")])
+        .unwrap();
+    assert_eq!(
+        runs(&store, "c"),
+        2,
+        "the settled positions and the import's"
+    );
+    // Kept in the writer's memory.
+    store
+        .ingest(vec![
+            track("c", "c3", "2025-01-01T00:00:02Z"),
+            track("d", "d2", "2025-01-01T00:00:02Z"),
+        ])
+        .unwrap();
+    assert_eq!(runs(&store, "c"), 2);
+    let report = store.erase("c").unwrap().unwrap();
+    assert_eq!(report.events, 3);
+    store.write_kept_rows().unwrap();
+    assert_eq!(runs(&store, "c"), 0);
+    assert!(runs(&store, "d") > 0);
+    let log = store.contact_messages("d").unwrap().unwrap();
+    let ids: Vec<&str> = log.messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["d1", "d2"]);
 }

@@ -534,6 +534,7 @@ proptest! {
         size in 1usize..7,
         budget in prop::sample::select(vec![1usize, 3, 1_000]),
         crash_at in prop::option::of(0usize..20),
+        erase_at in prop::option::of(0usize..20),
     ) {
         let (messages, t) = stitched_log(seed, n);
         // b2b.toml with a trigger due at a time (30 days after a form).
@@ -548,9 +549,19 @@ proptest! {
         activate_source(&mut kept, "quiet.toml", &source);
         let (mut plain, _plain_dir, _) = sqlite();
         activate_source(&mut plain, "quiet.toml", &source);
+        // Readers in another process find the positions the writer keeps
+        // in memory in the log itself.
+        let apart = leadscore_store::SqliteStore::open_apart(&path).unwrap();
         for (i, chunk) in arrival(&messages, seed, 5).chunks(size).enumerate() {
             kept.ingest(incoming(chunk)).unwrap();
             plain.ingest(incoming(chunk)).unwrap();
+            if erase_at == Some(i) {
+                // By the writer: its positions in memory go too.
+                if let Some(c) = plain.contacts(None, 1).unwrap().first() {
+                    prop_assert_eq!(kept.erase(&c.id).unwrap(), plain.erase(&c.id).unwrap());
+                }
+            }
+            assert_same_logs(&apart, &plain);
             if i == 0 {
                 // An evaluation with nothing due notes when the first kept
                 // row will be; rows kept later must move that earlier.
@@ -599,6 +610,20 @@ proptest! {
     }
 }
 
+/// Two stores serve the same log for every contact.
+fn assert_same_logs(a: &dyn Store, b: &dyn Store) {
+    let logs = |s: &dyn Store| {
+        let mut all = Vec::new();
+        s.each_log(&mut |log| {
+            let ids: Vec<String> = log.messages.into_iter().map(|m| m.message_id).collect();
+            all.push((log.contact, log.ids, ids));
+        })
+        .unwrap();
+        all
+    };
+    assert_eq!(logs(a), logs(b));
+}
+
 /// Two stores serve the same contacts, listings, summaries and histories
 /// (ledger entries compared without their positions and recording times).
 fn assert_same_service(a: &dyn Store, b: &dyn Store) {
@@ -619,6 +644,13 @@ fn assert_same_service(a: &dyn Store, b: &dyn Store) {
                 .collect::<Vec<_>>()
         };
         assert_eq!(entries(a), entries(b), "history of {id}");
+        // The log as each serves it (the writer's runs of positions).
+        let log = |s: &dyn Store| {
+            let log = s.contact_messages(id).unwrap().unwrap();
+            let ids: Vec<String> = log.messages.into_iter().map(|m| m.message_id).collect();
+            (log.ids, ids)
+        };
+        assert_eq!(log(a), log(b), "log of {id}");
         assert_eq!(
             a.contact(id).unwrap().map(|c| c.score),
             b.contact(id).unwrap().map(|c| c.score)
