@@ -5,11 +5,13 @@
 //! is written once for all its changes. Readers in this process read the
 //! rows through this memory; after a crash the store re-derives the rows
 //! from the log ([`recover`]). `docs/storage.md`, "Live rows written later".
+//! The positions of the events it appends are kept the same way, by own
+//! id, and written in runs later ([`logruns`]).
 //!
 //! The protocol, in the database's `deferred_rows` table (V10): one row
-//! while the writer holds unwritten rows, with the epoch of its memory and
-//! where the log and the ledger stood when its oldest unwritten row was
-//! first kept. Readers use the memory only while its epoch is the one in
+//! while the writer holds unwritten rows or positions, with the epoch of
+//! its memory, where the log and the ledger stood when its oldest
+//! unwritten row was first kept, and (V11) the oldest position in no run. Readers use the memory only while its epoch is the one in
 //! their snapshot. Any other connection that writes live rows (another
 //! process, an activation) first re-derives every contact the row names
 //! and deletes it; the writer, finding it gone, forgets its memory.
