@@ -27,7 +27,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::contacts;
-use super::logruns::{self, Logged, Pending, Tail};
+use super::logruns::{self, Logged, Memory};
 use super::rows::Sql;
 use crate::engine::{self, Row, Tx};
 use crate::Result;
@@ -93,8 +93,8 @@ struct Inner {
     /// The epoch in `deferred_rows` that `rows` go with (0: none).
     epoch: i64,
     rows: FxHashMap<String, Arc<Entry>>,
-    /// Positions the writer appended lately, by own id ([`logruns`]).
-    tail: Tail,
+    /// Positions the writer appended, by own id ([`logruns`]).
+    log: Memory,
     /// Contacts in the order they were first kept, with that keeping's
     /// serial and time (an entry whose row was written since, or kept
     /// again, is skipped).
@@ -216,7 +216,7 @@ impl Overlay {
             Some(_) => return None,
             None => i64::MAX,
         };
-        inner.tail.positions(own_id, from).map(<[i64]>::to_vec)
+        inner.log.positions(own_id, from).map(<[i64]>::to_vec)
     }
 
     /// Forgets every row and position (they are written, or re-derived by
@@ -226,7 +226,7 @@ impl Overlay {
         inner.epoch = 0;
         inner.rows.clear();
         inner.order.clear();
-        inner.tail.clear();
+        inner.log.clear();
     }
 }
 
@@ -292,8 +292,9 @@ pub(super) struct Staged {
     record: Option<Option<Recorded>>,
     /// The positions of the events it appended, by own id.
     pub logged: Logged,
-    /// Own ids whose pending positions it wrote in runs.
-    flushed: Vec<String>,
+    /// Own ids whose pending positions it wrote in runs, and how many
+    /// positions that took.
+    flushed: Vec<(String, usize)>,
     /// Own ids it erased.
     forgotten: Vec<String>,
     /// Every position before this is in a run once it commits, or in
@@ -380,8 +381,6 @@ pub(super) struct Owner {
     /// Rows the last committed transaction changed: the next one's staging
     /// starts that large (ingest groups change about as many each time).
     last_changes: usize,
-    /// Positions of the log appended and in no run yet ([`logruns`]).
-    pending: Pending,
 }
 
 impl Owner {
@@ -415,7 +414,6 @@ impl Owner {
             serial: 0,
             budget: budget.max(1),
             last_changes: 0,
-            pending: Pending::default(),
         })
     }
 
@@ -431,7 +429,6 @@ impl Owner {
         let found = recorded(conn)?;
         if found != self.recorded {
             self.overlay.clear();
-            self.pending.clear();
             self.recorded = None;
             if found.is_some() {
                 recover(conn, model)?;
@@ -443,7 +440,7 @@ impl Owner {
             Instant::now(),
         );
         // Every position before the first transaction's is in a run.
-        self.overlay.write().tail.start(start.0);
+        self.overlay.write().log.start(start.0);
         Ok(Staged {
             start,
             changes: FxHashMap::with_capacity_and_hasher(self.last_changes, Default::default()),
@@ -501,20 +498,23 @@ impl Owner {
         now: Instant,
         all: bool,
     ) -> Result<()> {
+        let inner = self.overlay.read();
         let due = if all {
-            self.pending.all()
+            inner.log.all()
         } else {
             let cutoff = now.checked_sub(WRITE_AFTER);
-            self.pending
+            inner
+                .log
                 .due(cutoff, self.budget, ROWS_PER_COMMIT, BACKLOG_SHARE)
         };
         for own_id in due {
             if staged.forgotten.contains(&own_id) {
                 continue;
             }
-            let seqs = self.pending.positions(&own_id).unwrap_or_default();
+            let seqs = inner.log.pending(&own_id);
             logruns::add_run(conn, &own_id, seqs)?;
-            staged.flushed.push(own_id);
+            let upto = inner.log.written_with(&own_id);
+            staged.flushed.push((own_id, upto));
         }
         Ok(())
     }
@@ -526,10 +526,11 @@ impl Owner {
         let skip: FxHashSet<&str> = staged
             .flushed
             .iter()
+            .map(|(own_id, _)| own_id)
             .chain(&staged.forgotten)
             .map(String::as_str)
             .collect();
-        let pending = self.pending.oldest(&skip);
+        let pending = self.overlay.read().log.oldest(&skip);
         let appended = staged.logged.values().flatten();
         let (first, last) = (appended.clone().min().copied(), appended.max().copied());
         staged.log_from = match pending.into_iter().chain(first).min() {
@@ -575,12 +576,16 @@ impl Owner {
     /// [`Owner::committed`] or [`Owner::not_committed`] follows. Readers
     /// find its positions from now on (a snapshot without its commit finds
     /// no event there).
-    pub(super) fn committing(&self, staged: &Staged) {
+    pub(super) fn committing(&self, staged: &mut Staged) {
         self.overlay
             .applying
             .store(true, std::sync::atomic::Ordering::Release);
         if !staged.logged.is_empty() {
-            self.overlay.write().tail.append(&staged.logged);
+            let logged = std::mem::take(&mut staged.logged);
+            self.overlay
+                .write()
+                .log
+                .append(logged, staged.start.0, staged.start.2);
         }
     }
 
@@ -594,16 +599,17 @@ impl Owner {
     /// The transaction committed: its changes are what the rows are.
     pub(super) fn committed(&mut self, staged: Staged) {
         self.last_changes = staged.changes.len();
-        for own_id in staged.flushed.iter().chain(&staged.forgotten) {
-            self.pending.remove(own_id);
-        }
         let now = Instant::now();
-        self.pending.add(staged.logged, staged.start.0, now);
         let mut inner = self.overlay.write();
-        for own_id in &staged.forgotten {
-            inner.tail.forget(own_id);
+        for (own_id, upto) in &staged.flushed {
+            inner
+                .log
+                .written(own_id, *upto, staged.start.0, staged.start.2);
         }
-        inner.tail.mark(now, staged.log_from);
+        for own_id in &staged.forgotten {
+            inner.log.forget(own_id);
+        }
+        inner.log.mark(now, staged.log_from);
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {

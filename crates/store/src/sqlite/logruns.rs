@@ -4,12 +4,12 @@
 //! its events appended over a while.
 //!
 //! An import writes one run per own id and batch. The server's writer
-//! keeps the positions it appends in memory ([`Pending`]) and writes one
+//! keeps the positions it appends in memory ([`Memory`]) and writes one
 //! run per own id once they are [`super::deferred::WRITE_AFTER`] old (or
 //! past its budget), so that a contact sending an event every two seconds
 //! costs one run in thirty seconds instead of an index entry per event.
-//! Readers of the writer's process find positions not yet in a run in
-//! [`Tail`]; other readers, and the next writer after a crash, find them
+//! Readers of the writer's process find positions not yet in a run
+//! there too; other readers, and the next writer after a crash, find them
 //! in the log itself past `deferred_rows.log_from` ([`scan_positions`],
 //! [`mend`]).
 //!
@@ -121,50 +121,64 @@ pub(super) fn mend(conn: &Connection, from: i64) -> Result<()> {
     Ok(())
 }
 
-/// How long positions stay in [`Tail`] after they are in runs: a reader
+/// How long positions stay in [`Memory`] after they are in runs: a reader
 /// whose snapshot is older than that reads them from the log instead.
 const KEEP_FOR: Duration = Duration::from_secs(10);
 
-/// Positions of the events the writer of this process appended lately,
-/// by own id, for readers of this process: those not yet in a run, and
-/// those written in one less than [`KEEP_FOR`] ago.
+/// The positions of the events the writer of this process appended, by
+/// own id: those in no run yet (pending, written in runs later), and for
+/// readers of this process those written in a run less than [`KEEP_FOR`]
+/// ago too.
 #[derive(Debug, Default)]
-pub(super) struct Tail {
+pub(super) struct Memory {
     /// Every event at or past this position that a transaction of this
     /// writer appended has its position here (`None`: not known).
     from: Option<i64>,
-    by_own: FxHashMap<String, Vec<i64>>,
-    /// What the writer recorded as the oldest position left in memory,
-    /// and when (the front one at least [`KEEP_FOR`] old, once any is).
+    by_own: FxHashMap<String, Own>,
+    /// Own ids in the order their first appended position became
+    /// pending, with that time and a serial number (an entry whose own id
+    /// was written since, or became pending again, is skipped): in the
+    /// order of those positions, but for those of one transaction.
+    order: VecDeque<(String, u64, Instant)>,
+    /// Positions moved to an own id by a replaced message (older than the
+    /// positions appended with them) and pending, with the own id.
+    moved: BTreeSet<(i64, String)>,
+    /// How many own ids have positions pending.
+    pending: usize,
+    serial: u64,
+    /// What the writer recorded as the oldest position pending, and when
+    /// (the front one at least [`KEEP_FOR`] old, once any is).
     marks: VecDeque<(Instant, i64)>,
     pruned: Option<Instant>,
 }
 
-impl Tail {
+/// One own id's positions in [`Memory`].
+#[derive(Debug, Default)]
+struct Own {
+    /// In the order they were appended: those before `unwritten` are in
+    /// runs.
+    seqs: Vec<i64>,
+    unwritten: usize,
+    /// Its entry in the order, while any position is pending.
+    serial: u64,
+    /// The first pending position appended (not moved).
+    first: Option<i64>,
+}
+
+impl Own {
+    fn pending(&self) -> &[i64] {
+        &self.seqs[self.unwritten..]
+    }
+}
+
+impl Memory {
     /// The writer starts with every position before `next` in runs.
     pub(super) fn start(&mut self, next: i64) {
         self.from.get_or_insert(next);
     }
 
     pub(super) fn clear(&mut self) {
-        *self = Tail::default();
-    }
-
-    /// Adds a transaction's positions, before it commits.
-    pub(super) fn append(&mut self, logged: &Logged) {
-        for (own_id, seqs) in logged {
-            match self.by_own.get_mut(own_id) {
-                Some(all) => all.extend_from_slice(seqs),
-                None => {
-                    self.by_own.insert(own_id.clone(), seqs.clone());
-                }
-            }
-        }
-    }
-
-    /// Forgets an erased own id.
-    pub(super) fn forget(&mut self, own_id: &str) {
-        self.by_own.remove(own_id);
+        *self = Memory::default();
     }
 
     /// The positions of `own_id` here, if this holds every position past
@@ -173,11 +187,184 @@ impl Tail {
         if self.from.is_none_or(|f| f > from) {
             return None;
         }
-        Some(self.by_own.get(own_id).map_or(&[], Vec::as_slice))
+        Some(
+            self.by_own
+                .get(own_id)
+                .map_or(&[], |own| own.seqs.as_slice()),
+        )
+    }
+
+    /// The positions of `own_id` pending.
+    pub(super) fn pending(&self, own_id: &str) -> &[i64] {
+        self.by_own.get(own_id).map_or(&[], Own::pending)
+    }
+
+    /// How many of `own_id`'s positions are in runs once its pending ones
+    /// are.
+    pub(super) fn written_with(&self, own_id: &str) -> usize {
+        self.by_own.get(own_id).map_or(0, |own| own.seqs.len())
+    }
+
+    /// Whether the order's entry is the current one of its own id.
+    fn current(&self, (own_id, serial, _): &(String, u64, Instant)) -> bool {
+        self.by_own
+            .get(own_id)
+            .is_some_and(|own| own.serial == *serial && own.unwritten < own.seqs.len())
+    }
+
+    /// The own ids whose positions are due in a run: pending since
+    /// `cutoff` or before, and the oldest beyond `budget` own ids; at
+    /// least `least` of them and a `share`th of that backlog.
+    pub(super) fn due(
+        &self,
+        cutoff: Option<Instant>,
+        budget: usize,
+        least: usize,
+        share: usize,
+    ) -> Vec<String> {
+        let old = cutoff.map_or(0, |cutoff| {
+            self.order.partition_point(|(_, _, at)| *at <= cutoff)
+        });
+        let backlog = old.max(self.pending.saturating_sub(budget));
+        let take = (least + backlog / share).min(backlog);
+        self.order
+            .iter()
+            .filter(|e| self.current(e))
+            .take(take)
+            .map(|(own_id, _, _)| own_id.clone())
+            .collect()
+    }
+
+    /// Every own id with positions pending.
+    pub(super) fn all(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .by_own
+            .iter()
+            .filter(|(_, own)| own.unwritten < own.seqs.len())
+            .map(|(own_id, _)| own_id.clone())
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The oldest position pending, less those of the own ids in `skip`.
+    pub(super) fn oldest(&self, skip: &FxHashSet<&str>) -> Option<i64> {
+        let mut oldest: Option<i64> = None;
+        let mut at = None;
+        for e in &self.order {
+            if !self.current(e) || skip.contains(e.0.as_str()) {
+                continue;
+            }
+            // Those of one transaction, in no particular order.
+            if at.is_some_and(|at| at != e.2) {
+                break;
+            }
+            at = Some(e.2);
+            if let Some(first) = self.by_own[&e.0].first {
+                oldest = Some(oldest.map_or(first, |o| o.min(first)));
+            }
+        }
+        let moved = self
+            .moved
+            .iter()
+            .find(|(_, own_id)| !skip.contains(own_id.as_str()))
+            .map(|(seq, _)| *seq);
+        match (oldest, moved) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Queues `own_id`'s entry in the order, its first pending appended
+    /// position `first`.
+    fn queue(&mut self, own_id: &str, first: Option<i64>, now: Instant) {
+        self.serial += 1;
+        let serial = self.serial;
+        self.order.push_back((own_id.to_string(), serial, now));
+        if let Some(own) = self.by_own.get_mut(own_id) {
+            own.serial = serial;
+            own.first = first;
+        }
+    }
+
+    /// Adds a transaction's positions as it commits (a transaction that
+    /// then fails leaves positions of no event, which readers skip and a
+    /// run may name harmlessly): those before `start` were moved by
+    /// replaced messages, the others appended.
+    pub(super) fn append(&mut self, logged: Logged, start: i64, now: Instant) {
+        for (own_id, seqs) in logged {
+            for seq in seqs.iter().filter(|s| **s < start) {
+                self.moved.insert((*seq, own_id.clone()));
+            }
+            let appended = seqs.iter().copied().filter(|s| *s >= start).min();
+            let (was_pending, had_first) = match self.by_own.get_mut(own_id.as_str()) {
+                Some(own) => {
+                    let state = (own.unwritten < own.seqs.len(), own.first.is_some());
+                    own.seqs.extend_from_slice(&seqs);
+                    state
+                }
+                None => {
+                    let own = Own {
+                        seqs,
+                        ..Own::default()
+                    };
+                    self.by_own.insert(own_id.clone(), own);
+                    (false, false)
+                }
+            };
+            if !was_pending {
+                self.pending += 1;
+            }
+            // In the order by first appended position: anew when it had
+            // only moved ones.
+            if !was_pending || (!had_first && appended.is_some()) {
+                self.queue(&own_id, appended, now);
+            }
+        }
+    }
+
+    /// A committed transaction wrote `own_id`'s first `upto` positions in
+    /// runs ([`Memory::pending`] as it began); those it appended itself
+    /// (from `start` on, or moved) stay pending, in the order with the
+    /// others it appended (`at`: the time [`Memory::append`] was given).
+    pub(super) fn written(&mut self, own_id: &str, upto: usize, start: i64, at: Instant) {
+        let Some(own) = self.by_own.get_mut(own_id) else {
+            return;
+        };
+        own.unwritten = upto.min(own.seqs.len());
+        let left = own.pending().iter().copied().filter(|s| *s >= start).min();
+        let pending = own.unwritten < own.seqs.len();
+        own.first = None;
+        if !self.moved.is_empty() {
+            let still = own.pending();
+            self.moved
+                .retain(|(seq, o)| o != own_id || still.contains(seq));
+        }
+        if pending {
+            self.queue(own_id, left, at);
+        } else {
+            self.pending -= 1;
+        }
+        while self.order.front().is_some_and(|e| !self.current(e)) {
+            self.order.pop_front();
+        }
+    }
+
+    /// Forgets an erased own id.
+    pub(super) fn forget(&mut self, own_id: &str) {
+        if let Some(own) = self.by_own.remove(own_id) {
+            if own.unwritten < own.seqs.len() {
+                self.pending -= 1;
+            }
+        }
+        if !self.moved.is_empty() {
+            self.moved.retain(|(_, o)| o != own_id);
+        }
     }
 
     /// The writer recorded `log_from` at `now`: positions below what it
-    /// recorded [`KEEP_FOR`] ago go (at most once a second).
+    /// recorded [`KEEP_FOR`] ago go (at most once a second). They are all
+    /// in runs: every pending one is at or past `log_from`.
     pub(super) fn mark(&mut self, now: Instant, log_from: i64) {
         if self.marks.back().is_none_or(|(_, f)| *f != log_from) {
             self.marks.push_back((now, log_from));
@@ -200,159 +387,21 @@ impl Tail {
             return;
         }
         if self.from.is_some_and(|f| f < below) {
-            self.by_own.retain(|_, seqs| {
-                seqs.retain(|s| *s >= below);
-                !seqs.is_empty()
+            self.by_own.retain(|_, own| {
+                let mut kept = 0;
+                for i in 0..own.unwritten {
+                    if own.seqs[i] >= below {
+                        own.seqs[kept] = own.seqs[i];
+                        kept += 1;
+                    }
+                }
+                own.seqs.drain(kept..own.unwritten);
+                own.unwritten = kept;
+                !own.seqs.is_empty()
             });
             self.from = Some(below);
         }
         self.pruned = Some(now);
-    }
-}
-
-/// The positions the writer appended that no run holds yet, by own id.
-#[derive(Debug, Default)]
-pub(super) struct Pending {
-    /// Each own id's positions, with the serial of its entry in `order`
-    /// and the first of them appended (not moved by a replaced message).
-    by_own: FxHashMap<String, (u64, Vec<i64>, Option<i64>)>,
-    /// Own ids in the order their first appended position became pending,
-    /// with that time and a serial number (an entry written since, or
-    /// pending again, is skipped): in the order of those positions, but
-    /// for those of one transaction.
-    order: VecDeque<(String, u64, Instant)>,
-    /// Positions moved to an own id by a replaced message (older than
-    /// those appended with them), with the own id.
-    moved: BTreeSet<(i64, String)>,
-    serial: u64,
-}
-
-impl Pending {
-    pub(super) fn clear(&mut self) {
-        self.by_own.clear();
-        self.order.clear();
-        self.moved.clear();
-    }
-
-    pub(super) fn positions(&self, own_id: &str) -> Option<&[i64]> {
-        self.by_own.get(own_id).map(|(_, seqs, _)| seqs.as_slice())
-    }
-
-    /// Whether the order's entry is the current one of its own id.
-    fn current(&self, (own_id, serial, _): &(String, u64, Instant)) -> bool {
-        self.by_own.get(own_id).is_some_and(|(s, ..)| s == serial)
-    }
-
-    /// The own ids whose positions are due in a run: pending since
-    /// `cutoff` or before, and the oldest beyond `budget` own ids; at
-    /// least `least` of them and a `share`th of that backlog.
-    pub(super) fn due(
-        &self,
-        cutoff: Option<Instant>,
-        budget: usize,
-        least: usize,
-        share: usize,
-    ) -> Vec<String> {
-        let old = cutoff.map_or(0, |cutoff| {
-            self.order.partition_point(|(_, _, at)| *at <= cutoff)
-        });
-        let backlog = old.max(self.by_own.len().saturating_sub(budget));
-        let take = (least + backlog / share).min(backlog);
-        let mut due: Vec<String> = self
-            .order
-            .iter()
-            .filter(|e| self.current(e))
-            .take(take)
-            .map(|(own_id, _, _)| own_id.clone())
-            .collect();
-        // Own ids with moved positions only are not in the order.
-        if due.len() < take {
-            let mut more: Vec<String> = self
-                .by_own
-                .iter()
-                .filter(|(_, (_, _, first))| first.is_none())
-                .map(|(own_id, _)| own_id.clone())
-                .collect();
-            more.sort_unstable();
-            more.truncate(take - due.len());
-            due.extend(more);
-        }
-        due
-    }
-
-    /// Every own id pending.
-    pub(super) fn all(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.by_own.keys().cloned().collect();
-        all.sort_unstable();
-        all
-    }
-
-    /// The oldest position pending, less those of the own ids in `skip`.
-    pub(super) fn oldest(&self, skip: &FxHashSet<&str>) -> Option<i64> {
-        let mut oldest = None;
-        let mut at = None;
-        for e in &self.order {
-            if !self.current(e) || skip.contains(e.0.as_str()) {
-                continue;
-            }
-            // Those of one transaction, in no particular order.
-            if at.is_some_and(|at| at != e.2) {
-                break;
-            }
-            at = Some(e.2);
-            if let Some(first) = self.by_own[&e.0].2 {
-                oldest = Some(oldest.map_or(first, |o: i64| o.min(first)));
-            }
-        }
-        let moved = self
-            .moved
-            .iter()
-            .find(|(_, own_id)| !skip.contains(own_id.as_str()))
-            .map(|(seq, _)| *seq);
-        match (oldest, moved) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Written in a run, or erased.
-    pub(super) fn remove(&mut self, own_id: &str) {
-        self.by_own.remove(own_id);
-        while self.order.front().is_some_and(|e| !self.current(e)) {
-            self.order.pop_front();
-        }
-        if !self.moved.is_empty() {
-            self.moved.retain(|(_, o)| o != own_id);
-        }
-    }
-
-    /// Adds a committed transaction's positions: those before `start`
-    /// were moved by replaced messages, the others appended.
-    pub(super) fn add(&mut self, logged: Logged, start: i64, now: Instant) {
-        for (own_id, seqs) in logged {
-            for seq in seqs.iter().filter(|s| **s < start) {
-                self.moved.insert((*seq, own_id.clone()));
-            }
-            let appended = seqs.iter().copied().filter(|s| *s >= start).min();
-            let entry = self.by_own.get_mut(&own_id);
-            let ordered = entry.as_ref().is_some_and(|(_, _, first)| first.is_some());
-            if !ordered && appended.is_some() {
-                self.serial += 1;
-                self.order.push_back((own_id.clone(), self.serial, now));
-            }
-            match entry {
-                Some((serial, all, first)) => {
-                    all.extend(seqs);
-                    if !ordered && appended.is_some() {
-                        *serial = self.serial;
-                        *first = appended;
-                    }
-                }
-                None => {
-                    self.by_own.insert(own_id, (self.serial, seqs, appended));
-                }
-            }
-        }
     }
 }
 
@@ -372,85 +421,111 @@ mod tests {
     fn pending_positions_come_due_oldest_first() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(5);
-        let mut pending = Pending::default();
-        pending.add(logged(&[("a", 1), ("b", 2), ("a", 3)]), 1, t0);
-        pending.add(logged(&[("c", 4), ("a", 5)]), 4, later);
-        assert_eq!(pending.positions("a"), Some(&[1, 3, 5][..]));
+        let mut memory = Memory::default();
+        memory.start(1);
+        memory.append(logged(&[("a", 1), ("b", 2), ("a", 3)]), 1, t0);
+        memory.append(logged(&[("c", 4), ("a", 5)]), 4, later);
+        assert_eq!(memory.pending("a"), [1, 3, 5]);
         // Nothing old enough, all within budget.
-        assert!(pending.due(None, 10, 16, 64).is_empty());
+        assert!(memory.due(None, 10, 16, 64).is_empty());
         // Pending since t0: a and b, at least one of them.
-        assert_eq!(pending.due(Some(t0), 10, 1, 64), ["a"]);
-        assert_eq!(pending.due(Some(t0), 10, 16, 64), ["a", "b"]);
+        assert_eq!(memory.due(Some(t0), 10, 1, 64), ["a"]);
+        assert_eq!(memory.due(Some(t0), 10, 16, 64), ["a", "b"]);
         // Beyond a budget of one own id: the two oldest.
-        assert_eq!(pending.due(None, 1, 16, 64), ["a", "b"]);
+        assert_eq!(memory.due(None, 1, 16, 64), ["a", "b"]);
         let skip: FxHashSet<&str> = ["a"].into_iter().collect();
-        assert_eq!(pending.oldest(&skip), Some(2));
-        pending.remove("a");
-        assert_eq!(pending.oldest(&FxHashSet::default()), Some(2));
-        // Pending again: at the back, with its new positions only.
-        pending.add(logged(&[("a", 6)]), 6, later);
-        assert_eq!(pending.due(None, 0, 16, 64), ["b", "c", "a"]);
-        assert_eq!(pending.positions("a"), Some(&[6][..]));
-        assert_eq!(pending.all(), ["a", "b", "c"]);
+        assert_eq!(memory.oldest(&skip), Some(2));
+        // a written by a transaction that appended 6 to it.
+        memory.append(logged(&[("a", 6)]), 6, later);
+        memory.written("a", 3, 6, later);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(2));
+        assert_eq!(memory.pending("a"), [6]);
+        assert_eq!(memory.positions("a", 1), Some(&[1, 3, 5, 6][..]));
+        // At the back now.
+        assert_eq!(memory.due(None, 0, 16, 64), ["b", "c", "a"]);
+        assert_eq!(memory.all(), ["a", "b", "c"]);
+        memory.written("b", 1, 7, later);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(4));
+        assert_eq!(memory.all(), ["a", "c"]);
+        memory.forget("c");
+        assert_eq!(memory.all(), ["a"]);
+        assert_eq!(memory.pending, 1);
     }
 
     #[test]
     fn the_oldest_pending_position_is_found_whatever_the_order() {
         let t0 = Instant::now();
-        let mut pending = Pending::default();
+        let mut memory = Memory::default();
         // One transaction's own ids come in no particular order.
         let many: Vec<(String, i64)> = (0..50).map(|i| (format!("id{i}"), 100 - i)).collect();
         let pairs: Vec<(&str, i64)> = many.iter().map(|(o, s)| (o.as_str(), *s)).collect();
-        pending.add(logged(&pairs), 51, t0);
-        pending.add(logged(&[("late", 120)]), 101, t0 + Duration::from_secs(1));
-        assert_eq!(pending.oldest(&FxHashSet::default()), Some(51));
+        memory.append(logged(&pairs), 51, t0);
+        memory.append(logged(&[("late", 120)]), 101, t0 + Duration::from_secs(1));
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(51));
         let skip: FxHashSet<&str> = ["id49"].into_iter().collect();
-        assert_eq!(pending.oldest(&skip), Some(52));
+        assert_eq!(memory.oldest(&skip), Some(52));
         // A replaced message moves an older position to an own id.
-        pending.add(logged(&[("late", 130), ("late", 7)]), 130, t0);
-        assert_eq!(pending.oldest(&FxHashSet::default()), Some(7));
+        memory.append(logged(&[("late", 130), ("late", 7)]), 130, t0);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(7));
         let skip: FxHashSet<&str> = ["late"].into_iter().collect();
-        assert_eq!(pending.oldest(&skip), Some(51));
-        pending.remove("late");
-        assert_eq!(pending.oldest(&FxHashSet::default()), Some(51));
-        // An own id given only a moved position is still due and written.
-        pending.add(logged(&[("moved", 3)]), 200, t0);
-        assert_eq!(pending.oldest(&FxHashSet::default()), Some(3));
-        assert!(pending.due(None, 0, 100, 64).contains(&"moved".to_string()));
-        pending.add(logged(&[("moved", 201)]), 201, t0);
-        assert_eq!(pending.positions("moved"), Some(&[3, 201][..]));
+        assert_eq!(memory.oldest(&skip), Some(51));
+        memory.written("late", 3, 131, t0);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(51));
+        // An own id given only a moved position is due and written.
+        memory.append(logged(&[("moved", 3)]), 200, t0);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
+        assert!(memory.due(None, 0, 100, 64).contains(&"moved".to_string()));
+        memory.append(logged(&[("moved", 201)]), 201, t0);
+        assert_eq!(memory.pending("moved"), [3, 201]);
         for i in 0..50 {
-            pending.remove(&format!("id{i}"));
+            memory.written(&format!("id{i}"), 1, 300, t0);
         }
-        assert_eq!(pending.oldest(&FxHashSet::default()), Some(3));
-        pending.remove("moved");
-        assert_eq!(pending.oldest(&FxHashSet::default()), None);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
+        memory.written("moved", 2, 300, t0);
+        assert_eq!(memory.oldest(&FxHashSet::default()), None);
+        assert_eq!(memory.pending, 0);
     }
 
     #[test]
-    fn the_tail_keeps_positions_a_while_after_they_are_written() {
+    fn positions_appended_by_the_transaction_that_wrote_their_own_id_stay_oldest_first() {
         let t0 = Instant::now();
-        let mut tail = Tail::default();
-        assert_eq!(tail.positions("a", 1), None, "not started");
-        tail.start(1);
-        tail.append(&logged(&[("a", 1), ("b", 2)]));
-        tail.append(&logged(&[("a", 3)]));
-        assert_eq!(tail.positions("a", 1), Some(&[1, 3][..]));
-        assert_eq!(tail.positions("c", 1), Some(&[][..]));
+        let t1 = t0 + Duration::from_secs(1);
+        let mut memory = Memory::default();
+        memory.append(logged(&[("a", 1)]), 1, t0);
+        // The next transaction writes a's run and appends 3 to a, 4 to b.
+        memory.append(logged(&[("b", 4), ("a", 3)]), 3, t1);
+        memory.written("a", 1, 3, t1);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
+        assert_eq!(memory.due(None, 0, 16, 64), ["b", "a"]);
+    }
+
+    #[test]
+    fn positions_stay_a_while_after_they_are_written() {
+        let t0 = Instant::now();
+        let mut memory = Memory::default();
+        assert_eq!(memory.positions("a", 1), None, "not started");
+        memory.start(1);
+        memory.append(logged(&[("a", 1), ("b", 2)]), 1, t0);
+        memory.append(logged(&[("a", 3)]), 3, t0);
+        assert_eq!(memory.positions("a", 1), Some(&[1, 3][..]));
+        assert_eq!(memory.positions("c", 1), Some(&[][..]));
         // Everything before 3 is in runs from t0 on; kept KEEP_FOR more.
-        tail.mark(t0, 3);
-        tail.mark(t0 + KEEP_FOR / 2, 3);
-        assert_eq!(tail.positions("a", 1), Some(&[1, 3][..]));
-        tail.mark(t0 + KEEP_FOR, 3);
+        memory.written("a", 1, 4, t0);
+        memory.written("b", 1, 4, t0);
+        memory.mark(t0, 3);
+        memory.mark(t0 + KEEP_FOR / 2, 3);
+        assert_eq!(memory.positions("a", 1), Some(&[1, 3][..]));
+        memory.mark(t0 + KEEP_FOR, 3);
         assert_eq!(
-            tail.positions("a", 1),
+            memory.positions("a", 1),
             None,
             "a reader from 1 reads the log"
         );
-        assert_eq!(tail.positions("a", 3), Some(&[3][..]));
-        assert_eq!(tail.positions("b", 3), Some(&[][..]));
-        tail.forget("a");
-        assert_eq!(tail.positions("a", 3), Some(&[][..]));
+        assert_eq!(memory.positions("a", 3), Some(&[3][..]));
+        assert_eq!(memory.pending("a"), [3], "pending ones stay");
+        assert_eq!(memory.positions("b", 3), Some(&[][..]));
+        memory.forget("a");
+        assert_eq!(memory.positions("a", 3), Some(&[][..]));
     }
 
     #[test]

@@ -547,7 +547,8 @@ fn commit(
         tx.commit()?;
         return Ok(());
     };
-    owner.committing(&staged);
+    let mut staged = staged;
+    owner.committing(&mut staged);
     if let Err(e) = tx.commit() {
         owner.not_committed();
         return Err(e.into());
