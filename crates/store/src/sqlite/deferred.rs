@@ -26,6 +26,7 @@ use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::borrowed::Prepared;
 use super::contacts;
 use super::logruns::{self, Logged, Memory};
 use super::rows::Sql;
@@ -494,6 +495,7 @@ impl Owner {
     pub(super) fn write_runs(
         &self,
         conn: &Connection,
+        prepared: Option<&Prepared>,
         staged: &mut Staged,
         now: Instant,
         all: bool,
@@ -512,7 +514,7 @@ impl Owner {
                 continue;
             }
             let seqs = inner.log.pending(&own_id);
-            logruns::add_run(conn, &own_id, seqs)?;
+            logruns::add_run(conn, prepared, &own_id, seqs)?;
             let upto = inner.log.written_with(&own_id);
             staged.flushed.push((own_id, upto));
         }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::borrowed::{Param, Prepared};
 use super::contacts::{parse_positions, push_position};
 use crate::Result;
 
@@ -41,10 +42,21 @@ pub(super) fn log(logged: &mut Logged, own_id: &str, seq: i64) {
     }
 }
 
-/// Writes a run of positions of `own_id` (increasing). A run starting at
-/// the same position (a message replaced back to this own id) takes them
-/// on instead.
-pub(super) fn add_run(conn: &Connection, own_id: &str, seqs: &[i64]) -> Result<()> {
+/// Writes a run of positions of `own_id` (increasing), through the
+/// statements kept in `prepared` when given (the writer's and an import's
+/// transactions). A run starting at the same position (a message replaced
+/// back to this own id) takes them on instead.
+pub(super) fn add_run(
+    conn: &Connection,
+    prepared: Option<&Prepared>,
+    own_id: &str,
+    seqs: &[i64],
+) -> Result<()> {
+    // Not an upsert: SQLite gives one a statement journal.
+    const INSERT: &str =
+        "INSERT OR IGNORE INTO log_runs (own_id, first_seq, seqs) VALUES (?1, ?2, ?3)";
+    const APPEND: &str =
+        "UPDATE log_runs SET seqs = seqs || ',' || ?3 WHERE own_id = ?1 AND first_seq = ?2";
     let Some(first) = seqs.first() else {
         return Ok(());
     };
@@ -52,17 +64,15 @@ pub(super) fn add_run(conn: &Connection, own_id: &str, seqs: &[i64]) -> Result<(
     for seq in seqs {
         push_position(&mut text, *seq);
     }
-    // Not an upsert: SQLite gives one a statement journal.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO log_runs (own_id, first_seq, seqs) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![own_id, first, text])?;
-    if inserted == 0 {
-        conn.prepare_cached(
-            "UPDATE log_runs SET seqs = seqs || ',' || ?3 WHERE own_id = ?1 AND first_seq = ?2",
-        )?
-        .execute(params![own_id, first, text])?;
+    let values = [Param::Text(own_id), (*first).into(), Param::Text(&text)];
+    let run = |sql: &'static str| match prepared {
+        Some(prepared) => prepared.statement(conn, sql)?.execute(&values),
+        None => conn
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(&values)),
+    };
+    if run(INSERT)? == 0 {
+        run(APPEND)?;
     }
     Ok(())
 }
@@ -116,7 +126,7 @@ pub(super) fn mend(conn: &Connection, from: i64) -> Result<()> {
             .collect();
         seqs.retain(|s| !held.contains(s));
         seqs.sort_unstable();
-        add_run(conn, &own_id, &seqs)?;
+        add_run(conn, None, &own_id, &seqs)?;
     }
     Ok(())
 }
@@ -538,9 +548,9 @@ mod tests {
              INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'a'), (4, 'a'), (5, 'b');",
         )
         .unwrap();
-        add_run(&conn, "a", &[1]).unwrap();
+        add_run(&conn, None, "a", &[1]).unwrap();
         // A run starting at the same position takes the new ones on.
-        add_run(&conn, "a", &[1, 3]).unwrap();
+        add_run(&conn, None, "a", &[1, 3]).unwrap();
         let mut a = run_positions(&conn, "a").unwrap();
         a.sort_unstable();
         assert_eq!(a, [1, 1, 3]);

@@ -514,7 +514,7 @@ fn finish_writing(
         let mut logged: Vec<_> = logged.into_iter().collect();
         logged.sort_unstable();
         for (own_id, seqs) in logged {
-            logruns::add_run(sql.conn(), &own_id, &seqs)?;
+            logruns::add_run(sql.conn(), sql.prepared(), &own_id, &seqs)?;
         }
         return Ok(None);
     };
@@ -531,7 +531,7 @@ fn finish_writing(
     let conn = sql.conn();
     let mut staged = sql.take_staged().expect("the writer's");
     staged.logged = logged;
-    owner.write_runs(conn, &mut staged, now, all)?;
+    owner.write_runs(conn, sql.prepared(), &mut staged, now, all)?;
     owner.record(conn, &mut staged)?;
     Ok(Some(staged))
 }

@@ -279,6 +279,11 @@ impl<'c> Sql<'c> {
         self.conn
     }
 
+    /// The statements kept prepared for this transaction, if any.
+    pub(super) fn prepared(&self) -> Option<&'c Prepared> {
+        self.prepared
+    }
+
     pub(super) fn staged(&self) -> Option<&Staged> {
         self.staged.as_ref()
     }
