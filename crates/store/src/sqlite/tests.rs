@@ -646,12 +646,9 @@ fn a_long_history_moves_to_runs() {
     );
 }
 
-/// The writer keeps an update of an existing live row in memory: the
-/// stored row stays as it was, every read (this connection's and
-/// another's) sees the new one, and it is written when it is due, when
-/// the store closes, or, after a crash, derived again by the next writer.
-#[test]
-fn updates_of_live_rows_are_kept_in_memory_until_written() {
+/// A store in a temporary directory (kept alive by the first value) whose
+/// writer keeps rows in memory (budget 1,000), `b2b.toml` active.
+fn deferring_store() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let mut store = SqliteStore::open(&path).unwrap();
@@ -659,6 +656,16 @@ fn updates_of_live_rows_are_kept_in_memory_until_written() {
     let source = include_str!("../../../../examples/b2b.toml");
     let version = store.add_model("b2b.toml", source).unwrap().version;
     store.activate(version, &mut |_, _| {}).unwrap();
+    (dir, path, store)
+}
+
+/// The writer keeps an update of an existing live row in memory: the
+/// stored row stays as it was, every read (this connection's and
+/// another's) sees the new one, and it is written when it is due, when
+/// the store closes, or, after a crash, derived again by the next writer.
+#[test]
+fn updates_of_live_rows_are_kept_in_memory_until_written() {
+    let (_dir, path, mut store) = deferring_store();
     let stored_score = |store: &SqliteStore| -> f64 {
         store
             .conn
@@ -717,13 +724,7 @@ fn updates_of_live_rows_are_kept_in_memory_until_written() {
 /// a run later, naming the erased id again).
 #[test]
 fn an_erased_contact_leaves_no_positions_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let mut store = SqliteStore::open(&path).unwrap();
-    store.defer_durability(1_000).unwrap();
-    let source = include_str!("../../../../examples/b2b.toml");
-    let version = store.add_model("b2b.toml", source).unwrap().version;
-    store.activate(version, &mut |_, _| {}).unwrap();
+    let (_dir, path, mut store) = deferring_store();
     let runs = |store: &SqliteStore, id: &str| -> i64 {
         store
             .conn
