@@ -11,8 +11,9 @@
 //! The protocol, in the database's `deferred_rows` table (V10): one row
 //! while the writer holds unwritten rows or positions, with the epoch of
 //! its memory, where the log and the ledger stood when its oldest
-//! unwritten row was first kept, and (V11) the oldest position in no run. Readers use the memory only while its epoch is the one in
-//! their snapshot. Any other connection that writes live rows (another
+//! unwritten row was first kept, and (V11) the oldest position in no run.
+//! Readers use the memory only while its epoch is the one in their
+//! snapshot. Any other connection that writes live rows (another
 //! process, an activation) first re-derives every contact the row names
 //! and deletes it; the writer, finding it gone, forgets its memory.
 
@@ -235,6 +236,8 @@ impl Overlay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Recorded {
     pub epoch: i64,
+    /// Where the log and the ledger stood when the oldest row kept was
+    /// first kept (`i64::MAX`: no row is kept, only positions).
     pub events_from: i64,
     pub ledger_from: i64,
     /// The oldest position of the log that may be in no run
@@ -298,8 +301,8 @@ pub(super) struct Staged {
     flushed: Vec<(String, usize)>,
     /// Own ids it erased.
     forgotten: Vec<String>,
-    /// Every position before this is in a run once it commits, or in
-    /// [`Pending`].
+    /// Every position before this is in a run once it commits; the
+    /// others are in the writer's memory ([`Memory`]).
     log_from: i64,
 }
 

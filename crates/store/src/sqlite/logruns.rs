@@ -29,7 +29,7 @@ use super::contacts::{parse_positions, push_position};
 use crate::Result;
 
 /// Positions of events appended (or moved by a replaced message) by one
-/// transaction, by own id, increasing.
+/// transaction, by own id, in the order noted.
 pub(super) type Logged = FxHashMap<String, Vec<i64>>;
 
 /// Notes that the event at `seq` has `own_id`.
@@ -42,10 +42,11 @@ pub(super) fn log(logged: &mut Logged, own_id: &str, seq: i64) {
     }
 }
 
-/// Writes a run of positions of `own_id` (increasing), through the
-/// statements kept in `prepared` when given (the writer's and an import's
-/// transactions). A run starting at the same position (a message replaced
-/// back to this own id) takes them on instead.
+/// Writes a run of positions of `own_id` (in increasing order), through
+/// the statements kept in `prepared` when given (the writer's and an
+/// import's transactions). A run starting at the same position (a message
+/// replaced back to this own id) takes them on instead, after its own:
+/// the one case of a run out of order (readers sort).
 pub(super) fn add_run(
     conn: &Connection,
     prepared: Option<&Prepared>,
@@ -57,6 +58,18 @@ pub(super) fn add_run(
         "INSERT OR IGNORE INTO log_runs (own_id, first_seq, seqs) VALUES (?1, ?2, ?3)";
     const APPEND: &str =
         "UPDATE log_runs SET seqs = seqs || ',' || ?3 WHERE own_id = ?1 AND first_seq = ?2";
+    let sorted;
+    let seqs = if seqs.is_sorted() {
+        seqs
+    } else {
+        // Moved positions come after those appended with them.
+        sorted = {
+            let mut s = seqs.to_vec();
+            s.sort_unstable();
+            s
+        };
+        &sorted
+    };
     let Some(first) = seqs.first() else {
         return Ok(());
     };
@@ -561,6 +574,16 @@ mod tests {
         a.sort_unstable();
         assert_eq!(a, [1, 1, 3, 4]);
         assert_eq!(run_positions(&conn, "b").unwrap(), [5]);
+        // Written in order, keyed by the first.
+        add_run(&conn, None, "c", &[9, 7]).unwrap();
+        let c: (i64, String) = conn
+            .query_row(
+                "SELECT first_seq, seqs FROM log_runs WHERE own_id = 'c'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(c, (7, "7,9".to_string()));
         delete_runs(&conn, "a").unwrap();
         assert!(run_positions(&conn, "a").unwrap().is_empty());
     }

@@ -543,11 +543,10 @@ fn commit(
     owner: &mut Option<deferred::Owner>,
     staged: Option<deferred::Staged>,
 ) -> Result<()> {
-    let (Some(owner), Some(staged)) = (owner, staged) else {
+    let (Some(owner), Some(mut staged)) = (owner, staged) else {
         tx.commit()?;
         return Ok(());
     };
-    let mut staged = staged;
     owner.committing(&mut staged);
     if let Err(e) = tx.commit() {
         owner.not_committed();
