@@ -29,7 +29,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::borrowed::Prepared;
 use super::contacts;
-use super::logruns::{self, Logged, Memory};
+use super::logruns::{self, Memory};
 use super::rows::Sql;
 use crate::engine::{self, Row, Tx};
 use crate::Result;
@@ -294,8 +294,8 @@ pub(super) struct Staged {
     next_serial: u64,
     /// What the transaction records in `deferred_rows`, once it decided.
     record: Option<Option<Recorded>>,
-    /// The positions of the events it appended, by own id.
-    pub logged: Logged,
+    /// The greatest position it appended or moved.
+    noted: Option<i64>,
     /// Own ids whose pending positions it wrote in runs, and how many
     /// positions that took.
     flushed: Vec<(String, usize)>,
@@ -355,10 +355,21 @@ impl Staged {
         self.changes.insert(id.to_string(), None);
     }
 
-    /// `own_id` is erased: its pending positions go.
+    /// `own_id` is erased: its pending positions go once this commits.
     pub(super) fn forget(&mut self, own_id: &str) {
-        self.logged.remove(own_id);
         self.forgotten.push(own_id.to_string());
+    }
+
+    /// The event at `seq` (appended, or moved by a replaced message) has
+    /// `own_id`: readers of the process find its position in `overlay`'s
+    /// memory from now on (a snapshot without this transaction's commit
+    /// finds no event there).
+    pub(super) fn note(&mut self, overlay: &Overlay, own_id: &str, seq: i64) {
+        overlay
+            .write()
+            .log
+            .note(own_id, seq, self.start.0, self.start.2);
+        self.noted = Some(self.noted.map_or(seq, |most| most.max(seq)));
     }
 
     /// Whether this transaction changed what is kept for `id`.
@@ -450,7 +461,7 @@ impl Owner {
             changes: FxHashMap::with_capacity_and_hasher(self.last_changes, Default::default()),
             next_serial: self.serial,
             record: None,
-            logged: Logged::default(),
+            noted: None,
             flushed: Vec::new(),
             forgotten: Vec::new(),
             log_from: start.0,
@@ -536,14 +547,13 @@ impl Owner {
             .map(String::as_str)
             .collect();
         let pending = self.overlay.read().log.oldest(&skip);
-        let appended = staged.logged.values().flatten();
-        let (first, last) = (appended.clone().min().copied(), appended.max().copied());
-        staged.log_from = match pending.into_iter().chain(first).min() {
+        // This transaction's positions are in the memory already.
+        staged.log_from = match pending {
             Some(oldest) => oldest,
-            None => staged.start.0.max(last.map_or(0, |l| l + 1)),
+            None => staged.start.0.max(staged.noted.map_or(0, |last| last + 1)),
         };
         let rows = self.oldest(staged);
-        let want = (rows.is_some() || pending.is_some() || first.is_some()).then(|| Recorded {
+        let want = (rows.is_some() || pending.is_some()).then(|| Recorded {
             epoch: self.epoch,
             events_from: rows.map_or(i64::MAX, |since| since.events),
             ledger_from: rows.map_or(i64::MAX, |since| since.ledger),
@@ -578,20 +588,11 @@ impl Owner {
     }
 
     /// The transaction is about to commit (see [`Overlay::current_for`]);
-    /// [`Owner::committed`] or [`Owner::not_committed`] follows. Readers
-    /// find its positions from now on (a snapshot without its commit finds
-    /// no event there).
-    pub(super) fn committing(&self, staged: &mut Staged) {
+    /// [`Owner::committed`] or [`Owner::not_committed`] follows.
+    pub(super) fn committing(&self) {
         self.overlay
             .applying
             .store(true, std::sync::atomic::Ordering::Release);
-        if !staged.logged.is_empty() {
-            let logged = std::mem::take(&mut staged.logged);
-            self.overlay
-                .write()
-                .log
-                .append(logged, staged.start.0, staged.start.2);
-        }
     }
 
     /// The commit failed: nothing it staged happened.

@@ -310,39 +310,54 @@ impl Memory {
         }
     }
 
-    /// Adds a transaction's positions as it commits (a transaction that
-    /// then fails leaves positions of no event, which readers skip and a
-    /// run may name harmlessly): those before `start` were moved by
-    /// replaced messages, the others appended.
-    pub(super) fn append(&mut self, logged: Logged, start: i64, now: Instant) {
+    /// Adds a transaction's positions: those before `start` were moved by
+    /// replaced messages, the others appended (`at`: the transaction's
+    /// time in the order).
+    #[cfg(test)]
+    fn append(&mut self, logged: Logged, start: i64, at: Instant) {
         for (own_id, seqs) in logged {
-            for seq in seqs.iter().filter(|s| **s < start) {
-                self.moved.insert((*seq, own_id.clone()));
+            for seq in seqs {
+                self.note(&own_id, seq, start, at);
             }
-            let appended = seqs.iter().copied().filter(|s| *s >= start).min();
-            let (was_pending, had_first) = match self.by_own.get_mut(own_id.as_str()) {
-                Some(own) => {
-                    let state = (own.unwritten < own.seqs.len(), own.first.is_some());
-                    own.seqs.extend_from_slice(&seqs);
-                    state
+        }
+    }
+
+    /// Adds the position of an event the writer's transaction (started at
+    /// log position `start`, at `at`) appended or moved to `own_id`, as it
+    /// does so: a transaction that then fails leaves positions of no
+    /// event, which readers skip and a run may name harmlessly.
+    pub(super) fn note(&mut self, own_id: &str, seq: i64, start: i64, at: Instant) {
+        let appended = (seq >= start).then_some(seq);
+        if appended.is_none() {
+            self.moved.insert((seq, own_id.to_string()));
+        }
+        let (was_pending, had_first) = match self.by_own.get_mut(own_id) {
+            Some(own) => {
+                let state = (own.unwritten < own.seqs.len(), own.first.is_some());
+                own.seqs.push(seq);
+                // A position this transaction appended under another own
+                // id, moved here by a replaced message after later ones.
+                if let (Some(seq), Some(first)) = (appended, own.first) {
+                    own.first = Some(first.min(seq));
                 }
-                None => {
-                    let own = Own {
-                        seqs,
-                        ..Own::default()
-                    };
-                    self.by_own.insert(own_id.clone(), own);
-                    (false, false)
-                }
-            };
-            if !was_pending {
-                self.pending += 1;
+                state
             }
-            // In the order by first appended position: anew when it had
-            // only moved ones.
-            if !was_pending || (!had_first && appended.is_some()) {
-                self.queue(&own_id, appended, now);
+            None => {
+                let own = Own {
+                    seqs: vec![seq],
+                    ..Own::default()
+                };
+                self.by_own.insert(own_id.to_string(), own);
+                (false, false)
             }
+        };
+        if !was_pending {
+            self.pending += 1;
+        }
+        // In the order by first appended position: anew when it had only
+        // moved ones.
+        if !was_pending || (!had_first && appended.is_some()) {
+            self.queue(own_id, appended, at);
         }
     }
 
@@ -520,6 +535,18 @@ mod tests {
         memory.written("a", 1, 3, t1);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
         assert_eq!(memory.due(None, 0, 16, 64), ["b", "a"]);
+    }
+
+    #[test]
+    fn a_position_noted_out_of_order_is_still_the_oldest() {
+        let t0 = Instant::now();
+        let mut memory = Memory::default();
+        // One transaction (from 3 on) appends 3 under `b`, then 5 under
+        // `a`, then a replaced message moves 3 to `a`.
+        memory.note("a", 5, 3, t0);
+        memory.note("a", 3, 3, t0);
+        memory.note("b", 4, 3, t0);
+        assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
     }
 
     #[test]

@@ -509,9 +509,8 @@ fn finish_writing(
     mut sql: Sql<'_>,
     all: bool,
 ) -> Result<Option<deferred::Staged>> {
-    let logged = sql.take_logged();
     let Some(owner) = owner else {
-        let mut logged: Vec<_> = logged.into_iter().collect();
+        let mut logged: Vec<_> = sql.take_logged().into_iter().collect();
         logged.sort_unstable();
         for (own_id, seqs) in logged {
             logruns::add_run(sql.conn(), sql.prepared(), &own_id, &seqs)?;
@@ -530,7 +529,6 @@ fn finish_writing(
     }
     let conn = sql.conn();
     let mut staged = sql.take_staged().expect("the writer's");
-    staged.logged = logged;
     owner.write_runs(conn, sql.prepared(), &mut staged, now, all)?;
     owner.record(conn, &mut staged)?;
     Ok(Some(staged))
@@ -543,11 +541,11 @@ fn commit(
     owner: &mut Option<deferred::Owner>,
     staged: Option<deferred::Staged>,
 ) -> Result<()> {
-    let (Some(owner), Some(mut staged)) = (owner, staged) else {
+    let (Some(owner), Some(staged)) = (owner, staged) else {
         tx.commit()?;
         return Ok(());
     };
-    owner.committing(&mut staged);
+    owner.committing();
     if let Err(e) = tx.commit() {
         owner.not_committed();
         return Err(e.into());

@@ -190,7 +190,8 @@ pub(super) struct Sql<'c> {
     /// rows that exist are kept in memory instead of written.
     staged: Option<Staged>,
     /// Positions of the events this transaction appended, by own id: in
-    /// runs when it ends ([`super::finish_writing`]).
+    /// runs when it ends ([`super::finish_writing`]). The server's writer
+    /// notes them in its memory instead ([`Staged::note`]).
     logged: Logged,
     /// Where positions of the log in no run are found.
     unstored: Unstored,
@@ -338,6 +339,14 @@ impl<'c> Sql<'c> {
         seqs.sort_unstable();
         seqs.dedup();
         Ok(seqs)
+    }
+
+    /// The event at `seq` has `own_id`.
+    fn note_log(&mut self, own_id: &str, seq: i64) {
+        match (&mut self.staged, self.overlay) {
+            (Some(staged), Some(overlay)) => staged.note(overlay, own_id, seq),
+            _ => logruns::log(&mut self.logged, own_id, seq),
+        }
     }
 
     /// `own_id` is erased: positions of it kept anywhere go.
@@ -568,7 +577,7 @@ impl Tx for Sql<'_> {
             ],
         )?;
         if n == 1 {
-            logruns::log(&mut self.logged, own_id, self.conn.last_insert_rowid());
+            self.note_log(own_id, self.conn.last_insert_rowid());
         }
         Ok(n == 1)
     }
@@ -593,7 +602,7 @@ impl Tx for Sql<'_> {
         // The new own id's positions gain it (the old one's keep it: its
         // readers see the own id changed).
         if old != m.own_id() {
-            logruns::log(&mut self.logged, m.own_id(), seq);
+            self.note_log(m.own_id(), seq);
         }
         Ok(())
     }
