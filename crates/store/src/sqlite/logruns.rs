@@ -103,7 +103,7 @@ pub(super) fn run_positions(conn: &Connection, own_id: &str) -> Result<Vec<i64>>
 
 /// The positions of `own_id`'s events at or past `from`, read from the log
 /// itself (for a reader that cannot see the writer's memory: the log past
-/// `from` is at most some seconds of the writer's appends).
+/// `from` is about 30 s of the writer's appends, scanned).
 pub(super) fn scan_positions(conn: &Connection, own_id: &str, from: i64) -> Result<Vec<i64>> {
     let mut stmt = conn.prepare_cached("SELECT seq FROM events WHERE seq >= ?1 AND own_id = ?2")?;
     let seqs = stmt.query_map(params![from, own_id], |r| r.get(0))?;
