@@ -47,6 +47,13 @@ const ROWS_PER_COMMIT: usize = 16;
 /// A due backlog is written at this fraction per transaction on top.
 const BACKLOG_SHARE: usize = 64;
 
+/// How many of a due `backlog` (rows, or own ids' positions) one
+/// transaction writes: at least [`ROWS_PER_COMMIT`] and a
+/// [`BACKLOG_SHARE`]th of it, at most all of it.
+pub(super) fn paced(backlog: usize) -> usize {
+    (ROWS_PER_COMMIT + backlog / BACKLOG_SHARE).min(backlog)
+}
+
 /// A live row kept in memory.
 #[derive(Debug)]
 pub(super) struct Entry {
@@ -203,22 +210,30 @@ impl Overlay {
         self.read().rows.len()
     }
 
-    /// The positions of `own_id`'s events the writer appended lately,
-    /// holding every one no run holds in a snapshot that recorded
-    /// `check` (epoch, oldest position left in memory): `None` when they
-    /// cannot be known here. Without `check`, for the writer itself.
+    /// Adds to `seqs` the positions of `own_id`'s events the writer
+    /// appended lately, holding every one no run holds in a snapshot that
+    /// recorded `check` (epoch, oldest position left in memory); `false`
+    /// when they cannot be known here. Without `check`, for the writer
+    /// itself.
     pub(super) fn log_positions(
         &self,
         own_id: &str,
         check: Option<(i64, i64)>,
-    ) -> Option<Vec<i64>> {
+        seqs: &mut Vec<i64>,
+    ) -> bool {
         let inner = self.read();
         let from = match check {
             Some((epoch, from)) if epoch == inner.epoch => from,
-            Some(_) => return None,
+            Some(_) => return false,
             None => i64::MAX,
         };
-        inner.log.positions(own_id, from).map(<[i64]>::to_vec)
+        match inner.log.positions(own_id, from) {
+            Some(held) => {
+                seqs.extend_from_slice(held);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets every row and position (they are written, or re-derived by
@@ -486,8 +501,7 @@ impl Owner {
             Some(cutoff) => inner.order.partition_point(|(_, _, at)| *at <= cutoff),
             None => 0,
         };
-        let backlog = old.max(over_budget);
-        let take = (ROWS_PER_COMMIT + backlog / BACKLOG_SHARE).min(backlog);
+        let take = paced(old.max(over_budget));
         let mut due = Vec::with_capacity(take);
         for (id, serial, _) in &inner.order {
             if due.len() >= take {
@@ -519,17 +533,14 @@ impl Owner {
             inner.log.all()
         } else {
             let cutoff = now.checked_sub(WRITE_AFTER);
-            inner
-                .log
-                .due(cutoff, self.budget, ROWS_PER_COMMIT, BACKLOG_SHARE)
+            inner.log.due(cutoff, self.budget)
         };
         for own_id in due {
             if staged.forgotten.contains(&own_id) {
                 continue;
             }
-            let seqs = inner.log.pending(&own_id);
+            let (seqs, upto) = inner.log.pending(&own_id);
             logruns::add_run(conn, prepared, &own_id, seqs)?;
-            let upto = inner.log.written_with(&own_id);
             staged.flushed.push((own_id, upto));
         }
         Ok(())

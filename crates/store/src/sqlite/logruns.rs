@@ -26,6 +26,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::borrowed::{Param, Prepared};
 use super::contacts::{parse_positions, push_position};
+use super::deferred;
 use crate::Result;
 
 /// Positions of events appended (or moved by a replaced message) by one
@@ -217,15 +218,12 @@ impl Memory {
         )
     }
 
-    /// The positions of `own_id` pending.
-    pub(super) fn pending(&self, own_id: &str) -> &[i64] {
-        self.by_own.get(own_id).map_or(&[], Own::pending)
-    }
-
-    /// How many of `own_id`'s positions are in runs once its pending ones
-    /// are.
-    pub(super) fn written_with(&self, own_id: &str) -> usize {
-        self.by_own.get(own_id).map_or(0, |own| own.seqs.len())
+    /// The positions of `own_id` pending, and how many of its positions
+    /// are in runs once those are ([`Memory::written`]).
+    pub(super) fn pending(&self, own_id: &str) -> (&[i64], usize) {
+        self.by_own
+            .get(own_id)
+            .map_or((&[], 0), |own| (own.pending(), own.seqs.len()))
     }
 
     /// Whether the order's entry is the current one of its own id.
@@ -236,20 +234,13 @@ impl Memory {
     }
 
     /// The own ids whose positions are due in a run: pending since
-    /// `cutoff` or before, and the oldest beyond `budget` own ids; at
-    /// least `least` of them and a `share`th of that backlog.
-    pub(super) fn due(
-        &self,
-        cutoff: Option<Instant>,
-        budget: usize,
-        least: usize,
-        share: usize,
-    ) -> Vec<String> {
+    /// `cutoff` or before, and the oldest beyond `budget` own ids, paced
+    /// as the kept rows are ([`deferred::paced`]).
+    pub(super) fn due(&self, cutoff: Option<Instant>, budget: usize) -> Vec<String> {
         let old = cutoff.map_or(0, |cutoff| {
             self.order.partition_point(|(_, _, at)| *at <= cutoff)
         });
-        let backlog = old.max(self.pending.saturating_sub(budget));
-        let take = (least + backlog / share).min(backlog);
+        let take = deferred::paced(old.max(self.pending.saturating_sub(budget)));
         self.order
             .iter()
             .filter(|e| self.current(e))
@@ -463,24 +454,23 @@ mod tests {
         memory.start(1);
         memory.append(logged(&[("a", 1), ("b", 2), ("a", 3)]), 1, t0);
         memory.append(logged(&[("c", 4), ("a", 5)]), 4, later);
-        assert_eq!(memory.pending("a"), [1, 3, 5]);
+        assert_eq!(memory.pending("a"), (&[1, 3, 5][..], 3));
         // Nothing old enough, all within budget.
-        assert!(memory.due(None, 10, 16, 64).is_empty());
-        // Pending since t0: a and b, at least one of them.
-        assert_eq!(memory.due(Some(t0), 10, 1, 64), ["a"]);
-        assert_eq!(memory.due(Some(t0), 10, 16, 64), ["a", "b"]);
+        assert!(memory.due(None, 10).is_empty());
+        // Pending since t0: a and b.
+        assert_eq!(memory.due(Some(t0), 10), ["a", "b"]);
         // Beyond a budget of one own id: the two oldest.
-        assert_eq!(memory.due(None, 1, 16, 64), ["a", "b"]);
+        assert_eq!(memory.due(None, 1), ["a", "b"]);
         let skip: FxHashSet<&str> = ["a"].into_iter().collect();
         assert_eq!(memory.oldest(&skip), Some(2));
         // a written by a transaction that appended 6 to it.
         memory.append(logged(&[("a", 6)]), 6, later);
         memory.written("a", 3, 6, later);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(2));
-        assert_eq!(memory.pending("a"), [6]);
+        assert_eq!(memory.pending("a").0, [6]);
         assert_eq!(memory.positions("a", 1), Some(&[1, 3, 5, 6][..]));
         // At the back now.
-        assert_eq!(memory.due(None, 0, 16, 64), ["b", "c", "a"]);
+        assert_eq!(memory.due(None, 0), ["b", "c", "a"]);
         assert_eq!(memory.all(), ["a", "b", "c"]);
         memory.written("b", 1, 7, later);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(4));
@@ -509,12 +499,12 @@ mod tests {
         assert_eq!(memory.oldest(&skip), Some(51));
         memory.written("late", 3, 131, t0);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(51));
-        // An own id given only a moved position is due and written.
+        // An own id given only a moved position is pending, and written.
         memory.append(logged(&[("moved", 3)]), 200, t0);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
-        assert!(memory.due(None, 0, 100, 64).contains(&"moved".to_string()));
+        assert!(memory.all().contains(&"moved".to_string()));
         memory.append(logged(&[("moved", 201)]), 201, t0);
-        assert_eq!(memory.pending("moved"), [3, 201]);
+        assert_eq!(memory.pending("moved").0, [3, 201]);
         for i in 0..50 {
             memory.written(&format!("id{i}"), 1, 300, t0);
         }
@@ -534,7 +524,7 @@ mod tests {
         memory.append(logged(&[("b", 4), ("a", 3)]), 3, t1);
         memory.written("a", 1, 3, t1);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
-        assert_eq!(memory.due(None, 0, 16, 64), ["b", "a"]);
+        assert_eq!(memory.due(None, 0), ["b", "a"]);
     }
 
     #[test]
@@ -572,7 +562,7 @@ mod tests {
             "a reader from 1 reads the log"
         );
         assert_eq!(memory.positions("a", 3), Some(&[3][..]));
-        assert_eq!(memory.pending("a"), [3], "pending ones stay");
+        assert_eq!(memory.pending("a").0, [3], "pending ones stay");
         assert_eq!(memory.positions("b", 3), Some(&[][..]));
         memory.forget("a");
         assert_eq!(memory.positions("a", 3), Some(&[][..]));

@@ -322,13 +322,13 @@ impl<'c> Sql<'c> {
         let from = match self.unstored {
             Unstored::Unknown | Unstored::Nowhere => None,
             Unstored::Memory(check) => {
-                let memory = self.overlay.and_then(|o| o.log_positions(own_id, check));
-                match memory {
-                    Some(memory) => {
-                        seqs.extend(memory);
-                        None
-                    }
-                    None => check.map(|(_, from)| from),
+                let held = self
+                    .overlay
+                    .is_some_and(|o| o.log_positions(own_id, check, &mut seqs));
+                if held {
+                    None
+                } else {
+                    check.map(|(_, from)| from)
                 }
             }
             Unstored::Log(from) => Some(from),
