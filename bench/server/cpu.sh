@@ -10,9 +10,13 @@
 #        C    contacts the load spreads over (default 20000)
 #        LOADARGS  more `bench --load` flags, e.g. --sequential
 #        WARM seconds of load before the measured run (default 0; 25 fills
-#             a 1 GiB WAL at 22k events/s, for steady-state figures)
+#             a 1 GiB WAL at 22k events/s, for steady-state figures), sent
+#             by the same load process (`bench --load --warm-seconds`), so
+#             the measured part starts without a new client starting up
 #        WRATE events/s of that warm-up (default RATE: a rate the build
 #             sustains, so that no backlog reaches the measured run)
+#        WARM_APART=1 the warm-up from a load process of its own, as before
+#             session 30 (the switch then stalls the server for ~150 ms)
 # Also prints the load generator's CPU (with /usr/bin/time, when present)
 # and how long some task waited for a CPU meanwhile (/proc/pressure/cpu).
 set -euo pipefail
@@ -30,11 +34,16 @@ timed=()
 [ -x /usr/bin/time ] && timed=(/usr/bin/time -f "load generator CPU %U s user, %S s system")
 load() {
   LEADSCORE_WRITE_KEY=$KEY "${timed[@]}" "$L" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
-    --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-}
+    --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-} "${warm[@]}"
 }
 # microseconds some task waited for a CPU since boot (0 without PSI)
 waited() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }
-if [ "${WARM:-0}" -gt 0 ]; then R=${WRATE:-$R} load "$WARM" 2>&1 | sed 's/^/warm-up: /'; fi
+warm=()
+if [ "${WARM:-0}" -gt 0 ] && [ -n "${WARM_APART:-}" ]; then
+  R=${WRATE:-$R} load "$WARM" 2>&1 | sed 's/^/warm-up: /'
+elif [ "${WARM:-0}" -gt 0 ]; then
+  warm=(--warm-seconds "$WARM" --warm-rate "${WRATE:-$R}")
+fi
 # tid, name, CPU ticks (user + system), user ticks; threads gone meanwhile skipped
 snap() {
   for t in /proc/$P/task/*; do
@@ -42,9 +51,14 @@ snap() {
     echo "$(basename "$t") $(cat "$t/comm" 2>/dev/null) $(echo "${s##*) }" | awk '{print $12+$13, $12}')"
   done
 }
-snap > cpu.before
-w0=$(waited)
+# The CPU figures cover the measured part: with a warm-up in the load
+# process, the first snapshot is taken when it ends.
+before() { snap > cpu.before; waited > waited.before; }
+snapper=
+if [ ${#warm[@]} -gt 0 ]; then (sleep "$WARM"; before) & snapper=$!; else before; fi
 load "$S" || echo "(the load reported failed requests)"
+[ -z "$snapper" ] || wait "$snapper"
+w0=$(cat waited.before)
 w1=$(waited)
 snap > cpu.after
 echo "CPU pressure: some task waited $(( (w1 - w0) / 1000 )) ms for a CPU"

@@ -542,6 +542,13 @@ pub enum Command {
         /// With --load: how long to offer the load.
         #[arg(long, default_value_t = 30, requires = "load")]
         seconds: u32,
+        /// With --load: seconds of load first, in the same process and on the same
+        /// connections, not counted (the measured part then starts in steady state).
+        #[arg(long, default_value_t = 0, requires = "load")]
+        warm_seconds: u32,
+        /// With --load: events per second of the warm-up (default: --rate).
+        #[arg(long, value_name = "RATE", requires = "load")]
+        warm_rate: Option<u32>,
         /// With --load: send a batch's events to consecutive contacts (neighbouring keys,
         /// fewer pages written per commit) instead of contacts spread by a hash.
         #[arg(long, requires = "load")]

@@ -10,6 +10,11 @@
 //! open ones are busy), and its latency runs from the time it was due to
 //! its answer: a stall of the server counts against every request due
 //! during it, as a client sending at that rate would see.
+//!
+//! A warm-up (`--warm-seconds`, at `--warm-rate`) runs first in the same
+//! process, on the same connections, and is not counted: the measured
+//! part starts in the server's steady state, without a new client
+//! starting up beside it (`docs/performance.md`, session 30).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +32,10 @@ pub struct LoadPlan<'a> {
     /// Events per request.
     pub batch: u32,
     pub seconds: u32,
+    /// Seconds of load before the measured part (not counted), and its
+    /// events per second.
+    pub warm_seconds: u32,
+    pub warm_rate: u32,
     /// Distinct contacts the events are spread over.
     pub contacts: u64,
     /// Whether a batch's events go to consecutive contacts instead of
@@ -109,16 +118,39 @@ fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
 /// whether the server acknowledged it (2xx).
 type Answer = (f64, bool);
 
+/// When each request is due, from the start, and whether it is measured:
+/// the warm-up's requests at `warm_rate`, then the measured ones at
+/// `rate` from `warm_seconds` on.
+fn schedule(plan: &LoadPlan<'_>) -> Vec<(Duration, bool)> {
+    let part = |rate: u32, seconds: u32| {
+        let count = if rate == 0 {
+            0
+        } else {
+            u64::from(rate) * u64::from(seconds) / u64::from(plan.batch)
+        };
+        let interval = Duration::from_secs_f64(f64::from(plan.batch) / f64::from(rate.max(1)));
+        (0..count).map(move |i| interval.mul_f64(i as f64))
+    };
+    let warm_end = Duration::from_secs(u64::from(plan.warm_seconds));
+    part(plan.warm_rate, plan.warm_seconds)
+        .map(|at| (at, false))
+        .chain(part(plan.rate, plan.seconds).map(|at| (warm_end + at, true)))
+        .collect()
+}
+
 pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCode> {
     if plan.rate == 0 || plan.batch == 0 || plan.seconds == 0 || plan.contacts == 0 {
         bail!("--rate, --batch-size, --seconds and --contacts must be at least 1");
     }
     let url = format!("{}/v1/batch", plan.url.trim_end_matches('/'));
-    let requests = u64::from(plan.rate) * u64::from(plan.seconds) / u64::from(plan.batch);
+    let plan_schedule = schedule(plan);
+    let requests = plan_schedule
+        .iter()
+        .filter(|(_, measured)| *measured)
+        .count();
     if requests == 0 {
         bail!("the plan offers no request: raise --rate or --seconds, or lower --batch-size");
     }
-    let interval = Duration::from_secs_f64(f64::from(plan.batch) / f64::from(plan.rate));
     let run_id = leadscore_store::now().seconds_f64() as u64;
     // One thread: the load takes as little CPU as it can from the server
     // it measures on the same machine.
@@ -126,24 +158,33 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (answers, elapsed) = runtime.block_on(async {
+    let (answers, warm_failed, elapsed) = runtime.block_on(async {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()?;
         let mut tasks = tokio::task::JoinSet::new();
-        let mut answers: Vec<Answer> = Vec::with_capacity(requests as usize);
+        let mut answers: Vec<Answer> = Vec::with_capacity(requests);
+        let mut warm_failed = 0usize;
+        let mut keep = |(answer, measured): (Answer, bool)| {
+            if measured {
+                answers.push(answer);
+            } else if !answer.1 {
+                warm_failed += 1;
+            }
+        };
         let start = Instant::now();
-        for i in 0..requests {
-            let due = start + interval.mul_f64(i as f64);
+        let measured_from = start + Duration::from_secs(u64::from(plan.warm_seconds));
+        for (i, (at, measured)) in plan_schedule.into_iter().enumerate() {
+            let due = start + at;
             tokio::time::sleep_until(due).await;
             while let Some(answer) = tasks.try_join_next() {
-                answers.push(answer?);
+                keep(answer?);
             }
             let request = client
                 .post(&url)
                 .basic_auth(plan.write_key, Some(""))
                 .header("content-type", "application/json")
-                .body(body(run_id, i * u64::from(plan.batch), plan));
+                .body(body(run_id, i as u64 * u64::from(plan.batch), plan));
             tasks.spawn(async move {
                 let ok = match request.send().await {
                     Ok(response) => {
@@ -153,13 +194,14 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
                     }
                     Err(_) => false,
                 };
-                (due.elapsed().as_secs_f64() * 1e3, ok)
+                ((due.elapsed().as_secs_f64() * 1e3, ok), measured)
             });
         }
         while let Some(answer) = tasks.join_next().await {
-            answers.push(answer?);
+            keep(answer?);
         }
-        Ok::<_, anyhow::Error>((answers, start.elapsed().as_secs_f64()))
+        let elapsed = measured_from.elapsed().as_secs_f64();
+        Ok::<_, anyhow::Error>((answers, warm_failed, elapsed))
     })?;
     let failed = answers.iter().filter(|(_, ok)| !ok).count();
     let mut latencies: Vec<f64> = answers.iter().map(|(ms, _)| *ms).collect();
@@ -177,10 +219,18 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
         answers.len(),
         acknowledged / elapsed,
     );
+    if plan.warm_seconds > 0 {
+        eprintln!(
+            "(after {} s at {} events/s, not counted: {warm_failed} of its requests failed)",
+            plan.warm_seconds, plan.warm_rate
+        );
+    }
     if let Some(path) = out {
         let figures = json!({
             "url": url, "events_per_request": plan.batch, "offered_events_per_s": plan.rate,
-            "seconds": plan.seconds, "requests": answers.len(), "failed": failed,
+            "seconds": plan.seconds, "warm_seconds": plan.warm_seconds,
+            "warm_events_per_s": plan.warm_rate, "warm_failed": warm_failed,
+            "requests": answers.len(), "failed": failed,
             "acknowledged_events_per_s": acknowledged / elapsed,
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
         });
@@ -204,6 +254,8 @@ mod tests {
             rate: 1,
             batch: 3,
             seconds: 1,
+            warm_seconds: 0,
+            warm_rate: 0,
             contacts: 2,
             sequential,
             ids: IdShape::Uuid,
@@ -283,6 +335,34 @@ mod tests {
             );
             assert_eq!(tail, uuid(7, n));
         }
+    }
+
+    /// The warm-up's requests come first at its own rate, then the
+    /// measured ones at the plan's rate from the warm-up's end on.
+    #[test]
+    fn a_warm_up_comes_first_and_is_not_measured() {
+        let mut warmed = plan(true);
+        (warmed.rate, warmed.seconds, warmed.batch) = (400, 2, 100);
+        (warmed.warm_rate, warmed.warm_seconds) = (200, 3);
+        let due = schedule(&warmed);
+        let ms = |d: &Duration| d.as_millis();
+        let warm: Vec<_> = due.iter().filter(|(_, m)| !m).map(|(d, _)| ms(d)).collect();
+        let measured: Vec<_> = due.iter().filter(|(_, m)| *m).map(|(d, _)| ms(d)).collect();
+        assert_eq!(warm, [0, 500, 1000, 1500, 2000, 2500]);
+        assert_eq!(measured, [3000, 3250, 3500, 3750, 4000, 4250, 4500, 4750]);
+        assert!(due.windows(2).all(|w| w[0].0 < w[1].0));
+        // Without a warm-up, only measured requests from the start.
+        let cold = schedule(&plan(true));
+        assert_eq!(cold.len(), 0, "1 event/s for 1 s in batches of 3: none");
+        let mut cold = plan(true);
+        (cold.rate, cold.batch) = (3, 1);
+        assert_eq!(
+            schedule(&cold)
+                .iter()
+                .map(|(d, m)| (ms(d), *m))
+                .collect::<Vec<_>>(),
+            [(0, true), (333, true), (666, true)]
+        );
     }
 
     #[test]

@@ -312,6 +312,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             rate,
             batch_size,
             seconds,
+            warm_seconds,
+            warm_rate,
             sequential,
             ids,
             ..
@@ -324,6 +326,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 rate,
                 batch: batch_size,
                 seconds,
+                warm_seconds,
+                warm_rate: warm_rate.unwrap_or(rate),
                 contacts,
                 sequential,
                 ids,
