@@ -24,12 +24,9 @@ L=${L:-target/release/leadscore}
 R=$1; S=${2:-20}; shift 2 || shift $#
 KEY=${KEY:-$(cat wkey)}
 PORT=${PORT:-18181}
-rm -f srv.db srv.db-wal srv.db-shm
-cp "${B:-base.db}" srv.db && sync && sleep 1
-"$L" --db srv.db serve --listen "127.0.0.1:$PORT" --deliver false "$@" > serve.log 2>&1 &
-P=$!
-trap 'kill -INT $P 2>/dev/null; wait $P 2>/dev/null' EXIT
-for _ in $(seq 100); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+start_server "$@"
 timed=()
 [ -x /usr/bin/time ] && timed=(/usr/bin/time -f "load generator CPU %U s user, %S s system")
 load() {
