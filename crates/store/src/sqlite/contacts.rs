@@ -154,6 +154,15 @@ impl SqliteStore {
 /// for each.
 pub(super) const RUN_BYTES: usize = 48;
 
+/// The same for the server's writer, which keeps rows in memory and writes
+/// each about once per 30 s ([`super::deferred`]): about thirty positions,
+/// so that a contact's entries become a run about once a minute under a
+/// message every 2 s instead of every six messages. Each run is a random
+/// insert into `ledger_runs` (keyed by contact): with RUN_BYTES, 40 % of
+/// the WAL's frames at 50k events/s over spread contacts
+/// (`docs/performance.md`, session 30).
+pub(super) const KEPT_RUN_BYTES: usize = 256;
+
 /// Positions of newly appended entries, `(contact, seq)` in increasing
 /// `seq`, as `"seq,seq,…"` per contact.
 pub(super) fn group_positions<'a>(
@@ -184,7 +193,7 @@ pub(super) fn note_history(conn: &Connection, groups: FxHashMap<&str, String>) -
             add_run(conn, contact, &seqs)?;
             continue;
         };
-        let history = history_with(conn, contact, old, Some(&seqs))?;
+        let history = history_with(conn, contact, old, Some(&seqs), RUN_BYTES)?;
         conn.prepare_cached("UPDATE contacts SET history = ?2 WHERE id = ?1")?
             .execute(params![contact, history])?;
     }
@@ -192,13 +201,14 @@ pub(super) fn note_history(conn: &Connection, groups: FxHashMap<&str, String>) -
 }
 
 /// The positions a contact's live row is to keep: those it has (`old`),
-/// then `positions`; moved to a run instead once longer than
-/// [`RUN_BYTES`].
+/// then `positions`; moved to a run instead once longer than `limit`
+/// ([`RUN_BYTES`], or [`KEPT_RUN_BYTES`] for the server's writer).
 pub(super) fn history_with(
     conn: &Connection,
     contact: &str,
     old: Option<String>,
     positions: Option<&str>,
+    limit: usize,
 ) -> Result<Option<String>> {
     let history = match (old, positions) {
         (old, None) => old,
@@ -210,7 +220,7 @@ pub(super) fn history_with(
         }
     };
     match history {
-        Some(seqs) if seqs.len() > RUN_BYTES => {
+        Some(seqs) if seqs.len() > limit => {
             add_run(conn, contact, &seqs)?;
             Ok(None)
         }
@@ -315,7 +325,7 @@ pub(super) fn mend_history(conn: &Connection, contact: &str, newer: Vec<i64>) ->
             None => Ok(()),
         };
     }
-    let history = history_with(conn, contact, None, text.as_deref())?;
+    let history = history_with(conn, contact, None, text.as_deref(), RUN_BYTES)?;
     conn.prepare_cached("UPDATE contacts SET history = ?2 WHERE id = ?1")?
         .execute(params![contact, history])?;
     Ok(())

@@ -443,6 +443,16 @@ impl<'c> Sql<'c> {
         Ok(())
     }
 
+    /// How long a live row's positions grow before they become a run: longer
+    /// on the writer that keeps rows in memory ([`contacts::KEPT_RUN_BYTES`]).
+    fn run_bytes(&self) -> usize {
+        if self.staged.is_some() {
+            contacts::KEPT_RUN_BYTES
+        } else {
+            contacts::RUN_BYTES
+        }
+    }
+
     /// Writes a live row, keeping the positions of its ledger entries already
     /// in it and adding `positions` (`seq,seq,…`; [`contacts::note_history`]);
     /// returns what the row then holds. `stored`: what it held, if known.
@@ -470,11 +480,12 @@ impl<'c> Sql<'c> {
             rowid,
         };
         let conn = self.conn;
+        let limit = self.run_bytes();
         if now {
             // Written now over what is kept, if anything is.
             if let Some(entry) = self.kept(&row.id) {
                 let history =
-                    contacts::history_with(conn, &row.id, entry.history.clone(), positions)?;
+                    contacts::history_with(conn, &row.id, entry.history.clone(), positions, limit)?;
                 self.update_at(
                     row,
                     history.as_deref(),
@@ -497,7 +508,7 @@ impl<'c> Sql<'c> {
                 (None, None) => stored_facts(conn, &row.id)?,
             };
             if let Some((old, facts)) = known {
-                let history = contacts::history_with(conn, &row.id, old, positions)?;
+                let history = contacts::history_with(conn, &row.id, old, positions, limit)?;
                 if let Some(staged) = &mut self.staged {
                     staged.keep(Arc::clone(row), history.clone(), kept.as_deref(), facts);
                 }
@@ -506,7 +517,8 @@ impl<'c> Sql<'c> {
         }
         let (history, rowid) = match stored {
             Some(stored) => {
-                let history = contacts::history_with(conn, &row.id, stored.history, positions)?;
+                let history =
+                    contacts::history_with(conn, &row.id, stored.history, positions, limit)?;
                 self.update_at(
                     row,
                     history.as_deref(),
@@ -518,7 +530,7 @@ impl<'c> Sql<'c> {
             }
             None => {
                 let old = contacts::live_history(conn, &row.id)?.flatten();
-                let history = contacts::history_with(conn, &row.id, old, positions)?;
+                let history = contacts::history_with(conn, &row.id, old, positions, limit)?;
                 self.run_row(REPLACE_LIVE, row, &[history.as_deref().into()])?;
                 (history, conn.last_insert_rowid())
             }
@@ -785,6 +797,7 @@ impl Tx for Sql<'_> {
                     id,
                     entry.history.clone(),
                     positions.as_deref(),
+                    contacts::KEPT_RUN_BYTES,
                 )?;
                 self.keep_again(&entry, Arc::clone(&entry.row), history);
             }
