@@ -20,10 +20,7 @@
 # Also prints the load generator's CPU (with /usr/bin/time, when present)
 # and how long some task waited for a CPU meanwhile (/proc/pressure/cpu).
 set -euo pipefail
-L=${L:-target/release/leadscore}
 R=$1; S=${2:-20}; shift 2 || shift $#
-KEY=${KEY:-$(cat wkey)}
-PORT=${PORT:-18181}
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 start_server "$@"

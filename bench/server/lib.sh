@@ -1,7 +1,14 @@
-# Shared by cpu.sh and perf.sh (sourced): starts `leadscore serve` ($L) on
-# a fresh copy of the store ($B, default base.db) on 127.0.0.1:$PORT with
-# any extra `serve` flags given, sets P to its pid, stops it (SIGINT) when
-# the calling script exits, and returns once it answers /healthz.
+# Shared by the scripts of bench/server (sourced), from the directory of
+# setup.sh's base.db and wkey. Defaults: L the leadscore binary, KEY an
+# ingest key of the store, PORT the server's.
+L=${L:-target/release/leadscore}
+KEY=${KEY:-$(cat wkey)}
+PORT=${PORT:-18181}
+
+# Starts `leadscore serve` ($L) on a fresh copy of the store ($B, default
+# base.db) on 127.0.0.1:$PORT with any extra `serve` flags given, sets P
+# to its pid, stops it (SIGINT) when the calling script exits, and returns
+# once it answers /healthz.
 start_server() {
   rm -f srv.db srv.db-wal srv.db-shm
   # Written back first: a commit's fsync would otherwise wait behind the
@@ -11,4 +18,15 @@ start_server() {
   P=$!
   trap 'kill -INT $P 2>/dev/null; wait $P 2>/dev/null' EXIT
   for _ in $(seq 100); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
+}
+
+# Offers a steady /v1/batch load in the background (pid in `load`): 50 s
+# at 25k events/s, then 20 s at RATE ($1), over ${C:-100000} contacts, with
+# any more `bench --load` flags given; its report goes to load.log.
+steady_load() {
+  local rate=$1
+  shift
+  LEADSCORE_WRITE_KEY=$KEY "$L" bench --load "http://127.0.0.1:$PORT" --rate "$rate" --seconds 20 \
+    --warm-seconds 50 --warm-rate 25000 --contacts "${C:-100000}" "$@" > load.log 2>&1 &
+  load=$!
 }

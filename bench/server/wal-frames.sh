@@ -8,16 +8,11 @@
 # usage: wal-frames.sh TAG [RATE] [`bench --load` flags]
 # env:   L, B, KEY, PORT as for cpu.sh; C contacts (default 100000)
 set -euo pipefail
-L=${L:-target/release/leadscore}
 tag=$1; rate=${2:-50000}; shift 2 || shift $#
-KEY=${KEY:-$(cat wkey)}
-PORT=${PORT:-18181}
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 start_server
-LEADSCORE_WRITE_KEY=$KEY "$L" bench --load "http://127.0.0.1:$PORT" --rate "$rate" --seconds 20 \
-  --warm-seconds 50 --warm-rate 25000 --contacts "${C:-100000}" "$@" > /dev/null 2>&1 &
-load=$!
+steady_load "$rate" "$@"
 sleep 62
 kill -9 "$P"
 wait "$P" 2>/dev/null || true
