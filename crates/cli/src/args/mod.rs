@@ -547,7 +547,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0, requires = "load")]
         warm_seconds: u32,
         /// With --load: events per second of the warm-up (default: --rate).
-        #[arg(long, value_name = "RATE", requires = "load")]
+        #[arg(long, value_name = "RATE", requires_all = ["load", "warm_seconds"])]
         warm_rate: Option<u32>,
         /// With --load: send a batch's events to consecutive contacts (neighbouring keys,
         /// fewer pages written per commit) instead of contacts spread by a hash.
@@ -568,5 +568,23 @@ mod tests {
     #[test]
     fn every_subcommand_is_well_formed() {
         super::Args::command().debug_assert();
+    }
+
+    /// A warm-up rate without a warm-up is refused, not ignored.
+    #[test]
+    fn a_warm_up_rate_needs_a_warm_up() {
+        use clap::Parser;
+        let load = [
+            "leadscore",
+            "bench",
+            "--load",
+            "http://127.0.0.1:1",
+            "--write-key",
+            "k",
+        ];
+        let with = |more: &[&str]| super::Args::try_parse_from(load.iter().chain(more));
+        assert!(with(&["--warm-rate", "5"]).is_err());
+        assert!(with(&["--warm-rate", "5", "--warm-seconds", "1"]).is_ok());
+        assert!(with(&["--warm-seconds", "1"]).is_ok());
     }
 }
