@@ -33,10 +33,12 @@ load() {
 # microseconds some task waited for a CPU since boot (0 without PSI)
 waited() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }
 warm=()
-if [ "${WARM:-0}" -gt 0 ] && [ -n "${WARM_APART:-}" ]; then
-  R=${WRATE:-$R} load "$WARM" 2>&1 | sed 's/^/warm-up: /'
-elif [ "${WARM:-0}" -gt 0 ]; then
-  warm=(--warm-seconds "$WARM" --warm-rate "${WRATE:-$R}")
+if [ "${WARM:-0}" -gt 0 ]; then
+  if [ -n "${WARM_APART:-}" ]; then
+    R=${WRATE:-$R} load "$WARM" 2>&1 | sed 's/^/warm-up: /'
+  else
+    warm=(--warm-seconds "$WARM" --warm-rate "${WRATE:-$R}")
+  fi
 fi
 # tid, name, CPU ticks (user + system), user ticks; threads gone meanwhile skipped
 snap() {

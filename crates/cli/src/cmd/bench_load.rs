@@ -123,11 +123,8 @@ type Answer = (f64, bool);
 /// `rate` from `warm_seconds` on.
 fn schedule(plan: &LoadPlan<'_>) -> Vec<(Duration, bool)> {
     let part = |rate: u32, seconds: u32| {
-        let count = if rate == 0 {
-            0
-        } else {
-            u64::from(rate) * u64::from(seconds) / u64::from(plan.batch)
-        };
+        let count = u64::from(rate) * u64::from(seconds) / u64::from(plan.batch);
+        // No request at rate 0; the interval only has to be finite.
         let interval = Duration::from_secs_f64(f64::from(plan.batch) / f64::from(rate.max(1)));
         (0..count).map(move |i| interval.mul_f64(i as f64))
     };
