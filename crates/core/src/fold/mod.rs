@@ -101,8 +101,9 @@ impl Trace {
 /// Everything the fold keeps about one contact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactState {
-    traits: Map<String, Value>,
-    company: Map<String, Value>,
+    /// Shared with the rows written from the state ([`Traits`]).
+    traits: Traits,
+    company: Traits,
     last_timestamp: Option<Timestamp>,
     last_class: u8,
     last_message_id: String,
@@ -126,6 +127,12 @@ pub struct ContactState {
     /// like `contact_cache`).
     awarded_bound: Derived<f64>,
 }
+
+/// Traits or company traits, shared: a state's are copied into every row
+/// written from it, once per message at the server's pace, and a deep copy
+/// of their keys and values cost the writer an allocation and a cache miss
+/// each (docs/performance.md, session 31). Changed copy-on-write.
+pub type Traits = Arc<Map<String, Value>>;
 
 /// A cache inside a value: ignored by equality.
 #[derive(Debug, Clone, Copy, Default)]
@@ -240,13 +247,13 @@ impl ContactState {
     /// A contact with no messages yet; `base_traits` come from a contacts
     /// file and act as identify calls older than any message.
     pub fn new(model: &Model, base_traits: Option<&Map<String, Value>>) -> ContactState {
-        let mut traits = Map::new();
+        let mut traits = Traits::default();
         if let Some(base) = base_traits {
             merge(&mut traits, base);
         }
         ContactState {
             traits,
-            company: Map::new(),
+            company: Traits::default(),
             last_timestamp: None,
             last_class: 0,
             last_message_id: String::new(),
@@ -328,9 +335,15 @@ impl ContactState {
         &self.company
     }
 
-    /// Traits and company traits, giving the state up.
-    pub fn into_traits(self) -> (Map<String, Value>, Map<String, Value>) {
-        (self.traits, self.company)
+    /// Traits as of the last absorbed message, shared (a copy is a
+    /// reference count).
+    pub fn shared_traits(&self) -> &Traits {
+        &self.traits
+    }
+
+    /// Company traits as of the last absorbed message, shared.
+    pub fn shared_company(&self) -> &Traits {
+        &self.company
     }
 
     /// Absorbs the next message of the log.
@@ -428,8 +441,8 @@ impl ContactState {
             event: message.name.as_deref(),
             properties: Some(&message.properties),
             context: Some(&message.context),
-            traits: Some(&self.traits),
-            company: Some(&self.company),
+            traits: Some(&*self.traits),
+            company: Some(&*self.company),
             activity: None,
             outcome: None,
         };
@@ -493,21 +506,27 @@ impl ContactState {
 
 /// Merges `traits` into `into` (null removes a key); whether anything
 /// changed. Equal values are left in place: SDKs resend the same traits with
-/// every identify, and an unchanged map keeps the fit/exclusion cache.
-fn merge(into: &mut Map<String, Value>, traits: &Map<String, Value>) -> bool {
+/// every identify, and an unchanged map keeps the fit/exclusion cache and
+/// stays shared with the rows written from it.
+fn merge(into: &mut Traits, traits: &Map<String, Value>) -> bool {
     if into.is_empty() {
         // The first identify or group: one bulk copy instead of an insert
         // per key.
-        into.clone_from(traits);
-        into.retain(|_, value| !value.is_null());
-        return !into.is_empty();
+        let mut map = traits.clone();
+        map.retain(|_, value| !value.is_null());
+        let changed = !map.is_empty();
+        *into = Arc::new(map);
+        return changed;
     }
     let mut changed = false;
     for (key, value) in traits {
         if value.is_null() {
-            changed |= into.remove(key).is_some();
+            if into.contains_key(key) {
+                Arc::make_mut(into).remove(key);
+                changed = true;
+            }
         } else if into.get(key) != Some(value) {
-            into.insert(key.clone(), value.clone());
+            Arc::make_mut(into).insert(key.clone(), value.clone());
             changed = true;
         }
     }

@@ -69,8 +69,8 @@ impl ContactState {
     fn with_contact_scope<R>(&self, t: Timestamp, f: impl FnOnce(&Scope<'_>) -> R) -> R {
         let activity = ActivityAt { state: self, t };
         f(&Scope {
-            traits: Some(&self.traits),
-            company: Some(&self.company),
+            traits: Some(self.traits()),
+            company: Some(self.company()),
             activity: Some(&activity),
             ..Scope::default()
         })

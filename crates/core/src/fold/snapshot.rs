@@ -16,9 +16,7 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
-
-use super::ContactState;
+use super::{ContactState, Traits};
 use crate::model::Model;
 use crate::rules::awards::Awards;
 use crate::rules::engagement::EngagementState;
@@ -267,8 +265,8 @@ impl ContactState {
     pub fn decode(
         model: &Model,
         bytes: &[u8],
-        traits: Map<String, Value>,
-        company: Map<String, Value>,
+        traits: Traits,
+        company: Traits,
     ) -> Result<ContactState, SnapshotError> {
         let mut r = Reader {
             bytes,

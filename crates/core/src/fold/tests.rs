@@ -517,3 +517,49 @@ points = 1000
         }
     }
 }
+
+/// Traits stay shared with what was copied from the state (a written row)
+/// until a message changes them; a change copies them first, so the earlier
+/// copy keeps what it had.
+#[test]
+fn traits_are_shared_until_a_message_changes_them() {
+    use std::sync::Arc;
+    let m = model("");
+    let mut state = ContactState::new(&m, None);
+    let absorb = |state: &mut ContactState, message: Value| {
+        let message = Message::from_json(message, None, None).unwrap();
+        state.absorb(&m, &message).unwrap();
+    };
+    absorb(
+        &mut state,
+        identify(json!({"title": "vp", "plan": "pro"}), 1.0, "1"),
+    );
+    let written = state.shared_traits().clone();
+    absorb(&mut state, track("Visit", 2.0, "2"));
+    absorb(&mut state, identify(json!({"title": "vp"}), 3.0, "3"));
+    assert!(Arc::ptr_eq(&written, state.shared_traits()), "unchanged");
+    absorb(
+        &mut state,
+        identify(json!({"title": "cto", "plan": null}), 4.0, "4"),
+    );
+    assert_eq!(
+        Value::Object((*written).clone()),
+        json!({"title": "vp", "plan": "pro"})
+    );
+    assert_eq!(
+        Value::Object(state.traits().clone()),
+        json!({"title": "cto"})
+    );
+    let written = state.shared_traits().clone();
+    absorb(&mut state, identify(json!({"plan": null}), 5.0, "5"));
+    assert!(
+        Arc::ptr_eq(&written, state.shared_traits()),
+        "nothing to remove"
+    );
+    absorb(&mut state, identify(json!({"seats": 3}), 6.0, "6"));
+    assert_eq!(Value::Object((*written).clone()), json!({"title": "cto"}));
+    assert_eq!(
+        Value::Object(state.traits().clone()),
+        json!({"title": "cto", "seats": 3})
+    );
+}

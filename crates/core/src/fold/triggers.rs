@@ -31,8 +31,8 @@ impl ContactState {
         };
         let activity = ActivityAt { state: self, t };
         f(&Scope {
-            traits: Some(&self.traits),
-            company: Some(&self.company),
+            traits: Some(self.traits()),
+            company: Some(self.company()),
             activity: Some(&activity),
             outcome: Some(&outcome),
             ..Scope::default()

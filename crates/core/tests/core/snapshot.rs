@@ -23,7 +23,7 @@ proptest! {
                 let (head, tail): (&[Message], &[Message]) = contact.messages.split_at(split);
                 let state = ContactState::fold(&model, None, head);
                 let bytes = state.encode(&model);
-                let decoded = ContactState::decode(&model, &bytes, state.traits().clone(), state.company().clone()).unwrap();
+                let decoded = ContactState::decode(&model, &bytes, state.shared_traits().clone(), state.shared_company().clone()).unwrap();
                 prop_assert_eq!(&decoded, &state);
                 // Absorbing the rest into the decoded state equals the batch fold.
                 let mut live = decoded;

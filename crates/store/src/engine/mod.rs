@@ -2,9 +2,11 @@
 //! deduplication, identity stitching, in-order absorb or re-fold, ledger
 //! entries, activation and dry runs. A backend provides [`Tx`].
 
+use std::sync::Arc;
+
 use leadscore_core::batch::{contacts_as_of, ContactLog};
 use leadscore_core::event::Message;
-use leadscore_core::fold::{sort_log, ContactState};
+use leadscore_core::fold::{sort_log, ContactState, Traits};
 use leadscore_core::identity::Identities;
 use leadscore_core::model::Model;
 use leadscore_core::score::Score;
@@ -46,8 +48,9 @@ pub(crate) struct Row {
     pub id: String,
     pub model_version: u32,
     pub state: Vec<u8>,
-    pub traits: Map<String, Value>,
-    pub company: Map<String, Value>,
+    /// Shared with the state the row was written from.
+    pub traits: Traits,
+    pub company: Traits,
     pub last_ts: Option<Timestamp>,
     pub score: Score,
     /// The encoded [`TriggerState`] (empty: none yet).
@@ -73,6 +76,13 @@ fn map_json(map: &Map<String, Value>) -> String {
     serde_json::to_string(map).expect("a JSON map serialises")
 }
 
+/// Traits from a row's stored JSON text.
+pub(crate) fn json_traits(text: &str) -> Result<Traits> {
+    serde_json::from_str(text)
+        .map(Arc::new)
+        .map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
+}
+
 impl From<Row> for Listed {
     fn from(row: Row) -> Listed {
         Listed {
@@ -91,8 +101,8 @@ impl From<Row> for ContactRecord {
             model_version: row.model_version,
             last_event: row.last_ts,
             score: row.score,
-            traits: row.traits,
-            company: row.company,
+            traits: Arc::unwrap_or_clone(row.traits),
+            company: Arc::unwrap_or_clone(row.company),
         }
     }
 }
@@ -118,7 +128,7 @@ pub(crate) struct Stored {
 pub(crate) struct LiveWrite {
     /// Shared: a backend may keep it (SQLite's server writer keeps rows in
     /// memory, `sqlite::deferred`).
-    pub row: std::sync::Arc<Row>,
+    pub row: Arc<Row>,
     pub stored: Option<Stored>,
     /// Whether the row must be written now: its change came from more
     /// than the new messages the batch appended to the log (a replaced
@@ -408,7 +418,7 @@ pub(crate) fn rederive(
     match row_of(model, version, contact, &state, &triggers, None) {
         Some(row) => tx.put_rows_and_ledger(
             &mut [LiveWrite {
-                row: std::sync::Arc::new(row),
+                row: Arc::new(row),
                 stored: None,
                 now: true,
             }],
@@ -452,8 +462,8 @@ pub(crate) fn row_of(
         id: contact.to_string(),
         model_version: version,
         state: state.encode(model),
-        traits: state.traits().clone(),
-        company: state.company().clone(),
+        traits: state.shared_traits().clone(),
+        company: state.shared_company().clone(),
         last_ts: Some(last),
         score,
         triggers: triggers.encode(),

@@ -11,7 +11,6 @@ use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
 use postgres::types::ToSql;
 use postgres::{Statement, Transaction};
-use serde_json::{Map, Value};
 
 use super::PgStore;
 use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
@@ -126,10 +125,6 @@ macro_rules! upsert_row {
     };
 }
 
-pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
-}
-
 impl Pg<'_, '_> {
     /// The scan a listing as of `at` needs (see [`Scan::of`]).
     pub(super) fn scan(
@@ -165,8 +160,8 @@ pub(super) fn read_row_from(r: &postgres::Row, at: usize) -> Result<Row> {
         id: r.get(at),
         model_version: r.get::<_, i32>(at + 1) as u32,
         state: r.get(at + 2),
-        traits: json_map(r.get(at + 3))?,
-        company: json_map(r.get(at + 4))?,
+        traits: engine::json_traits(r.get(at + 3))?,
+        company: engine::json_traits(r.get(at + 4))?,
         last_ts: r.get::<_, Option<i64>>(at + 5).map(Timestamp),
         score: Score {
             score: r.get(at + 6),

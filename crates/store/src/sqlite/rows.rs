@@ -8,7 +8,6 @@ use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{Map, Value};
 
 use super::borrowed::{Param, Prepared};
 use super::contacts;
@@ -53,10 +52,6 @@ pub(super) fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params)
 
 pub(super) fn fields(text: &str) -> Result<ScoreFields> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("ledger entry: {e}")))
-}
-
-pub(super) fn json_map(text: &str) -> Result<Map<String, Value>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("traits: {e}")))
 }
 
 /// An update of a live row ([`UPDATE_LIVE`]): the columns it always sets,
@@ -153,8 +148,8 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
             id: r.get(0)?,
             model_version: r.get(1)?,
             state: r.get(2)?,
-            traits: json_map(&traits)?,
-            company: json_map(&company)?,
+            traits: engine::json_traits(&traits)?,
+            company: engine::json_traits(&company)?,
             last_ts: r.get::<_, Option<i64>>(5)?.map(Timestamp),
             score: Score {
                 score: r.get(6)?,
@@ -813,8 +808,8 @@ impl Tx for Sql<'_> {
                 if let Some(entry) = self.kept(&row.id) {
                     *row = Row::clone(&entry.row);
                     if !traits {
-                        row.traits.clear();
-                        row.company.clear();
+                        row.traits = Default::default();
+                        row.company = Default::default();
                         row.triggers.clear();
                         row.due = None;
                     }

@@ -15,7 +15,6 @@ use leadscore_core::model::Model;
 use leadscore_core::score::Status;
 use leadscore_core::time::{Timestamp, NANOS_PER_SECOND};
 use proptest::prelude::*;
-use serde_json::Map;
 
 mod random;
 
@@ -301,7 +300,7 @@ proptest! {
         let state = live.state();
         let last = state.last_timestamp().expect("messages were absorbed");
         let known = state.score_at(&model, last).unwrap();
-        let bare = ContactState::decode(&model, &state.encode(&model), Map::new(), Map::new()).unwrap();
+        let bare = ContactState::decode(&model, &state.encode(&model), Default::default(), Default::default()).unwrap();
         for hours in later {
             let t = Timestamp(last.0 + hours * HOUR * NANOS_PER_SECOND);
             let whole = state.score_at(&model, t).unwrap();
