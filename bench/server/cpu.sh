@@ -40,11 +40,13 @@ if [ "${WARM:-0}" -gt 0 ]; then
     warm=(--warm-seconds "$WARM" --warm-rate "${WRATE:-$R}")
   fi
 fi
-# tid, name, CPU ticks (user + system), user ticks; threads gone meanwhile skipped
+# tid, name, CPU ticks (user + system), user ticks, nanoseconds waited
+# runnable for a CPU (schedstat); threads gone meanwhile skipped
 snap() {
   for t in /proc/$P/task/*; do
     s=$(cat "$t/stat" 2>/dev/null) || continue
-    echo "$(basename "$t") $(cat "$t/comm" 2>/dev/null) $(echo "${s##*) }" | awk '{print $12+$13, $12}')"
+    q=$(awk '{print $2}' "$t/schedstat" 2>/dev/null || echo 0)
+    echo "$(basename "$t") $(cat "$t/comm" 2>/dev/null) $(echo "${s##*) }" | awk '{print $12+$13, $12}') ${q:-0}"
   done
 }
 # The CPU figures cover the measured part: with a warm-up in the load
@@ -59,5 +61,5 @@ w1=$(waited)
 snap > cpu.after
 echo "CPU pressure: some task waited $(( (w1 - w0) / 1000 )) ms for a CPU"
 ticks=$(getconf CLK_TCK)
-awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; u[$1]=$4; next} {d=$3-b[$1]; if (d>0) {s[$2]+=d; us[$2]+=$4-u[$1]}} END {for (k in s) printf "%s %.2f s (user %.2f s)\n", k, s[k]/hz, us[k]/hz}' cpu.before cpu.after | sort
+awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; u[$1]=$4; q[$1]=$5; next} {d=$3-b[$1]; if (d>0) {s[$2]+=d; us[$2]+=$4-u[$1]; qs[$2]+=$5-q[$1]}} END {for (k in s) printf "%s %.2f s (user %.2f s, waited %.0f ms for a CPU)\n", k, s[k]/hz, us[k]/hz, qs[k]/1e6}' cpu.before cpu.after | sort
 grep VmHWM "/proc/$P/status"

@@ -6,7 +6,8 @@
 # symbols in perf-TAG.txt (the load generator's report in load.log).
 #
 # usage: perf.sh TAG [RATE] [`bench --load` flags, e.g. --sequential --ids segment-js]
-# env:   L, B, KEY, PORT as for cpu.sh; C contacts (default 100000)
+# env:   L, B, KEY, PORT as for cpu.sh; C contacts (default 100000);
+#        PERF_FLAGS more `perf record` flags (e.g. "--call-graph dwarf -F 1000")
 set -euo pipefail
 tag=$1; rate=${2:-50000}; shift 2 || shift $#
 # shellcheck source=lib.sh
@@ -15,7 +16,8 @@ start_server
 writer=$(grep -l '^leadscore-write$' /proc/$P/task/*/comm | cut -d/ -f5)
 steady_load "$rate" "$@"
 sleep 51
-perf record -q -t "$writer" -o "perf-$tag.data" -- sleep 18
+# shellcheck disable=SC2086
+perf record -q ${PERF_FLAGS:-} -t "$writer" -o "perf-$tag.data" -- sleep 18
 wait "$load" || true
 perf report -i "perf-$tag.data" --stdio --no-children --sort symbol 2>/dev/null \
   | grep -v '^#' | grep -v '^$' | head -40 > "perf-$tag.txt"

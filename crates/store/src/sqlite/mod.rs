@@ -32,11 +32,13 @@ mod contacts;
 mod deferred;
 mod logruns;
 mod outbox;
+mod phases;
 mod rows;
 mod versions;
 mod wal;
 
 use engine::Row;
+use phases::{Phase, Phases};
 use rows::{count, model_in, read_row, Sql, ROW_COLUMNS, ROW_COLUMNS_NO_TRAITS};
 use wal::{wal_path, Checkpointer, WalFlush, WAL_RESTART_BYTES};
 
@@ -602,6 +604,7 @@ impl Store for SqliteStore {
                 }))?;
             self.checkpointer = Some(checkpointer);
         }
+        let mut phases = Phases::start(messages.len());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -618,9 +621,13 @@ impl Store for SqliteStore {
             Some(live) => Some(live.for_batch(&tx)?),
             None => None,
         };
+        phases.mark(Phase::Begin);
         let report = engine::ingest(&mut sql, model, activating, messages, now(), live)?;
+        phases.mark(Phase::Messages);
         let staged = finish_writing(&self.owner, sql, false)?;
+        phases.mark(Phase::Rows);
         commit(tx, &mut self.owner, staged)?;
+        phases.mark(Phase::Commit);
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }
@@ -630,6 +637,8 @@ impl Store for SqliteStore {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.poke();
         }
+        phases.mark(Phase::After);
+        phases.report();
         Ok(report)
     }
 

@@ -1,0 +1,97 @@
+//! Where a slow ingest transaction spent its time, for the log: each
+//! phase's wall time, reported at debug level when the whole took at least
+//! [`SLOW`] (`leadscore serve` with
+//! `LEADSCORE_LOG=info,leadscore_store=debug`). The server's latency
+//! outliers are a few slow transactions a minute; this says which part of
+//! them was slow (docs/performance.md, session 31).
+
+use std::time::{Duration, Instant};
+
+/// A transaction at least this long is reported.
+pub(super) const SLOW: Duration = Duration::from_millis(10);
+
+/// The phases of [`crate::Store::ingest`] on SQLite, in order.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Phase {
+    /// Opening the transaction, the model, the writer's memory.
+    Begin,
+    /// Deduplicating, stitching and scoring the messages.
+    Messages,
+    /// Writing the rows, ledger entries and runs that are due.
+    Rows,
+    /// Committing, and the writer's memory taking what was committed.
+    Commit,
+    /// The cache of live states, the WAL restart and the checkpointer.
+    After,
+}
+
+const PHASES: usize = Phase::After as usize + 1;
+
+/// The clock of one transaction.
+pub(super) struct Phases {
+    messages: usize,
+    started: Instant,
+    last: Instant,
+    spent: [Duration; PHASES],
+}
+
+impl Phases {
+    pub(super) fn start(messages: usize) -> Phases {
+        let now = Instant::now();
+        Phases {
+            messages,
+            started: now,
+            last: now,
+            spent: [Duration::ZERO; PHASES],
+        }
+    }
+
+    /// `phase` ends now.
+    pub(super) fn mark(&mut self, phase: Phase) {
+        let now = Instant::now();
+        self.spent[phase as usize] = now - self.last;
+        self.last = now;
+    }
+
+    /// Whether the transaction so far took long enough to report.
+    fn slow(&self) -> bool {
+        self.last - self.started >= SLOW
+    }
+
+    /// Logs the phases if the transaction was slow.
+    pub(super) fn report(&self) {
+        if !self.slow() {
+            return;
+        }
+        let ms = |phase: Phase| self.spent[phase as usize].as_secs_f64() * 1e3;
+        tracing::debug!(
+            messages = self.messages,
+            total_ms = (self.last - self.started).as_secs_f64() * 1e3,
+            begin_ms = ms(Phase::Begin),
+            messages_ms = ms(Phase::Messages),
+            rows_ms = ms(Phase::Rows),
+            commit_ms = ms(Phase::Commit),
+            after_ms = ms(Phase::After),
+            "slow ingest transaction"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_phase_gets_the_time_since_the_one_before() {
+        let mut phases = Phases::start(3);
+        phases.mark(Phase::Begin);
+        std::thread::sleep(Duration::from_millis(12));
+        phases.mark(Phase::Messages);
+        phases.mark(Phase::Rows);
+        assert!(phases.spent[Phase::Messages as usize] >= Duration::from_millis(12));
+        let total: Duration = phases.spent.iter().sum();
+        assert_eq!(total, phases.last - phases.started);
+        assert!(phases.slow());
+        assert!(!Phases::start(1).slow());
+    }
+}
