@@ -631,6 +631,7 @@ impl Store for SqliteStore {
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }
+        phases.mark(Phase::Cache);
         // Before waking the checkpointer, which would otherwise start a
         // pass that the catch-up then waits for or gives way to.
         self.restart_wal_if_large();

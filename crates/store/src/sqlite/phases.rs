@@ -21,7 +21,9 @@ pub(super) enum Phase {
     Rows,
     /// Committing, and the writer's memory taking what was committed.
     Commit,
-    /// The cache of live states, the WAL restart and the checkpointer.
+    /// The cache of live states taking what was committed.
+    Cache,
+    /// Restarting the WAL when large, waking the checkpointer.
     After,
 }
 
@@ -33,6 +35,16 @@ pub(super) struct Phases {
     started: Instant,
     last: Instant,
     spent: [Duration; PHASES],
+    /// The thread's time waiting for a CPU so far, when reports are on.
+    waited: Option<u64>,
+}
+
+/// Nanoseconds the calling thread has waited runnable for a CPU (Linux's
+/// schedstat), if known: a slow transaction whose phases all took longer
+/// may simply not have run.
+fn run_delay() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Phases {
@@ -43,6 +55,9 @@ impl Phases {
             started: now,
             last: now,
             spent: [Duration::ZERO; PHASES],
+            waited: tracing::enabled!(tracing::Level::DEBUG)
+                .then(run_delay)
+                .flatten(),
         }
     }
 
@@ -64,6 +79,10 @@ impl Phases {
             return;
         }
         let ms = |phase: Phase| self.spent[phase as usize].as_secs_f64() * 1e3;
+        let waited = self
+            .waited
+            .zip(run_delay())
+            .map(|(before, now)| now.saturating_sub(before) as f64 / 1e6);
         tracing::debug!(
             messages = self.messages,
             total_ms = (self.last - self.started).as_secs_f64() * 1e3,
@@ -71,7 +90,9 @@ impl Phases {
             messages_ms = ms(Phase::Messages),
             rows_ms = ms(Phase::Rows),
             commit_ms = ms(Phase::Commit),
+            cache_ms = ms(Phase::Cache),
             after_ms = ms(Phase::After),
+            waited_for_cpu_ms = waited,
             "slow ingest transaction"
         );
     }
