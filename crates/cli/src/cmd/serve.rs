@@ -38,9 +38,6 @@ pub fn run(
     let cors_origins = &settings.cors_origins;
     let deliver = settings.deliver.unwrap_or(defaults.delivery.is_some());
     init_logs(settings.log_format.unwrap_or(LogFormat::Text));
-    if !no_huge_pages() {
-        tracing::debug!("transparent huge pages left on (not Linux, or refused)");
-    }
     let store = store::open(db)?;
     if store
         .keys()?
@@ -152,28 +149,6 @@ pub fn demo_keys(db: &Path, listen: &str, as_of: Timestamp) -> Result<()> {
     )?;
     writeln!(out, "  open {base}/docs for every route\n")?;
     super::emit(&out)
-}
-
-/// Turns transparent huge pages off for the server's memory from now on;
-/// whether it did (Linux only). The writer's first touch of a fresh large
-/// allocation (its cache of live states makes a 4 MiB table every 100,000
-/// contacts written) otherwise faults in 2 MiB pages that the kernel zeroes
-/// while the writer waits: 5 ms at each one, every 2 s at 50k events/s,
-/// 21 ms when a map of 57k ids grew (docs/performance.md, session 31).
-/// With 4 KiB pages the same zeroing is spread over the inserts; the
-/// writer's CPU and the read path measured the same either way. Batch
-/// commands keep huge pages: they have no latency to keep.
-fn no_huge_pages() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and
-        // changes only this process's paging.
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
 }
 
 /// Log lines on stderr, level from `LEADSCORE_LOG` (default `info`).
@@ -338,16 +313,4 @@ pub fn keys(db: &Path, command: &KeysCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn huge_pages_are_turned_off() {
-        assert!(super::no_huge_pages());
-        // SAFETY: as in `no_huge_pages`.
-        let off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-        assert_eq!(off, 1);
-    }
 }

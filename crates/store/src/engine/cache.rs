@@ -35,6 +35,8 @@ pub(crate) struct LiveCache {
     /// The canonical contact of every id the batch in progress met, as it
     /// left them.
     pub(super) pending_ids: FxHashMap<String, String>,
+    /// The table of the generation last dropped, emptied ([`drop_elsewhere`]).
+    recycled: Recycled,
 }
 
 /// What a live row decodes to.
@@ -54,14 +56,29 @@ pub(super) struct Cached {
 /// per event (docs/performance.md, session 22).
 pub const DEFAULT_LIVE_CONTACTS: usize = 50_000;
 
-/// Drops a generation on a thread of its own: its 16k states hold many
-/// allocations each, and freeing them took the writer 13 ms, added to the
-/// commit that filled the generation (every half second at 30k events/s).
-/// Should the thread not start, the generation is dropped here.
-fn drop_elsewhere(generation: FxHashMap<String, Box<Cached>>) {
+/// A generation's map.
+type Generation = FxHashMap<String, Box<Cached>>;
+
+/// Where the thread that drops a generation leaves its emptied table.
+type Recycled = std::sync::Arc<std::sync::Mutex<Option<Generation>>>;
+
+/// Drops a generation's entries on a thread of its own: its 16k states
+/// hold many allocations each, and freeing them took the writer 13 ms,
+/// added to the commit that filled the generation (every half second at
+/// 30k events/s). The emptied table, its memory kept, goes to `recycled`
+/// for the next generation: a fresh one of 100,000 contacts is 4 MiB,
+/// whose first touches faulted in huge pages that the kernel zeroed while
+/// the writer waited, 5 ms at every generation (docs/performance.md,
+/// session 31). Should the thread not start, the generation is dropped
+/// here.
+fn drop_elsewhere(mut generation: Generation, recycled: &Recycled) {
+    let recycled = std::sync::Arc::clone(recycled);
     let _ = std::thread::Builder::new()
         .name("leadscore-drop".into())
-        .spawn(move || drop(generation));
+        .spawn(move || {
+            generation.clear();
+            *recycled.lock().unwrap_or_else(|e| e.into_inner()) = Some(generation);
+        });
 }
 
 impl LiveCache {
@@ -76,6 +93,7 @@ impl LiveCache {
             pending: Vec::new(),
             ids: FxHashMap::default(),
             pending_ids: FxHashMap::default(),
+            recycled: Recycled::default(),
         }
     }
 
@@ -99,8 +117,22 @@ impl LiveCache {
         self.ids.extend(self.pending_ids.drain());
         if self.young.len() >= self.generation {
             std::mem::swap(&mut self.young, &mut self.old);
-            let fresh = FxHashMap::with_capacity_and_hasher(self.generation, Default::default());
-            drop_elsewhere(std::mem::replace(&mut self.young, fresh));
+            let fresh = self.fresh_generation();
+            drop_elsewhere(std::mem::replace(&mut self.young, fresh), &self.recycled);
+        }
+    }
+
+    /// An empty map for a generation: the table of the last one dropped if
+    /// it is back, else a new one.
+    fn fresh_generation(&self) -> Generation {
+        let recycled = self
+            .recycled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match recycled {
+            Some(table) if table.is_empty() => table,
+            _ => FxHashMap::with_capacity_and_hasher(self.generation, Default::default()),
         }
     }
 
@@ -174,6 +206,21 @@ mod tests {
             }
         }
         assert!(cache.take("99-5").is_some() && !cache.holds("99-5"));
+        // A dropped generation's table comes back, empty, for the next.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cache.recycled.lock().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no table came back");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let table = cache
+            .recycled
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|t| t.capacity());
+        assert!(table >= Some(GENERATION));
+        assert!(cache.fresh_generation().capacity() >= GENERATION);
+        assert!(cache.recycled.lock().unwrap().is_none(), "taken");
         cache.begin(2);
         assert!(!cache.holds("99-6"), "another version's states are dropped");
     }
