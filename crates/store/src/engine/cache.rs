@@ -123,17 +123,15 @@ impl LiveCache {
     }
 
     /// An empty map for a generation: the table of the last one dropped if
-    /// it is back, else a new one.
+    /// it is back (emptied by [`drop_elsewhere`]), else a new one.
     fn fresh_generation(&self) -> Generation {
-        let recycled = self
-            .recycled
+        self.recycled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match recycled {
-            Some(table) if table.is_empty() => table,
-            _ => FxHashMap::with_capacity_and_hasher(self.generation, Default::default()),
-        }
+            .take()
+            .unwrap_or_else(|| {
+                FxHashMap::with_capacity_and_hasher(self.generation, Default::default())
+            })
     }
 
     /// Takes `contact` out (a batch is about to change it).
@@ -219,7 +217,8 @@ mod tests {
             .as_ref()
             .map(|t| t.capacity());
         assert!(table >= Some(GENERATION));
-        assert!(cache.fresh_generation().capacity() >= GENERATION);
+        let fresh = cache.fresh_generation();
+        assert!(fresh.is_empty() && fresh.capacity() >= GENERATION);
         assert!(cache.recycled.lock().unwrap().is_none(), "taken");
         cache.begin(2);
         assert!(!cache.holds("99-6"), "another version's states are dropped");

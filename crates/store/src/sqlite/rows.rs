@@ -781,7 +781,6 @@ impl Tx for Sql<'_> {
         }
         // Rows kept in memory take their positions there.
         if self.staged.is_some() {
-            let limit = self.run_bytes();
             let kept: Vec<(&str, Arc<Entry>)> = groups
                 .keys()
                 .filter_map(|id| self.kept(id).map(|e| (*id, e)))
@@ -793,7 +792,7 @@ impl Tx for Sql<'_> {
                     id,
                     entry.history.clone(),
                     positions.as_deref(),
-                    limit,
+                    contacts::KEPT_RUN_BYTES,
                 )?;
                 self.keep_again(&entry, Arc::clone(&entry.row), history);
             }
