@@ -103,10 +103,17 @@ impl SqliteStore {
         };
         let erased_at = now().0;
         for member in &ids {
-            let mut delete =
-                tx.prepare_cached("DELETE FROM events WHERE seq = ?1 AND own_id = ?2")?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM events WHERE seq = ?1 AND own_id = ?2 RETURNING message_id",
+            )?;
             for seq in sql.log_positions(member)? {
-                report.events += delete.execute(params![seq, member])? as u64;
+                let erased: Option<String> = delete
+                    .query_row(params![seq, member], |r| r.get(0))
+                    .optional()?;
+                if let Some(message_id) = erased {
+                    sql.erased_event(&message_id, seq)?;
+                    report.events += 1;
+                }
             }
             sql.forget_log(member)?;
             tx.execute(

@@ -13,7 +13,9 @@
 //! its memory, where the log and the ledger stood when its oldest
 //! unwritten row was first kept, and (V11) the oldest position in no run.
 //! Readers use the memory only while its epoch is the one in their
-//! snapshot. Any other connection that writes live rows (another
+//! snapshot. (V12) The entries of the message-id index it appends are
+//! kept too and written in sorted generations ([`msgids`]), with the
+//! oldest position the index may lack. Any other connection that writes live rows (another
 //! process, an activation) first re-derives every contact the row names
 //! and deletes it; the writer, finding it gone, forgets its memory.
 
@@ -30,6 +32,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::borrowed::Prepared;
 use super::contacts;
 use super::logruns::{self, Memory};
+use super::msgids::{self, Entries, Pending};
 use super::rows::Sql;
 use crate::engine::{self, Row, Tx};
 use crate::Result;
@@ -95,6 +98,10 @@ pub(super) struct Overlay {
     /// writer's evaluation of due triggers looks through the kept rows
     /// only once one may be due.
     min_due: std::sync::atomic::AtomicI64,
+    /// The message-id index entries the writer appended and has not
+    /// written ([`msgids`]): the writer's alone (readers never look up
+    /// messageIds), so out of `inner`'s lock.
+    ids: Mutex<Pending>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +146,11 @@ impl Overlay {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer's pending message-id index entries.
+    pub(super) fn ids(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The overlay as a reader whose snapshot `conn` reads sees it: `None`
@@ -244,6 +256,8 @@ impl Overlay {
         inner.rows.clear();
         inner.order.clear();
         inner.log.clear();
+        drop(inner);
+        self.ids().clear();
     }
 }
 
@@ -258,18 +272,24 @@ pub(super) struct Recorded {
     /// The oldest position of the log that may be in no run
     /// ([`logruns`]; `None`: every one is).
     pub log_from: Option<i64>,
+    /// (V12) The oldest position of the log that may lack its entry in
+    /// `message_ids` ([`msgids`]; `None`: every one has it).
+    pub ids_from: Option<i64>,
 }
 
 /// The `deferred_rows` row in `conn`'s snapshot.
 pub(super) fn recorded(conn: &Connection) -> Result<Option<Recorded>> {
     Ok(conn
-        .prepare_cached("SELECT epoch, events_from, ledger_from, log_from FROM deferred_rows")?
+        .prepare_cached(
+            "SELECT epoch, events_from, ledger_from, log_from, ids_from FROM deferred_rows",
+        )?
         .query_row([], |r| {
             Ok(Recorded {
                 epoch: r.get(0)?,
                 events_from: r.get(1)?,
                 ledger_from: r.get(2)?,
                 log_from: r.get(3)?,
+                ids_from: r.get(4)?,
             })
         })
         .optional()?)
@@ -283,16 +303,23 @@ fn record(conn: &Connection, r: Option<Recorded>) -> Result<()> {
             .execute([])?;
         return Ok(());
     };
-    let values = params![r.epoch, r.events_from, r.ledger_from, r.log_from];
+    let values = params![
+        r.epoch,
+        r.events_from,
+        r.ledger_from,
+        r.log_from,
+        r.ids_from
+    ];
     let updated = conn
         .prepare_cached(
-            "UPDATE deferred_rows SET epoch = ?1, events_from = ?2, ledger_from = ?3, log_from = ?4",
+            "UPDATE deferred_rows SET epoch = ?1, events_from = ?2, ledger_from = ?3,
+                log_from = ?4, ids_from = ?5",
         )?
         .execute(values)?;
     if updated == 0 {
         conn.prepare_cached(
-            "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from, log_from)
-             VALUES (1, ?1, ?2, ?3, ?4)",
+            "INSERT INTO deferred_rows (only, epoch, events_from, ledger_from, log_from, ids_from)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(values)?;
     }
@@ -319,6 +346,14 @@ pub(super) struct Staged {
     /// Every position before this is in a run once it commits; the
     /// others are in the writer's memory ([`Memory`]).
     log_from: i64,
+    /// The message-id index entries it appended, those of events it
+    /// erased, where the frozen generation is written up to once it
+    /// commits (`None`: where it was), and whether it wrote every pending
+    /// entry and its own.
+    pub(super) ids: Entries,
+    pub(super) ids_erased: Vec<(i64, i64)>,
+    ids_written: Option<usize>,
+    ids_all: bool,
 }
 
 impl Staged {
@@ -480,6 +515,10 @@ impl Owner {
             flushed: Vec::new(),
             forgotten: Vec::new(),
             log_from: start.0,
+            ids: Entries::default(),
+            ids_erased: Vec::new(),
+            ids_written: None,
+            ids_all: false,
         })
     }
 
@@ -546,9 +585,40 @@ impl Owner {
         Ok(())
     }
 
-    /// Records in `deferred_rows` where the oldest row still kept and the
-    /// oldest position in no run after this transaction stand (or that
-    /// there is neither), inside it.
+    /// Writes the next slice of the frozen generation of message-id index
+    /// entries, freezing the pending ones first when they are due (`all`:
+    /// every pending entry and the transaction's own), in the transaction
+    /// `conn` has open.
+    pub(super) fn write_ids(
+        &self,
+        conn: &Connection,
+        prepared: Option<&Prepared>,
+        staged: &mut Staged,
+        now: Instant,
+        all: bool,
+    ) -> Result<()> {
+        let mut ids = self.overlay.ids();
+        let skip = &staged.ids_erased;
+        if all {
+            for entries in [ids.unwritten(), staged.ids.sorted()] {
+                msgids::write(conn, prepared, &entries, skip)?;
+            }
+            staged.ids_all = true;
+            return Ok(());
+        }
+        ids.freeze_if_due(now.checked_sub(WRITE_AFTER));
+        let (slice, written) = ids.slice();
+        if !slice.is_empty() {
+            msgids::write(conn, prepared, slice, skip)?;
+            staged.ids_written = Some(written);
+        }
+        Ok(())
+    }
+
+    /// Records in `deferred_rows` where the oldest row still kept, the
+    /// oldest position in no run and the oldest without its message-id
+    /// index entry after this transaction stand (or that there is none),
+    /// inside it.
     pub(super) fn record(&self, conn: &Connection, staged: &mut Staged) -> Result<()> {
         let skip: FxHashSet<&str> = staged
             .flushed
@@ -564,11 +634,20 @@ impl Owner {
             None => staged.start.0.max(staged.noted.map_or(0, |last| last + 1)),
         };
         let rows = self.oldest(staged);
-        let want = (rows.is_some() || pending.is_some()).then(|| Recorded {
+        let ids_from = if staged.ids_all {
+            None
+        } else {
+            let ids = self.overlay.ids();
+            let written = staged.ids_written.unwrap_or(ids.written());
+            // The transaction's own entries come after every pending one.
+            ids.oldest(written).or_else(|| staged.ids.min_seq())
+        };
+        let want = (rows.is_some() || pending.is_some() || ids_from.is_some()).then(|| Recorded {
             epoch: self.epoch,
             events_from: rows.map_or(i64::MAX, |since| since.events),
             ledger_from: rows.map_or(i64::MAX, |since| since.ledger),
             log_from: Some(staged.log_from),
+            ids_from,
         });
         if want != self.recorded {
             record(conn, want)?;
@@ -627,6 +706,15 @@ impl Owner {
             inner.log.forget(own_id);
         }
         inner.log.mark(now, staged.log_from);
+        {
+            let mut ids = self.overlay.ids();
+            if staged.ids_all {
+                ids.clear();
+            } else {
+                let written = staged.ids_written.unwrap_or(ids.written());
+                ids.committed(written, staged.ids, &staged.ids_erased, staged.start.2);
+            }
+        }
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {
@@ -724,6 +812,9 @@ pub(super) fn settle(
     if let Some(from) = found.log_from {
         logruns::mend(conn, from)?;
     }
+    if let Some(from) = found.ids_from {
+        msgids::mend(conn, from)?;
+    }
     record(conn, None)
 }
 
@@ -740,6 +831,9 @@ pub(super) fn recover(conn: &Connection, model: Option<(&Model, u32)>) -> Result
     // First: the re-derivation reads the logs.
     if let Some(from) = found.log_from {
         logruns::mend(conn, from)?;
+    }
+    if let Some(from) = found.ids_from {
+        msgids::mend(conn, from)?;
     }
     if let Some((model, version)) = model {
         let mut sql = Sql::new(conn);

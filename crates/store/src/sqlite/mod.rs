@@ -31,6 +31,7 @@ mod borrowed;
 mod contacts;
 mod deferred;
 mod logruns;
+mod msgids;
 mod outbox;
 mod phases;
 mod rows;
@@ -511,12 +512,14 @@ fn finish_writing(
     mut sql: Sql<'_>,
     all: bool,
 ) -> Result<Option<deferred::Staged>> {
+    let (appended, erased) = sql.take_ids();
     let Some(owner) = owner else {
         let mut logged: Vec<_> = sql.take_logged().into_iter().collect();
         logged.sort_unstable();
         for (own_id, seqs) in logged {
             logruns::add_run(sql.conn(), sql.prepared(), &own_id, &seqs)?;
         }
+        msgids::write(sql.conn(), sql.prepared(), &appended.sorted(), &[])?;
         return Ok(None);
     };
     let now = std::time::Instant::now();
@@ -531,7 +534,9 @@ fn finish_writing(
     }
     let conn = sql.conn();
     let mut staged = sql.take_staged().expect("the writer's");
+    (staged.ids, staged.ids_erased) = (appended, erased);
     owner.write_runs(conn, sql.prepared(), &mut staged, now, all)?;
+    owner.write_ids(conn, sql.prepared(), &mut staged, now, all)?;
     owner.record(conn, &mut staged)?;
     Ok(Some(staged))
 }

@@ -13,6 +13,7 @@ use super::borrowed::{Param, Prepared};
 use super::contacts;
 use super::deferred::{self, Entry, Overlay, Staged};
 use super::logruns::{self, Logged};
+use super::msgids::{self, Entries};
 use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
@@ -190,6 +191,13 @@ pub(super) struct Sql<'c> {
     logged: Logged,
     /// Where positions of the log in no run are found.
     unstored: Unstored,
+    /// The message-id index entries of the events this transaction
+    /// appended, and of those it erased ([`msgids`]): in `message_ids`
+    /// when it ends, or in the server's writer's memory.
+    appended: Entries,
+    erased_ids: Vec<(i64, i64)>,
+    /// Positions found under a messageId's hash (a buffer).
+    candidates: Vec<i64>,
 }
 
 /// Where a transaction finds the positions of the log that its snapshot
@@ -216,6 +224,9 @@ impl<'c> Sql<'c> {
             staged: None,
             logged: Logged::default(),
             unstored: Unstored::Unknown,
+            appended: Entries::default(),
+            erased_ids: Vec::new(),
+            candidates: Vec::new(),
         }
     }
 
@@ -295,6 +306,47 @@ impl<'c> Sql<'c> {
     /// The positions of the events this transaction appended, by own id.
     pub(super) fn take_logged(&mut self) -> Logged {
         std::mem::take(&mut self.logged)
+    }
+
+    /// The message-id index entries of the events this transaction
+    /// appended, and of those it erased.
+    pub(super) fn take_ids(&mut self) -> (Entries, Vec<(i64, i64)>) {
+        (
+            std::mem::take(&mut self.appended),
+            std::mem::take(&mut self.erased_ids),
+        )
+    }
+
+    /// The hash of `message_id` and the position of its event, if the log
+    /// has it: the positions under its hash (appended by this
+    /// transaction, in the writer's memory, in `message_ids`) whose event
+    /// has this messageId.
+    fn find_message(&mut self, message_id: &str) -> Result<(i64, Option<i64>)> {
+        let hash = msgids::hash(message_id);
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        self.appended.find(hash, &mut candidates);
+        if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
+            overlay.ids().find(hash, &mut candidates);
+        }
+        msgids::find_stored(self.conn, hash, &mut candidates)?;
+        let mut found = None;
+        for &seq in &candidates {
+            if msgids::stored_id(self.conn, seq)?.as_deref() == Some(message_id) {
+                found = Some(seq);
+                break;
+            }
+        }
+        self.candidates = candidates;
+        Ok((hash, found))
+    }
+
+    /// The event at `seq`, whose messageId is `message_id`, is erased.
+    pub(super) fn erased_event(&mut self, message_id: &str, seq: i64) -> Result<()> {
+        let hash = msgids::hash(message_id);
+        msgids::delete(self.conn, message_id, seq)?;
+        self.erased_ids.push((hash, seq));
+        Ok(())
     }
 
     /// The positions of every event whose own id is (or was) `own_id`, in
@@ -572,10 +624,13 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
+        let (hash, found) = self.find_message(&m.message_id)?;
+        if found.is_some() {
+            return Ok(false);
+        }
         let own_id = m.own_id();
-        let n = self.run(
-            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (message_id) DO NOTHING",
+        self.run(
+            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)",
             &[
                 m.message_id.as_str().into(),
                 own_id.into(),
@@ -583,26 +638,31 @@ impl Tx for Sql<'_> {
                 body.into(),
             ],
         )?;
-        if n == 1 {
-            self.note_log(own_id, self.conn.last_insert_rowid());
-        }
-        Ok(n == 1)
+        let seq = self.conn.last_insert_rowid();
+        self.appended.insert(hash, seq);
+        self.note_log(own_id, seq);
+        Ok(true)
     }
 
     fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
-        let body: Option<String> = self
+        let Some(seq) = self.find_message(message_id)?.1 else {
+            return Ok(None);
+        };
+        let body: String = self
             .conn
-            .prepare_cached("SELECT body FROM events WHERE message_id = ?1")?
-            .query_row([message_id], |r| r.get(0))
-            .optional()?;
-        body.map(|b| engine::parse_stored(&b)).transpose()
+            .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        engine::parse_stored(&body).map(Some)
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
-        let (seq, old): (i64, String) = self
+        let seq = self.find_message(&m.message_id)?.1.ok_or_else(|| {
+            StoreError::Corrupt(format!("message {} to replace is missing", m.message_id))
+        })?;
+        let old: String = self
             .conn
-            .prepare_cached("SELECT seq, own_id FROM events WHERE message_id = ?1")?
-            .query_row([&m.message_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .prepare_cached("SELECT own_id FROM events WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
         self.conn
             .prepare_cached("UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE seq = ?1")?
             .execute(params![seq, m.own_id(), m.timestamp.0, body])?;

@@ -538,7 +538,7 @@ fn live_rows_survive_the_move_to_rowid_tables() {
             .prepare(
                 "SELECT name FROM made.sqlite_schema WHERE type = 'table' \
                  AND name NOT LIKE 'sqlite_%' AND name <> 'refinery_schema_history' \
-                 AND name NOT IN ('deferred_rows', 'log_runs')",
+                 AND name NOT IN ('deferred_rows', 'log_runs', 'message_ids')",
             )
             .unwrap()
             .query_map([], |r| r.get(0))
@@ -799,4 +799,182 @@ fn an_erased_contact_leaves_no_positions_behind() {
     let log = store.contact_messages("d").unwrap().unwrap();
     let ids: Vec<&str> = log.messages.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids, ["d1", "d2"]);
+}
+
+/// How many entries `message_ids` holds.
+fn indexed(store: &SqliteStore) -> i64 {
+    store
+        .conn
+        .query_row("SELECT count(*) FROM message_ids", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A resent message is a duplicate wherever its messageId's index entry
+/// is: appended by the same transaction, pending in the writer's memory,
+/// in a frozen generation written in part, in `message_ids`, or only in
+/// the log after a crash (the next connection to write indexes it).
+#[test]
+fn message_ids_are_found_wherever_their_entry_is() {
+    let (_dir, path, mut store) = deferring_store();
+    {
+        let mut ids = store.overlay.ids();
+        ids.freeze_at = 4;
+        ids.min_slice = 2;
+    }
+    let recorded = |store: &SqliteStore| deferred::recorded(&store.conn).unwrap();
+    let at = |i: usize| format!("2025-01-01T00:00:{i:02}Z");
+    let batch = |ids: &[usize]| -> Vec<Incoming> {
+        ids.iter()
+            .map(|i| track("c", &format!("m{i}"), &at(*i)))
+            .collect()
+    };
+    let before = indexed(&store);
+    // The same messageId twice in one transaction.
+    let report = store.ingest(batch(&[0, 1, 2, 0])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (3, 1));
+    let report = store.ingest(batch(&[3])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 0));
+    // Four pending: in memory only.
+    assert_eq!(indexed(&store), before);
+    let first = recorded(&store).and_then(|r| r.ids_from);
+    assert!(first.is_some(), "{:?}", recorded(&store));
+    // This transaction freezes them and writes the first two in key order.
+    let report = store.ingest(batch(&[4, 1])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 1));
+    assert_eq!(indexed(&store), before + 2);
+    assert_eq!(recorded(&store).and_then(|r| r.ids_from), first);
+    let report = store.ingest(batch(&[0, 1, 2, 3, 4])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (0, 5));
+    assert_eq!(indexed(&store), before + 4, "the second slice");
+    // Another connection of this process writes: it indexes the log past
+    // the recorded position, and the writer forgets its memory.
+    let mut other = SqliteStore::open(&path).unwrap();
+    let report = other.ingest(batch(&[4, 7])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 1));
+    assert_eq!(indexed(&other), before + 6);
+    assert!(recorded(&other).is_none());
+    let report = store.ingest(batch(&[4, 7, 8])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 2));
+    assert_eq!(indexed(&store), before + 6);
+    // A crash loses the memory; another connection indexes the log.
+    store.crash();
+    let report = other.ingest(batch(&[0, 1, 2, 3, 4, 5, 7, 8])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 7));
+    assert_eq!(indexed(&other), before + 8);
+    assert!(recorded(&other).is_none());
+    // The writer's end writes every pending entry.
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability(1_000).unwrap();
+    let report = store.ingest(batch(&[6, 5])).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 1));
+    assert_eq!(indexed(&store), before + 8);
+    store.write_kept_rows().unwrap();
+    assert_eq!(indexed(&other), before + 9);
+    assert!(recorded(&other).is_none());
+}
+
+/// Erasing a contact deletes its events' entries from `message_ids` and
+/// from the writer's memory (which would otherwise write them later):
+/// pending, or in a frozen generation not written yet.
+#[test]
+fn an_erased_contact_leaves_no_message_ids_behind() {
+    let (_dir, _path, mut store) = deferring_store();
+    {
+        let mut ids = store.overlay.ids();
+        ids.freeze_at = 3;
+        ids.min_slice = 1;
+    }
+    let mut users = ["a", "b", "c", "d"];
+    // By their first messages' key order.
+    users.sort_by_key(|u| msgids::hash(&format!("{u}1")));
+    let [first, second, _, last] = users;
+    let hashes = |store: &SqliteStore| -> Vec<i64> {
+        let mut stmt = store.conn.prepare("SELECT hash FROM message_ids").unwrap();
+        let mut found: Vec<i64> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    let messages = |n: usize| -> Vec<Incoming> {
+        users
+            .iter()
+            .map(|u| track(u, &format!("{u}{n}"), &format!("2025-01-01T00:00:0{n}Z")))
+            .collect()
+    };
+    store.ingest(messages(1)).unwrap();
+    // Frozen, and the first in key order written.
+    store.ingest(messages(2)).unwrap();
+    assert_eq!(hashes(&store), [msgids::hash(&format!("{first}1"))]);
+    // The erasing transaction's slice is the second's entry: skipped.
+    assert_eq!(store.erase(second).unwrap().unwrap().events, 2);
+    assert_eq!(hashes(&store).len(), 1);
+    // The last's entry is past the next slice: it leaves the generation.
+    assert_eq!(store.erase(last).unwrap().unwrap().events, 2);
+    assert_eq!(hashes(&store).len(), 2);
+    store.write_kept_rows().unwrap();
+    let mut want: Vec<i64> = users
+        .iter()
+        .filter(|u| ![second, last].contains(*u))
+        .flat_map(|u| [1, 2].map(|n| msgids::hash(&format!("{u}{n}"))))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(hashes(&store), want);
+    // From the table.
+    store.erase(first).unwrap().unwrap();
+    assert_eq!(hashes(&store).len(), 2);
+}
+
+/// A store made before migration V12 (a unique index on the log's
+/// message_id) has every event indexed by the first write after it, and
+/// its messages are still duplicates.
+#[test]
+fn message_ids_survive_the_move_to_their_own_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    {
+        let conn = schema_at(&old, 11);
+        let mut made = SqliteStore::open(dir.path().join("made.db")).unwrap();
+        made.ingest(vec![
+            track("x", "x1", "2025-01-01T00:00:00Z"),
+            track("y", "y1", "2025-01-01T00:00:01Z"),
+        ])
+        .unwrap();
+        drop(made);
+        conn.execute(
+            "ATTACH ?1 AS made",
+            [dir.path().join("made.db").to_str().unwrap()],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO events SELECT seq, message_id, own_id, ts, body FROM made.events;
+             INSERT INTO identities SELECT * FROM made.identities;
+             INSERT INTO log_runs SELECT * FROM made.log_runs;",
+        )
+        .unwrap();
+    }
+    let mut store = SqliteStore::open(&old).unwrap();
+    let recorded = deferred::recorded(&store.conn).unwrap().unwrap();
+    assert_eq!(recorded.ids_from, Some(1));
+    assert_eq!(indexed(&store), 0);
+    let report = store
+        .ingest(vec![
+            track("x", "x1", "2025-01-01T00:00:00Z"),
+            track("y", "y2", "2025-01-01T00:00:02Z"),
+        ])
+        .unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 1));
+    assert_eq!(indexed(&store), 3);
+    assert!(deferred::recorded(&store.conn).unwrap().is_none());
+    let unique: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM pragma_index_list('events') WHERE \"unique\"",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unique, 0);
 }

@@ -1,0 +1,444 @@
+//! The message-id index on SQLite, written later (migration V12 says why):
+//! `message_ids (hash, seq)` holds the xxh3-64 hash of each event's
+//! messageId with its log position; a lookup takes every position under
+//! the hash and keeps the one whose stored messageId is the one asked for.
+//!
+//! An import, and any connection but the server's writer, writes its
+//! transaction's entries in key order as it ends. The server's writer
+//! keeps the entries it appends in memory ([`Pending`]) and writes them in
+//! generations: once about [`FREEZE_AT`] are pending (or the oldest is
+//! [`super::deferred::WRITE_AFTER`] old) they are frozen, sorted, and
+//! written a slice of keys per transaction ([`slice`]), so that each
+//! slice lands on a few neighbouring leaves instead of every event
+//! dirtying a random leaf. The next writer after a crash, and another
+//! connection that writes, first index the log past
+//! `deferred_rows.ids_from` themselves ([`mend`]).
+
+use std::time::Instant;
+
+use rusqlite::{Connection, OptionalExtension};
+use rustc_hash::FxHashMap;
+
+use super::borrowed::{Param, Prepared};
+use crate::Result;
+
+/// Pending entries that make the writer freeze a generation.
+pub(super) const FREEZE_AT: usize = 131_072;
+
+/// A frozen generation is written in this many slices at most (one per
+/// transaction), each at least [`MIN_SLICE`] entries.
+const SLICES: usize = 128;
+const MIN_SLICE: usize = 1024;
+
+/// The hash a messageId is indexed under.
+pub(super) fn hash(message_id: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(message_id.as_bytes()) as i64
+}
+
+/// Entries `(hash, seq)`, found by hash: the first position of each hash
+/// in a map, the rare others (two messageIds with one hash) beside it.
+#[derive(Debug, Default)]
+pub(super) struct Entries {
+    first: FxHashMap<i64, i64>,
+    more: Vec<(i64, i64)>,
+}
+
+impl Entries {
+    pub(super) fn insert(&mut self, hash: i64, seq: i64) {
+        if let Some(first) = self.first.get(&hash) {
+            if *first != seq && !self.more.contains(&(hash, seq)) {
+                self.more.push((hash, seq));
+            }
+        } else {
+            self.first.insert(hash, seq);
+        }
+    }
+
+    /// Pushes the positions under `hash` onto `out`.
+    pub(super) fn find(&self, hash: i64, out: &mut Vec<i64>) {
+        if let Some(seq) = self.first.get(&hash) {
+            out.push(*seq);
+            out.extend(self.more.iter().filter(|(h, _)| *h == hash).map(|e| e.1));
+        }
+    }
+
+    pub(super) fn remove(&mut self, hash: i64, seq: i64) {
+        if self.first.get(&hash) == Some(&seq) {
+            self.first.remove(&hash);
+            if let Some(i) = self.more.iter().position(|(h, _)| *h == hash) {
+                let (_, other) = self.more.swap_remove(i);
+                self.first.insert(hash, other);
+            }
+        } else {
+            self.more.retain(|e| *e != (hash, seq));
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.first.len() + self.more.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    /// The smallest position held.
+    pub(super) fn min_seq(&self) -> Option<i64> {
+        self.first
+            .values()
+            .chain(self.more.iter().map(|e| &e.1))
+            .min()
+            .copied()
+    }
+
+    /// Every entry, in key order.
+    pub(super) fn sorted(&self) -> Vec<(i64, i64)> {
+        let mut all: Vec<(i64, i64)> = self.first.iter().map(|(h, s)| (*h, *s)).collect();
+        all.extend_from_slice(&self.more);
+        all.sort_unstable();
+        all
+    }
+
+    fn drain_sorted(&mut self) -> Vec<(i64, i64)> {
+        let all = self.sorted();
+        *self = Entries::default();
+        all
+    }
+}
+
+/// The entries the server's writer appended and `message_ids` may lack.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// Appended since the last generation froze, the smallest position,
+    /// and when the first was added.
+    fresh: Entries,
+    fresh_from: Option<i64>,
+    fresh_since: Option<Instant>,
+    /// The frozen generation, in key order: those before `written` are in
+    /// the table. `frozen_from`: its smallest position.
+    frozen: Vec<(i64, i64)>,
+    written: usize,
+    frozen_from: i64,
+    /// [`FREEZE_AT`] and [`MIN_SLICE`] (smaller in tests).
+    pub(super) freeze_at: usize,
+    pub(super) min_slice: usize,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            fresh: Entries::default(),
+            fresh_from: None,
+            fresh_since: None,
+            frozen: Vec::new(),
+            written: 0,
+            frozen_from: 0,
+            freeze_at: FREEZE_AT,
+            min_slice: MIN_SLICE,
+        }
+    }
+}
+
+impl Pending {
+    /// Forgets every entry (written, or indexed by another connection).
+    pub(super) fn clear(&mut self) {
+        *self = Pending {
+            freeze_at: self.freeze_at,
+            min_slice: self.min_slice,
+            ..Pending::default()
+        };
+    }
+
+    /// Pushes the positions under `hash` onto `out`.
+    pub(super) fn find(&self, hash: i64, out: &mut Vec<i64>) {
+        self.fresh.find(hash, out);
+        let at = self.frozen.partition_point(|(h, _)| *h < hash);
+        out.extend(
+            self.frozen[at..]
+                .iter()
+                .take_while(|(h, _)| *h == hash)
+                .map(|e| e.1),
+        );
+    }
+
+    /// Where the frozen generation is written up to.
+    pub(super) fn written(&self) -> usize {
+        self.written
+    }
+
+    /// How many entries are pending (frozen and not written, or fresh).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.frozen.len() - self.written + self.fresh.len()
+    }
+
+    /// Every entry not written, in key order (for a transaction that
+    /// writes them all).
+    pub(super) fn unwritten(&self) -> Vec<(i64, i64)> {
+        let mut all = self.frozen[self.written..].to_vec();
+        all.extend(self.fresh.sorted());
+        all.sort_unstable();
+        all
+    }
+
+    /// Freezes the fresh entries when no generation is being written and
+    /// they are [`FREEZE_AT`] many, or the first came before `cutoff`.
+    /// Nothing is lost if the transaction then fails: the entries are
+    /// found in the generation as well.
+    pub(super) fn freeze_if_due(&mut self, cutoff: Option<Instant>) {
+        if self.written < self.frozen.len() || self.fresh.is_empty() {
+            return;
+        }
+        let old = matches!((self.fresh_since, cutoff), (Some(since), Some(cut)) if since <= cut);
+        if old || self.fresh.len() >= self.freeze_at {
+            self.frozen_from = self.fresh_from.unwrap_or(0);
+            self.frozen = self.fresh.drain_sorted();
+            self.written = 0;
+            self.fresh_from = None;
+            self.fresh_since = None;
+        }
+    }
+
+    /// The slice of the frozen generation a transaction writes next, and
+    /// where the written part ends after it.
+    pub(super) fn slice(&self) -> (&[(i64, i64)], usize) {
+        let rest = &self.frozen[self.written..];
+        let take = rest
+            .len()
+            .min(self.min_slice.max(self.frozen.len().div_ceil(SLICES)));
+        (&rest[..take], self.written + take)
+    }
+
+    /// The oldest position `message_ids` may lack once the frozen
+    /// generation is written up to `written`, before this transaction's
+    /// own entries (`None`: none).
+    pub(super) fn oldest(&self, written: usize) -> Option<i64> {
+        if written < self.frozen.len() {
+            Some(self.frozen_from)
+        } else {
+            self.fresh_from
+        }
+    }
+
+    /// A transaction committed: the frozen generation is written up to
+    /// `written` (the first transaction of a generation may have frozen
+    /// it), `appended` are its own entries (none when it wrote them), and
+    /// `erased` entries are gone.
+    pub(super) fn committed(
+        &mut self,
+        written: usize,
+        appended: Entries,
+        erased: &[(i64, i64)],
+        at: Instant,
+    ) {
+        self.written = written.min(self.frozen.len());
+        if self.written == self.frozen.len() {
+            self.frozen = Vec::new();
+            self.written = 0;
+        }
+        if !appended.is_empty() {
+            if let Some(min) = appended.min_seq() {
+                self.fresh_from = Some(self.fresh_from.map_or(min, |f| f.min(min)));
+            }
+            self.fresh_since.get_or_insert(at);
+            if self.fresh.is_empty() {
+                self.fresh = appended;
+            } else {
+                for (hash, seq) in appended.sorted() {
+                    self.fresh.insert(hash, seq);
+                }
+            }
+        }
+        for &(hash, seq) in erased {
+            self.fresh.remove(hash, seq);
+            if let Ok(i) = self.frozen[self.written..].binary_search(&(hash, seq)) {
+                self.frozen.remove(self.written + i);
+            }
+        }
+        if self.fresh.is_empty() {
+            self.fresh_from = None;
+            self.fresh_since = None;
+        }
+    }
+}
+
+/// Writes `entries` (in key order) into `message_ids`, but those in
+/// `skip`, through the statements kept in `prepared` when given.
+pub(super) fn write(
+    conn: &Connection,
+    prepared: Option<&Prepared>,
+    entries: &[(i64, i64)],
+    skip: &[(i64, i64)],
+) -> Result<()> {
+    const INSERT: &str = "INSERT OR IGNORE INTO message_ids (hash, seq) VALUES (?1, ?2)";
+    let kept = entries.iter().filter(|e| !skip.contains(e));
+    match prepared {
+        Some(prepared) => {
+            let mut stmt = prepared.statement(conn, INSERT)?;
+            for &(hash, seq) in kept {
+                stmt.execute(&[Param::from(hash), seq.into()])?;
+            }
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(INSERT)?;
+            for &(hash, seq) in kept {
+                stmt.execute([hash, seq])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pushes the positions `message_ids` holds under `hash` onto `out`.
+pub(super) fn find_stored(conn: &Connection, hash: i64, out: &mut Vec<i64>) -> Result<()> {
+    let mut stmt = conn.prepare_cached("SELECT seq FROM message_ids WHERE hash = ?1")?;
+    let mut rows = stmt.query([hash])?;
+    while let Some(r) = rows.next()? {
+        out.push(r.get(0)?);
+    }
+    Ok(())
+}
+
+/// The messageId of the event at `seq`, if there is one.
+pub(super) fn stored_id(conn: &Connection, seq: i64) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT message_id FROM events WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()?)
+}
+
+/// Deletes the entry of the event at `seq` whose messageId is `message_id`.
+pub(super) fn delete(conn: &Connection, message_id: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM message_ids WHERE hash = ?1 AND seq = ?2")?
+        .execute([hash(message_id), seq])?;
+    Ok(())
+}
+
+/// Indexes every event at or past `from` that `message_ids` lacks: what a
+/// writer kept in memory and did not write (a crash), or cannot write
+/// itself (another connection), and the whole log after migration V12.
+pub(super) fn mend(conn: &Connection, from: i64) -> Result<()> {
+    let mut found = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT seq, message_id FROM events WHERE seq >= ?1")?;
+        let mut rows = stmt.query([from])?;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let id: String = r.get(1)?;
+            found.push((hash(&id), seq));
+        }
+    }
+    found.sort_unstable();
+    write(conn, None, &found, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn entries_keep_every_position_of_a_hash() {
+        let mut e = Entries::default();
+        e.insert(7, 1);
+        e.insert(7, 3);
+        e.insert(9, 2);
+        e.insert(7, 3);
+        let mut out = Vec::new();
+        e.find(7, &mut out);
+        assert_eq!(out, [1, 3]);
+        assert_eq!(e.len(), 3);
+        assert_eq!(e.min_seq(), Some(1));
+        assert_eq!(e.sorted(), [(7, 1), (7, 3), (9, 2)]);
+        // Removing the first keeps the other.
+        e.remove(7, 1);
+        out.clear();
+        e.find(7, &mut out);
+        assert_eq!(out, [3]);
+        e.remove(9, 2);
+        out.clear();
+        e.find(9, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(e.len(), 1);
+    }
+
+    fn entries(pairs: &[(i64, i64)]) -> Entries {
+        let mut e = Entries::default();
+        for (h, s) in pairs {
+            e.insert(*h, *s);
+        }
+        e
+    }
+
+    #[test]
+    fn a_generation_freezes_and_is_written_in_slices() {
+        let t0 = Instant::now();
+        let mut p = Pending::default();
+        let n = (MIN_SLICE * 2 + 10) as i64;
+        let pairs: Vec<(i64, i64)> = (0..n).map(|i| ((i * 7919) % n, 100 + i)).collect();
+        p.committed(0, entries(&pairs), &[], t0);
+        assert_eq!(p.len(), pairs.len());
+        assert_eq!(p.oldest(0), Some(100));
+        // Not due: neither many nor old.
+        p.freeze_if_due(None);
+        assert!(p.frozen.is_empty());
+        // Old: frozen in key order, found there.
+        p.freeze_if_due(Some(t0 + Duration::from_secs(1)));
+        assert_eq!(p.frozen.len(), pairs.len());
+        assert!(p.frozen.is_sorted());
+        let mut out = Vec::new();
+        p.find(pairs[5].0, &mut out);
+        assert_eq!(out, [pairs[5].1]);
+        let (slice, written) = p.slice();
+        assert_eq!(slice.len(), MIN_SLICE);
+        assert_eq!(written, MIN_SLICE);
+        // A commit that wrote the first slice and appended more: the
+        // generation's oldest stands until it is all written.
+        p.committed(written, entries(&[(-5, 5000)]), &[], t0);
+        assert_eq!(p.oldest(p.written), Some(100));
+        p.freeze_if_due(Some(t0 + Duration::from_secs(9)));
+        assert_eq!(p.frozen.len(), pairs.len(), "one generation at a time");
+        assert_eq!(p.unwritten().len(), pairs.len() - MIN_SLICE + 1);
+        assert!(p.unwritten().is_sorted());
+        let (slice, written) = p.slice();
+        assert_eq!(slice.len(), MIN_SLICE);
+        let (_, written) = {
+            p.committed(written, Entries::default(), &[], t0);
+            p.slice()
+        };
+        assert_eq!(written, pairs.len());
+        assert_eq!(p.oldest(written), Some(5000));
+        p.committed(written, Entries::default(), &[(-5, 5000)], t0);
+        assert!(p.frozen.is_empty());
+        assert_eq!(p.len(), 0);
+        assert_eq!(p.oldest(0), None);
+    }
+
+    #[test]
+    fn the_log_is_mended_into_the_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL);
+             CREATE TABLE message_ids (hash INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 PRIMARY KEY (hash, seq)) WITHOUT ROWID;
+             INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c');",
+        )
+        .unwrap();
+        write(&conn, None, &[(hash("a"), 1)], &[]).unwrap();
+        mend(&conn, 2).unwrap();
+        for (id, seq) in [("a", 1), ("b", 2), ("c", 3)] {
+            let mut out = Vec::new();
+            find_stored(&conn, hash(id), &mut out).unwrap();
+            assert_eq!(out, [seq], "{id}");
+            assert_eq!(stored_id(&conn, seq).unwrap().as_deref(), Some(id));
+        }
+        delete(&conn, "b", 2).unwrap();
+        let mut out = Vec::new();
+        find_stored(&conn, hash("b"), &mut out).unwrap();
+        assert!(out.is_empty());
+        // Skipped entries are not written.
+        write(&conn, None, &[(hash("b"), 2)], &[(hash("b"), 2)]).unwrap();
+        find_stored(&conn, hash("b"), &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+}
