@@ -512,7 +512,8 @@ fn finish_writing(
     mut sql: Sql<'_>,
     all: bool,
 ) -> Result<Option<deferred::Staged>> {
-    let (appended, erased) = sql.take_ids();
+    let (ordered, appended, erased) = sql.take_ids();
+    msgids::write(sql.conn(), sql.prepared(), &ordered.sorted(), &[])?;
     let Some(owner) = owner else {
         let mut logged: Vec<_> = sql.take_logged().into_iter().collect();
         logged.sort_unstable();

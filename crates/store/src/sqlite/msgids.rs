@@ -1,15 +1,19 @@
 //! The message-id index on SQLite, written later (migration V12 says why):
-//! `message_ids (hash, seq)` holds the xxh3-64 hash of each event's
-//! messageId with its log position; a lookup takes every position under
-//! the hash and keeps the one whose stored messageId is the one asked for.
+//! `message_ids (hash, seq)` holds a 64-bit key of each event's messageId
+//! ([`key`]) with its log position; a lookup takes every position under
+//! the key and keeps the one whose stored messageId is the one asked for.
 //!
-//! An import, and any connection but the server's writer, writes its
-//! transaction's entries in key order as it ends. The server's writer
-//! keeps the entries it appends in memory ([`Pending`]) and writes them in
+//! A messageId that says when it was made (Segment's JavaScript
+//! libraries', UUID v7) is keyed by that time, so that its entry lands at
+//! the index's end: it is written by the transaction that appends its
+//! event. Any other (a random UUID) is keyed by its hash, which lands
+//! anywhere: an import, and any connection but the server's writer,
+//! writes those in key order as its transaction ends, and the server's
+//! writer keeps them in memory ([`Pending`]) and writes them in
 //! generations: once about [`FREEZE_AT`] are pending (or the oldest is
 //! [`super::deferred::WRITE_AFTER`] old) they are frozen, sorted, and
-//! written a slice of keys per transaction ([`slice`]), so that each
-//! slice lands on a few neighbouring leaves instead of every event
+//! written a slice of keys per transaction ([`Pending::slice`]), so that
+//! each slice lands on a few neighbouring leaves instead of every event
 //! dirtying a random leaf. The next writer after a crash, and another
 //! connection that writes, first index the log past
 //! `deferred_rows.ids_from` themselves ([`mend`]).
@@ -30,9 +34,40 @@ pub(super) const FREEZE_AT: usize = 131_072;
 const SLICES: usize = 128;
 const MIN_SLICE: usize = 1024;
 
-/// The hash a messageId is indexed under.
-pub(super) fn hash(message_id: &str) -> i64 {
-    xxhash_rust::xxh3::xxh3_64(message_id.as_bytes()) as i64
+/// The key a messageId is indexed under, and whether it is ordered by
+/// time: the millisecond it says it was made at, then 21 bits of its
+/// xxh3-64 hash (a positive number until the year 2109); otherwise the
+/// hash itself.
+pub(super) fn key(message_id: &str) -> (i64, bool) {
+    let hash = xxhash_rust::xxh3::xxh3_64(message_id.as_bytes());
+    match made_at(message_id) {
+        Some(ms) if ms < 1 << 42 => (((ms << 21) | (hash >> 43)) as i64, true),
+        _ => (hash as i64, false),
+    }
+}
+
+/// The millisecond a messageId says it was made at, in the two forms
+/// that carry one: `<library>-next-<ms>-<uuid>` (Segment's JavaScript
+/// libraries: `ajs-next-`, `node-next-`) and UUID version 7 (its first 48
+/// bits).
+fn made_at(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    if let Some((library, rest)) = id.split_once("-next-") {
+        let ms = rest.as_bytes().get(..14)?;
+        if library.len() <= 8
+            && library.bytes().all(|c| c.is_ascii_alphanumeric())
+            && ms[13] == b'-'
+            && ms[..13].iter().all(u8::is_ascii_digit)
+        {
+            return rest[..13].parse().ok();
+        }
+        return None;
+    }
+    if b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') && b[14] == b'7' {
+        let hex = [&id[..8], &id[9..13]].concat();
+        return u64::from_str_radix(&hex, 16).ok();
+    }
+    None
 }
 
 /// Entries `(hash, seq)`, found by hash: the first position of each hash
@@ -307,10 +342,10 @@ pub(super) fn stored_id(conn: &Connection, seq: i64) -> Result<Option<String>> {
         .optional()?)
 }
 
-/// Deletes the entry of the event at `seq` whose messageId is `message_id`.
-pub(super) fn delete(conn: &Connection, message_id: &str, seq: i64) -> Result<()> {
+/// Deletes the entry `(key, seq)`.
+pub(super) fn delete(conn: &Connection, key: i64, seq: i64) -> Result<()> {
     conn.prepare_cached("DELETE FROM message_ids WHERE hash = ?1 AND seq = ?2")?
-        .execute([hash(message_id), seq])?;
+        .execute([key, seq])?;
     Ok(())
 }
 
@@ -325,7 +360,7 @@ pub(super) fn mend(conn: &Connection, from: i64) -> Result<()> {
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
             let id: String = r.get(1)?;
-            found.push((hash(&id), seq));
+            found.push((key(&id).0, seq));
         }
     }
     found.sort_unstable();
@@ -336,6 +371,31 @@ pub(super) fn mend(conn: &Connection, from: i64) -> Result<()> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn ids_that_say_when_they_were_made_are_keyed_by_that_time() {
+        let (a, ordered) = key("ajs-next-1733300000000-3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10");
+        assert!(ordered);
+        assert_eq!(a >> 21, 1_733_300_000_000);
+        let (b, _) = key("node-next-1733300000001-00000000-0000-4000-8000-000000000000");
+        assert!(b > a, "a later millisecond sorts after");
+        let (v7, ordered) = key("0193929c-4a00-7cc2-98c4-3a1f2b9e7d51");
+        assert!(ordered);
+        assert_eq!(v7 >> 21, 0x0193_929c_4a00);
+        // Random UUIDs (version 4), other forms: the hash.
+        for id in [
+            "3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10",
+            "ajs-next-17333-x",
+            "ajs-next-173330000000a-x",
+            "a-very-long-library-next-1733300000000-x",
+            "m1",
+            "",
+        ] {
+            let (k, ordered) = key(id);
+            assert!(!ordered, "{id}");
+            assert_eq!(k, xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as i64);
+        }
+    }
 
     #[test]
     fn entries_keep_every_position_of_a_hash() {
@@ -424,6 +484,7 @@ mod tests {
              INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c');",
         )
         .unwrap();
+        let hash = |id: &str| key(id).0;
         write(&conn, None, &[(hash("a"), 1)], &[]).unwrap();
         mend(&conn, 2).unwrap();
         for (id, seq) in [("a", 1), ("b", 2), ("c", 3)] {
@@ -432,7 +493,7 @@ mod tests {
             assert_eq!(out, [seq], "{id}");
             assert_eq!(stored_id(&conn, seq).unwrap().as_deref(), Some(id));
         }
-        delete(&conn, "b", 2).unwrap();
+        delete(&conn, hash("b"), 2).unwrap();
         let mut out = Vec::new();
         find_stored(&conn, hash("b"), &mut out).unwrap();
         assert!(out.is_empty());

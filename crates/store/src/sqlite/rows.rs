@@ -192,8 +192,10 @@ pub(super) struct Sql<'c> {
     /// Where positions of the log in no run are found.
     unstored: Unstored,
     /// The message-id index entries of the events this transaction
-    /// appended, and of those it erased ([`msgids`]): in `message_ids`
-    /// when it ends, or in the server's writer's memory.
+    /// appended ([`msgids`]): those keyed by time, in `message_ids` when
+    /// it ends; the others too, or in the server's writer's memory. And
+    /// the entries of the events it erased.
+    ordered: Entries,
     appended: Entries,
     erased_ids: Vec<(i64, i64)>,
     /// Positions found under a messageId's hash (a buffer).
@@ -224,6 +226,7 @@ impl<'c> Sql<'c> {
             staged: None,
             logged: Logged::default(),
             unstored: Unstored::Unknown,
+            ordered: Entries::default(),
             appended: Entries::default(),
             erased_ids: Vec::new(),
             candidates: Vec::new(),
@@ -309,27 +312,32 @@ impl<'c> Sql<'c> {
     }
 
     /// The message-id index entries of the events this transaction
-    /// appended, and of those it erased.
-    pub(super) fn take_ids(&mut self) -> (Entries, Vec<(i64, i64)>) {
+    /// appended (keyed by time, the others), and of those it erased.
+    pub(super) fn take_ids(&mut self) -> (Entries, Entries, Vec<(i64, i64)>) {
         (
+            std::mem::take(&mut self.ordered),
             std::mem::take(&mut self.appended),
             std::mem::take(&mut self.erased_ids),
         )
     }
 
-    /// The hash of `message_id` and the position of its event, if the log
-    /// has it: the positions under its hash (appended by this
-    /// transaction, in the writer's memory, in `message_ids`) whose event
-    /// has this messageId.
-    fn find_message(&mut self, message_id: &str) -> Result<(i64, Option<i64>)> {
-        let hash = msgids::hash(message_id);
+    /// The key of `message_id`, whether it is ordered by time, and the
+    /// position of its event if the log has it: the positions under its
+    /// key (appended by this transaction, in the writer's memory, in
+    /// `message_ids`) whose event has this messageId.
+    fn find_message(&mut self, message_id: &str) -> Result<((i64, bool), Option<i64>)> {
+        let (key, ordered) = msgids::key(message_id);
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
-        self.appended.find(hash, &mut candidates);
-        if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
-            overlay.ids().find(hash, &mut candidates);
+        if ordered {
+            self.ordered.find(key, &mut candidates);
+        } else {
+            self.appended.find(key, &mut candidates);
+            if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
+                overlay.ids().find(key, &mut candidates);
+            }
         }
-        msgids::find_stored(self.conn, hash, &mut candidates)?;
+        msgids::find_stored(self.conn, key, &mut candidates)?;
         let mut found = None;
         for &seq in &candidates {
             if msgids::stored_id(self.conn, seq)?.as_deref() == Some(message_id) {
@@ -338,14 +346,14 @@ impl<'c> Sql<'c> {
             }
         }
         self.candidates = candidates;
-        Ok((hash, found))
+        Ok(((key, ordered), found))
     }
 
     /// The event at `seq`, whose messageId is `message_id`, is erased.
     pub(super) fn erased_event(&mut self, message_id: &str, seq: i64) -> Result<()> {
-        let hash = msgids::hash(message_id);
-        msgids::delete(self.conn, message_id, seq)?;
-        self.erased_ids.push((hash, seq));
+        let (key, _) = msgids::key(message_id);
+        msgids::delete(self.conn, key, seq)?;
+        self.erased_ids.push((key, seq));
         Ok(())
     }
 
@@ -624,7 +632,7 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
-        let (hash, found) = self.find_message(&m.message_id)?;
+        let ((key, ordered), found) = self.find_message(&m.message_id)?;
         if found.is_some() {
             return Ok(false);
         }
@@ -639,7 +647,11 @@ impl Tx for Sql<'_> {
             ],
         )?;
         let seq = self.conn.last_insert_rowid();
-        self.appended.insert(hash, seq);
+        if ordered {
+            self.ordered.insert(key, seq);
+        } else {
+            self.appended.insert(key, seq);
+        }
         self.note_log(own_id, seq);
         Ok(true)
     }

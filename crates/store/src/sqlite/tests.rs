@@ -886,7 +886,7 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
     }
     let mut users = ["a", "b", "c", "d"];
     // By their first messages' key order.
-    users.sort_by_key(|u| msgids::hash(&format!("{u}1")));
+    users.sort_by_key(|u| msgids::key(&format!("{u}1")).0);
     let [first, second, _, last] = users;
     let hashes = |store: &SqliteStore| -> Vec<i64> {
         let mut stmt = store.conn.prepare("SELECT hash FROM message_ids").unwrap();
@@ -907,7 +907,7 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
     store.ingest(messages(1)).unwrap();
     // Frozen, and the first in key order written.
     store.ingest(messages(2)).unwrap();
-    assert_eq!(hashes(&store), [msgids::hash(&format!("{first}1"))]);
+    assert_eq!(hashes(&store), [msgids::key(&format!("{first}1")).0]);
     // The erasing transaction's slice is the second's entry: skipped.
     assert_eq!(store.erase(second).unwrap().unwrap().events, 2);
     assert_eq!(hashes(&store).len(), 1);
@@ -918,7 +918,7 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
     let mut want: Vec<i64> = users
         .iter()
         .filter(|u| ![second, last].contains(*u))
-        .flat_map(|u| [1, 2].map(|n| msgids::hash(&format!("{u}{n}"))))
+        .flat_map(|u| [1, 2].map(|n| msgids::key(&format!("{u}{n}")).0))
         .collect();
     want.sort_unstable();
     assert_eq!(hashes(&store), want);
@@ -977,4 +977,33 @@ fn message_ids_survive_the_move_to_their_own_index() {
         )
         .unwrap();
     assert_eq!(unique, 0);
+}
+
+/// A messageId that says when it was made (Segment's JavaScript
+/// libraries') is indexed by the transaction that appends its event, at
+/// the index's end; nothing is left in the writer's memory.
+#[test]
+fn time_ordered_message_ids_are_indexed_at_once() {
+    let (_dir, _path, mut store) = deferring_store();
+    let before = indexed(&store);
+    let id = |ms: u64| format!("ajs-next-{ms}-3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10");
+    let message = |ms: u64| track("c", &id(ms), "2025-01-01T00:00:00Z");
+    let report = store
+        .ingest(vec![
+            message(1_733_300_000_000),
+            message(1_733_300_000_001),
+            message(1_733_300_000_000),
+        ])
+        .unwrap();
+    assert_eq!((report.accepted, report.duplicates), (2, 1));
+    assert_eq!(indexed(&store), before + 2);
+    let recorded = deferred::recorded(&store.conn).unwrap();
+    assert_eq!(recorded.and_then(|r| r.ids_from), None);
+    let report = store.ingest(vec![message(1_733_300_000_001)]).unwrap();
+    assert_eq!((report.accepted, report.duplicates), (0, 1));
+    let last: i64 = store
+        .conn
+        .query_row("SELECT max(hash) FROM message_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(last, msgids::key(&id(1_733_300_000_001)).0);
 }
