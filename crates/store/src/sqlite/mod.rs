@@ -25,6 +25,15 @@ use crate::{
     StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
+/// The SQLite `GLOB` pattern of a random UUID (version 4, lower or upper
+/// case hex): those messageIds are indexed in `message_ids`, every other
+/// in the log's partial unique index (migration V12, [`msgids::random`]).
+macro_rules! random_glob {
+    () => {
+        "[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F]-[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F]-4[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F]-[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F]-[0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F][0-9a-fA-F]"
+    };
+}
+
 mod activation;
 mod admin;
 mod borrowed;
@@ -512,8 +521,7 @@ fn finish_writing(
     mut sql: Sql<'_>,
     all: bool,
 ) -> Result<Option<deferred::Staged>> {
-    let (ordered, appended, erased) = sql.take_ids();
-    msgids::write(sql.conn(), sql.prepared(), &ordered.sorted(), &[])?;
+    let (appended, erased) = sql.take_ids();
     let Some(owner) = owner else {
         let mut logged: Vec<_> = sql.take_logged().into_iter().collect();
         logged.sort_unstable();

@@ -1,16 +1,16 @@
-//! The message-id index on SQLite, written later (migration V12 says why):
-//! `message_ids (hash, seq)` holds a 64-bit key of each event's messageId
-//! ([`key`]) with its log position; a lookup takes every position under
-//! the key and keeps the one whose stored messageId is the one asked for.
+//! The index of random messageIds on SQLite, written later (migration V12
+//! says why). A messageId that is a random UUID ([`random`]) is indexed in
+//! `message_ids (hash, seq)`: the xxh3-64 hash of the id ([`key`]) with
+//! its log position; a lookup takes every position under the hash and
+//! keeps the one whose stored messageId is the one asked for. Every other
+//! messageId (Segment's JavaScript `ajs-next-<ms>-<uuid>`, a generator's
+//! `<seed>-<contact>-<n>`) stays in the log's partial unique index, where
+//! new ones land beside recent ones.
 //!
-//! A messageId that says when it was made (Segment's JavaScript
-//! libraries', UUID v7) is keyed by that time, so that its entry lands at
-//! the index's end: it is written by the transaction that appends its
-//! event. Any other (a random UUID) is keyed by its hash, which lands
-//! anywhere: an import, and any connection but the server's writer,
-//! writes those in key order as its transaction ends, and the server's
-//! writer keeps them in memory ([`Pending`]) and writes them in
-//! generations: once about [`FREEZE_AT`] are pending (or the oldest is
+//! A random id's entry lands anywhere: an import, and any connection but
+//! the server's writer, writes its transaction's entries in key order as
+//! it ends, and the server's writer keeps them in memory ([`Pending`]) and
+//! writes them in generations: once about [`FREEZE_AT`] are pending (or the oldest is
 //! [`super::deferred::WRITE_AFTER`] old) they are frozen, sorted, and
 //! written a slice of keys per transaction ([`Pending::slice`]), so that
 //! each slice lands on a few neighbouring leaves instead of every event
@@ -34,40 +34,22 @@ pub(super) const FREEZE_AT: usize = 131_072;
 const SLICES: usize = 128;
 const MIN_SLICE: usize = 1024;
 
-/// The key a messageId is indexed under, and whether it is ordered by
-/// time: the millisecond it says it was made at, then 21 bits of its
-/// xxh3-64 hash (a positive number until the year 2109); otherwise the
-/// hash itself.
-pub(super) fn key(message_id: &str) -> (i64, bool) {
-    let hash = xxhash_rust::xxh3::xxh3_64(message_id.as_bytes());
-    match made_at(message_id) {
-        Some(ms) if ms < 1 << 42 => (((ms << 21) | (hash >> 43)) as i64, true),
-        _ => (hash as i64, false),
-    }
+/// Whether a messageId is a random UUID (version 4, as RudderStack's SDKs
+/// and Segment's mobile, Python and Java libraries make them), exactly as
+/// SQLite's `message_id GLOB random_glob!()` says.
+pub(super) fn random(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            14 => *c == b'4',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
-/// The millisecond a messageId says it was made at, in the two forms
-/// that carry one: `<library>-next-<ms>-<uuid>` (Segment's JavaScript
-/// libraries: `ajs-next-`, `node-next-`) and UUID version 7 (its first 48
-/// bits).
-fn made_at(id: &str) -> Option<u64> {
-    let b = id.as_bytes();
-    if let Some((library, rest)) = id.split_once("-next-") {
-        let ms = rest.as_bytes().get(..14)?;
-        if library.len() <= 8
-            && library.bytes().all(|c| c.is_ascii_alphanumeric())
-            && ms[13] == b'-'
-            && ms[..13].iter().all(u8::is_ascii_digit)
-        {
-            return rest[..13].parse().ok();
-        }
-        return None;
-    }
-    if b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') && b[14] == b'7' {
-        let hex = [&id[..8], &id[9..13]].concat();
-        return u64::from_str_radix(&hex, 16).ok();
-    }
-    None
+/// The key a random messageId is indexed under: its xxh3-64 hash.
+pub(super) fn key(message_id: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(message_id.as_bytes()) as i64
 }
 
 /// Entries `(hash, seq)`, found by hash: the first position of each hash
@@ -349,18 +331,23 @@ pub(super) fn delete(conn: &Connection, key: i64, seq: i64) -> Result<()> {
     Ok(())
 }
 
-/// Indexes every event at or past `from` that `message_ids` lacks: what a
-/// writer kept in memory and did not write (a crash), or cannot write
-/// itself (another connection), and the whole log after migration V12.
+/// Indexes every event with a random messageId at or past `from` that
+/// `message_ids` lacks: what a writer kept in memory and did not write (a
+/// crash), or cannot write itself (another connection), and the whole log
+/// after migration V12.
 pub(super) fn mend(conn: &Connection, from: i64) -> Result<()> {
     let mut found = Vec::new();
     {
-        let mut stmt = conn.prepare("SELECT seq, message_id FROM events WHERE seq >= ?1")?;
+        let mut stmt = conn.prepare(concat!(
+            "SELECT seq, message_id FROM events WHERE seq >= ?1 AND message_id GLOB '",
+            random_glob!(),
+            "'"
+        ))?;
         let mut rows = stmt.query([from])?;
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
             let id: String = r.get(1)?;
-            found.push((key(&id).0, seq));
+            found.push((key(&id), seq));
         }
     }
     found.sort_unstable();
@@ -373,28 +360,40 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn ids_that_say_when_they_were_made_are_keyed_by_that_time() {
-        let (a, ordered) = key("ajs-next-1733300000000-3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10");
-        assert!(ordered);
-        assert_eq!(a >> 21, 1_733_300_000_000);
-        let (b, _) = key("node-next-1733300000001-00000000-0000-4000-8000-000000000000");
-        assert!(b > a, "a later millisecond sorts after");
-        let (v7, ordered) = key("0193929c-4a00-7cc2-98c4-3a1f2b9e7d51");
-        assert!(ordered);
-        assert_eq!(v7 >> 21, 0x0193_929c_4a00);
-        // Random UUIDs (version 4), other forms: the hash.
-        for id in [
-            "3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10",
-            "ajs-next-17333-x",
-            "ajs-next-173330000000a-x",
-            "a-very-long-library-next-1733300000000-x",
-            "m1",
-            "",
+    fn random_uuids_are_told_apart_as_sqlite_glob_does() {
+        let conn = Connection::open_in_memory().unwrap();
+        for (id, want) in [
+            ("3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10", true),
+            ("3F6C1E2A-8B1D-4C3E-9A7F-0D2B4E6A8C10", true),
+            ("00000000-0000-4000-8000-000000000000", true),
+            // Version 7, 1, a wrong length, a stray character, no hyphens.
+            ("0193929c-4a00-7cc2-98c4-3a1f2b9e7d51", false),
+            ("3f6c1e2a-8b1d-1c3e-9a7f-0d2b4e6a8c10", false),
+            ("3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c1", false),
+            ("3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10x", false),
+            ("3f6c1e2g-8b1d-4c3e-9a7f-0d2b4e6a8c10", false),
+            ("3f6c1e2a08b1d-4c3e-9a7f-0d2b4e6a8c10", false),
+            ("3f6c1e2a8b1d4c3e9a7f0d2b4e6a8c10", false),
+            (
+                "ajs-next-1733300000000-3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10",
+                false,
+            ),
+            ("m1", false),
+            ("", false),
         ] {
-            let (k, ordered) = key(id);
-            assert!(!ordered, "{id}");
-            assert_eq!(k, xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as i64);
+            assert_eq!(random(id), want, "{id}");
+            let glob: bool = conn
+                .query_row(
+                    concat!("SELECT ?1 GLOB '", random_glob!(), "'"),
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(glob, want, "{id}");
         }
+        // The migration's pattern is this one.
+        let migration = include_str!("../../migrations/sqlite/V12__message_ids.sql");
+        assert_eq!(migration.matches(random_glob!()).count(), 3);
     }
 
     #[test]
@@ -481,25 +480,37 @@ mod tests {
             "CREATE TABLE events (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL);
              CREATE TABLE message_ids (hash INTEGER NOT NULL, seq INTEGER NOT NULL,
                  PRIMARY KEY (hash, seq)) WITHOUT ROWID;
-             INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c');",
+             INSERT INTO events VALUES (1, '00000000-0000-4000-8000-00000000000a'), (2, '00000000-0000-4000-8000-00000000000b'), (3, '00000000-0000-4000-8000-00000000000c'), (4, 'm4');",
         )
         .unwrap();
-        let hash = |id: &str| key(id).0;
-        write(&conn, None, &[(hash("a"), 1)], &[]).unwrap();
+        let hash = key;
+        let [a, b, c] = [
+            "00000000-0000-4000-8000-00000000000a",
+            "00000000-0000-4000-8000-00000000000b",
+            "00000000-0000-4000-8000-00000000000c",
+        ];
+        write(&conn, None, &[(hash(a), 1)], &[]).unwrap();
         mend(&conn, 2).unwrap();
-        for (id, seq) in [("a", 1), ("b", 2), ("c", 3)] {
+        // Random ids only.
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM message_ids", [], |r| r
+                .get::<_, i64>(0))
+                .unwrap(),
+            3
+        );
+        for (id, seq) in [(a, 1), (b, 2), (c, 3)] {
             let mut out = Vec::new();
             find_stored(&conn, hash(id), &mut out).unwrap();
             assert_eq!(out, [seq], "{id}");
             assert_eq!(stored_id(&conn, seq).unwrap().as_deref(), Some(id));
         }
-        delete(&conn, hash("b"), 2).unwrap();
+        delete(&conn, hash(b), 2).unwrap();
         let mut out = Vec::new();
-        find_stored(&conn, hash("b"), &mut out).unwrap();
+        find_stored(&conn, hash(b), &mut out).unwrap();
         assert!(out.is_empty());
         // Skipped entries are not written.
-        write(&conn, None, &[(hash("b"), 2)], &[(hash("b"), 2)]).unwrap();
-        find_stored(&conn, hash("b"), &mut out).unwrap();
+        write(&conn, None, &[(hash(b), 2)], &[(hash(b), 2)]).unwrap();
+        find_stored(&conn, hash(b), &mut out).unwrap();
         assert!(out.is_empty());
     }
 }

@@ -191,11 +191,9 @@ pub(super) struct Sql<'c> {
     logged: Logged,
     /// Where positions of the log in no run are found.
     unstored: Unstored,
-    /// The message-id index entries of the events this transaction
-    /// appended ([`msgids`]): those keyed by time, in `message_ids` when
-    /// it ends; the others too, or in the server's writer's memory. And
-    /// the entries of the events it erased.
-    ordered: Entries,
+    /// The `message_ids` entries of the events with random messageIds this
+    /// transaction appended ([`msgids`]): in the table when it ends, or in
+    /// the server's writer's memory. And those of the events it erased.
     appended: Entries,
     erased_ids: Vec<(i64, i64)>,
     /// Positions found under a messageId's hash (a buffer).
@@ -226,7 +224,6 @@ impl<'c> Sql<'c> {
             staged: None,
             logged: Logged::default(),
             unstored: Unstored::Unknown,
-            ordered: Entries::default(),
             appended: Entries::default(),
             erased_ids: Vec::new(),
             candidates: Vec::new(),
@@ -311,31 +308,26 @@ impl<'c> Sql<'c> {
         std::mem::take(&mut self.logged)
     }
 
-    /// The message-id index entries of the events this transaction
-    /// appended (keyed by time, the others), and of those it erased.
-    pub(super) fn take_ids(&mut self) -> (Entries, Entries, Vec<(i64, i64)>) {
+    /// The `message_ids` entries of the events this transaction appended,
+    /// and of those it erased.
+    pub(super) fn take_ids(&mut self) -> (Entries, Vec<(i64, i64)>) {
         (
-            std::mem::take(&mut self.ordered),
             std::mem::take(&mut self.appended),
             std::mem::take(&mut self.erased_ids),
         )
     }
 
-    /// The key of `message_id`, whether it is ordered by time, and the
-    /// position of its event if the log has it: the positions under its
-    /// key (appended by this transaction, in the writer's memory, in
-    /// `message_ids`) whose event has this messageId.
-    fn find_message(&mut self, message_id: &str) -> Result<((i64, bool), Option<i64>)> {
-        let (key, ordered) = msgids::key(message_id);
+    /// The key of a random `message_id` and the position of its event if
+    /// the log has it: the positions under its key (appended by this
+    /// transaction, in the writer's memory, in `message_ids`) whose event
+    /// has this messageId.
+    fn find_random(&mut self, message_id: &str) -> Result<(i64, Option<i64>)> {
+        let key = msgids::key(message_id);
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
-        if ordered {
-            self.ordered.find(key, &mut candidates);
-        } else {
-            self.appended.find(key, &mut candidates);
-            if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
-                overlay.ids().find(key, &mut candidates);
-            }
+        self.appended.find(key, &mut candidates);
+        if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
+            overlay.ids().find(key, &mut candidates);
         }
         msgids::find_stored(self.conn, key, &mut candidates)?;
         let mut found = None;
@@ -346,14 +338,35 @@ impl<'c> Sql<'c> {
             }
         }
         self.candidates = candidates;
-        Ok(((key, ordered), found))
+        Ok((key, found))
     }
 
-    /// The event at `seq`, whose messageId is `message_id`, is erased.
+    /// The position of the event with `message_id`, if the log has it.
+    fn seq_of(&mut self, message_id: &str) -> Result<Option<i64>> {
+        if msgids::random(message_id) {
+            return Ok(self.find_random(message_id)?.1);
+        }
+        // The partial index's condition, for the planner to use it.
+        Ok(self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT seq FROM events WHERE message_id = ?1 AND NOT (message_id GLOB '",
+                random_glob!(),
+                "')"
+            ))?
+            .query_row([message_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The event at `seq`, whose messageId is `message_id`, is erased: a
+    /// random id's entry goes from `message_ids` (and from the writer's
+    /// memory once this commits).
     pub(super) fn erased_event(&mut self, message_id: &str, seq: i64) -> Result<()> {
-        let (key, _) = msgids::key(message_id);
-        msgids::delete(self.conn, key, seq)?;
-        self.erased_ids.push((key, seq));
+        if msgids::random(message_id) {
+            let key = msgids::key(message_id);
+            msgids::delete(self.conn, key, seq)?;
+            self.erased_ids.push((key, seq));
+        }
         Ok(())
     }
 
@@ -632,13 +645,21 @@ impl Tx for Sql<'_> {
     }
 
     fn insert_event(&mut self, m: &Message, body: &str) -> Result<bool> {
-        let ((key, ordered), found) = self.find_message(&m.message_id)?;
-        if found.is_some() {
-            return Ok(false);
-        }
+        // A random id is looked up in `message_ids`; any other is a
+        // conflict in the log's partial unique index.
+        let key = if msgids::random(&m.message_id) {
+            let (key, found) = self.find_random(&m.message_id)?;
+            if found.is_some() {
+                return Ok(false);
+            }
+            Some(key)
+        } else {
+            None
+        };
         let own_id = m.own_id();
-        self.run(
-            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)",
+        let n = self.run(
+            "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
             &[
                 m.message_id.as_str().into(),
                 own_id.into(),
@@ -646,10 +667,11 @@ impl Tx for Sql<'_> {
                 body.into(),
             ],
         )?;
+        if n == 0 {
+            return Ok(false);
+        }
         let seq = self.conn.last_insert_rowid();
-        if ordered {
-            self.ordered.insert(key, seq);
-        } else {
+        if let Some(key) = key {
             self.appended.insert(key, seq);
         }
         self.note_log(own_id, seq);
@@ -657,7 +679,7 @@ impl Tx for Sql<'_> {
     }
 
     fn stored_event(&mut self, message_id: &str) -> Result<Option<Message>> {
-        let Some(seq) = self.find_message(message_id)?.1 else {
+        let Some(seq) = self.seq_of(message_id)? else {
             return Ok(None);
         };
         let body: String = self
@@ -668,7 +690,7 @@ impl Tx for Sql<'_> {
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
-        let seq = self.find_message(&m.message_id)?.1.ok_or_else(|| {
+        let seq = self.seq_of(&m.message_id)?.ok_or_else(|| {
             StoreError::Corrupt(format!("message {} to replace is missing", m.message_id))
         })?;
         let old: String = self

@@ -801,6 +801,11 @@ fn an_erased_contact_leaves_no_positions_behind() {
     assert_eq!(ids, ["d1", "d2"]);
 }
 
+/// A random UUID (version 4) made of `a` and `n`.
+fn uuid(a: usize, n: usize) -> String {
+    format!("{a:08x}-0000-4000-8000-{n:012x}")
+}
+
 /// How many entries `message_ids` holds.
 fn indexed(store: &SqliteStore) -> i64 {
     store
@@ -809,8 +814,8 @@ fn indexed(store: &SqliteStore) -> i64 {
         .unwrap()
 }
 
-/// A resent message is a duplicate wherever its messageId's index entry
-/// is: appended by the same transaction, pending in the writer's memory,
+/// A resent message with a random UUID is a duplicate wherever its
+/// messageId's index entry is: appended by the same transaction, pending in the writer's memory,
 /// in a frozen generation written in part, in `message_ids`, or only in
 /// the log after a crash (the next connection to write indexes it).
 #[test]
@@ -825,7 +830,7 @@ fn message_ids_are_found_wherever_their_entry_is() {
     let at = |i: usize| format!("2025-01-01T00:00:{i:02}Z");
     let batch = |ids: &[usize]| -> Vec<Incoming> {
         ids.iter()
-            .map(|i| track("c", &format!("m{i}"), &at(*i)))
+            .map(|i| track("c", &uuid(0, *i), &at(*i)))
             .collect()
     };
     let before = indexed(&store);
@@ -885,8 +890,9 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
         ids.min_slice = 1;
     }
     let mut users = ["a", "b", "c", "d"];
+    let id = |u: &str, n: usize| uuid(usize::from(u.as_bytes()[0]), n);
     // By their first messages' key order.
-    users.sort_by_key(|u| msgids::key(&format!("{u}1")).0);
+    users.sort_by_key(|u| msgids::key(&id(u, 1)));
     let [first, second, _, last] = users;
     let hashes = |store: &SqliteStore| -> Vec<i64> {
         let mut stmt = store.conn.prepare("SELECT hash FROM message_ids").unwrap();
@@ -901,13 +907,13 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
     let messages = |n: usize| -> Vec<Incoming> {
         users
             .iter()
-            .map(|u| track(u, &format!("{u}{n}"), &format!("2025-01-01T00:00:0{n}Z")))
+            .map(|u| track(u, &id(u, n), &format!("2025-01-01T00:00:0{n}Z")))
             .collect()
     };
     store.ingest(messages(1)).unwrap();
     // Frozen, and the first in key order written.
     store.ingest(messages(2)).unwrap();
-    assert_eq!(hashes(&store), [msgids::key(&format!("{first}1")).0]);
+    assert_eq!(hashes(&store), [msgids::key(&id(first, 1))]);
     // The erasing transaction's slice is the second's entry: skipped.
     assert_eq!(store.erase(second).unwrap().unwrap().events, 2);
     assert_eq!(hashes(&store).len(), 1);
@@ -918,7 +924,7 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
     let mut want: Vec<i64> = users
         .iter()
         .filter(|u| ![second, last].contains(*u))
-        .flat_map(|u| [1, 2].map(|n| msgids::key(&format!("{u}{n}")).0))
+        .flat_map(|u| [1, 2].map(|n| msgids::key(&id(u, n))))
         .collect();
     want.sort_unstable();
     assert_eq!(hashes(&store), want);
@@ -938,8 +944,9 @@ fn message_ids_survive_the_move_to_their_own_index() {
         let conn = schema_at(&old, 11);
         let mut made = SqliteStore::open(dir.path().join("made.db")).unwrap();
         made.ingest(vec![
-            track("x", "x1", "2025-01-01T00:00:00Z"),
+            track("x", &uuid(1, 1), "2025-01-01T00:00:00Z"),
             track("y", "y1", "2025-01-01T00:00:01Z"),
+            track("y", &uuid(2, 1), "2025-01-01T00:00:01Z"),
         ])
         .unwrap();
         drop(made);
@@ -961,33 +968,37 @@ fn message_ids_survive_the_move_to_their_own_index() {
     assert_eq!(indexed(&store), 0);
     let report = store
         .ingest(vec![
-            track("x", "x1", "2025-01-01T00:00:00Z"),
+            track("x", &uuid(1, 1), "2025-01-01T00:00:00Z"),
+            track("y", "y1", "2025-01-01T00:00:01Z"),
+            track("y", &uuid(2, 1), "2025-01-01T00:00:01Z"),
+            track("y", &uuid(2, 2), "2025-01-01T00:00:02Z"),
             track("y", "y2", "2025-01-01T00:00:02Z"),
         ])
         .unwrap();
-    assert_eq!((report.accepted, report.duplicates), (1, 1));
-    assert_eq!(indexed(&store), 3);
+    assert_eq!((report.accepted, report.duplicates), (2, 3));
+    assert_eq!(indexed(&store), 3, "the random ones");
     assert!(deferred::recorded(&store.conn).unwrap().is_none());
-    let unique: i64 = store
+    let partial: Vec<(String, bool)> = store
         .conn
-        .query_row(
-            "SELECT count(*) FROM pragma_index_list('events') WHERE \"unique\"",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(unique, 0);
+        .prepare("SELECT name, \"unique\" FROM pragma_index_list('events') WHERE partial")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(partial, [("events_message_id".to_string(), true)]);
 }
 
-/// A messageId that says when it was made (Segment's JavaScript
-/// libraries') is indexed by the transaction that appends its event, at
-/// the index's end; nothing is left in the writer's memory.
+/// A messageId that is not a random UUID (Segment's JavaScript libraries'
+/// `ajs-next-<ms>-<uuid>`) stays in the log's partial unique index, found
+/// through it by every lookup: a duplicate in the same transaction, later,
+/// and a replacing copy.
 #[test]
-fn time_ordered_message_ids_are_indexed_at_once() {
+fn other_message_ids_stay_in_the_logs_unique_index() {
     let (_dir, _path, mut store) = deferring_store();
     let before = indexed(&store);
     let id = |ms: u64| format!("ajs-next-{ms}-3f6c1e2a-8b1d-4c3e-9a7f-0d2b4e6a8c10");
-    let message = |ms: u64| track("c", &id(ms), "2025-01-01T00:00:00Z");
+    let message = |ms: u64| track("c", &id(ms), "2025-01-01T00:00:01Z");
     let report = store
         .ingest(vec![
             message(1_733_300_000_000),
@@ -996,14 +1007,27 @@ fn time_ordered_message_ids_are_indexed_at_once() {
         ])
         .unwrap();
     assert_eq!((report.accepted, report.duplicates), (2, 1));
-    assert_eq!(indexed(&store), before + 2);
+    assert_eq!(indexed(&store), before);
     let recorded = deferred::recorded(&store.conn).unwrap();
     assert_eq!(recorded.and_then(|r| r.ids_from), None);
-    let report = store.ingest(vec![message(1_733_300_000_001)]).unwrap();
-    assert_eq!((report.accepted, report.duplicates), (0, 1));
-    let last: i64 = store
-        .conn
-        .query_row("SELECT max(hash) FROM message_ids", [], |r| r.get(0))
+    // An earlier copy replaces the stored one (SPEC §1).
+    let earlier = track("c", &id(1_733_300_000_001), "2025-01-01T00:00:00Z");
+    let report = store
+        .ingest(vec![message(1_733_300_000_000), earlier])
         .unwrap();
-    assert_eq!(last, msgids::key(&id(1_733_300_000_001)).0);
+    assert_eq!((report.duplicates, report.replaced), (1, 1));
+    let plan: String = store
+        .conn
+        .query_row(
+            concat!(
+                "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE message_id = 'x' \
+                 AND NOT (message_id GLOB '",
+                random_glob!(),
+                "')"
+            ),
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("events_message_id"), "{plan}");
 }
