@@ -21,13 +21,15 @@ pub struct ModelError {
 impl fmt::Display for ModelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        if let Some(rule) = &self.rule {
-            write!(f, "rule `{rule}`: ")?;
-        }
-        // A message can quote the file's text, newlines and all (a TOML
-        // string with `\n`): each of its lines after the first is indented,
-        // so that every unindented line of a report starts with a place.
-        let mut lines = self.message.split('\n');
+        // A rule id and a message can quote the file's text, newlines and
+        // all (a TOML string with `\n`): each line after the first is
+        // indented, so that every unindented line of a report starts with
+        // a place.
+        let text = match &self.rule {
+            Some(rule) => format!("rule `{rule}`: {}", self.message),
+            None => self.message.clone(),
+        };
+        let mut lines = text.split('\n');
         f.write_str(lines.next().unwrap_or_default())?;
         for line in lines {
             let indent = if line.starts_with(' ') { "" } else { "  " };
@@ -163,5 +165,22 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with(' ')) {
             assert!(line.starts_with("error: m.toml:2:"), "{line}\nin:\n{text}");
         }
+    }
+
+    /// The same for a rule id with a newline (found by the robustness
+    /// property test).
+    #[test]
+    fn a_rule_id_with_a_newline_does_not_start_a_line_without_a_place() {
+        let error = ModelError {
+            file: "m.toml".into(),
+            line: 3,
+            column: 7,
+            rule: Some("fit\n".into()),
+            message: "invalid CEL: missing ')'".into(),
+        };
+        assert_eq!(
+            ModelErrors(vec![error]).to_string(),
+            "error: m.toml:3:7: rule `fit\n  `: invalid CEL: missing ')'"
+        );
     }
 }
