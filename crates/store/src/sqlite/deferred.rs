@@ -13,11 +13,12 @@
 //! its memory, where the log and the ledger stood when its oldest
 //! unwritten row was first kept, and (V11) the oldest position in no run.
 //! Readers use the memory only while its epoch is the one in their
-//! snapshot. (V12) The entries of the message-id index it appends are
-//! kept too and written in sorted generations ([`msgids`]), with the
-//! oldest position the index may lack. Any other connection that writes live rows (another
-//! process, an activation) first re-derives every contact the row names
-//! and deletes it; the writer, finding it gone, forgets its memory.
+//! snapshot. (V12) The `message_ids` entries of the random messageIds it
+//! appends are kept too and written in sorted generations ([`msgids`]),
+//! with the oldest position the table may lack. Any other connection that
+//! writes live rows (another process, an activation) first re-derives
+//! every contact the row names and deletes it; the writer, finding it
+//! gone, forgets its memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -98,9 +99,9 @@ pub(super) struct Overlay {
     /// writer's evaluation of due triggers looks through the kept rows
     /// only once one may be due.
     min_due: std::sync::atomic::AtomicI64,
-    /// The message-id index entries the writer appended and has not
-    /// written ([`msgids`]): the writer's alone (readers never look up
-    /// messageIds), so out of `inner`'s lock.
+    /// The `message_ids` entries the writer appended and has not written
+    /// ([`msgids`]): the writer's alone (readers never look messageIds
+    /// up), so out of `inner`'s lock.
     ids: Mutex<Pending>,
 }
 
@@ -148,7 +149,7 @@ impl Overlay {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The writer's pending message-id index entries.
+    /// The writer's pending `message_ids` entries.
     pub(super) fn ids(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -346,10 +347,10 @@ pub(super) struct Staged {
     /// Every position before this is in a run once it commits; the
     /// others are in the writer's memory ([`Memory`]).
     log_from: i64,
-    /// The message-id index entries it appended, those of events it
-    /// erased, where the frozen generation is written up to once it
-    /// commits (`None`: where it was), and whether it wrote every pending
-    /// entry and its own.
+    /// The `message_ids` entries it appended, those of events it erased,
+    /// where the frozen generation is written up to once it commits
+    /// (`None`: where it was), and whether it wrote every pending entry
+    /// and its own.
     pub(super) ids: Entries,
     pub(super) ids_erased: Vec<(i64, i64)>,
     ids_written: Option<usize>,
@@ -585,7 +586,7 @@ impl Owner {
         Ok(())
     }
 
-    /// Writes the next slice of the frozen generation of message-id index
+    /// Writes the next slice of the frozen generation of `message_ids`
     /// entries, freezing the pending ones first when they are due (`all`:
     /// every pending entry and the transaction's own), in the transaction
     /// `conn` has open.
@@ -616,9 +617,9 @@ impl Owner {
     }
 
     /// Records in `deferred_rows` where the oldest row still kept, the
-    /// oldest position in no run and the oldest without its message-id
-    /// index entry after this transaction stand (or that there is none),
-    /// inside it.
+    /// oldest position in no run and the oldest without its `message_ids`
+    /// entry after this transaction stand (or that there is none), inside
+    /// it.
     pub(super) fn record(&self, conn: &Connection, staged: &mut Staged) -> Result<()> {
         let skip: FxHashSet<&str> = staged
             .flushed

@@ -157,11 +157,13 @@ pub(crate) fn fit_score_index(conn: &Connection, model: &Model) -> Result<()> {
 }
 
 /// The page cache of a connection importing ([`Store::prepare_bulk_load`]),
-/// in KiB. With random (UUID) messageIds each 10,000-message batch touches
-/// about 9,000 pages of the message-id index, which SQLite's 2 MiB cache
-/// re-reads from the OS: 3.6 M messages imported at 43.7k and 50.2k/s
-/// against 40.8k and 40.9k/s (alternated; 1 GiB no better), peak RSS
-/// about 440 MB against 160; the same speed with ids clustered by contact.
+/// in KiB. With random (UUID) messageIds each 10,000-message batch touched
+/// about 9,000 pages of the message-id index (before V12; since, as many
+/// entries of `message_ids`, on about a third as many pages), which
+/// SQLite's 2 MiB cache re-read from the OS: 3.6 M messages imported at
+/// 43.7k and 50.2k/s against 40.8k and 40.9k/s (alternated; 1 GiB no
+/// better), peak RSS about 440 MB against 160; the same speed with ids
+/// clustered by contact.
 const BULK_CACHE_KIB: i64 = 256 << 10;
 
 impl Drop for SqliteStore {

@@ -10,11 +10,11 @@
 //! A random id's entry lands anywhere: an import, and any connection but
 //! the server's writer, writes its transaction's entries in key order as
 //! it ends, and the server's writer keeps them in memory ([`Pending`]) and
-//! writes them in generations: once about [`FREEZE_AT`] are pending (or the oldest is
-//! [`super::deferred::WRITE_AFTER`] old) they are frozen, sorted, and
-//! written a slice of keys per transaction ([`Pending::slice`]), so that
-//! each slice lands on a few neighbouring leaves instead of every event
-//! dirtying a random leaf. The next writer after a crash, and another
+//! writes them in generations: once about [`FREEZE_AT`] are pending (or
+//! the oldest is [`super::deferred::WRITE_AFTER`] old) they are frozen,
+//! sorted, and written a slice of keys per transaction
+//! ([`Pending::slice`]), so that each slice lands on a few neighbouring
+//! leaves instead of every event dirtying a random leaf. The next writer after a crash, and another
 //! connection that writes, first index the log past
 //! `deferred_rows.ids_from` themselves ([`mend`]).
 
@@ -480,7 +480,11 @@ mod tests {
             "CREATE TABLE events (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL);
              CREATE TABLE message_ids (hash INTEGER NOT NULL, seq INTEGER NOT NULL,
                  PRIMARY KEY (hash, seq)) WITHOUT ROWID;
-             INSERT INTO events VALUES (1, '00000000-0000-4000-8000-00000000000a'), (2, '00000000-0000-4000-8000-00000000000b'), (3, '00000000-0000-4000-8000-00000000000c'), (4, 'm4');",
+             INSERT INTO events VALUES
+                 (1, '00000000-0000-4000-8000-00000000000a'),
+                 (2, '00000000-0000-4000-8000-00000000000b'),
+                 (3, '00000000-0000-4000-8000-00000000000c'),
+                 (4, 'm4');",
         )
         .unwrap();
         let hash = key;

@@ -806,6 +806,14 @@ fn uuid(a: usize, n: usize) -> String {
     format!("{a:08x}-0000-4000-8000-{n:012x}")
 }
 
+/// The writer of `store` freezes `freeze_at` pending `message_ids` entries
+/// and writes at least `min_slice` of them a transaction.
+fn small_generations(store: &SqliteStore, freeze_at: usize, min_slice: usize) {
+    let mut ids = store.overlay.ids();
+    ids.freeze_at = freeze_at;
+    ids.min_slice = min_slice;
+}
+
 /// How many entries `message_ids` holds.
 fn indexed(store: &SqliteStore) -> i64 {
     store
@@ -815,17 +823,14 @@ fn indexed(store: &SqliteStore) -> i64 {
 }
 
 /// A resent message with a random UUID is a duplicate wherever its
-/// messageId's index entry is: appended by the same transaction, pending in the writer's memory,
-/// in a frozen generation written in part, in `message_ids`, or only in
-/// the log after a crash (the next connection to write indexes it).
+/// messageId's index entry is: appended by the same transaction, pending
+/// in the writer's memory, in a frozen generation written in part, in
+/// `message_ids`, or only in the log after a crash (the next connection to
+/// write indexes it).
 #[test]
 fn message_ids_are_found_wherever_their_entry_is() {
     let (_dir, path, mut store) = deferring_store();
-    {
-        let mut ids = store.overlay.ids();
-        ids.freeze_at = 4;
-        ids.min_slice = 2;
-    }
+    small_generations(&store, 4, 2);
     let recorded = |store: &SqliteStore| deferred::recorded(&store.conn).unwrap();
     let at = |i: usize| format!("2025-01-01T00:00:{i:02}Z");
     let batch = |ids: &[usize]| -> Vec<Incoming> {
@@ -884,11 +889,7 @@ fn message_ids_are_found_wherever_their_entry_is() {
 #[test]
 fn an_erased_contact_leaves_no_message_ids_behind() {
     let (_dir, _path, mut store) = deferring_store();
-    {
-        let mut ids = store.overlay.ids();
-        ids.freeze_at = 3;
-        ids.min_slice = 1;
-    }
+    small_generations(&store, 3, 1);
     let mut users = ["a", "b", "c", "d"];
     let id = |u: &str, n: usize| uuid(usize::from(u.as_bytes()[0]), n);
     // By their first messages' key order.
