@@ -558,9 +558,12 @@ impl Owner {
         due
     }
 
-    /// Writes in runs the pending positions of the own ids due (`all`:
-    /// every one), in the transaction `conn` has open.
-    pub(super) fn write_runs(
+    /// Writes, in the transaction `conn` has open, the runs of the
+    /// pending positions of the own ids due and the next slice of the
+    /// frozen generation of `message_ids` entries, freezing the pending
+    /// ones first when they are due (`all`: every own id's positions, and
+    /// every pending entry with the transaction's own).
+    pub(super) fn write_due(
         &self,
         conn: &Connection,
         prepared: Option<&Prepared>,
@@ -583,21 +586,7 @@ impl Owner {
             logruns::add_run(conn, prepared, &own_id, seqs)?;
             staged.flushed.push((own_id, upto));
         }
-        Ok(())
-    }
-
-    /// Writes the next slice of the frozen generation of `message_ids`
-    /// entries, freezing the pending ones first when they are due (`all`:
-    /// every pending entry and the transaction's own), in the transaction
-    /// `conn` has open.
-    pub(super) fn write_ids(
-        &self,
-        conn: &Connection,
-        prepared: Option<&Prepared>,
-        staged: &mut Staged,
-        now: Instant,
-        all: bool,
-    ) -> Result<()> {
+        drop(inner);
         let mut ids = self.overlay.ids();
         let skip = &staged.ids_erased;
         if all {

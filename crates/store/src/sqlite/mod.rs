@@ -513,11 +513,12 @@ fn writing<'c>(
 }
 
 /// Ends the writer's part of a transaction before its commit: writes the
-/// kept rows and the runs of log positions due (`all`: every one, for a
-/// transaction about to replace the live rows wholesale or a writer about
-/// to close) and records where the rest stand. Returns what [`commit`]
-/// applies after the commit. Any other connection writes the runs of the
-/// positions its transaction appended.
+/// kept rows, the runs of log positions and the `message_ids` entries due
+/// (`all`: every one, for a transaction about to replace the live rows
+/// wholesale or a writer about to close) and records where the rest
+/// stand. Returns what [`commit`] applies after the commit. Any other
+/// connection writes the runs of the positions and the `message_ids`
+/// entries its transaction appended.
 fn finish_writing(
     owner: &Option<deferred::Owner>,
     mut sql: Sql<'_>,
@@ -546,8 +547,7 @@ fn finish_writing(
     let conn = sql.conn();
     let mut staged = sql.take_staged().expect("the writer's");
     (staged.ids, staged.ids_erased) = (appended, erased);
-    owner.write_runs(conn, sql.prepared(), &mut staged, now, all)?;
-    owner.write_ids(conn, sql.prepared(), &mut staged, now, all)?;
+    owner.write_due(conn, sql.prepared(), &mut staged, now, all)?;
     owner.record(conn, &mut staged)?;
     Ok(Some(staged))
 }
