@@ -447,9 +447,6 @@ pub(super) struct Owner {
     /// Rows the last committed transaction changed: the next one's staging
     /// starts that large (ingest groups change about as many each time).
     last_changes: usize,
-    /// SQLite's `data_version` at this writer's last transaction: it
-    /// changes when another connection commits.
-    data_version: Option<i64>,
 }
 
 impl Owner {
@@ -483,7 +480,6 @@ impl Owner {
             serial: 0,
             budget: budget.max(1),
             last_changes: 0,
-            data_version: None,
         })
     }
 
@@ -496,12 +492,6 @@ impl Owner {
         conn: &Connection,
         model: Option<(&Model, u32)>,
     ) -> Result<Staged> {
-        // Another connection's commit may have added `message_ids` entries
-        // that the filter of this writer's memory lacks.
-        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        if self.data_version.replace(version) != Some(version) {
-            self.overlay.ids().forget_filter();
-        }
         let found = recorded(conn)?;
         if found != self.recorded {
             self.overlay.clear();

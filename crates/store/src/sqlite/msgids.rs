@@ -52,52 +52,6 @@ pub(super) fn key(message_id: &str) -> i64 {
     xxhash_rust::xxh3::xxh3_64(message_id.as_bytes()) as i64
 }
 
-/// A Bloom filter of the keys in `message_ids` and in the writer's
-/// memory, so that a new random messageId (nearly every one) is known to
-/// be absent without a lookup in the table: one 64-bit word a key, three
-/// bits set in it, about 16 bits a key (under 1 % false positives, which
-/// look in the table as before).
-#[derive(Debug)]
-pub(super) struct Filter {
-    words: Vec<u64>,
-    keys: usize,
-}
-
-impl Filter {
-    /// Room for about `keys` keys at 16 bits each (at least a million).
-    fn with_room(keys: usize) -> Filter {
-        let words = (keys.max(1 << 20) / 4).next_power_of_two();
-        Filter {
-            words: vec![0; words],
-            keys: 0,
-        }
-    }
-
-    fn probe(&self, key: i64) -> (usize, u64) {
-        let h = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let word = (h >> 40) as usize & (self.words.len() - 1);
-        let bits = 1 << (h & 63) | 1 << ((h >> 6) & 63) | 1 << ((h >> 12) & 63);
-        (word, bits)
-    }
-
-    pub(super) fn insert(&mut self, key: i64) {
-        let (word, bits) = self.probe(key);
-        self.words[word] |= bits;
-        self.keys += 1;
-    }
-
-    /// `false`: the key is in neither the table nor the memory.
-    pub(super) fn may_hold(&self, key: i64) -> bool {
-        let (word, bits) = self.probe(key);
-        self.words[word] & bits == bits
-    }
-
-    /// Past 8 bits a key: built again twice as large.
-    fn full(&self) -> bool {
-        self.keys > self.words.len() * 8
-    }
-}
-
 /// Entries `(hash, seq)`, found by hash: the first position of each hash
 /// in a map, the rare others (two messageIds with one hash) beside it.
 #[derive(Debug, Default)]
@@ -185,9 +139,6 @@ pub(super) struct Pending {
     /// [`FREEZE_AT`] and [`MIN_SLICE`] (smaller in tests).
     pub(super) freeze_at: usize,
     pub(super) min_slice: usize,
-    /// Every key of `message_ids` and of this memory, once built (see
-    /// [`Pending::filter`]).
-    filter: Option<Filter>,
 }
 
 impl Default for Pending {
@@ -201,7 +152,6 @@ impl Default for Pending {
             frozen_from: 0,
             freeze_at: FREEZE_AT,
             min_slice: MIN_SLICE,
-            filter: None,
         }
     }
 }
@@ -214,47 +164,6 @@ impl Pending {
             min_slice: self.min_slice,
             ..Pending::default()
         };
-    }
-
-    /// The filter of every key in `message_ids` and here, built from the
-    /// table through `conn` when there is none (or it is full). The writer
-    /// adds the keys it appends ([`Pending::added`]); it drops the filter
-    /// when another connection may have written the table
-    /// ([`Pending::forget_filter`]).
-    pub(super) fn filter(&mut self, conn: &Connection) -> Result<&Filter> {
-        if self.filter.as_ref().is_none_or(Filter::full) {
-            let mut keys = Vec::new();
-            let mut stmt = conn.prepare("SELECT hash FROM message_ids")?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                keys.push(r.get::<_, i64>(0)?);
-            }
-            let pending: Vec<i64> = self
-                .fresh
-                .sorted()
-                .into_iter()
-                .chain(self.frozen.iter().copied())
-                .map(|(key, _)| key)
-                .collect();
-            let mut filter = Filter::with_room(2 * (keys.len() + pending.len()));
-            for key in keys.into_iter().chain(pending) {
-                filter.insert(key);
-            }
-            self.filter = Some(filter);
-        }
-        Ok(self.filter.as_ref().expect("built"))
-    }
-
-    /// The writer appended an event with a random id of this key.
-    pub(super) fn added(&mut self, key: i64) {
-        if let Some(filter) = &mut self.filter {
-            filter.insert(key);
-        }
-    }
-
-    /// Another connection may have written `message_ids`.
-    pub(super) fn forget_filter(&mut self) {
-        self.filter = None;
     }
 
     /// Pushes the positions under `hash` onto `out`.
@@ -485,25 +394,6 @@ mod tests {
         // The migration's pattern is this one.
         let migration = include_str!("../../migrations/sqlite/V12__message_ids.sql");
         assert_eq!(migration.matches(random_glob!()).count(), 3);
-    }
-
-    #[test]
-    fn the_filter_holds_what_it_was_given_and_little_else() {
-        let mut filter = Filter::with_room(0);
-        let keys: Vec<i64> = (0..100_000).map(|i| key(&format!("k{i}"))).collect();
-        for k in &keys {
-            filter.insert(*k);
-        }
-        assert!(keys.iter().all(|k| filter.may_hold(*k)));
-        let others = (0..100_000)
-            .filter(|i| filter.may_hold(key(&format!("other{i}"))))
-            .count();
-        assert!(others < 1_000, "{others} false positives in 100,000");
-        assert!(!filter.full());
-        for i in 0..8_000_000 {
-            filter.insert(i);
-        }
-        assert!(filter.full());
     }
 
     #[test]

@@ -1032,29 +1032,3 @@ fn other_message_ids_stay_in_the_logs_unique_index() {
         .unwrap();
     assert!(plan.contains("events_message_id"), "{plan}");
 }
-
-/// The writer's filter of random messageIds forgets what it knew when
-/// another connection commits, even while the writer keeps nothing in
-/// memory (no record to tell it): ids that connection indexed are
-/// duplicates for the writer too.
-#[test]
-fn ids_another_connection_indexed_are_duplicates_for_the_writer() {
-    let (_dir, path, mut store) = deferring_store();
-    let at = "2025-01-01T00:00:00Z";
-    store.ingest(vec![track("c", &uuid(7, 1), at)]).unwrap();
-    store.write_kept_rows().unwrap();
-    // A duplicate: the filter is built, nothing is kept.
-    let report = store.ingest(vec![track("c", &uuid(7, 1), at)]).unwrap();
-    assert_eq!(report.duplicates, 1);
-    assert!(deferred::recorded(&store.conn).unwrap().is_none());
-    let mut other = SqliteStore::open(&path).unwrap();
-    other.ingest(vec![track("d", &uuid(7, 2), at)]).unwrap();
-    let report = store
-        .ingest(vec![
-            track("c", &uuid(7, 1), at),
-            track("d", &uuid(7, 2), at),
-            track("d", &uuid(7, 3), at),
-        ])
-        .unwrap();
-    assert_eq!((report.accepted, report.duplicates), (1, 2));
-}
