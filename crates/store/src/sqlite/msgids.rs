@@ -108,10 +108,17 @@ impl Entries {
             .copied()
     }
 
+    /// Every entry, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.first
+            .iter()
+            .map(|(h, s)| (*h, *s))
+            .chain(self.more.iter().copied())
+    }
+
     /// Every entry, in key order.
     pub(super) fn sorted(&self) -> Vec<(i64, i64)> {
-        let mut all: Vec<(i64, i64)> = self.first.iter().map(|(h, s)| (*h, *s)).collect();
-        all.extend_from_slice(&self.more);
+        let mut all: Vec<(i64, i64)> = self.iter().collect();
         all.sort_unstable();
         all
     }
@@ -261,7 +268,7 @@ impl Pending {
             if self.fresh.is_empty() {
                 self.fresh = appended;
             } else {
-                for (hash, seq) in appended.sorted() {
+                for (hash, seq) in appended.iter() {
                     self.fresh.insert(hash, seq);
                 }
             }
