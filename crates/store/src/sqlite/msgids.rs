@@ -27,7 +27,7 @@ use super::borrowed::{Param, Prepared};
 use crate::Result;
 
 /// Pending entries that make the writer freeze a generation.
-pub(super) const FREEZE_AT: usize = 131_072;
+const FREEZE_AT: usize = 131_072;
 
 /// A frozen generation is written in this many slices at most (one per
 /// transaction), each at least [`MIN_SLICE`] entries.

@@ -198,6 +198,10 @@ pub(super) struct Sql<'c> {
     erased_ids: Vec<(i64, i64)>,
     /// Positions found under a messageId's hash (a buffer).
     candidates: Vec<i64>,
+    /// The random messageId [`Tx::insert_event`] last found stored, and
+    /// where: the engine asks for that event next ([`Tx::stored_event`],
+    /// then [`Tx::replace_event`] for a preferred copy).
+    duplicate: Option<(String, i64)>,
 }
 
 /// Where a transaction finds the positions of the log that its snapshot
@@ -227,6 +231,7 @@ impl<'c> Sql<'c> {
             appended: Entries::default(),
             erased_ids: Vec::new(),
             candidates: Vec::new(),
+            duplicate: None,
         }
     }
 
@@ -344,6 +349,11 @@ impl<'c> Sql<'c> {
     /// The position of the event with `message_id`, if the log has it.
     fn seq_of(&mut self, message_id: &str) -> Result<Option<i64>> {
         if msgids::random(message_id) {
+            if let Some((id, seq)) = &self.duplicate {
+                if id == message_id {
+                    return Ok(Some(*seq));
+                }
+            }
             return Ok(self.find_random(message_id)?.1);
         }
         // The partial index's condition, for the planner to use it.
@@ -649,7 +659,8 @@ impl Tx for Sql<'_> {
         // conflict in the log's partial unique index.
         let key = if msgids::random(&m.message_id) {
             let (key, found) = self.find_random(&m.message_id)?;
-            if found.is_some() {
+            if let Some(seq) = found {
+                self.duplicate = Some((m.message_id.clone(), seq));
                 return Ok(false);
             }
             Some(key)

@@ -855,6 +855,19 @@ fn message_ids_are_found_wherever_their_entry_is() {
     assert_eq!(recorded(&store).and_then(|r| r.ids_from), first);
     let report = store.ingest(batch(&[0, 1, 2, 3, 4])).unwrap();
     assert_eq!((report.accepted, report.duplicates), (0, 5));
+    // An earlier copy replaces the stored one (SPEC §1), in place.
+    let earlier = track("c", &uuid(0, 3), "2024-12-31T00:00:00Z");
+    let report = store.ingest(vec![earlier]).unwrap();
+    assert_eq!((report.replaced, report.duplicates), (1, 0));
+    let ts: i64 = store
+        .conn
+        .query_row(
+            "SELECT ts FROM events WHERE message_id = ?1",
+            [uuid(0, 3)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ts, Timestamp::parse("2024-12-31T00:00:00Z").unwrap().0);
     assert_eq!(indexed(&store), before + 4, "the second slice");
     // Another connection of this process writes: it indexes the log past
     // the recorded position, and the writer forgets its memory.
