@@ -501,8 +501,8 @@ impl Owner {
             }
         }
         let start = (
-            next_seq(conn, "SELECT coalesce(max(seq), 0) + 1 FROM events")?,
-            next_seq(conn, "SELECT coalesce(max(seq), 0) + 1 FROM ledger")?,
+            next_seq(conn, NEXT_EVENT)?,
+            next_seq(conn, NEXT_ENTRY)?,
             Instant::now(),
         );
         // Every position before the first transaction's is in a run.
@@ -744,6 +744,18 @@ impl Owner {
         self.not_committed();
     }
 
+    /// Whether this transaction's deletions (an erasure) took the last
+    /// positions of the log or the ledger. SQLite appends one above the
+    /// largest rowid, so the next appends would take positions that the
+    /// memory and `deferred_rows` hold to be behind them (its marks, the
+    /// kept rows' starts, the pending `message_ids` entries): such a
+    /// transaction writes everything kept, and the memory starts again
+    /// ([`Overlay::clear`]) once it commits.
+    pub(super) fn positions_fell(&self, conn: &Connection, staged: &Staged) -> Result<bool> {
+        Ok(next_seq(conn, NEXT_EVENT)? < staged.start.0
+            || next_seq(conn, NEXT_ENTRY)? < staged.start.1)
+    }
+
     /// Whether this writer recorded kept rows in `deferred_rows`.
     pub(super) fn has_recorded(&self) -> bool {
         self.recorded.is_some()
@@ -773,6 +785,10 @@ impl Drop for Owner {
             .store(false, std::sync::atomic::Ordering::Release);
     }
 }
+
+/// The next position of the log, and of the ledger.
+const NEXT_EVENT: &str = "SELECT coalesce(max(seq), 0) + 1 FROM events";
+const NEXT_ENTRY: &str = "SELECT coalesce(max(seq), 0) + 1 FROM ledger";
 
 /// The next position of the log or the ledger (`sql`).
 fn next_seq(conn: &Connection, sql: &str) -> Result<i64> {

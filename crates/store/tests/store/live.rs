@@ -536,78 +536,103 @@ proptest! {
         crash_at in prop::option::of(0usize..20),
         erase_at in prop::option::of(0usize..20),
     ) {
-        let (messages, t) = stitched_log(seed, n);
-        // b2b.toml with a trigger due at a time (30 days after a form).
-        let (_, b2b) = example_source("b2b");
-        let source = format!(
-            "{b2b}\n[[trigger]]\nid = \"gone-quiet\"\n\
-             when = 'days_since(\"Form Submitted\") >= 30'\nactions = [{{ type = \"log\" }}]\n"
-        );
-        let model = leadscore_core::model::Model::from_toml("quiet.toml", &source).unwrap();
-        let (mut kept, _dir, path) = sqlite();
-        let _flush = kept.defer_durability(budget).unwrap();
-        activate_source(&mut kept, "quiet.toml", &source);
-        let (mut plain, _plain_dir, _) = sqlite();
-        activate_source(&mut plain, "quiet.toml", &source);
-        // Readers in another process find the positions the writer keeps
-        // in memory in the log itself.
-        let apart = leadscore_store::SqliteStore::open_apart(&path).unwrap();
-        for (i, chunk) in arrival(&messages, seed, 5).chunks(size).enumerate() {
-            kept.ingest(incoming(chunk)).unwrap();
-            plain.ingest(incoming(chunk)).unwrap();
-            if erase_at == Some(i) {
-                // By the writer: its positions in memory go too.
-                if let Some(c) = plain.contacts(None, 1).unwrap().first() {
-                    prop_assert_eq!(kept.erase(&c.id).unwrap(), plain.erase(&c.id).unwrap());
-                }
-            }
-            assert_same_logs(&apart, &plain);
-            if i == 0 {
-                // An evaluation with nothing due notes when the first kept
-                // row will be; rows kept later must move that earlier.
-                use leadscore_store::Outbox as _;
-                prop_assert_eq!(kept.fire_due(Timestamp(0), 1_000).unwrap().contacts, 0);
-            }
-            if crash_at == Some(i) {
-                kept.crash();
-                if seed % 2 == 0 {
-                    // Another connection writes first: it derives them.
-                    let mut other = leadscore_store::SqliteStore::open(&path).unwrap();
-                    other.ingest(Vec::new()).unwrap();
-                }
-                kept = leadscore_store::SqliteStore::open(&path).unwrap();
-                let _ = kept.defer_durability(budget).unwrap();
-            }
-        }
-        let log = stored_messages(&plain);
-        prop_assume!(!log.is_empty());
-        // Due-time evaluation reads and changes kept rows too.
-        if crash_at.is_none_or(|at| at % 2 == 0) {
-            use leadscore_store::Outbox as _;
-            let later = Timestamp(t.0 + 40 * 86_400_000_000_000);
-            let fired = |s: &mut leadscore_store::SqliteStore| {
-                let report = s.fire_due(later, 1_000).unwrap();
-                let query = leadscore_store::FiringQuery { limit: 10_000, ..Default::default() };
-                let firings = s.firings(&query).unwrap();
-                let firings: Vec<_> =
-                    firings.into_iter().map(|f| (f.trigger, f.contact, f.at)).collect();
-                (report.contacts, firings)
-            };
-            prop_assert_eq!(fired(&mut kept), fired(&mut plain));
-        }
-        let reader = leadscore_store::SqliteStore::open(&path).unwrap();
-        assert_same_service(&kept, &plain);
-        assert_same_service(&reader, &plain);
-        assert_live_equals_batch(&kept, &model, &log, t);
-        // Once more after a crash at the end, then with every row written.
-        kept.crash();
-        let mut kept = leadscore_store::SqliteStore::open(&path).unwrap();
-        let _ = kept.defer_durability(budget).unwrap();
-        assert_same_service(&kept, &plain);
-        kept.write_kept_rows().unwrap();
-        prop_assert_eq!(kept.kept_rows(), 0);
-        assert_same_service(&reader, &plain);
+        writer_keeping_rows(seed, n, size, budget, crash_at, erase_at)?;
     }
+}
+
+/// A case proptest found (CI, 2026-12-04): an erasure by the writer
+/// keeping rows, then late messages for another contact.
+#[test]
+fn a_writer_keeping_rows_erases_then_takes_late_messages() {
+    writer_keeping_rows(10767303140556559548, 82, 2, 3, None, Some(12)).unwrap();
+}
+
+/// The body of `a_writer_keeping_rows_in_memory_serves_and_recovers_exactly`.
+fn writer_keeping_rows(
+    seed: u64,
+    n: usize,
+    size: usize,
+    budget: usize,
+    crash_at: Option<usize>,
+    erase_at: Option<usize>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let (messages, t) = stitched_log(seed, n);
+    // b2b.toml with a trigger due at a time (30 days after a form).
+    let (_, b2b) = example_source("b2b");
+    let source = format!(
+        "{b2b}\n[[trigger]]\nid = \"gone-quiet\"\n\
+             when = 'days_since(\"Form Submitted\") >= 30'\nactions = [{{ type = \"log\" }}]\n"
+    );
+    let model = leadscore_core::model::Model::from_toml("quiet.toml", &source).unwrap();
+    let (mut kept, _dir, path) = sqlite();
+    let _flush = kept.defer_durability(budget).unwrap();
+    activate_source(&mut kept, "quiet.toml", &source);
+    let (mut plain, _plain_dir, _) = sqlite();
+    activate_source(&mut plain, "quiet.toml", &source);
+    // Readers in another process find the positions the writer keeps
+    // in memory in the log itself.
+    let apart = leadscore_store::SqliteStore::open_apart(&path).unwrap();
+    for (i, chunk) in arrival(&messages, seed, 5).chunks(size).enumerate() {
+        kept.ingest(incoming(chunk)).unwrap();
+        plain.ingest(incoming(chunk)).unwrap();
+        if erase_at == Some(i) {
+            // By the writer: its positions in memory go too.
+            if let Some(c) = plain.contacts(None, 1).unwrap().first() {
+                prop_assert_eq!(kept.erase(&c.id).unwrap(), plain.erase(&c.id).unwrap());
+            }
+        }
+        assert_same_logs(&apart, &plain);
+        if i == 0 {
+            // An evaluation with nothing due notes when the first kept
+            // row will be; rows kept later must move that earlier.
+            use leadscore_store::Outbox as _;
+            prop_assert_eq!(kept.fire_due(Timestamp(0), 1_000).unwrap().contacts, 0);
+        }
+        if crash_at == Some(i) {
+            kept.crash();
+            if seed.is_multiple_of(2) {
+                // Another connection writes first: it derives them.
+                let mut other = leadscore_store::SqliteStore::open(&path).unwrap();
+                other.ingest(Vec::new()).unwrap();
+            }
+            kept = leadscore_store::SqliteStore::open(&path).unwrap();
+            let _ = kept.defer_durability(budget).unwrap();
+        }
+    }
+    let log = stored_messages(&plain);
+    prop_assume!(!log.is_empty());
+    // Due-time evaluation reads and changes kept rows too.
+    if crash_at.is_none_or(|at| at.is_multiple_of(2)) {
+        use leadscore_store::Outbox as _;
+        let later = Timestamp(t.0 + 40 * 86_400_000_000_000);
+        let fired = |s: &mut leadscore_store::SqliteStore| {
+            let report = s.fire_due(later, 1_000).unwrap();
+            let query = leadscore_store::FiringQuery {
+                limit: 10_000,
+                ..Default::default()
+            };
+            let firings = s.firings(&query).unwrap();
+            let firings: Vec<_> = firings
+                .into_iter()
+                .map(|f| (f.trigger, f.contact, f.at))
+                .collect();
+            (report.contacts, firings)
+        };
+        prop_assert_eq!(fired(&mut kept), fired(&mut plain));
+    }
+    let reader = leadscore_store::SqliteStore::open(&path).unwrap();
+    assert_same_service(&kept, &plain);
+    assert_same_service(&reader, &plain);
+    assert_live_equals_batch(&kept, &model, &log, t);
+    // Once more after a crash at the end, then with every row written.
+    kept.crash();
+    let mut kept = leadscore_store::SqliteStore::open(&path).unwrap();
+    let _ = kept.defer_durability(budget).unwrap();
+    assert_same_service(&kept, &plain);
+    kept.write_kept_rows().unwrap();
+    prop_assert_eq!(kept.kept_rows(), 0);
+    assert_same_service(&reader, &plain);
+    Ok(())
 }
 
 /// Two stores serve the same log for every contact.
