@@ -213,6 +213,48 @@ fn a_due_trigger_fires_at_exactly_its_time_once_and_enrols_the_contact() {
     }
 }
 
+/// A firing's position is a client's cursor (`firings?after=`): erasing
+/// the contact of the newest firing does not give its position to the
+/// next one, which a client holding it would never see.
+#[test]
+fn a_firing_position_is_never_taken_again_after_an_erasure() {
+    let seen = leadscore_store::now();
+    let due = seen.plus(leadscore_core::time::Duration::from_seconds(182 * DAY));
+    for (mut store, _guard) in backends() {
+        let v = store.add_model("r.toml", REACTIVATION).unwrap().version;
+        store.activate(v, &mut |_, _| {}).unwrap();
+        let mut fire = |store: &mut Box<dyn Store>, user: &str, id: &str| {
+            store
+                .ingest(incoming(&[track(user, "Product Viewed", seen, id)]))
+                .unwrap();
+            assert_eq!(store.fire_due(due, 10).unwrap().firings, 1);
+            let query = FiringQuery {
+                contact: Some(user.into()),
+                limit: 10,
+                ..FiringQuery::default()
+            };
+            store.firings(&query).unwrap()[0].seq
+        };
+        fire(&mut store, "ana", "p1");
+        let bob = fire(&mut store, "bob", "p2");
+        store.erase("bob").unwrap().unwrap();
+        let carl = fire(&mut store, "carl", "p3");
+        assert!(carl > bob, "carl's firing at {carl}, bob's was at {bob}");
+        let after = FiringQuery {
+            after: Some(bob),
+            limit: 10,
+            ..FiringQuery::default()
+        };
+        let seen: Vec<String> = store
+            .firings(&after)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.contact)
+            .collect();
+        assert_eq!(seen, ["carl"]);
+    }
+}
+
 #[test]
 fn activation_starts_triggers_from_what_is_true_then() {
     let seen = Timestamp::from_seconds(1_700_000_000);
