@@ -223,7 +223,7 @@ fn a_firing_position_is_never_taken_again_after_an_erasure() {
     for (mut store, _guard) in backends() {
         let v = store.add_model("r.toml", REACTIVATION).unwrap().version;
         store.activate(v, &mut |_, _| {}).unwrap();
-        let mut fire = |store: &mut Box<dyn Store>, user: &str, id: &str| {
+        let fire = |store: &mut Box<dyn Store>, user: &str, id: &str| {
             store
                 .ingest(incoming(&[track(user, "Product Viewed", seen, id)]))
                 .unwrap();
