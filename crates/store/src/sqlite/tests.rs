@@ -918,9 +918,14 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
         found.sort_unstable();
         found
     };
+    // The first's messages last: an erasure of the contact holding the
+    // log's last positions writes everything (the next test).
     let messages = |n: usize| -> Vec<Incoming> {
         users
             .iter()
+            .cycle()
+            .skip(1)
+            .take(users.len())
             .map(|u| track(u, &id(u, n), &format!("2025-01-01T00:00:0{n}Z")))
             .collect()
     };
@@ -1044,4 +1049,49 @@ fn other_message_ids_stay_in_the_logs_unique_index() {
         )
         .unwrap();
     assert!(plan.contains("events_message_id"), "{plan}");
+}
+
+/// An erasure that deletes the log's last positions makes SQLite give
+/// them again: the writer then writes every row, position and
+/// `message_ids` entry it keeps, and its memory starts again; any other
+/// erasure leaves what it keeps.
+#[test]
+fn erasing_the_newest_contact_writes_everything_kept() {
+    let (_dir, path, mut store) = deferring_store();
+    let at = |s: u32| format!("2025-01-01T00:00:{s:02}Z");
+    let one = |user: &str, n: usize| track(user, &uuid(n, n), &at(n as u32));
+    // A new row is written at once, a changed one kept.
+    let batch = |user: &str, from: usize| -> Vec<Incoming> { vec![one(user, from)] };
+    store
+        .ingest(vec![one("a", 10), one("b", 11), one("c", 12)])
+        .unwrap();
+    let kept = |store: &SqliteStore| {
+        let recorded = deferred::recorded(&store.conn).unwrap();
+        (store.kept_rows(), recorded.is_some())
+    };
+    store.ingest(batch("a", 1)).unwrap();
+    store.ingest(batch("b", 3)).unwrap();
+    store.ingest(batch("c", 5)).unwrap();
+    assert_eq!(kept(&store), (3, true));
+    // b's events are in the middle of the log.
+    store.erase("b").unwrap().unwrap();
+    assert_eq!(kept(&store), (2, true));
+    // c's are its last.
+    store.erase("c").unwrap().unwrap();
+    assert_eq!(kept(&store), (0, false));
+    assert_eq!(indexed(&store), 2, "a's two messages");
+    // The next appends take c's positions; a crash then loses nothing.
+    store.ingest(batch("d", 7)).unwrap();
+    store.ingest(batch("d", 8)).unwrap();
+    assert_eq!(kept(&store), (1, true));
+    let history = |store: &SqliteStore| -> Vec<(Option<Timestamp>, String)> {
+        let entries = store.history("d").unwrap();
+        entries.into_iter().map(|e| (e.at, e.cause)).collect()
+    };
+    let served = history(&store);
+    assert!(!served.is_empty());
+    store.crash();
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.defer_durability(1_000).unwrap();
+    assert_eq!(history(&store), served);
 }
