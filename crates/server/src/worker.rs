@@ -53,114 +53,51 @@ pub(crate) fn commit(
     result
 }
 
-/// The threads that flush commits and then answer them, in commit order.
-/// Each flush makes durable every commit made before it began; with two
-/// threads, a commit made while a flush is under way starts the next one
-/// at once instead of waiting for that one to end, so it waits for about
-/// one flush instead of up to two (`docs/performance.md`, session 33).
+/// The thread that flushes commits and then answers them, in commit order.
 struct Acks {
-    shared: std::sync::Arc<Flushing>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-/// What the flush threads share.
-#[derive(Default)]
-struct Flushing {
-    queue: std::sync::Mutex<Queue>,
-    /// Signalled when a commit is queued, and when the threads must stop.
-    woken: std::sync::Condvar,
-    /// Held while answering, so answers leave in commit order.
-    answering: std::sync::Mutex<()>,
-}
-
-#[derive(Default)]
-struct Queue {
-    /// Commits not answered yet, by number.
-    acks: std::collections::VecDeque<(u64, Ack)>,
-    /// Commits queued so far.
-    pushed: u64,
-    /// Commits made before a flush under way, or done, began.
-    covered: u64,
-    closed: bool,
-}
-
-impl Flushing {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// One flush thread: flushes whatever no flush covers yet, then answers
-    /// every commit its flush covers that no other answered.
-    fn run(&self, mut flush: Box<dyn leadscore_store::Flush>) {
-        loop {
-            let target = {
-                let mut queue = self.queue();
-                while queue.covered == queue.pushed {
-                    if queue.closed {
-                        return;
-                    }
-                    queue = self.woken.wait(queue).unwrap_or_else(|e| e.into_inner());
-                }
-                queue.covered = queue.pushed;
-                queue.pushed
-            };
-            let started = std::time::Instant::now();
-            let durable = flush
-                .flush()
-                .map_err(|e| format!("the commit is not confirmed durable: {e}"));
-            metrics::histogram!("leadscore_ingest_flush_seconds")
-                .record(started.elapsed().as_secs_f64());
-            if let Err(e) = &durable {
-                tracing::error!(error = %e, "flush failed");
-            }
-            let _turn = self.answering.lock().unwrap_or_else(|e| e.into_inner());
-            let acks: Vec<Ack> = {
-                let mut queue = self.queue();
-                let covered = queue.acks.iter().take_while(|(n, _)| *n < target).count();
-                queue.acks.drain(..covered).map(|(_, ack)| ack).collect()
-            };
-            for ack in acks {
-                ack(durable.clone());
-            }
-        }
-    }
+    queue: std::sync::mpsc::Sender<Ack>,
+    thread: JoinHandle<()>,
 }
 
 impl Acks {
-    fn start(flush: Box<dyn leadscore_store::Flush>) -> Acks {
-        let shared = std::sync::Arc::new(Flushing::default());
-        let flushes: Vec<_> = std::iter::successors(Some(flush), |f| f.another())
-            .take(2)
-            .collect();
-        let threads = flushes
-            .into_iter()
-            .map(|flush| {
-                let shared = std::sync::Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name("leadscore-flush".into())
-                    .spawn(move || shared.run(flush))
-                    .expect("the OS starts the flush threads")
+    fn start(mut flush: Box<dyn leadscore_store::Flush>) -> Acks {
+        let (queue, waiting) = std::sync::mpsc::channel::<Ack>();
+        let thread = std::thread::Builder::new()
+            .name("leadscore-flush".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    // One flush for every commit made since the last one.
+                    let acks: Vec<Ack> = std::iter::once(first).chain(waiting.try_iter()).collect();
+                    let started = std::time::Instant::now();
+                    let durable = flush
+                        .flush()
+                        .map_err(|e| format!("the commit is not confirmed durable: {e}"));
+                    metrics::histogram!("leadscore_ingest_flush_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if let Err(e) = &durable {
+                        tracing::error!(error = %e, "flush failed");
+                    }
+                    for ack in acks {
+                        ack(durable.clone());
+                    }
+                }
             })
-            .collect();
-        Acks { shared, threads }
+            .expect("the OS starts the flush thread");
+        Acks { queue, thread }
     }
 
     fn push(&self, ack: Ack) {
-        let mut queue = self.shared.queue();
-        let n = queue.pushed;
-        queue.acks.push_back((n, ack));
-        queue.pushed += 1;
-        drop(queue);
-        self.shared.woken.notify_one();
+        // The thread lives until `finish`; were it gone, answer unflushed
+        // rather than never.
+        if let Err(std::sync::mpsc::SendError(ack)) = self.queue.send(ack) {
+            ack(Err("the flush thread stopped".into()));
+        }
     }
 
-    /// Flushes and answers what is queued, then stops the threads.
+    /// Flushes and answers what is queued, then stops the thread.
     fn finish(self) {
-        self.shared.queue().closed = true;
-        self.shared.woken.notify_all();
-        for thread in self.threads {
-            let _ = thread.join();
-        }
+        drop(self.queue);
+        let _ = self.thread.join();
     }
 }
 
@@ -535,96 +472,6 @@ mod tests {
                 return Err(leadscore_store::StoreError::Database("disk gone".into()));
             }
             Ok(())
-        }
-
-        fn another(&self) -> Option<Box<dyn leadscore_store::Flush>> {
-            Some(Box::new(Counted(self.0.clone(), self.1)))
-        }
-    }
-
-    /// A flush that records when it began and ended; the first one waits
-    /// (up to 5 s) until another has begun.
-    #[derive(Clone)]
-    struct Timed {
-        spans: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, std::time::Instant)>>>,
-        begun: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
-    }
-
-    impl leadscore_store::Flush for Timed {
-        fn flush(&mut self) -> leadscore_store::Result<()> {
-            let start = std::time::Instant::now();
-            let (count, changed) = &*self.begun;
-            let mut begun = count.lock().unwrap();
-            *begun += 1;
-            changed.notify_all();
-            if *begun == 1 {
-                let wait = std::time::Duration::from_secs(5);
-                drop(changed.wait_timeout_while(begun, wait, |n| *n < 2).unwrap());
-            } else {
-                drop(begun);
-            }
-            self.spans
-                .lock()
-                .unwrap()
-                .push((start, std::time::Instant::now()));
-            Ok(())
-        }
-
-        fn another(&self) -> Option<Box<dyn leadscore_store::Flush>> {
-            Some(Box::new(self.clone()))
-        }
-    }
-
-    /// A commit made while a flush is under way starts its own flush at
-    /// once, on the second thread, and is answered after a flush that
-    /// began after it: the first commit's flush waits for that second
-    /// flush to begin, which a single flush thread never would.
-    #[test]
-    fn a_commit_during_a_flush_starts_its_own() {
-        let timed = Timed {
-            spans: Default::default(),
-            begun: Default::default(),
-        };
-        let acks = Acks::start(Box::new(timed.clone()));
-        let (answered, answers) = std::sync::mpsc::channel();
-        let push = |i: usize| {
-            let answered = answered.clone();
-            let pushed = std::time::Instant::now();
-            acks.push(Box::new(move |durable| {
-                let _ = answered.send((i, pushed, std::time::Instant::now(), durable));
-            }));
-        };
-        push(0);
-        // The first flush has begun before the second commit.
-        let (count, changed) = &*timed.begun;
-        drop(
-            changed
-                .wait_while(count.lock().unwrap(), |n| *n < 1)
-                .unwrap(),
-        );
-        push(1);
-        let got: Vec<_> = (0..2)
-            .map(|_| {
-                answers
-                    .recv_timeout(std::time::Duration::from_secs(10))
-                    .unwrap()
-            })
-            .collect();
-        acks.finish();
-        let spans = timed.spans.lock().unwrap().clone();
-        assert_eq!(spans.len(), 2, "one flush per commit");
-        // The two flushes overlapped: the second began before the first ended.
-        let (a, b) = (spans[0], spans[1]);
-        assert!(a.0 < b.1 && b.0 < a.1, "flushes {spans:?} did not overlap");
-        for (n, (i, pushed, at, durable)) in got.into_iter().enumerate() {
-            assert_eq!(i, n, "answered in commit order");
-            assert!(durable.is_ok());
-            assert!(
-                spans
-                    .iter()
-                    .any(|(start, end)| *start > pushed && *end <= at),
-                "commit {i} answered before a flush that began after it"
-            );
         }
     }
 

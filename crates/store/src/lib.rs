@@ -108,12 +108,6 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 pub trait Flush: Send {
     /// Returns once every transaction committed before the call is on disk.
     fn flush(&mut self) -> Result<()>;
-
-    /// Another flush of the same store that may run at the same time as
-    /// this one (`None`: flushes run one at a time).
-    fn another(&self) -> Option<Box<dyn Flush>> {
-        None
-    }
 }
 
 /// Trigger firings and their delivery: due-time evaluation, the outbox that

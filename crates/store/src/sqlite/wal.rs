@@ -303,12 +303,6 @@ impl crate::Flush for WalFlush {
             Err(e) => Err(failed(e)),
         }
     }
-
-    fn another(&self) -> Option<Box<dyn crate::Flush>> {
-        Some(Box::new(WalFlush {
-            wal: self.wal.clone(),
-        }))
-    }
 }
 
 #[cfg(test)]
