@@ -3,12 +3,13 @@
 -- `firings.seq` is the cursor of `GET /api/v1/firings?after=`. SQLite
 -- gives a new row one above the largest rowid, so erasing the contact of
 -- the newest firing gave its position to the next firing, which a client
--- holding that position as its cursor never saw. AUTOINCREMENT keeps the largest position ever given in
--- `sqlite_sequence`; firings are appended seldom (one per trigger
--- crossing), so its update costs nothing measurable. The events and the
--- ledger keep plain rowids: no client holds their positions, and the
--- server's writer starts its memory again when an erasure takes their
--- last ones (docs/storage.md, "Positions").
+-- holding that position as its cursor never saw. AUTOINCREMENT keeps the
+-- largest position ever given in `sqlite_sequence`: about 0.5 µs more per
+-- insert (100,000 inserts of this table's shape: 3.95–4.37 µs against
+-- 3.51–3.63), and firings are appended seldom (one per trigger crossing).
+-- The events and the ledger keep plain rowids: no client holds their
+-- positions, and the server's writer starts its memory again when an
+-- erasure takes their last ones (docs/storage.md, "Positions").
 CREATE TABLE firings_v13 (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     key           TEXT    NOT NULL UNIQUE,   -- idempotency key: hash(trigger, contact, at)

@@ -952,6 +952,78 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
     assert_eq!(hashes(&store).len(), 2);
 }
 
+/// A store made before migration V13 keeps its firings, their positions
+/// and what points at them, and never gives a position again, even the
+/// largest one's once it is deleted.
+#[test]
+fn firings_keep_their_positions_through_v13() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    let firing = |seq: i64, key: &str| {
+        format!(
+            "INSERT INTO firings VALUES ({seq}, '{key}', 't', 'c', 1, 2, 0, 1, '{{}}', '{{}}');"
+        )
+    };
+    {
+        let conn = schema_at(&old, 12);
+        conn.execute_batch(&[firing(3, "a"), firing(9, "b")].concat())
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO outbox (firing, key, destination, payload, status, next_attempt, created_at)
+             VALUES (9, 'b/0', 'log', '{}', 'pending', 0, 0);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&old).unwrap();
+    let kept: Vec<(i64, String)> = store
+        .conn
+        .prepare("SELECT seq, key FROM firings ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(kept, [(3, "a".to_string()), (9, "b".to_string())]);
+    let joined = count(
+        &store.conn,
+        "SELECT count(*) FROM outbox JOIN firings ON firings.seq = outbox.firing",
+        [],
+    )
+    .unwrap();
+    assert_eq!(joined, 1);
+    store
+        .conn
+        .execute_batch(
+            &[
+                "DELETE FROM firings WHERE seq = 9;",
+                &firing_without_seq("c"),
+            ]
+            .concat(),
+        )
+        .unwrap();
+    let next: i64 = store
+        .conn
+        .query_row("SELECT seq FROM firings WHERE key = 'c'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(next, 10);
+    let indexes = count(
+        &store.conn,
+        "SELECT count(*) FROM sqlite_master WHERE tbl_name = 'firings' AND type = 'index'
+         AND name IN ('firings_contact', 'firings_trigger')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(indexes, 2);
+}
+
+/// A firing inserted without a position, as the store inserts them.
+fn firing_without_seq(key: &str) -> String {
+    format!(
+        "INSERT INTO firings (key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
+         VALUES ('{key}', 't', 'c', 1, 2, 0, 1, '{{}}', '{{}}');"
+    )
+}
+
 /// A store made before migration V12 (a unique index on the log's
 /// message_id) has every event indexed by the first write after it, and
 /// its messages are still duplicates.
