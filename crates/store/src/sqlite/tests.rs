@@ -959,14 +959,9 @@ fn an_erased_contact_leaves_no_message_ids_behind() {
 fn firings_keep_their_positions_through_v13() {
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old.db");
-    let firing = |seq: i64, key: &str| {
-        format!(
-            "INSERT INTO firings VALUES ({seq}, '{key}', 't', 'c', 1, 2, 0, 1, '{{}}', '{{}}');"
-        )
-    };
     {
         let conn = schema_at(&old, 12);
-        conn.execute_batch(&[firing(3, "a"), firing(9, "b")].concat())
+        conn.execute_batch(&[firing(Some(3), "a"), firing(Some(9), "b")].concat())
             .unwrap();
         conn.execute_batch(
             "INSERT INTO outbox (firing, key, destination, payload, status, next_attempt, created_at)
@@ -993,13 +988,7 @@ fn firings_keep_their_positions_through_v13() {
     assert_eq!(joined, 1);
     store
         .conn
-        .execute_batch(
-            &[
-                "DELETE FROM firings WHERE seq = 9;",
-                &firing_without_seq("c"),
-            ]
-            .concat(),
-        )
+        .execute_batch(&["DELETE FROM firings WHERE seq = 9;", &firing(None, "c")].concat())
         .unwrap();
     let next: i64 = store
         .conn
@@ -1016,11 +1005,13 @@ fn firings_keep_their_positions_through_v13() {
     assert_eq!(indexes, 2);
 }
 
-/// A firing inserted without a position, as the store inserts them.
-fn firing_without_seq(key: &str) -> String {
+/// Inserts a firing at `seq`, or (`None`) where SQLite puts it, as the
+/// store does.
+fn firing(seq: Option<i64>, key: &str) -> String {
+    let seq = seq.map_or("NULL".to_string(), |s| s.to_string());
     format!(
-        "INSERT INTO firings (key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
-         VALUES ('{key}', 't', 'c', 1, 2, 0, 1, '{{}}', '{{}}');"
+        "INSERT INTO firings (seq, key, trigger_id, contact, at, recorded_at, late, model_version, score, explanation)
+         VALUES ({seq}, '{key}', 't', 'c', 1, 2, 0, 1, '{{}}', '{{}}');"
     )
 }
 
@@ -1131,19 +1122,18 @@ fn other_message_ids_stay_in_the_logs_unique_index() {
 fn erasing_the_newest_contact_writes_everything_kept() {
     let (_dir, path, mut store) = deferring_store();
     let at = |s: u32| format!("2025-01-01T00:00:{s:02}Z");
-    let one = |user: &str, n: usize| track(user, &uuid(n, n), &at(n as u32));
+    let one = |user: &str, n: usize| vec![track(user, &uuid(n, n), &at(n as u32))];
     // A new row is written at once, a changed one kept.
-    let batch = |user: &str, from: usize| -> Vec<Incoming> { vec![one(user, from)] };
     store
-        .ingest(vec![one("a", 10), one("b", 11), one("c", 12)])
+        .ingest([one("a", 10), one("b", 11), one("c", 12)].concat())
         .unwrap();
     let kept = |store: &SqliteStore| {
         let recorded = deferred::recorded(&store.conn).unwrap();
         (store.kept_rows(), recorded.is_some())
     };
-    store.ingest(batch("a", 1)).unwrap();
-    store.ingest(batch("b", 3)).unwrap();
-    store.ingest(batch("c", 5)).unwrap();
+    store.ingest(one("a", 1)).unwrap();
+    store.ingest(one("b", 3)).unwrap();
+    store.ingest(one("c", 5)).unwrap();
     assert_eq!(kept(&store), (3, true));
     // b's events are in the middle of the log.
     store.erase("b").unwrap().unwrap();
@@ -1153,8 +1143,8 @@ fn erasing_the_newest_contact_writes_everything_kept() {
     assert_eq!(kept(&store), (0, false));
     assert_eq!(indexed(&store), 2, "a's two messages");
     // The next appends take c's positions; a crash then loses nothing.
-    store.ingest(batch("d", 7)).unwrap();
-    store.ingest(batch("d", 8)).unwrap();
+    store.ingest(one("d", 7)).unwrap();
+    store.ingest(one("d", 8)).unwrap();
     assert_eq!(kept(&store), (1, true));
     let history = |store: &SqliteStore| -> Vec<(Option<Timestamp>, String)> {
         let entries = store.history("d").unwrap();
