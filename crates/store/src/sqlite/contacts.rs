@@ -147,17 +147,12 @@ impl SqliteStore {
                 params![id_hash(member), erased_at],
             )?;
         }
-        // Positions taken back by the deletions are appended again.
-        let restart = match (&self.owner, sql.staged()) {
-            (Some(owner), Some(staged)) => owner.positions_fell(&tx, staged)?,
-            _ => false,
-        };
-        let staged = super::finish_writing(&self.owner, sql, restart)?;
-        super::commit(tx, &mut self.owner, staged)?;
-        // Everything kept was written: nothing is recorded.
-        if restart && self.owner.as_ref().is_some_and(|o| !o.has_recorded()) {
-            self.overlay.clear();
+        // Positions the deletions took back are appended again.
+        if let Some(staged) = sql.staged_mut() {
+            staged.check_positions(&tx)?;
         }
+        let staged = super::finish_writing(&self.owner, sql, false)?;
+        super::commit(tx, &mut self.owner, staged)?;
         report.ids = ids;
         Ok(Some(report))
     }

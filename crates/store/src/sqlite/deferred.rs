@@ -355,9 +355,30 @@ pub(super) struct Staged {
     pub(super) ids_erased: Vec<(i64, i64)>,
     ids_written: Option<usize>,
     ids_all: bool,
+    /// Its deletions took the last positions of the log or the ledger
+    /// ([`Staged::check_positions`]).
+    restart: bool,
 }
 
 impl Staged {
+    /// After deletions (an erasure): whether they took the last positions
+    /// of the log or the ledger. SQLite appends one above the largest
+    /// rowid, so the next appends would take positions that the memory and
+    /// `deferred_rows` hold to be behind them (its marks, the kept rows'
+    /// starts, the pending `message_ids` entries): such a transaction
+    /// writes everything kept ([`Staged::writes_all`]), and the memory
+    /// starts again once it commits ([`Owner::committed`]).
+    pub(super) fn check_positions(&mut self, conn: &Connection) -> Result<()> {
+        self.restart = next_seq(conn, NEXT_EVENT)? < self.start.0
+            || next_seq(conn, NEXT_ENTRY)? < self.start.1;
+        Ok(())
+    }
+
+    /// Whether the transaction must write everything kept.
+    pub(super) fn writes_all(&self) -> bool {
+        self.restart
+    }
+
     /// The entry `id` has in this transaction: staged, else kept.
     pub(super) fn entry(&self, overlay: &Overlay, id: &str) -> Option<Arc<Entry>> {
         match self.changes.get(id) {
@@ -520,6 +541,7 @@ impl Owner {
             ids_erased: Vec::new(),
             ids_written: None,
             ids_all: false,
+            restart: false,
         })
     }
 
@@ -685,6 +707,7 @@ impl Owner {
     /// The transaction committed: its changes are what the rows are.
     pub(super) fn committed(&mut self, staged: Staged) {
         self.last_changes = staged.changes.len();
+        let restart = staged.restart;
         let now = Instant::now();
         let mut inner = self.overlay.write();
         for (own_id, upto) in &staged.flushed {
@@ -741,19 +764,12 @@ impl Owner {
         }
         inner.epoch = self.recorded.map_or(0, |r| r.epoch);
         drop(inner);
+        // Everything kept was written (nothing is recorded): what the
+        // memory holds may name positions the log gives again.
+        if restart && self.recorded.is_none() {
+            self.overlay.clear();
+        }
         self.not_committed();
-    }
-
-    /// Whether this transaction's deletions (an erasure) took the last
-    /// positions of the log or the ledger. SQLite appends one above the
-    /// largest rowid, so the next appends would take positions that the
-    /// memory and `deferred_rows` hold to be behind them (its marks, the
-    /// kept rows' starts, the pending `message_ids` entries): such a
-    /// transaction writes everything kept, and the memory starts again
-    /// ([`Overlay::clear`]) once it commits.
-    pub(super) fn positions_fell(&self, conn: &Connection, staged: &Staged) -> Result<bool> {
-        Ok(next_seq(conn, NEXT_EVENT)? < staged.start.0
-            || next_seq(conn, NEXT_ENTRY)? < staged.start.1)
     }
 
     /// Whether this writer recorded kept rows in `deferred_rows`.

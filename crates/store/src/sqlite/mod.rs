@@ -536,6 +536,7 @@ fn finish_writing(
     };
     let now = std::time::Instant::now();
     let staged = sql.staged().expect("the writer's");
+    let all = all || staged.writes_all();
     let ids = if all {
         owner.all(staged)
     } else {

@@ -93,12 +93,7 @@ fn identities_merged_by_another_connection_are_followed() {
             .unwrap();
     }
     let rows = |store: &SqliteStore| -> Vec<(String, f64)> {
-        let mut stmt = store
-            .conn
-            .prepare("SELECT id, score FROM contacts ORDER BY id")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.map(Result::unwrap).collect()
+        pairs(&store.conn, "SELECT id, score FROM contacts ORDER BY id")
     };
     let read = |store: &SqliteStore| -> Vec<(String, f64)> {
         let records = store.contacts(None, 100).unwrap();
@@ -430,6 +425,16 @@ fn page_swaps_go_through_key_zero_and_leave_the_database_intact() {
         (count(&store.conn), check(&store.conn).as_str()),
         (20_000, "ok")
     );
+}
+
+/// The two columns of every row `sql` selects.
+fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    conn: &Connection,
+    sql: &str,
+) -> Vec<(A, B)> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    rows.map(Result::unwrap).collect()
 }
 
 /// A new leadscore database at `path` with migrations up to `version`
@@ -970,14 +975,7 @@ fn firings_keep_their_positions_through_v13() {
         .unwrap();
     }
     let store = SqliteStore::open(&old).unwrap();
-    let kept: Vec<(i64, String)> = store
-        .conn
-        .prepare("SELECT seq, key FROM firings ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let kept: Vec<(i64, String)> = pairs(&store.conn, "SELECT seq, key FROM firings ORDER BY seq");
     assert_eq!(kept, [(3, "a".to_string()), (9, "b".to_string())]);
     let joined = count(
         &store.conn,
@@ -1060,14 +1058,10 @@ fn message_ids_survive_the_move_to_their_own_index() {
     assert_eq!((report.accepted, report.duplicates), (2, 3));
     assert_eq!(indexed(&store), 3, "the random ones");
     assert!(deferred::recorded(&store.conn).unwrap().is_none());
-    let partial: Vec<(String, bool)> = store
-        .conn
-        .prepare("SELECT name, \"unique\" FROM pragma_index_list('events') WHERE partial")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let partial: Vec<(String, bool)> = pairs(
+        &store.conn,
+        "SELECT name, \"unique\" FROM pragma_index_list('events') WHERE partial",
+    );
     assert_eq!(partial, [("events_message_id".to_string(), true)]);
 }
 
