@@ -14,9 +14,9 @@
 //! the oldest is [`super::deferred::WRITE_AFTER`] old) they are frozen,
 //! sorted, and written a slice of keys per transaction
 //! ([`Pending::slice`]), so that each slice lands on a few neighbouring
-//! leaves instead of every event dirtying a random leaf. The next writer after a crash, and another
-//! connection that writes, first index the log past
-//! `deferred_rows.ids_from` themselves ([`mend`]).
+//! leaves instead of every event dirtying a random leaf. The next writer
+//! after a crash, and another connection that writes, first index the log
+//! past `deferred_rows.ids_from` themselves ([`mend`]).
 
 use std::time::Instant;
 
