@@ -140,8 +140,7 @@ impl TriggerState {
     /// firing (a model being activated starts from what is true now).
     pub fn armed_at(model: &Model, contact: &ContactState, t: Timestamp) -> TriggerState {
         let mut state = TriggerState::new(model);
-        let (values, _) = conditions_at(model, contact, t);
-        state.values = values;
+        conditions_at(model, contact, t, |i, now| state.values[i] = now);
         state.at = Some(t);
         state.since = Some(t);
         state
@@ -176,20 +175,29 @@ impl TriggerState {
         if model.triggers.is_empty() {
             return None;
         }
-        let (values, score) = conditions_at(model, contact, t);
         let reportable = self.since.is_none_or(|since| t >= since);
-        for (i, (&now, trigger)) in values.iter().zip(&model.triggers).enumerate() {
-            if now && !self.values[i] && reportable && !(trigger.once && self.fired[i]) {
-                self.fired[i] = true;
-                out.push(Firing {
-                    trigger: i,
-                    at: t,
-                    score: score.clone(),
-                    explanation: contact.explain(model, t, None),
-                });
+        let n = model.triggers.len();
+        self.values.resize(n, false);
+        self.fired.resize(n, false);
+        // Each value replaced in place once compared (no vector a
+        // message); the rising edges noted, then reported with the score.
+        let mut rising = Vec::new();
+        let (values, fired) = (&mut self.values, &mut self.fired);
+        let score = conditions_at(model, contact, t, |i, now| {
+            if now && !values[i] && reportable && !(model.triggers[i].once && fired[i]) {
+                fired[i] = true;
+                rising.push(i);
             }
+            values[i] = now;
+        });
+        for i in rising {
+            out.push(Firing {
+                trigger: i,
+                at: t,
+                score: score.clone(),
+                explanation: contact.explain(model, t, None),
+            });
         }
-        self.values = values;
         self.at = Some(t);
         Some(score)
     }
@@ -240,7 +248,9 @@ impl TriggerState {
         let plan = model.trigger_plan();
         let far = after.plus(crate::time::Duration::from_seconds(HORIZON_SECONDS));
         let horizon = cap.map_or(far, |cap| cap.min(far));
-        let mut bounds: Vec<Timestamp> = Vec::new();
+        // On the stack for up to 8 bounds (a `days_since()` slot adds two,
+        // an inactivity rule one): no allocation a message.
+        let mut bounds: smallvec::SmallVec<[Timestamp; 8]> = smallvec::SmallVec::new();
         for &(slot, days) in &plan.days {
             if let Some(last) = contact.slot_last(slot) {
                 let b = Timestamp(last.0.saturating_add((days * 86_400e9).round() as i64));
@@ -372,24 +382,28 @@ pub fn replay(
     (contact, triggers, out)
 }
 
-/// Each trigger's condition at `t`, and the score there. Excluded contacts
-/// fire nothing: every condition is false for them.
-fn conditions_at(model: &Model, contact: &ContactState, t: Timestamp) -> (Vec<bool>, Score) {
+/// Gives `each` every trigger's index and condition at `t`, in order;
+/// returns the score there. Excluded contacts fire nothing: every
+/// condition is false for them.
+fn conditions_at(
+    model: &Model,
+    contact: &ContactState,
+    t: Timestamp,
+    mut each: impl FnMut(usize, bool),
+) -> Score {
     let score = contact
         .score_at(model, t)
         .expect("trigger points are never before the last message");
-    let values = if score.status == Status::Excluded {
-        vec![false; model.triggers.len()]
+    if score.status == Status::Excluded {
+        (0..model.triggers.len()).for_each(|i| each(i, false));
     } else {
         contact.with_trigger_scope(t, &score, |scope| {
-            model
-                .triggers
-                .iter()
-                .map(|tr| tr.when.holds(scope))
-                .collect()
-        })
-    };
-    (values, score)
+            for (i, trigger) in model.triggers.iter().enumerate() {
+                each(i, trigger.when.holds(scope));
+            }
+        });
+    }
+    score
 }
 
 /// One search for the next point where a condition changes.
@@ -403,7 +417,12 @@ struct Search<'a> {
 
 impl Search<'_> {
     fn changes_at(&self, t: Timestamp) -> bool {
-        conditions_at(self.model, self.contact, t).0 != self.state.values
+        let values = &self.state.values;
+        let mut changes = values.len() != self.model.triggers.len();
+        conditions_at(self.model, self.contact, t, |i, now| {
+            changes |= values.get(i) != Some(&now);
+        });
+        changes
     }
 
     /// Whether the conditions at a tick after `start` (whose conditions
