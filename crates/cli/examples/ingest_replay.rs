@@ -16,18 +16,57 @@
 //! (default 500), with the writer's cache of CACHE contacts (default
 //! `serve`'s, `DEFAULT_LIVE_CONTACTS`). Under callgrind,
 //! `--toggle-collect='ingest_replay::measured'` counts the instructions of
-//! the measured part only.
+//! the measured part only. It also prints the allocations per measured
+//! message (every thread's, counted by a wrapper around the allocator; the
+//! writer's checkpointer and cache threads allocate little), an exact
+//! figure where the CPU time moves with the machine.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::fs::File;
 use std::io::BufReader;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use leadscore_input::{read_messages, ReadOptions};
 use leadscore_store::{Flush, Incoming, Store};
 
+/// The binary's allocator (mimalloc), counting allocations: an exact
+/// figure per message beside the CPU time, which this shared machine
+/// moves by more than most changes do (docs/performance.md, session 34).
+struct Counting;
+
+/// Allocations and reallocations since the start, by every thread.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to mimalloc's allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
 
 /// Nanoseconds this thread has run on a CPU (Linux's schedstat).
 fn thread_cpu_ns() -> Result<u64> {
@@ -107,13 +146,16 @@ fn main() -> Result<()> {
     let mut flush = store.defer_durability(cache)?;
     ingest_all(store.as_mut(), &mut flush, incoming, batch)?;
     let (cpu, wall) = (thread_cpu_ns()?, Instant::now());
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     let accepted = measured(store.as_mut(), &mut flush, tail, batch)?;
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
     let cpu = thread_cpu_ns()? - cpu;
     println!(
-        "{count} messages ({accepted} new) in batches of {batch}: CPU {:.3} s ({:.2} µs per message), wall {:.3} s",
+        "{count} messages ({accepted} new) in batches of {batch}: CPU {:.3} s ({:.2} µs per message), wall {:.3} s, {:.1} allocations per message",
         cpu as f64 / 1e9,
         cpu as f64 / 1e3 / count as f64,
-        wall.elapsed().as_secs_f64()
+        wall.elapsed().as_secs_f64(),
+        allocations as f64 / count as f64
     );
     Ok(())
 }
