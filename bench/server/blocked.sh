@@ -16,9 +16,8 @@ tag=$1; rate=${2:-50000}; shift 2 || shift $#
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 start_server
-tid() { grep -l "^$1\$" /proc/"$P"/task/*/comm | cut -d/ -f5; }
-writer=$(tid leadscore-write)
-flush=$(tid leadscore-flush)
+writer=$(thread_id leadscore-write)
+flush=$(thread_id leadscore-flush)
 steady_load "$rate" "$@"
 sleep 52
 perf record -q -e sched:sched_switch -g -t "$writer,$flush" -o "blocked-$tag.data" -- sleep 6

@@ -30,3 +30,6 @@ steady_load() {
     --warm-seconds 50 --warm-rate 25000 --contacts "${C:-100000}" "$@" > load.log 2>&1 &
   load=$!
 }
+
+# The thread id of the server's thread named $1 (e.g. leadscore-write).
+thread_id() { grep -l "^$1\$" /proc/"$P"/task/*/comm | cut -d/ -f5; }

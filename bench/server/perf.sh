@@ -13,7 +13,7 @@ tag=$1; rate=${2:-50000}; shift 2 || shift $#
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 start_server
-writer=$(grep -l '^leadscore-write$' /proc/$P/task/*/comm | cut -d/ -f5)
+writer=$(thread_id leadscore-write)
 steady_load "$rate" "$@"
 sleep 51
 # shellcheck disable=SC2086

@@ -176,9 +176,6 @@ impl TriggerState {
             return None;
         }
         let reportable = self.since.is_none_or(|since| t >= since);
-        let n = model.triggers.len();
-        self.values.resize(n, false);
-        self.fired.resize(n, false);
         // Each value replaced in place once compared (no vector a
         // message); the rising edges noted, then reported with the score.
         let mut rising = Vec::new();
@@ -417,10 +414,9 @@ struct Search<'a> {
 
 impl Search<'_> {
     fn changes_at(&self, t: Timestamp) -> bool {
-        let values = &self.state.values;
-        let mut changes = values.len() != self.model.triggers.len();
+        let mut changes = false;
         conditions_at(self.model, self.contact, t, |i, now| {
-            changes |= values.get(i) != Some(&now);
+            changes |= now != self.state.values[i];
         });
         changes
     }
