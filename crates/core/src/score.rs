@@ -2,6 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+pub use smol_str::SmolStr;
 
 use crate::time::Timestamp;
 
@@ -46,11 +47,14 @@ pub struct Score {
     /// Sum of engagement, streak and inactivity rules.
     pub engagement: f64,
     /// Tier name, or empty.
-    pub tier: String,
+    #[schemars(with = "String")]
+    pub tier: SmolStr,
     /// Grade name, or empty.
-    pub grade: String,
+    #[schemars(with = "String")]
+    pub grade: SmolStr,
     /// Highest stage reached, or empty.
-    pub stage: String,
+    #[schemars(with = "String")]
+    pub stage: SmolStr,
     /// `active` or `excluded`.
     pub status: Status,
     /// Exclusion reasons in file order.

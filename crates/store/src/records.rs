@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use leadscore_core::event::Message;
-use leadscore_core::score::{Score, Status};
+use leadscore_core::score::{Score, SmolStr, Status};
 use leadscore_core::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -99,11 +99,14 @@ pub struct ScoreFields {
     /// Score (clamped).
     pub score: f64,
     /// Tier name or empty.
-    pub tier: String,
+    #[schemars(with = "String")]
+    pub tier: SmolStr,
     /// Grade name or empty.
-    pub grade: String,
+    #[schemars(with = "String")]
+    pub grade: SmolStr,
     /// Stage name or empty.
-    pub stage: String,
+    #[schemars(with = "String")]
+    pub stage: SmolStr,
     /// `active` or `excluded`.
     pub status: Status,
 }

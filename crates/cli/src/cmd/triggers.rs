@@ -112,9 +112,9 @@ fn firings(
                         trigger: trigger.id.clone(),
                         contact_id: id.clone(),
                         score: f.score.score,
-                        tier: f.score.tier,
-                        grade: f.score.grade,
-                        stage: f.score.stage,
+                        tier: f.score.tier.into(),
+                        grade: f.score.grade.into(),
+                        stage: f.score.stage.into(),
                         actions: trigger
                             .actions
                             .iter()

@@ -5,7 +5,7 @@
 use crate::condition::Scope;
 use crate::model::{ContactInput, Model};
 use crate::rules::awards::Awards;
-use crate::score::{Contribution, ExcludedBy, Explanation, RuleKind, Score, Status};
+use crate::score::{Contribution, ExcludedBy, Explanation, RuleKind, Score, SmolStr, Status};
 use crate::time::Timestamp;
 
 use super::{ActivityAt, ContactEval, ContactState, OutOfOrder, Totals, Trace};
@@ -226,9 +226,9 @@ impl ContactState {
         };
         let (tier, grade, stage, status) = if totals.excluded {
             (
-                String::new(),
-                String::new(),
-                String::new(),
+                SmolStr::default(),
+                SmolStr::default(),
+                SmolStr::default(),
                 Status::Excluded,
             )
         } else {
@@ -242,9 +242,9 @@ impl ContactState {
                 .max(pending)
                 .max(model.stages.rank_of(totals.score));
             (
-                model.tiers.name_for(totals.score).to_string(),
-                model.grades.name_for(totals.fit).to_string(),
-                stage.map_or(String::new(), |r| model.stages.name(r).to_string()),
+                model.tiers.name_for(totals.score),
+                model.grades.name_for(totals.fit),
+                stage.map_or_else(SmolStr::default, |r| model.stages.name(r).clone()),
                 Status::Active,
             )
         };

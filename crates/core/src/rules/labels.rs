@@ -2,6 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use smol_str::SmolStr;
 use toml::Spanned;
 
 use crate::model::Build;
@@ -20,7 +21,8 @@ pub struct LabelConfig {
 /// Compiled labels of one kind, sorted by `min` ascending.
 #[derive(Debug, Clone, Default)]
 pub struct Labels {
-    names: Vec<String>,
+    /// Shared with every score that carries one (no copy of a long name).
+    names: Vec<SmolStr>,
     mins: Vec<f64>,
 }
 
@@ -57,7 +59,7 @@ impl Labels {
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
         Labels {
             mins: pairs.iter().map(|p| p.0).collect(),
-            names: pairs.into_iter().map(|p| p.1).collect(),
+            names: pairs.into_iter().map(|p| SmolStr::from(p.1)).collect(),
         }
     }
 
@@ -73,13 +75,14 @@ impl Labels {
     }
 
     /// The name of a rank.
-    pub fn name(&self, rank: usize) -> &str {
+    pub fn name(&self, rank: usize) -> &SmolStr {
         &self.names[rank]
     }
 
     /// The name for `value`, or `""`.
-    pub fn name_for(&self, value: f64) -> &str {
-        self.rank_of(value).map_or("", |r| self.name(r))
+    pub fn name_for(&self, value: f64) -> SmolStr {
+        self.rank_of(value)
+            .map_or_else(SmolStr::default, |r| self.name(r).clone())
     }
 
     /// Number of labels.
@@ -96,7 +99,7 @@ impl Labels {
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.names
             .iter()
-            .map(String::as_str)
+            .map(SmolStr::as_str)
             .zip(self.mins.iter().copied())
     }
 }

@@ -373,8 +373,8 @@ pub fn points(
         p.decisions.push(decision);
         p.scores.push(score.score);
         p.labels.push(known.positive);
-        p.tiers.push(score.tier);
-        p.grades.push(score.grade);
+        p.tiers.push(score.tier.into());
+        p.grades.push(score.grade.into());
     }
     Ok(p)
 }

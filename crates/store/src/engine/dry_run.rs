@@ -96,9 +96,9 @@ impl DryRunBuilder {
     pub fn add(&mut self, contact: &str, before: Option<&Score>, after: &Score) {
         let r = &mut self.report;
         r.contacts += 1;
-        let tier_before = before.map(|s| s.tier.clone()).unwrap_or_default();
+        let tier_before = before.map(|s| s.tier.to_string()).unwrap_or_default();
         *r.tiers_before.entry(tier_before.clone()).or_default() += 1;
-        *r.tiers_after.entry(after.tier.clone()).or_default() += 1;
+        *r.tiers_after.entry(after.tier.to_string()).or_default() += 1;
         if tier_before != after.tier {
             r.tier_changes += 1;
         }
@@ -110,7 +110,7 @@ impl DryRunBuilder {
             before: score_before,
             after: after.score,
             tier_before,
-            tier_after: after.tier.clone(),
+            tier_after: after.tier.to_string(),
         });
         if r.top_movers.len() > 4 * TOP_MOVERS {
             self.trim();

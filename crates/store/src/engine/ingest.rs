@@ -90,7 +90,8 @@ struct Batch<'m, 'c> {
     model: Option<(&'m Model, u32)>,
     recorded_at: Timestamp,
     report: IngestReport,
-    /// Canonical id of each id met in this batch.
+    /// Canonical id of each id met in this batch that the writer's cache
+    /// did not already hold (or that this batch moved).
     canonical: FxHashMap<String, String>,
     /// The contacts touched, written in id order at the end (a hash map:
     /// a batch looks each up once or twice per message, and a B-tree of
@@ -213,10 +214,11 @@ impl Batch<'_, '_> {
         }
         // Committed by an earlier batch of this writer (the cache is
         // emptied whenever anything else may have changed identities).
+        // Not recorded again: the cache holds it, and a change to it in
+        // this batch is recorded where it is made (`restitch`), so a
+        // later lookup finds that first.
         if let Some(c) = self.cache.as_deref().and_then(|cache| cache.ids.get(id)) {
-            let c = c.clone();
-            self.canonical.insert(id.to_string(), c.clone());
-            return Ok(c);
+            return Ok(c.clone());
         }
         let c = match tx.identity(id)? {
             Some(c) => c,

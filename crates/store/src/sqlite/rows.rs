@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use leadscore_core::event::Message;
 use leadscore_core::model::Model;
-use leadscore_core::score::{Score, Status};
+use leadscore_core::score::{Score, SmolStr, Status};
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -139,6 +139,15 @@ pub(super) fn live_rows(
     rows.map(|row| row?).collect()
 }
 
+/// A tier, grade or stage name read without an intermediate `String`.
+fn label(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SmolStr> {
+    let value = r.get_ref(i)?;
+    value
+        .as_str()
+        .map(SmolStr::new)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e)))
+}
+
 pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
     let traits: String = r.get(3)?;
     let company: String = r.get(4)?;
@@ -157,9 +166,9 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
                 raw: r.get(7)?,
                 fit: r.get(8)?,
                 engagement: r.get(9)?,
-                tier: r.get(10)?,
-                grade: r.get(11)?,
-                stage: r.get(12)?,
+                tier: label(r, 10)?,
+                grade: label(r, 11)?,
+                stage: label(r, 12)?,
                 status: Status::parse(&status)
                     .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
                 reasons: serde_json::from_str(&reasons)

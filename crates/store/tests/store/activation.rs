@@ -85,7 +85,7 @@ fn a_dry_run_compares_both_models_as_of_its_time() {
     let tiers = |model: &str, at| {
         let mut counts = std::collections::BTreeMap::<String, u64>::new();
         for (_, score) in batch(&example(model), &messages, at) {
-            *counts.entry(score.tier).or_default() += 1;
+            *counts.entry(score.tier.into()).or_default() += 1;
         }
         counts
     };

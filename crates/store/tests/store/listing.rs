@@ -149,7 +149,7 @@ fn leaderboards_and_segments_as_stored_and_as_of_a_time() {
                 let filtered = ScoreQuery {
                     at,
                     rewind,
-                    tier: Some(top.tier.clone()),
+                    tier: Some(top.tier.to_string()),
                     status: Some(Status::Active),
                     min: Some(floor),
                     limit: 1_000,
