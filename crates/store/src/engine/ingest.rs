@@ -2,6 +2,7 @@
 //! in-order absorb or re-fold of each touched contact (the writer's cache of
 //! live rows between batches is in `cache`).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use leadscore_core::batch::preferred;
@@ -33,8 +34,9 @@ struct Work {
     /// Whether the triggers were replayed from the log (firings found
     /// then may already be recorded).
     replayed: bool,
-    /// Why, for the ledger.
-    cause: String,
+    /// Why, for the ledger (borrowed for the default: a contact's
+    /// allocation fewer per batch).
+    cause: Cow<'static, str>,
     /// What the backend stored with the row, from the cache.
     stored: Option<Stored>,
     /// The score of `state` at its last message, when this batch computed
@@ -171,14 +173,14 @@ impl Batch<'_, '_> {
         // Triggers already evaluated past this message: replay them too.
         if triggers.at().is_some_and(|at| m.timestamp < at) {
             work.state = None;
-            work.cause = format!("late message {}", m.message_id);
+            work.cause = format!("late message {}", m.message_id).into();
             return Ok(());
         }
         let mut fired = Vec::new();
         triggers.advance(model, state, m.timestamp, false, &mut fired);
         if state.absorb(model, &m).is_err() {
             work.state = None;
-            work.cause = format!("late message {}", m.message_id);
+            work.cause = format!("late message {}", m.message_id).into();
             return Ok(());
         }
         // The triggers' conditions read the score at the message: computed once.
@@ -437,7 +439,7 @@ impl Batch<'_, '_> {
                 state,
                 triggers,
                 replayed: false,
-                cause: "rescore".into(),
+                cause: Cow::Borrowed("rescore"),
                 stored,
                 score: None,
                 now: false,
@@ -452,7 +454,7 @@ impl Batch<'_, '_> {
         };
         let work = self.load(tx, contact, model, version, false)?;
         work.state = None;
-        work.cause = cause.to_string();
+        work.cause = Cow::Owned(cause.to_string());
         work.now = true;
         Ok(())
     }
@@ -509,7 +511,7 @@ impl Batch<'_, '_> {
                     tx.delete_row(Table::Live, &contact)?;
                 }
                 if let Some(old) = work.current {
-                    self.record_end(&contact, None, version, old, work.cause);
+                    self.record_end(&contact, None, version, old, work.cause.into_owned());
                 }
                 continue;
             };
@@ -523,7 +525,7 @@ impl Batch<'_, '_> {
                     model_version: version,
                     old: work.current,
                     new: Some(fields.clone()),
-                    cause: work.cause,
+                    cause: work.cause.into_owned(),
                 }));
             }
             rows.push(LiveWrite {
