@@ -103,3 +103,25 @@ impl Labels {
             .zip(self.mins.iter().copied())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Model;
+
+    /// A name comes back whole whatever its length, and a long one (past
+    /// what `SmolStr` holds inline) is shared with the model, not copied.
+    #[test]
+    fn names_of_any_length_come_back_whole_and_shared() {
+        let long = "sales-qualified-lead-priority-one";
+        let text = format!(
+            "[model]\nname = 'm'\n[[tier]]\nname = 'cold'\nmin = 0\n[[tier]]\nname = '{long}'\nmin = 10\n"
+        );
+        let model = Model::from_toml("m.toml", &text).unwrap();
+        assert_eq!(model.tiers.name_for(-1.0), "");
+        assert_eq!(model.tiers.name_for(5.0), "cold");
+        let name = model.tiers.name_for(12.0);
+        assert_eq!(name, long);
+        assert!(name.is_heap_allocated());
+        assert_eq!(name.as_ptr(), model.tiers.name(1).as_ptr());
+    }
+}
