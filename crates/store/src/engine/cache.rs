@@ -142,7 +142,6 @@ impl LiveCache {
     }
 
     /// Whether the cache holds `contact`.
-    #[cfg(test)]
     pub fn holds(&self, contact: &str) -> bool {
         self.young.contains_key(contact) || self.old.contains_key(contact)
     }

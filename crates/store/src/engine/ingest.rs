@@ -214,6 +214,14 @@ impl Batch<'_, '_> {
         if let Some(c) = self.canonical.get(id) {
             return Ok(c.clone());
         }
+        // A contact this batch holds, or the writer's cache, is named by
+        // its own canonical id (one that stops being canonical vanishes:
+        // out of both, its ids recorded above by `restitch`). Looked up
+        // before the ids: the contact's entry is what the batch reads
+        // next, and most ids are their contact's own.
+        if self.work.contains_key(id) || self.cache.as_deref().is_some_and(|c| c.holds(id)) {
+            return Ok(id.to_string());
+        }
         // Committed by an earlier batch of this writer (the cache is
         // emptied whenever anything else may have changed identities).
         // Not recorded again: the cache holds it, and a change to it in
