@@ -32,8 +32,8 @@ pub(crate) struct LiveCache {
     /// The canonical contact of ids the last batches met (at most four
     /// generations' worth, then started over).
     pub(super) ids: FxHashMap<String, String>,
-    /// The canonical contact of every id the batch in progress met that
-    /// `ids` did not hold, and of every id it moved, as it left them.
+    /// The canonical contact of every id the batch in progress resolved
+    /// from the store or moved, as it left them.
     pub(super) pending_ids: FxHashMap<String, String>,
     /// The table of the generation last dropped, emptied ([`drop_elsewhere`]).
     recycled: Recycled,

@@ -92,8 +92,8 @@ struct Batch<'m, 'c> {
     model: Option<(&'m Model, u32)>,
     recorded_at: Timestamp,
     report: IngestReport,
-    /// Canonical id of each id met in this batch that the writer's cache
-    /// did not already hold (or that this batch moved).
+    /// Canonical id of each id this batch resolved from the store or
+    /// moved (`Batch::canonical` finds the others where they are held).
     canonical: FxHashMap<String, String>,
     /// The contacts touched, written in id order at the end (a hash map:
     /// a batch looks each up once or twice per message, and a B-tree of
@@ -210,23 +210,22 @@ impl Batch<'_, '_> {
     }
 
     /// The canonical id of `id`, registering a new id as its own contact.
+    ///
+    /// Looked up in order: this batch's answers (every id it moved is
+    /// there, put by `restitch`); a contact the batch or the writer's
+    /// cache holds, which is named by its own canonical id (a contact that
+    /// stops being canonical vanishes from both), and whose entry the
+    /// batch reads next; the ids earlier batches of this writer resolved
+    /// (the cache is emptied whenever anything else may have changed
+    /// identities); the store. Only the store's answers are recorded: the
+    /// others are already held where they were found.
     fn canonical(&mut self, tx: &mut impl Tx, id: &str) -> Result<String> {
         if let Some(c) = self.canonical.get(id) {
             return Ok(c.clone());
         }
-        // A contact this batch holds, or the writer's cache, is named by
-        // its own canonical id (one that stops being canonical vanishes:
-        // out of both, its ids recorded above by `restitch`). Looked up
-        // before the ids: the contact's entry is what the batch reads
-        // next, and most ids are their contact's own.
         if self.work.contains_key(id) || self.cache.as_deref().is_some_and(|c| c.holds(id)) {
             return Ok(id.to_string());
         }
-        // Committed by an earlier batch of this writer (the cache is
-        // emptied whenever anything else may have changed identities).
-        // Not recorded again: the cache holds it, and a change to it in
-        // this batch is recorded where it is made (`restitch`), so a
-        // later lookup finds that first.
         if let Some(c) = self.cache.as_deref().and_then(|cache| cache.ids.get(id)) {
             return Ok(c.clone());
         }
@@ -462,7 +461,7 @@ impl Batch<'_, '_> {
         };
         let work = self.load(tx, contact, model, version, false)?;
         work.state = None;
-        work.cause = Cow::Owned(cause.to_string());
+        work.cause = cause.to_string().into();
         work.now = true;
         Ok(())
     }
