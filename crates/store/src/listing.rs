@@ -14,7 +14,7 @@ use std::thread::ScopedJoinHandle;
 
 use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
-use leadscore_core::score::{Score, Status};
+use leadscore_core::score::{Score, SmolStr, Status};
 use leadscore_core::time::Timestamp;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -395,7 +395,7 @@ impl Scan {
             None => state.score_at(&self.model, self.at).expect(at_last),
         };
         Ok(Listed {
-            id: row.id,
+            id: row.id.into(),
             last_event: row.last_ts,
             score,
         })
@@ -408,7 +408,7 @@ impl Scan {
     /// stand ([`ContactState::score_after`]).
     fn run(&self, tx: &mut impl Tx, mut each: impl FnMut(Listed)) -> Result<()> {
         let traits = self.model.contact_rules_use_time();
-        let mut after: Option<String> = None;
+        let mut after: Option<SmolStr> = None;
         // A step with contacts to rewind is parsed and scored on the other
         // threads while this one (the transaction's) reads the next; live
         // rows alone are too little work per row to hand off (measured in

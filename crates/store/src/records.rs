@@ -144,7 +144,8 @@ pub struct LedgerEntry {
     /// Position in the ledger (increasing).
     pub seq: i64,
     /// Canonical contact id.
-    pub contact: String,
+    #[schemars(with = "String")]
+    pub contact: SmolStr,
     /// The time the score is as of (the contact's latest event).
     pub at: Option<Timestamp>,
     /// When the change was recorded.

@@ -3,6 +3,7 @@
 use leadscore_core::fold::ContactState;
 use leadscore_core::triggers::TriggerState;
 use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 
 use super::Stored;
 use crate::ScoreFields;
@@ -24,17 +25,17 @@ pub(crate) struct LiveCache {
     pub(super) version: u32,
     /// Written since the generation began (boxed: a state is large, and
     /// the maps move their values as they grow).
-    pub(super) young: FxHashMap<String, Box<Cached>>,
+    pub(super) young: FxHashMap<SmolStr, Box<Cached>>,
     /// Written in the generation before, and not touched since.
-    pub(super) old: FxHashMap<String, Box<Cached>>,
+    pub(super) old: FxHashMap<SmolStr, Box<Cached>>,
     /// Written by the batch in progress.
-    pub(super) pending: Vec<(String, Box<Cached>)>,
+    pub(super) pending: Vec<(SmolStr, Box<Cached>)>,
     /// The canonical contact of ids the last batches met (at most four
     /// generations' worth, then started over).
-    pub(super) ids: FxHashMap<String, String>,
+    pub(super) ids: FxHashMap<SmolStr, SmolStr>,
     /// The canonical contact of every id the batch in progress resolved
     /// from the store or moved, as it left them.
-    pub(super) pending_ids: FxHashMap<String, String>,
+    pub(super) pending_ids: FxHashMap<SmolStr, SmolStr>,
     /// The table of the generation last dropped, emptied ([`drop_elsewhere`]).
     recycled: Recycled,
 }
@@ -57,7 +58,7 @@ pub(super) struct Cached {
 pub const DEFAULT_LIVE_CONTACTS: usize = 50_000;
 
 /// A generation's map.
-type Generation = FxHashMap<String, Box<Cached>>;
+type Generation = FxHashMap<SmolStr, Box<Cached>>;
 
 /// Where the thread that drops a generation leaves its emptied table.
 type Recycled = std::sync::Arc<std::sync::Mutex<Option<Generation>>>;
@@ -141,9 +142,12 @@ impl LiveCache {
             .or_else(|| self.old.remove(contact))
     }
 
-    /// Whether the cache holds `contact`.
-    pub fn holds(&self, contact: &str) -> bool {
-        self.young.contains_key(contact) || self.old.contains_key(contact)
+    /// The id under which the cache holds `contact`, if it does.
+    pub fn held(&self, contact: &str) -> Option<&SmolStr> {
+        self.young
+            .get_key_value(contact)
+            .or_else(|| self.old.get_key_value(contact))
+            .map(|(held, _)| held)
     }
 
     /// Starts a batch under `version`.
@@ -162,47 +166,50 @@ mod tests {
     use super::*;
     use leadscore_core::model::Model;
 
+    /// A new contact's entry.
+    fn cached(model: &Model) -> Box<Cached> {
+        Box::new(Cached {
+            state: ContactState::new(model, None),
+            triggers: TriggerState::new(model),
+            current: ScoreFields {
+                score: 0.0,
+                tier: Default::default(),
+                grade: Default::default(),
+                stage: Default::default(),
+                status: leadscore_core::score::Status::Active,
+            },
+            stored: None,
+        })
+    }
+
     /// The cache never holds more than two generations and a batch, and
     /// keeps what the latest batches wrote.
     #[test]
     fn the_live_cache_stays_bounded() {
         let model = Model::from_toml("m.toml", "[model]\nname = \"m\"\n").unwrap();
-        let entry = || {
-            Box::new(Cached {
-                state: ContactState::new(&model, None),
-                triggers: TriggerState::new(&model),
-                current: ScoreFields {
-                    score: 0.0,
-                    tier: Default::default(),
-                    grade: Default::default(),
-                    stage: Default::default(),
-                    status: leadscore_core::score::Status::Active,
-                },
-                stored: None,
-            })
-        };
+        let entry = || cached(&model);
         const GENERATION: usize = 16_000;
         let mut cache = LiveCache::new(GENERATION);
         cache.begin(1);
         for batch in 0..100 {
             for i in 0..1_000 {
-                cache.pending.push((format!("{batch}-{i}"), entry()));
+                cache.pending.push((format!("{batch}-{i}").into(), entry()));
             }
             cache.committed();
             assert!(cache.young.len() + cache.old.len() <= 2 * GENERATION + 1_000);
-            assert!(cache.holds(&format!("{batch}-0")) && cache.pending.is_empty());
+            assert!(cache.held(&format!("{batch}-0")).is_some() && cache.pending.is_empty());
             if batch >= 20 {
                 assert!(
-                    cache.holds(&format!("{}-999", batch - 15)),
+                    cache.held(&format!("{}-999", batch - 15)).is_some(),
                     "the generation before"
                 );
                 assert!(
-                    !cache.holds(&format!("{}-0", batch - 40)),
+                    cache.held(&format!("{}-0", batch - 40)).is_none(),
                     "older ones dropped"
                 );
             }
         }
-        assert!(cache.take("99-5").is_some() && !cache.holds("99-5"));
+        assert!(cache.take("99-5").is_some() && cache.held("99-5").is_none());
         // A dropped generation's table comes back, empty, for the next.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while cache.recycled.lock().unwrap().is_none() {
@@ -220,6 +227,33 @@ mod tests {
         assert!(fresh.is_empty() && fresh.capacity() >= GENERATION);
         assert!(cache.recycled.lock().unwrap().is_none(), "taken");
         cache.begin(2);
-        assert!(!cache.holds("99-6"), "another version's states are dropped");
+        assert!(
+            cache.held("99-6").is_none(),
+            "another version's states are dropped"
+        );
+    }
+    /// Ids are held inline up to 23 bytes and shared beyond: either way a
+    /// lookup by text finds them, and the id handed back is the one held
+    /// (a clone of a long one shares its text rather than copying it).
+    #[test]
+    fn ids_of_any_length_are_found_and_shared() {
+        let model = Model::from_toml("m.toml", "[model]\nname = \"m\"\n").unwrap();
+        let mut cache = LiveCache::new(16);
+        cache.begin(1);
+        let short = "u-1";
+        let long = "3f1c9a52-7b1e-4c55-9d2a-0c8e2f6b1a44@example.com";
+        for id in [short, long] {
+            cache.pending.push((SmolStr::new(id), cached(&model)));
+        }
+        cache.committed();
+        let held = cache.held(long).expect("a long id is found by its text");
+        assert_eq!(held, long);
+        assert!(held.is_heap_allocated());
+        let copy = held.clone();
+        assert_eq!(copy.as_ptr(), held.as_ptr(), "shared, not copied");
+        let held = cache.held(short).expect("a short id is found by its text");
+        assert!(!held.is_heap_allocated());
+        assert!(cache.held("u-2").is_none() && cache.held(&long[..40]).is_none());
+        assert!(cache.take(long).is_some() && cache.held(long).is_none());
     }
 }

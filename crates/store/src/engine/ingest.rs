@@ -13,6 +13,7 @@ use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
 use leadscore_core::triggers::{Firing, TriggerState};
 use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 
 use super::cache::{Cached, LiveCache};
 use super::{
@@ -94,11 +95,11 @@ struct Batch<'m, 'c> {
     report: IngestReport,
     /// Canonical id of each id this batch resolved from the store or
     /// moved (`Batch::canonical` finds the others where they are held).
-    canonical: FxHashMap<String, String>,
+    canonical: FxHashMap<SmolStr, SmolStr>,
     /// The contacts touched, written in id order at the end (a hash map:
     /// a batch looks each up once or twice per message, and a B-tree of
     /// these large values moved them on every node split).
-    work: FxHashMap<String, Work>,
+    work: FxHashMap<SmolStr, Work>,
     /// Contacts merged into others, their live rows deleted at the end
     /// (their history entries are recorded when they vanish).
     gone: BTreeSet<String>,
@@ -149,7 +150,7 @@ impl Batch<'_, '_> {
         if !relink.is_empty() {
             let refolded = self.restitch(tx, relink)?;
             contact = self.canonical(tx, m.own_id())?;
-            if refolded.contains(&contact) && replaced_owner.is_none() {
+            if refolded.contains(contact.as_str()) && replaced_owner.is_none() {
                 return Ok(()); // its re-fold read this message from the log
             }
         }
@@ -205,7 +206,7 @@ impl Batch<'_, '_> {
         self.report.absorbed += 1;
         self.record(entry);
         self.firings
-            .extend(fired.into_iter().map(|f| (contact.clone(), f, false)));
+            .extend(fired.into_iter().map(|f| (contact.to_string(), f, false)));
         Ok(())
     }
 
@@ -219,24 +220,27 @@ impl Batch<'_, '_> {
     /// (the cache is emptied whenever anything else may have changed
     /// identities); the store. Only the store's answers are recorded: the
     /// others are already held where they were found.
-    fn canonical(&mut self, tx: &mut impl Tx, id: &str) -> Result<String> {
+    fn canonical(&mut self, tx: &mut impl Tx, id: &str) -> Result<SmolStr> {
         if let Some(c) = self.canonical.get(id) {
             return Ok(c.clone());
         }
-        if self.work.contains_key(id) || self.cache.as_deref().is_some_and(|c| c.holds(id)) {
-            return Ok(id.to_string());
+        if let Some((held, _)) = self.work.get_key_value(id) {
+            return Ok(held.clone());
+        }
+        if let Some(held) = self.cache.as_deref().and_then(|c| c.held(id)) {
+            return Ok(held.clone());
         }
         if let Some(c) = self.cache.as_deref().and_then(|cache| cache.ids.get(id)) {
             return Ok(c.clone());
         }
         let c = match tx.identity(id)? {
-            Some(c) => c,
+            Some(c) => SmolStr::from(c),
             None => {
                 tx.set_identity(id, id)?;
-                id.to_string()
+                SmolStr::new(id)
             }
         };
-        self.canonical.insert(id.to_string(), c.clone());
+        self.canonical.insert(SmolStr::new(id), c.clone());
         Ok(c)
     }
 
@@ -246,7 +250,7 @@ impl Batch<'_, '_> {
     fn restitch(&mut self, tx: &mut impl Tx, ids: Vec<String>) -> Result<BTreeSet<String>> {
         let mut before = BTreeSet::new();
         for id in &ids {
-            before.insert(self.canonical(tx, id)?);
+            before.insert(self.canonical(tx, id)?.to_string());
         }
         let mut members: BTreeSet<String> = ids.into_iter().collect();
         for contact in &before {
@@ -264,11 +268,11 @@ impl Batch<'_, '_> {
                 // link, into another contact. No path from there passes
                 // through these ids (else it would be one of them), so
                 // that contact's canonical id still holds.
-                new = self.canonical(tx, &new)?;
+                new = self.canonical(tx, &new)?.to_string();
             }
             if self.canonical(tx, id)? != new {
                 tx.set_identity(id, &new)?;
-                self.canonical.insert(id.clone(), new.clone());
+                self.canonical.insert(id.into(), new.as_str().into());
                 moved = true;
             }
             after.insert(new);
@@ -322,7 +326,7 @@ impl Batch<'_, '_> {
     ) {
         self.record(Some(NewEntry {
             seq: 0,
-            contact: contact.to_string(),
+            contact: contact.into(),
             at,
             recorded_at: self.recorded_at,
             model_version: version,
@@ -360,7 +364,7 @@ impl Batch<'_, '_> {
             if work.current.as_ref() != Some(&fields) {
                 entry = Some(NewEntry {
                     seq: 0,
-                    contact: contact.to_string(),
+                    contact: contact.into(),
                     at: Some(*last),
                     recorded_at,
                     model_version: version,
@@ -440,7 +444,7 @@ impl Batch<'_, '_> {
             } else {
                 current
             };
-            return Ok(self.work.entry(contact.to_string()).or_insert(Work {
+            return Ok(self.work.entry(SmolStr::new(contact)).or_insert(Work {
                 existed,
                 current,
                 state,
@@ -488,7 +492,7 @@ impl Batch<'_, '_> {
         let mut cached = Vec::new();
         // In id order; the keys sorted, not the large entries.
         let mut work = std::mem::take(&mut self.work);
-        let mut contacts: Vec<String> = work.keys().cloned().collect();
+        let mut contacts: Vec<SmolStr> = work.keys().cloned().collect();
         contacts.sort_unstable();
         for contact in contacts {
             let work = work.remove(&contact).expect("a key of the map");
@@ -500,7 +504,7 @@ impl Batch<'_, '_> {
                     let (state, triggers, fired) =
                         fold_with_triggers(tx, model, &contact, work.triggers.as_ref())?;
                     self.firings
-                        .extend(fired.into_iter().map(|f| (contact.clone(), f, true)));
+                        .extend(fired.into_iter().map(|f| (contact.to_string(), f, true)));
                     (state, Some(triggers))
                 }
             };

@@ -14,6 +14,7 @@ use leadscore_core::time::Timestamp;
 use leadscore_core::triggers::{replay, Firing, TriggerState};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
+use smol_str::SmolStr;
 
 mod cache;
 mod dry_run;
@@ -45,7 +46,7 @@ pub(crate) enum Table {
 /// A contact row.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
-    pub id: String,
+    pub id: SmolStr,
     pub model_version: u32,
     pub state: Vec<u8>,
     /// Shared with the state the row was written from.
@@ -86,7 +87,7 @@ pub(crate) fn json_traits(text: &str) -> Result<Traits> {
 impl From<Row> for Listed {
     fn from(row: Row) -> Listed {
         Listed {
-            id: row.id,
+            id: row.id.into(),
             last_event: row.last_ts,
             score: row.score,
         }
@@ -97,7 +98,7 @@ impl From<Row> for ContactRecord {
     fn from(row: Row) -> ContactRecord {
         ContactRecord {
             state_bytes: row.state.len(),
-            id: row.id,
+            id: row.id.into(),
             model_version: row.model_version,
             last_event: row.last_ts,
             score: row.score,
@@ -415,7 +416,7 @@ pub(crate) fn rederive(
         .collect();
     let mut ledger = Vec::new();
     write_firings(tx, model, version, recorded_at, fired, &mut ledger)?;
-    match row_of(model, version, contact, &state, &triggers, None) {
+    match row_of(model, version, &contact.into(), &state, &triggers, None) {
         Some(row) => tx.put_rows_and_ledger(
             &mut [LiveWrite {
                 row: Arc::new(row),
@@ -451,7 +452,7 @@ pub(crate) fn fold_many(
 pub(crate) fn row_of(
     model: &Model,
     version: u32,
-    contact: &str,
+    contact: &SmolStr,
     state: &ContactState,
     triggers: &TriggerState,
     known: Option<Score>,
@@ -459,7 +460,7 @@ pub(crate) fn row_of(
     let last = state.last_timestamp()?;
     let score = known.unwrap_or_else(|| state.score_at(model, last).expect("at the last message"));
     Some(Row {
-        id: contact.to_string(),
+        id: contact.clone(),
         model_version: version,
         state: state.encode(model),
         traits: state.shared_traits().clone(),
@@ -482,7 +483,7 @@ pub(crate) fn activation_row(
     now: Timestamp,
 ) -> Option<Row> {
     let armed = armed(model, state, state.last_timestamp().map(|l| l.max(now)));
-    row_of(model, version, contact, state, &armed, None)
+    row_of(model, version, &contact.into(), state, &armed, None)
 }
 
 /// Contacts processed per transaction by activations and dry runs.

@@ -78,7 +78,7 @@ pub(crate) fn write_firings(
                 let fields = ScoreFields::from(&firing.score);
                 ledger.push(NewEntry {
                     seq: 0,
-                    contact: contact.clone(),
+                    contact: contact.as_str().into(),
                     at: Some(firing.at),
                     recorded_at,
                     model_version: version,

@@ -25,7 +25,7 @@ impl PgStore {
                 .map(|r| {
                     Ok(LedgerEntry {
                         seq: r.get(0),
-                        contact: r.get(1),
+                        contact: r.get::<_, &str>(1).into(),
                         at: r.get::<_, Option<i64>>(2).map(Timestamp),
                         recorded_at: Timestamp(r.get(3)),
                         model_version: r.get::<_, i32>(4) as u32,

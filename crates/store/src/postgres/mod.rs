@@ -361,7 +361,7 @@ impl Store for PgStore {
                 let score = state
                     .score_at(&model, t)
                     .expect("t is after the last message");
-                return Ok(Some((row.id, score)));
+                return Ok(Some((row.id.into(), score)));
             }
         }
         let Some(log) = self.contact_messages(id)? else {

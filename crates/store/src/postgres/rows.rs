@@ -157,7 +157,7 @@ pub(super) fn read_row_from(r: &postgres::Row, at: usize) -> Result<Row> {
     let status: String = r.get(at + 13);
     let reasons: String = r.get(at + 14);
     Ok(Row {
-        id: r.get(at),
+        id: r.get::<_, &str>(at).into(),
         model_version: r.get::<_, i32>(at + 1) as u32,
         state: r.get(at + 2),
         traits: engine::json_traits(r.get(at + 3))?,
@@ -384,7 +384,7 @@ impl Tx for Pg<'_, '_> {
         self.execute(
             sql,
             &[
-                &row.id,
+                &row.id.as_str(),
                 &(row.model_version as i32),
                 &row.state,
                 &traits,

@@ -55,7 +55,7 @@ impl SqliteStore {
                 let (seq, contact, at, recorded_at, model_version, old, new, cause) = row?;
                 entries.push(LedgerEntry {
                     seq,
-                    contact,
+                    contact: contact.into(),
                     at: at.map(Timestamp),
                     recorded_at: Timestamp(recorded_at),
                     model_version,

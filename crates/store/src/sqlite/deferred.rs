@@ -29,6 +29,7 @@ use leadscore_core::model::Model;
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smol_str::SmolStr;
 
 use super::borrowed::Prepared;
 use super::contacts;
@@ -109,13 +110,13 @@ pub(super) struct Overlay {
 struct Inner {
     /// The epoch in `deferred_rows` that `rows` go with (0: none).
     epoch: i64,
-    rows: FxHashMap<String, Arc<Entry>>,
+    rows: FxHashMap<SmolStr, Arc<Entry>>,
     /// Positions the writer appended, by own id ([`logruns`]).
     log: Memory,
     /// Contacts in the order they were first kept, with that keeping's
     /// serial and time (an entry whose row was written since, or kept
     /// again, is skipped).
-    order: VecDeque<(String, u64, Instant)>,
+    order: VecDeque<(SmolStr, u64, Instant)>,
 }
 
 /// Overlays by database path, so that every connection a process opens on
@@ -181,7 +182,7 @@ impl Overlay {
         &self,
         now: Timestamp,
         skip: impl Fn(&str) -> bool,
-    ) -> Vec<(Timestamp, String)> {
+    ) -> Vec<(Timestamp, SmolStr)> {
         use std::sync::atomic::Ordering;
         if self.min_due.load(Ordering::Acquire) > now.0 {
             return Vec::new();
@@ -333,7 +334,7 @@ fn record(conn: &Connection, r: Option<Recorded>) -> Result<()> {
 pub(super) struct Staged {
     /// The log and ledger positions at the transaction's start, and when.
     start: (i64, i64, Instant),
-    changes: FxHashMap<String, Option<Arc<Entry>>>,
+    changes: FxHashMap<SmolStr, Option<Arc<Entry>>>,
     next_serial: u64,
     /// What the transaction records in `deferred_rows`, once it decided.
     record: Option<Option<Recorded>>,
@@ -341,9 +342,9 @@ pub(super) struct Staged {
     noted: Option<i64>,
     /// Own ids whose pending positions it wrote in runs, and how many
     /// positions that took.
-    flushed: Vec<(String, usize)>,
+    flushed: Vec<(SmolStr, usize)>,
     /// Own ids it erased.
-    forgotten: Vec<String>,
+    forgotten: Vec<SmolStr>,
     /// Every position before this is in a run once it commits; the
     /// others are in the writer's memory ([`Memory`]).
     log_from: i64,
@@ -424,12 +425,12 @@ impl Staged {
 
     /// The row of `id` is written or gone.
     pub(super) fn drop_row(&mut self, id: &str) {
-        self.changes.insert(id.to_string(), None);
+        self.changes.insert(SmolStr::new(id), None);
     }
 
     /// `own_id` is erased: its pending positions go once this commits.
     pub(super) fn forget(&mut self, own_id: &str) {
-        self.forgotten.push(own_id.to_string());
+        self.forgotten.push(SmolStr::new(own_id));
     }
 
     /// The event at `seq` (appended, or moved by a replaced message) has
@@ -549,7 +550,7 @@ impl Owner {
     /// kept longer than [`WRITE_AFTER`] and those beyond the budget, at
     /// least [`ROWS_PER_COMMIT`] of them and a [`BACKLOG_SHARE`]th of that
     /// backlog.
-    pub(super) fn due(&self, staged: &Staged, now: Instant) -> Vec<String> {
+    pub(super) fn due(&self, staged: &Staged, now: Instant) -> Vec<SmolStr> {
         let inner = self.overlay.read();
         let new = staged
             .changes
@@ -637,7 +638,7 @@ impl Owner {
             .iter()
             .map(|(own_id, _)| own_id)
             .chain(&staged.forgotten)
-            .map(String::as_str)
+            .map(SmolStr::as_str)
             .collect();
         let pending = self.overlay.read().log.oldest(&skip);
         // This transaction's positions are in the memory already.
@@ -779,8 +780,8 @@ impl Owner {
 
     /// Every kept row, for a transaction that writes them all (the end of
     /// the writer's life: the next start then has nothing to re-derive).
-    pub(super) fn all(&self, staged: &Staged) -> Vec<String> {
-        let mut ids: Vec<String> = self.overlay.read().rows.keys().cloned().collect();
+    pub(super) fn all(&self, staged: &Staged) -> Vec<SmolStr> {
+        let mut ids: Vec<SmolStr> = self.overlay.read().rows.keys().cloned().collect();
         ids.extend(
             staged
                 .changes

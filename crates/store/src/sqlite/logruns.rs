@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smol_str::SmolStr;
 
 use super::borrowed::{Param, Prepared};
 use super::contacts::{parse_positions, push_position};
@@ -158,12 +159,12 @@ pub(super) struct Memory {
     /// Every event at or past this position that a transaction of this
     /// writer appended has its position here (`None`: not known).
     from: Option<i64>,
-    by_own: FxHashMap<String, Own>,
+    by_own: FxHashMap<SmolStr, Own>,
     /// Own ids in the order their first appended position became
     /// pending, with that time and a serial number (an entry whose own id
     /// was written since, or became pending again, is skipped): in the
     /// order of those positions, but for those of one transaction.
-    order: VecDeque<(String, u64, Instant)>,
+    order: VecDeque<(SmolStr, u64, Instant)>,
     /// Positions moved to an own id by a replaced message (older than the
     /// positions appended with them) and pending, with the own id.
     moved: BTreeSet<(i64, String)>,
@@ -227,7 +228,7 @@ impl Memory {
     }
 
     /// Whether the order's entry is the current one of its own id.
-    fn current(&self, (own_id, serial, _): &(String, u64, Instant)) -> bool {
+    fn current(&self, (own_id, serial, _): &(SmolStr, u64, Instant)) -> bool {
         self.by_own
             .get(own_id)
             .is_some_and(|own| own.serial == *serial && own.unwritten < own.seqs.len())
@@ -236,7 +237,7 @@ impl Memory {
     /// The own ids whose positions are due in a run: pending since
     /// `cutoff` or before, and the oldest beyond `budget` own ids, paced
     /// as the kept rows are ([`deferred::paced`]).
-    pub(super) fn due(&self, cutoff: Option<Instant>, budget: usize) -> Vec<String> {
+    pub(super) fn due(&self, cutoff: Option<Instant>, budget: usize) -> Vec<SmolStr> {
         let old = cutoff.map_or(0, |cutoff| {
             self.order.partition_point(|(_, _, at)| *at <= cutoff)
         });
@@ -250,8 +251,8 @@ impl Memory {
     }
 
     /// Every own id with positions pending.
-    pub(super) fn all(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
+    pub(super) fn all(&self) -> Vec<SmolStr> {
+        let mut all: Vec<SmolStr> = self
             .by_own
             .iter()
             .filter(|(_, own)| own.unwritten < own.seqs.len())
@@ -294,7 +295,7 @@ impl Memory {
     fn queue(&mut self, own_id: &str, first: Option<i64>, now: Instant) {
         self.serial += 1;
         let serial = self.serial;
-        self.order.push_back((own_id.to_string(), serial, now));
+        self.order.push_back((SmolStr::new(own_id), serial, now));
         if let Some(own) = self.by_own.get_mut(own_id) {
             own.serial = serial;
             own.first = first;
@@ -338,7 +339,7 @@ impl Memory {
                     seqs: vec![seq],
                     ..Own::default()
                 };
-                self.by_own.insert(own_id.to_string(), own);
+                self.by_own.insert(SmolStr::new(own_id), own);
                 (false, false)
             }
         };
@@ -502,7 +503,7 @@ mod tests {
         // An own id given only a moved position is pending, and written.
         memory.append(logged(&[("moved", 3)]), 200, t0);
         assert_eq!(memory.oldest(&FxHashSet::default()), Some(3));
-        assert!(memory.all().contains(&"moved".to_string()));
+        assert!(memory.all().iter().any(|id| id == "moved"));
         memory.append(logged(&[("moved", 201)]), 201, t0);
         assert_eq!(memory.pending("moved").0, [3, 201]);
         for i in 0..50 {

@@ -155,7 +155,7 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
     let reasons: String = r.get(14)?;
     let row = (|| -> Result<Row> {
         Ok(Row {
-            id: r.get(0)?,
+            id: label(r, 0)?,
             model_version: r.get(1)?,
             state: r.get(2)?,
             traits: engine::json_traits(&traits)?,
@@ -995,7 +995,7 @@ impl Tx for Sql<'_> {
     fn due_contacts(&mut self, now: Timestamp, limit: usize) -> Result<Vec<String>> {
         // Stored rows in due order, less those kept in memory (their due
         // time is the kept one).
-        let mut due: Vec<(Timestamp, String)> = Vec::new();
+        let mut due: Vec<(Timestamp, SmolStr)> = Vec::new();
         {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT due, id FROM contacts WHERE due IS NOT NULL AND due <= ?1 ORDER BY due",
@@ -1005,7 +1005,7 @@ impl Tx for Sql<'_> {
                 let Some(r) = rows.next()? else {
                     break;
                 };
-                let id: String = r.get(1)?;
+                let id = label(r, 1)?;
                 if self.kept(&id).is_none() {
                     due.push((Timestamp(r.get(0)?), id));
                 }
@@ -1022,7 +1022,7 @@ impl Tx for Sql<'_> {
         }
         due.sort();
         due.truncate(limit);
-        Ok(due.into_iter().map(|(_, id)| id).collect())
+        Ok(due.into_iter().map(|(_, id)| id.into()).collect())
     }
 
     fn set_triggers(

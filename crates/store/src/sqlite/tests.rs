@@ -30,7 +30,8 @@ fn the_live_cache_is_dropped_after_any_other_write() {
     ingest(&mut store, "c", "c1", "2025-01-01T00:00:00Z");
     ingest(&mut store, "d", "d1", "2025-01-01T00:00:01Z");
     ingest(&mut store, "c", "c2", "2025-01-01T00:00:02Z");
-    let holds = |store: &SqliteStore, c: &str| store.live.as_ref().unwrap().states.holds(c);
+    let holds =
+        |store: &SqliteStore, c: &str| store.live.as_ref().unwrap().states.held(c).is_some();
     assert!(holds(&store, "c") && holds(&store, "d"));
     // Another write on this connection.
     store
@@ -275,7 +276,7 @@ fn updates_in_place_equal_replaces(file: &str, source: &str) {
     );
     // Only decay and inactivity set due times under this model.
     assert_eq!(due_moved, !indexed, "{file}: the due time moves");
-    let holds = |c: &str| cached.live.as_ref().unwrap().states.holds(c);
+    let holds = |c: &str| cached.live.as_ref().unwrap().states.held(c).is_some();
     assert!(
         holds("a") && holds("b") && holds("c"),
         "rows came from the cache"

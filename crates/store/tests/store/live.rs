@@ -172,7 +172,7 @@ fn every_recorded_change_is_in_one_history_in_order() {
         );
         let kept: Vec<_> = after
             .iter()
-            .filter(|e| !report.ids.contains(&e.contact))
+            .filter(|e| !report.ids.iter().any(|id| *id == e.contact))
             .cloned()
             .collect();
         assert_eq!(histories(store.as_ref()), kept);
