@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs cpu.sh for several builds in turn, RUNS rounds, because this
+# Runs cpu.sh for several builds in turn, RUNS rounds (the order reversed
+# every other round), because this
 # machine's speed varies by up to a half between runs (docs/performance.md,
 # session 20): a difference between builds is believable only when it holds
 # across alternated runs. Prints a line per run, then each build's p99s and
@@ -18,7 +19,16 @@ cpu=$(dirname "$0")/cpu.sh
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for round in $(seq "$runs"); do
-  for pair in "$@"; do
+  # Odd rounds in the order given, even ones reversed (A B B A …): the
+  # second run of a pair had the lower p99 in all ten pairs of session 36
+  # whichever build it was (docs/performance.md), so a fixed order
+  # favours the last build.
+  order=("$@")
+  if (( round % 2 == 0 )); then
+    order=()
+    for (( i = $#; i >= 1; i-- )); do order+=("${!i}"); done
+  fi
+  for pair in "${order[@]}"; do
     bin=${pair%%:*}
     store=${B:-base.db}
     [ "$pair" = "$bin" ] || store=${pair#*:}
