@@ -139,8 +139,9 @@ pub(super) fn live_rows(
     rows.map(|row| row?).collect()
 }
 
-/// A tier, grade or stage name read without an intermediate `String`.
-fn label(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SmolStr> {
+/// A text column as a `SmolStr` (a tier, grade or stage name, a contact
+/// id), read without an intermediate `String`.
+fn smol_text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SmolStr> {
     let value = r.get_ref(i)?;
     value
         .as_str()
@@ -155,7 +156,7 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
     let reasons: String = r.get(14)?;
     let row = (|| -> Result<Row> {
         Ok(Row {
-            id: label(r, 0)?,
+            id: smol_text(r, 0)?,
             model_version: r.get(1)?,
             state: r.get(2)?,
             traits: engine::json_traits(&traits)?,
@@ -166,9 +167,9 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
                 raw: r.get(7)?,
                 fit: r.get(8)?,
                 engagement: r.get(9)?,
-                tier: label(r, 10)?,
-                grade: label(r, 11)?,
-                stage: label(r, 12)?,
+                tier: smol_text(r, 10)?,
+                grade: smol_text(r, 11)?,
+                stage: smol_text(r, 12)?,
                 status: Status::parse(&status)
                     .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
                 reasons: serde_json::from_str(&reasons)
@@ -1005,7 +1006,7 @@ impl Tx for Sql<'_> {
                 let Some(r) = rows.next()? else {
                     break;
                 };
-                let id = label(r, 1)?;
+                let id = smol_text(r, 1)?;
                 if self.kept(&id).is_none() {
                     due.push((Timestamp(r.get(0)?), id));
                 }
