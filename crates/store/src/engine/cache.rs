@@ -232,28 +232,24 @@ mod tests {
             "another version's states are dropped"
         );
     }
-    /// Ids are held inline up to 23 bytes and shared beyond: either way a
-    /// lookup by text finds them, and the id handed back is the one held
-    /// (a clone of a long one shares its text rather than copying it).
+
+    /// A lookup by text finds ids of any length, inline (up to 23 bytes)
+    /// or not, and hands back the id the cache holds, not a copy.
     #[test]
     fn ids_of_any_length_are_found_and_shared() {
         let model = Model::from_toml("m.toml", "[model]\nname = \"m\"\n").unwrap();
         let mut cache = LiveCache::new(16);
         cache.begin(1);
-        let short = "u-1";
-        let long = "3f1c9a52-7b1e-4c55-9d2a-0c8e2f6b1a44@example.com";
-        for id in [short, long] {
-            cache.pending.push((SmolStr::new(id), cached(&model)));
+        let short = SmolStr::new("u-1");
+        let long = SmolStr::new("3f1c9a52-7b1e-4c55-9d2a-0c8e2f6b1a44@example.com");
+        for id in [&short, &long] {
+            cache.pending.push((id.clone(), cached(&model)));
         }
         cache.committed();
-        let held = cache.held(long).expect("a long id is found by its text");
-        assert_eq!(held, long);
-        assert!(held.is_heap_allocated());
-        let copy = held.clone();
-        assert_eq!(copy.as_ptr(), held.as_ptr(), "shared, not copied");
-        let held = cache.held(short).expect("a short id is found by its text");
-        assert!(!held.is_heap_allocated());
+        let held = cache.held(&long).expect("a long id is found by its text");
+        assert_eq!(held.as_ptr(), long.as_ptr(), "the id held, shared");
+        assert_eq!(cache.held(&short), Some(&short));
         assert!(cache.held("u-2").is_none() && cache.held(&long[..40]).is_none());
-        assert!(cache.take(long).is_some() && cache.held(long).is_none());
+        assert!(cache.take(&long).is_some() && cache.held(&long).is_none());
     }
 }

@@ -299,6 +299,7 @@ impl Batch<'_, '_> {
         let Some((model, version)) = self.model else {
             return Ok(());
         };
+        let contact = &SmolStr::new(contact);
         let into = self.canonical(tx, contact)?;
         self.load(tx, contact, model, version, false)?;
         let work = self.work.remove(contact).expect("just loaded");
@@ -341,6 +342,7 @@ impl Batch<'_, '_> {
         let Some((model, version)) = self.model else {
             return Ok(());
         };
+        let contact = &SmolStr::new(contact);
         let recorded_at = self.recorded_at;
         let work = self.load(tx, contact, model, version, false)?;
         let old_triggers = work.triggers.take();
@@ -364,7 +366,7 @@ impl Batch<'_, '_> {
             if work.current.as_ref() != Some(&fields) {
                 entry = Some(NewEntry {
                     seq: 0,
-                    contact: contact.into(),
+                    contact: contact.clone(),
                     at: Some(*last),
                     recorded_at,
                     model_version: version,
@@ -389,13 +391,14 @@ impl Batch<'_, '_> {
         }
     }
 
-    /// The contact's work entry, loading its stored row on first use.
+    /// The contact's work entry, loading its stored row on first use
+    /// (keyed by `contact` itself: a long id stays shared, not copied).
     /// `decode`: whether the live state is needed (re-folds replace it, so
     /// decoding the stored snapshot would be wasted).
     fn load(
         &mut self,
         tx: &mut impl Tx,
-        contact: &str,
+        contact: &SmolStr,
         model: &Model,
         version: u32,
         decode: bool,
@@ -439,12 +442,12 @@ impl Batch<'_, '_> {
                 }
             };
             // Back after vanishing in this batch: its history says gone.
-            let current = if self.gone.remove(contact) {
+            let current = if self.gone.remove(contact.as_str()) {
                 None
             } else {
                 current
             };
-            return Ok(self.work.entry(SmolStr::new(contact)).or_insert(Work {
+            return Ok(self.work.entry(contact.clone()).or_insert(Work {
                 existed,
                 current,
                 state,
@@ -459,7 +462,7 @@ impl Batch<'_, '_> {
         Ok(self.work.get_mut(contact).expect("present"))
     }
 
-    fn refold(&mut self, tx: &mut impl Tx, contact: &str, cause: &str) -> Result<()> {
+    fn refold(&mut self, tx: &mut impl Tx, contact: &SmolStr, cause: &str) -> Result<()> {
         let Some((model, version)) = self.model else {
             return Ok(());
         };

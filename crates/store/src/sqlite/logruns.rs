@@ -291,11 +291,16 @@ impl Memory {
     }
 
     /// Queues `own_id`'s entry in the order, its first pending appended
-    /// position `first`.
+    /// position `first`. The order holds the id `by_own` holds (a long one
+    /// shared, not copied); an own id not there has nothing to queue.
     fn queue(&mut self, own_id: &str, first: Option<i64>, now: Instant) {
+        let Some((key, _)) = self.by_own.get_key_value(own_id) else {
+            return;
+        };
+        let key = key.clone();
         self.serial += 1;
         let serial = self.serial;
-        self.order.push_back((SmolStr::new(own_id), serial, now));
+        self.order.push_back((key, serial, now));
         if let Some(own) = self.by_own.get_mut(own_id) {
             own.serial = serial;
             own.first = first;
@@ -479,6 +484,26 @@ mod tests {
         memory.forget("c");
         assert_eq!(memory.all(), ["a"]);
         assert_eq!(memory.pending, 1);
+    }
+
+    /// An own id past what `SmolStr` holds inline is copied once, into
+    /// `by_own`; the order shares it, also when it is queued again.
+    #[test]
+    fn a_long_own_id_is_held_once() {
+        let (t0, long) = (Instant::now(), "3f1c9a52-7b1e-4c55-9d2a-0c8e2f6b1a44");
+        let mut memory = Memory::default();
+        memory.start(1);
+        let shared = |memory: &Memory| {
+            let held = memory.by_own.get_key_value(long).unwrap().0.as_ptr();
+            memory.order.len() == 1 && memory.order[0].0.as_ptr() == held
+        };
+        memory.note(long, 1, 1, t0);
+        memory.note(long, 2, 1, t0);
+        assert!(shared(&memory), "queued by its first position");
+        // The first written, the second still pending: queued again.
+        memory.written(long, 1, 2, t0);
+        assert_eq!(memory.pending(long).0, [2]);
+        assert!(shared(&memory), "queued again");
     }
 
     #[test]
