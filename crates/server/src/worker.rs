@@ -3,8 +3,9 @@
 
 use axum::http::StatusCode;
 use leadscore_store::{Incoming, IngestReport, Store, StoreError};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{store_error, ApiError};
 use crate::Reopen;
@@ -106,10 +107,37 @@ enum Work {
     Run(Job),
 }
 
+/// The next work for the writer, once any is sent; meanwhile the writer
+/// writes what the store keeps in memory and is due
+/// ([`Store::write_idle`]), so that the transactions requests wait for
+/// need not. `None` once every sender is gone.
+fn next_work(store: &mut dyn Store, queue: &mpsc::Receiver<Work>) -> Option<Work> {
+    loop {
+        match queue.try_recv() {
+            Ok(work) => return Some(work),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        let wait = store.write_idle().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "writing kept rows while idle failed: the next transactions write them");
+            None
+        });
+        match wait {
+            Some(wait) if wait.is_zero() => {}
+            Some(wait) => match queue.recv_timeout(wait) {
+                Ok(work) => return Some(work),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            },
+            None => return queue.recv().ok(),
+        }
+    }
+}
+
 /// Sends work to the thread that owns the store.
 #[derive(Clone)]
 pub struct StoreHandle {
-    work: mpsc::UnboundedSender<Work>,
+    work: mpsc::Sender<Work>,
     /// Signalled when a commit recorded trigger firings (wakes delivery).
     fired: std::sync::Arc<tokio::sync::Notify>,
     /// Score changes of each commit (for `GET /stream/scores`).
@@ -162,7 +190,7 @@ impl StoreHandle {
         mut store: Box<dyn Store>,
         live_contacts: usize,
     ) -> (StoreHandle, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let committed = queued.clone();
         let fired = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -182,7 +210,7 @@ impl StoreHandle {
                     Some(acks) => acks.push(ack),
                     None => ack(Ok(())),
                 };
-                let mut next = rx.blocking_recv();
+                let mut next = next_work(store.as_mut(), &rx);
                 while let Some(work) = next.take() {
                     match work {
                         Work::Run(job) => answer(job(store.as_mut())),
@@ -231,7 +259,7 @@ impl StoreHandle {
                         }
                     }
                     if next.is_none() {
-                        next = rx.blocking_recv();
+                        next = next_work(store.as_mut(), &rx);
                     }
                 }
                 // Every commit is answered before the worker ends.
@@ -599,6 +627,40 @@ mod tests {
         // Everything taken is stored, nothing refused is.
         let stats = handle.call(|store| store.stats()).await.unwrap().unwrap();
         assert_eq!(stats.events, 301);
+        drop(handle);
+        worker.join().unwrap();
+    }
+
+    /// With no request waiting, the writer writes what its store keeps in
+    /// memory once it is due, without a request to carry it: nothing is
+    /// left recorded as kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_writer_writes_what_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let source = include_str!("../../../examples/b2b.toml");
+        let version = store.add_model("b2b.toml", source).unwrap().version;
+        store.activate(version, &mut |_, _| {}).unwrap();
+        store.set_write_after(std::time::Duration::from_secs(2));
+        let (handle, worker) = StoreHandle::start(Box::new(store));
+        handle.ingest(tracks(0, 1)).await.unwrap();
+        handle.ingest(tracks(1, 1)).await.unwrap();
+        let kept = || -> i64 {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT count(*) FROM deferred_rows", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(kept(), 1, "kept in memory, recorded");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while kept() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still kept a minute later"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         drop(handle);
         worker.join().unwrap();
     }

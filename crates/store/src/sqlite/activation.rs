@@ -102,7 +102,7 @@ impl SqliteStore {
             &tx,
             super::model_of(&current),
         )?;
-        let staged = super::finish_writing(&self.owner, sql, true)?;
+        let staged = super::finish_writing(&self.owner, sql, super::Writes::All)?;
         let missing: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT DISTINCT i.contact FROM identities i

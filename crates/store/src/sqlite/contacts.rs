@@ -151,7 +151,7 @@ impl SqliteStore {
         if let Some(staged) = sql.staged_mut() {
             staged.check_positions(&tx)?;
         }
-        let staged = super::finish_writing(&self.owner, sql, false)?;
+        let staged = super::finish_writing(&self.owner, sql, super::Writes::Acked)?;
         super::commit(tx, &mut self.owner, staged)?;
         report.ids = ids;
         Ok(Some(report))

@@ -43,6 +43,21 @@ use crate::Result;
 /// the memory holds more than its budget.
 pub(super) const WRITE_AFTER: Duration = Duration::from_secs(30);
 
+/// Which transaction writes what is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writes {
+    /// One that requests wait for (an ingest, an erasure, …): what is due,
+    /// or, once the writer writes in its idle moments ([`Owner::idle`]),
+    /// what is due half [`WRITE_AFTER`] longer than that, which only a
+    /// writer without idle moments leaves to it.
+    Acked,
+    /// One of the writer's idle moments ([`super::SqliteStore::write_idle`]):
+    /// what is due.
+    Idle,
+    /// Everything kept (a writer closing, an activation).
+    All,
+}
+
 /// Rows written per transaction at least, once any is due: about 5,000 a
 /// second at the server's 300 commits a second, the pace that session 20's
 /// measurements found costs the acknowledgements least
@@ -375,6 +390,15 @@ impl Staged {
         Ok(())
     }
 
+    /// Whether the transaction wrote anything kept: a row, a run of
+    /// positions, `message_ids` entries.
+    pub(super) fn wrote_kept(&self) -> bool {
+        self.changes.values().any(Option::is_none)
+            || !self.flushed.is_empty()
+            || self.ids_written.is_some()
+            || self.ids_all
+    }
+
     /// Whether the transaction must write everything kept.
     pub(super) fn writes_all(&self) -> bool {
         self.restart
@@ -469,13 +493,24 @@ pub(super) struct Owner {
     /// Rows the last committed transaction changed: the next one's staging
     /// starts that large (ingest groups change about as many each time).
     last_changes: usize,
+    /// How long what is kept waits before it is due ([`WRITE_AFTER`]).
+    write_after: Duration,
+    /// Whether the writer writes what is due in its idle moments
+    /// ([`Owner::idle`]).
+    idles: bool,
+    /// Added to the clock (tests: time passing without sleeping).
+    shift: Duration,
 }
 
 impl Owner {
     /// A writer keeping at most about `budget` rows unwritten in
     /// `overlay`; an error when another writer of this process keeps rows
     /// there (of the same database).
-    pub(super) fn new(overlay: Arc<Overlay>, budget: usize) -> Result<Owner> {
+    pub(super) fn new(
+        overlay: Arc<Overlay>,
+        budget: usize,
+        write_after: Duration,
+    ) -> Result<Owner> {
         use std::sync::atomic::Ordering;
         if overlay
             .owned
@@ -502,7 +537,59 @@ impl Owner {
             serial: 0,
             budget: budget.max(1),
             last_changes: 0,
+            write_after,
+            idles: false,
+            shift: Duration::ZERO,
         })
+    }
+
+    /// The writer's clock.
+    pub(super) fn now(&self) -> Instant {
+        Instant::now() + self.shift
+    }
+
+    /// Moves the writer's clock on by `by` (tests).
+    pub(super) fn advance(&mut self, by: Duration) {
+        self.shift += by;
+    }
+
+    /// Whatever was kept at or before the returned time is due for a
+    /// transaction of kind `writes` at `now`.
+    fn cutoff(&self, writes: Writes, now: Instant) -> Option<Instant> {
+        let after = match writes {
+            Writes::Acked if self.idles => self.write_after + self.write_after / 2,
+            _ => self.write_after,
+        };
+        now.checked_sub(after)
+    }
+
+    /// The writer has an idle moment at `now`: from now on what is due is
+    /// written in such moments first ([`Writes::Idle`]). Returns how long
+    /// until something is due: zero when something is, `None` when nothing
+    /// is kept.
+    pub(super) fn idle(&mut self, now: Instant) -> Option<Duration> {
+        self.idles = true;
+        let cutoff = now.checked_sub(self.write_after);
+        let since = |at: Instant| match cutoff {
+            Some(cutoff) => at.saturating_duration_since(cutoff),
+            None => self.write_after,
+        };
+        let inner = self.overlay.read();
+        let rows = match inner.order.front() {
+            _ if inner.rows.len() > self.budget => Some(Duration::ZERO),
+            Some((_, _, at)) => Some(since(*at)),
+            None => None,
+        };
+        let log = inner.log.first_pending(self.budget).map(|at| match at {
+            Some(at) => since(at),
+            None => Duration::ZERO,
+        });
+        drop(inner);
+        let ids = self.overlay.ids().first_pending().map(|at| match at {
+            Some(at) => since(at),
+            None => Duration::ZERO,
+        });
+        [rows, log, ids].into_iter().flatten().min()
     }
 
     /// Starts a write transaction `conn` has open: checks that the memory
@@ -525,7 +612,7 @@ impl Owner {
         let start = (
             next_seq(conn, NEXT_EVENT)?,
             next_seq(conn, NEXT_ENTRY)?,
-            Instant::now(),
+            self.now(),
         );
         // Every position before the first transaction's is in a run.
         self.overlay.write().log.start(start.0);
@@ -546,11 +633,12 @@ impl Owner {
         })
     }
 
-    /// The rows due to be written by this transaction, oldest first: those
-    /// kept longer than [`WRITE_AFTER`] and those beyond the budget, at
-    /// least [`ROWS_PER_COMMIT`] of them and a [`BACKLOG_SHARE`]th of that
+    /// The rows due to be written by a transaction of kind `writes` at
+    /// `now`, oldest first: those kept longer than [`WRITE_AFTER`] (see
+    /// [`Writes`]) and those beyond the budget, at least
+    /// [`ROWS_PER_COMMIT`] of them and a [`BACKLOG_SHARE`]th of that
     /// backlog.
-    pub(super) fn due(&self, staged: &Staged, now: Instant) -> Vec<SmolStr> {
+    pub(super) fn due(&self, staged: &Staged, writes: Writes, now: Instant) -> Vec<SmolStr> {
         let inner = self.overlay.read();
         let new = staged
             .changes
@@ -560,7 +648,7 @@ impl Owner {
         let over_budget = (inner.rows.len() + new).saturating_sub(self.budget);
         // Kept in time order, so those kept long enough are a prefix (with
         // the entries of rows written since: an upper bound).
-        let old = match now.checked_sub(WRITE_AFTER) {
+        let old = match self.cutoff(writes, now) {
             Some(cutoff) => inner.order.partition_point(|(_, _, at)| *at <= cutoff),
             None => 0,
         };
@@ -584,21 +672,23 @@ impl Owner {
     /// Writes, in the transaction `conn` has open, the runs of the
     /// pending positions of the own ids due and the next slice of the
     /// frozen generation of `message_ids` entries, freezing the pending
-    /// ones first when they are due (`all`: every own id's positions, and
-    /// every pending entry with the transaction's own).
+    /// ones first when they are due, as a transaction of kind `writes` at
+    /// `now` does ([`Writes::All`]: every own id's positions, and every
+    /// pending entry with the transaction's own).
     pub(super) fn write_due(
         &self,
         conn: &Connection,
         prepared: Option<&Prepared>,
         staged: &mut Staged,
+        writes: Writes,
         now: Instant,
-        all: bool,
     ) -> Result<()> {
+        let all = writes == Writes::All;
+        let cutoff = self.cutoff(writes, now);
         let inner = self.overlay.read();
         let due = if all {
             inner.log.all()
         } else {
-            let cutoff = now.checked_sub(WRITE_AFTER);
             inner.log.due(cutoff, self.budget)
         };
         for own_id in due {
@@ -619,7 +709,12 @@ impl Owner {
             staged.ids_all = true;
             return Ok(());
         }
-        ids.freeze_if_due(now.checked_sub(WRITE_AFTER));
+        ids.freeze_if_due(cutoff);
+        // The idle moments write the slices, unless the next generation
+        // waits for them.
+        if writes == Writes::Acked && self.idles && !ids.waiting(cutoff) {
+            return Ok(());
+        }
         let (slice, written) = ids.slice();
         if !slice.is_empty() {
             msgids::write(conn, prepared, slice, skip)?;
@@ -709,7 +804,7 @@ impl Owner {
     pub(super) fn committed(&mut self, staged: Staged) {
         self.last_changes = staged.changes.len();
         let restart = staged.restart;
-        let now = Instant::now();
+        let now = self.now();
         let mut inner = self.overlay.write();
         for (own_id, upto) in &staged.flushed {
             inner

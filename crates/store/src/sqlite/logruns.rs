@@ -250,6 +250,17 @@ impl Memory {
             .collect()
     }
 
+    /// When the first own id with positions pending became so (`None`
+    /// inside: at once, more than `budget` own ids have positions
+    /// pending); `None` when none has.
+    pub(super) fn first_pending(&self, budget: usize) -> Option<Option<Instant>> {
+        if self.pending > budget {
+            return Some(None);
+        }
+        let (_, _, at) = self.order.iter().find(|e| self.current(e))?;
+        Some(Some(*at))
+    }
+
     /// Every own id with positions pending.
     pub(super) fn all(&self) -> Vec<SmolStr> {
         let mut all: Vec<SmolStr> = self

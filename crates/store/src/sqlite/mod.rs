@@ -47,6 +47,7 @@ mod rows;
 mod versions;
 mod wal;
 
+use deferred::Writes;
 use engine::Row;
 use phases::{Phase, Phases};
 use rows::{count, model_in, read_row, Sql, ROW_COLUMNS, ROW_COLUMNS_NO_TRAITS};
@@ -90,6 +91,9 @@ pub struct SqliteStore {
     /// Set on the server's writer ([`Store::defer_durability`]): it keeps
     /// updates of live rows in `overlay` and writes them later.
     owner: Option<deferred::Owner>,
+    /// How long the writer keeps what it writes later before it is due
+    /// ([`deferred::WRITE_AFTER`]; tests shorten it).
+    write_after: Duration,
 }
 
 /// The writer's [`engine::LiveCache`] and what says it still holds what the
@@ -254,6 +258,7 @@ impl SqliteStore {
             live: None,
             overlay: deferred::Overlay::of(path),
             owner: None,
+            write_after: deferred::WRITE_AFTER,
         };
         store.set_wal_limit(WAL_RESTART_BYTES)?;
         Ok(store)
@@ -397,6 +402,23 @@ impl SqliteStore {
         }
     }
 
+    /// Sets how long a writer that defers durability keeps what it writes
+    /// later before it is due (30 s; tests shorten it). Before
+    /// [`Store::defer_durability`].
+    #[doc(hidden)]
+    pub fn set_write_after(&mut self, after: Duration) {
+        self.write_after = after;
+    }
+
+    /// Moves the writer's clock on by `by`, as if that much time passed
+    /// (tests of what is due when).
+    #[doc(hidden)]
+    pub fn advance_writer_clock(&mut self, by: Duration) {
+        if let Some(owner) = &mut self.owner {
+            owner.advance(by);
+        }
+    }
+
     /// How many live rows the writer keeps in memory (for tests).
     #[doc(hidden)]
     pub fn kept_rows(&self) -> usize {
@@ -418,7 +440,7 @@ impl SqliteStore {
         let active = active_model(&self.active, &tx)?;
         let model = model_of(&active);
         let sql = writing(&mut self.owner, &self.overlay, &tx, model)?;
-        let staged = finish_writing(&self.owner, sql, true)?;
+        let staged = finish_writing(&self.owner, sql, Writes::All)?;
         commit(tx, &mut self.owner, staged)?;
         Ok(())
     }
@@ -514,15 +536,15 @@ fn writing<'c>(
 
 /// Ends the writer's part of a transaction before its commit: writes the
 /// kept rows, the runs of log positions and the `message_ids` entries due
-/// (`all`: every one, for a transaction about to replace the live rows
-/// wholesale or a writer about to close) and records where the rest
-/// stand. Returns what [`commit`] applies after the commit. Any other
-/// connection writes the runs of the positions and the `message_ids`
-/// entries its transaction appended.
+/// for a transaction of kind `writes` ([`Writes::All`]: every one, for a
+/// transaction about to replace the live rows wholesale or a writer about
+/// to close) and records where the rest stand. Returns what [`commit`]
+/// applies after the commit. Any other connection writes the runs of the
+/// positions and the `message_ids` entries its transaction appended.
 fn finish_writing(
     owner: &Option<deferred::Owner>,
     mut sql: Sql<'_>,
-    all: bool,
+    writes: Writes,
 ) -> Result<Option<deferred::Staged>> {
     let (appended, erased) = sql.take_ids();
     let Some(owner) = owner else {
@@ -534,13 +556,15 @@ fn finish_writing(
         msgids::write(sql.conn(), sql.prepared(), &appended.sorted(), &[])?;
         return Ok(None);
     };
-    let now = std::time::Instant::now();
+    let now = owner.now();
     let staged = sql.staged().expect("the writer's");
-    let all = all || staged.writes_all();
-    let ids = if all {
-        owner.all(staged)
-    } else {
-        owner.due(staged, now)
+    let writes = match staged.writes_all() {
+        true => Writes::All,
+        false => writes,
+    };
+    let ids = match writes {
+        Writes::All => owner.all(staged),
+        _ => owner.due(staged, writes, now),
     };
     for id in ids {
         sql.write_kept(&id)?;
@@ -548,7 +572,7 @@ fn finish_writing(
     let conn = sql.conn();
     let mut staged = sql.take_staged().expect("the writer's");
     (staged.ids, staged.ids_erased) = (appended, erased);
-    owner.write_due(conn, sql.prepared(), &mut staged, now, all)?;
+    owner.write_due(conn, sql.prepared(), &mut staged, writes, now)?;
     owner.record(conn, &mut staged)?;
     Ok(Some(staged))
 }
@@ -582,7 +606,8 @@ impl Store for SqliteStore {
     fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {
         self.fit_score_index_to_active()?;
         self.keep_pages(SERVER_CACHE_KIB)?;
-        let mut owner = deferred::Owner::new(Arc::clone(&self.overlay), live_contacts)?;
+        let mut owner =
+            deferred::Owner::new(Arc::clone(&self.overlay), live_contacts, self.write_after)?;
         // Rows a writer before this one left unwritten are derived again
         // now (synced: commits are still synchronous here).
         let tx = self
@@ -600,6 +625,49 @@ impl Store for SqliteStore {
         Ok(Some(Box::new(WalFlush {
             wal: wal_path(&self.path),
         })))
+    }
+
+    fn write_idle(&mut self) -> Result<Option<Duration>> {
+        let Some(owner) = &mut self.owner else {
+            return Ok(None);
+        };
+        let now = owner.now();
+        match owner.idle(now) {
+            Some(wait) if wait.is_zero() => {}
+            wait => return Ok(wait),
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let active = active_model(&self.active, &tx)?;
+        let model = model_of(&active);
+        let sql = writing(&mut self.owner, &self.overlay, &tx, model)?.preparing(&self.prepared);
+        // The writer's cache stays valid: the rows written hold what it
+        // holds (without this, its check would take the changes for
+        // another writer's).
+        if let Some(live) = &mut self.live {
+            live.for_batch(&tx)?;
+        }
+        let staged = finish_writing(&self.owner, sql, Writes::Idle)?;
+        let wrote = staged.as_ref().is_some_and(deferred::Staged::wrote_kept);
+        commit(tx, &mut self.owner, staged)?;
+        if let Some(live) = &mut self.live {
+            live.committed(&self.conn);
+        }
+        self.restart_wal_if_large();
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.poke();
+        }
+        let Some(owner) = &mut self.owner else {
+            return Ok(None);
+        };
+        let now = owner.now();
+        Ok(match owner.idle(now) {
+            // Due, yet nothing was written (not expected): not again at
+            // once, so that an idle writer does not spin.
+            Some(wait) if wait.is_zero() && !wrote => Some(self.write_after / 2),
+            wait => wait,
+        })
     }
 
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
@@ -641,7 +709,7 @@ impl Store for SqliteStore {
         phases.mark(Phase::Begin);
         let report = engine::ingest(&mut sql, model, activating, messages, now(), live)?;
         phases.mark(Phase::Messages);
-        let staged = finish_writing(&self.owner, sql, false)?;
+        let staged = finish_writing(&self.owner, sql, Writes::Acked)?;
         phases.mark(Phase::Rows);
         commit(tx, &mut self.owner, staged)?;
         phases.mark(Phase::Commit);

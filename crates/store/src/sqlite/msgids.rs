@@ -223,6 +223,25 @@ impl Pending {
         }
     }
 
+    /// When the entries pending became due to be written: `None` inside
+    /// when a slice of a frozen generation is left to write or a
+    /// generation is full; the time the oldest fresh one was added
+    /// otherwise; `None` when none is pending.
+    pub(super) fn first_pending(&self) -> Option<Option<Instant>> {
+        if self.written < self.frozen.len() || self.fresh.len() >= self.freeze_at {
+            return Some(None);
+        }
+        self.fresh_since.map(Some)
+    }
+
+    /// Whether the fresh entries wait for the frozen generation to be
+    /// written before they can freeze: they are a generation's worth, or
+    /// added at or before `cutoff`.
+    pub(super) fn waiting(&self, cutoff: Option<Instant>) -> bool {
+        self.fresh.len() >= self.freeze_at
+            || matches!((self.fresh_since, cutoff), (Some(since), Some(cut)) if since <= cut)
+    }
+
     /// The slice of the frozen generation a transaction writes next, and
     /// where the written part ends after it.
     pub(super) fn slice(&self) -> (&[(i64, i64)], usize) {

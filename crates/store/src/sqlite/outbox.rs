@@ -23,7 +23,7 @@ impl crate::Outbox for SqliteStore {
         let model = model_in(&self.active, &tx, version)?;
         let mut sql = super::writing(&mut self.owner, &self.overlay, &tx, Some((&model, version)))?;
         let report = engine::fire_due(&mut sql, &model, version, now, limit)?;
-        let staged = super::finish_writing(&self.owner, sql, false)?;
+        let staged = super::finish_writing(&self.owner, sql, super::Writes::Acked)?;
         super::commit(tx, &mut self.owner, staged)?;
         Ok(report)
     }

@@ -1152,3 +1152,127 @@ fn erasing_the_newest_contact_writes_everything_kept() {
     store.defer_durability(1_000).unwrap();
     assert_eq!(history(&store), served);
 }
+
+/// How many runs of log positions `log_runs` holds for `own_id`.
+fn runs_of(store: &SqliteStore, own_id: &str) -> i64 {
+    store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM log_runs WHERE own_id = ?1",
+            [own_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The writer's idle moments ([`Store::write_idle`]) write what is due: the
+/// kept row, the run of its contact's log positions, the random messageIds'
+/// entries; then nothing is kept or recorded, and the writer's cache of
+/// live states stays. Before that they only say when something will be
+/// due.
+#[test]
+fn idle_moments_write_what_is_due() {
+    let (_dir, _path, mut store) = deferring_store();
+    store
+        .ingest(vec![track("c", &uuid(1, 1), "2025-01-01T00:00:00Z")])
+        .unwrap();
+    store
+        .ingest(vec![track("c", &uuid(1, 2), "2025-01-01T00:00:01Z")])
+        .unwrap();
+    assert_eq!(store.kept_rows(), 1);
+    let wait = store.write_idle().unwrap().expect("something is kept");
+    assert!(
+        wait > Duration::from_secs(25) && wait <= deferred::WRITE_AFTER,
+        "{wait:?}"
+    );
+    assert_eq!(store.kept_rows(), 1, "nothing is due yet");
+    assert_eq!((runs_of(&store, "c"), indexed(&store)), (0, 0));
+    store.advance_writer_clock(Duration::from_secs(31));
+    let mut calls = 0;
+    while let Some(wait) = store.write_idle().unwrap() {
+        assert!(wait.is_zero(), "{wait:?} left after {calls} calls");
+        calls += 1;
+        assert!(calls < 10, "an idle writer that does not finish");
+    }
+    assert_eq!(store.kept_rows(), 0);
+    assert_eq!((runs_of(&store, "c"), indexed(&store)), (1, 2));
+    assert!(deferred::recorded(&store.conn).unwrap().is_none());
+    let live = store.contact("c").unwrap().unwrap().score.score;
+    let stored: f64 = store
+        .conn
+        .query_row("SELECT score FROM contacts WHERE id = 'c'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, live);
+    // The writer's cache of live states is still good: what was written
+    // is what it holds.
+    store
+        .ingest(vec![track("d", &uuid(2, 1), "2025-01-01T00:00:02Z")])
+        .unwrap();
+    assert!(store.live.as_ref().unwrap().states.held("c").is_some());
+}
+
+/// Once the writer has idle moments, the transactions that requests wait
+/// for leave what is due to them for half as long again, then write it
+/// themselves (a writer busy without pause); a writer without idle
+/// moments writes it in them as soon as it is due.
+#[test]
+fn acknowledged_transactions_leave_what_is_due_to_idle_moments() {
+    for idles in [false, true] {
+        let (_dir, _path, mut store) = deferring_store();
+        let mut n = 0;
+        let mut ingest = |store: &mut SqliteStore, user: &str| {
+            n += 1;
+            let at = format!("2025-01-01T00:00:{n:02}Z");
+            store
+                .ingest(vec![track(user, &format!("m{n}"), &at)])
+                .unwrap();
+        };
+        ingest(&mut store, "c");
+        ingest(&mut store, "c");
+        assert_eq!(store.kept_rows(), 1);
+        if idles {
+            assert!(store.write_idle().unwrap().is_some());
+        }
+        store.advance_writer_clock(Duration::from_secs(31));
+        // A new contact: its row is written at once, not kept.
+        ingest(&mut store, "d");
+        match idles {
+            true => {
+                assert_eq!(store.kept_rows(), 1, "left to the idle moments");
+                assert_eq!(runs_of(&store, "c"), 0);
+            }
+            false => {
+                assert_eq!(store.kept_rows(), 0, "written once due");
+                assert_eq!(runs_of(&store, "c"), 1);
+            }
+        }
+        store.advance_writer_clock(Duration::from_secs(15));
+        ingest(&mut store, "e");
+        assert_eq!(store.kept_rows(), 0, "idles: {idles}");
+        assert_eq!(runs_of(&store, "c"), 1, "idles: {idles}");
+    }
+}
+
+/// The random messageIds' entries too: the idle moments write the slices
+/// of a frozen generation, and the acknowledged transactions only once the
+/// next generation waits for them.
+#[test]
+fn idle_moments_write_the_message_id_slices() {
+    let (_dir, _path, mut store) = deferring_store();
+    small_generations(&store, 1_000, 1);
+    let at = "2025-01-01T00:00:00Z";
+    store
+        .ingest((1..=3).map(|n| track("c", &uuid(1, n), at)).collect())
+        .unwrap();
+    store.advance_writer_clock(Duration::from_secs(31));
+    assert_eq!(store.write_idle().unwrap(), Some(Duration::ZERO));
+    assert_eq!(indexed(&store), 1, "frozen, and one slice written");
+    store.ingest(vec![track("d", &uuid(2, 1), at)]).unwrap();
+    assert_eq!(indexed(&store), 1, "the slices are left to idle moments");
+    // d's entry is a generation's worth now: it waits.
+    small_generations(&store, 1, 1);
+    store.ingest(vec![track("e", &uuid(3, 1), at)]).unwrap();
+    assert_eq!(indexed(&store), 2);
+}
