@@ -232,8 +232,9 @@ pub trait Store: Outbox + Admin + Send {
     /// For a store that defers ([`Store::defer_durability`]) and keeps
     /// derived data in memory to write later (SQLite: live rows, the log's
     /// runs of positions, the messageId index; `docs/storage.md`): writes
-    /// a share of what is due, in a transaction of its own, so that the
-    /// transactions requests wait for need not. The server's writer calls
+    /// a share of what is due, in a transaction of its own, and frees a
+    /// share of what commits replaced, so that the transactions requests
+    /// wait for need not. The server's writer calls
     /// it whenever no request waits. Returns how long until more is due
     /// (zero: call again now), `None` when nothing is kept. The default
     /// keeps nothing.

@@ -631,6 +631,9 @@ impl Store for SqliteStore {
         let Some(owner) = &mut self.owner else {
             return Ok(None);
         };
+        if owner.bury(deferred::IDLE_DROPS) {
+            return Ok(Some(Duration::ZERO));
+        }
         let now = owner.now();
         match owner.idle(now) {
             Some(wait) if wait.is_zero() => {}

@@ -1276,3 +1276,47 @@ fn idle_moments_write_the_message_id_slices() {
     store.ingest(vec![track("e", &uuid(3, 1), at)]).unwrap();
     assert_eq!(indexed(&store), 2);
 }
+
+/// A kept row that a commit replaces is dropped in the writer's next idle
+/// moment, not by the commit, once the writer has idle moments (up to a
+/// bound, beyond which the commit drops the overflow); before that, by
+/// the commit.
+#[test]
+fn replaced_rows_are_dropped_in_idle_moments() {
+    let (_dir, _path, mut store) = deferring_store();
+    let mut n = 0;
+    let mut ingest = |store: &mut SqliteStore, user: &str| {
+        n += 1;
+        let at = format!("2025-01-01T00:00:{n:02}Z");
+        store
+            .ingest(vec![track(user, &format!("m{n}"), &at)])
+            .unwrap();
+    };
+    let kept = |store: &SqliteStore, id: &str| store.overlay.get(id).expect("kept");
+    ingest(&mut store, "c");
+    ingest(&mut store, "c");
+    let first = kept(&store, "c");
+    ingest(&mut store, "c");
+    assert_eq!(Arc::strong_count(&first), 1, "dropped by the commit");
+    assert!(store.write_idle().unwrap().is_some());
+    let second = kept(&store, "c");
+    ingest(&mut store, "c");
+    assert_eq!(Arc::strong_count(&second), 2, "left to an idle moment");
+    store.write_idle().unwrap();
+    assert_eq!(Arc::strong_count(&second), 1, "dropped by it");
+    // Past the bound, the commit drops the overflow.
+    store.owner.as_mut().unwrap().unburied_max = 1;
+    let (c, d) = (kept(&store, "c"), {
+        ingest(&mut store, "d");
+        ingest(&mut store, "d");
+        kept(&store, "d")
+    });
+    ingest(&mut store, "c");
+    ingest(&mut store, "d");
+    let left = [&c, &d].map(Arc::strong_count);
+    assert_eq!(
+        left.iter().sum::<usize>(),
+        3,
+        "{left:?}: one left, one dropped"
+    );
+}
