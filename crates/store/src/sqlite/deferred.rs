@@ -69,7 +69,8 @@ const ROWS_PER_COMMIT: usize = 16;
 const BACKLOG_SHARE: usize = 64;
 
 /// Replaced entries the writer drops per idle moment, at most
-/// ([`Owner::bury`]): about a quarter of a millisecond.
+/// ([`Owner::bury`]): about 0.2 ms (4.6 % of a writer busy 50 s a minute,
+/// for about 50,000 a second).
 pub(super) const IDLE_DROPS: usize = 256;
 
 /// Replaced entries left to the idle moments, at most (about a third of a
@@ -852,7 +853,7 @@ impl Owner {
                 ids.committed(written, staged.ids, &staged.ids_erased, staged.start.2);
             }
         }
-        let rows = &mut *inner;
+        let held = &mut *inner;
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {
@@ -862,21 +863,21 @@ impl Owner {
                             .fetch_min(due.0, std::sync::atomic::Ordering::AcqRel);
                     }
                     let (serial, at) = (entry.since.serial, entry.since.at);
-                    match rows.rows.entry(id) {
+                    match held.rows.entry(id) {
                         Slot::Occupied(mut kept) => {
                             if kept.get().since.serial != serial {
-                                rows.order.push_back((kept.key().clone(), serial, at));
+                                held.order.push_back((kept.key().clone(), serial, at));
                             }
                             self.unburied.push(kept.insert(entry));
                         }
                         Slot::Vacant(slot) => {
-                            rows.order.push_back((slot.key().clone(), serial, at));
+                            held.order.push_back((slot.key().clone(), serial, at));
                             slot.insert(entry);
                         }
                     }
                 }
                 None => {
-                    if let Some(gone) = rows.rows.remove(&id) {
+                    if let Some(gone) = held.rows.remove(&id) {
                         self.unburied.push(gone);
                     }
                 }

@@ -1165,6 +1165,19 @@ fn runs_of(store: &SqliteStore, own_id: &str) -> i64 {
         .unwrap()
 }
 
+/// Ingests one event of a contact into a store, a second later and with
+/// a new messageId each call.
+fn one_by_one() -> impl FnMut(&mut SqliteStore, &str) {
+    let mut n = 0;
+    move |store, user| {
+        n += 1;
+        let at = format!("2025-01-01T00:00:{n:02}Z");
+        store
+            .ingest(vec![track(user, &format!("m{n}"), &at)])
+            .unwrap();
+    }
+}
+
 /// The writer's idle moments ([`Store::write_idle`]) write what is due: the
 /// kept row, the run of its contact's log positions, the random messageIds'
 /// entries; then nothing is kept or recorded, and the writer's cache of
@@ -1221,14 +1234,7 @@ fn idle_moments_write_what_is_due() {
 fn acknowledged_transactions_leave_what_is_due_to_idle_moments() {
     for idles in [false, true] {
         let (_dir, _path, mut store) = deferring_store();
-        let mut n = 0;
-        let mut ingest = |store: &mut SqliteStore, user: &str| {
-            n += 1;
-            let at = format!("2025-01-01T00:00:{n:02}Z");
-            store
-                .ingest(vec![track(user, &format!("m{n}"), &at)])
-                .unwrap();
-        };
+        let mut ingest = one_by_one();
         ingest(&mut store, "c");
         ingest(&mut store, "c");
         assert_eq!(store.kept_rows(), 1);
@@ -1284,14 +1290,7 @@ fn idle_moments_write_the_message_id_slices() {
 #[test]
 fn replaced_rows_are_dropped_in_idle_moments() {
     let (_dir, _path, mut store) = deferring_store();
-    let mut n = 0;
-    let mut ingest = |store: &mut SqliteStore, user: &str| {
-        n += 1;
-        let at = format!("2025-01-01T00:00:{n:02}Z");
-        store
-            .ingest(vec![track(user, &format!("m{n}"), &at)])
-            .unwrap();
-    };
+    let mut ingest = one_by_one();
     let kept = |store: &SqliteStore, id: &str| store.overlay.get(id).expect("kept");
     ingest(&mut store, "c");
     ingest(&mut store, "c");
