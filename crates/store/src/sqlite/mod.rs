@@ -639,6 +639,7 @@ impl Store for SqliteStore {
             Some(wait) if wait.is_zero() => {}
             wait => return Ok(wait),
         }
+        let mut phases = Phases::start("idle", 0);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -651,16 +652,22 @@ impl Store for SqliteStore {
         if let Some(live) = &mut self.live {
             live.for_batch(&tx)?;
         }
+        phases.mark(Phase::Begin);
         let staged = finish_writing(&self.owner, sql, Writes::Idle)?;
         let wrote = staged.as_ref().is_some_and(deferred::Staged::wrote_kept);
+        phases.mark(Phase::Rows);
         commit(tx, &mut self.owner, staged)?;
+        phases.mark(Phase::Commit);
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }
+        phases.mark(Phase::Cache);
         self.restart_wal_if_large();
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.poke();
         }
+        phases.mark(Phase::After);
+        phases.report();
         let Some(owner) = &mut self.owner else {
             return Ok(None);
         };
@@ -692,7 +699,7 @@ impl Store for SqliteStore {
                 }))?;
             self.checkpointer = Some(checkpointer);
         }
-        let mut phases = Phases::start(messages.len());
+        let mut phases = Phases::start("ingest", messages.len());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

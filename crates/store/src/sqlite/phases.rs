@@ -1,4 +1,5 @@
-//! Where a slow ingest transaction spent its time, for the log: each
+//! Where a slow ingest transaction, or one of the writer's idle moments
+//! ([`crate::Store::write_idle`]), spent its time, for the log: each
 //! phase's wall time, reported at debug level when the whole took at least
 //! [`SLOW`] (`leadscore serve` with
 //! `LEADSCORE_LOG=info,leadscore_store=debug`). The server's latency
@@ -31,6 +32,8 @@ const PHASES: usize = Phase::After as usize + 1;
 
 /// The clock of one transaction.
 pub(super) struct Phases {
+    /// `ingest` or `idle`.
+    kind: &'static str,
     messages: usize,
     started: Instant,
     last: Instant,
@@ -48,9 +51,12 @@ fn run_delay() -> Option<u64> {
 }
 
 impl Phases {
-    pub(super) fn start(messages: usize) -> Phases {
+    /// The clock of a transaction of `kind` (`ingest`, `idle`) of
+    /// `messages` messages, started now.
+    pub(super) fn start(kind: &'static str, messages: usize) -> Phases {
         let now = Instant::now();
         Phases {
+            kind,
             messages,
             started: now,
             last: now,
@@ -84,6 +90,7 @@ impl Phases {
             .zip(run_delay())
             .map(|(before, now)| now.saturating_sub(before) as f64 / 1e6);
         tracing::debug!(
+            kind = self.kind,
             messages = self.messages,
             total_ms = (self.last - self.started).as_secs_f64() * 1e3,
             begin_ms = ms(Phase::Begin),
@@ -93,7 +100,7 @@ impl Phases {
             cache_ms = ms(Phase::Cache),
             after_ms = ms(Phase::After),
             waited_for_cpu_ms = waited,
-            "slow ingest transaction"
+            "slow transaction"
         );
     }
 }
@@ -104,7 +111,7 @@ mod tests {
 
     #[test]
     fn each_phase_gets_the_time_since_the_one_before() {
-        let mut phases = Phases::start(3);
+        let mut phases = Phases::start("ingest", 3);
         phases.mark(Phase::Begin);
         std::thread::sleep(Duration::from_millis(12));
         phases.mark(Phase::Messages);
@@ -113,6 +120,6 @@ mod tests {
         let total: Duration = phases.spent.iter().sum();
         assert_eq!(total, phases.last - phases.started);
         assert!(phases.slow());
-        assert!(!Phases::start(1).slow());
+        assert!(!Phases::start("idle", 0).slow());
     }
 }
