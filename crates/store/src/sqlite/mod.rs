@@ -445,6 +445,24 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// After a commit of the writer (an ingest, an idle moment): its
+    /// cache takes what was committed, the WAL starts over when large, the
+    /// checkpointer is woken, and a slow transaction is logged.
+    fn after_commit(&mut self, mut phases: Phases) {
+        if let Some(live) = &mut self.live {
+            live.committed(&self.conn);
+        }
+        phases.mark(Phase::Cache);
+        // Before waking the checkpointer, which would otherwise start a
+        // pass that the catch-up then waits for or gives way to.
+        self.restart_wal_if_large();
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.poke();
+        }
+        phases.mark(Phase::After);
+        phases.report();
+    }
+
     fn canonical(conn: &Connection, id: &str) -> Result<String> {
         Ok(Sql::new(conn)
             .identity(id)?
@@ -658,16 +676,7 @@ impl Store for SqliteStore {
         phases.mark(Phase::Rows);
         commit(tx, &mut self.owner, staged)?;
         phases.mark(Phase::Commit);
-        if let Some(live) = &mut self.live {
-            live.committed(&self.conn);
-        }
-        phases.mark(Phase::Cache);
-        self.restart_wal_if_large();
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.poke();
-        }
-        phases.mark(Phase::After);
-        phases.report();
+        self.after_commit(phases);
         let Some(owner) = &mut self.owner else {
             return Ok(None);
         };
@@ -723,18 +732,7 @@ impl Store for SqliteStore {
         phases.mark(Phase::Rows);
         commit(tx, &mut self.owner, staged)?;
         phases.mark(Phase::Commit);
-        if let Some(live) = &mut self.live {
-            live.committed(&self.conn);
-        }
-        phases.mark(Phase::Cache);
-        // Before waking the checkpointer, which would otherwise start a
-        // pass that the catch-up then waits for or gives way to.
-        self.restart_wal_if_large();
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.poke();
-        }
-        phases.mark(Phase::After);
-        phases.report();
+        self.after_commit(phases);
         Ok(report)
     }
 
