@@ -603,22 +603,20 @@ impl Owner {
             Some(cutoff) => at.saturating_duration_since(cutoff),
             None => self.write_after,
         };
+        // Each kind's first pending, as `first_pending` says it.
         let inner = self.overlay.read();
         let rows = match inner.order.front() {
-            _ if inner.rows.len() > self.budget => Some(Duration::ZERO),
-            Some((_, _, at)) => Some(since(*at)),
-            None => None,
+            _ if inner.rows.len() > self.budget => Some(None),
+            front => front.map(|(_, _, at)| Some(*at)),
         };
-        let log = inner.log.first_pending(self.budget).map(|at| match at {
-            Some(at) => since(at),
-            None => Duration::ZERO,
-        });
+        let log = inner.log.first_pending(self.budget);
         drop(inner);
-        let ids = self.overlay.ids().first_pending().map(|at| match at {
-            Some(at) => since(at),
-            None => Duration::ZERO,
-        });
-        [rows, log, ids].into_iter().flatten().min()
+        let ids = self.overlay.ids().first_pending();
+        [rows, log, ids]
+            .into_iter()
+            .flatten()
+            .map(|first| first.map_or(Duration::ZERO, since))
+            .min()
     }
 
     /// Starts a write transaction `conn` has open: checks that the memory
@@ -740,8 +738,8 @@ impl Owner {
         }
         ids.freeze_if_due(cutoff);
         // The idle moments write the slices, unless the next generation
-        // waits for them.
-        if writes == Writes::Acked && self.idles && !ids.waiting(cutoff) {
+        // is due and waits for them.
+        if writes == Writes::Acked && self.idles && !ids.fresh_due(cutoff) {
             return Ok(());
         }
         let (slice, written) = ids.slice();

@@ -213,8 +213,7 @@ impl Pending {
         if self.written < self.frozen.len() || self.fresh.is_empty() {
             return;
         }
-        let old = matches!((self.fresh_since, cutoff), (Some(since), Some(cut)) if since <= cut);
-        if old || self.fresh.len() >= self.freeze_at {
+        if self.fresh_due(cutoff) {
             self.frozen_from = self.fresh_from.unwrap_or(0);
             self.frozen = self.fresh.drain_sorted();
             self.written = 0;
@@ -234,10 +233,10 @@ impl Pending {
         self.fresh_since.map(Some)
     }
 
-    /// Whether the fresh entries wait for the frozen generation to be
-    /// written before they can freeze: they are a generation's worth, or
-    /// added at or before `cutoff`.
-    pub(super) fn waiting(&self, cutoff: Option<Instant>) -> bool {
+    /// Whether the fresh entries are due to freeze (once no generation is
+    /// being written): they are a generation's worth, or the first came
+    /// at or before `cutoff`.
+    pub(super) fn fresh_due(&self, cutoff: Option<Instant>) -> bool {
         self.fresh.len() >= self.freeze_at
             || matches!((self.fresh_since, cutoff), (Some(since), Some(cut)) if since <= cut)
     }
