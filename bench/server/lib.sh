@@ -17,7 +17,7 @@ start_server() {
   "$L" --db srv.db serve --listen "127.0.0.1:$PORT" --deliver false "$@" > serve.log 2>&1 &
   P=$!
   trap 'kill -INT $P 2>/dev/null; wait $P 2>/dev/null' EXIT
-  for _ in $(seq 100); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
+  for _ in $(seq 600); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
 }
 
 # Offers a steady /v1/batch load in the background (pid in `load`): 50 s

@@ -7,6 +7,7 @@ use clap::Parser;
 mod args;
 mod cmd;
 mod load;
+mod memory;
 mod output;
 mod progress;
 mod store;
@@ -17,7 +18,7 @@ mod store;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    memory::keep_freed_memory();
     let args = args::Args::parse();
     match cmd::run(args) {
         Ok(code) => code,
@@ -27,18 +28,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// mimalloc returns freed memory to the OS after 10 ms by default; scoring
-/// frees the parsed log while building contact logs of the same size, and
-/// the kernel then zeroes every page again (a third of the run time on 1M
-/// messages). Keep freed memory for reuse instead.
-fn keep_freed_memory() {
-    /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (not exported
-    /// as a constant by libmimalloc-sys 0.1.49).
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets a plain integer option; valid at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 /// Whether the error is stdout being closed (`leadscore score | head`),

@@ -38,6 +38,7 @@ pub fn run(
     let cors_origins = &settings.cors_origins;
     let deliver = settings.deliver.unwrap_or(defaults.delivery.is_some());
     init_logs(settings.log_format.unwrap_or(LogFormat::Text));
+    pretouch_in_background(settings.pretouch_mib.unwrap_or(0))?;
     let store = store::open(db)?;
     if store
         .keys()?
@@ -80,6 +81,22 @@ pub fn run(
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `--pretouch-mib` on a thread of its own, so that the server
+/// answers meanwhile; logs when it is done.
+fn pretouch_in_background(mib: u64) -> Result<()> {
+    if mib == 0 {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("leadscore-pretouch".into())
+        .spawn(move || {
+            let took = crate::memory::pretouch(mib);
+            tracing::info!(mib, seconds = took.as_secs_f64(), "pre-touched memory");
+        })
+        .context("cannot start the pre-touch thread")?;
+    Ok(())
 }
 
 /// Refuses settings the server could not run with, before printing them or

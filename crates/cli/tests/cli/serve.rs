@@ -15,22 +15,37 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("serve.db").display().to_string();
     with_db(&db, &["model", "add", &example("email"), "--activate"]).success();
-    let mut child = serve_process(&db, &["--log-format", "json"])
+    let mut child = serve_process(&db, &["--log-format", "json", "--pretouch-mib", "8"])
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Lines through a channel, so that a line that never comes fails the
+    // test instead of hanging it.
+    let stderr = child.stderr.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = sender.send(line.unwrap());
+        }
+    });
     let mut logged = Vec::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server logs before it listens")
-            .unwrap();
+    // The pre-touch runs beside the start: wait for both lines.
+    let (mut addr, mut pretouched) = (None, false);
+    while addr.is_none() || !pretouched {
+        let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(60)) else {
+            child.kill().unwrap();
+            panic!("no `listening` and `pre-touched memory` lines: {logged:?}");
+        };
         let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         logged.push(record.clone());
         if record["fields"]["message"] == "listening" {
-            break record["fields"]["addr"].as_str().unwrap().to_string();
+            addr = Some(record["fields"]["addr"].as_str().unwrap().to_string());
         }
-    };
+        if record["fields"]["message"] == "pre-touched memory" {
+            assert_eq!(record["fields"]["mib"], 8, "{record}");
+            pretouched = true;
+        }
+    }
+    let addr = addr.unwrap();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -44,7 +59,7 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
         .unwrap();
     assert!(term.success());
     for line in lines {
-        logged.push(serde_json::from_str(&line.unwrap()).unwrap());
+        logged.push(serde_json::from_str(&line).unwrap());
     }
     assert!(child.wait().unwrap().success());
     let messages: Vec<&str> = logged
@@ -192,6 +207,9 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     assert_eq!(cache["writer_cache_contacts"].as_integer(), Some(0));
     let cache = print(&[], &["--writer-cache-contacts", "200000"]);
     assert_eq!(cache["writer_cache_contacts"].as_integer(), Some(200_000));
+    assert_eq!(from_file["pretouch_mib"].as_integer(), Some(0));
+    let pretouch = print(&[("LEADSCORE_PRETOUCH_MIB", "1024")], &[]);
+    assert_eq!(pretouch["pretouch_mib"].as_integer(), Some(1024));
     let named = print(&[], &["--listen", "localhost:8080"]);
     assert_eq!(named["listen"].as_str(), Some("localhost:8080"));
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();
