@@ -83,8 +83,8 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts `--pretouch-mib` on a thread of its own, so that the server
-/// answers meanwhile; logs when it is done.
+/// Starts `--pretouch-mib` on a thread of its own at idle priority, so
+/// that the server answers meanwhile; logs when it is done.
 fn pretouch_in_background(mib: u64) -> Result<()> {
     if mib == 0 {
         return Ok(());
@@ -92,6 +92,7 @@ fn pretouch_in_background(mib: u64) -> Result<()> {
     std::thread::Builder::new()
         .name("leadscore-pretouch".into())
         .spawn(move || {
+            crate::memory::idle_priority();
             let took = crate::memory::pretouch(mib);
             tracing::info!(mib, seconds = took.as_secs_f64(), "pre-touched memory");
         })
