@@ -39,22 +39,6 @@ pub fn pretouch(mib: u64) -> Duration {
     start.elapsed()
 }
 
-/// Lowers the calling thread to `SCHED_IDLE`, so that it runs only on CPU
-/// time no other thread wants: a pre-touch that competed with the writer
-/// while a load started had 888 requests shed in its 8 s (session 38).
-#[cfg(target_os = "linux")]
-pub fn idle_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid `sched_param`; pid 0 is the calling thread.
-    let failed = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0;
-    if failed {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "pre-touch at normal priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn idle_priority() {}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;

@@ -71,8 +71,8 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_WRITER_CACHE_CONTACTS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer_cache_contacts: Option<usize>,
-    /// MiB of memory to take and write to once at start-up, in the
-    /// background, then keep for reuse: the writer's heap then grows into
+    /// MiB of memory to take and write to once at start-up, before
+    /// listening, then keep for reuse: the writer's heap then grows into
     /// pages the kernel has already supplied instead of stalling on fresh
     /// ones (set it to the memory the server reaches under load; 0: none)
     /// [default: 0].

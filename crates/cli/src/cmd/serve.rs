@@ -38,7 +38,18 @@ pub fn run(
     let cors_origins = &settings.cors_origins;
     let deliver = settings.deliver.unwrap_or(defaults.delivery.is_some());
     init_logs(settings.log_format.unwrap_or(LogFormat::Text));
-    pretouch_in_background(settings.pretouch_mib.unwrap_or(0))?;
+    // Before the store opens and the server listens: pre-touching beside
+    // a load that starts with the server made requests shed, even at idle
+    // priority (docs/decisions.md).
+    let pretouch_mib = settings.pretouch_mib.unwrap_or(0);
+    if pretouch_mib > 0 {
+        let took = crate::memory::pretouch(pretouch_mib);
+        tracing::info!(
+            mib = pretouch_mib,
+            seconds = took.as_secs_f64(),
+            "pre-touched memory"
+        );
+    }
     let store = store::open(db)?;
     if store
         .keys()?
@@ -81,23 +92,6 @@ pub fn run(
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Starts `--pretouch-mib` on a thread of its own at idle priority, so
-/// that the server answers meanwhile; logs when it is done.
-fn pretouch_in_background(mib: u64) -> Result<()> {
-    if mib == 0 {
-        return Ok(());
-    }
-    std::thread::Builder::new()
-        .name("leadscore-pretouch".into())
-        .spawn(move || {
-            crate::memory::idle_priority();
-            let took = crate::memory::pretouch(mib);
-            tracing::info!(mib, seconds = took.as_secs_f64(), "pre-touched memory");
-        })
-        .context("cannot start the pre-touch thread")?;
-    Ok(())
 }
 
 /// Refuses settings the server could not run with, before printing them or

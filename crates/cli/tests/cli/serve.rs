@@ -28,7 +28,7 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
         }
     });
     let mut logged = Vec::new();
-    // The pre-touch runs beside the start: wait for both lines.
+    // The pre-touch's line comes before `listening`: wait for both.
     let (mut addr, mut pretouched) = (None, false);
     while addr.is_none() || !pretouched {
         let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(60)) else {
