@@ -28,7 +28,9 @@ const BLOCK: usize = 4 << 20;
 /// (`docs/performance.md`, session 38).
 pub fn pretouch(mib: u64) -> Duration {
     let start = Instant::now();
-    let blocks = usize::try_from(mib.saturating_mul(1 << 20) / BLOCK as u64).unwrap_or(usize::MAX);
+    // Whole blocks, rounded up; `serve` refuses more than the machine has.
+    let blocks =
+        usize::try_from(mib.saturating_mul(1 << 20).div_ceil(BLOCK as u64)).unwrap_or(usize::MAX);
     let mut held = Vec::new();
     for _ in 0..blocks {
         // A non-zero fill: the allocator cannot skip writing memory it
@@ -37,6 +39,15 @@ pub fn pretouch(mib: u64) -> Duration {
     }
     drop(held);
     start.elapsed()
+}
+
+/// The machine's memory in MiB (`MemTotal` in `/proc/meminfo`), where the
+/// system says.
+pub fn total_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -64,6 +75,15 @@ mod tests {
         let faults = minor_faults() - before;
         drop(filled);
         faults
+    }
+
+    #[test]
+    fn total_memory_is_read_from_meminfo() {
+        assert!(
+            total_mib().is_some_and(|mib| mib >= 64),
+            "{:?}",
+            total_mib()
+        );
     }
 
     #[test]

@@ -103,6 +103,11 @@ fn check(settings: &ServeSettings) -> Result<Option<Duration>> {
     if settings.max_queued_events == Some(0) {
         bail!("max_queued_events: at least 1 (a request is always taken when nothing waits)");
     }
+    if let (Some(mib), Some(total)) = (settings.pretouch_mib, crate::memory::total_mib()) {
+        if mib > total {
+            bail!("pretouch_mib: at most this machine's memory ({total} MiB), found {mib}");
+        }
+    }
     if let Some(listen) = &settings.listen {
         let host_port = listen
             .rsplit_once(':')

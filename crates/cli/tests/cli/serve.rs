@@ -210,6 +210,11 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     assert_eq!(from_file["pretouch_mib"].as_integer(), Some(0));
     let pretouch = print(&[("LEADSCORE_PRETOUCH_MIB", "1024")], &[]);
     assert_eq!(pretouch["pretouch_mib"].as_integer(), Some(1024));
+    let refused = leadscore(&["serve", "--print-config", "--pretouch-mib", "1000000000"]).failure();
+    assert!(
+        refused.contains("pretouch_mib: at most this machine's memory ("),
+        "{refused}"
+    );
     let named = print(&[], &["--listen", "localhost:8080"]);
     assert_eq!(named["listen"].as_str(), Some("localhost:8080"));
     std::fs::write(dir.path().join("bad.toml"), "lisen = 1\n").unwrap();
