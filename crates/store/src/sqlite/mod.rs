@@ -145,6 +145,14 @@ impl WriterCache {
 /// consecutive contacts no difference.
 const SERVER_CACHE_KIB: i64 = 64 << 10;
 
+/// How much of the database the server's writer reads through a memory map
+/// (`PRAGMA mmap_size`; SQLite's own ceiling, `SQLITE_MAX_MMAP_SIZE`, is
+/// 0x7fff0000): it then reads pages without copying them into its cache.
+/// Spread `/v1/batch` at 50k events/s, three interleaved pairs: writer CPU
+/// 1.5–1.9 s a minute lower, p99 22.3, 22.0, 113 ms against 361, 24.4, 326
+/// ms (docs/performance.md, session 38).
+const SERVER_MMAP_BYTES: i64 = 0x7fff_0000;
+
 /// Keeps the live rows' score index (`contacts_score`, `(score, id)`)
 /// exactly while `model`, the active one, has scores that stay as stored:
 /// building it when missing, dropping it when present. Listings read it
@@ -624,6 +632,11 @@ impl Store for SqliteStore {
     fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {
         self.fit_score_index_to_active()?;
         self.keep_pages(SERVER_CACHE_KIB)?;
+        self.conn.query_row(
+            &format!("PRAGMA mmap_size = {SERVER_MMAP_BYTES}"),
+            [],
+            |_| Ok(()),
+        )?;
         let mut owner =
             deferred::Owner::new(Arc::clone(&self.overlay), live_contacts, self.write_after)?;
         // Rows a writer before this one left unwritten are derived again

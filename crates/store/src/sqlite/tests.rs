@@ -363,12 +363,14 @@ fn deferred_commits_are_flushed_through_the_wal() {
     let path = dir.path().join("t.db");
     let mut store = SqliteStore::open(&path).unwrap();
     assert_eq!(pragma(&store, "synchronous"), 2, "FULL by default");
+    assert_eq!(pragma(&store, "mmap_size"), 0, "SQLite's default");
     let mut flush = store
         .defer_durability(crate::DEFAULT_LIVE_CONTACTS)
         .unwrap()
         .expect("SQLite defers");
     assert_eq!(pragma(&store, "synchronous"), 1, "NORMAL once deferred");
     assert_eq!(pragma(&store, "cache_size"), -SERVER_CACHE_KIB);
+    assert_eq!(pragma(&store, "mmap_size"), SERVER_MMAP_BYTES);
     store.add_key("h", crate::Scope::Read, "t").unwrap();
     assert!(wal_path(&path).exists());
     flush.flush().unwrap();
