@@ -23,7 +23,7 @@ const BLOCK: usize = 4 << 20;
 /// it back; returns how long that took. With freed memory kept
 /// ([`keep_freed_memory`]), later allocations up to that size reuse pages the
 /// kernel has already supplied, instead of faulting in fresh ones while a
-/// request waits: a fresh transparent huge page cost 4–9 ms on the
+/// request waits: a fresh transparent huge page cost 7–19 ms on the
 /// benchmark host, whose hypervisor takes back the memory a guest frees
 /// (`docs/performance.md`, session 38).
 pub fn pretouch(mib: u64) -> Duration {
