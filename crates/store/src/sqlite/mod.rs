@@ -632,11 +632,8 @@ impl Store for SqliteStore {
     fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {
         self.fit_score_index_to_active()?;
         self.keep_pages(SERVER_CACHE_KIB)?;
-        self.conn.query_row(
-            &format!("PRAGMA mmap_size = {SERVER_MMAP_BYTES}"),
-            [],
-            |_| Ok(()),
-        )?;
+        self.conn
+            .pragma_update(None, "mmap_size", SERVER_MMAP_BYTES)?;
         let mut owner =
             deferred::Owner::new(Arc::clone(&self.overlay), live_contacts, self.write_after)?;
         // Rows a writer before this one left unwritten are derived again
