@@ -35,6 +35,7 @@ pub use outbox::{
 };
 mod pcache;
 mod postgres;
+mod prefetch;
 mod records;
 mod sqlite;
 mod walvfs;

@@ -142,6 +142,16 @@ impl LiveCache {
             .or_else(|| self.old.remove(contact))
     }
 
+    /// Asks for the entries of `contacts` ahead of the batch that will
+    /// take them ([`crate::prefetch`]).
+    pub(super) fn prefetch<'a>(&self, contacts: impl Iterator<Item = &'a str>) {
+        for contact in contacts {
+            if let Some(cached) = self.young.get(contact).or_else(|| self.old.get(contact)) {
+                crate::prefetch::prefetch::<Cached>(cached);
+            }
+        }
+    }
+
     /// The id under which the cache holds `contact`, if it does.
     pub fn held(&self, contact: &str) -> Option<&SmolStr> {
         self.young

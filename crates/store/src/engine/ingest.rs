@@ -62,6 +62,7 @@ pub(crate) fn ingest(
 ) -> Result<IngestReport> {
     if let (Some(cache), Some((_, version))) = (cache.as_deref_mut(), model) {
         cache.begin(version);
+        cache.prefetch(messages.iter().map(|i| i.message.own_id()));
     }
     let mut batch = Batch {
         cache,

@@ -28,6 +28,7 @@ use smol_str::SmolStr;
 use super::borrowed::{Param, Prepared};
 use super::contacts::{parse_positions, push_position};
 use super::deferred;
+use crate::prefetch::prefetch;
 use crate::Result;
 
 /// Positions of events appended (or moved by a replaced message) by one
@@ -330,9 +331,24 @@ impl Memory {
         }
     }
 
+    /// Asks for what noting positions of `own_ids` will change
+    /// ([`crate::prefetch`]): looked up one after another with nothing in
+    /// between, the lookups' cache misses overlap, where those of notes,
+    /// each waiting for the one before, do not.
+    pub(super) fn prefetch<'a>(&self, own_ids: impl Iterator<Item = &'a str>) {
+        for own_id in own_ids {
+            if let Some(own) = self.by_own.get(own_id) {
+                prefetch(own);
+                if let Some(last) = own.seqs.last() {
+                    prefetch(last);
+                }
+            }
+        }
+    }
+
     /// Adds the position of an event the writer's transaction (started at
-    /// log position `start`, at `at`) appended or moved to `own_id`, as it
-    /// does so: a transaction that then fails leaves positions of no
+    /// log position `start`, at `at`) appended or moved to `own_id`, before
+    /// it commits: a transaction that then fails leaves positions of no
     /// event, which readers skip and a run may name harmlessly.
     pub(super) fn note(&mut self, own_id: &str, seq: i64, start: i64, at: Instant) {
         let appended = (seq >= start).then_some(seq);

@@ -583,7 +583,9 @@ fn finish_writing(
         return Ok(None);
     };
     let now = owner.now();
-    let staged = sql.staged().expect("the writer's");
+    // First: what is due depends on them.
+    let staged = sql.staged_mut().expect("the writer's");
+    staged.put_notes(&owner.overlay);
     let writes = match staged.writes_all() {
         true => Writes::All,
         false => writes,

@@ -306,10 +306,6 @@ impl<'c> Sql<'c> {
         self.prepared
     }
 
-    pub(super) fn staged(&self) -> Option<&Staged> {
-        self.staged.as_ref()
-    }
-
     pub(super) fn staged_mut(&mut self) -> Option<&mut Staged> {
         self.staged.as_mut()
     }
@@ -399,6 +395,9 @@ impl<'c> Sql<'c> {
         if let Some(mine) = self.logged.get(own_id) {
             seqs.extend_from_slice(mine);
         }
+        if let Some(staged) = &self.staged {
+            seqs.extend(staged.notes_of(own_id));
+        }
         if let Unstored::Unknown = self.unstored {
             self.unstored =
                 match deferred::recorded(conn)?.and_then(|r| Some((r.epoch, r.log_from?))) {
@@ -432,7 +431,7 @@ impl<'c> Sql<'c> {
     /// The event at `seq` has `own_id`.
     fn note_log(&mut self, own_id: &str, seq: i64) {
         match (&mut self.staged, self.overlay) {
-            (Some(staged), Some(overlay)) => staged.note(overlay, own_id, seq),
+            (Some(staged), Some(_)) => staged.note(own_id, seq),
             _ => logruns::log(&mut self.logged, own_id, seq),
         }
     }
@@ -452,6 +451,15 @@ impl<'c> Sql<'c> {
         match &self.staged {
             Some(staged) => staged.entry(overlay, id),
             None => overlay.get(id),
+        }
+    }
+
+    /// [`Self::kept`] of each of `ids`, looked up together
+    /// ([`Overlay::get_all`]).
+    fn kept_all<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<Option<Arc<Entry>>> {
+        match self.overlay {
+            Some(overlay) => overlay.get_all(self.staged.as_ref(), ids),
+            None => ids.map(|_| None).collect(),
         }
     }
 
@@ -559,6 +567,7 @@ impl<'c> Sql<'c> {
         mut stored: Option<Stored>,
         positions: Option<&str>,
         now: bool,
+        kept: Option<Arc<Entry>>,
     ) -> Result<Stored> {
         // What the row holds once written (or kept).
         let holds = |history, rowid| Stored {
@@ -571,7 +580,7 @@ impl<'c> Sql<'c> {
         let limit = self.run_bytes();
         if now {
             // Written now over what is kept, if anything is.
-            if let Some(entry) = self.kept(&row.id) {
+            if let Some(entry) = kept {
                 let history =
                     contacts::history_with(conn, &row.id, entry.history.clone(), positions, limit)?;
                 self.update_at(
@@ -587,7 +596,6 @@ impl<'c> Sql<'c> {
                 return Ok(holds(history, entry.rowid));
             }
         } else if self.staged.is_some() {
-            let kept = self.kept(&row.id);
             // Taken: a row kept or known goes no further (and `stored` was
             // `None` for one that does).
             let known = match (&kept, stored.take()) {
@@ -841,7 +849,7 @@ impl Tx for Sql<'_> {
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()> {
         match table {
             Table::Live => self
-                .put_live(&Arc::new(row.clone()), None, None, true)
+                .put_live(&Arc::new(row.clone()), None, None, true, self.kept(&row.id))
                 .map(drop),
             Table::Next => {
                 let sql = "INSERT OR REPLACE INTO contacts_next VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)";
@@ -884,13 +892,16 @@ impl Tx for Sql<'_> {
         let seqs = insert_ledger(self, entries)?;
         let mut groups =
             contacts::group_positions(entries.iter().map(|e| e.contact.as_str()).zip(seqs));
-        for write in rows {
+        // Each row is one contact's: none changes another's entry.
+        let kept = self.kept_all(rows.iter().map(|w| w.row.id.as_str()));
+        for (write, kept) in rows.iter_mut().zip(kept) {
             let positions = groups.remove(write.row.id.as_str());
             let stored = self.put_live(
                 &write.row,
                 write.stored.take(),
                 positions.as_deref(),
                 write.now,
+                kept,
             )?;
             write.stored = Some(stored);
         }
