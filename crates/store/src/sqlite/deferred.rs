@@ -38,6 +38,7 @@ use super::logruns::{self, Memory};
 use super::msgids::{self, Entries, Pending};
 use super::rows::Sql;
 use crate::engine::{self, Row, Tx};
+use crate::prefetch::prefetch;
 use crate::Result;
 
 /// How long a changed live row stays in memory before it is written, unless
@@ -905,6 +906,11 @@ impl Owner {
             }
         }
         let held = &mut *inner;
+        for id in staged.changes.keys() {
+            if let Some(kept) = held.rows.get(id) {
+                prefetch::<Entry>(kept);
+            }
+        }
         for (id, change) in staged.changes {
             match change {
                 Some(entry) => {
