@@ -391,9 +391,11 @@ pub(super) struct Staged {
     record: Option<Option<Recorded>>,
     /// The greatest position it appended or moved.
     noted: Option<i64>,
-    /// The positions it appended or moved, by own id, in the order noted
-    /// ([`Staged::note`]).
-    notes: Vec<(SmolStr, i64)>,
+    /// The positions it appended or moved, in the order noted
+    /// ([`Staged::note`]), each with where its own id is in `note_ids`
+    /// (one buffer: no allocation for each long id).
+    notes: Vec<(std::ops::Range<usize>, i64)>,
+    note_ids: String,
     /// Own ids whose pending positions it wrote in runs, and how many
     /// positions that took.
     flushed: Vec<(SmolStr, usize)>,
@@ -500,7 +502,9 @@ impl Staged {
     /// `own_id`: noted here until [`Staged::put_notes`] puts the
     /// transaction's notes in the overlay's memory together.
     pub(super) fn note(&mut self, own_id: &str, seq: i64) {
-        self.notes.push((SmolStr::new(own_id), seq));
+        let start = self.note_ids.len();
+        self.note_ids.push_str(own_id);
+        self.notes.push((start..self.note_ids.len(), seq));
         self.noted = Some(self.noted.map_or(seq, |most| most.max(seq)));
     }
 
@@ -508,7 +512,7 @@ impl Staged {
     pub(super) fn notes_of<'a>(&'a self, own_id: &'a str) -> impl Iterator<Item = i64> + 'a {
         self.notes
             .iter()
-            .filter(move |(id, _)| id == own_id)
+            .filter(move |(id, _)| &self.note_ids[id.clone()] == own_id)
             .map(|(_, seq)| *seq)
     }
 
@@ -525,12 +529,14 @@ impl Staged {
             return;
         }
         let mut inner = overlay.write();
+        let ids = &self.note_ids;
         inner
             .log
-            .prefetch(self.notes.iter().map(|(id, _)| id.as_str()));
-        for (own_id, seq) in self.notes.drain(..) {
-            inner.log.note(&own_id, seq, self.start.0, self.start.2);
+            .prefetch(self.notes.iter().map(|(id, _)| &ids[id.clone()]));
+        for (id, seq) in self.notes.drain(..) {
+            inner.log.note(&ids[id], seq, self.start.0, self.start.2);
         }
+        self.note_ids.clear();
     }
 
     /// Whether this transaction changed what is kept for `id`.
@@ -703,6 +709,7 @@ impl Owner {
             record: None,
             noted: None,
             notes: Vec::new(),
+            note_ids: String::new(),
             flushed: Vec::new(),
             forgotten: Vec::new(),
             log_from: start.0,
