@@ -112,6 +112,19 @@ pub(super) struct Since {
     pub serial: u64,
 }
 
+/// The entry `id` has: `staged`'s change to it if it made one (`None`:
+/// written or deleted), else the one kept in `rows`.
+fn entry_in<'a>(
+    staged: Option<&'a Staged>,
+    rows: &'a FxHashMap<SmolStr, Arc<Entry>>,
+    id: &str,
+) -> Option<&'a Arc<Entry>> {
+    match staged.and_then(|s| s.changes.get(id)) {
+        Some(change) => change.as_ref(),
+        None => rows.get(id),
+    }
+}
+
 /// The rows a process's writer keeps unwritten, for the database at one
 /// path: the writer's own, shared with every other connection this process
 /// opens on it (readers, activations).
@@ -209,12 +222,8 @@ impl Overlay {
         ids: impl Iterator<Item = &'a str>,
     ) -> Vec<Option<Arc<Entry>>> {
         let inner = self.read();
-        let found: Vec<Option<&Arc<Entry>>> = ids
-            .map(|id| match staged.and_then(|s| s.changes.get(id)) {
-                Some(change) => change.as_ref(),
-                None => inner.rows.get(id),
-            })
-            .collect();
+        let found: Vec<Option<&Arc<Entry>>> =
+            ids.map(|id| entry_in(staged, &inner.rows, id)).collect();
         found
             .into_iter()
             .map(Option::<&Arc<Entry>>::cloned)
@@ -447,10 +456,7 @@ impl Staged {
 
     /// The entry `id` has in this transaction: staged, else kept.
     pub(super) fn entry(&self, overlay: &Overlay, id: &str) -> Option<Arc<Entry>> {
-        match self.changes.get(id) {
-            Some(change) => change.clone(),
-            None => overlay.get(id),
-        }
+        entry_in(Some(self), &overlay.read().rows, id).cloned()
     }
 
     /// Keeps `row` unwritten: `kept` is its entry so far, else `stored`

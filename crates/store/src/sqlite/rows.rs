@@ -430,9 +430,9 @@ impl<'c> Sql<'c> {
 
     /// The event at `seq` has `own_id`.
     fn note_log(&mut self, own_id: &str, seq: i64) {
-        match (&mut self.staged, self.overlay) {
-            (Some(staged), Some(_)) => staged.note(own_id, seq),
-            _ => logruns::log(&mut self.logged, own_id, seq),
+        match &mut self.staged {
+            Some(staged) => staged.note(own_id, seq),
+            None => logruns::log(&mut self.logged, own_id, seq),
         }
     }
 
