@@ -276,6 +276,15 @@ impl SqliteStore {
     /// default): smaller means less disk for the
     /// WAL and more frequent catch-ups on the writer. Only before the first
     /// ingest, which starts the checkpointer with it.
+    ///
+    /// SQLite truncates the WAL file, in the first commit after a restart,
+    /// to `journal_size_limit`: twice this limit, so that the file keeps
+    /// the blocks each cycle rewrites. At the limit itself that commit cut
+    /// the tail that had just grown past it, waiting for the pages still
+    /// being written back: 72 and 313 ms in the writer's `ftruncate`,
+    /// every 6.5 s at 50k events/s (docs/performance.md, session 40). Past
+    /// twice the limit the writer catches up whatever is left, so the file
+    /// stays within about twice the limit either way.
     pub fn set_wal_limit(&mut self, bytes: u64) -> Result<()> {
         if self.checkpointer.is_some() {
             return Err(StoreError::Database(
@@ -285,7 +294,7 @@ impl SqliteStore {
         self.conn.pragma_update(
             None,
             "journal_size_limit",
-            bytes.min(i64::MAX as u64) as i64,
+            bytes.saturating_mul(2).min(i64::MAX as u64) as i64,
         )?;
         self.wal_limit = bytes;
         Ok(())
@@ -468,7 +477,11 @@ impl SqliteStore {
             checkpointer.poke();
         }
         phases.mark(Phase::After);
-        phases.report();
+        phases.report(
+            self.checkpointer
+                .as_ref()
+                .and_then(|c| c.progress.uncopied()),
+        );
     }
 
     fn canonical(conn: &Connection, id: &str) -> Result<String> {

@@ -79,8 +79,9 @@ impl Phases {
         self.last - self.started >= SLOW
     }
 
-    /// Logs the phases if the transaction was slow.
-    pub(super) fn report(&self) {
+    /// Logs the phases if the transaction was slow, with the WAL's frames
+    /// not yet copied into the database file (if known) after it.
+    pub(super) fn report(&self, wal_uncopied: Option<i64>) {
         if !self.slow() {
             return;
         }
@@ -100,6 +101,7 @@ impl Phases {
             cache_ms = ms(Phase::Cache),
             after_ms = ms(Phase::After),
             waited_for_cpu_ms = waited,
+            wal_uncopied_frames = wal_uncopied,
             "slow transaction"
         );
     }

@@ -25,8 +25,6 @@ pub(super) struct Checkpointer {
     pub(super) thread: Option<std::thread::JoinHandle<()>>,
     /// How far the WAL and the checkpointer's copying of it have got.
     pub(super) progress: Arc<WalProgress>,
-    /// The WAL file.
-    pub(super) wal: std::path::PathBuf,
 }
 
 /// What the writer needs to know to catch a checkpoint up cheaply.
@@ -36,6 +34,8 @@ pub(super) struct WalProgress {
     pub(super) frames: AtomicI64,
     /// Frames that commit added.
     pub(super) last_commit: AtomicI64,
+    /// Frames the limit stands for (the WAL restart's threshold).
+    limit_frames: i64,
     /// Frames in the WAL at the checkpointer's last pass...
     pass_frames: AtomicI64,
     /// ...and how many of them were in the database file after it.
@@ -82,22 +82,45 @@ impl WalProgress {
         (frames >= seen && copied > 0 && frames - copied <= CATCH_UP_FRAMES)
             || (large_commits && self.passed.swap(false, Ordering::AcqRel))
     }
+
+    /// Frames in the WAL as far as its writer and the checkpointer's last
+    /// pass know (a pass sees frames other connections committed since the
+    /// writer's last commit; after a restart, until the next pass, the old
+    /// WAL's count).
+    fn frames(&self) -> i64 {
+        self.frames
+            .load(Ordering::Acquire)
+            .max(self.pass_frames.load(Ordering::Acquire))
+    }
+
+    /// Frames of the WAL not yet in the database file, as far as the last
+    /// pass tells (frames the writer's catch-ups copied since count as
+    /// left); unknown before a pass of this WAL. Every page read searches
+    /// the WAL index over these frames, one hash table per 4,096.
+    pub(super) fn uncopied(&self) -> Option<i64> {
+        let frames = self.frames.load(Ordering::Acquire);
+        let seen = self.pass_frames.load(Ordering::Acquire);
+        let copied = self.pass_copied.load(Ordering::Acquire);
+        (frames >= seen && seen > 0).then(|| frames - copied)
+    }
 }
 
 /// Frames (4 KiB pages) the writer copies itself, at most, to start the WAL
 /// over: about 10 ms of waiting.
 const CATCH_UP_FRAMES: i64 = 2_048;
 
+/// The frames of a WAL of `bytes` with pages of `page` bytes (each frame
+/// is a page and a 24-byte header, after the WAL's 32-byte header).
+fn limit_frames(bytes: u64, page: i64) -> i64 {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    bytes.saturating_sub(32) / (page.max(512) + 24)
+}
+
 /// The WAL file of the database at `path`.
 pub(super) fn wal_path(path: &Path) -> std::path::PathBuf {
     let mut wal = path.to_path_buf().into_os_string();
     wal.push("-wal");
     wal.into()
-}
-
-/// A file's size; 0 when it does not exist.
-pub(super) fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Starts the kernel writing the database file's dirty pages to disk
@@ -132,8 +155,9 @@ fn start_writeback(file: Option<&std::fs::File>) {
 const CHECKPOINT_EVERY_MS: u64 = 200;
 
 /// WAL size past which the writer itself finishes the checkpointer's work
-/// after a commit, and to which SQLite truncates the WAL file when it
-/// starts it over (`journal_size_limit`).
+/// after a commit; SQLite truncates the WAL file to twice this when it
+/// starts it over (`journal_size_limit`, see
+/// [`SqliteStore::set_wal_limit`]).
 ///
 /// SQLite writes the WAL from its beginning again only when a write
 /// transaction starts while every frame is already in the database file.
@@ -154,11 +178,13 @@ impl Checkpointer {
     pub(super) fn start(path: &Path, wal_limit: u64) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-        let progress = Arc::new(WalProgress::default());
+        let progress = Arc::new(WalProgress {
+            limit_frames: limit_frames(wal_limit, page),
+            ..WalProgress::default()
+        });
         let progress_in_thread = Arc::clone(&progress);
-        let wal = wal_path(path);
-        let wal_in_thread = wal.clone();
         // For `start_writeback`; without it (it cannot be opened) the
         // passes' pages are written when the kernel or the next sync does.
         let db = std::fs::File::open(path).ok();
@@ -209,7 +235,8 @@ impl Checkpointer {
                     // the limit, passes follow each other, so that what is
                     // left for the writer to copy (see
                     // `SqliteStore::restart_wal_if_large`) stays short.
-                    let every = if file_len(&wal_in_thread) > wal_limit {
+                    let past_limit = progress_in_thread.frames() > progress_in_thread.limit_frames;
+                    let every = if past_limit {
                         Duration::ZERO
                     } else {
                         Duration::from_millis(CHECKPOINT_EVERY_MS)
@@ -229,7 +256,6 @@ impl Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
             progress,
-            wal,
         })
     }
 
@@ -261,7 +287,9 @@ impl Drop for Checkpointer {
 
 impl SqliteStore {
     /// Checkpoints from the writer's connection when the WAL has grown past
-    /// its limit ([`WAL_RESTART_BYTES`]), so that the next transaction
+    /// its limit ([`WAL_RESTART_BYTES`]) in frames (not the file's length,
+    /// which stays at its largest up to twice the limit, see
+    /// [`SqliteStore::set_wal_limit`]), so that the next transaction
     /// starts it over. Only once the checkpointer (running its passes back
     /// to back past the limit) has left little to copy
     /// ([`WalProgress::worth_catching_up`]), since the writer waits for that
@@ -273,15 +301,16 @@ impl SqliteStore {
         let Some(checkpointer) = &self.checkpointer else {
             return; // SQLite's automatic checkpoints are still on
         };
-        let size = file_len(&checkpointer.wal);
         let progress = &checkpointer.progress;
-        let _turn = if size > self.wal_limit.saturating_mul(2) {
+        // This connection's own count: exact after its commit.
+        let frames = progress.frames.load(Ordering::Acquire);
+        let _turn = if frames > progress.limit_frames.saturating_mul(2) {
             // Whatever is left: after the checkpointer's pass, if one runs.
             progress.writer_waiting.store(true, Ordering::Release);
             let turn = progress.lock_checkpoints();
             progress.writer_waiting.store(false, Ordering::Release);
             turn
-        } else if size > self.wal_limit && progress.worth_catching_up() {
+        } else if frames > progress.limit_frames && progress.worth_catching_up() {
             match progress.checkpoint.try_lock() {
                 Ok(turn) => turn,
                 Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -335,6 +364,15 @@ mod tests {
             passed: AtomicBool::new(passed),
             ..WalProgress::default()
         }
+    }
+
+    #[test]
+    fn the_limit_counts_frames_of_a_page_and_a_header() {
+        // 32-byte WAL header, then frames of 24 + 4,096 bytes.
+        assert_eq!(limit_frames(32 + 10 * 4_120, 4_096), 10);
+        assert_eq!(limit_frames(32 + 10 * 4_120 - 1, 4_096), 9);
+        assert_eq!(limit_frames(1 << 30, 4_096), 260_616);
+        assert_eq!(limit_frames(u64::MAX, 4_096), (i64::MAX - 32) / 4_120);
     }
 
     #[test]

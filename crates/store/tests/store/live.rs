@@ -435,6 +435,44 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
     assert!(store.set_wal_limit(LIMIT * 2).is_err());
 }
 
+/// Small commits, many WAL restarts: the file keeps its blocks (SQLite
+/// truncates it after a restart only past twice the limit), so a restart
+/// never waits for the truncation of pages still being written back.
+#[test]
+fn the_wal_file_keeps_its_blocks_across_restarts() {
+    const LIMIT: u64 = 256 << 10;
+    let (messages, _) = generated(300, 120, 9);
+    let (mut store, _dir, path) = sqlite();
+    store.set_wal_limit(LIMIT).unwrap();
+    activate(&mut store, "b2b");
+    let wal = path.with_extension("db-wal");
+    let mut lengths = Vec::new();
+    for chunk in messages.chunks(20) {
+        store.ingest(incoming(chunk)).unwrap();
+        lengths.push(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    // The first commit also wrote the activation's frames, before the
+    // checkpointer started.
+    let shrank: Vec<_> = lengths[1..]
+        .windows(2)
+        .filter(|w| w[1] < w[0] && w[0] <= 2 * LIMIT)
+        .collect();
+    assert_eq!(
+        shrank,
+        [] as [&[u64]; 0],
+        "truncated within twice the limit"
+    );
+    // Bounded (the test above) over a database many times larger: it
+    // started over many times.
+    let largest = lengths.iter().max().copied().unwrap_or(0);
+    assert!(largest <= 4 * LIMIT, "the WAL reached {largest} bytes");
+    let database = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        database > 12 * LIMIT,
+        "only {database} bytes in the database"
+    );
+}
+
 /// The test above on a slow disk: every fsync takes 20 ms (a shim in
 /// `slow_sync.c`, preloaded into this test binary run again for that one
 /// test). A checkpointer pass then holds SQLite's checkpoint lock long
