@@ -405,6 +405,33 @@ proptest! {
     }
 }
 
+/// A SQLite store with a WAL limit of `limit` bytes into which the same
+/// generated messages were ingested `chunk` at a time, and the WAL file's
+/// length after each of those commits.
+fn ingested_with_wal_limit(
+    limit: u64,
+    chunk: usize,
+) -> (
+    leadscore_store::SqliteStore,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Vec<u64>,
+) {
+    let (messages, _) = generated(300, 120, 9);
+    let (mut store, dir, path) = sqlite();
+    store.set_wal_limit(limit).unwrap();
+    activate(&mut store, "b2b");
+    let wal = path.with_extension("db-wal");
+    let lengths = messages
+        .chunks(chunk)
+        .map(|chunk| {
+            store.ingest(incoming(chunk)).unwrap();
+            std::fs::metadata(&wal).map_or(0, |m| m.len())
+        })
+        .collect();
+    (store, dir, path, lengths)
+}
+
 /// A writer that commits back to back keeps its WAL bounded: SQLite only
 /// starts a WAL over when every frame is in the database file as a write
 /// transaction begins, which a checkpointer passing every 200 ms never sees.
@@ -415,16 +442,9 @@ proptest! {
 #[test]
 fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
     const LIMIT: u64 = 128 << 10;
-    let (messages, _) = generated(300, 120, 9);
-    let (mut store, _dir, path) = sqlite();
-    store.set_wal_limit(LIMIT).unwrap();
-    activate(&mut store, "b2b");
+    let (mut store, _dir, path, lengths) = ingested_with_wal_limit(LIMIT, 200);
     let wal = path.with_extension("db-wal");
-    let mut largest = 0;
-    for chunk in messages.chunks(200) {
-        store.ingest(incoming(chunk)).unwrap();
-        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-    }
+    let largest = lengths.iter().max().copied().unwrap_or(0);
     let database = std::fs::metadata(&path).unwrap().len() + std::fs::metadata(&wal).unwrap().len();
     assert!(database > 24 * LIMIT, "only {database} bytes written");
     assert!(
@@ -441,16 +461,7 @@ fn sustained_sqlite_ingest_keeps_the_wal_bounded() {
 #[test]
 fn the_wal_file_keeps_its_blocks_across_restarts() {
     const LIMIT: u64 = 256 << 10;
-    let (messages, _) = generated(300, 120, 9);
-    let (mut store, _dir, path) = sqlite();
-    store.set_wal_limit(LIMIT).unwrap();
-    activate(&mut store, "b2b");
-    let wal = path.with_extension("db-wal");
-    let mut lengths = Vec::new();
-    for chunk in messages.chunks(20) {
-        store.ingest(incoming(chunk)).unwrap();
-        lengths.push(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-    }
+    let (_store, _dir, path, lengths) = ingested_with_wal_limit(LIMIT, 20);
     // The first commit also wrote the activation's frames, before the
     // checkpointer started.
     let shrank: Vec<_> = lengths[1..]
