@@ -75,11 +75,9 @@ impl WalProgress {
     /// which cares for throughput more than for one wait), right after any
     /// pass: what is left then is about what it committed during the pass.
     fn worth_catching_up(&self) -> bool {
-        let frames = self.frames.load(Ordering::Acquire);
-        let seen = self.pass_frames.load(Ordering::Acquire);
-        let copied = self.pass_copied.load(Ordering::Acquire);
+        let copied = self.pass_copied.load(Ordering::Acquire) > 0;
         let large_commits = self.last_commit.load(Ordering::Acquire) > CATCH_UP_FRAMES;
-        (frames >= seen && copied > 0 && frames - copied <= CATCH_UP_FRAMES)
+        (copied && self.uncopied().is_some_and(|left| left <= CATCH_UP_FRAMES))
             || (large_commits && self.passed.swap(false, Ordering::AcqRel))
     }
 
@@ -87,7 +85,7 @@ impl WalProgress {
     /// pass know (a pass sees frames other connections committed since the
     /// writer's last commit; after a restart, until the next pass, the old
     /// WAL's count).
-    fn frames(&self) -> i64 {
+    fn known_frames(&self) -> i64 {
         self.frames
             .load(Ordering::Acquire)
             .max(self.pass_frames.load(Ordering::Acquire))
@@ -235,7 +233,8 @@ impl Checkpointer {
                     // the limit, passes follow each other, so that what is
                     // left for the writer to copy (see
                     // `SqliteStore::restart_wal_if_large`) stays short.
-                    let past_limit = progress_in_thread.frames() > progress_in_thread.limit_frames;
+                    let past_limit =
+                        progress_in_thread.known_frames() > progress_in_thread.limit_frames;
                     let every = if past_limit {
                         Duration::ZERO
                     } else {
