@@ -12,7 +12,9 @@
 #        instead of B, to compare schemas: a store migrated by BIN once,
 #        or one with an index dropped)
 # env:   SECS seconds per run (default 20); C, LOADARGS, WARM, WRATE, B, KEY
-#        as for cpu.sh
+#        as for cpu.sh; KEEP a directory to keep each run's cpu.sh output
+#        and server log in (ROUND-BUILD.out, ROUND-BUILD.log), e.g. to read
+#        the store's slow transactions with LEADSCORE_LOG=info,leadscore_store=debug
 set -euo pipefail
 runs=$1; rate=$2; shift 2
 cpu=$(dirname "$0")/cpu.sh
@@ -33,12 +35,20 @@ for round in $(seq "$runs"); do
     store=${B:-base.db}
     [ "$pair" = "$bin" ] || store=${pair#*:}
     out=$(L=$bin B=$store bash "$cpu" "$rate" "${SECS:-20}" 2>&1) || true
+    if [ -n "${KEEP:-}" ]; then
+      mkdir -p "$KEEP"
+      echo "$out" > "$KEEP/$round-$(basename "$pair").out"
+      cp serve.log "$KEEP/$round-$(basename "$pair").log"
+    fi
     load=$(echo "$out" | grep '^POST' | tail -1)
     p99=$(echo "$load" | grep -o 'p99 [0-9.]* ms' | awk '{print $2}')
     echo "$load" | grep -q 'acknowledged' || p99=failed
     writer=$(echo "$out" | awk '$1 == "leadscore-write" {print $2}')
     rss=$(echo "$out" | awk '/VmHWM/ {printf "%.0f", $2 / 1024}')
-    echo "round $round $(basename "$pair"): $(echo "$load" | sed 's/.*requests, //; s/latency from due time //'); writer ${writer:-?} s, peak RSS ${rss:-?} MB"
+    steal=$(echo "$out" | grep -o 'took [0-9]* ms' | awk '{print $2}')
+    given=$(echo "$out" | grep -o 'reporting: [0-9]* MiB' | awk '{print $2}')
+    ckpt=$(echo "$out" | awk '$1 == "leadscore-check" {print $2}')
+    echo "round $round $(basename "$pair"): $(echo "$load" | sed 's/.*requests, //; s/latency from due time //'); writer ${writer:-?} s, checkpointer ${ckpt:-?} s, peak RSS ${rss:-?} MB, steal ${steal:-?} ms, given back ${given:-?} MiB"
     echo "$pair ${p99:-failed}" >> "$results"
   done
 done

@@ -32,6 +32,13 @@ load() {
 }
 # microseconds some task waited for a CPU since boot (0 without PSI)
 waited() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }
+# CPU ticks the hypervisor ran something else while this machine's CPUs
+# wanted to run (steal, /proc/stat) since boot
+stolen() { awk '$1 == "cpu" {print $9}' /proc/stat; }
+# KiB of free memory the guest reported to the host since boot (virtio
+# free page reporting; 0 without it): the host takes it back, and its next
+# use faults in the host (docs/performance.md, sessions 38 and 41)
+reported() { cat /sys/module/page_reporting/parameters/reported_kib 2>/dev/null || echo 0; }
 warm=()
 if [ "${WARM:-0}" -gt 0 ]; then
   if [ -n "${WARM_APART:-}" ]; then
@@ -51,7 +58,7 @@ snap() {
 }
 # The CPU figures cover the measured part: with a warm-up in the load
 # process, the first snapshot is taken when it ends.
-before() { snap > cpu.before; waited > waited.before; }
+before() { snap > cpu.before; waited > waited.before; stolen > stolen.before; reported > reported.before; }
 snapper=
 if [ ${#warm[@]} -gt 0 ]; then (sleep "$WARM"; before) & snapper=$!; else before; fi
 load "$S" || echo "(the load reported failed requests)"
@@ -61,5 +68,7 @@ w1=$(waited)
 snap > cpu.after
 echo "CPU pressure: some task waited $(( (w1 - w0) / 1000 )) ms for a CPU"
 ticks=$(getconf CLK_TCK)
+echo "steal: the host took $(( ($(stolen) - $(cat stolen.before)) * 1000 / ticks )) ms of this machine's CPUs"
+echo "free page reporting: $(( ($(reported) - $(cat reported.before)) / 1024 )) MiB given back to the host"
 awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; u[$1]=$4; q[$1]=$5; next} {d=$3-b[$1]; if (d>0) {s[$2]+=d; us[$2]+=$4-u[$1]; qs[$2]+=$5-q[$1]}} END {for (k in s) printf "%s %.2f s (user %.2f s, waited %.0f ms for a CPU)\n", k, s[k]/hz, us[k]/hz, qs[k]/1e6}' cpu.before cpu.after | sort
 grep VmHWM "/proc/$P/status"
