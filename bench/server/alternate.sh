@@ -38,7 +38,7 @@ for round in $(seq "$runs"); do
     if [ -n "${KEEP:-}" ]; then
       mkdir -p "$KEEP"
       echo "$out" > "$KEEP/$round-$(basename "$pair").out"
-      cp serve.log "$KEEP/$round-$(basename "$pair").log"
+      cp serve.log "$KEEP/$round-$(basename "$pair").log" 2>/dev/null || true
     fi
     load=$(echo "$out" | grep '^POST' | tail -1)
     p99=$(echo "$load" | grep -o 'p99 [0-9.]* ms' | awk '{print $2}')
