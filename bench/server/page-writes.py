@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+# Rewrites random resident 4 KiB pages of a 256 MiB file with pwrite and
+# reads others with pread, printing each second the mean time of each: run
+# beside a `cpu.sh` run to see whether writes into cached pages slow down
+# on their own while the checkpointer's do (docs/performance.md, session
+# 41: there they cost twelve times the reads). In a quiet moment of the
+# project machine: write 2.1-2.4 us, read 1.6-2.0 us (Python's overhead
+# included).
+#
+# usage: page-writes.py [SECONDS (default 30)] [FILE (default ./page-writes.dat, removed after)]
+import os, random, time, sys
+path = sys.argv[2] if len(sys.argv) > 2 else 'page-writes.dat'; size = 256 << 20; page = 4096
+fd = os.open(path, os.O_RDWR | os.O_CREAT)
+os.ftruncate(fd, size)
+buf = os.urandom(page)
+for off in range(0, size, page): os.pwrite(fd, buf, off)
+os.fsync(fd)
+for off in range(0, size, page): os.pread(fd, page, off)
+n = size // page
+secs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+for s in range(secs):
+    end = time.time() + 1; w = r = 0; tw = tr = 0.0
+    while time.time() < end:
+        for _ in range(200):
+            o = random.randrange(n) * page
+            t = time.perf_counter(); os.pwrite(fd, buf, o); tw += time.perf_counter() - t; w += 1
+            o = random.randrange(n) * page
+            t = time.perf_counter(); os.pread(fd, page, o); tr += time.perf_counter() - t; r += 1
+    print(f"{time.strftime('%H:%M:%S')} write {tw/w*1e6:.2f} us read {tr/r*1e6:.2f} us ({w} each)", flush=True)
+os.close(fd); os.unlink(path)
