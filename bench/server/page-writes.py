@@ -3,9 +3,10 @@
 # reads others with pread, printing each second the mean time of each: run
 # beside a `cpu.sh` run to see whether writes into cached pages slow down
 # on their own while the checkpointer's do (docs/performance.md, session
-# 41: there they cost twelve times the reads). In a quiet moment of the
-# project machine: write 2.1-2.4 us, read 1.6-2.0 us (Python's overhead
-# included).
+# 41: there they cost twelve times the reads). On the project machine,
+# Python's overhead included: in a quiet moment with BUSY=1, write
+# 2.1-2.4 us, read 1.6-2.0 us; light, beside the server's benchmark,
+# write 3.2-6.7 us, read 2.5-6.9 us.
 #
 # usage: [BUSY=1] page-writes.py [SECONDS (default 30)] [FILE (default ./page-writes.dat, removed after)]
 import os, random, time, sys
