@@ -22,16 +22,18 @@ secs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 # Light enough to run beside a benchmark: 200 writes and 200 reads every
 # 50 ms (about 2 % of a core), unless BUSY=1 (back to back, a whole core).
 busy = os.environ.get('BUSY') == '1'
-for s in range(secs):
-    end = time.time() + 1; w = r = 0; tw = tr = 0.0; worst = 0.0
-    while time.time() < end:
-        for _ in range(200):
-            o = random.randrange(n) * page
-            t = time.perf_counter(); os.pwrite(fd, buf, o); d = time.perf_counter() - t
-            tw += d; w += 1; worst = max(worst, d)
-            o = random.randrange(n) * page
-            t = time.perf_counter(); os.pread(fd, page, o); tr += time.perf_counter() - t; r += 1
-        if not busy:
-            time.sleep(0.05)
-    print(f"{time.strftime('%H:%M:%S')} write {tw/w*1e6:.2f} us (worst {worst*1e6:.0f}) read {tr/r*1e6:.2f} us ({w} each)", flush=True)
-os.close(fd); os.unlink(path)
+try:
+    for s in range(secs):
+        end = time.time() + 1; w = r = 0; tw = tr = 0.0; worst = 0.0
+        while time.time() < end:
+            for _ in range(200):
+                o = random.randrange(n) * page
+                t = time.perf_counter(); os.pwrite(fd, buf, o); d = time.perf_counter() - t
+                tw += d; w += 1; worst = max(worst, d)
+                o = random.randrange(n) * page
+                t = time.perf_counter(); os.pread(fd, page, o); tr += time.perf_counter() - t; r += 1
+            if not busy:
+                time.sleep(0.05)
+        print(f"{time.strftime('%H:%M:%S')} write {tw/w*1e6:.2f} us (worst {worst*1e6:.0f}) read {tr/r*1e6:.2f} us ({w} each)", flush=True)
+finally:
+    os.close(fd); os.unlink(path)
