@@ -39,6 +39,8 @@ stolen() { awk '$1 == "cpu" {print $9}' /proc/stat; }
 # free page reporting; 0 without it): the host takes it back, and its next
 # use faults in the host (docs/performance.md, sessions 38 and 41)
 reported() { cat /sys/module/page_reporting/parameters/reported_kib 2>/dev/null || echo 0; }
+# the three counters above, on one line
+machine() { echo "$(waited) $(stolen) $(reported)"; }
 warm=()
 if [ "${WARM:-0}" -gt 0 ]; then
   if [ -n "${WARM_APART:-}" ]; then
@@ -58,17 +60,17 @@ snap() {
 }
 # The CPU figures cover the measured part: with a warm-up in the load
 # process, the first snapshot is taken when it ends.
-before() { snap > cpu.before; waited > waited.before; stolen > stolen.before; reported > reported.before; }
+before() { snap > cpu.before; machine > machine.before; }
 snapper=
 if [ ${#warm[@]} -gt 0 ]; then (sleep "$WARM"; before) & snapper=$!; else before; fi
 load "$S" || echo "(the load reported failed requests)"
 [ -z "$snapper" ] || wait "$snapper"
-w0=$(cat waited.before)
-w1=$(waited)
+read -r w0 s0 r0 < machine.before
+read -r w1 s1 r1 <<< "$(machine)"
 snap > cpu.after
-echo "CPU pressure: some task waited $(( (w1 - w0) / 1000 )) ms for a CPU"
 ticks=$(getconf CLK_TCK)
-echo "steal: the host took $(( ($(stolen) - $(cat stolen.before)) * 1000 / ticks )) ms of this machine's CPUs"
-echo "free page reporting: $(( ($(reported) - $(cat reported.before)) / 1024 )) MiB given back to the host"
+echo "CPU pressure: some task waited $(( (w1 - w0) / 1000 )) ms for a CPU"
+echo "steal: the host took $(( (s1 - s0) * 1000 / ticks )) ms of this machine's CPUs"
+echo "free page reporting: $(( (r1 - r0) / 1024 )) MiB given back to the host"
 awk -v hz="$ticks" 'NR==FNR {b[$1]=$3; u[$1]=$4; q[$1]=$5; next} {d=$3-b[$1]; if (d>0) {s[$2]+=d; us[$2]+=$4-u[$1]; qs[$2]+=$5-q[$1]}} END {for (k in s) printf "%s %.2f s (user %.2f s, waited %.0f ms for a CPU)\n", k, s[k]/hz, us[k]/hz, qs[k]/1e6}' cpu.before cpu.after | sort
 grep VmHWM "/proc/$P/status"
