@@ -12,13 +12,10 @@
 # needs: perf (tracepoints sched:sched_switch, block:block_rq_issue),
 #        filefrag; a file system directly on the disk (sector / 8 = block)
 set -euo pipefail
-tag=$1; rate=${2:-50000}; shift 2 || shift $#
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-start_server
-writer=$(thread_id leadscore-write)
+start_steady "$@"
 flush=$(thread_id leadscore-flush)
-steady_load "$rate" "$@"
 sleep 52
 perf record -q -e sched:sched_switch -g -t "$writer,$flush" -o "blocked-$tag.data" -- sleep 6
 perf record -q -a -e block:block_rq_issue --filter 'rwbs ~ "*R*"' -o "reads-$tag.data" -- sleep 6

@@ -13,12 +13,9 @@
 # env:   L, B, KEY, PORT as for cpu.sh; C contacts (default 100000)
 # needs: perf (tracepoints syscalls:sys_{enter,exit}_{fdatasync,ftruncate})
 set -euo pipefail
-tag=$1; rate=${2:-50000}; shift 2 || shift $#
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-start_server
-writer=$(thread_id leadscore-write)
-steady_load "$rate" "$@"
+start_steady "$@"
 sleep 55
 perf record -q -t "$writer" -o "catch-up-$tag.data" -e syscalls:sys_enter_fdatasync \
   -e syscalls:sys_exit_fdatasync -e syscalls:sys_enter_ftruncate \

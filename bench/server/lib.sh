@@ -33,3 +33,16 @@ steady_load() {
 
 # The thread id of the server's thread named $1 (e.g. leadscore-write).
 thread_id() { grep -l "^$1\$" /proc/"$P"/task/*/comm | cut -d/ -f5; }
+
+# The start of perf.sh, blocked.sh and catch-up.sh, whose arguments are
+# TAG [RATE] [`bench --load` flags]: starts the server and steady_load at
+# RATE (default 50000) with those flags, and sets tag and writer (the
+# writer thread's id).
+start_steady() {
+  tag=$1
+  local rate=${2:-50000}
+  shift 2 || shift $#
+  start_server
+  writer=$(thread_id leadscore-write)
+  steady_load "$rate" "$@"
+}

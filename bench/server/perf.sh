@@ -9,12 +9,9 @@
 # env:   L, B, KEY, PORT as for cpu.sh; C contacts (default 100000);
 #        PERF_FLAGS more `perf record` flags (e.g. "--call-graph dwarf -F 1000")
 set -euo pipefail
-tag=$1; rate=${2:-50000}; shift 2 || shift $#
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-start_server
-writer=$(thread_id leadscore-write)
-steady_load "$rate" "$@"
+start_steady "$@"
 sleep 51
 # shellcheck disable=SC2086
 perf record -q ${PERF_FLAGS:-} -t "$writer" -o "perf-$tag.data" -- sleep 18
