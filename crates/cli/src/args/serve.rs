@@ -79,6 +79,15 @@ pub struct ServeSettings {
     #[arg(long, env = "LEADSCORE_PRETOUCH_MIB", value_name = "MIB")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretouch_mib: Option<u64>,
+    /// MiB of the SQLite database file that a thread at idle priority
+    /// reads into the page cache past the database's end, ahead of the
+    /// checkpoints that write there, so that a host slow to supply fresh
+    /// memory stalls it rather than the checkpoints; the file then grows
+    /// four times that at a time, its disk blocks reserved (0: none)
+    /// [default: 0].
+    #[arg(long, env = "LEADSCORE_GROW_AHEAD_MIB", value_name = "MIB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow_ahead_mib: Option<u64>,
 }
 
 impl ServeSettings {
@@ -138,6 +147,7 @@ impl ServeSettings {
                     .unwrap_or(server.writer_cache_contacts),
             ),
             pretouch_mib: Some(self.pretouch_mib.or(file.pretouch_mib).unwrap_or(0)),
+            grow_ahead_mib: Some(self.grow_ahead_mib.or(file.grow_ahead_mib).unwrap_or(0)),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use leadscore_core::time::{Duration, Timestamp};
-use leadscore_store::{key_hash, new_key, Scope};
+use leadscore_store::{key_hash, new_key, Scope, Store};
 
 use crate::args::{KeysCommand, LogFormat, ServeSettings, DEFAULT_LISTEN};
 use crate::store::{self, redact};
@@ -37,6 +37,10 @@ pub fn run(
     let body_limit = settings.body_limit.unwrap_or(defaults.body_limit);
     let cors_origins = &settings.cors_origins;
     let deliver = settings.deliver.unwrap_or(defaults.delivery.is_some());
+    let grow_ahead_mib = settings.grow_ahead_mib.unwrap_or(0);
+    if grow_ahead_mib > 0 && leadscore_store::is_postgres(db) {
+        bail!("grow_ahead_mib: for a SQLite store only (it reads the database file ahead)");
+    }
     init_logs(settings.log_format.unwrap_or(LogFormat::Text));
     // Before the store opens and the server listens: pre-touching beside
     // a load that starts with the server made requests shed, even at idle
@@ -50,7 +54,7 @@ pub fn run(
             "pre-touched memory"
         );
     }
-    let store = store::open(db)?;
+    let store = open_store(db, grow_ahead_mib)?;
     if store
         .keys()?
         .iter()
@@ -182,6 +186,18 @@ fn init_logs(format: LogFormat) {
 }
 
 /// A second connection to the same store, for background jobs.
+/// The writer's store, reading `grow_ahead_mib` of a SQLite database file
+/// ahead of its growth.
+fn open_store(db: &Path, grow_ahead_mib: u64) -> Result<Box<dyn Store>> {
+    if grow_ahead_mib == 0 {
+        return store::open(db);
+    }
+    let mut sqlite = leadscore_store::SqliteStore::open(db)
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
+    sqlite.set_grow_ahead(grow_ahead_mib.saturating_mul(1 << 20))?;
+    Ok(Box::new(sqlite))
+}
+
 fn reopen(db: &Path) -> leadscore_server::Reopen {
     let db = db.to_path_buf();
     std::sync::Arc::new(move || leadscore_store::open(&db))

@@ -15,9 +15,19 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("serve.db").display().to_string();
     with_db(&db, &["model", "add", &example("email"), "--activate"]).success();
-    let mut child = serve_process(&db, &["--log-format", "json", "--pretouch-mib", "8"])
-        .spawn()
-        .unwrap();
+    let mut child = serve_process(
+        &db,
+        &[
+            "--log-format",
+            "json",
+            "--pretouch-mib",
+            "8",
+            "--grow-ahead-mib",
+            "1",
+        ],
+    )
+    .spawn()
+    .unwrap();
     // Lines through a channel, so that a line that never comes fails the
     // test instead of hanging it.
     let stderr = child.stderr.take().unwrap();
@@ -213,6 +223,18 @@ fn serve_settings_come_from_flags_then_environment_then_file() {
     let refused = leadscore(&["serve", "--print-config", "--pretouch-mib", "1000000000"]).failure();
     assert!(
         refused.contains("pretouch_mib: at most this machine's memory ("),
+        "{refused}"
+    );
+    assert_eq!(from_file["grow_ahead_mib"].as_integer(), Some(0));
+    let grow = print(&[("LEADSCORE_GROW_AHEAD_MIB", "256")], &[]);
+    assert_eq!(grow["grow_ahead_mib"].as_integer(), Some(256));
+    let refused = with_db(
+        "postgres://nobody@127.0.0.1:1/none",
+        &["serve", "--grow-ahead-mib", "8"],
+    )
+    .failure();
+    assert!(
+        refused.contains("grow_ahead_mib: for a SQLite store only"),
         "{refused}"
     );
     let named = print(&[], &["--listen", "localhost:8080"]);

@@ -39,6 +39,7 @@ mod admin;
 mod borrowed;
 mod contacts;
 mod deferred;
+mod grow;
 mod logruns;
 mod msgids;
 mod outbox;
@@ -81,6 +82,12 @@ pub struct SqliteStore {
     checkpointer: Option<Checkpointer>,
     /// See [`WAL_RESTART_BYTES`].
     wal_limit: u64,
+    /// Bytes of the database file read ahead of its growth (0: none), see
+    /// [`SqliteStore::set_grow_ahead`].
+    grow_ahead: u64,
+    /// Started with the checkpointer when `grow_ahead` is set, with the
+    /// database's page size.
+    grow: Option<(grow::GrowAhead, u64)>,
     /// Live rows as this connection's ingests left them, once durability
     /// is deferred (the server's small commits; an import's large batches
     /// load each row once per batch anyway, and ran 5 % slower with it).
@@ -263,6 +270,8 @@ impl SqliteStore {
             path: path.to_path_buf(),
             checkpointer: None,
             wal_limit: WAL_RESTART_BYTES,
+            grow_ahead: 0,
+            grow: None,
             live: None,
             overlay: deferred::Overlay::of(path),
             owner: None,
@@ -297,6 +306,22 @@ impl SqliteStore {
             bytes.saturating_mul(2).min(i64::MAX as u64) as i64,
         )?;
         self.wal_limit = bytes;
+        Ok(())
+    }
+
+    /// Has a thread read up to `bytes` of the database file past the
+    /// database's end into the page cache, ahead of the checkpoints that
+    /// will write there, and SQLite extend the file four times that at a
+    /// time (0, the default: neither). For a server whose host is slow to
+    /// supply fresh memory (see the `grow` module). Takes effect with the
+    /// first ingest, so it is refused after one.
+    pub fn set_grow_ahead(&mut self, bytes: u64) -> Result<()> {
+        if self.checkpointer.is_some() {
+            return Err(StoreError::Database(
+                "the read-ahead of the database file is set before the first ingest".into(),
+            ));
+        }
+        self.grow_ahead = bytes;
         Ok(())
     }
 
@@ -468,6 +493,17 @@ impl SqliteStore {
     fn after_commit(&mut self, mut phases: Phases) {
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
+        }
+        if let Some((grow, page_size)) = &self.grow {
+            // The database's size after the commit (SQLite reads it from
+            // its own header: no I/O).
+            let pages = self
+                .conn
+                .prepare_cached("PRAGMA page_count")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+            if let Ok(pages) = pages {
+                grow.set_end(pages.max(0) as u64 * page_size);
+            }
         }
         phases.mark(Phase::Cache);
         // Before waking the checkpointer, which would otherwise start a
@@ -716,7 +752,16 @@ impl Store for SqliteStore {
 
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
         if self.checkpointer.is_none() {
-            let checkpointer = Checkpointer::start(&self.path, self.wal_limit)?;
+            let chunk = (self.grow_ahead > 0).then(|| grow::chunk_for(self.grow_ahead));
+            if let Some(chunk) = chunk {
+                grow::set_chunk_size(&self.conn, chunk)?;
+            }
+            let checkpointer = Checkpointer::start(&self.path, self.wal_limit, chunk)?;
+            if self.grow_ahead > 0 {
+                let page_size = count(&self.conn, "PRAGMA page_size", [])?;
+                let grow = grow::GrowAhead::start(&self.path, self.grow_ahead)?;
+                self.grow = Some((grow, page_size));
+            }
             self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             // After the pragma, which replaces any WAL hook.
             let progress = Arc::clone(&checkpointer.progress);

@@ -1321,3 +1321,32 @@ fn replaced_rows_are_dropped_in_idle_moments() {
         "{left:?}: one left, one dropped"
     );
 }
+
+/// With a read-ahead set before the first ingest, the checkpointer
+/// extends the database file a chunk (four times the read-ahead) at a
+/// time; the setting is refused once ingest has started.
+#[test]
+fn a_store_reading_ahead_grows_its_file_by_chunks() {
+    let (_dir, path, mut store) = deferring_store();
+    store.set_grow_ahead(1 << 20).unwrap();
+    let messages = (0..200)
+        .map(|i| track(&format!("u{i}"), &format!("m{i}"), "2026-01-01T00:00:00Z"))
+        .collect();
+    store.ingest(messages).unwrap();
+    let chunk = 4u64 << 20;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        store.ingest(vec![]).unwrap(); // wakes the checkpointer
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > 0 && size.is_multiple_of(chunk) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file stayed at {size} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = store.set_grow_ahead(2 << 20).unwrap_err().to_string();
+    assert!(refused.contains("before the first ingest"), "{refused}");
+}

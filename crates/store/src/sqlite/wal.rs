@@ -172,9 +172,15 @@ const CHECKPOINT_EVERY_MS: u64 = 200;
 pub(super) const WAL_RESTART_BYTES: u64 = 1 << 30;
 
 impl Checkpointer {
-    /// Starts the thread; `wal_limit` as in [`SqliteStore::set_wal_limit`].
-    pub(super) fn start(path: &Path, wal_limit: u64) -> Result<Checkpointer> {
+    /// Starts the thread; `wal_limit` as in [`SqliteStore::set_wal_limit`];
+    /// `chunk`, the writer's chunk size, if it has one (the connection
+    /// that completes a checkpoint truncates the file to its own chunks,
+    /// [`super::grow`]).
+    pub(super) fn start(path: &Path, wal_limit: u64, chunk: Option<u64>) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
+        if let Some(chunk) = chunk {
+            super::grow::set_chunk_size(&conn, chunk)?;
+        }
         conn.busy_timeout(Duration::from_secs(30))?;
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
@@ -397,7 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(SqliteStore::open(&path).unwrap());
-        let checkpointer = Checkpointer::start(&path, WAL_RESTART_BYTES).unwrap();
+        let checkpointer = Checkpointer::start(&path, WAL_RESTART_BYTES, None).unwrap();
         let progress = Arc::clone(&checkpointer.progress);
         let woken = || progress.woken.load(Ordering::Relaxed);
         let listening = || {
