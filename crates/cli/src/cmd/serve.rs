@@ -185,7 +185,6 @@ fn init_logs(format: LogFormat) {
     };
 }
 
-/// A second connection to the same store, for background jobs.
 /// The writer's store, reading `grow_ahead_mib` of a SQLite database file
 /// ahead of its growth.
 fn open_store(db: &Path, grow_ahead_mib: u64) -> Result<Box<dyn Store>> {
@@ -198,6 +197,7 @@ fn open_store(db: &Path, grow_ahead_mib: u64) -> Result<Box<dyn Store>> {
     Ok(Box::new(sqlite))
 }
 
+/// A second connection to the same store, for background jobs.
 fn reopen(db: &Path) -> leadscore_server::Reopen {
     let db = db.to_path_buf();
     std::sync::Arc::new(move || leadscore_store::open(&db))
