@@ -753,11 +753,9 @@ impl Store for SqliteStore {
     fn ingest(&mut self, messages: Vec<Incoming>) -> Result<IngestReport> {
         if self.checkpointer.is_none() {
             let chunk = (self.grow_ahead > 0).then(|| grow::chunk_for(self.grow_ahead));
+            let checkpointer = Checkpointer::start(&self.path, self.wal_limit, chunk)?;
             if let Some(chunk) = chunk {
                 grow::set_chunk_size(&self.conn, chunk)?;
-            }
-            let checkpointer = Checkpointer::start(&self.path, self.wal_limit, chunk)?;
-            if self.grow_ahead > 0 {
                 let page_size = count(&self.conn, "PRAGMA page_size", [])?;
                 let grow = grow::GrowAhead::start(&self.path, self.grow_ahead)?;
                 self.grow = Some((grow, page_size));
