@@ -3,13 +3,22 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use leadscore_store::{is_postgres, Store};
+use leadscore_store::{is_postgres, SqliteStore, Store};
 
 /// Opens the store (a SQLite file, created if it does not exist yet, or a
 /// PostgreSQL URL), migrating its schema.
 pub fn open(db: &Path) -> Result<Box<dyn Store>> {
-    leadscore_store::open(db)
-        .with_context(|| format!("cannot open the store {}", redact(&db.to_string_lossy())))
+    leadscore_store::open(db).with_context(|| cannot_open(db))
+}
+
+/// Opens a SQLite store (a file, created if it does not exist yet),
+/// migrating its schema, for settings only SQLite has.
+pub fn open_sqlite(db: &Path) -> Result<SqliteStore> {
+    SqliteStore::open(db).with_context(|| cannot_open(db))
+}
+
+fn cannot_open(db: &Path) -> String {
+    format!("cannot open the store {}", redact(&db.to_string_lossy()))
 }
 
 /// A URL without its password, for messages.

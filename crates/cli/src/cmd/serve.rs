@@ -191,8 +191,7 @@ fn open_store(db: &Path, grow_ahead_mib: u64) -> Result<Box<dyn Store>> {
     if grow_ahead_mib == 0 {
         return store::open(db);
     }
-    let mut sqlite = leadscore_store::SqliteStore::open(db)
-        .with_context(|| format!("cannot open the store {}", db.display()))?;
+    let mut sqlite = store::open_sqlite(db)?;
     sqlite.set_grow_ahead(grow_ahead_mib.saturating_mul(1 << 20))?;
     Ok(Box::new(sqlite))
 }

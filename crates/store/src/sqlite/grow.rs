@@ -75,6 +75,8 @@ pub(super) fn chunk_for(ahead: u64) -> u64 {
 pub(super) struct GrowAhead {
     /// The database's size in bytes after the writer's last commit.
     end: Arc<AtomicU64>,
+    /// The database's page size.
+    page_size: u64,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -94,8 +96,8 @@ const STEP: u64 = 64 << 10;
 
 impl GrowAhead {
     /// Starts the thread reading up to `ahead` bytes past the end of the
-    /// database file at `path`.
-    pub(super) fn start(path: &std::path::Path, ahead: u64) -> Result<GrowAhead> {
+    /// database file at `path`, whose pages are `page_size` bytes.
+    pub(super) fn start(path: &std::path::Path, ahead: u64, page_size: u64) -> Result<GrowAhead> {
         let file = std::fs::File::open(path)
             .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
         let end = Arc::new(AtomicU64::new(0));
@@ -132,14 +134,16 @@ impl GrowAhead {
             .map_err(|e| StoreError::Database(format!("cannot start the read-ahead: {e}")))?;
         Ok(GrowAhead {
             end,
+            page_size,
             stop,
             thread: Some(thread),
         })
     }
 
-    /// Tells the thread the database's size after a commit.
-    pub(super) fn set_end(&self, bytes: u64) {
-        self.end.store(bytes, Ordering::Release);
+    /// Tells the thread the database's size, in pages, after a commit.
+    pub(super) fn set_end_pages(&self, pages: u64) {
+        self.end
+            .store(pages.saturating_mul(self.page_size), Ordering::Release);
     }
 }
 
@@ -253,8 +257,8 @@ mod tests {
             eprintln!("the file's pages stay cached here: read-ahead not observable");
             return;
         }
-        let ahead = GrowAhead::start(&path, 256 << 10).unwrap();
-        ahead.set_end(end);
+        let ahead = GrowAhead::start(&path, 256 << 10, 4096).unwrap();
+        ahead.set_end_pages(end / 4096);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while cached_pages(&file, end, 256 << 10) < want {
             assert!(

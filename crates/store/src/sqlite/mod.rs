@@ -85,9 +85,8 @@ pub struct SqliteStore {
     /// Bytes of the database file read ahead of its growth (0: none), see
     /// [`SqliteStore::set_grow_ahead`].
     grow_ahead: u64,
-    /// Started with the checkpointer when `grow_ahead` is set, with the
-    /// database's page size.
-    grow: Option<(grow::GrowAhead, u64)>,
+    /// Started with the checkpointer when `grow_ahead` is set.
+    grow: Option<grow::GrowAhead>,
     /// Live rows as this connection's ingests left them, once durability
     /// is deferred (the server's small commits; an import's large batches
     /// load each row once per batch anyway, and ran 5 % slower with it).
@@ -295,11 +294,7 @@ impl SqliteStore {
     /// twice the limit the writer catches up whatever is left, so the file
     /// stays within about twice the limit either way.
     pub fn set_wal_limit(&mut self, bytes: u64) -> Result<()> {
-        if self.checkpointer.is_some() {
-            return Err(StoreError::Database(
-                "the WAL limit is set before the first ingest".into(),
-            ));
-        }
+        self.before_first_ingest("the WAL limit")?;
         self.conn.pragma_update(
             None,
             "journal_size_limit",
@@ -309,6 +304,17 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Refuses a setting (`what`) that the first ingest puts into effect,
+    /// once it has.
+    fn before_first_ingest(&self, what: &str) -> Result<()> {
+        match self.checkpointer {
+            Some(_) => Err(StoreError::Database(format!(
+                "{what} is set before the first ingest"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Has a thread read up to `bytes` of the database file past the
     /// database's end into the page cache, ahead of the checkpoints that
     /// will write there, and SQLite extend the file four times that at a
@@ -316,11 +322,7 @@ impl SqliteStore {
     /// supply fresh memory (see the `grow` module). Takes effect with the
     /// first ingest, so it is refused after one.
     pub fn set_grow_ahead(&mut self, bytes: u64) -> Result<()> {
-        if self.checkpointer.is_some() {
-            return Err(StoreError::Database(
-                "the read-ahead of the database file is set before the first ingest".into(),
-            ));
-        }
+        self.before_first_ingest("the read-ahead of the database file")?;
         self.grow_ahead = bytes;
         Ok(())
     }
@@ -494,7 +496,7 @@ impl SqliteStore {
         if let Some(live) = &mut self.live {
             live.committed(&self.conn);
         }
-        if let Some((grow, page_size)) = &self.grow {
+        if let Some(grow) = &self.grow {
             // The database's size after the commit (SQLite reads it from
             // its own header: no I/O).
             let pages = self
@@ -502,7 +504,7 @@ impl SqliteStore {
                 .prepare_cached("PRAGMA page_count")
                 .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
             if let Ok(pages) = pages {
-                grow.set_end(pages.max(0) as u64 * page_size);
+                grow.set_end_pages(pages.max(0) as u64);
             }
         }
         phases.mark(Phase::Cache);
@@ -757,8 +759,11 @@ impl Store for SqliteStore {
             if let Some(chunk) = chunk {
                 grow::set_chunk_size(&self.conn, chunk)?;
                 let page_size = count(&self.conn, "PRAGMA page_size", [])?;
-                let grow = grow::GrowAhead::start(&self.path, self.grow_ahead)?;
-                self.grow = Some((grow, page_size));
+                self.grow = Some(grow::GrowAhead::start(
+                    &self.path,
+                    self.grow_ahead,
+                    page_size,
+                )?);
             }
             self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             // After the pragma, which replaces any WAL hook.
