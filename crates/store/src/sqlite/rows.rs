@@ -9,6 +9,7 @@ use leadscore_core::score::{Score, SmolStr, Status};
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::bodies;
 use super::borrowed::{Param, Prepared};
 use super::contacts;
 use super::deferred::{self, Entry, Overlay, Staged};
@@ -141,6 +142,16 @@ pub(super) fn live_rows(
 
 /// A text column as a `SmolStr` (a tier, grade or stage name, a contact
 /// id), read without an intermediate `String`.
+/// An event's whole body from its `message_id`, `ts` and `body` columns
+/// ([`bodies`]).
+fn stored_body(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    Ok(bodies::expand(
+        r.get_ref(0)?.as_str()?,
+        r.get(1)?,
+        r.get(2)?,
+    ))
+}
+
 fn smol_text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SmolStr> {
     let value = r.get_ref(i)?;
     value
@@ -208,6 +219,8 @@ pub(super) struct Sql<'c> {
     erased_ids: Vec<(i64, i64)>,
     /// Positions found under a messageId's hash (a buffer).
     candidates: Vec<i64>,
+    /// The compact body of the event being written ([`bodies`]).
+    body: String,
     /// The random messageId [`Tx::insert_event`] last found stored, and
     /// where: the engine asks for that event next ([`Tx::stored_event`],
     /// then [`Tx::replace_event`] for a preferred copy).
@@ -241,6 +254,7 @@ impl<'c> Sql<'c> {
             appended: Entries::default(),
             erased_ids: Vec::new(),
             candidates: Vec::new(),
+            body: String::new(),
             duplicate: None,
         }
     }
@@ -686,6 +700,8 @@ impl Tx for Sql<'_> {
             None
         };
         let own_id = m.own_id();
+        let mut compact = std::mem::take(&mut self.body);
+        bodies::compact_into(&mut compact, body);
         let n = self.run(
             "INSERT INTO events (message_id, own_id, ts, body) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT DO NOTHING",
@@ -693,9 +709,11 @@ impl Tx for Sql<'_> {
                 m.message_id.as_str().into(),
                 own_id.into(),
                 m.timestamp.0.into(),
-                body.into(),
+                compact.as_str().into(),
             ],
-        )?;
+        );
+        self.body = compact;
+        let n = n?;
         if n == 0 {
             return Ok(false);
         }
@@ -711,10 +729,10 @@ impl Tx for Sql<'_> {
         let Some(seq) = self.seq_of(message_id)? else {
             return Ok(None);
         };
-        let body: String = self
+        let body = self
             .conn
-            .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
-            .query_row([seq], |r| r.get(0))?;
+            .prepare_cached("SELECT message_id, ts, body FROM events WHERE seq = ?1")?
+            .query_row([seq], stored_body)?;
         engine::parse_stored(&body).map(Some)
     }
 
@@ -726,9 +744,11 @@ impl Tx for Sql<'_> {
             .conn
             .prepare_cached("SELECT own_id FROM events WHERE seq = ?1")?
             .query_row([seq], |r| r.get(0))?;
+        let mut compact = String::new();
+        bodies::compact_into(&mut compact, body);
         self.conn
             .prepare_cached("UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE seq = ?1")?
-            .execute(params![seq, m.own_id(), m.timestamp.0, body])?;
+            .execute(params![seq, m.own_id(), m.timestamp.0, compact])?;
         // The new own id's positions gain it (the old one's keep it: its
         // readers see the own id changed).
         if old != m.own_id() {
@@ -814,13 +834,13 @@ impl Tx for Sql<'_> {
 
     fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
         let seqs = self.log_positions(own_id)?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT body FROM events WHERE seq = ?1 AND own_id = ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT message_id, ts, body FROM events WHERE seq = ?1 AND own_id = ?2",
+        )?;
         let mut bodies = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(body) = stmt
-                .query_row(params![seq, own_id], |r| r.get::<_, String>(0))
+                .query_row(params![seq, own_id], stored_body)
                 .optional()?
             {
                 bodies.push(body);

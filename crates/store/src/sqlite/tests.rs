@@ -1350,3 +1350,62 @@ fn a_store_reading_ahead_grows_its_file_by_chunks() {
     let refused = store.set_grow_ahead(2 << 20).unwrap_err().to_string();
     assert!(refused.contains("before the first ingest"), "{refused}");
 }
+
+/// The log's bodies are written without the messageId and timestamp their
+/// row's columns hold, and read back whole: through a contact's log, a
+/// replacing earlier copy and a row written whole by an earlier version.
+#[test]
+fn the_log_keeps_compact_bodies_and_reads_them_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("s.db")).unwrap();
+    let sent = [
+        track(
+            "u",
+            "ajs-next-1733300000000-3f6c1e2a",
+            "2025-01-01T00:00:00.5Z",
+        ),
+        track("u", "m\"2", "2025-01-02T00:00:00Z"),
+    ];
+    let wholes: Vec<String> = sent.iter().map(|m| m.message.stored_json()).collect();
+    store.ingest(sent.to_vec()).unwrap();
+    let bodies: Vec<String> = pairs::<String, String>(
+        &store.conn,
+        "SELECT body, message_id FROM events ORDER BY seq",
+    )
+    .into_iter()
+    .map(|(body, _)| body)
+    .collect();
+    assert_eq!(
+        bodies,
+        [r#"{"type":"track","event":"Form Submitted","userId":"u","properties":{}}"#; 2]
+    );
+    let read = |store: &SqliteStore| -> Vec<String> {
+        let log = store.contact_messages("u").unwrap().unwrap();
+        log.messages.iter().map(|m| m.stored_json()).collect()
+    };
+    assert_eq!(read(&store), wholes);
+    // An earlier copy replaces the stored one, compact too.
+    let earlier = track("u", "m\"2", "2024-12-31T00:00:00Z");
+    let report = store.ingest(vec![earlier.clone()]).unwrap();
+    assert_eq!(report.replaced, 1);
+    let (body, _): (String, String) = pairs(
+        &store.conn,
+        "SELECT body, message_id FROM events WHERE seq = 2",
+    )
+    .remove(0);
+    assert!(!body.contains("timestamp"), "{body}");
+    assert_eq!(
+        read(&store),
+        [earlier.message.stored_json(), wholes[0].clone()]
+    );
+    // A row written whole (before compact bodies) reads as it is.
+    store
+        .conn
+        .execute("UPDATE events SET body = ?1 WHERE seq = 1", [&wholes[0]])
+        .unwrap();
+    let other = SqliteStore::open(dir.path().join("s.db")).unwrap();
+    assert_eq!(
+        read(&other),
+        [earlier.message.stored_json(), wholes[0].clone()]
+    );
+}
