@@ -142,6 +142,19 @@ pub(crate) struct LiveWrite {
 /// as few statements as the backend can); its `seq` is given on insert.
 pub(crate) type NewEntry = LedgerEntry;
 
+/// How the ledger's `old`/`new` texts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldsForm {
+    /// `{"score":…,"tier":…,"grade":…,"stage":…,"status":…}`: the text
+    /// `serde_json` writes for [`ScoreFields`] (PostgreSQL, and SQLite
+    /// before V14).
+    Object,
+    /// `[score,"tier","grade","stage","status"]`: the same values without
+    /// their keys, 33 bytes fewer (SQLite since V14, `docs/storage.md`).
+    /// `serde_json` reads a [`ScoreFields`] from either.
+    Array,
+}
+
 /// `old`/`new` as the ledger's JSON text: the text `serde_json` writes for
 /// [`ScoreFields`], written directly (two per ingested message; serde's
 /// per-field and per-byte escaping cost 2.6k instructions a message,
@@ -153,29 +166,38 @@ pub(crate) fn fields_json(fields: Option<&ScoreFields>) -> Option<String> {
     let mut out = String::with_capacity(
         78 + f.tier.len() + f.grade.len() + f.stage.len() + f.status.as_str().len(),
     );
-    push_fields_json(&mut out, f);
+    push_fields_json(&mut out, f, FieldsForm::Object);
     Some(out)
 }
 
-/// Appends [`fields_json`]'s text for `f` to `out`.
-pub(crate) fn push_fields_json(out: &mut String, f: &ScoreFields) {
-    out.push_str("{\"score\":");
+/// Appends `f`'s text in `form` to `out` ([`fields_json`]'s for
+/// [`FieldsForm::Object`]).
+pub(crate) fn push_fields_json(out: &mut String, f: &ScoreFields, form: FieldsForm) {
+    let (open, keys, close) = match form {
+        FieldsForm::Object => (
+            "{\"score\":",
+            [",\"tier\":", ",\"grade\":", ",\"stage\":", ",\"status\":"],
+            '}',
+        ),
+        FieldsForm::Array => ("[", [","; 4], ']'),
+    };
+    out.push_str(open);
     if f.score.is_finite() {
         // serde_json's own float formatter, so the text is the same.
         out.push_str(zmij::Buffer::new().format_finite(f.score));
     } else {
         out.push_str("null"); // as serde_json writes it
     }
-    for (key, text) in [
-        (",\"tier\":", f.tier.as_str()),
-        (",\"grade\":", f.grade.as_str()),
-        (",\"stage\":", f.stage.as_str()),
-        (",\"status\":", f.status.as_str()),
-    ] {
+    for (key, text) in keys.into_iter().zip([
+        f.tier.as_str(),
+        f.grade.as_str(),
+        f.stage.as_str(),
+        f.status.as_str(),
+    ]) {
         out.push_str(key);
         leadscore_core::json::push_string(out, text);
     }
-    out.push('}');
+    out.push(close);
 }
 
 /// What the engine needs from a backend, inside one transaction.
@@ -569,8 +591,23 @@ mod tests {
         ] {
             let serde = serde_json::to_string(&f).unwrap();
             assert_eq!(fields_json(Some(&f)).unwrap(), serde, "{f:?}");
+            assert_eq!(array(&f), serde_json::to_string(&tuple(&f)).unwrap());
+            if f.score.is_finite() {
+                let back: ScoreFields = serde_json::from_str(&array(&f)).unwrap();
+                assert_eq!(back, f);
+            }
         }
         assert_eq!(fields_json(None), None);
+    }
+
+    fn array(f: &ScoreFields) -> String {
+        let mut out = String::from("left ");
+        push_fields_json(&mut out, f, FieldsForm::Array);
+        out.split_off("left ".len())
+    }
+
+    fn tuple(f: &ScoreFields) -> (f64, &str, &str, &str, Status) {
+        (f.score, &f.tier, &f.grade, &f.stage, f.status)
     }
 
     proptest! {
@@ -585,6 +622,7 @@ mod tests {
             let status = if excluded { Status::Excluded } else { Status::Active };
             let f = fields(score, &tier, &grade, &stage, status);
             prop_assert_eq!(fields_json(Some(&f)).unwrap(), serde_json::to_string(&f).unwrap());
+            prop_assert_eq!(array(&f), serde_json::to_string(&tuple(&f)).unwrap());
         }
     }
 }

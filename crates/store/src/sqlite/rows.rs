@@ -15,7 +15,9 @@ use super::contacts;
 use super::deferred::{self, Entry, Overlay, Staged};
 use super::logruns::{self, Logged};
 use super::msgids::{self, Entries};
-use crate::engine::{self, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx};
+use crate::engine::{
+    self, FieldsForm, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx,
+};
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
 pub(super) fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ApiKey>> {
@@ -1121,7 +1123,7 @@ fn insert_ledger<'e>(sql: &Sql<'_>, entries: &'e [NewEntry]) -> Result<Vec<i64>>
             for fields in [&e.old, &e.new] {
                 spans.push(fields.as_ref().map(|f| {
                     let start = json.len();
-                    engine::push_fields_json(&mut json, f);
+                    engine::push_fields_json(&mut json, f, FieldsForm::Array);
                     start..json.len()
                 }));
             }

@@ -1409,3 +1409,37 @@ fn the_log_keeps_compact_bodies_and_reads_them_back_whole() {
         [earlier.message.stored_json(), wholes[0].clone()]
     );
 }
+
+/// The ledger's `old` and `new` are written as arrays (V14) and read back
+/// as the fields they were made from; entries written as objects before
+/// read too (`histories_survive_the_move_to_runs_of_positions`).
+#[test]
+fn the_ledger_writes_its_fields_as_arrays() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("s.db")).unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let version = store.add_model("b2b.toml", source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    store
+        .ingest(vec![
+            track("u", "m1", "2025-01-01T00:00:00Z"),
+            track("u", "m2", "2025-01-02T00:00:00Z"),
+        ])
+        .unwrap();
+    let texts: Vec<(Option<String>, String)> =
+        pairs(&store.conn, "SELECT old, new FROM ledger ORDER BY seq");
+    assert_eq!(texts.len(), 2);
+    assert_eq!(texts[0].0, None);
+    assert_eq!(texts[1].0.as_ref(), Some(&texts[0].1));
+    let history = store.history("u").unwrap();
+    let score = store.contact("u").unwrap().unwrap().score;
+    let last = history.last().unwrap().new.clone().unwrap();
+    assert_eq!((last.score, last.status), (score.score, score.status));
+    for (entry, (_, new)) in history.iter().zip(&texts) {
+        let f = entry.new.as_ref().unwrap();
+        assert_eq!(
+            new,
+            &serde_json::to_string(&(f.score, &f.tier, &f.grade, &f.stage, f.status)).unwrap()
+        );
+    }
+}
