@@ -195,9 +195,66 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+/// The RFC 3339 text of a time in the years 0000–9999 (`None` outside;
+/// nanoseconds in an `i64` reach 1677–2262):
+/// `YYYY-MM-DDTHH:MM:SS`, a fraction with as many digits as needed, `Z`.
+/// The text jiff writes, without its formatting machinery: every stored
+/// message's text holds one, and a stored body gets it back when read
+/// (0.3 µs a message through jiff, `docs/performance.md`, session 43).
+fn rfc3339(ts: Timestamp, out: &mut [u8; 30]) -> Option<usize> {
+    let seconds = ts.0.div_euclid(NANOS_PER_SECOND);
+    let nanos = ts.0.rem_euclid(NANOS_PER_SECOND);
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // The civil date of a day count (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    fn put(out: &mut [u8], value: i64) {
+        let mut v = value;
+        for digit in out.iter_mut().rev() {
+            *digit = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    put(&mut out[0..4], year);
+    put(&mut out[5..7], month);
+    put(&mut out[8..10], day);
+    put(&mut out[11..13], second_of_day / 3_600);
+    put(&mut out[14..16], second_of_day / 60 % 60);
+    put(&mut out[17..19], second_of_day % 60);
+    for (at, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        out[at] = sep;
+    }
+    let mut len = 19;
+    if nanos != 0 {
+        out[19] = b'.';
+        put(&mut out[20..29], nanos);
+        len = 29;
+        while out[len - 1] == b'0' {
+            len -= 1;
+        }
+    }
+    out[len] = b'Z';
+    Some(len + 1)
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with as many fractional digits as needed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = [0u8; 30];
+        if let Some(len) = rfc3339(*self, &mut text) {
+            // ASCII digits and separators only.
+            return f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?);
+        }
         match jiff::Timestamp::from_nanosecond(self.0 as i128) {
             Ok(ts) => write!(f, "{ts}"),
             Err(_) => write!(f, "@{}ns", self.0),
@@ -313,6 +370,55 @@ mod tests {
             }
             // Whatever the path, the public parser agrees with jiff.
             prop_assert_eq!(Timestamp::parse(&text).ok().map(|t| t.0), by_jiff(&text), "{}", text);
+        }
+    }
+
+    fn display_by_jiff(ts: Timestamp) -> String {
+        match jiff::Timestamp::from_nanosecond(ts.0 as i128) {
+            Ok(t) => t.to_string(),
+            Err(_) => format!("@{}ns", ts.0),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_text_is_the_one_jiff_writes(
+            seconds in -9_223_372_036i64..9_223_372_036,
+            nanos in prop_oneof![Just(0i64), (0i64..1000).prop_map(|n| n * 1_000_000),
+                (0i64..1_000_000).prop_map(|n| n * 1000), 0i64..NANOS_PER_SECOND],
+        ) {
+            let ts = Timestamp(seconds.saturating_mul(NANOS_PER_SECOND).saturating_add(nanos));
+            prop_assert_eq!(ts.to_string(), display_by_jiff(ts));
+        }
+    }
+
+    #[test]
+    fn the_text_at_the_edges_is_the_one_jiff_writes() {
+        for text in [
+            "1677-09-21T00:12:43.145224192Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T12:00:00.5Z",
+            "2024-12-31T23:59:59.000000001Z",
+            "2262-04-11T23:47:16.854775807Z",
+        ] {
+            let ts = Timestamp::parse(text).unwrap();
+            assert_eq!(ts.to_string(), text);
+            assert_eq!(ts.to_string(), display_by_jiff(ts));
+            for near in [-1, 1, -NANOS_PER_SECOND, 86_400 * NANOS_PER_SECOND]
+                .map(|d| ts.0.saturating_add(d))
+            {
+                assert_eq!(
+                    Timestamp(near).to_string(),
+                    display_by_jiff(Timestamp(near))
+                );
+            }
+        }
+        for extreme in [i64::MIN, i64::MAX, -1, 0] {
+            assert_eq!(
+                Timestamp(extreme).to_string(),
+                display_by_jiff(Timestamp(extreme))
+            );
         }
     }
 

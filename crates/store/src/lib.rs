@@ -22,6 +22,7 @@ use leadscore_core::score::Score;
 use leadscore_core::time::Timestamp;
 use serde_json::Value;
 
+mod bodies;
 mod diff;
 mod engine;
 mod jobs;

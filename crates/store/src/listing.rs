@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use leadscore_core::batch::contacts_as_of;
 
-use crate::engine::{contact_bodies, parse_log, Row, Tx};
+use crate::engine::{contact_bodies, parse_log, Row, StoredBody, Tx};
 use crate::{Listed, Result, StoreError};
 
 /// A leaderboard or segment query over the live contacts.
@@ -346,7 +346,7 @@ enum Step {
     /// The row answers (its score moved on to `at`).
     Live(Box<Row>),
     /// The stored messages of a contact whose log goes past `at`.
-    Rewind(Vec<String>),
+    Rewind(Vec<StoredBody>),
 }
 
 /// A scan of the live rows that scores each contact as of `at`.
@@ -462,7 +462,7 @@ impl Scan {
     fn score(&self, step: Step) -> Result<Vec<Listed>> {
         match step {
             Step::Live(row) => Ok(vec![self.listed(*row)?]),
-            Step::Rewind(bodies) => Ok(contacts_as_of(parse_log(&bodies)?, Vec::new(), self.at)
+            Step::Rewind(bodies) => Ok(contacts_as_of(parse_log(bodies)?, Vec::new(), self.at)
                 .into_iter()
                 .map(|then| Listed {
                     last_event: then.messages.iter().map(|m| m.timestamp).max(),

@@ -227,6 +227,30 @@ impl Message {
         Self::from_envelope(envelope, received_at, names)
     }
 
+    /// A stored message whose `messageId` and `timestamp` are kept apart
+    /// from its text (the SQLite store's log holds them in columns of their
+    /// own): `text`, [`Message::stored_json`] without those two members,
+    /// read with them given. The same message as the whole text reads as;
+    /// `None` when `text` has either member or takes the general path,
+    /// for the caller to put them back and read the whole text.
+    pub fn from_stored_parts(
+        text: &str,
+        message_id: &str,
+        timestamp: Timestamp,
+        names: &mut Names,
+    ) -> Option<Message> {
+        let mut envelope = serde_json::from_str::<Envelope<'_>>(text).ok()?;
+        if envelope.message_id.is_some()
+            || envelope.timestamp.is_some()
+            || envelope.original_timestamp.is_some()
+            || message_id.is_empty()
+        {
+            return None;
+        }
+        envelope.message_id = Some(Cow::Owned(message_id.to_owned()));
+        Self::from_envelope(envelope, Some(timestamp), names)
+    }
+
     /// The fast path: `None` whenever the general path must decide (batch
     /// objects, missing or odd fields), never a different result.
     fn from_envelope(

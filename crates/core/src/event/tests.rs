@@ -38,6 +38,21 @@ fn stored_json_reads_back_the_same_message() {
         let back = Message::from_json_text(m.stored_json().as_bytes(), None).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.stored_json(), m.stored_json());
+        // Without the two members a store keeps apart, given back.
+        let mut members = String::from(",\"messageId\":");
+        crate::json::push_string(&mut members, &m.message_id);
+        members.push_str(&format!(",\"timestamp\":\"{}\"", m.timestamp));
+        let whole = m.stored_json();
+        let compact = whole.replacen(&members, "", 1);
+        assert_eq!(compact.len(), whole.len() - members.len());
+        let (id, at) = (&m.message_id, m.timestamp);
+        let names = &mut Names::default();
+        assert_eq!(
+            Message::from_stored_parts(&compact, id, at, names),
+            Some(m.clone())
+        );
+        assert_eq!(Message::from_stored_parts(&whole, id, at, names), None);
+        assert_eq!(Message::from_stored_parts(&compact, "", at, names), None);
     }
 }
 

@@ -175,7 +175,7 @@ pub(crate) fn dry_run(
         let compared: Vec<Vec<(String, Option<Score>, Score)>> = read
             .into_par_iter()
             .map(|(contact, bodies, row)| {
-                let messages = parse_log(&bodies)?;
+                let messages = parse_log(bodies)?;
                 let Some(latest) = messages.last().map(|m| m.timestamp) else {
                     return Ok(Vec::new());
                 };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use leadscore_core::batch::{contacts_as_of, ContactLog};
-use leadscore_core::event::Message;
+use leadscore_core::event::{Message, Names};
 use leadscore_core::fold::{sort_log, ContactState, Traits};
 use leadscore_core::identity::Identities;
 use leadscore_core::model::Model;
@@ -27,6 +27,8 @@ pub(crate) use dry_run::dry_run;
 pub use dry_run::{DryRun, Mover};
 pub(crate) use ingest::ingest;
 use triggers::armed;
+
+pub(crate) use crate::bodies::StoredBody;
 pub use triggers::DueReport;
 pub(crate) use triggers::{fire_due, write_firings};
 
@@ -226,8 +228,8 @@ pub(crate) trait Tx {
     fn identity(&mut self, id: &str) -> Result<Option<String>>;
     fn set_identity(&mut self, id: &str, contact: &str) -> Result<()>;
     fn members(&mut self, contact: &str) -> Result<Vec<String>>;
-    /// The stored JSON of every event whose own id is `own_id`.
-    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>>;
+    /// The stored body of every event whose own id is `own_id`.
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<StoredBody>>;
     fn row(&mut self, table: Table, id: &str) -> Result<Option<Row>>;
     fn put_row(&mut self, table: Table, row: &Row) -> Result<()>;
     fn delete_row(&mut self, table: Table, id: &str) -> Result<()>;
@@ -326,17 +328,16 @@ fn erased(tx: &mut impl Tx, m: &Message) -> Result<bool> {
     Ok(false)
 }
 
-/// Reads back a stored message.
-pub(crate) fn parse_stored(body: &str) -> Result<Message> {
-    Message::from_json_text(body.as_bytes(), None)
-        .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+/// Reads back a message stored whole.
+pub(crate) fn parse_stored(body: String) -> Result<Message> {
+    StoredBody::whole(body).parse(&mut Names::default())
 }
 
-/// The stored JSON of a contact's events, with the ids they came under.
+/// The stored bodies of a contact's events, with the ids they came under.
 pub(crate) fn contact_bodies(
     tx: &mut impl Tx,
     contact: &str,
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<(Vec<String>, Vec<StoredBody>)> {
     let members = tx.members(contact)?;
     let mut bodies = Vec::new();
     for id in &members {
@@ -345,10 +346,11 @@ pub(crate) fn contact_bodies(
     Ok((members, bodies))
 }
 
-pub(crate) fn parse_log(bodies: &[String]) -> Result<Vec<Message>> {
+pub(crate) fn parse_log(bodies: Vec<StoredBody>) -> Result<Vec<Message>> {
+    let mut names = Names::default();
     let mut messages = bodies
-        .iter()
-        .map(|b| parse_stored(b))
+        .into_iter()
+        .map(|b| b.parse(&mut names))
         .collect::<Result<Vec<_>>>()?;
     sort_log(&mut messages);
     Ok(messages)
@@ -357,7 +359,7 @@ pub(crate) fn parse_log(bodies: &[String]) -> Result<Vec<Message>> {
 /// A contact's messages, in log order, with the ids they came under.
 pub(crate) fn contact_log(tx: &mut impl Tx, contact: &str) -> Result<(Vec<String>, Vec<Message>)> {
     let (members, bodies) = contact_bodies(tx, contact)?;
-    Ok((members, parse_log(&bodies)?))
+    Ok((members, parse_log(bodies)?))
 }
 
 /// Every contact's log, canonical ids in id order ([`crate::Store::each_log`]).
@@ -464,7 +466,7 @@ pub(crate) fn fold_many(
     }
     logs.into_par_iter()
         .map(|(contact, bodies)| {
-            let messages = parse_log(&bodies)?;
+            let messages = parse_log(bodies)?;
             Ok((contact, ContactState::fold(model, None, &messages)))
         })
         .collect()

@@ -13,6 +13,7 @@ use postgres::types::ToSql;
 use postgres::{Statement, Transaction};
 
 use super::PgStore;
+use crate::bodies::StoredBody;
 use crate::engine::{self, NewDelivery, NewEntry, NewFiring, Row, Table, Tx};
 use crate::listing::Scan;
 use crate::{ApiKey, Incoming, ModelCache, Result, Scope, ScoreFields, StoreError};
@@ -349,12 +350,12 @@ impl Tx for Pg<'_, '_> {
         Ok(ids)
     }
 
-    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<StoredBody>> {
         self.flush_events()?;
         Ok(self
             .query("SELECT body FROM events WHERE own_id = $1", &[&own_id])?
             .into_iter()
-            .map(|r| r.get(0))
+            .map(|r| StoredBody::whole(r.get(0)))
             .collect())
     }
 

@@ -36,7 +36,6 @@ macro_rules! random_glob {
 
 mod activation;
 mod admin;
-mod bodies;
 mod borrowed;
 mod contacts;
 mod deferred;

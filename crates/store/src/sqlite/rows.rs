@@ -9,12 +9,12 @@ use leadscore_core::score::{Score, SmolStr, Status};
 use leadscore_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::bodies;
 use super::borrowed::{Param, Prepared};
 use super::contacts;
 use super::deferred::{self, Entry, Overlay, Staged};
 use super::logruns::{self, Logged};
 use super::msgids::{self, Entries};
+use crate::bodies::{self, StoredBody};
 use crate::engine::{
     self, FieldsForm, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx,
 };
@@ -142,18 +142,14 @@ pub(super) fn live_rows(
     rows.map(|row| row?).collect()
 }
 
-/// A text column as a `SmolStr` (a tier, grade or stage name, a contact
-/// id), read without an intermediate `String`.
-/// An event's whole body from its `message_id`, `ts` and `body` columns
-/// ([`bodies`]).
-fn stored_body(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
-    Ok(bodies::expand(
-        r.get_ref(0)?.as_str()?,
-        r.get(1)?,
-        r.get(2)?,
-    ))
+/// An event's body from its `message_id`, `ts` and `body` columns
+/// ([`crate::bodies`]).
+fn stored_body(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredBody> {
+    Ok(StoredBody::in_row(r.get(2)?, r.get(0)?, r.get(1)?))
 }
 
+/// A text column as a `SmolStr` (a tier, grade or stage name, a contact
+/// id), read without an intermediate `String`.
 fn smol_text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<SmolStr> {
     let value = r.get_ref(i)?;
     value
@@ -735,7 +731,7 @@ impl Tx for Sql<'_> {
             .conn
             .prepare_cached("SELECT message_id, ts, body FROM events WHERE seq = ?1")?
             .query_row([seq], stored_body)?;
-        engine::parse_stored(&body).map(Some)
+        body.parse(&mut Default::default()).map(Some)
     }
 
     fn replace_event(&mut self, m: &Message, body: &str) -> Result<()> {
@@ -834,7 +830,7 @@ impl Tx for Sql<'_> {
         Ok(ids)
     }
 
-    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<String>> {
+    fn event_bodies(&mut self, own_id: &str) -> Result<Vec<StoredBody>> {
         let seqs = self.log_positions(own_id)?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT message_id, ts, body FROM events WHERE seq = ?1 AND own_id = ?2",

@@ -1,4 +1,5 @@
-//! The log's bodies without the two members their row's columns hold.
+//! The log's bodies without the two members their row's columns hold
+//! (the SQLite store since V14), and a stored body read back.
 //!
 //! [`Message::stored_json`] writes a message as `{"type":"…","messageId":
 //! …,"timestamp":"…",…}`, always in that order. The `events` row holds the
@@ -6,7 +7,8 @@
 //! columns of their own, so the SQLite store writes the body without those
 //! two members ("compact") and puts them back when it reads it: the same
 //! text, byte for byte, as [`Message::stored_json`] wrote (the timestamp is
-//! written by the same `Display` from the same nanoseconds). With
+//! written by the same `Display` from the same nanoseconds), or parses it
+//! with them given ([`StoredBody::parse`]). With
 //! Segment's JavaScript messageIds (`ajs-next-<ms>-<uuid>`, 59 bytes) that
 //! is about 100 bytes, a third of an event's row, fewer in the WAL and on
 //! disk (`docs/performance.md`, session 43).
@@ -17,11 +19,58 @@
 //!
 //! [`Message::stored_json`]: leadscore_core::event::Message::stored_json
 
+use std::fmt::Write as _;
+
+use leadscore_core::event::{Message, Names};
 use leadscore_core::time::Timestamp;
+
+use crate::{Result, StoreError};
 
 const TYPE_KEY: &str = "{\"type\":\"";
 const ID_KEY: &str = ",\"messageId\":";
 const TS_KEY: &str = ",\"timestamp\":\"";
+
+/// An event's body as a store read it.
+#[derive(Debug)]
+pub(crate) struct StoredBody {
+    /// [`Message::stored_json`]'s text, or its compact form when `apart`
+    /// holds the row's messageId and timestamp.
+    text: String,
+    apart: Option<(String, Timestamp)>,
+}
+
+impl StoredBody {
+    /// A body stored whole (PostgreSQL).
+    pub(crate) fn whole(text: String) -> StoredBody {
+        StoredBody { text, apart: None }
+    }
+
+    /// A body stored in a row with these `message_id` and `ts` columns:
+    /// compact, or whole if written before V14.
+    pub(crate) fn in_row(text: String, message_id: String, ts: i64) -> StoredBody {
+        StoredBody {
+            text,
+            apart: Some((message_id, Timestamp(ts))),
+        }
+    }
+
+    /// The message: a compact body is read with its row's messageId and
+    /// timestamp given, and anything the fast reader leaves to the general
+    /// one is read whole (the members put back).
+    pub(crate) fn parse(self, names: &mut Names) -> Result<Message> {
+        let text = match self.apart {
+            None => self.text,
+            Some((id, ts)) => {
+                if let Some(m) = Message::from_stored_parts(&self.text, &id, ts, names) {
+                    return Ok(m);
+                }
+                expand(&id, ts.0, self.text)
+            }
+        };
+        Message::from_json_text(text.as_bytes(), None)
+            .map_err(|e| StoreError::Corrupt(format!("stored message: {e}")))
+    }
+}
 
 /// Where the `type` member ends (the `"` closing its value, plus one).
 /// Message kinds are plain words, with no escape in them.
@@ -51,7 +100,7 @@ fn ids_span(body: &str) -> Option<(usize, usize)> {
 /// [`expand`] reads back as it is.
 ///
 /// [`Message::stored_json`]: leadscore_core::event::Message::stored_json
-pub(super) fn compact_into(out: &mut String, body: &str) {
+pub(crate) fn compact_into(out: &mut String, body: &str) {
     out.clear();
     match ids_span(body) {
         Some((start, end)) => {
@@ -64,27 +113,27 @@ pub(super) fn compact_into(out: &mut String, body: &str) {
 
 /// The whole body of a stored row: `body` with its row's messageId and
 /// timestamp put back, or unchanged if it has them.
-pub(super) fn expand(message_id: &str, ts: i64, mut body: String) -> String {
+pub(crate) fn expand(message_id: &str, ts: i64, body: String) -> String {
     if ids_span(&body).is_some() {
         return body;
     }
     let Some(at) = type_end(&body) else {
         return body;
     };
-    let mut ids = String::with_capacity(message_id.len() + 64);
-    ids.push_str(ID_KEY);
-    leadscore_core::json::push_string(&mut ids, message_id);
-    ids.push_str(TS_KEY);
-    ids.push_str(&Timestamp(ts).to_string());
-    ids.push('"');
-    body.insert_str(at, &ids);
-    body
+    let mut whole = String::with_capacity(body.len() + message_id.len() + 64);
+    whole.push_str(&body[..at]);
+    whole.push_str(ID_KEY);
+    leadscore_core::json::push_string(&mut whole, message_id);
+    whole.push_str(TS_KEY);
+    // Writing into a String does not fail.
+    let _ = write!(whole, "{}\"", Timestamp(ts));
+    whole.push_str(&body[at..]);
+    whole
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leadscore_core::event::Message;
     use serde_json::json;
 
     fn message(value: serde_json::Value) -> Message {
@@ -117,6 +166,39 @@ mod tests {
             let back = expand(&m.message_id, m.timestamp.0, compact);
             assert_eq!(back, whole);
         }
+    }
+
+    #[test]
+    fn a_stored_body_reads_as_its_message_compact_or_whole() {
+        let m = message(
+            json!({"type": "page", "name": "Pricing", "anonymousId": "a",
+            "timestamp": "2024-05-01T10:00:00.25Z", "messageId": "ajs-next-1-x",
+            "properties": {"path": "/pricing"}, "context": {"ip": "1.2.3.4"}}),
+        );
+        let whole = m.stored_json();
+        let mut compact = String::new();
+        compact_into(&mut compact, &whole);
+        let in_row =
+            |text: &str| StoredBody::in_row(text.into(), m.message_id.clone(), m.timestamp.0);
+        let names = &mut Names::default();
+        assert_eq!(in_row(&compact).parse(names).unwrap(), m);
+        assert_eq!(
+            in_row(&whole).parse(names).unwrap(),
+            m,
+            "written before V14"
+        );
+        assert_eq!(StoredBody::whole(whole.clone()).parse(names).unwrap(), m);
+        // What the fast reader leaves goes to the general one, whole.
+        let odd = StoredBody::in_row(
+            r#"{"type":"track","event":"E","userId":"u","properties":[1]}"#.into(),
+            "m".into(),
+            0,
+        );
+        let error = odd.parse(names).unwrap_err().to_string();
+        assert!(
+            error.contains("stored message") && error.contains("properties"),
+            "{error}"
+        );
     }
 
     #[test]
