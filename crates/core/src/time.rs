@@ -199,8 +199,7 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 /// nanoseconds in an `i64` reach 1677–2262):
 /// `YYYY-MM-DDTHH:MM:SS`, a fraction with as many digits as needed, `Z`.
 /// The text jiff writes, without its formatting machinery: every stored
-/// message's text holds one, and a stored body gets it back when read
-/// (0.3 µs a message through jiff, `docs/performance.md`, session 43).
+/// message's text holds one (the tests compare the two).
 fn rfc3339(ts: Timestamp, out: &mut [u8; 30]) -> Option<usize> {
     let seconds = ts.0.div_euclid(NANOS_PER_SECOND);
     let nanos = ts.0.rem_euclid(NANOS_PER_SECOND);
