@@ -5,10 +5,11 @@
 //! …,"timestamp":"…",…}`, always in that order. The `events` row holds the
 //! messageId (`message_id`) and the timestamp (`ts`, nanoseconds) in
 //! columns of their own, so the SQLite store writes the body without those
-//! two members ("compact") and puts them back when it reads it: the same
-//! text, byte for byte, as [`Message::stored_json`] wrote (the timestamp is
-//! written by the same `Display` from the same nanoseconds), or parses it
-//! with them given ([`StoredBody::parse`]). With
+//! two members ("compact", [`compact_into`]) and a reader parses it with
+//! them given ([`StoredBody::parse`]): the same message. [`expand`] puts
+//! them back, the same text byte for byte as [`Message::stored_json`]
+//! wrote (the timestamp written by the same `Display` from the same
+//! nanoseconds), for what the fast parser leaves to the general one. With
 //! Segment's JavaScript messageIds (`ajs-next-<ms>-<uuid>`, 59 bytes) that
 //! is about 100 bytes, a third of an event's row, fewer in the WAL and on
 //! disk (`docs/performance.md`, session 43).
@@ -16,8 +17,6 @@
 //! Rows written before keep their whole body: a body whose member after
 //! `type` is `messageId` is read as it is. A compact body never has one
 //! there, since `messageId` is written nowhere else at the top level.
-//!
-//! [`Message::stored_json`]: leadscore_core::event::Message::stored_json
 
 use std::fmt::Write as _;
 
@@ -98,8 +97,6 @@ fn ids_span(body: &str) -> Option<(usize, usize)> {
 /// Writes the compact form of `body`, a [`Message::stored_json`], into
 /// `out` (cleared first). A text not of that form is written whole, which
 /// [`expand`] reads back as it is.
-///
-/// [`Message::stored_json`]: leadscore_core::event::Message::stored_json
 pub(crate) fn compact_into(out: &mut String, body: &str) {
     out.clear();
     match ids_span(body) {

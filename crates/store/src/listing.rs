@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use leadscore_core::batch::contacts_as_of;
 
-use crate::engine::{contact_bodies, parse_log, Row, StoredBody, Tx};
+use crate::bodies::StoredBody;
+use crate::engine::{contact_bodies, parse_log, Row, Tx};
 use crate::{Listed, Result, StoreError};
 
 /// A leaderboard or segment query over the live contacts.

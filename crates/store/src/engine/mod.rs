@@ -27,11 +27,10 @@ pub(crate) use dry_run::dry_run;
 pub use dry_run::{DryRun, Mover};
 pub(crate) use ingest::ingest;
 use triggers::armed;
-
-pub(crate) use crate::bodies::StoredBody;
 pub use triggers::DueReport;
 pub(crate) use triggers::{fire_due, write_firings};
 
+use crate::bodies::StoredBody;
 use crate::{
     id_hash, ContactRecord, Incoming, LedgerEntry, Listed, Result, ScoreFields, StoreError,
 };
