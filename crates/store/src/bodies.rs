@@ -84,10 +84,15 @@ fn type_end(body: &str) -> Option<usize> {
 fn ids_span(body: &str) -> Option<(usize, usize)> {
     let start = type_end(body)?;
     let id = body[start..].strip_prefix(ID_KEY)?.strip_prefix('"')?;
-    let bytes = id.as_bytes();
-    let mut i = 0;
-    while *bytes.get(i)? != b'"' {
-        i += if bytes[i] == b'\\' { 2 } else { 1 };
+    // The first quote closes the id unless a backslash comes before it
+    // (rare): searched for a byte at a time only then.
+    let mut i = id.find('"')?;
+    if id[..i].contains('\\') {
+        let bytes = id.as_bytes();
+        i = 0;
+        while *bytes.get(i)? != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
     }
     let after_id = start + ID_KEY.len() + 1 + i + 1;
     let ts = body[after_id..].strip_prefix(TS_KEY)?;
