@@ -195,6 +195,20 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+/// The civil date (year, month 1–12, day 1–31) of a count of days since
+/// 1970-01-01 (H. Hinnant's algorithm), for any count.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// The RFC 3339 text of a time in the years 0000–9999 (`None` outside;
 /// nanoseconds in an `i64` reach 1677–2262):
 /// `YYYY-MM-DDTHH:MM:SS`, a fraction with as many digits as needed, `Z`.
@@ -204,16 +218,7 @@ fn rfc3339(ts: Timestamp, out: &mut [u8; 30]) -> Option<usize> {
     let seconds = ts.0.div_euclid(NANOS_PER_SECOND);
     let nanos = ts.0.rem_euclid(NANOS_PER_SECOND);
     let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // The civil date of a day count (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
         return None;
     }
