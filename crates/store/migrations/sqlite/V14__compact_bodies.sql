@@ -1,9 +1,11 @@
--- The log's bodies without the messageId and timestamp their row holds
--- (crates/store/src/sqlite/bodies.rs; docs/performance.md, session 43):
--- from this version on `events.body` is the normalised message's JSON
--- without its `messageId` and `timestamp` members, which `message_id` and
--- `ts` hold, and readers put them back. Rows written before keep their
--- whole body and are read as they are, so nothing is rewritten here. The
--- version is recorded so that an earlier leadscore, which would read a
--- compact body as a message without them, refuses the store instead.
+-- Smaller rows (crates/store/src/bodies.rs; docs/storage.md, "Why the
+-- log's bodies leave out…"; docs/performance.md, session 43): from this
+-- version on `events.body` is the normalised message's JSON without its
+-- `messageId` and `timestamp` members, which `message_id` and `ts` hold
+-- (readers give them to the parser), and a ledger entry's `old`/`new` are
+-- `[score,"tier","grade","stage","status"]` arrays. Rows written before
+-- keep their whole body and object fields and are read as they are, so
+-- nothing is rewritten here. The version is recorded so that an earlier
+-- leadscore, which would read a compact body as a message without them,
+-- refuses the store instead.
 SELECT 1;
