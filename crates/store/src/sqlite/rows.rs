@@ -217,7 +217,8 @@ pub(super) struct Sql<'c> {
     erased_ids: Vec<(i64, i64)>,
     /// Positions found under a messageId's hash (a buffer).
     candidates: Vec<i64>,
-    /// The compact body of the event being written ([`bodies`]).
+    /// The compact body of the event being written or replaced
+    /// ([`bodies`]), a buffer.
     body: String,
     /// The random messageId [`Tx::insert_event`] last found stored, and
     /// where: the engine asks for that event next ([`Tx::stored_event`],
@@ -742,11 +743,14 @@ impl Tx for Sql<'_> {
             .conn
             .prepare_cached("SELECT own_id FROM events WHERE seq = ?1")?
             .query_row([seq], |r| r.get(0))?;
-        let mut compact = String::new();
+        let mut compact = std::mem::take(&mut self.body);
         bodies::compact_into(&mut compact, body);
-        self.conn
-            .prepare_cached("UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE seq = ?1")?
-            .execute(params![seq, m.own_id(), m.timestamp.0, compact])?;
+        let replaced = self
+            .conn
+            .prepare_cached("UPDATE events SET own_id = ?2, ts = ?3, body = ?4 WHERE seq = ?1")
+            .and_then(|mut s| s.execute(params![seq, m.own_id(), m.timestamp.0, compact]));
+        self.body = compact;
+        replaced?;
         // The new own id's positions gain it (the old one's keep it: its
         // readers see the own id changed).
         if old != m.own_id() {
