@@ -119,9 +119,14 @@ impl From<Row> for ContactRecord {
 pub(crate) struct Stored {
     pub score: f64,
     pub due: Option<Timestamp>,
-    pub history: Option<String>,
+    pub history: Option<Positions>,
     pub rowid: i64,
 }
+
+/// A live row's ledger positions not in a run (`seq,seq,…`), shared by the
+/// writer's cache and the rows it keeps in memory: a new event's positions
+/// make a new text, and nothing copies it again.
+pub(crate) type Positions = Arc<str>;
 
 /// A live row to write at the end of an ingest, with what the writer knows
 /// of the row stored before it (`None`: nothing, the backend reads what it

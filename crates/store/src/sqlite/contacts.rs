@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::rows::{count, fields, Sql};
 use super::SqliteStore;
-use crate::engine::Tx;
+use crate::engine::{Positions, Tx};
 use crate::{id_hash, now, EraseReport, LedgerEntry, Result, StoreError};
 
 impl SqliteStore {
@@ -220,33 +220,44 @@ pub(super) fn note_history(conn: &Connection, groups: FxHashMap<&str, String>) -
 pub(super) fn history_with(
     conn: &Connection,
     contact: &str,
-    old: Option<String>,
+    old: Option<Positions>,
     positions: Option<&str>,
     limit: usize,
-) -> Result<Option<String>> {
-    let history = match (old, positions) {
-        (old, None) => old,
-        (None, Some(new)) => Some(new.to_string()),
-        (Some(mut old), Some(new)) => {
-            old.push(',');
-            old.push_str(new);
-            Some(old)
-        }
+) -> Result<Option<Positions>> {
+    let Some(new) = positions else {
+        return Ok(old);
     };
-    match history {
-        Some(seqs) if seqs.len() > limit => {
-            add_run(conn, contact, &seqs)?;
-            Ok(None)
+    let len = old.as_ref().map_or(0, |old| old.len() + 1) + new.len();
+    if len > limit {
+        // Written as a run: the text is not kept.
+        let mut seqs = String::with_capacity(len);
+        if let Some(old) = &old {
+            seqs.push_str(old);
+            seqs.push(',');
         }
-        history => Ok(history),
+        seqs.push_str(new);
+        add_run(conn, contact, &seqs)?;
+        return Ok(None);
     }
+    Ok(Some(match old {
+        None => Positions::from(new),
+        Some(old) => {
+            let mut seqs = String::with_capacity(len);
+            seqs.push_str(&old);
+            seqs.push(',');
+            seqs.push_str(new);
+            Positions::from(seqs)
+        }
+    }))
 }
 
 /// A live row's positions: `None` without a row, `Some(None)` with none.
-pub(super) fn live_history(conn: &Connection, contact: &str) -> Result<Option<Option<String>>> {
+pub(super) fn live_history(conn: &Connection, contact: &str) -> Result<Option<Option<Positions>>> {
     Ok(conn
         .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
-        .query_row([contact], |r| r.get(0))
+        .query_row([contact], |r| {
+            Ok(r.get_ref(0)?.as_str_or_null()?.map(Positions::from))
+        })
         .optional()?)
 }
 
@@ -283,7 +294,7 @@ pub(super) fn add_run(conn: &Connection, contact: &str, seqs: &str) -> Result<()
 pub(super) fn ledger_seqs(
     conn: &Connection,
     id: &str,
-    pending: Option<Option<String>>,
+    pending: Option<Option<Positions>>,
 ) -> Result<Vec<i64>> {
     let mut seqs = run_positions(conn, id)?;
     let pending = match pending {

@@ -37,7 +37,7 @@ use super::contacts;
 use super::logruns::{self, Memory};
 use super::msgids::{self, Entries, Pending};
 use super::rows::Sql;
-use crate::engine::{self, Row, Tx};
+use crate::engine::{self, Positions, Row, Tx};
 use crate::prefetch::prefetch;
 use crate::Result;
 
@@ -92,7 +92,7 @@ pub(super) struct Entry {
     /// The row as it is now.
     pub row: Arc<Row>,
     /// Its ledger positions not in a run (`seq,seq,…`).
-    pub history: Option<String>,
+    pub history: Option<Positions>,
     /// The stored row: where it is, and its score and due time (the
     /// indexed columns) as stored.
     pub rowid: i64,
@@ -464,7 +464,7 @@ impl Staged {
     pub(super) fn keep(
         &mut self,
         row: Arc<Row>,
-        history: Option<String>,
+        history: Option<Positions>,
         kept: Option<&Entry>,
         stored: (i64, f64, Option<Timestamp>),
     ) {

@@ -16,7 +16,8 @@ use super::logruns::{self, Logged};
 use super::msgids::{self, Entries};
 use crate::bodies::{self, StoredBody};
 use crate::engine::{
-    self, FieldsForm, LiveWrite, NewDelivery, NewEntry, NewFiring, Row, Stored, Table, Tx,
+    self, FieldsForm, LiveWrite, NewDelivery, NewEntry, NewFiring, Positions, Row, Stored, Table,
+    Tx,
 };
 use crate::{ApiKey, ModelCache, Result, Scope, ScoreFields, StoreError};
 
@@ -500,7 +501,7 @@ impl<'c> Sql<'c> {
 
     /// Keeps a changed `row` (and its positions) in place of a kept
     /// `entry`, in the writer's transaction (nothing otherwise).
-    fn keep_again(&mut self, entry: &Entry, row: Arc<Row>, history: Option<String>) {
+    fn keep_again(&mut self, entry: &Entry, row: Arc<Row>, history: Option<Positions>) {
         if let Some(staged) = &mut self.staged {
             staged.keep(row, history, Some(entry), (0, 0.0, None));
         }
@@ -654,12 +655,12 @@ impl<'c> Sql<'c> {
 fn stored_facts(
     conn: &Connection,
     id: &str,
-) -> Result<Option<(Option<String>, (i64, f64, Option<Timestamp>))>> {
+) -> Result<Option<(Option<Positions>, (i64, f64, Option<Timestamp>))>> {
     Ok(conn
         .prepare_cached("SELECT history, rowid, score, due FROM contacts WHERE id = ?1")?
         .query_row([id], |r| {
             Ok((
-                r.get(0)?,
+                r.get_ref(0)?.as_str_or_null()?.map(Positions::from),
                 (
                     r.get(1)?,
                     r.get(2)?,

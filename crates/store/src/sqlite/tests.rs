@@ -630,6 +630,39 @@ fn a_long_history_moves_to_runs() {
     assert!(runs >= 2, "{runs} runs");
 }
 
+/// A row's positions grow by new ones up to the limit (the text shared,
+/// not copied, when nothing is added); one byte more makes them a run.
+#[test]
+fn positions_stay_up_to_the_limit_then_become_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("t.db")).unwrap();
+    let conn = &store.conn;
+    let with = |old: Option<&str>, new: Option<&str>, limit| {
+        contacts::history_with(conn, "c", old.map(Into::into), new, limit).unwrap()
+    };
+    assert_eq!(with(None, Some("7"), 8).as_deref(), Some("7"));
+    assert_eq!(
+        with(Some("1,2"), Some("3,4"), 7).as_deref(),
+        Some("1,2,3,4")
+    );
+    let old: crate::engine::Positions = "1,2".into();
+    let same = contacts::history_with(conn, "c", Some(old.clone()), None, 1).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&old, &same.unwrap()));
+    let runs = || -> Vec<(i64, String)> {
+        conn.prepare("SELECT first_seq, seqs FROM ledger_runs WHERE contact = 'c'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert!(runs().is_empty());
+    assert_eq!(with(Some("1,2"), Some("3,4"), 6), None);
+    assert_eq!(runs(), vec![(1, "1,2,3,4".to_string())]);
+    assert_eq!(with(None, Some("15,16"), 4), None);
+    assert_eq!(runs().len(), 2);
+}
+
 /// The server's writer, which keeps rows in memory, lets a row's positions
 /// grow longer before they become a run (`KEPT_RUN_BYTES`): fewer runs,
 /// the same entries read back.
