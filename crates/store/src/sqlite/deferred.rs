@@ -86,6 +86,43 @@ pub(super) fn paced(backlog: usize) -> usize {
     (ROWS_PER_COMMIT + backlog / BACKLOG_SHARE).min(backlog)
 }
 
+/// Batches of replaced entries the graveyard's thread may lag behind by
+/// (about half a second of commits at the server's pace); beyond, the
+/// writer drops them itself, as without one.
+const GRAVE_BATCHES: usize = 256;
+
+/// Where the writer's commits send the entries they replaced, to be
+/// dropped on a thread of their own (`leadscore-bury`): freeing a row's
+/// allocations reads memory long out of the caches, 5.3 % of the server
+/// writer's time in its idle moments (`perf`, docs/performance.md,
+/// session 44), time the other core had spare.
+#[derive(Debug)]
+pub(super) struct Graveyard {
+    to: std::sync::mpsc::SyncSender<Vec<Arc<Entry>>>,
+}
+
+impl Graveyard {
+    /// The thread started, or `None` when it cannot be (the writer then
+    /// drops what it replaces itself).
+    fn start() -> Option<Graveyard> {
+        let (to, from) = std::sync::mpsc::sync_channel::<Vec<Arc<Entry>>>(GRAVE_BATCHES);
+        std::thread::Builder::new()
+            .name("leadscore-bury".into())
+            .spawn(move || from.into_iter().for_each(drop))
+            .ok()?;
+        Some(Graveyard { to })
+    }
+
+    /// Hands `entries` over; gives them back when the thread lags too far
+    /// behind, or is gone.
+    fn take(&self, entries: Vec<Arc<Entry>>) -> std::result::Result<(), Vec<Arc<Entry>>> {
+        use std::sync::mpsc::TrySendError;
+        self.to.try_send(entries).map_err(|e| match e {
+            TrySendError::Full(back) | TrySendError::Disconnected(back) => back,
+        })
+    }
+}
+
 /// A live row kept in memory.
 #[derive(Debug)]
 pub(super) struct Entry {
@@ -576,14 +613,16 @@ pub(super) struct Owner {
     idles: bool,
     /// Added to the clock (tests: time passing without sleeping).
     shift: Duration,
-    /// Entries that commits replaced or removed, left for the idle
-    /// moments to drop ([`Owner::bury`]): dropping a row frees its state's
-    /// allocations, 4.6 % of the server writer's time in `committed`
-    /// (`perf`, docs/performance.md), and did so holding the lock readers
-    /// wait for.
+    /// Entries that commits replaced or removed and the graveyard did not
+    /// take, left for the idle moments to drop ([`Owner::bury`]): dropping
+    /// a row frees its state's allocations, 4.6 % of the server writer's
+    /// time in `committed` (`perf`, docs/performance.md), and did so
+    /// holding the lock readers wait for.
     unburied: Vec<Arc<Entry>>,
     /// At most this many are left ([`UNBURIED_MAX`]; tests lower it).
     pub(super) unburied_max: usize,
+    /// Where they go first, if it started (tests take it away).
+    pub(super) graveyard: Option<Graveyard>,
 }
 
 impl Owner {
@@ -626,6 +665,7 @@ impl Owner {
             shift: Duration::ZERO,
             unburied: Vec::new(),
             unburied_max: UNBURIED_MAX,
+            graveyard: Graveyard::start(),
         })
     }
 
@@ -970,8 +1010,20 @@ impl Owner {
         }
         inner.epoch = self.recorded.map_or(0, |r| r.epoch);
         drop(inner);
-        // Out of the lock, and left to the idle moments while the writer
-        // has any (beyond a bound, the overflow goes now).
+        // Out of the lock, to the graveyard; those it cannot take are left
+        // to the idle moments while the writer has any (beyond a bound,
+        // the overflow goes now).
+        if let Some(graveyard) = self
+            .graveyard
+            .as_ref()
+            .filter(|_| !self.unburied.is_empty())
+        {
+            let replaced =
+                std::mem::replace(&mut self.unburied, Vec::with_capacity(self.last_changes));
+            if let Err(back) = graveyard.take(replaced) {
+                self.unburied = back;
+            }
+        }
         let most = if self.idles { self.unburied_max } else { 0 };
         self.bury(self.unburied.len().saturating_sub(most));
         // Everything kept was written (nothing is recorded): what the

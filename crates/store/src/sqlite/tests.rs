@@ -1325,6 +1325,7 @@ fn idle_moments_write_the_message_id_slices() {
 #[test]
 fn replaced_rows_are_dropped_in_idle_moments() {
     let (_dir, _path, mut store) = deferring_store();
+    store.owner.as_mut().unwrap().graveyard = None;
     let mut ingest = one_by_one();
     let kept = |store: &SqliteStore, id: &str| store.overlay.get(id).expect("kept");
     ingest(&mut store, "c");
@@ -1353,6 +1354,27 @@ fn replaced_rows_are_dropped_in_idle_moments() {
         3,
         "{left:?}: one left, one dropped"
     );
+}
+
+/// With a graveyard (the writer's default), replaced rows are dropped on
+/// its thread, where without one they wait for an idle moment (above).
+#[test]
+fn replaced_rows_are_dropped_by_the_graveyard() {
+    let (_dir, _path, mut store) = deferring_store();
+    assert!(store.owner.as_ref().unwrap().graveyard.is_some());
+    let mut ingest = one_by_one();
+    // A new row is written at once; the next change to it is kept.
+    ingest(&mut store, "c");
+    ingest(&mut store, "c");
+    // From now on, the writer leaves what it replaces to idle moments.
+    assert!(store.write_idle().unwrap().is_some());
+    let first = store.overlay.get("c").expect("kept");
+    ingest(&mut store, "c");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&first) > 1 {
+        assert!(std::time::Instant::now() < deadline, "never dropped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// With a read-ahead set before the first ingest, the checkpointer
