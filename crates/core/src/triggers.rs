@@ -146,6 +146,15 @@ impl TriggerState {
         state
     }
 
+    /// Where the state's heap buffers are, as (start, bytes), as
+    /// [`ContactState::buffers`] gives them.
+    pub fn buffers(&self) -> [(*const u8, usize); 2] {
+        [
+            (self.values.as_ptr().cast(), self.values.len()),
+            (self.fired.as_ptr().cast(), self.fired.len()),
+        ]
+    }
+
     /// The latest evaluation point.
     pub fn at(&self) -> Option<Timestamp> {
         self.at

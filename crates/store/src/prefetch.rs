@@ -15,17 +15,37 @@
 /// waiting for them. Nothing on targets without a stable prefetch.
 #[inline]
 pub(crate) fn prefetch<T: ?Sized>(value: &T) {
+    lines((value as *const T).cast(), std::mem::size_of_val(value));
+}
+
+/// [`prefetch`] for `bytes` bytes from `start` (a buffer's, given by its
+/// owner), at most [`MOST_LINES`] cache lines of it.
+#[inline]
+pub(crate) fn prefetch_bytes(start: *const u8, bytes: usize) {
+    lines(start, bytes.min(MOST_LINES * LINE));
+}
+
+/// Lines of one buffer prefetched at most ([`prefetch_bytes`]): a state's
+/// buffers are a few lines each (its engagement rules' states, 72 bytes a
+/// rule); a long one is read in order, which the processor's own
+/// prefetcher follows.
+pub(crate) const MOST_LINES: usize = 16;
+
+/// A cache line's bytes.
+const LINE: usize = 64;
+
+/// Prefetches the lines of `bytes` bytes from `start`.
+#[inline]
+fn lines(start: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        const LINE: usize = 64;
-        let start = (value as *const T).cast::<i8>();
-        for offset in (0..std::mem::size_of_val(value)).step_by(LINE) {
+        for offset in (0..bytes).step_by(LINE) {
             // SAFETY: a prefetch reads and changes nothing and never
-            // faults; the address is inside `value` anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+            // faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.cast::<i8>().wrapping_add(offset)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    let _ = (start, bytes);
 }

@@ -320,6 +320,24 @@ impl ContactState {
         state
     }
 
+    /// Where the state's own heap buffers are, as (start, bytes): what
+    /// absorbing a message and scoring read besides the state itself, for
+    /// a caller that asks the processor for them ahead (a prefetch; the
+    /// state is not read through these).
+    pub fn buffers(&self) -> [(*const u8, usize); 6] {
+        fn of<T>(v: &[T]) -> (*const u8, usize) {
+            (v.as_ptr().cast(), std::mem::size_of_val(v))
+        }
+        [
+            of(&self.engagements),
+            of(&self.streaks),
+            of(&self.activity_counts),
+            of(&self.activity_last),
+            of(&self.inactivity_last),
+            of(self.last_message_id.as_bytes()),
+        ]
+    }
+
     /// The timestamp of the last absorbed message.
     pub fn last_timestamp(&self) -> Option<Timestamp> {
         self.last_timestamp

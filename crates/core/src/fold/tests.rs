@@ -563,3 +563,30 @@ fn traits_are_shared_until_a_message_changes_them() {
         json!({"title": "cto", "seats": 3})
     );
 }
+
+/// A state's buffers are its own vectors' memory, as large as they are.
+#[test]
+fn buffers_name_the_states_vectors() {
+    let m = model(
+        r#"
+[[engagement]]
+id = "a"
+event = "A"
+points = 1
+[[engagement]]
+id = "b"
+event = "B"
+points = 2
+"#,
+    );
+    let mut state = ContactState::new(&m, None);
+    let message = Message::from_json(track("A", 1.0, "m-1"), None, None).unwrap();
+    state.absorb(&m, &message).unwrap();
+    let [engagements, _, _, _, _, last_id] = state.buffers();
+    assert_eq!(
+        engagements.1,
+        2 * std::mem::size_of_val(&state.engagements[0])
+    );
+    assert_eq!(engagements.0, state.engagements.as_ptr().cast());
+    assert_eq!(last_id, (state.last_message_id.as_ptr(), 3));
+}

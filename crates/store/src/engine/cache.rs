@@ -147,6 +147,19 @@ impl LiveCache {
             .or_else(|| self.old.remove(contact))
     }
 
+    /// Asks for the buffers of `contact`'s cached state (its rules' states,
+    /// its triggers'), which its entry, asked for by [`Self::prefetch`],
+    /// says where they are: called a message ahead of the one that reads
+    /// them, when the entry has arrived.
+    pub(super) fn prefetch_state(&self, contact: &str) {
+        if let Some(cached) = self.young.get(contact).or_else(|| self.old.get(contact)) {
+            let (state, triggers) = (cached.state.buffers(), cached.triggers.buffers());
+            for (start, bytes) in state.into_iter().chain(triggers) {
+                crate::prefetch::prefetch_bytes(start, bytes);
+            }
+        }
+    }
+
     /// Asks for the entries of `contacts` ahead of the batch that will
     /// take them ([`crate::prefetch`]).
     pub(super) fn prefetch<'a>(&self, contacts: impl Iterator<Item = &'a str>) {

@@ -82,7 +82,13 @@ pub(crate) fn ingest(
     };
     let check_tombstones = tx.has_tombstones()?;
     tx.begin_events(&messages)?;
-    for incoming in messages {
+    let mut messages = messages.into_iter().peekable();
+    while let Some(incoming) = messages.next() {
+        // The next message's contact state, asked for while this one is
+        // absorbed (its cache entry was asked for above).
+        if let (Some(cache), Some(next)) = (batch.cache.as_deref(), messages.peek()) {
+            cache.prefetch_state(next.message.own_id());
+        }
         batch.message(tx, check_tombstones, incoming)?;
     }
     tx.flush_events()?;
