@@ -127,7 +127,10 @@ impl WriterCache {
     /// unless nothing was written since the last ingest, and saying nothing
     /// until this batch commits ([`WriterCache::committed`]).
     fn for_batch(&mut self, conn: &Connection) -> Result<&mut engine::LiveCache> {
-        self.batch_version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        // Kept prepared, as the writer's other statements of every batch.
+        self.batch_version = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         if self.valid_at.take() != Some((self.batch_version, conn.total_changes())) {
             self.states.clear();
         }
@@ -412,10 +415,11 @@ impl SqliteStore {
     }
 
     fn job(conn: &Connection) -> Result<Option<(u32, Option<String>)>> {
+        // Asked by every ingest: kept prepared (preparing it each time took
+        // 1.2 % of the server's writer, session 44).
         Ok(conn
-            .query_row("SELECT version, cursor FROM activation_job", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .prepare_cached("SELECT version, cursor FROM activation_job")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
