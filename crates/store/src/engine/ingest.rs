@@ -15,7 +15,7 @@ use leadscore_core::triggers::{Firing, TriggerState};
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 
-use super::cache::{Cached, LiveCache};
+use super::cache::{self, Cached, LiveCache, Spare};
 use super::{
     armed, erased, fold_with_triggers, row_of, write_firings, LiveWrite, NewEntry, Stored, Table,
     Tx,
@@ -46,6 +46,9 @@ struct Work {
     /// Whether a merge or a replaced message changed the contact (its row
     /// is then written at once, [`LiveWrite::now`]).
     now: bool,
+    /// The box of the cache entry the state came from, for the one put
+    /// back ([`cache::unbox`]).
+    spare: Option<Spare>,
 }
 
 /// Ingests one batch inside `tx`. With no active model, the log and the
@@ -412,14 +415,17 @@ impl Batch<'_, '_> {
     ) -> Result<&mut Work> {
         if !self.work.contains_key(contact) {
             let cached = self.cache.as_deref_mut().and_then(|c| c.take(contact));
+            let mut spare = None;
             let (existed, current, state, triggers, stored) = match cached {
                 Some(cached) => {
+                    let (value, emptied) = cache::unbox(cached);
+                    spare = Some(emptied);
                     let Cached {
                         state,
                         triggers,
                         current,
                         stored,
-                    } = *cached;
+                    } = value;
                     let state = decode.then_some(state);
                     (true, Some(current), state, Some(triggers), stored)
                 }
@@ -464,6 +470,7 @@ impl Batch<'_, '_> {
                 stored,
                 score: None,
                 now: false,
+                spare,
             }));
         }
         Ok(self.work.get_mut(contact).expect("present"))
@@ -555,12 +562,16 @@ impl Batch<'_, '_> {
                 now: work.now,
             });
             if self.cache.is_some() {
-                cached.push(Box::new(Cached {
+                let entry = Cached {
                     state,
                     triggers,
                     current: fields,
                     stored: None,
-                }));
+                };
+                cached.push(match work.spare {
+                    Some(spare) => Box::write(spare, entry),
+                    None => Box::new(entry),
+                });
             }
         }
         let firings = std::mem::take(&mut self.firings);
