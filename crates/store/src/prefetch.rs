@@ -6,7 +6,9 @@
 //! between other work, waits for each in turn. A pass over the batch
 //! first, looking every contact up and asking for its entry's memory
 //! without waiting ([`prefetch`]), lets those misses overlap: the
-//! processor keeps several in flight at once.
+//! processor keeps several in flight at once. A second level follows one
+//! message ahead: the buffers a cached state owns, whose addresses its
+//! entry holds ([`prefetch_bytes`], `LiveCache::prefetch_state`).
 //!
 //! A prefetch changes nothing a test can see; its effect is on time, in
 //! `ingest_replay`'s figures (`docs/performance.md`, session 39).
