@@ -167,12 +167,20 @@ impl LiveCache {
             .or_else(|| self.old.remove(contact))
     }
 
+    /// `contact`'s entry, where it is, left in place.
+    fn get(&self, contact: &str) -> Option<&Cached> {
+        self.young
+            .get(contact)
+            .or_else(|| self.old.get(contact))
+            .map(|cached| &**cached)
+    }
+
     /// Asks for the buffers of `contact`'s cached state (its rules' states,
     /// its triggers'), which its entry, asked for by [`Self::prefetch`],
     /// says where they are: called a message ahead of the one that reads
     /// them, when the entry has arrived.
     pub(super) fn prefetch_state(&self, contact: &str) {
-        if let Some(cached) = self.young.get(contact).or_else(|| self.old.get(contact)) {
+        if let Some(cached) = self.get(contact) {
             let (state, triggers) = (cached.state.buffers(), cached.triggers.buffers());
             for (start, bytes) in state.into_iter().chain(triggers) {
                 crate::prefetch::prefetch_bytes(start, bytes);
@@ -184,7 +192,7 @@ impl LiveCache {
     /// take them ([`crate::prefetch`]).
     pub(super) fn prefetch<'a>(&self, contacts: impl Iterator<Item = &'a str>) {
         for contact in contacts {
-            if let Some(cached) = self.young.get(contact).or_else(|| self.old.get(contact)) {
+            if let Some(cached) = self.get(contact) {
                 crate::prefetch::prefetch::<Cached>(cached);
             }
         }

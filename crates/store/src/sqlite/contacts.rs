@@ -227,38 +227,35 @@ pub(super) fn history_with(
     let Some(new) = positions else {
         return Ok(old);
     };
-    let len = old.as_ref().map_or(0, |old| old.len() + 1) + new.len();
-    if len > limit {
-        // Written as a run: the text is not kept.
-        let mut seqs = String::with_capacity(len);
-        if let Some(old) = &old {
+    let joined: std::borrow::Cow<'_, str> = match &old {
+        None => new.into(),
+        Some(old) => {
+            let mut seqs = String::with_capacity(old.len() + 1 + new.len());
             seqs.push_str(old);
             seqs.push(',');
+            seqs.push_str(new);
+            seqs.into()
         }
-        seqs.push_str(new);
-        add_run(conn, contact, &seqs)?;
+    };
+    if joined.len() > limit {
+        // Written as a run: the text is not kept.
+        add_run(conn, contact, &joined)?;
         return Ok(None);
     }
-    Ok(Some(match old {
-        None => Positions::from(new),
-        Some(old) => {
-            let mut seqs = String::with_capacity(len);
-            seqs.push_str(&old);
-            seqs.push(',');
-            seqs.push_str(new);
-            Positions::from(seqs)
-        }
-    }))
+    Ok(Some(Positions::from(&*joined)))
 }
 
 /// A live row's positions: `None` without a row, `Some(None)` with none.
 pub(super) fn live_history(conn: &Connection, contact: &str) -> Result<Option<Option<Positions>>> {
     Ok(conn
         .prepare_cached("SELECT history FROM contacts WHERE id = ?1")?
-        .query_row([contact], |r| {
-            Ok(r.get_ref(0)?.as_str_or_null()?.map(Positions::from))
-        })
+        .query_row([contact], |r| positions_at(r, 0))
         .optional()?)
+}
+
+/// The positions in column `i` of a `contacts` row (`history`).
+pub(super) fn positions_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Positions>> {
+    Ok(r.get_ref(i)?.as_str_or_null()?.map(Positions::from))
 }
 
 /// Copies the positions kept in live rows to runs: one contact's, or

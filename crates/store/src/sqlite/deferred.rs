@@ -1013,11 +1013,7 @@ impl Owner {
         // Out of the lock, to the graveyard; those it cannot take are left
         // to the idle moments while the writer has any (beyond a bound,
         // the overflow goes now).
-        if let Some(graveyard) = self
-            .graveyard
-            .as_ref()
-            .filter(|_| !self.unburied.is_empty())
-        {
+        if let (Some(graveyard), false) = (&self.graveyard, self.unburied.is_empty()) {
             let replaced =
                 std::mem::replace(&mut self.unburied, Vec::with_capacity(self.last_changes));
             if let Err(back) = graveyard.take(replaced) {

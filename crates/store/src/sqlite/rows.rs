@@ -660,7 +660,7 @@ fn stored_facts(
         .prepare_cached("SELECT history, rowid, score, due FROM contacts WHERE id = ?1")?
         .query_row([id], |r| {
             Ok((
-                r.get_ref(0)?.as_str_or_null()?.map(Positions::from),
+                contacts::positions_at(r, 0)?,
                 (
                     r.get(1)?,
                     r.get(2)?,
