@@ -14,7 +14,8 @@
 # env:   SECS seconds per run (default 20); C, LOADARGS, WARM, WRATE, B, KEY
 #        as for cpu.sh; KEEP a directory to keep each run's cpu.sh output
 #        and server log in (ROUND-BUILD.out, ROUND-BUILD.log), e.g. to read
-#        the store's slow transactions with LEADSCORE_LOG=info,leadscore_store=debug
+#        the store's slow transactions with LEADSCORE_LOG=info,leadscore_store=debug,
+#        and each request's latency (ROUND-BUILD.csv, see cpu.sh's LATENCIES)
 set -euo pipefail
 runs=$1; rate=$2; shift 2
 cpu=$(dirname "$0")/cpu.sh
@@ -34,7 +35,9 @@ for round in $(seq "$runs"); do
     bin=${pair%%:*}
     store=${B:-base.db}
     [ "$pair" = "$bin" ] || store=${pair#*:}
-    out=$(L=$bin B=$store bash "$cpu" "$rate" "${SECS:-20}" 2>&1) || true
+    latencies=${KEEP:+$KEEP/$round-$(basename "$pair").csv}
+    [ -z "$latencies" ] || mkdir -p "$KEEP"
+    out=$(L=$bin B=$store LATENCIES=$latencies bash "$cpu" "$rate" "${SECS:-20}" 2>&1) || true
     if [ -n "${KEEP:-}" ]; then
       mkdir -p "$KEEP"
       echo "$out" > "$KEEP/$round-$(basename "$pair").out"

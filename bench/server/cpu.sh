@@ -15,6 +15,9 @@
 #             the measured part starts without a new client starting up
 #        WRATE events/s of that warm-up (default RATE: a rate the build
 #             sustains, so that no backlog reaches the measured run)
+#        LATENCIES a file for each measured request's due time and latency
+#             (`bench --load --latencies`, CSV)
+#        LOADER the binary that sends the load (default: L)
 #        WARM_APART=1 the warm-up from a load process of its own, as before
 #             session 30 (the switch then stalls the server for ~150 ms)
 # Also prints the load generator's CPU (with /usr/bin/time, when present)
@@ -27,8 +30,9 @@ start_server "$@"
 timed=()
 [ -x /usr/bin/time ] && timed=(/usr/bin/time -f "load generator CPU %U s user, %S s system")
 load() {
-  LEADSCORE_WRITE_KEY=$KEY "${timed[@]}" "$L" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
-    --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-} "${warm[@]}"
+  LEADSCORE_WRITE_KEY=$KEY "${timed[@]}" "${LOADER:-$L}" bench --load "http://127.0.0.1:$PORT" --rate "$R" \
+    --seconds "$1" --contacts "${C:-20000}" ${LOADARGS:-} "${warm[@]}" \
+    ${LATENCIES:+--latencies "$LATENCIES"}
 }
 # microseconds some task waited for a CPU since boot (0 without PSI)
 waited() { awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null || echo 0; }

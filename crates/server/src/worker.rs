@@ -54,6 +54,12 @@ pub(crate) fn commit(
     result
 }
 
+/// A flush at least this long is logged (debug level, with the commits it
+/// answers): every request waits for one, so at 50k events/s the flushes
+/// of 5 ms and more make most of the `/v1/batch` latency tail
+/// (docs/performance.md, session 45).
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The thread that flushes commits and then answers them, in commit order.
 struct Acks {
     queue: std::sync::mpsc::Sender<Ack>,
@@ -73,8 +79,16 @@ impl Acks {
                     let durable = flush
                         .flush()
                         .map_err(|e| format!("the commit is not confirmed durable: {e}"));
+                    let took = started.elapsed();
                     metrics::histogram!("leadscore_ingest_flush_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                        .record(took.as_secs_f64());
+                    if took >= SLOW_FLUSH {
+                        tracing::debug!(
+                            ms = took.as_secs_f64() * 1e3,
+                            commits = acks.len(),
+                            "slow flush"
+                        );
+                    }
                     if let Err(e) = &durable {
                         tracing::error!(error = %e, "flush failed");
                     }

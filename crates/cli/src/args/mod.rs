@@ -558,6 +558,11 @@ pub enum Command {
         /// `segment-js` (`node-next-<ms>-<uuid>`) as Segment's Node and browser libraries do.
         #[arg(long, value_enum, default_value = "uuid", requires = "load")]
         ids: crate::cmd::bench_load::IdShape,
+        /// With --load: also write each measured request as a CSV row to this file: when it
+        /// was due (Unix ms), its latency from then (ms), whether it was acknowledged. To
+        /// line slow requests up with the server's log.
+        #[arg(long, value_name = "FILE", requires = "load")]
+        latencies: Option<std::path::PathBuf>,
     },
 }
 

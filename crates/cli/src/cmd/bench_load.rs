@@ -118,6 +118,26 @@ fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
 /// whether the server acknowledged it (2xx).
 type Answer = (f64, bool);
 
+/// Writes each answer as a CSV row: when its request was due (Unix ms,
+/// from `start_unix_ms` and its offset `due`), its latency (ms), whether
+/// it was acknowledged.
+fn write_latencies(
+    path: &std::path::Path,
+    start_unix_ms: f64,
+    answers: &[(Duration, Answer)],
+) -> Result<()> {
+    let failed = || format!("cannot write {}", path.display());
+    let mut csv = csv::Writer::from_path(path).with_context(failed)?;
+    csv.write_record(["due_unix_ms", "latency_ms", "acknowledged"])
+        .with_context(failed)?;
+    for (due, (ms, ok)) in answers {
+        let due = start_unix_ms + due.as_secs_f64() * 1e3;
+        csv.serialize((format!("{due:.3}"), format!("{ms:.3}"), ok))
+            .with_context(failed)?;
+    }
+    csv.flush().with_context(failed)
+}
+
 /// When each request is due, from the start, and whether it is measured:
 /// the warm-up's requests at `warm_rate`, then the measured ones at
 /// `rate` from `warm_seconds` on.
@@ -135,7 +155,11 @@ fn schedule(plan: &LoadPlan<'_>) -> Vec<(Duration, bool)> {
         .collect()
 }
 
-pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCode> {
+pub fn run(
+    plan: &LoadPlan<'_>,
+    out: Option<&std::path::Path>,
+    latencies_csv: Option<&std::path::Path>,
+) -> Result<ExitCode> {
     if plan.rate == 0 || plan.batch == 0 || plan.seconds == 0 || plan.contacts == 0 {
         bail!("--rate, --batch-size, --seconds and --contacts must be at least 1");
     }
@@ -155,21 +179,22 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (answers, warm_failed, elapsed) = runtime.block_on(async {
+    let (mut answers, warm_failed, elapsed, start_unix_ms) = runtime.block_on(async {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()?;
         let mut tasks = tokio::task::JoinSet::new();
-        let mut answers: Vec<Answer> = Vec::with_capacity(requests);
+        let mut answers: Vec<(Duration, Answer)> = Vec::with_capacity(requests);
         let mut warm_failed = 0usize;
-        let mut keep = |(answer, measured): (Answer, bool)| {
+        let mut keep = |(at, answer, measured): (Duration, Answer, bool)| {
             if measured {
-                answers.push(answer);
+                answers.push((at, answer));
             } else if !answer.1 {
                 warm_failed += 1;
             }
         };
         let start = Instant::now();
+        let start_unix_ms = leadscore_store::now().seconds_f64() * 1e3;
         let measured_from = start + Duration::from_secs(u64::from(plan.warm_seconds));
         for (i, (at, measured)) in plan_schedule.into_iter().enumerate() {
             let due = start + at;
@@ -191,17 +216,21 @@ pub fn run(plan: &LoadPlan<'_>, out: Option<&std::path::Path>) -> Result<ExitCod
                     }
                     Err(_) => false,
                 };
-                ((due.elapsed().as_secs_f64() * 1e3, ok), measured)
+                (at, (due.elapsed().as_secs_f64() * 1e3, ok), measured)
             });
         }
         while let Some(answer) = tasks.join_next().await {
             keep(answer?);
         }
         let elapsed = measured_from.elapsed().as_secs_f64();
-        Ok::<_, anyhow::Error>((answers, warm_failed, elapsed))
+        Ok::<_, anyhow::Error>((answers, warm_failed, elapsed, start_unix_ms))
     })?;
-    let failed = answers.iter().filter(|(_, ok)| !ok).count();
-    let mut latencies: Vec<f64> = answers.iter().map(|(ms, _)| *ms).collect();
+    if let Some(path) = latencies_csv {
+        answers.sort_by_key(|(at, _)| *at);
+        write_latencies(path, start_unix_ms, &answers)?;
+    }
+    let failed = answers.iter().filter(|(_, (_, ok))| !ok).count();
+    let mut latencies: Vec<f64> = answers.iter().map(|(_, (ms, _))| *ms).collect();
     latencies.sort_by(f64::total_cmp);
     let acknowledged = (answers.len() - failed) as f64 * f64::from(plan.batch);
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
@@ -360,6 +389,26 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(0, true), (333, true), (666, true)]
         );
+    }
+
+    #[test]
+    fn latencies_are_written_with_their_due_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latencies.csv");
+        let answers = [
+            (Duration::from_millis(0), (3.25, true)),
+            (Duration::from_micros(2_500), (41.5, false)),
+        ];
+        write_latencies(&path, 1_000_000.0, &answers).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "due_unix_ms,latency_ms,acknowledged\n\
+             1000000.000,3.250,true\n\
+             1000002.500,41.500,false\n"
+        );
+        let unwritable = dir.path().join("missing").join("latencies.csv");
+        let error = write_latencies(&unwritable, 0.0, &answers).unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
     }
 
     #[test]

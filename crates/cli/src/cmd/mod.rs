@@ -316,6 +316,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             warm_rate,
             sequential,
             ids,
+            latencies,
             ..
         } => {
             let write_key = write_key
@@ -332,7 +333,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 sequential,
                 ids,
             };
-            bench_load::run(&plan, out.as_deref())
+            bench_load::run(&plan, out.as_deref(), latencies.as_deref())
         }
         Command::Bench {
             contacts,

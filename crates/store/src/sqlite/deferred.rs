@@ -724,6 +724,13 @@ impl Owner {
             .min()
     }
 
+    /// Whether the memory holds more rows or log positions than its
+    /// budget: what is due is then written whatever else waits.
+    pub(super) fn over_budget(&self) -> bool {
+        let inner = self.overlay.read();
+        inner.rows.len() > self.budget || inner.log.first_pending(self.budget) == Some(None)
+    }
+
     /// Starts a write transaction `conn` has open: checks that the memory
     /// still goes with the database, forgetting it when another connection
     /// re-derived the rows, and re-deriving what a writer before this one

@@ -187,6 +187,10 @@ pub(crate) fn fit_score_index(conn: &Connection, model: &Model) -> Result<()> {
 /// clustered by contact.
 const BULK_CACHE_KIB: i64 = 256 << 10;
 
+/// How long an idle writer waits before it looks again at rows held back
+/// while the WAL is past its limit ([`Store::write_idle`]).
+const PAST_LIMIT_WAIT: Duration = Duration::from_millis(10);
+
 impl Drop for SqliteStore {
     /// The writer writes the live rows it keeps in memory: a restart then
     /// has none to derive again (after a crash it does,
@@ -518,10 +522,10 @@ impl SqliteStore {
             checkpointer.poke();
         }
         phases.mark(Phase::After);
+        let progress = self.checkpointer.as_ref().map(|c| &c.progress);
         phases.report(
-            self.checkpointer
-                .as_ref()
-                .and_then(|c| c.progress.uncopied()),
+            progress.and_then(|p| p.uncopied()),
+            progress.map(|p| p.last_commit.load(Ordering::Acquire)),
         );
     }
 
@@ -723,6 +727,17 @@ impl Store for SqliteStore {
             Some(wait) if wait.is_zero() => {}
             wait => return Ok(wait),
         }
+        // Past the WAL's limit every frame written is one more that the
+        // checkpointer must copy before the WAL can start over, and the
+        // idle moments' rows are half of them: what is due waits until
+        // then (a second or two), unless it is beyond the memory's budget.
+        let wal_past_limit = self
+            .checkpointer
+            .as_ref()
+            .is_some_and(|c| c.progress.past_limit());
+        if wal_past_limit && !owner.over_budget() {
+            return Ok(Some(PAST_LIMIT_WAIT));
+        }
         let mut phases = Phases::start("idle", 0);
         let tx = self
             .conn
@@ -775,11 +790,13 @@ impl Store for SqliteStore {
                 .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
                     let frames = i64::from(frames);
                     let before = progress.frames.swap(frames, Ordering::AcqRel);
-                    if frames > before {
-                        progress
-                            .last_commit
-                            .store(frames - before, Ordering::Release);
-                    }
+                    // Fewer than before: the commit started the WAL over.
+                    let added = if frames > before {
+                        frames - before
+                    } else {
+                        frames
+                    };
+                    progress.last_commit.store(added, Ordering::Release);
                     Ok(())
                 }))?;
             self.checkpointer = Some(checkpointer);

@@ -80,8 +80,17 @@ impl Phases {
     }
 
     /// Logs the phases if the transaction was slow, with the WAL's frames
-    /// not yet copied into the database file (if known) after it.
-    pub(super) fn report(&self, wal_uncopied: Option<i64>) {
+    /// not yet copied into the database file (if known) after it; and at
+    /// trace level every transaction, with the WAL frames its commit
+    /// added (`wal_added`, as of the last commit that wrote any), which
+    /// says what each kind of transaction costs the checkpointer.
+    pub(super) fn report(&self, wal_uncopied: Option<i64>, wal_added: Option<i64>) {
+        tracing::trace!(
+            kind = self.kind,
+            messages = self.messages,
+            wal_added,
+            "transaction"
+        );
         if !self.slow() {
             return;
         }

@@ -1261,6 +1261,43 @@ fn idle_moments_write_what_is_due() {
     assert!(store.live.as_ref().unwrap().states.held("c").is_some());
 }
 
+/// Past the WAL's limit, with frames still to copy, the idle moments hold
+/// back what is due (each frame written then is one more the checkpointer
+/// must copy before the WAL can start over) and say when to look again;
+/// once everything is copied, or the WAL is back under its limit, they
+/// write it.
+#[test]
+fn idle_moments_hold_back_while_the_wal_is_past_its_limit() {
+    for until in ["copied", "restarted"] {
+        let (_dir, _path, mut store) = deferring_store();
+        let mut ingest = one_by_one();
+        ingest(&mut store, "c");
+        ingest(&mut store, "c");
+        assert_eq!(store.kept_rows(), 1);
+        store.advance_writer_clock(Duration::from_secs(31));
+        let progress = Arc::clone(&store.checkpointer.as_ref().unwrap().progress);
+        // Far past the limit, and no pass of this WAL yet.
+        let far = i64::MAX / 2;
+        progress.frames.store(far, Ordering::Release);
+        for _ in 0..3 {
+            assert_eq!(store.write_idle().unwrap(), Some(PAST_LIMIT_WAIT));
+            assert_eq!(store.kept_rows(), 1, "{until}");
+        }
+        match until {
+            // A pass that copied all: the next commit starts the WAL over.
+            "copied" => progress.record((far, far)),
+            _ => progress.frames.store(1, Ordering::Release),
+        }
+        let mut calls = 0;
+        while let Some(wait) = store.write_idle().unwrap() {
+            assert!(wait.is_zero(), "{until}: {wait:?} after {calls} calls");
+            calls += 1;
+            assert!(calls < 10, "an idle writer that does not finish");
+        }
+        assert_eq!(store.kept_rows(), 0, "{until}");
+    }
+}
+
 /// Once the writer has idle moments, the transactions that requests wait
 /// for leave what is due to them for half as long again, then write it
 /// themselves (a writer busy without pause); a writer without idle

@@ -32,7 +32,7 @@ pub(super) struct Checkpointer {
 pub(super) struct WalProgress {
     /// Frames in the WAL after the writer's last commit (its WAL hook).
     pub(super) frames: AtomicI64,
-    /// Frames that commit added.
+    /// Frames that commit added (for the log, see [`super::phases`]).
     pub(super) last_commit: AtomicI64,
     /// Frames the limit stands for (the WAL restart's threshold).
     limit_frames: i64,
@@ -40,8 +40,6 @@ pub(super) struct WalProgress {
     pass_frames: AtomicI64,
     /// ...and how many of them were in the database file after it.
     pass_copied: AtomicI64,
-    /// Set by each pass, taken by a catch-up after large commits.
-    passed: AtomicBool,
     /// Held for each checkpoint of this store's two connections. SQLite
     /// refuses a checkpoint while another runs, without waiting: a writer
     /// past twice the limit waits here instead, so that a checkpointer
@@ -70,15 +68,15 @@ impl WalProgress {
 
     /// Whether the writer should catch the checkpoint up now: once what is
     /// left to copy is known (the last pass saw the same WAL: one started
-    /// over since counts from zero) and at most [`CATCH_UP_FRAMES`]; or,
-    /// for a writer whose commits are larger than that (`leadscore import`,
-    /// which cares for throughput more than for one wait), right after any
-    /// pass: what is left then is about what it committed during the pass.
+    /// over since counts from zero) and at most [`CATCH_UP_FRAMES`], plus
+    /// one frame for every [`CATCH_UP_GROWTH`] the WAL is past its limit.
+    /// A writer whose commits are larger than that (`leadscore import`)
+    /// catches up at twice the limit ([`SqliteStore::restart_wal_if_large`]).
     fn worth_catching_up(&self) -> bool {
         let copied = self.pass_copied.load(Ordering::Acquire) > 0;
-        let large_commits = self.last_commit.load(Ordering::Acquire) > CATCH_UP_FRAMES;
-        (copied && self.uncopied().is_some_and(|left| left <= CATCH_UP_FRAMES))
-            || (large_commits && self.passed.swap(false, Ordering::AcqRel))
+        let past = self.frames.load(Ordering::Acquire) - self.limit_frames;
+        let most = CATCH_UP_FRAMES + past.max(0) / CATCH_UP_GROWTH;
+        copied && self.uncopied().is_some_and(|left| left <= most)
     }
 
     /// Frames in the WAL as far as its writer and the checkpointer's last
@@ -89,6 +87,20 @@ impl WalProgress {
         self.frames
             .load(Ordering::Acquire)
             .max(self.pass_frames.load(Ordering::Acquire))
+    }
+
+    /// Whether the WAL is past its limit and not yet all copied: the
+    /// checkpointer's passes then follow each other until the writer can
+    /// start it over (which its next commit does once all is copied).
+    pub(super) fn past_limit(&self) -> bool {
+        self.frames.load(Ordering::Acquire) > self.limit_frames && self.uncopied() != Some(0)
+    }
+
+    /// A checkpoint of `frames` frames, `copied` of them now in the
+    /// database file, has ended.
+    pub(super) fn record(&self, (frames, copied): (i64, i64)) {
+        self.pass_frames.store(frames, Ordering::Release);
+        self.pass_copied.store(copied, Ordering::Release);
     }
 
     /// Frames of the WAL not yet in the database file, as far as the last
@@ -103,9 +115,18 @@ impl WalProgress {
     }
 }
 
-/// Frames (4 KiB pages) the writer copies itself, at most, to start the WAL
-/// over: about 10 ms of waiting.
-const CATCH_UP_FRAMES: i64 = 2_048;
+/// Frames (4 KiB pages) the writer copies itself, at most, to start the
+/// WAL over when it has just passed its limit: the copy, then the sync of
+/// those pages, about 5-10 ms of waiting at 50k events/s (2,048 before
+/// session 45: 20-45 ms). Passes that wait for their writes past the limit
+/// and idle moments that write nothing meanwhile get the checkpointer
+/// there within a few passes (docs/performance.md, session 45).
+const CATCH_UP_FRAMES: i64 = 512;
+
+/// Frames past the limit for each frame more the writer accepts to copy:
+/// when the disk is too slow for the passes to get that close, the writer
+/// takes what they leave a little later (2,048 some 100,000 frames past).
+const CATCH_UP_GROWTH: i64 = 64;
 
 /// The frames of a WAL of `bytes` with pages of `page` bytes (each frame
 /// is a page and a 24-byte header, after the WAL's 32-byte header).
@@ -121,9 +142,11 @@ pub(super) fn wal_path(path: &Path) -> std::path::PathBuf {
     wal.into()
 }
 
-/// Starts the kernel writing the database file's dirty pages to disk
-/// without waiting for them: `sync_file_range(SYNC_FILE_RANGE_WRITE)` on
-/// Linux, nothing elsewhere. Called after each checkpointer pass.
+/// Starts the kernel writing the database file's dirty pages to disk:
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux, nothing elsewhere;
+/// with `wait`, also waits for those writes (`WAIT_BEFORE | WRITE |
+/// WAIT_AFTER`, still no cache flush of the device, unlike `fdatasync`).
+/// Called after each checkpointer pass, waiting past the WAL's limit.
 ///
 /// A passive checkpoint syncs the database file only when it copied the
 /// WAL to its last frame, which a pass beside a busy writer never does: the
@@ -135,18 +158,49 @@ pub(super) fn wal_path(path: &Path) -> std::path::PathBuf {
 /// passes and that sync finds little left. Durability never depends on it
 /// (the catch-up still syncs), so an error is ignored: that sync then
 /// writes what this would have.
-fn start_writeback(file: Option<&std::fs::File>) {
+///
+/// Past the limit, a pass that waits for its writes takes longer, yet
+/// leaves the catch-up's sync only the pages copied since: without the
+/// wait, that sync also waited for the writes the last pass started, and
+/// a catch-up took 20-45 ms (session 45). An `fdatasync` instead
+/// (sessions 17, 41 and 44) also flushed the device's cache each pass,
+/// and the acknowledgements' WAL flushes queued behind those.
+fn start_writeback(file: Option<&std::fs::File>, wait: bool) {
     #[cfg(target_os = "linux")]
     if let Some(file) = file {
         use std::os::fd::AsRawFd;
+        let flags = if wait {
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER
+        } else {
+            libc::SYNC_FILE_RANGE_WRITE
+        };
         // SAFETY: the descriptor is open for as long as `file` lives; the
         // call only schedules writes of the file's own dirty pages.
         unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, flags);
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = file;
+    let _ = (file, wait);
+}
+
+/// Runs a passive checkpoint on `conn`: the WAL's frames and how many of
+/// them are now in the database file, or `None` when it could not run
+/// (another checkpoint running, an error: the next one tries again).
+fn checkpoint_passive(conn: &Connection) -> Option<(i64, i64)> {
+    let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match pass {
+        Ok((0, frames, copied)) => Some((frames, copied)),
+        _ => None,
+    }
 }
 
 /// Least time between two checkpoints.
@@ -199,29 +253,33 @@ impl Checkpointer {
                 use std::time::Instant;
                 // Errors (a full disk) leave the WAL as it is; the next
                 // checkpoint tries again.
-                let checkpoint = || {
+                let checkpoint = |past_limit: bool| {
                     if progress_in_thread.writer_waiting.load(Ordering::Acquire) {
                         return; // the writer checkpoints itself
                     }
                     let _turn = progress_in_thread.lock_checkpoints();
-                    let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                        ))
-                    });
-                    if let Ok((0, frames, copied)) = pass {
-                        progress_in_thread
-                            .pass_frames
-                            .store(frames, Ordering::Release);
-                        progress_in_thread
-                            .pass_copied
-                            .store(copied, Ordering::Release);
+                    let started = Instant::now();
+                    let pass = checkpoint_passive(&conn);
+                    if let Some(pass) = pass {
+                        progress_in_thread.record(pass);
                     }
                     // With the turn still held: a catch-up by the writer
                     // meanwhile would wait for these writes in its sync.
-                    start_writeback(db.as_ref());
+                    let copied_at = started.elapsed();
+                    start_writeback(db.as_ref(), past_limit);
+                    if let Some((frames, copied)) = pass {
+                        // What the writer committed during the pass is
+                        // what a catch-up right after it would copy.
+                        tracing::debug!(
+                            frames,
+                            copied,
+                            frames_after = progress_in_thread.frames.load(Ordering::Acquire),
+                            copy_ms = copied_at.as_secs_f64() * 1e3,
+                            writeback_ms = (started.elapsed() - copied_at).as_secs_f64() * 1e3,
+                            waited = past_limit,
+                            "checkpoint pass"
+                        );
+                    }
                 };
                 let mut last = Instant::now();
                 let mut open = true;
@@ -252,7 +310,7 @@ impl Checkpointer {
                             break;
                         }
                     }
-                    checkpoint();
+                    checkpoint(past_limit);
                     last = Instant::now();
                 }
             })
@@ -324,9 +382,9 @@ impl SqliteStore {
         } else {
             return;
         };
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Some(pass) = checkpoint_passive(&self.conn) {
+            progress.record(pass);
+        }
     }
 }
 
@@ -360,13 +418,12 @@ impl crate::Flush for WalFlush {
 mod tests {
     use super::*;
 
-    fn progress(frames: i64, last_commit: i64, pass: (i64, i64), passed: bool) -> WalProgress {
+    fn progress(frames: i64, pass: (i64, i64)) -> WalProgress {
         WalProgress {
             frames: AtomicI64::new(frames),
-            last_commit: AtomicI64::new(last_commit),
             pass_frames: AtomicI64::new(pass.0),
             pass_copied: AtomicI64::new(pass.1),
-            passed: AtomicBool::new(passed),
+            limit_frames: 40_000,
             ..WalProgress::default()
         }
     }
@@ -382,18 +439,35 @@ mod tests {
 
     #[test]
     fn the_writer_catches_up_only_when_little_is_left() {
-        // The checkpointer copied all but 1,000 frames of this WAL.
-        assert!(progress(50_000, 100, (49_500, 49_000), false).worth_catching_up());
-        // ... all but 10,000: too long a wait for small commits ...
-        assert!(!progress(50_000, 100, (45_000, 40_000), true).worth_catching_up());
-        // ... but an import's large commits catch up after any pass, once.
-        let large = progress(50_000, 12_000, (45_000, 40_000), true);
-        assert!(large.worth_catching_up());
-        assert!(!large.worth_catching_up());
+        // 100 frames past the limit of 40,000, the checkpointer copied all
+        // but 500 frames of this WAL ...
+        assert!(progress(40_100, (39_900, 39_600)).worth_catching_up());
+        // ... all but 600: the writer waits for a pass that leaves less ...
+        assert!(!progress(40_100, (39_900, 39_500)).worth_catching_up());
+        // ... which it accepts more of the further past the limit the WAL
+        // is: 64 frames past it for each frame more.
+        assert!(progress(46_500, (46_000, 45_900)).worth_catching_up());
+        assert!(!progress(46_500, (46_000, 45_800)).worth_catching_up());
+        // All but 10,000: too long a wait.
+        assert!(!progress(50_000, (45_000, 40_000)).worth_catching_up());
         // A WAL started over since the last pass: its counts say nothing.
-        assert!(!progress(1_000, 100, (49_500, 49_000), false).worth_catching_up());
+        assert!(!progress(1_000, (49_500, 49_000)).worth_catching_up());
         // No pass yet.
-        assert!(!progress(1_000, 100, (0, 0), false).worth_catching_up());
+        assert!(!progress(1_000, (0, 0)).worth_catching_up());
+    }
+
+    #[test]
+    fn the_wal_is_past_its_limit_until_all_is_copied() {
+        // 100 frames past the limit of 40,000, 500 of them not copied.
+        let wal = progress(40_100, (39_900, 39_600));
+        assert!(wal.past_limit());
+        // A catch-up copied all: the writer's next commit starts it over.
+        wal.record((40_100, 40_100));
+        assert!(!wal.past_limit());
+        // Not past it, whatever is left.
+        assert!(!progress(40_000, (39_000, 38_000)).past_limit());
+        // Past it, before any pass.
+        assert!(progress(40_001, (0, 0)).past_limit());
     }
 
     /// Commits in quick succession wake the checkpointer once: the others
