@@ -708,12 +708,12 @@ impl Owner {
             Some(cutoff) => at.saturating_duration_since(cutoff),
             None => self.write_after,
         };
+        if self.over_budget() {
+            return Some(Duration::ZERO);
+        }
         // Each kind's first pending, as `first_pending` says it.
         let inner = self.overlay.read();
-        let rows = match inner.order.front() {
-            _ if inner.rows.len() > self.budget => Some(None),
-            front => front.map(|(_, _, at)| Some(*at)),
-        };
+        let rows = inner.order.front().map(|(_, _, at)| Some(*at));
         let log = inner.log.first_pending(self.budget);
         drop(inner);
         let ids = self.overlay.ids().first_pending();

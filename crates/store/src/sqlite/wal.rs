@@ -89,9 +89,11 @@ impl WalProgress {
             .max(self.pass_frames.load(Ordering::Acquire))
     }
 
-    /// Whether the WAL is past its limit and not yet all copied: the
-    /// checkpointer's passes then follow each other until the writer can
-    /// start it over (which its next commit does once all is copied).
+    /// Whether the WAL is past its limit and not yet all copied, as the
+    /// writer knows it after its last commit and the last checkpoint (its
+    /// idle moments then hold back, `SqliteStore::write_idle`); once all
+    /// is copied, its next commit starts the WAL over. The checkpointer
+    /// decides on back-to-back passes by [`WalProgress::known_frames`].
     pub(super) fn past_limit(&self) -> bool {
         self.frames.load(Ordering::Acquire) > self.limit_frames && self.uncopied() != Some(0)
     }
