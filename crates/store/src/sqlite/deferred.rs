@@ -623,6 +623,9 @@ pub(super) struct Owner {
     pub(super) unburied_max: usize,
     /// Where they go first, if it started (tests take it away).
     pub(super) graveyard: Option<Graveyard>,
+    /// SQLite's `data_version` at this writer's last transaction: it
+    /// changes when another connection commits.
+    data_version: Option<i64>,
 }
 
 impl Owner {
@@ -666,6 +669,7 @@ impl Owner {
             unburied: Vec::new(),
             unburied_max: UNBURIED_MAX,
             graveyard: Graveyard::start(),
+            data_version: None,
         })
     }
 
@@ -740,6 +744,19 @@ impl Owner {
         conn: &Connection,
         model: Option<(&Model, u32)>,
     ) -> Result<Staged> {
+        // Another connection's commit may have added `message_ids` entries
+        // that the filter of this writer's memory lacks.
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if let Some(was) = self.data_version.replace(version).filter(|v| *v != version) {
+            tracing::debug!(
+                was,
+                version,
+                "another connection committed: message-id filter dropped"
+            );
+            self.overlay.ids().forget_filter();
+        }
         let found = recorded(conn)?;
         if found != self.recorded {
             self.overlay.clear();
@@ -959,7 +976,7 @@ impl Owner {
         {
             let mut ids = self.overlay.ids();
             if staged.ids_all {
-                ids.clear();
+                ids.all_written();
             } else {
                 let written = staged.ids_written.unwrap_or(ids.written());
                 ids.committed(written, staged.ids, &staged.ids_erased, staged.start.2);

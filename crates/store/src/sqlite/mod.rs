@@ -131,8 +131,21 @@ impl WriterCache {
         self.batch_version = conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        if self.valid_at.take() != Some((self.batch_version, conn.total_changes())) {
-            self.states.clear();
+        let now = (self.batch_version, conn.total_changes());
+        match self.valid_at.take() {
+            Some(valid) if valid == now => {}
+            valid => {
+                if let Some((version, changes)) = valid {
+                    tracing::debug!(
+                        version_was = version,
+                        version = now.0,
+                        changes_was = changes,
+                        changes = now.1,
+                        "writer cache emptied: another connection or operation wrote"
+                    );
+                }
+                self.states.clear();
+            }
         }
         Ok(&mut self.states)
     }

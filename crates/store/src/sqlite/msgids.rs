@@ -52,6 +52,82 @@ pub(super) fn key(message_id: &str) -> i64 {
     xxhash_rust::xxh3::xxh3_64(message_id.as_bytes()) as i64
 }
 
+/// A Bloom filter of the keys in `message_ids` and in the writer's
+/// memory, so that a new random messageId (nearly every one) is known to
+/// be absent without a lookup in the table: one 64-bit word a key, three
+/// bits set in it, about 16 bits a key (under 1 % false positives, which
+/// look in the table as before). A full filter gets a second one twice
+/// as large for the keys that come after, and so on, instead of being
+/// built again from the table (a scan that would stall the writer).
+#[derive(Debug)]
+pub(super) struct Filter {
+    parts: Vec<Part>,
+}
+
+impl Filter {
+    /// Room for about `keys` keys before a second part.
+    fn with_room(keys: usize) -> Filter {
+        Filter {
+            parts: vec![Part::with_room(keys)],
+        }
+    }
+
+    pub(super) fn insert(&mut self, key: i64) {
+        let last = self.parts.last_mut().expect("one part at least");
+        if last.full() {
+            let room = last.words.len() * 8;
+            self.parts.push(Part::with_room(room));
+        }
+        self.parts.last_mut().expect("one").insert(key);
+    }
+
+    /// `false`: the key is in neither the table nor the memory.
+    pub(super) fn may_hold(&self, key: i64) -> bool {
+        self.parts.iter().any(|p| p.may_hold(key))
+    }
+}
+
+/// One part of a [`Filter`].
+#[derive(Debug)]
+struct Part {
+    words: Vec<u64>,
+    keys: usize,
+}
+
+impl Part {
+    /// Room for about `keys` keys at 16 bits each (at least a million).
+    fn with_room(keys: usize) -> Part {
+        let words = (keys.max(1 << 20) / 4).next_power_of_two();
+        Part {
+            words: vec![0; words],
+            keys: 0,
+        }
+    }
+
+    fn probe(&self, key: i64) -> (usize, u64) {
+        let h = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let word = (h >> 40) as usize & (self.words.len() - 1);
+        let bits = 1 << (h & 63) | 1 << ((h >> 6) & 63) | 1 << ((h >> 12) & 63);
+        (word, bits)
+    }
+
+    fn insert(&mut self, key: i64) {
+        let (word, bits) = self.probe(key);
+        self.words[word] |= bits;
+        self.keys += 1;
+    }
+
+    fn may_hold(&self, key: i64) -> bool {
+        let (word, bits) = self.probe(key);
+        self.words[word] & bits == bits
+    }
+
+    /// At 16 bits a key.
+    fn full(&self) -> bool {
+        self.keys >= self.words.len() * 4
+    }
+}
+
 /// Entries `(hash, seq)`, found by hash: the first position of each hash
 /// in a map, the rare others (two messageIds with one hash) beside it.
 #[derive(Debug, Default)]
@@ -146,6 +222,9 @@ pub(super) struct Pending {
     /// [`FREEZE_AT`] and [`MIN_SLICE`] (smaller in tests).
     pub(super) freeze_at: usize,
     pub(super) min_slice: usize,
+    /// Every key of `message_ids` and of this memory, once built (see
+    /// [`Pending::filter`]).
+    filter: Option<Filter>,
 }
 
 impl Default for Pending {
@@ -159,18 +238,72 @@ impl Default for Pending {
             frozen_from: 0,
             freeze_at: FREEZE_AT,
             min_slice: MIN_SLICE,
+            filter: None,
         }
     }
 }
 
 impl Pending {
-    /// Forgets every entry (written, or indexed by another connection).
+    /// Forgets every entry (indexed by another connection), and the
+    /// filter with them.
     pub(super) fn clear(&mut self) {
         *self = Pending {
             freeze_at: self.freeze_at,
             min_slice: self.min_slice,
             ..Pending::default()
         };
+    }
+
+    /// Every entry was written by this writer: they are forgotten, the
+    /// filter (which holds them) is kept.
+    pub(super) fn all_written(&mut self) {
+        let filter = self.filter.take();
+        self.clear();
+        self.filter = filter;
+    }
+
+    /// The filter of every key in `message_ids` and here, built from the
+    /// table through `conn` when there is none. The writer
+    /// adds the keys it appends ([`Pending::added`]); it drops the filter
+    /// when another connection may have written the table
+    /// ([`Pending::forget_filter`]).
+    pub(super) fn filter(&mut self, conn: &Connection) -> Result<&Filter> {
+        if self.filter.is_none() {
+            let started = Instant::now();
+            let mut keys = Vec::new();
+            let mut stmt = conn.prepare("SELECT hash FROM message_ids")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                keys.push(r.get::<_, i64>(0)?);
+            }
+            let stored = keys.len();
+            let pending = self.fresh.iter().chain(self.frozen.iter().copied());
+            keys.extend(pending.map(|(key, _)| key));
+            let mut filter = Filter::with_room(2 * keys.len());
+            for key in keys {
+                filter.insert(key);
+            }
+            tracing::debug!(
+                stored,
+                in_memory = self.fresh.len() + self.frozen.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "message-id filter built"
+            );
+            self.filter = Some(filter);
+        }
+        Ok(self.filter.as_ref().expect("built"))
+    }
+
+    /// The writer appended an event with a random id of this key.
+    pub(super) fn added(&mut self, key: i64) {
+        if let Some(filter) = &mut self.filter {
+            filter.insert(key);
+        }
+    }
+
+    /// Another connection may have written `message_ids`.
+    pub(super) fn forget_filter(&mut self) {
+        self.filter = None;
     }
 
     /// Pushes the positions under `hash` onto `out`.
@@ -419,6 +552,33 @@ mod tests {
         // The migration's pattern is this one.
         let migration = include_str!("../../migrations/sqlite/V12__message_ids.sql");
         assert_eq!(migration.matches(random_glob!()).count(), 3);
+    }
+
+    #[test]
+    fn the_filter_holds_what_it_was_given_and_little_else() {
+        let mut filter = Filter::with_room(0);
+        let keys: Vec<i64> = (0..100_000).map(|i| key(&format!("k{i}"))).collect();
+        for k in &keys {
+            filter.insert(*k);
+        }
+        assert!(keys.iter().all(|k| filter.may_hold(*k)));
+        let others = (0..100_000)
+            .filter(|i| filter.may_hold(key(&format!("other{i}"))))
+            .count();
+        assert!(others < 1_000, "{others} false positives in 100,000");
+        assert_eq!(filter.parts.len(), 1);
+        // Past its room: a second part, twice as large; still under 2 %.
+        let more: Vec<i64> = (0..2_000_000).map(|i| key(&format!("m{i}"))).collect();
+        for k in &more {
+            filter.insert(*k);
+        }
+        assert_eq!(filter.parts.len(), 2);
+        assert_eq!(filter.parts[1].words.len(), 2 * filter.parts[0].words.len());
+        assert!(keys.iter().chain(&more).all(|k| filter.may_hold(*k)));
+        let others = (0..100_000)
+            .filter(|i| filter.may_hold(key(&format!("other{i}"))))
+            .count();
+        assert!(others < 2_000, "{others} false positives in 100,000");
     }
 
     #[test]

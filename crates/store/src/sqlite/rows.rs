@@ -352,7 +352,12 @@ impl<'c> Sql<'c> {
         candidates.clear();
         self.appended.find(key, &mut candidates);
         if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
-            overlay.ids().find(key, &mut candidates);
+            let mut ids = overlay.ids();
+            if candidates.is_empty() && !ids.filter(self.conn)?.may_hold(key) {
+                self.candidates = candidates;
+                return Ok((key, None));
+            }
+            ids.find(key, &mut candidates);
         }
         msgids::find_stored(self.conn, key, &mut candidates)?;
         let mut found = None;
@@ -720,6 +725,9 @@ impl Tx for Sql<'_> {
         let seq = self.conn.last_insert_rowid();
         if let Some(key) = key {
             self.appended.insert(key, seq);
+            if let (Some(_), Some(overlay)) = (&self.staged, self.overlay) {
+                overlay.ids().added(key);
+            }
         }
         self.note_log(own_id, seq);
         Ok(true)

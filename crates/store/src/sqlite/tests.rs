@@ -1533,3 +1533,58 @@ fn the_ledger_writes_its_fields_as_arrays() {
         );
     }
 }
+
+/// The writer's filter of random messageIds forgets what it knew when
+/// another connection commits, even while the writer keeps nothing in
+/// memory (no record to tell it): ids that connection indexed are
+/// duplicates for the writer too.
+#[test]
+fn ids_another_connection_indexed_are_duplicates_for_the_writer() {
+    let (_dir, path, mut store) = deferring_store();
+    let at = "2025-01-01T00:00:00Z";
+    store.ingest(vec![track("c", &uuid(7, 1), at)]).unwrap();
+    store.write_kept_rows().unwrap();
+    // A duplicate: the filter is built, nothing is kept.
+    let report = store.ingest(vec![track("c", &uuid(7, 1), at)]).unwrap();
+    assert_eq!(report.duplicates, 1);
+    assert!(deferred::recorded(&store.conn).unwrap().is_none());
+    let mut other = SqliteStore::open(&path).unwrap();
+    other.ingest(vec![track("d", &uuid(7, 2), at)]).unwrap();
+    let report = store
+        .ingest(vec![
+            track("c", &uuid(7, 1), at),
+            track("d", &uuid(7, 2), at),
+            track("d", &uuid(7, 3), at),
+        ])
+        .unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 2));
+}
+
+/// A commit by another connection that writes no event (an outcome) drops
+/// the writer's filter while the writer keeps `message_ids` entries in
+/// memory: the filter built again holds them, so their ids stay
+/// duplicates.
+#[test]
+fn the_filter_built_again_holds_the_entries_the_writer_keeps() {
+    let (_dir, path, mut store) = deferring_store();
+    let at = "2025-01-01T00:00:00Z";
+    store.ingest(vec![track("c", &uuid(8, 1), at)]).unwrap();
+    // The filter is built at the first lookup; the entry stays in memory.
+    assert!(deferred::recorded(&store.conn).unwrap().is_some());
+    let mut other = SqliteStore::open(&path).unwrap();
+    other
+        .add_outcomes(&[crate::Outcome {
+            contact_id: "c".into(),
+            outcome: "won".into(),
+            value: None,
+            at: Timestamp::from_seconds(1_735_689_700),
+        }])
+        .unwrap();
+    let report = store
+        .ingest(vec![
+            track("c", &uuid(8, 1), at),
+            track("c", &uuid(8, 2), at),
+        ])
+        .unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 1));
+}
