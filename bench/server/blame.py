@@ -27,7 +27,7 @@ import signal
 import sys
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-FIELD = re.compile(r'(\w+)=("?[\w.]+"?)')
+FIELD = re.compile(r'(\w+)=("?[\w.+-]+"?)')
 
 
 def events(path):

@@ -64,11 +64,18 @@ pub(super) struct Filter {
     parts: Vec<Part>,
 }
 
+/// The least room a [`Filter`] is built with, in keys (16 MB): each part
+/// costs a lookup of a new key one more cache miss, so a store that grows
+/// from a few random ids to millions should not go through a part for each
+/// doubling (1 M, 2 M, 4 M: three misses a key at 4 M).
+const FILTER_MIN_KEYS: usize = 8 << 20;
+
 impl Filter {
-    /// Room for about `keys` keys before a second part.
+    /// Room for about `keys` keys (at least [`FILTER_MIN_KEYS`]) before a
+    /// second part.
     fn with_room(keys: usize) -> Filter {
         Filter {
-            parts: vec![Part::with_room(keys)],
+            parts: vec![Part::with_room(keys.max(FILTER_MIN_KEYS))],
         }
     }
 
@@ -95,9 +102,9 @@ struct Part {
 }
 
 impl Part {
-    /// Room for about `keys` keys at 16 bits each (at least a million).
+    /// Room for about `keys` keys at 16 bits each.
     fn with_room(keys: usize) -> Part {
-        let words = (keys.max(1 << 20) / 4).next_power_of_two();
+        let words = (keys / 4).next_power_of_two();
         Part {
             words: vec![0; words],
             keys: 0,
@@ -106,7 +113,8 @@ impl Part {
 
     fn probe(&self, key: i64) -> (usize, u64) {
         let h = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let word = (h >> 40) as usize & (self.words.len() - 1);
+        // The bits from the low 18 bits, the word from the 40 above them.
+        let word = (h >> 24) as usize & (self.words.len() - 1);
         let bits = 1 << (h & 63) | 1 << ((h >> 6) & 63) | 1 << ((h >> 12) & 63);
         (word, bits)
     }
@@ -556,7 +564,9 @@ mod tests {
 
     #[test]
     fn the_filter_holds_what_it_was_given_and_little_else() {
-        let mut filter = Filter::with_room(0);
+        let mut filter = Filter {
+            parts: vec![Part::with_room(1 << 20)],
+        };
         let keys: Vec<i64> = (0..100_000).map(|i| key(&format!("k{i}"))).collect();
         for k in &keys {
             filter.insert(*k);
@@ -579,6 +589,9 @@ mod tests {
             .filter(|i| filter.may_hold(key(&format!("other{i}"))))
             .count();
         assert!(others < 2_000, "{others} false positives in 100,000");
+        // A filter built for few keys has room for many before a part.
+        let built = Filter::with_room(10);
+        assert_eq!(built.parts[0].words.len() * 4, FILTER_MIN_KEYS);
     }
 
     #[test]
