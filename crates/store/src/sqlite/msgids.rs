@@ -594,6 +594,27 @@ mod tests {
         assert_eq!(built.parts[0].words.len() * 4, FILTER_MIN_KEYS);
     }
 
+    /// Written by the writer itself, the entries leave its memory and
+    /// stay in the filter; forgotten (another connection indexed them),
+    /// the filter goes with them.
+    #[test]
+    fn the_filter_outlives_entries_written_not_entries_forgotten() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE message_ids (hash INTEGER NOT NULL, seq INTEGER NOT NULL,
+                 PRIMARY KEY (hash, seq)) WITHOUT ROWID;
+             INSERT INTO message_ids VALUES (7, 1);",
+        )
+        .unwrap();
+        let mut p = Pending::default();
+        assert!(p.filter(&conn).unwrap().may_hold(7));
+        p.added(8);
+        p.all_written();
+        assert!(p.filter.as_ref().is_some_and(|f| f.may_hold(8)));
+        p.clear();
+        assert!(p.filter.is_none());
+    }
+
     #[test]
     fn entries_keep_every_position_of_a_hash() {
         let mut e = Entries::default();
