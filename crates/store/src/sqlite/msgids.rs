@@ -14,7 +14,10 @@
 //! the oldest is [`super::deferred::WRITE_AFTER`] old) they are frozen,
 //! sorted, and written a slice of keys per transaction
 //! ([`Pending::slice`]), so that each slice lands on a few neighbouring
-//! leaves instead of every event dirtying a random leaf. The next writer
+//! leaves instead of every event dirtying a random leaf. Before it looks
+//! in its memory and the table, the server's writer asks a Bloom filter
+//! of every key in both ([`Filter`], [`Pending::filter`]): a new id,
+//! nearly every one, then costs no lookup. The next writer
 //! after a crash, and another connection that writes, first index the log
 //! past `deferred_rows.ids_from` themselves ([`mend`]).
 
