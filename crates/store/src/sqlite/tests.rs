@@ -34,14 +34,7 @@ fn the_live_cache_is_dropped_after_any_other_write() {
         |store: &SqliteStore, c: &str| store.live.as_ref().unwrap().states.held(c).is_some();
     assert!(holds(&store, "c") && holds(&store, "d"));
     // Another write on this connection.
-    store
-        .add_outcomes(&[crate::Outcome {
-            contact_id: "c".into(),
-            outcome: "won".into(),
-            value: None,
-            at: Timestamp::from_seconds(1_735_689_700),
-        }])
-        .unwrap();
+    store.add_outcomes(&[won("c")]).unwrap();
     ingest(&mut store, "c", "c3", "2025-01-01T00:00:03Z");
     assert!(holds(&store, "c") && !holds(&store, "d"));
     // A commit by another connection.
@@ -1572,14 +1565,7 @@ fn the_filter_built_again_holds_the_entries_the_writer_keeps() {
     // The filter is built at the first lookup; the entry stays in memory.
     assert!(deferred::recorded(&store.conn).unwrap().is_some());
     let mut other = SqliteStore::open(&path).unwrap();
-    other
-        .add_outcomes(&[crate::Outcome {
-            contact_id: "c".into(),
-            outcome: "won".into(),
-            value: None,
-            at: Timestamp::from_seconds(1_735_689_700),
-        }])
-        .unwrap();
+    other.add_outcomes(&[won("c")]).unwrap();
     let report = store
         .ingest(vec![
             track("c", &uuid(8, 1), at),
@@ -1587,4 +1573,14 @@ fn the_filter_built_again_holds_the_entries_the_writer_keeps() {
         ])
         .unwrap();
     assert_eq!((report.accepted, report.duplicates), (1, 1));
+}
+
+/// A sale won by `contact`: a write that appends no event.
+fn won(contact: &str) -> crate::Outcome {
+    crate::Outcome {
+        contact_id: contact.into(),
+        outcome: "won".into(),
+        value: None,
+        at: Timestamp::from_seconds(1_735_689_700),
+    }
 }
