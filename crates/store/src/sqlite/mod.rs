@@ -253,6 +253,7 @@ impl SqliteStore {
         crate::walvfs::install();
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        msgids::faster_glob(&conn)?;
         // Every statement of the ingest path stays prepared.
         conn.set_prepared_statement_cache_capacity(64);
         let app: i64 = conn
