@@ -673,6 +673,13 @@ impl Owner {
         })
     }
 
+    /// SQLite's `data_version` as this writer's transaction began
+    /// ([`Owner::begin`]; `None` before its first): what says whether
+    /// another connection committed since, for the writer's cache too.
+    pub(super) fn data_version(&self) -> Option<i64> {
+        self.data_version
+    }
+
     /// The writer's clock.
     pub(super) fn now(&self) -> Instant {
         Instant::now() + self.shift

@@ -123,14 +123,13 @@ impl WriterCache {
         }
     }
 
-    /// The cache for a batch in `conn`'s open write transaction: emptied
-    /// unless nothing was written since the last ingest, and saying nothing
-    /// until this batch commits ([`WriterCache::committed`]).
-    fn for_batch(&mut self, conn: &Connection) -> Result<&mut engine::LiveCache> {
-        // Kept prepared, as the writer's other statements of every batch.
-        self.batch_version = conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
+    /// The cache for a batch in `conn`'s open write transaction, whose
+    /// `data_version` the writer read as it began
+    /// ([`deferred::Owner::data_version`]): emptied unless nothing was
+    /// written since the last ingest, and saying nothing until this batch
+    /// commits ([`WriterCache::committed`]).
+    fn for_batch(&mut self, conn: &Connection, data_version: i64) -> &mut engine::LiveCache {
+        self.batch_version = data_version;
         let now = (self.batch_version, conn.total_changes());
         match self.valid_at.take() {
             Some(valid) if valid == now => {}
@@ -147,7 +146,7 @@ impl WriterCache {
                 self.states.clear();
             }
         }
-        Ok(&mut self.states)
+        &mut self.states
     }
 
     /// The batch committed: the cache holds what `conn` wrote.
@@ -762,8 +761,9 @@ impl Store for SqliteStore {
         // The writer's cache stays valid: the rows written hold what it
         // holds (without this, its check would take the changes for
         // another writer's).
-        if let Some(live) = &mut self.live {
-            live.for_batch(&tx)?;
+        let version = self.owner.as_ref().and_then(deferred::Owner::data_version);
+        if let (Some(live), Some(version)) = (&mut self.live, version) {
+            live.for_batch(&tx, version);
         }
         phases.mark(Phase::Begin);
         let staged = finish_writing(&self.owner, sql, Writes::Idle)?;
@@ -828,9 +828,10 @@ impl Store for SqliteStore {
             writing(&mut self.owner, &self.overlay, &tx, model)?.preparing(&self.prepared);
         // Inside the (immediate) transaction: nobody else writes until it
         // ends. After `writing`, whose re-derivation would change rows.
-        let live = match &mut self.live {
-            Some(live) => Some(live.for_batch(&tx)?),
-            None => None,
+        let version = self.owner.as_ref().and_then(deferred::Owner::data_version);
+        let live = match (&mut self.live, version) {
+            (Some(live), Some(version)) => Some(live.for_batch(&tx, version)),
+            _ => None,
         };
         phases.mark(Phase::Begin);
         let report = engine::ingest(&mut sql, model, activating, messages, now(), live)?;
