@@ -8,13 +8,15 @@ PORT=${PORT:-18181}
 # Starts `leadscore serve` ($L) on a fresh copy of the store ($B, default
 # base.db) on 127.0.0.1:$PORT with any extra `serve` flags given, sets P
 # to its pid, stops it (SIGINT) when the calling script exits, and returns
-# once it answers /healthz.
+# once it answers /healthz. DELIVER=true runs the trigger deliverer in the
+# server, as `serve` does by default (off by default here: the figures
+# since session 6 are without it).
 start_server() {
   rm -f srv.db srv.db-wal srv.db-shm
   # Written back first: a commit's fsync would otherwise wait behind the
   # copy's writeback (docs/performance.md, session 6).
   cp "${B:-base.db}" srv.db && sync && sleep 1
-  "$L" --db srv.db serve --listen "127.0.0.1:$PORT" --deliver false "$@" > serve.log 2>&1 &
+  "$L" --db srv.db serve --listen "127.0.0.1:$PORT" --deliver "${DELIVER:-false}" "$@" > serve.log 2>&1 &
   P=$!
   trap 'kill -INT $P 2>/dev/null; wait $P 2>/dev/null' EXIT
   for _ in $(seq 600); do curl -s "127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done

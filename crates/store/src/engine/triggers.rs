@@ -10,7 +10,9 @@ use leadscore_core::time::Timestamp;
 use leadscore_core::triggers::{Firing, TriggerState};
 use serde::Serialize;
 
-use super::{firing_key, NewDelivery, NewEntry, NewFiring, Table, Tx, LATE_AFTER_SECONDS};
+use super::{
+    firing_key, LiveCache, NewDelivery, NewEntry, NewFiring, Table, Tx, LATE_AFTER_SECONDS,
+};
 use crate::{Result, ScoreFields, StoreError};
 
 /// A trigger state taking what is true at `t` as given (rows written before
@@ -102,17 +104,22 @@ pub(crate) fn write_firings(
 
 /// Evaluates the triggers of contacts whose due time has come, up to `now`,
 /// recording their firings; one call handles at most `limit` contacts.
+/// The writer's `cache` forgets the contacts it changes.
 pub(crate) fn fire_due(
     tx: &mut impl Tx,
     model: &Model,
     version: u32,
     now: Timestamp,
     limit: usize,
+    mut cache: Option<&mut LiveCache>,
 ) -> Result<DueReport> {
     let mut report = DueReport::default();
     let mut found = Vec::new();
     for contact in tx.due_contacts(now, limit)? {
         report.contacts += 1;
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.take(&contact);
+        }
         let Some(row) = tx.row(Table::Live, &contact)? else {
             continue;
         };

@@ -18,7 +18,7 @@ impl crate::Outbox for PgStore {
                 return Ok(DueReport::default());
             };
             let model = model_in(cache, pg, version)?;
-            engine::fire_due(pg, &model, version, now, limit)
+            engine::fire_due(pg, &model, version, now, limit, None)
         })
     }
 

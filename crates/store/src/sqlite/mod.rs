@@ -154,6 +154,16 @@ impl WriterCache {
         self.states.committed();
         self.valid_at = Some((self.batch_version, conn.total_changes()));
     }
+
+    /// The connection's count of changed rows went from `before` to
+    /// `after` writing no live row: a cache valid before still is.
+    fn unchanged_across(&mut self, before: u64, after: u64) {
+        if let Some((_, changes)) = &mut self.valid_at {
+            if *changes == before {
+                *changes = after;
+            }
+        }
+    }
 }
 
 /// The writer's page cache once durability is deferred (the server), in

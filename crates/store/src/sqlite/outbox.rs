@@ -22,9 +22,23 @@ impl crate::Outbox for SqliteStore {
         };
         let model = model_in(&self.active, &tx, version)?;
         let mut sql = super::writing(&mut self.owner, &self.overlay, &tx, Some((&model, version)))?;
-        let report = engine::fire_due(&mut sql, &model, version, now, limit)?;
+        // The writer's cache stays valid, less the contacts whose triggers
+        // this changes (without this, the next ingest would take the
+        // changes for another writer's and empty it).
+        let data_version = self
+            .owner
+            .as_ref()
+            .and_then(super::deferred::Owner::data_version);
+        let live = match (&mut self.live, data_version) {
+            (Some(live), Some(data_version)) => Some(live.for_batch(&tx, data_version)),
+            _ => None,
+        };
+        let report = engine::fire_due(&mut sql, &model, version, now, limit, live)?;
         let staged = super::finish_writing(&self.owner, sql, super::Writes::Acked)?;
         super::commit(tx, &mut self.owner, staged)?;
+        if let Some(live) = &mut self.live {
+            live.committed(&self.conn);
+        }
         Ok(report)
     }
 
@@ -93,6 +107,7 @@ impl crate::Outbox for SqliteStore {
         lease_until: Timestamp,
         limit: usize,
     ) -> Result<Vec<Delivery>> {
+        let changes = self.conn.total_changes();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -115,6 +130,7 @@ impl crate::Outbox for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         tx.commit()?;
+        self.outbox_only_since(changes);
         let mut out = claimed
             .into_iter()
             .map(|(id, key, destination, payload, attempt)| {
@@ -134,6 +150,7 @@ impl crate::Outbox for SqliteStore {
     }
 
     fn settle(&mut self, results: &[(i64, Settle)], now: Timestamp) -> Result<()> {
+        let changes = self.conn.total_changes();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -151,6 +168,7 @@ impl crate::Outbox for SqliteStore {
             };
         }
         tx.commit()?;
+        self.outbox_only_since(changes);
         Ok(())
     }
 
@@ -237,5 +255,18 @@ impl crate::Outbox for SqliteStore {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl SqliteStore {
+    /// This connection's writes since its count of changed rows was
+    /// `changes` were all to the outbox, which the writer's cache holds
+    /// nothing of: the cache stays as valid as it was (without this, the
+    /// next ingest would take them for another operation's writes of live
+    /// rows and empty it, at every delivery).
+    fn outbox_only_since(&mut self, changes: u64) {
+        if let Some(live) = &mut self.live {
+            live.unchanged_across(changes, self.conn.total_changes());
+        }
     }
 }

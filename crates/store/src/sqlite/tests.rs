@@ -46,6 +46,85 @@ fn the_live_cache_is_dropped_after_any_other_write() {
     assert!(holds(&store, "c") && !holds(&store, "d"));
 }
 
+/// A model whose trigger comes due 182 days after a contact's last view.
+const REACTIVATION: &str = r#"
+[model]
+name = "reactivation"
+[[engagement]]
+id = "view"
+event = "Product Viewed"
+points = 10
+[[trigger]]
+id = "reactivation"
+when = 'days_since("Product Viewed") >= 182'
+actions = [{ type = "log" }]
+"#;
+
+/// Deliveries (claim, settle) write only the outbox and leave the
+/// writer's cache of live states as it was; a due firing leaves it less
+/// the contacts whose triggers it changed, whose next batch reads their
+/// rows: they do not fire again, and their rows are what a writer
+/// without a cache leaves.
+#[test]
+fn deliveries_and_due_firings_keep_the_writer_cache() {
+    use crate::Outbox as _;
+    use leadscore_core::time::Duration as Span;
+    let dir = tempfile::tempdir().unwrap();
+    let day = |d: i64| Span::from_seconds(d * 86_400);
+    let now = crate::now();
+    let view = |user: &str, id: &str, at: leadscore_core::time::Timestamp| {
+        let value = serde_json::json!({"type": "track", "userId": user,
+            "event": "Product Viewed", "messageId": id, "timestamp": at.to_string()});
+        Incoming::new(leadscore_core::event::Message::from_json(value, None, None).unwrap())
+    };
+    let ago = |d: i64| leadscore_core::time::Timestamp(now.0 - day(d).nanos());
+    let mut stores = Vec::new();
+    for cached in [true, false] {
+        let mut store = SqliteStore::open(dir.path().join(format!("{cached}.db"))).unwrap();
+        if cached {
+            store
+                .defer_durability(crate::DEFAULT_LIVE_CONTACTS)
+                .unwrap();
+        }
+        let version = store.add_model("r.toml", REACTIVATION).unwrap().version;
+        store.activate(version, &mut |_, _| {}).unwrap();
+        // ana's trigger came due 18 days ago, bob's is 82 days away.
+        store.ingest(vec![view("ana", "a1", ago(200))]).unwrap();
+        store.ingest(vec![view("bob", "b1", ago(100))]).unwrap();
+        let fired = store.fire_due(now, 10).unwrap();
+        assert_eq!((fired.contacts, fired.firings), (1, 1));
+        let claimed = store.claim(now, now.plus(day(1)), 10).unwrap();
+        assert_eq!(claimed.len(), 1);
+        let settled: Vec<_> = claimed
+            .iter()
+            .map(|d| (d.id, crate::Settle::Delivered))
+            .collect();
+        store.settle(&settled, now).unwrap();
+        store.ingest(vec![view("carl", "c1", ago(1))]).unwrap();
+        if let Some(live) = &store.live {
+            assert!(live.states.held("bob").is_some(), "kept across deliveries");
+            assert!(live.states.held("ana").is_none(), "forgotten by its firing");
+        }
+        // ana views again: the trigger fired once, and re-arms.
+        let again = store.ingest(vec![view("ana", "a2", ago(1))]).unwrap();
+        assert_eq!(again.firings, 0, "cached: {cached}");
+        store.write_kept_rows().unwrap();
+        stores.push(store);
+    }
+    let rows = |store: &SqliteStore| -> Vec<(String, Vec<u8>, Option<i64>)> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT id, triggers, due FROM contacts ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(rows(&stores[0]), rows(&stores[1]));
+    assert_eq!(rows(&stores[0]).len(), 3);
+}
+
 /// The writer's cache of identities forgets them when another connection
 /// commits: a merge made there is followed by the next batch here.
 #[test]
