@@ -46,19 +46,9 @@ fn the_live_cache_is_dropped_after_any_other_write() {
     assert!(holds(&store, "c") && !holds(&store, "d"));
 }
 
-/// A model whose trigger comes due 182 days after a contact's last view.
-const REACTIVATION: &str = r#"
-[model]
-name = "reactivation"
-[[engagement]]
-id = "view"
-event = "Product Viewed"
-points = 10
-[[trigger]]
-id = "reactivation"
-when = 'days_since("Product Viewed") >= 182'
-actions = [{ type = "log" }]
-"#;
+/// A model whose trigger comes due 182 days after a contact's last view
+/// (and queues one delivery, a log).
+const REACTIVATION: &str = include_str!("../../tests/store/reactivation.toml");
 
 /// Deliveries (claim, settle) write only the outbox and leave the
 /// writer's cache of live states as it was; a due firing leaves it less

@@ -116,18 +116,9 @@ fn any_arrival_order_finds_at_least_the_offline_firings_and_resends_add_none() {
     }
 }
 
-const REACTIVATION: &str = r#"
-[model]
-name = "reactivation"
-[[engagement]]
-id = "view"
-event = "Product Viewed"
-points = 10
-[[trigger]]
-id = "reactivation"
-when = 'days_since("Product Viewed") >= 182'
-actions = [{ type = "campaign", campaign = "reactivation" }, { type = "log" }]
-"#;
+/// A trigger due 182 days after a contact's last view (shared with the
+/// SQLite backend's unit tests).
+const REACTIVATION: &str = include_str!("reactivation.toml");
 
 fn track(user: &str, event: &str, at: Timestamp, id: &str) -> Message {
     Message::from_json(
