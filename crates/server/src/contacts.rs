@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::auth::authorize;
 use crate::error::{not_found, store_error, ApiError};
 use crate::request::{page_limit, params, parse_time, time_param};
-use crate::worker::{read, stored, StoreHandle};
+use crate::worker::{read, read_point, stored, StoreHandle};
 
 pub(crate) async fn contact(
     State(handle): State<StoreHandle>,
@@ -21,7 +21,7 @@ pub(crate) async fn contact(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let t = now();
-    let found = read(
+    let found = read_point(
         &handle,
         move |store| -> leadscore_store::Result<Option<Value>> {
             let Some((canonical, score)) = store.score_at(&id, t)? else {
