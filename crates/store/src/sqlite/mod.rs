@@ -166,6 +166,18 @@ impl WriterCache {
     }
 }
 
+/// The writer's cache of live states for a transaction that [`writing`]
+/// began on `tx` ([`WriterCache::for_batch`]), when this connection is the
+/// server's writer and keeps one.
+fn writer_cache<'a>(
+    live: &'a mut Option<WriterCache>,
+    owner: &Option<deferred::Owner>,
+    tx: &Connection,
+) -> Option<&'a mut engine::LiveCache> {
+    let version = owner.as_ref().and_then(deferred::Owner::data_version)?;
+    Some(live.as_mut()?.for_batch(tx, version))
+}
+
 /// The writer's page cache once durability is deferred (the server), in
 /// KiB (SQLite's negative `cache_size`). SQLite's default 2 MiB holds a
 /// fraction of the pages that events for contacts spread over the store
@@ -771,10 +783,7 @@ impl Store for SqliteStore {
         // The writer's cache stays valid: the rows written hold what it
         // holds (without this, its check would take the changes for
         // another writer's).
-        let version = self.owner.as_ref().and_then(deferred::Owner::data_version);
-        if let (Some(live), Some(version)) = (&mut self.live, version) {
-            live.for_batch(&tx, version);
-        }
+        writer_cache(&mut self.live, &self.owner, &tx);
         phases.mark(Phase::Begin);
         let staged = finish_writing(&self.owner, sql, Writes::Idle)?;
         let wrote = staged.as_ref().is_some_and(deferred::Staged::wrote_kept);
@@ -838,11 +847,7 @@ impl Store for SqliteStore {
             writing(&mut self.owner, &self.overlay, &tx, model)?.preparing(&self.prepared);
         // Inside the (immediate) transaction: nobody else writes until it
         // ends. After `writing`, whose re-derivation would change rows.
-        let version = self.owner.as_ref().and_then(deferred::Owner::data_version);
-        let live = match (&mut self.live, version) {
-            (Some(live), Some(version)) => Some(live.for_batch(&tx, version)),
-            _ => None,
-        };
+        let live = writer_cache(&mut self.live, &self.owner, &tx);
         phases.mark(Phase::Begin);
         let report = engine::ingest(&mut sql, model, activating, messages, now(), live)?;
         phases.mark(Phase::Messages);

@@ -25,14 +25,7 @@ impl crate::Outbox for SqliteStore {
         // The writer's cache stays valid, less the contacts whose triggers
         // this changes (without this, the next ingest would take the
         // changes for another writer's and empty it).
-        let data_version = self
-            .owner
-            .as_ref()
-            .and_then(super::deferred::Owner::data_version);
-        let live = match (&mut self.live, data_version) {
-            (Some(live), Some(data_version)) => Some(live.for_batch(&tx, data_version)),
-            _ => None,
-        };
+        let live = super::writer_cache(&mut self.live, &self.owner, &tx);
         let report = engine::fire_due(&mut sql, &model, version, now, limit, live)?;
         let staged = super::finish_writing(&self.owner, sql, super::Writes::Acked)?;
         super::commit(tx, &mut self.owner, staged)?;
