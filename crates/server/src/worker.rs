@@ -486,8 +486,8 @@ async fn read_on_pool<T: Send + 'static>(
         return stored(handle, f).await;
     };
     let unavailable = |_| ApiError::unavailable();
-    // Both permits move into the blocking call: one whose request was
-    // dropped still counts until it ends.
+    // Both permits move into the read (on the pool, a request dropped
+    // meanwhile still counts until its read ends).
     let heavy = match weight == Weight::Heavy {
         true => Some(
             pool.heavy

@@ -53,8 +53,9 @@ const REACTIVATION: &str = include_str!("../../tests/store/reactivation.toml");
 /// Deliveries (claim, settle) write only the outbox and leave the
 /// writer's cache of live states as it was; a due firing leaves it less
 /// the contacts whose triggers it changed, whose next batch reads their
-/// rows: they do not fire again, and their rows are what a writer
-/// without a cache leaves.
+/// rows. The rows end as a writer without a cache leaves them. (A stale
+/// entry would not show there: a firing's key makes its second recording
+/// a no-op, so the cache's contents are checked directly.)
 #[test]
 fn deliveries_and_due_firings_keep_the_writer_cache() {
     use crate::Outbox as _;
