@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use leadscore_store::{now, Scope, Under};
+use leadscore_store::{now, ContactAt, Scope, Under};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,12 +24,11 @@ pub(crate) async fn contact(
     let found = read_point(
         &handle,
         move |store| -> leadscore_store::Result<Option<Value>> {
-            let Some((canonical, score)) = store.score_at(&id, t)? else {
+            let Some(ContactAt { id, score, record }) = store.contact_at(&id, t)? else {
                 return Ok(None);
             };
-            let record = store.contact(&canonical)?;
             Ok(Some(json!({
-                "contact_id": canonical,
+                "contact_id": id,
                 "as_of": t,
                 "score": score.score,
                 "raw": score.raw,

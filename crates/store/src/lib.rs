@@ -50,8 +50,8 @@ pub(crate) use listing::Param;
 pub use listing::{ScoreQuery, Summary, SummaryBin, SummaryBuilder, SummaryCell};
 pub use postgres::PgStore;
 pub use records::{
-    ActivateReport, ContactRecord, EraseReport, Incoming, IngestReport, LedgerEntry, Listed,
-    ModelVersion, Outcome, OutcomesReport, ScoreFields, Stats, StoredLog,
+    ActivateReport, ContactAt, ContactRecord, EraseReport, Incoming, IngestReport, LedgerEntry,
+    Listed, ModelVersion, Outcome, OutcomesReport, ScoreFields, Stats, StoredLog,
 };
 pub use sqlite::SqliteStore;
 
@@ -279,6 +279,13 @@ pub trait Store: Outbox + Admin + Send {
     /// when `t` is at or after its latest event, else folded from its log.
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>>;
 
+    /// [`Store::score_at`] with [`Store::contact`] of the canonical id it
+    /// gives: what `GET /contacts/{id}` and `leadscore contact` show. A
+    /// backend overrides it to read both from one snapshot, the row once.
+    fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
+        contact_at_apart(self, id, t)
+    }
+
     /// A contact's score history, oldest first.
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>>;
 
@@ -336,6 +343,25 @@ impl std::str::FromStr for Under {
             }),
         }
     }
+}
+
+/// [`Store::contact_at`] from its two parts, each its own read: the
+/// default, and a backend's answer when its live row cannot give the score
+/// (an alias, a time before the latest event, a state of another version).
+pub(crate) fn contact_at_apart<S: Store + ?Sized>(
+    store: &S,
+    id: &str,
+    t: Timestamp,
+) -> Result<Option<ContactAt>> {
+    let Some((canonical, score)) = store.score_at(id, t)? else {
+        return Ok(None);
+    };
+    let record = store.contact(&canonical)?;
+    Ok(Some(ContactAt {
+        id: canonical,
+        score,
+        record,
+    }))
 }
 
 /// The model `under` names, with its version.

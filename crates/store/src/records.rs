@@ -180,6 +180,19 @@ pub struct ContactRecord {
     pub state_bytes: usize,
 }
 
+/// A contact's score at a time with its stored record
+/// ([`crate::Store::contact_at`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactAt {
+    /// Canonical id.
+    pub id: String,
+    /// Score at the time asked for.
+    pub score: Score,
+    /// The stored record; `None` while the store holds no live row for the
+    /// contact.
+    pub record: Option<ContactRecord>,
+}
+
 /// A contact in a leaderboard.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {

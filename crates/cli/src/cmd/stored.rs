@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use leadscore_store::ScoreQuery;
+use leadscore_store::{ContactAt, ScoreQuery};
 use serde_json::{json, Value};
 
 use crate::{load, progress, store};
@@ -16,10 +16,14 @@ use crate::{load, progress, store};
 pub fn contact(db: &Path, id: &str, as_of: Option<&str>, json: bool) -> Result<ExitCode> {
     let store = store::open_existing(db)?;
     let t = load::as_of(as_of)?;
-    let Some((canonical, score)) = store.score_at(id, t)? else {
+    let Some(ContactAt {
+        id: canonical,
+        score,
+        record,
+    }) = store.contact_at(id, t)?
+    else {
         bail!("no contact {id:?} with events at or before {t}");
     };
-    let record = store.contact(&canonical)?;
     let ids = store
         .contact_messages(&canonical)?
         .map(|log| log.ids)

@@ -538,6 +538,27 @@ pub(crate) fn activation_step(
     Ok(Some((last, contacts.len() as u64)))
 }
 
+/// A contact's score at `t` from its live row, when the row can give it:
+/// its state is of `version` (the active model's, `model`) and as of `t`
+/// or earlier. `None` otherwise: the score is then folded from the log
+/// ([`score_from_log`]).
+pub(crate) fn score_from_row(
+    model: &Model,
+    version: u32,
+    row: &Row,
+    t: Timestamp,
+) -> Result<Option<Score>> {
+    if row.model_version != version || row.last_ts.is_none_or(|last| last > t) {
+        return Ok(None);
+    }
+    let state = ContactState::decode(model, &row.state, row.traits.clone(), row.company.clone())
+        .map_err(|e| StoreError::Corrupt(format!("contact {}: {e}", row.id)))?;
+    let score = state
+        .score_at(model, t)
+        .expect("t is after the last message");
+    Ok(Some(score))
+}
+
 /// A contact's score at `t` from its log, stitched as of `t`: the contact
 /// that `id` belonged to at `t`, and its score (`None` if it had no message
 /// by then).

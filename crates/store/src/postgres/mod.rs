@@ -8,18 +8,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::engine::{self, Table, Tx};
+use crate::engine::{self, Row, Table, Tx};
 use crate::{
-    now, validate, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
-    LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
-    Store, StoreError, StoredLog, Summary, SummaryBuilder,
+    now, validate, ActivateReport, ContactAt, ContactRecord, DryRun, EraseReport, Incoming,
+    IngestReport, LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result,
+    ScoreQuery, Stats, Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 /// The columns of a contacts row, in [`read_row`]'s order.
@@ -177,6 +176,55 @@ impl PgStore {
     fn read<T>(&self, f: impl FnOnce(&mut Pg<'_, '_>) -> Result<T>) -> Result<T> {
         self.transaction(Kind::Read, f)
     }
+
+    /// The score at `t` of contact `id` from its live row, with the row, in
+    /// one round trip. When the row cannot give it, the active model to
+    /// fold the contact's log with: `id` is not a canonical id (no live
+    /// row has it), or the row's state is of another model version or
+    /// after `t`.
+    fn live_score(
+        &self,
+        id: &str,
+        t: Timestamp,
+    ) -> Result<std::result::Result<(Score, Row), Arc<Model>>> {
+        const LIVE: &str = concat!(
+            "SELECT (SELECT version FROM activations ORDER BY seq DESC LIMIT 1), ",
+            row_columns!(),
+            " FROM contacts WHERE id = $1"
+        );
+        let found = {
+            let mut client = self.client.borrow_mut();
+            let mut statements = self.statements.borrow_mut();
+            let statement = match statements.get(LIVE) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = client.prepare(LIVE)?;
+                    statements.insert(LIVE, s.clone());
+                    s
+                }
+            };
+            client.query_opt(&statement, &[&id])?
+        };
+        let live = match found {
+            Some(r) => {
+                let version = r.get::<_, Option<i32>>(0).map(|v| v as u32);
+                let row = read_row_from(&r, 1)?;
+                version.map(|v| (v, row))
+            }
+            None => None,
+        };
+        let (version, model) = match &live {
+            Some((v, _)) => (*v, self.compiled(*v)?),
+            None => self.active_model()?.ok_or(StoreError::NoActiveModel)?,
+        };
+        let Some((_, row)) = live else {
+            return Ok(Err(model));
+        };
+        Ok(match engine::score_from_row(&model, version, &row, t)? {
+            Some(score) => Ok((score, row)),
+            None => Err(model),
+        })
+    }
 }
 
 /// Which transaction [`PgStore::transaction`] opens.
@@ -322,52 +370,25 @@ impl Store for PgStore {
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
-        // The common case in one round trip: the active version and the
-        // contact's live row (when `id` is its canonical id).
-        const LIVE: &str = concat!(
-            "SELECT (SELECT version FROM activations ORDER BY seq DESC LIMIT 1), ",
-            row_columns!(),
-            " FROM contacts WHERE id = $1"
-        );
-        let found = {
-            let mut client = self.client.borrow_mut();
-            let mut statements = self.statements.borrow_mut();
-            let statement = match statements.get(LIVE) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = client.prepare(LIVE)?;
-                    statements.insert(LIVE, s.clone());
-                    s
-                }
-            };
-            client.query_opt(&statement, &[&id])?
+        let model = match self.live_score(id, t)? {
+            Ok((score, row)) => return Ok(Some((row.id.into(), score))),
+            Err(model) => model,
         };
-        let live = match found {
-            Some(r) => {
-                let version = r.get::<_, Option<i32>>(0).map(|v| v as u32);
-                let row = read_row_from(&r, 1)?;
-                version.map(|v| (v, row))
-            }
-            None => None,
-        };
-        let (version, model) = match &live {
-            Some((v, _)) => (*v, self.compiled(*v)?),
-            None => self.active_model()?.ok_or(StoreError::NoActiveModel)?,
-        };
-        if let Some((_, row)) = live {
-            if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
-                let state = ContactState::decode(&model, &row.state, row.traits, row.company)
-                    .map_err(|e| StoreError::Corrupt(format!("contact {}: {e}", row.id)))?;
-                let score = state
-                    .score_at(&model, t)
-                    .expect("t is after the last message");
-                return Ok(Some((row.id.into(), score)));
-            }
-        }
         let Some(log) = self.contact_messages(id)? else {
             return Ok(None);
         };
         Ok(engine::score_from_log(&model, id, log.messages, t))
+    }
+
+    fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
+        if let Ok((score, row)) = self.live_score(id, t)? {
+            return Ok(Some(ContactAt {
+                id: row.id.to_string(),
+                score,
+                record: Some(ContactRecord::from(row)),
+            }));
+        }
+        crate::contact_at_apart(self, id, t)
     }
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadscore_core::fold::ContactState;
 use leadscore_core::model::Model;
 use leadscore_core::score::{Score, Status};
 use leadscore_core::time::Timestamp;
@@ -20,9 +19,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::engine::{self, Table, Tx};
 use crate::listing::Scan;
 use crate::{
-    now, ActivateReport, ContactRecord, DryRun, EraseReport, Incoming, IngestReport, LedgerEntry,
-    Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats, Store,
-    StoreError, StoredLog, Summary, SummaryBuilder,
+    now, ActivateReport, ContactAt, ContactRecord, DryRun, EraseReport, Incoming, IngestReport,
+    LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result, ScoreQuery, Stats,
+    Store, StoreError, StoredLog, Summary, SummaryBuilder,
 };
 
 /// The SQLite `GLOB` pattern of a random UUID (version 4, lower or upper
@@ -564,6 +563,31 @@ impl SqliteStore {
         );
     }
 
+    /// The score at `t` of contact `id` from its live row, with the row,
+    /// read through `conn` (one transaction: one snapshot, and one lock of
+    /// the database instead of one a statement). When the row cannot give
+    /// it, the active model to fold the contact's log with: `id` is not a
+    /// canonical id, the contact has no live row, or its row's state is of
+    /// another model version or after `t`.
+    fn live_score(
+        &self,
+        conn: &Connection,
+        id: &str,
+        t: Timestamp,
+    ) -> Result<std::result::Result<(Score, Row), Arc<Model>>> {
+        let (version, model) = self.active_in(conn)?.ok_or(StoreError::NoActiveModel)?;
+        if Self::canonical(conn, id)? != id {
+            return Ok(Err(model));
+        }
+        let Some(row) = self.reading(conn)?.row(Table::Live, id)? else {
+            return Ok(Err(model));
+        };
+        Ok(match engine::score_from_row(&model, version, &row, t)? {
+            Some(score) => Ok((score, row)),
+            None => Err(model),
+        })
+    }
+
     fn canonical(conn: &Connection, id: &str) -> Result<String> {
         Ok(Sql::new(conn)
             .identity(id)?
@@ -918,26 +942,31 @@ impl Store for SqliteStore {
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
-        let (version, model) = self.active_model()?.ok_or(StoreError::NoActiveModel)?;
-        let canonical = Self::canonical(&self.conn, id)?;
-        if canonical == id {
-            if let Some(row) = self.reading(&self.conn)?.row(Table::Live, &canonical)? {
-                if row.model_version == version && row.last_ts.is_some_and(|last| last <= t) {
-                    let state = ContactState::decode(&model, &row.state, row.traits, row.company)
-                        .map_err(|e| {
-                        StoreError::Corrupt(format!("contact {canonical}: {e}"))
-                    })?;
-                    let score = state
-                        .score_at(&model, t)
-                        .expect("t is after the last message");
-                    return Ok(Some((canonical, score)));
-                }
+        let model = {
+            let tx = self.conn.unchecked_transaction()?;
+            match self.live_score(&tx, id, t)? {
+                Ok((score, _)) => return Ok(Some((id.to_string(), score))),
+                Err(model) => model,
             }
-        }
+        };
         let Some(log) = self.contact_messages(id)? else {
             return Ok(None);
         };
         Ok(engine::score_from_log(&model, id, log.messages, t))
+    }
+
+    fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
+        {
+            let tx = self.conn.unchecked_transaction()?;
+            if let Ok((score, row)) = self.live_score(&tx, id, t)? {
+                return Ok(Some(ContactAt {
+                    id: id.to_string(),
+                    score,
+                    record: Some(ContactRecord::from(row)),
+                }));
+            }
+        }
+        crate::contact_at_apart(self, id, t)
     }
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {

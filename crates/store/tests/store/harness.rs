@@ -10,7 +10,7 @@ use leadscore_core::time::Timestamp;
 use leadscore_input::{read_messages, ReadOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use leadscore_store::{Incoming, PgConfig, PgStore, SqliteStore, Store};
+use leadscore_store::{ContactAt, Incoming, PgConfig, PgStore, SqliteStore, Store};
 use leadscore_synth::{write_events, Config};
 use tempfile::TempDir;
 
@@ -219,7 +219,24 @@ pub fn assert_live_equals_batch(
             .unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(&canonical, id);
         assert_eq!(&got, expected, "{id}");
+        assert_contact_at_agrees(store, id, t);
     }
+}
+
+/// [`Store::contact_at`] gives what [`Store::score_at`] and
+/// [`Store::contact`] of the canonical id give apart (a backend reads them
+/// together from one snapshot, its live row once).
+pub fn assert_contact_at_agrees(store: &dyn Store, id: &str, t: Timestamp) {
+    let together = store.contact_at(id, t).unwrap();
+    let apart = store.score_at(id, t).unwrap().map(|(canonical, score)| {
+        let record = store.contact(&canonical).unwrap();
+        ContactAt {
+            id: canonical,
+            score,
+            record,
+        }
+    });
+    assert_eq!(together, apart, "{id} at {t}");
 }
 
 /// Random messages over a few user and anonymous ids that stitch them in

@@ -361,6 +361,14 @@ proptest! {
                     let (canonical, got) = store.score_at(&id, past).unwrap().unwrap();
                     prop_assert_eq!(&canonical, &id);
                     prop_assert_eq!(&got, &expected, "{} as of {}", id, past);
+                    assert_contact_at_agrees(store.as_ref(), &id, past);
+                }
+            }
+            // Every id the log names, merged away or not, read as
+            // `GET /contacts/{id}` reads it.
+            for m in &messages {
+                for id in [&m.user_id, &m.anonymous_id, &m.previous_id].into_iter().flatten() {
+                    assert_contact_at_agrees(store.as_ref(), id, t);
                 }
             }
             // Another model activated over the stitched log.
@@ -729,6 +737,12 @@ fn assert_same_service(a: &dyn Store, b: &dyn Store) {
             a.contact(id).unwrap().map(|c| c.score),
             b.contact(id).unwrap().map(|c| c.score)
         );
+        let now = leadscore_store::now();
+        let read = |s: &dyn Store| {
+            let found = s.contact_at(id, now).unwrap();
+            found.map(|c| (c.id, c.score, c.record.map(|r| (r.score, r.traits))))
+        };
+        assert_eq!(read(a), read(b), "{id} as `GET /contacts/{{id}}` reads it");
     }
     let last = contacts.iter().filter_map(|c| c.2).max();
     for at in [None, last] {
