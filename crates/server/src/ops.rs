@@ -62,8 +62,13 @@ async fn with_json_body(response: Response) -> Response {
     answer
 }
 
+/// The target of the access log: a line per request (route, status,
+/// microseconds in the server) at `debug`, or at `warn` for a 5xx answer.
+/// `LEADSCORE_LOG=info,leadscore_server::access=debug` turns it on.
+const ACCESS: &str = "leadscore_server::access";
+
 /// Counts requests by route and status (the outermost layer: it sees every
-/// answer, the decompression layer's too).
+/// answer, the decompression layer's too) and logs them ([`ACCESS`]).
 pub(crate) async fn count_requests(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -75,12 +80,12 @@ pub(crate) async fn count_requests(
     let started = std::time::Instant::now();
     let response = with_json_body(next.run(request).await).await;
     let status = response.status().as_u16().to_string();
-    tracing::info!(
-        route = %route,
-        status = %status,
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let micros = started.elapsed().as_micros() as u64;
+    if response.status().is_server_error() {
+        tracing::warn!(target: ACCESS, route = %route, status = %status, micros, "request");
+    } else {
+        tracing::debug!(target: ACCESS, route = %route, status = %status, micros, "request");
+    }
     metrics::counter!("leadscore_http_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("leadscore_http_request_seconds", "route" => route)
@@ -146,4 +151,83 @@ pub(crate) async fn readyz(State(handle): State<StoreHandle>) -> Result<Json<Val
 /// Unknown routes: a JSON 404 like every other error.
 pub(crate) async fn unknown_route() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such route (see /docs)")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    /// The access log lines of a 200 and a 500 answer under `filter`.
+    fn logged(filter: &str) -> String {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(lines.clone())
+            .with_ansi(false)
+            .finish();
+        let app = Router::new()
+            .route("/fine", get(|| async { "fine" }))
+            .route(
+                "/broken",
+                get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+            )
+            .layer(axum::middleware::from_fn(count_requests));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                for uri in ["/fine", "/broken"] {
+                    let request = Request::get(uri).body(Body::empty()).unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            })
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    /// At the default level only answers with a server error are logged;
+    /// the access log's target at `debug` logs every request.
+    #[test]
+    fn the_access_log_keeps_server_errors_at_info_and_every_request_at_debug() {
+        let info = logged("info");
+        assert!(info.contains("route=/broken status=500"), "{info}");
+        assert!(info.contains("WARN"), "{info}");
+        assert!(!info.contains("/fine"), "{info}");
+        let debug = logged("info,leadscore_server::access=debug");
+        assert!(debug.contains("route=/fine status=200"), "{debug}");
+        assert!(debug.contains("route=/broken status=500"), "{debug}");
+    }
 }
