@@ -50,7 +50,7 @@ mod wal;
 use deferred::Writes;
 use engine::Row;
 use phases::{Phase, Phases};
-use rows::{count, model_in, read_row, Sql, ROW_COLUMNS, ROW_COLUMNS_NO_TRAITS};
+use rows::{count, model_in, read_row, Snapshot, Sql, ROW_COLUMNS, ROW_COLUMNS_NO_TRAITS};
 use wal::{wal_path, Checkpointer, WalFlush, WAL_RESTART_BYTES};
 
 mod embedded {
@@ -943,7 +943,7 @@ impl Store for SqliteStore {
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
         let model = {
-            let tx = self.conn.unchecked_transaction()?;
+            let tx = Snapshot::begin(&self.conn)?;
             match self.live_score(&tx, id, t)? {
                 Ok((score, _)) => return Ok(Some((id.to_string(), score))),
                 Err(model) => model,
@@ -957,7 +957,7 @@ impl Store for SqliteStore {
 
     fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
         {
-            let tx = self.conn.unchecked_transaction()?;
+            let tx = Snapshot::begin(&self.conn)?;
             if let Ok((score, row)) = self.live_score(&tx, id, t)? {
                 return Ok(Some(ContactAt {
                     id: id.to_string(),

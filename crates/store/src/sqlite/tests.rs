@@ -1654,3 +1654,53 @@ fn won(contact: &str) -> crate::Outcome {
         at: Timestamp::from_seconds(1_735_689_700),
     }
 }
+
+/// A point read leaves its connection out of any transaction: after an
+/// answer, after a statement in it failed, and when its end fails (here a
+/// write in it meets a constraint after a deferred foreign key: COMMIT
+/// refuses, so it is rolled back). Another connection's commit is then
+/// seen by the next read.
+#[test]
+fn a_snapshot_ends_its_transaction_whatever_happened_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let source = include_str!("../../../../examples/b2b.toml");
+    let version = store.add_model("b2b.toml", source).unwrap().version;
+    store.activate(version, &mut |_, _| {}).unwrap();
+    store
+        .ingest(vec![track("c", "c1", "2025-01-01T00:00:00Z")])
+        .unwrap();
+    let t = Timestamp::parse("2025-02-01T00:00:00Z").unwrap();
+    assert!(store.contact_at("c", t).unwrap().is_some());
+    assert!(store.conn.is_autocommit());
+    {
+        let snapshot = Snapshot::begin(&store.conn).unwrap();
+        assert!(!snapshot.is_autocommit());
+        assert!(snapshot.execute("SELECT * FROM no_such_table", []).is_err());
+    }
+    assert!(store.conn.is_autocommit());
+    store
+        .conn
+        .execute_batch(
+            "CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TEMP TABLE child (parent INTEGER REFERENCES parent (id)
+                 DEFERRABLE INITIALLY DEFERRED);
+             PRAGMA foreign_keys = ON;",
+        )
+        .unwrap();
+    {
+        let snapshot = Snapshot::begin(&store.conn).unwrap();
+        snapshot
+            .execute("INSERT INTO child VALUES (7)", [])
+            .unwrap();
+    }
+    assert!(store.conn.is_autocommit(), "rolled back");
+    let rows = count(&store.conn, "SELECT count(*) FROM child", []).unwrap();
+    assert_eq!(rows, 0);
+    let mut other = SqliteStore::open(&path).unwrap();
+    other
+        .ingest(vec![track("d", "d1", "2025-01-01T00:00:01Z")])
+        .unwrap();
+    assert!(store.contact_at("d", t).unwrap().is_some());
+}
