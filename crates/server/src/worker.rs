@@ -509,7 +509,11 @@ async fn read_on_pool<T: Send + 'static>(
         let idle = pool.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut conn = match idle {
             Some(conn) => conn,
-            None => (pool.open)()?,
+            None => {
+                let mut conn = (pool.open)()?;
+                conn.serve_reads()?;
+                conn
+            }
         };
         let result = f(conn.as_mut());
         // A connection whose database failed is dropped, not reused.

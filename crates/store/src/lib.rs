@@ -231,6 +231,16 @@ pub trait Store: Outbox + Admin + Send {
         Ok(None)
     }
 
+    /// Readies this connection to answer many reads while another one
+    /// writes (the server's read pool). SQLite reads the database through
+    /// a memory map, as the server's writer does, instead of copying each
+    /// page it misses into the connection's own cache. The default does
+    /// nothing (PostgreSQL's shared buffers already serve every
+    /// connection).
+    fn serve_reads(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// For a store that defers ([`Store::defer_durability`]) and keeps
     /// derived data in memory to write later (SQLite: live rows, the log's
     /// runs of positions, the messageId index; `docs/storage.md`): writes

@@ -187,12 +187,14 @@ fn writer_cache<'a>(
 /// consecutive contacts no difference.
 const SERVER_CACHE_KIB: i64 = 64 << 10;
 
-/// How much of the database the server's writer reads through a memory map
-/// (`PRAGMA mmap_size`; SQLite's own ceiling, `SQLITE_MAX_MMAP_SIZE`, is
-/// 0x7fff0000): it then reads pages without copying them into its cache.
-/// Spread `/v1/batch` at 50k events/s, three interleaved pairs: writer CPU
-/// 1.5–1.9 s a minute lower, p99 22.3, 22.0, 113 ms against 361, 24.4, 326
-/// ms (docs/performance.md, session 38).
+/// How much of the database the server's writer and read connections read
+/// through a memory map (`PRAGMA mmap_size`; SQLite's own ceiling,
+/// `SQLITE_MAX_MMAP_SIZE`, is 0x7fff0000): they then read pages without
+/// copying them into their caches. Spread `/v1/batch` at 50k events/s,
+/// three interleaved pairs: writer CPU 1.5–1.9 s a minute lower, p99 22.3,
+/// 22.0, 113 ms against 361, 24.4, 326 ms (docs/performance.md, session
+/// 38). `GET /contacts/{id}` at 10k/s over 100k contacts: server CPU 15 %
+/// lower (session 48).
 const SERVER_MMAP_BYTES: i64 = 0x7fff_0000;
 
 /// Keeps the live rows' score index (`contacts_score`, `(score, id)`)
@@ -746,6 +748,12 @@ impl Store for SqliteStore {
     fn prepare_bulk_load(&mut self) -> Result<()> {
         self.fit_score_index_to_active()?;
         self.keep_pages(BULK_CACHE_KIB)
+    }
+
+    fn serve_reads(&mut self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "mmap_size", SERVER_MMAP_BYTES)?;
+        Ok(())
     }
 
     fn defer_durability(&mut self, live_contacts: usize) -> Result<Option<Box<dyn crate::Flush>>> {

@@ -1704,3 +1704,16 @@ fn a_snapshot_ends_its_transaction_whatever_happened_in_it() {
         .unwrap();
     assert!(store.contact_at("d", t).unwrap().is_some());
 }
+
+/// A connection readied for the server's reads maps the database as the
+/// writer does; another connection keeps SQLite's defaults.
+#[test]
+fn read_connections_map_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut reader = SqliteStore::open(&path).unwrap();
+    let other = SqliteStore::open(&path).unwrap();
+    reader.serve_reads().unwrap();
+    assert_eq!(pragma(&reader, "mmap_size"), SERVER_MMAP_BYTES);
+    assert_eq!(pragma(&other, "mmap_size"), 0);
+}
