@@ -4,10 +4,13 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use leadscore_core::score::Status;
+use leadscore_core::time::Timestamp;
 use leadscore_store::{now, ContactAt, Scope, Under};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use crate::auth::authorize;
 use crate::error::{not_found, store_error, ApiError};
@@ -18,35 +21,55 @@ pub(crate) async fn contact(
     State(handle): State<StoreHandle>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&handle, &headers, Scope::Read).await?;
     let t = now();
-    let found = read_point(
-        &handle,
-        move |store| -> leadscore_store::Result<Option<Value>> {
-            let Some(ContactAt { id, score, record }) = store.contact_at(&id, t)? else {
-                return Ok(None);
-            };
-            Ok(Some(json!({
-                "contact_id": id,
-                "as_of": t,
-                "score": score.score,
-                "raw": score.raw,
-                "fit": score.fit,
-                "engagement": score.engagement,
-                "tier": score.tier,
-                "grade": score.grade,
-                "stage": score.stage,
-                "status": score.status,
-                "reasons": score.reasons,
-                "last_event": record.as_ref().and_then(|r| r.last_event),
-                "traits": record.as_ref().map(|r| &r.traits),
-                "company": record.as_ref().map(|r| &r.company),
-            })))
-        },
-    )
-    .await?;
-    found.map(Json).ok_or_else(not_found)
+    let found = read_point(&handle, move |store| store.contact_at(&id, t)).await?;
+    let found = found.ok_or_else(not_found)?;
+    Ok(Json(ContactNow::of(&found, t)).into_response())
+}
+
+/// The answer of `GET /contacts/{id}`, written from the contact read
+/// without a copy into a JSON tree first. Its fields are in the order of
+/// their names, as the JSON object of the other routes has them.
+#[derive(Serialize)]
+struct ContactNow<'a> {
+    as_of: Timestamp,
+    company: Option<&'a Map<String, Value>>,
+    contact_id: &'a str,
+    engagement: f64,
+    fit: f64,
+    grade: &'a str,
+    last_event: Option<Timestamp>,
+    raw: f64,
+    reasons: &'a [String],
+    score: f64,
+    stage: &'a str,
+    status: Status,
+    tier: &'a str,
+    traits: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> ContactNow<'a> {
+    fn of(found: &'a ContactAt, t: Timestamp) -> ContactNow<'a> {
+        let (score, record) = (&found.score, found.record.as_ref());
+        ContactNow {
+            as_of: t,
+            company: record.map(|r| &r.company),
+            contact_id: &found.id,
+            engagement: score.engagement,
+            fit: score.fit,
+            grade: &score.grade,
+            last_event: record.and_then(|r| r.last_event),
+            raw: score.raw,
+            reasons: &score.reasons,
+            score: score.score,
+            stage: &score.stage,
+            status: score.status,
+            tier: &score.tier,
+            traits: record.map(|r| &r.traits),
+        }
+    }
 }
 
 /// `from` and `to` of a history request (RFC 3339).
@@ -199,4 +222,74 @@ pub(crate) async fn erase(
         .ok_or_else(not_found)?;
     handle.past.clear();
     Ok(Json(json!({"success": true, "erased": report})))
+}
+
+#[cfg(test)]
+mod tests {
+    use leadscore_core::score::Score;
+    use leadscore_store::ContactRecord;
+
+    use super::*;
+
+    /// The answer as the handler wrote it before: a JSON tree, whose
+    /// object keys serde_json keeps in the order of their names.
+    fn as_a_tree(found: &ContactAt, t: Timestamp) -> String {
+        let (score, record) = (&found.score, found.record.as_ref());
+        json!({
+            "contact_id": found.id,
+            "as_of": t,
+            "score": score.score,
+            "raw": score.raw,
+            "fit": score.fit,
+            "engagement": score.engagement,
+            "tier": score.tier,
+            "grade": score.grade,
+            "stage": score.stage,
+            "status": score.status,
+            "reasons": score.reasons,
+            "last_event": record.and_then(|r| r.last_event),
+            "traits": record.map(|r| &r.traits),
+            "company": record.map(|r| &r.company),
+        })
+        .to_string()
+    }
+
+    /// `GET /contacts/{id}` writes the same bytes as the JSON tree it
+    /// replaced, with a record and without, for an excluded contact with
+    /// reasons and traits that need escaping.
+    #[test]
+    fn a_contact_is_written_as_the_json_tree_was() {
+        let t = Timestamp::parse("2026-12-07T11:00:00.123456Z").unwrap();
+        let score = Score {
+            score: 42.5,
+            raw: 57.25,
+            fit: 20.0,
+            engagement: 37.25,
+            tier: "hot".into(),
+            grade: "A".into(),
+            stage: "mql".into(),
+            status: Status::Excluded,
+            reasons: vec!["competitor".into(), "said \"no\"".into()],
+        };
+        let traits = json!({"email": "a@b.c", "title": "VP\nSales", "n": 3, "x": null});
+        let company = json!({"name": "Acme", "size": 250.5});
+        let record = ContactRecord {
+            id: "u1".into(),
+            model_version: 2,
+            last_event: Some(Timestamp::parse("2026-12-01T08:00:00Z").unwrap()),
+            score: score.clone(),
+            traits: traits.as_object().unwrap().clone(),
+            company: company.as_object().unwrap().clone(),
+            state_bytes: 100,
+        };
+        for record in [Some(record), None] {
+            let found = ContactAt {
+                id: "u1".into(),
+                score: score.clone(),
+                record,
+            };
+            let written = serde_json::to_string(&ContactNow::of(&found, t)).unwrap();
+            assert_eq!(written, as_a_tree(&found, t));
+        }
+    }
 }
