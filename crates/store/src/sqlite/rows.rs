@@ -905,12 +905,18 @@ impl Tx for Sql<'_> {
                 return Ok(Some(Row::clone(&entry.row)));
             }
         }
+        // Written once: formatting them at each call was 0.2 % of a point
+        // read's server (session 48).
+        static LIVE: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT {ROW_COLUMNS} FROM contacts WHERE id = ?1"));
+        static NEXT: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT {ROW_COLUMNS} FROM contacts_next WHERE id = ?1"));
         let sql = match table {
-            Table::Live => format!("SELECT {ROW_COLUMNS} FROM contacts WHERE id = ?1"),
-            Table::Next => format!("SELECT {ROW_COLUMNS} FROM contacts_next WHERE id = ?1"),
+            Table::Live => &LIVE,
+            Table::Next => &NEXT,
         };
         self.conn
-            .prepare_cached(&sql)?
+            .prepare_cached(sql)?
             .query_row([id], read_row)
             .optional()?
             .transpose()
