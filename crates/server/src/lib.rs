@@ -124,9 +124,13 @@ impl Default for Config {
     }
 }
 
-/// What handlers share.
+/// What handlers share, cloned for every request as [`StoreHandle`] is:
+/// one shared count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<AppShared>);
+
+/// What every clone of an [`AppState`] shares.
+pub struct AppShared {
     handle: StoreHandle,
     link_secret: Option<std::sync::Arc<[u8]>>,
     reopen: Option<Reopen>,
@@ -135,6 +139,14 @@ pub struct AppState {
     /// graceful shutdown would otherwise wait for forever).
     closing: tokio::sync::watch::Receiver<bool>,
     _closer: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
 }
 
 impl axum::extract::FromRef<AppState> for StoreHandle {
@@ -308,14 +320,14 @@ fn router_closing(
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(axum::middleware::from_fn(ops::count_requests))
-        .with_state(AppState {
+        .with_state(AppState(std::sync::Arc::new(AppShared {
             handle,
             link_secret: config.link_secret.as_deref().map(std::sync::Arc::from),
             reopen: config.reopen.clone(),
             future: ingest::FutureLimit(config.max_future),
             closing: closer.subscribe(),
             _closer: closer,
-        })
+        })))
 }
 
 /// Checks a CORS origin as browsers send it in `Origin`: `*`, or

@@ -148,9 +148,16 @@ fn next_work(store: &mut dyn Store, queue: &mpsc::Receiver<Work>) -> Option<Work
     }
 }
 
-/// Sends work to the thread that owns the store.
+/// Sends work to the thread that owns the store. Cloned for every
+/// request (axum hands each handler its own): one shared count, not one
+/// for each of the fields, which the two cores would otherwise pass back
+/// and forth on every request.
 #[derive(Clone)]
-pub struct StoreHandle {
+pub struct StoreHandle(std::sync::Arc<Shared>);
+
+/// What every clone of a [`StoreHandle`] shares.
+#[derive(Clone)]
+pub struct Shared {
     work: mpsc::Sender<Work>,
     /// Signalled when a commit recorded trigger firings (wakes delivery).
     fired: std::sync::Arc<tokio::sync::Notify>,
@@ -183,6 +190,14 @@ struct ReadPool {
     /// Reads that may take seconds ([`read_heavy`]): one fewer than the
     /// connections (at least one).
     heavy: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl std::ops::Deref for StoreHandle {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl StoreHandle {
@@ -283,7 +298,7 @@ impl StoreHandle {
             })
             .expect("the OS starts the writer thread");
         (
-            StoreHandle {
+            StoreHandle(std::sync::Arc::new(Shared {
                 work: tx,
                 fired,
                 changes,
@@ -292,15 +307,21 @@ impl StoreHandle {
                 past: std::sync::Arc::default(),
                 queued,
                 max_queued: usize::MAX,
-            },
+            })),
             worker,
         )
+    }
+
+    /// The fields, to set them up before the handle is shared (a copy of
+    /// them if it already is).
+    fn shared_mut(&mut self) -> &mut Shared {
+        std::sync::Arc::make_mut(&mut self.0)
     }
 
     /// Serves reads from up to `connections` more connections opened with
     /// `open` (0: reads run on the worker, between writes).
     pub fn with_readers(mut self, open: Reopen, connections: usize) -> StoreHandle {
-        self.readers = (connections > 0).then(|| {
+        self.shared_mut().readers = (connections > 0).then(|| {
             std::sync::Arc::new(ReadPool {
                 open,
                 idle: std::sync::Mutex::new(Vec::new()),
@@ -316,7 +337,7 @@ impl StoreHandle {
     /// Keeps each API key's scope and revocation for `ttl` after reading it,
     /// so requests do not each wait for a read (zero: every request reads).
     pub fn with_key_cache(mut self, ttl: std::time::Duration) -> StoreHandle {
-        self.keys = std::sync::Arc::new(crate::auth::KeyCache::new(ttl));
+        self.shared_mut().keys = std::sync::Arc::new(crate::auth::KeyCache::new(ttl));
         self
     }
 
@@ -325,7 +346,7 @@ impl StoreHandle {
     /// 503 (unless the queue is empty, so that no request is refused
     /// forever); the tracking links never refuse.
     pub fn with_queue_limit(mut self, max: usize) -> StoreHandle {
-        self.max_queued = max;
+        self.shared_mut().max_queued = max;
         self
     }
 
