@@ -26,6 +26,8 @@ fn serve_logs_json_lines_and_stops_gracefully_on_sigterm() {
             "1",
         ],
     )
+    // The access log, off by default, as docs/server.md says to turn it on.
+    .env("LEADSCORE_LOG", "info,leadscore_server::access=debug")
     .spawn()
     .unwrap();
     // Lines through a channel, so that a line that never comes fails the
