@@ -235,11 +235,17 @@ impl Overlay {
     /// The overlay as a reader whose snapshot `conn` reads sees it: `None`
     /// unless it holds rows of the epoch recorded there.
     pub(super) fn view<'o>(&'o self, conn: &Connection) -> Result<Option<&'o Overlay>> {
-        let epoch = self.read().epoch;
-        if epoch == 0 {
+        if self.read().epoch == 0 {
             return Ok(None);
         }
-        Ok((recorded(conn)?.map(|r| r.epoch) == Some(epoch)).then_some(self))
+        Ok(self.view_of(recorded(conn)?.map(|r| r.epoch)))
+    }
+
+    /// [`Self::view`] for a reader that read the recorded epoch itself
+    /// (`None`: no row in `deferred_rows`).
+    pub(super) fn view_of(&self, recorded: Option<i64>) -> Option<&Overlay> {
+        let epoch = self.read().epoch;
+        (epoch != 0 && recorded == Some(epoch)).then_some(self)
     }
 
     /// The entry kept for `id`.
