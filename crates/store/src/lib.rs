@@ -290,11 +290,9 @@ pub trait Store: Outbox + Admin + Send {
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>>;
 
     /// [`Store::score_at`] with [`Store::contact`] of the canonical id it
-    /// gives: what `GET /contacts/{id}` and `leadscore contact` show. A
-    /// backend overrides it to read both from one snapshot, the row once.
-    fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
-        contact_at_apart(self, id, t)
-    }
+    /// gives: what `GET /contacts/{id}` and `leadscore contact` show, read
+    /// from one live row when it gives the score ([`scored_from`]).
+    fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>>;
 
     /// A contact's score history, oldest first.
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>>;
@@ -355,23 +353,41 @@ impl std::str::FromStr for Under {
     }
 }
 
-/// [`Store::contact_at`] from its two parts, each its own read: the
-/// default, and a backend's answer when its live row cannot give the score
-/// (an alias, a time before the latest event, a state of another version).
-pub(crate) fn contact_at_apart<S: Store + ?Sized>(
+/// A contact's score at `t` from what a backend's read of its live row
+/// gave (`live`: [`engine::LiveScore`]): the row's score with the row, else
+/// the score folded from the log of the contact `id` belonged to at `t`,
+/// under the active model the read found (`None`: no message by then).
+/// [`Store::score_at`] and [`Store::contact_at`] of both backends.
+pub(crate) fn scored_from<S: Store + ?Sized>(
     store: &S,
+    live: engine::LiveScore,
     id: &str,
     t: Timestamp,
-) -> Result<Option<ContactAt>> {
-    let Some((canonical, score)) = store.score_at(id, t)? else {
+) -> Result<Option<(String, Score, Option<engine::Row>)>> {
+    let model = match live {
+        Ok((score, row)) => return Ok(Some((row.id.to_string(), score, Some(row)))),
+        Err(model) => model,
+    };
+    let Some(log) = store.contact_messages(id)? else {
         return Ok(None);
     };
-    let record = store.contact(&canonical)?;
-    Ok(Some(ContactAt {
-        id: canonical,
-        score,
-        record,
-    }))
+    Ok(engine::score_from_log(&model, id, log.messages, t).map(|(c, score)| (c, score, None)))
+}
+
+/// [`Store::contact_at`] from [`scored_from`]'s answer: the record from the
+/// live row that gave the score, else read for the canonical id.
+pub(crate) fn contact_at_from<S: Store + ?Sized>(
+    store: &S,
+    scored: Option<(String, Score, Option<engine::Row>)>,
+) -> Result<Option<ContactAt>> {
+    let Some((id, score, row)) = scored else {
+        return Ok(None);
+    };
+    let record = match row {
+        Some(row) => Some(ContactRecord::from(row)),
+        None => store.contact(&id)?,
+    };
+    Ok(Some(ContactAt { id, score, record }))
 }
 
 /// The model `under` names, with its version.

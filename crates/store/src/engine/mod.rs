@@ -538,6 +538,11 @@ pub(crate) fn activation_step(
     Ok(Some((last, contacts.len() as u64)))
 }
 
+/// What a backend's read of a contact's live row gave: the score at a time
+/// with the row, or, when the row cannot give it, the active model to fold
+/// the contact's log with ([`crate::scored_from`]).
+pub(crate) type LiveScore = std::result::Result<(Score, Row), Arc<Model>>;
+
 /// A contact's score at `t` from its live row, when the row can give it:
 /// its state is of `version` (the active model's, `model`) and as of `t`
 /// or earlier. `None` otherwise: the score is then folded from the log

@@ -14,7 +14,7 @@ use leadscore_core::time::Timestamp;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::engine::{self, Row, Table, Tx};
+use crate::engine::{self, Table, Tx};
 use crate::{
     now, validate, ActivateReport, ContactAt, ContactRecord, DryRun, EraseReport, Incoming,
     IngestReport, LedgerEntry, Listed, ModelCache, ModelVersion, Param, Progress, Result,
@@ -182,11 +182,7 @@ impl PgStore {
     /// fold the contact's log with: `id` is not a canonical id (no live
     /// row has it), or the row's state is of another model version or
     /// after `t`.
-    fn live_score(
-        &self,
-        id: &str,
-        t: Timestamp,
-    ) -> Result<std::result::Result<(Score, Row), Arc<Model>>> {
+    fn live_score(&self, id: &str, t: Timestamp) -> Result<engine::LiveScore> {
         const LIVE: &str = concat!(
             "SELECT (SELECT version FROM activations ORDER BY seq DESC LIMIT 1), ",
             row_columns!(),
@@ -370,25 +366,13 @@ impl Store for PgStore {
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
-        let model = match self.live_score(id, t)? {
-            Ok((score, row)) => return Ok(Some((row.id.into(), score))),
-            Err(model) => model,
-        };
-        let Some(log) = self.contact_messages(id)? else {
-            return Ok(None);
-        };
-        Ok(engine::score_from_log(&model, id, log.messages, t))
+        let scored = crate::scored_from(self, self.live_score(id, t)?, id, t)?;
+        Ok(scored.map(|(id, score, _)| (id, score)))
     }
 
     fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
-        if let Ok((score, row)) = self.live_score(id, t)? {
-            return Ok(Some(ContactAt {
-                id: row.id.to_string(),
-                score,
-                record: Some(ContactRecord::from(row)),
-            }));
-        }
-        crate::contact_at_apart(self, id, t)
+        let scored = crate::scored_from(self, self.live_score(id, t)?, id, t)?;
+        crate::contact_at_from(self, scored)
     }
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {

@@ -566,17 +566,14 @@ impl SqliteStore {
     }
 
     /// The score at `t` of contact `id` from its live row, with the row,
-    /// read through `conn` (one transaction: one snapshot, and one lock of
-    /// the database instead of one a statement). When the row cannot give
+    /// read in one transaction (one snapshot, and one lock of the database
+    /// instead of one a statement). When the row cannot give
     /// it, the active model to fold the contact's log with: `id` is not a
     /// canonical id, the contact has no live row, or its row's state is of
     /// another model version or after `t`.
-    fn live_score(
-        &self,
-        conn: &Connection,
-        id: &str,
-        t: Timestamp,
-    ) -> Result<std::result::Result<(Score, Row), Arc<Model>>> {
+    fn live_score(&self, id: &str, t: Timestamp) -> Result<engine::LiveScore> {
+        let snapshot = Snapshot::begin(&self.conn)?;
+        let conn: &Connection = &snapshot;
         // The active version, the id's contact and the epoch of the rows
         // the writer keeps in memory, in one statement: each statement
         // costs about a microsecond besides its lookup (session 48).
@@ -968,31 +965,13 @@ impl Store for SqliteStore {
     }
 
     fn score_at(&self, id: &str, t: Timestamp) -> Result<Option<(String, Score)>> {
-        let model = {
-            let tx = Snapshot::begin(&self.conn)?;
-            match self.live_score(&tx, id, t)? {
-                Ok((score, _)) => return Ok(Some((id.to_string(), score))),
-                Err(model) => model,
-            }
-        };
-        let Some(log) = self.contact_messages(id)? else {
-            return Ok(None);
-        };
-        Ok(engine::score_from_log(&model, id, log.messages, t))
+        let scored = crate::scored_from(self, self.live_score(id, t)?, id, t)?;
+        Ok(scored.map(|(id, score, _)| (id, score)))
     }
 
     fn contact_at(&self, id: &str, t: Timestamp) -> Result<Option<ContactAt>> {
-        {
-            let tx = Snapshot::begin(&self.conn)?;
-            if let Ok((score, row)) = self.live_score(&tx, id, t)? {
-                return Ok(Some(ContactAt {
-                    id: id.to_string(),
-                    score,
-                    record: Some(ContactRecord::from(row)),
-                }));
-            }
-        }
-        crate::contact_at_apart(self, id, t)
+        let scored = crate::scored_from(self, self.live_score(id, t)?, id, t)?;
+        crate::contact_at_from(self, scored)
     }
 
     fn history(&self, id: &str) -> Result<Vec<LedgerEntry>> {
