@@ -12,7 +12,7 @@ use base64::Engine as _;
 use leadscore_store::{key_hash, Scope};
 use serde_json::Value;
 
-use crate::request::json_body;
+use crate::request::{body_bytes, json_body};
 use crate::worker::read;
 use crate::{ApiError, StoreHandle};
 
@@ -94,7 +94,26 @@ pub(crate) async fn authorize(
     check(handle, &key, needed).await
 }
 
-/// The ingest routes' check, which also returns the parsed body: the key
+/// An ingest request's body once its key is checked.
+pub(crate) enum IngestBody {
+    /// The key came from the Authorization header or the query string:
+    /// the body is still its bytes, for the route to read as it reads best.
+    Raw(Bytes),
+    /// The key was the body's `writeKey`: the body was read to find it.
+    Parsed(Value),
+}
+
+impl IngestBody {
+    /// The body as a JSON value (a 400 when it is not JSON).
+    pub(crate) fn value(self) -> Result<Value, ApiError> {
+        match self {
+            IngestBody::Raw(bytes) => json_body(Ok(bytes)),
+            IngestBody::Parsed(value) => Ok(value),
+        }
+    }
+}
+
+/// The ingest routes' check, which also returns the body: the key
 /// of the Authorization header; without one, `query_key` (the beacon
 /// route's `?writeKey=`, as RudderStack's SDK sends it with
 /// `navigator.sendBeacon`, which cannot set headers); else the body's
@@ -106,11 +125,11 @@ pub(crate) async fn authorize_ingest(
     headers: &HeaderMap,
     query_key: Option<&str>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Value, ApiError> {
+) -> Result<IngestBody, ApiError> {
     let presented = presented_key(headers).or_else(|| query_key.map(str::to_string));
     if let Some(key) = presented.filter(|k| !k.is_empty()) {
         check(handle, &key, Scope::Ingest).await?;
-        return json_body(body);
+        return body_bytes(body).map(IngestBody::Raw);
     }
     let value = json_body(body).map_err(|e| {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -123,7 +142,7 @@ pub(crate) async fn authorize_ingest(
         Some(Value::String(key)) if !key.is_empty() => check(handle, key, Scope::Ingest).await?,
         _ => return Err(missing()),
     }
-    Ok(value)
+    Ok(IngestBody::Parsed(value))
 }
 
 /// Checks a presented key against `needed`.

@@ -12,9 +12,10 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::worker::{read, StoreHandle};
 
-/// The request body as JSON, or the error to answer.
-pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let body = body.map_err(|e| {
+/// The request body's bytes, or the error to answer (a 413 when it is
+/// larger than the limit).
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         let status = e.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "request body too large".to_string()
@@ -22,7 +23,12 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
             e.body_text()
         };
         ApiError::new(status, message)
-    })?;
+    })
+}
+
+/// The request body as JSON, or the error to answer.
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body_bytes(body)?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }

@@ -202,7 +202,17 @@ impl Message {
         text: &[u8],
         received_at: Option<Timestamp>,
     ) -> Result<Message, MessageError> {
-        if let Some(message) = Self::from_json_text_fast(text, received_at, &mut Names::default()) {
+        Self::from_json_text_in(text, received_at, &mut Names::default())
+    }
+
+    /// [`Message::from_json_text`] with event names shared through `names`
+    /// (the messages of one batch: one allocation per distinct name).
+    pub fn from_json_text_in(
+        text: &[u8],
+        received_at: Option<Timestamp>,
+        names: &mut Names,
+    ) -> Result<Message, MessageError> {
+        if let Some(message) = Self::from_json_text_fast(text, received_at, names) {
             return Ok(message);
         }
         let value: Value = serde_json::from_slice(text).map_err(|e| MessageError {
