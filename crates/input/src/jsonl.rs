@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::BufRead;
 
-use leadscore_core::event::{batch_items, Message, MessageError, Names};
+use leadscore_core::event::{batch_from_text, batch_items, Message, MessageError, Names};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -99,10 +99,18 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Piece) {
         field: e.field,
         message: e.message,
     };
-    // A well-formed plain message takes the typed fast path; batches and
-    // anything invalid go through the general path, which names the field.
+    // A well-formed plain message takes the typed fast path, a batch's
+    // items each theirs; anything invalid goes through the general path,
+    // which names the field.
     if let Some(message) = Message::from_json_text_fast(text, None, &mut out.names) {
         out.messages.push(message);
+        return;
+    }
+    // A batch without a batch-wide context: each item's text on its own.
+    if let Some(items) = batch_from_text(text, None, &mut out.names) {
+        for (i, item) in items.into_iter().enumerate() {
+            out.push(item.map_err(|e| error(Some(i), e)));
+        }
         return;
     }
     let value: Value = match serde_json::from_slice(text) {

@@ -6,11 +6,12 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use leadscore_core::event::{batch_items, Message, MessageError, MessageKind, Names};
+use leadscore_core::event::{
+    batch_from_text, batch_items, Message, MessageError, MessageKind, Names,
+};
 use leadscore_core::time::{Duration, Timestamp};
 use leadscore_store::{now, Incoming, Scope};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::auth::{authorize, authorize_ingest, IngestBody};
@@ -213,38 +214,12 @@ fn read_batch(value: Value, received: Timestamp) -> Result<Read, ApiError> {
         .collect())
 }
 
-/// [`read_batch`] over the body's text without a JSON tree of the whole
-/// batch: each message's text goes to [`Message::from_json_text_in`]
-/// (the typed path that `leadscore import` takes, with the general one
-/// behind it), which reads the same message as [`Message::from_json`]
-/// (tested in `leadscore-core` for any message). `None` when the body is
-/// anything but `{"batch": [...]}` without a batch-wide `context` (an
-/// error to report, or contexts to merge): [`read_batch`] decides then.
+/// [`read_batch`] over the body's text, without a JSON tree of the whole
+/// batch ([`batch_from_text`]); `None` when [`read_batch`] must decide.
 /// Reading 100 messages into a tree, then each message out of it, was
 /// most of the HTTP workers' time under `/v1/batch` load.
 fn read_batch_text(body: &[u8], received: Timestamp) -> Option<Read> {
-    #[derive(Deserialize)]
-    struct Batch<'a> {
-        #[serde(borrow)]
-        batch: Vec<&'a RawValue>,
-        #[serde(borrow, default)]
-        context: Option<&'a RawValue>,
-    }
-    let text = std::str::from_utf8(body).ok()?;
-    let batch: Batch<'_> = serde_json::from_str(text).ok()?;
-    if batch.context.is_some() {
-        return None;
-    }
-    let mut names = Names::default();
-    Some(
-        batch
-            .batch
-            .into_iter()
-            .map(|item| {
-                Message::from_json_text_in(item.get().as_bytes(), Some(received), &mut names)
-            })
-            .collect(),
-    )
+    batch_from_text(body, Some(received), &mut Names::default())
 }
 
 /// One outcome as posted; `at` defaults to now.
@@ -336,33 +311,5 @@ mod tests {
         assert_eq!(fast.len(), 8);
         assert_eq!(fast.iter().filter(|m| m.is_err()).count(), 4, "{fast:?}");
         assert_eq!(fast, tree);
-    }
-
-    /// A batch-wide `context` (merged into each message's), and anything
-    /// that is not `{"batch": [...]}`, go to the tree's path, which merges
-    /// or reports; a null `context` is no context.
-    #[test]
-    fn batch_contexts_and_malformed_bodies_are_left_to_the_tree() {
-        let received = at(1_704_067_210);
-        for body in [
-            r#"{"context": {"ip": "1.2.3.4"}, "batch": [{"type": "track", "event": "A", "userId": "u"}]}"#,
-            r#"{"context": {}, "batch": []}"#,
-            r#"{"batch": {"type": "track"}}"#,
-            r#"{"batch": [], "batch": []}"#,
-            r#"[{"type": "track"}]"#,
-            r#"{"batch": [1, 2"#,
-            "{}",
-        ] {
-            assert!(
-                read_batch_text(body.as_bytes(), received).is_none(),
-                "{body}"
-            );
-        }
-        let null_context =
-            r#"{"context": null, "batch": [{"type": "track", "event": "A", "userId": "u"}]}"#;
-        let fast = read_batch_text(null_context.as_bytes(), received).expect("no context");
-        let tree = read_batch(serde_json::from_str(null_context).unwrap(), received).unwrap();
-        assert_eq!(fast, tree);
-        assert!(fast[0].is_ok());
     }
 }

@@ -78,6 +78,39 @@ pub fn batch_items(mut batch: Map<String, Value>) -> Result<Vec<Value>, MessageE
     Ok(items)
 }
 
+/// The messages of a batch object read from its text, in order, each by
+/// [`Message::from_json_text_in`] (the typed path, with the general one
+/// behind it), without a JSON tree of the whole batch: what
+/// [`batch_items`] and [`Message::from_json`] give for the same object
+/// (the two paths agree on any message). `None` when the text is anything
+/// but `{"batch": [...]}` without a batch-wide `context` (a context to
+/// merge, or an error to report): [`batch_items`] decides then.
+pub fn batch_from_text(
+    text: &[u8],
+    received_at: Option<Timestamp>,
+    names: &mut Names,
+) -> Option<Vec<Result<Message, MessageError>>> {
+    #[derive(serde::Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        batch: Vec<&'a RawValue>,
+        #[serde(borrow, default)]
+        context: Option<&'a RawValue>,
+    }
+    let text = std::str::from_utf8(text).ok()?;
+    let batch: Batch<'_> = serde_json::from_str(text).ok()?;
+    if batch.context.is_some() {
+        return None;
+    }
+    Some(
+        batch
+            .batch
+            .into_iter()
+            .map(|item| Message::from_json_text_in(item.get().as_bytes(), received_at, names))
+            .collect(),
+    )
+}
+
 /// Reads an id field: a non-empty string, or a number (Segment SDKs send both).
 fn id_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, MessageError> {
     match object.get(field) {

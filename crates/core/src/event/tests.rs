@@ -338,3 +338,36 @@ fn a_batch_context_applies_to_every_item_under_its_own() {
         Some("context")
     );
 }
+
+/// A batch-wide `context` (merged into each message's), and anything that
+/// is not `{"batch": [...]}`, are left to `batch_items` over the JSON
+/// value, which merges or reports; a null `context` is no context.
+#[test]
+fn batch_contexts_and_malformed_batches_are_left_to_the_value() {
+    let received = Some(Timestamp::from_seconds(1_704_067_210));
+    for body in [
+        r#"{"context": {"ip": "1.2.3.4"}, "batch": [{"type": "track", "event": "A", "userId": "u"}]}"#,
+        r#"{"context": {}, "batch": []}"#,
+        r#"{"batch": {"type": "track"}}"#,
+        r#"{"batch": [], "batch": []}"#,
+        r#"[{"type": "track"}]"#,
+        r#"{"batch": [1, 2"#,
+        "{}",
+    ] {
+        let read = batch_from_text(body.as_bytes(), received, &mut Names::default());
+        assert!(read.is_none(), "{body}");
+    }
+    let null_context =
+        r#"{"context": null, "batch": [{"type": "track", "event": "A", "userId": "u"}]}"#;
+    let read = batch_from_text(null_context.as_bytes(), received, &mut Names::default());
+    let Ok(Value::Object(object)) = serde_json::from_str(null_context) else {
+        unreachable!()
+    };
+    let items = batch_items(object).unwrap();
+    let tree: Vec<_> = items
+        .into_iter()
+        .map(|item| Message::from_json(item, None, received))
+        .collect();
+    assert_eq!(read.expect("no context"), tree);
+    assert!(tree[0].is_ok());
+}
