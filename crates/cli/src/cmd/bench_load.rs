@@ -71,47 +71,81 @@ fn contact_of(n: u64, contacts: u64) -> u64 {
 /// A random UUID v4 for event `n` of run `run` (distinct across events
 /// and runs).
 pub(crate) fn uuid(run: u64, n: u64) -> String {
-    let mut rng = leadscore_eval::rng::Rng::new(run.rotate_left(32) ^ n);
-    let (a, b) = (rng.next_u64(), rng.next_u64());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
+    let mut out = String::with_capacity(36);
+    push_uuid(&mut out, run, n);
+    out
 }
 
-/// The message id of event `n` of run `run`, made at `unix_ms`, in the
-/// shape a real SDK sends ([`IdShape`]).
-fn message_id(shape: IdShape, run: u64, n: u64, unix_ms: i64) -> String {
-    match shape {
-        IdShape::Uuid => uuid(run, n),
-        IdShape::SegmentJs => format!("node-next-{unix_ms}-{}", uuid(run, n)),
+/// Appends [`uuid`]'s text for event `n` of run `run` to `out`: 8-4-4-4-12
+/// hex digits, version 4, variant `10xx`.
+fn push_uuid(out: &mut String, run: u64, n: u64) {
+    let mut rng = leadscore_eval::rng::Rng::new(run.rotate_left(32) ^ n);
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    push_hex(out, a >> 32, 8);
+    out.push('-');
+    push_hex(out, a >> 16, 4);
+    out.push_str("-4");
+    push_hex(out, a, 3);
+    out.push('-');
+    push_hex(out, 0x8000 | ((b >> 48) & 0x3fff), 4);
+    out.push('-');
+    push_hex(out, b, 12);
+}
+
+/// Appends the low `digits` hex digits of `value` (lowercase, leading
+/// zeros kept) to `out`.
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for d in (0..digits).rev() {
+        out.push(char::from(HEX[((value >> (4 * d)) & 0xf) as usize]));
     }
 }
 
+/// Appends the message id of event `n` of run `run`, made at `unix_ms`
+/// (its decimal digits), in the shape a real SDK sends ([`IdShape`]).
+fn push_message_id(out: &mut String, shape: IdShape, run: u64, n: u64, unix_ms: &str) {
+    if shape == IdShape::SegmentJs {
+        out.push_str("node-next-");
+        out.push_str(unix_ms);
+        out.push('-');
+    }
+    push_uuid(out, run, n);
+}
+
 /// One `/v1/batch` body: `batch` `Email Link Clicked` events, each with a
-/// message id unique to this run ([`message_id`]), stamped with the current
-/// time (every event new, none a duplicate).
+/// message id unique to this run ([`push_message_id`]), stamped with the
+/// current time (every event new, none a duplicate). Written straight
+/// into one string: the load generator shares the server's CPUs, and
+/// formatting each event through `format!` took about a quarter of its
+/// own CPU (`docs/performance.md`, session 50).
 fn body(run: u64, first: u64, plan: &LoadPlan<'_>) -> String {
     let at = leadscore_store::now();
-    let (now, unix_ms) = (at.to_string(), at.0.div_euclid(1_000_000));
-    let items: Vec<String> = (first..first + u64::from(plan.batch))
-        .map(|n| {
-            let contact = if plan.sequential {
-                n % plan.contacts
-            } else {
-                contact_of(n, plan.contacts)
-            };
-            let id = message_id(plan.ids, run, n, unix_ms);
-            format!(
-                r#"{{"type":"track","userId":"load-{contact}","event":"Email Link Clicked","messageId":"{id}","timestamp":"{now}"}}"#
-            )
-        })
-        .collect();
-    format!(r#"{{"batch":[{}]}}"#, items.join(","))
+    let now = at.to_string();
+    let mut ms = itoa::Buffer::new();
+    let unix_ms = ms.format(at.0.div_euclid(1_000_000));
+    let mut contact_digits = itoa::Buffer::new();
+    let per_event = 150 + now.len() + unix_ms.len();
+    let mut out = String::with_capacity(16 + plan.batch as usize * per_event);
+    out.push_str(r#"{"batch":["#);
+    for n in first..first + u64::from(plan.batch) {
+        if n > first {
+            out.push(',');
+        }
+        let contact = if plan.sequential {
+            n % plan.contacts
+        } else {
+            contact_of(n, plan.contacts)
+        };
+        out.push_str(r#"{"type":"track","userId":"load-"#);
+        out.push_str(contact_digits.format(contact));
+        out.push_str(r#"","event":"Email Link Clicked","messageId":""#);
+        push_message_id(&mut out, plan.ids, run, n, unix_ms);
+        out.push_str(r#"","timestamp":""#);
+        out.push_str(&now);
+        out.push_str(r#""}"#);
+    }
+    out.push_str("]}");
+    out
 }
 
 /// The outcome of one request: latency from when it was due, in ms, and
@@ -183,6 +217,15 @@ pub fn run(
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()?;
+        // The URL parsed and the key encoded once, not for every request.
+        let url = reqwest::Url::parse(&url).with_context(|| format!("not a URL: {url}"))?;
+        let headers = client
+            .post(url.clone())
+            .basic_auth(plan.write_key, Some(""))
+            .header("content-type", "application/json")
+            .build()?
+            .headers()
+            .clone();
         let mut tasks = tokio::task::JoinSet::new();
         let mut answers: Vec<(Duration, Answer)> = Vec::with_capacity(requests);
         let mut warm_failed = 0usize;
@@ -202,13 +245,12 @@ pub fn run(
             while let Some(answer) = tasks.try_join_next() {
                 keep(answer?);
             }
-            let request = client
-                .post(&url)
-                .basic_auth(plan.write_key, Some(""))
-                .header("content-type", "application/json")
-                .body(body(run_id, i as u64 * u64::from(plan.batch), plan));
+            let mut request = reqwest::Request::new(reqwest::Method::POST, url.clone());
+            *request.headers_mut() = headers.clone();
+            *request.body_mut() = Some(body(run_id, i as u64 * u64::from(plan.batch), plan).into());
+            let client = client.clone();
             tasks.spawn(async move {
-                let ok = match request.send().await {
+                let ok = match client.execute(request).await {
                     Ok(response) => {
                         let ok = response.status().is_success();
                         // The body is read so the connection can be reused.
@@ -272,6 +314,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leadscore_core::time::Timestamp;
 
     fn plan(sequential: bool) -> LoadPlan<'static> {
         LoadPlan {
@@ -337,6 +380,64 @@ mod tests {
         // Another run, other ids.
         assert_ne!(uuid(8, 10), uuid(7, 10));
         assert!(batch.iter().all(|m| m["type"] == "track"));
+    }
+
+    /// The message id of event `n` of run `run`, made at `unix_ms`.
+    fn message_id(shape: IdShape, run: u64, n: u64, unix_ms: i64) -> String {
+        let mut out = String::new();
+        push_message_id(&mut out, shape, run, n, &unix_ms.to_string());
+        out
+    }
+
+    /// The UUID as `format!` writes it: the reference the hand-written
+    /// digits must match.
+    fn uuid_by_format(run: u64, n: u64) -> String {
+        let mut rng = leadscore_eval::rng::Rng::new(run.rotate_left(32) ^ n);
+        let (a, b) = (rng.next_u64(), rng.next_u64());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    #[test]
+    fn uuids_are_written_as_format_writes_them() {
+        for run in [0, 7, u64::MAX] {
+            for n in (0..5_000).chain([u64::MAX]) {
+                assert_eq!(uuid(run, n), uuid_by_format(run, n), "run {run}, event {n}");
+            }
+        }
+        let mut hex = String::new();
+        push_hex(&mut hex, 0xab, 4);
+        push_hex(&mut hex, 0x1234_5678_9abc_def0, 3);
+        assert_eq!(hex, "00abef0");
+    }
+
+    /// A body is the text the `format!` version wrote, byte for byte.
+    #[test]
+    fn a_body_is_the_text_format_wrote() {
+        for (ids, sequential) in [(IdShape::Uuid, false), (IdShape::SegmentJs, true)] {
+            let mut p = plan(sequential);
+            (p.ids, p.contacts, p.batch) = (ids, 1_000, 4);
+            let text = body(7, 10, &p);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let at = value["batch"][0]["timestamp"].as_str().unwrap().to_string();
+            let unix_ms = Timestamp::parse_date_or_time(&at).unwrap().0 / 1_000_000;
+            let items: Vec<String> = (10..14)
+                .map(|n| {
+                    let contact = if sequential { n % 1_000 } else { contact_of(n, 1_000) };
+                    let id = message_id(ids, 7, n, unix_ms);
+                    format!(
+                        r#"{{"type":"track","userId":"load-{contact}","event":"Email Link Clicked","messageId":"{id}","timestamp":"{at}"}}"#
+                    )
+                })
+                .collect();
+            assert_eq!(text, format!(r#"{{"batch":[{}]}}"#, items.join(",")));
+        }
     }
 
     /// Segment's JavaScript libraries' ids: `node-next-`, the time in ms,
