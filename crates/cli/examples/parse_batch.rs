@@ -16,7 +16,7 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context, Result};
-use leadscore_core::event::{batch_items, Message};
+use leadscore_core::event::{batch_from_text, batch_messages, Names};
 use leadscore_store::Incoming;
 use serde_json::Value;
 
@@ -33,12 +33,19 @@ fn measured(bodies: &[Vec<u8>]) -> Result<usize> {
     let received = leadscore_store::now();
     let mut bytes = 0;
     for (b, body) in bodies.iter().enumerate() {
-        let Value::Object(object) = serde_json::from_slice(body)? else {
-            bail!("body {b} is not an object");
+        // The body's text message by message, else its JSON tree.
+        let read = match batch_from_text(body, Some(received), &mut Names::default()) {
+            Some(read) => read,
+            None => {
+                let Value::Object(object) = serde_json::from_slice(body)? else {
+                    bail!("body {b} is not an object");
+                };
+                batch_messages(object, Some(received))?
+            }
         };
-        for (i, item) in batch_items(object)?.into_iter().enumerate() {
-            let message = Message::from_json(item, None, Some(received))
-                .map_err(|e| anyhow::anyhow!("body {b}, message {i}: {}", e.message))?;
+        for (i, message) in read.into_iter().enumerate() {
+            let message =
+                message.map_err(|e| anyhow::anyhow!("body {b}, message {i}: {}", e.message))?;
             bytes += std::hint::black_box(Incoming::new(message)).body.len();
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::BufRead;
 
-use leadscore_core::event::{batch_from_text, batch_items, Message, MessageError, Names};
+use leadscore_core::event::{batch_from_text, batch_messages, Message, MessageError, Names};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -106,11 +106,14 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Piece) {
         out.messages.push(message);
         return;
     }
-    // A batch without a batch-wide context: each item's text on its own.
-    if let Some(items) = batch_from_text(text, None, &mut out.names) {
+    let push_batch = |out: &mut Piece, items: Vec<Result<Message, MessageError>>| {
         for (i, item) in items.into_iter().enumerate() {
             out.push(item.map_err(|e| error(Some(i), e)));
         }
+    };
+    // A batch without a batch-wide context: each item's text on its own.
+    if let Some(items) = batch_from_text(text, None, &mut out.names) {
+        push_batch(out, items);
         return;
     }
     let value: Value = match serde_json::from_slice(text) {
@@ -129,14 +132,12 @@ fn parse_line(file: &str, line: u64, text: &[u8], out: &mut Piece) {
         }
     };
     match value {
-        Value::Object(object) if object.contains_key("batch") => match batch_items(object) {
-            Ok(items) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    out.push(Message::from_json(item, None, None).map_err(|e| error(Some(i), e)));
-                }
+        Value::Object(object) if object.contains_key("batch") => {
+            match batch_messages(object, None) {
+                Ok(items) => push_batch(out, items),
+                Err(e) => out.push(Err(error(None, e))),
             }
-            Err(e) => out.push(Err(error(None, e))),
-        },
+        }
         value => out.push(Message::from_json(value, None, None).map_err(|e| error(None, e))),
     }
 }

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use leadscore_core::event::{
-    batch_from_text, batch_items, Message, MessageError, MessageKind, Names,
+    batch_from_text, batch_messages, Message, MessageError, MessageKind, Names,
 };
 use leadscore_core::time::{Duration, Timestamp};
 use leadscore_store::{now, Incoming, Scope};
@@ -196,9 +196,7 @@ async fn ingest_batch(
     Ok(Json(answer))
 }
 
-/// A batch body read as a JSON value: `{"batch": [...]}`, the batch's
-/// `context` merged into each message's ([`batch_items`]), each message
-/// read by [`Message::from_json`].
+/// A batch body read as a JSON value ([`batch_messages`]).
 fn read_batch(value: Value, received: Timestamp) -> Result<Read, ApiError> {
     let Value::Object(object) = value else {
         return Err(ApiError::new(
@@ -206,12 +204,8 @@ fn read_batch(value: Value, received: Timestamp) -> Result<Read, ApiError> {
             "expected {\"batch\": [messages]}",
         ));
     };
-    let items =
-        batch_items(object).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    Ok(items
-        .into_iter()
-        .map(|item| Message::from_json(item, None, Some(received)))
-        .collect())
+    batch_messages(object, Some(received))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// [`read_batch`] over the body's text, without a JSON tree of the whole

@@ -12,7 +12,7 @@ use crate::time::Timestamp;
 
 mod parse;
 
-pub use parse::{batch_from_text, batch_items};
+pub use parse::{batch_from_text, batch_items, batch_messages};
 
 /// The Segment message types leadscore understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

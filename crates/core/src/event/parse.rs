@@ -78,13 +78,27 @@ pub fn batch_items(mut batch: Map<String, Value>) -> Result<Vec<Value>, MessageE
     Ok(items)
 }
 
+/// The messages of a batch object (`{"batch": [...]}`), in order, each
+/// read by [`Message::from_json`] with the batch's `context` merged in
+/// ([`batch_items`]), or why it is not one; an error when the object is
+/// not a batch.
+pub fn batch_messages(
+    batch: Map<String, Value>,
+    received_at: Option<Timestamp>,
+) -> Result<Vec<Result<Message, MessageError>>, MessageError> {
+    Ok(batch_items(batch)?
+        .into_iter()
+        .map(|item| Message::from_json(item, None, received_at))
+        .collect())
+}
+
 /// The messages of a batch object read from its text, in order, each by
 /// [`Message::from_json_text_in`] (the typed path, with the general one
 /// behind it), without a JSON tree of the whole batch: what
-/// [`batch_items`] and [`Message::from_json`] give for the same object
-/// (the two paths agree on any message). `None` when the text is anything
-/// but `{"batch": [...]}` without a batch-wide `context` (a context to
-/// merge, or an error to report): [`batch_items`] decides then.
+/// [`batch_messages`] gives for the same object (the two paths agree on
+/// any message). `None` when the text is anything but `{"batch": [...]}`
+/// without a batch-wide `context` (a context to merge, or an error to
+/// report): [`batch_messages`] decides then.
 pub fn batch_from_text(
     text: &[u8],
     received_at: Option<Timestamp>,

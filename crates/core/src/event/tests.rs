@@ -340,7 +340,7 @@ fn a_batch_context_applies_to_every_item_under_its_own() {
 }
 
 /// A batch-wide `context` (merged into each message's), and anything that
-/// is not `{"batch": [...]}`, are left to `batch_items` over the JSON
+/// is not `{"batch": [...]}`, are left to `batch_messages` over the JSON
 /// value, which merges or reports; a null `context` is no context.
 #[test]
 fn batch_contexts_and_malformed_batches_are_left_to_the_value() {
@@ -363,11 +363,7 @@ fn batch_contexts_and_malformed_batches_are_left_to_the_value() {
     let Ok(Value::Object(object)) = serde_json::from_str(null_context) else {
         unreachable!()
     };
-    let items = batch_items(object).unwrap();
-    let tree: Vec<_> = items
-        .into_iter()
-        .map(|item| Message::from_json(item, None, received))
-        .collect();
+    let tree = batch_messages(object, received).unwrap();
     assert_eq!(read.expect("no context"), tree);
     assert!(tree[0].is_ok());
 }
